@@ -1,0 +1,120 @@
+//! Shapes exchanged over berth's HTTP API (JSON). The CLI, the web UI and the MCP server all
+//! read these; they are the only way into the platform's state.
+
+use crate::model::{ImageRef, InstanceState, ReleaseConfig, ReleaseStatus};
+use serde::{Deserialize, Serialize};
+
+/// Header carrying who asks (shown in `berth releases`).
+pub const ACTOR_HEADER: &str = "x-berth-actor";
+
+/// Every API error: a stable machine-readable code, a human message naming the problem, and
+/// where possible a hint saying what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `invalid_app_name`, `app_not_found`, `build_failed`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// One app in `berth apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    /// App name.
+    pub name: String,
+    /// URL at the edge.
+    pub url: String,
+    /// Version of the release serving now.
+    pub current_release: Option<u32>,
+    /// Running instances.
+    pub running: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One release in `berth releases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseView {
+    /// App name.
+    pub app: String,
+    /// 1, 2, …
+    pub version: u32,
+    /// Image it runs.
+    pub image: ImageRef,
+    /// Environment and processes.
+    pub config: ReleaseConfig,
+    /// What made it: `build <source id>`, `rollback to v2`, `env set GREETING`.
+    pub description: String,
+    /// Where it is in its life.
+    pub status: ReleaseStatus,
+    /// Who asked for it.
+    pub actor: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Why its deploy failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// One instance in `berth ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// Container id.
+    pub id: String,
+    /// Release it belongs to.
+    pub release: u32,
+    /// Process type.
+    pub process: String,
+    /// Index within the process type.
+    pub index: u32,
+    /// Current state.
+    pub state: InstanceState,
+    /// Address the edge sends traffic to.
+    pub address: String,
+    /// How often it was restarted after exiting.
+    pub restarts: u32,
+    /// Exit code of its last exit (128+N for signal N).
+    pub last_exit: Option<i32>,
+    /// Unix seconds when its current process started.
+    pub started_at: i64,
+}
+
+/// A line of the NDJSON stream that `POST /v1/apps/{app}/deploys` answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// The deploy moved to a new step.
+    Step { step: String },
+    /// A line of build or release-command output.
+    Log { line: String },
+    /// The deploy finished; this release serves now.
+    Done { release: u32, url: String },
+    /// The deploy failed; the previous release (if any) keeps serving.
+    Failed {
+        #[serde(flatten)]
+        error: ErrorBody,
+        #[serde(default)]
+        log_tail: Vec<String>,
+    },
+}
+
+/// Body of `POST /v1/apps/{app}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// Version to go back to; default: the release before the current one.
+    pub to: Option<u32>,
+}
+
+/// Body of `POST /v1/apps/{app}/env`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvChange {
+    /// Variables to set.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    /// Variables to remove.
+    #[serde(default)]
+    pub unset: Vec<String>,
+}

@@ -1,0 +1,15 @@
+//! berth's I/O-free core: the object model every plane shares.
+//!
+//! Nothing in this crate touches the disk, the network or a clock. It holds the names and
+//! shapes of things (apps, releases, builds, instances), the parsers and validators for the
+//! files users write (`berth.toml`, `Procfile`), and the data the HTTP API exchanges, so that
+//! the control plane, the CLI and the other planes agree on one vocabulary.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod model;
+pub mod names;
+pub mod procfile;
+pub mod spec;
+
+pub use names::{AppName, NameError};

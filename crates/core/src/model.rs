@@ -1,0 +1,123 @@
+//! The object model: apps, releases, builds and instances, as plain data.
+
+use crate::spec::HealthCheck;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Process type that runs once before a release starts; a failure fails the deploy.
+pub const RELEASE_PROCESS: &str = "release";
+/// Process type that receives HTTP traffic from the edge.
+pub const WEB_PROCESS: &str = "web";
+
+/// One long-running process type of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Command, run with `sh -c` in the app directory.
+    pub command: String,
+    /// How many instances run.
+    pub instances: u32,
+}
+
+/// Everything about a release except its image: immutable once the release exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReleaseConfig {
+    /// Environment variables given to every process.
+    pub env: BTreeMap<String, String>,
+    /// Long-running process types (never `release`).
+    pub processes: BTreeMap<String, ProcessSpec>,
+    /// Command run once before the release's processes start.
+    pub release_command: Option<String>,
+    /// Health check applied to new `web` instances.
+    pub health: HealthCheck,
+}
+
+/// An OCI image in berth's local image store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Repository name inside the store (the app's name).
+    pub repository: String,
+    /// Immutable tag: the git commit sha, or `sha256-<content digest>` for plain directories.
+    pub tag: String,
+    /// Manifest digest (`sha256:…`).
+    pub digest: String,
+}
+
+/// Where a release is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Being deployed.
+    Deploying,
+    /// Serving traffic now.
+    Active,
+    /// Served earlier; replaced by a newer release.
+    Superseded,
+    /// Its deploy failed; it never served.
+    Failed,
+}
+
+impl ReleaseStatus {
+    /// The stable string stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploying => "deploying",
+            Self::Active => "active",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "deploying" => Self::Deploying,
+            "active" => Self::Active,
+            "superseded" => Self::Superseded,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// State of one running (or once running) process instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Container being created.
+    Starting,
+    /// Process alive.
+    Running,
+    /// Exited; waiting for its backoff before a restart.
+    Crashed,
+    /// Stopped on purpose (drained, destroyed).
+    Stopped,
+}
+
+impl InstanceState {
+    /// The stable string stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Crashed => "crashed",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// Parses the stored string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "starting" => Self::Starting,
+            "running" => Self::Running,
+            "crashed" => Self::Crashed,
+            "stopped" => Self::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// The container id berth gives an instance: unique per platform, valid as a crun id and
+/// short enough to derive interface names from.
+pub fn instance_id(app: &str, release: u32, process: &str, index: u32, nonce: &str) -> String {
+    format!("{app}-v{release}-{process}-{index}-{nonce}")
+}

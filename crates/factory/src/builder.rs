@@ -1,0 +1,339 @@
+//! Runs a [`BuildPlan`] in a build container and stores the result as an OCI image.
+//!
+//! The build container runs on the same [`Runtime`] as apps, but shares the host's network
+//! namespace (the package registries are reached through the host's `/etc/hosts`, CA bundle
+//! and package-manager config, as `docker build --network=host` would) and sees the host's
+//! `/usr` and `/etc` read-only, plus the host's Rust toolchain when there is one. It writes
+//! only to `/app` (the unpacked source) and `/cache` (this app's build cache).
+
+use crate::image::{ImageError, ImageMeta, ImageStore};
+use crate::plan::BuildPlan;
+use crate::providers::{self, DetectError};
+use crate::source::{self, SourceError};
+use berth_core::model::ImageRef;
+use berth_core::spec::BerthToml;
+use berth_runtime::bundle::{host_stack_skeleton, BindMount};
+use berth_runtime::{ContainerSpec, NetworkMode, Runtime, RuntimeError};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Host environment variables a build inherits: CA bundles, proxies and registry settings the
+/// host's package managers rely on.
+const PASSTHROUGH_ENV: &[&str] = &[
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "PIP_CERT",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_DEFAULT_TIMEOUT",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "npm_config_registry",
+    "RUSTUP_TOOLCHAIN",
+];
+
+/// Errors of a build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error("the build command failed with exit code {code}")]
+    Failed { code: i32 },
+    #[error("the build did not finish within {0} seconds and was stopped")]
+    TimedOut(u64),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where builds happen on the host.
+#[derive(Debug, Clone)]
+pub struct FactoryPaths {
+    /// Scratch space: one directory per build, removed afterwards.
+    pub work_root: PathBuf,
+    /// Build caches: one directory per app.
+    pub cache_root: PathBuf,
+}
+
+/// One build to run.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// App (image repository) name.
+    pub app: String,
+    /// Unique id of this build (container id, scratch dir name).
+    pub build_id: String,
+    /// Immutable image tag: git commit sha or content id.
+    pub tag: String,
+    /// App configuration from `berth.toml`.
+    pub toml: BerthToml,
+    /// File the build log is appended to.
+    pub log_file: PathBuf,
+    /// Longest a build may run.
+    pub timeout: Duration,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The image.
+    pub image: ImageRef,
+    /// Process commands, release command and environment baked into it.
+    pub meta: ImageMeta,
+    /// True when an image with this tag existed and nothing was built.
+    pub reused: bool,
+}
+
+/// The factory: builds sources into images.
+pub struct Factory {
+    paths: FactoryPaths,
+    images: ImageStore,
+    runtime: Arc<dyn Runtime>,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// Appends a berth step line (`-----> …`) to a build log.
+pub fn log_step(log_file: &Path, line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+    {
+        let _ = writeln!(f, "-----> {line}");
+    }
+}
+
+/// The host's Rust toolchain directories, if rustup is installed.
+fn host_rust_toolchain() -> Option<(PathBuf, PathBuf)> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let rustup = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".rustup"));
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cargo"))
+        .join("bin");
+    (rustup.is_dir() && cargo_bin.is_dir()).then_some((rustup, cargo_bin))
+}
+
+impl Factory {
+    /// A factory writing images to `images` and running builds on `runtime`.
+    pub fn new(paths: FactoryPaths, images: ImageStore, runtime: Arc<dyn Runtime>) -> Self {
+        Self {
+            paths,
+            images,
+            runtime,
+        }
+    }
+
+    /// The image store the factory writes to.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// Builds `archive` (a packed source) into an image, or reuses the image already built
+    /// from the same source.
+    pub fn build(&self, req: &BuildRequest, archive: &[u8]) -> Result<BuildOutput, BuildError> {
+        if let Some(image) = self.images.find(&req.app, &req.tag)? {
+            log_step(
+                &req.log_file,
+                &format!(
+                    "Source {} was built before; reusing image {}",
+                    req.tag, image.digest
+                ),
+            );
+            let meta = self.images.meta(&image)?;
+            return Ok(BuildOutput {
+                image,
+                meta,
+                reused: true,
+            });
+        }
+        let work = self.paths.work_root.join(&req.build_id);
+        let result = self.build_in(req, archive, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        result
+    }
+
+    fn build_in(
+        &self,
+        req: &BuildRequest,
+        archive: &[u8],
+        work: &Path,
+    ) -> Result<BuildOutput, BuildError> {
+        let app_dir = work.join("app");
+        source::unpack(archive, &app_dir)?;
+        let plan = providers::detect(&app_dir, &req.toml)?;
+        log_step(&req.log_file, &format!("Detected a {} app", plan.provider));
+        for (kind, cmd) in &plan.processes {
+            log_step(&req.log_file, &format!("Process {kind}: {cmd}"));
+        }
+        if !plan.build_commands.is_empty() {
+            self.run_build_container(req, &plan, work, &app_dir)?;
+        }
+        log_step(&req.log_file, "Writing OCI image");
+        let mut env: BTreeMap<String, String> = plan.env.clone();
+        for (k, v) in &req.toml.env {
+            env.insert(k.clone(), v.clone());
+        }
+        let meta = ImageMeta {
+            processes: plan.processes.clone(),
+            release_command: plan.release_command.clone(),
+            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        };
+        let image = self.images.write(&req.app, &req.tag, &app_dir, &meta)?;
+        log_step(
+            &req.log_file,
+            &format!("Image {}:{} ({})", req.app, req.tag, image.digest),
+        );
+        Ok(BuildOutput {
+            image,
+            meta,
+            reused: false,
+        })
+    }
+
+    fn run_build_container(
+        &self,
+        req: &BuildRequest,
+        plan: &BuildPlan,
+        work: &Path,
+        app_dir: &Path,
+    ) -> Result<(), BuildError> {
+        let rootfs = work.join("rootfs");
+        host_stack_skeleton(&rootfs)?;
+        for d in ["app", "cache", "etc"] {
+            std::fs::create_dir_all(rootfs.join(d)).map_err(io("preparing the build root"))?;
+        }
+        let cache = self.paths.cache_root.join(&req.app);
+        let home = cache.join("home");
+        std::fs::create_dir_all(&home).map_err(io(format!("creating {}", home.display())))?;
+        if let Some(host_home) = std::env::var_os("HOME").map(PathBuf::from) {
+            // The host's package-manager configuration, as the build's own.
+            for rel in [".npmrc", ".config/pip/pip.conf", ".pip/pip.conf"] {
+                let src = host_home.join(rel);
+                if src.is_file() {
+                    let dst = home.join(rel);
+                    if let Some(p) = dst.parent() {
+                        let _ = std::fs::create_dir_all(p);
+                    }
+                    let _ = std::fs::copy(&src, &dst);
+                }
+            }
+        }
+
+        let mut mounts = vec![
+            BindMount::ro_same("/usr"),
+            BindMount::ro_same("/etc"),
+            BindMount {
+                source: app_dir.to_path_buf(),
+                destination: "/app".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: cache.clone(),
+                destination: "/cache".into(),
+                readonly: false,
+            },
+        ];
+        let mut path = String::from("/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        if let Some((rustup, cargo_bin)) = host_rust_toolchain() {
+            for p in [&rustup, &cargo_bin] {
+                std::fs::create_dir_all(rootfs.join(p.strip_prefix("/").unwrap_or(p)))
+                    .map_err(io("preparing the build root"))?;
+                mounts.push(BindMount::ro_same(p.clone()));
+            }
+            path = format!("{}:{path}", cargo_bin.display());
+            env.insert("RUSTUP_HOME".into(), rustup.display().to_string());
+        }
+        for key in PASSTHROUGH_ENV {
+            if let Ok(v) = std::env::var(key) {
+                env.insert((*key).to_string(), v);
+            }
+        }
+        env.insert("PATH".into(), path);
+        env.insert("HOME".into(), "/cache/home".into());
+        env.insert("PIP_CACHE_DIR".into(), "/cache/pip".into());
+        env.insert("npm_config_cache".into(), "/cache/npm".into());
+        env.insert("XDG_CACHE_HOME".into(), "/cache/xdg".into());
+        env.insert("CI".into(), "true".into());
+        for (k, v) in plan.env.iter().chain(req.toml.env.iter()) {
+            if k != "PATH" {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+
+        let script = std::iter::once("set -e".to_string())
+            .chain(
+                plan.build_commands
+                    .iter()
+                    .map(|c| format!("echo '-----> Running: {}'\n{c}", c.replace('\'', ""))),
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let spec = ContainerSpec {
+            id: format!("build-{}", req.build_id),
+            bundle_dir: work.join("bundle"),
+            rootfs,
+            readonly_rootfs: false,
+            args: vec!["/bin/sh".into(), "-c".into(), script],
+            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: "/app".into(),
+            hostname: format!("build-{}", req.app),
+            mounts,
+            network: NetworkMode::Host,
+            log_file: req.log_file.clone(),
+            memory_limit: None,
+        };
+        log_step(&req.log_file, "Building in a container (host network, host toolchains)");
+
+        // Watchdog: stop the build container if it runs past the timeout.
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let runtime = Arc::clone(&self.runtime);
+        let id = spec.id.clone();
+        let timeout = req.timeout;
+        let watchdog = std::thread::spawn(move || {
+            if done_rx.recv_timeout(timeout).is_err() {
+                let _ = runtime.kill(&id, "KILL");
+                return true;
+            }
+            false
+        });
+        let result = self.runtime.run_to_exit(&spec);
+        let _ = done_tx.send(());
+        let timed_out = watchdog.join().unwrap_or(false);
+        let code = result?;
+        if timed_out {
+            return Err(BuildError::TimedOut(req.timeout.as_secs()));
+        }
+        if code != 0 {
+            return Err(BuildError::Failed { code });
+        }
+        Ok(())
+    }
+}

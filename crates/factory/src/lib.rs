@@ -1,0 +1,17 @@
+//! berth's factory (build plane): source in, OCI image out.
+//!
+//! - [`source`] packs an app directory for upload (honouring `.gitignore` and
+//!   `.dockerignore`, within a size limit) and unpacks uploads safely.
+//! - [`providers`] detect how to build a directory: one provider per language, each turning a
+//!   directory into a [`plan::BuildPlan`], plain data that is snapshot-tested per example.
+//! - [`builder`] executes a plan inside a container on the same runtime as apps, sharing the
+//!   host's network and toolchains ("host stack") with a per-app build cache.
+//! - [`image`] writes and reads OCI image layouts: the built app as a layer, its processes in
+//!   the image config, tagged immutably.
+#![forbid(unsafe_code)]
+
+pub mod builder;
+pub mod image;
+pub mod plan;
+pub mod providers;
+pub mod source;

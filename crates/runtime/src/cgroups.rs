@@ -1,0 +1,50 @@
+//! The cgroup layout crun needs. On hosts with cgroup v1 and v2 mounted side by side
+//! ("hybrid"), crun refuses to run while any controller is attached to the v2 hierarchy
+//! (`cgroups in hybrid mode not supported, drop all controllers from cgroupv2`). Mounting each
+//! such controller's v1 hierarchy moves it off v2 and crun works.
+
+use crate::RuntimeError;
+use std::path::Path;
+use std::process::Command;
+
+const UNIFIED: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
+
+/// Controllers attached to the v2 hierarchy of a hybrid host (empty on pure v1 or v2 hosts).
+pub fn hybrid_v2_controllers() -> Vec<String> {
+    std::fs::read_to_string(UNIFIED)
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Makes sure crun can create containers: on a hybrid host, mounts the v1 hierarchy of every
+/// controller still on v2 (needs root), or explains exactly what to run.
+pub fn ensure_crun_compatible() -> Result<(), RuntimeError> {
+    let controllers = hybrid_v2_controllers();
+    if controllers.is_empty() {
+        return Ok(());
+    }
+    for c in &controllers {
+        let dir = format!("/sys/fs/cgroup/{c}");
+        let fixed = std::fs::create_dir_all(&dir).is_ok()
+            && Command::new("mount")
+                .args(["-t", "cgroup", "-o", c, "cgroup", &dir])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if !fixed && !Path::new(&dir).join("cgroup.procs").exists() {
+            return Err(RuntimeError::Cgroups(format!(
+                "crun cannot run containers while the {c} cgroup controller is attached to cgroup v2 \
+                 (hybrid mode). Run as root: mkdir -p {dir} && mount -t cgroup -o {c} cgroup {dir}"
+            )));
+        }
+    }
+    let left = hybrid_v2_controllers();
+    if !left.is_empty() {
+        return Err(RuntimeError::Cgroups(format!(
+            "cgroup v2 still holds controllers {left:?} in hybrid mode; crun will refuse to start \
+             containers. Mount their v1 hierarchies under /sys/fs/cgroup/<name> as root"
+        )));
+    }
+    tracing::info!(?controllers, "moved cgroup controllers from v2 to v1 so crun can run");
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Container networking: one Linux bridge per berth installation on a private subnet, and
+//! per instance a network namespace joined to the bridge by a veth pair. The edge on the host
+//! reaches each instance at its own address on the bridge.
+//!
+//! Driven through iproute2's `ip` (Debian package `iproute2`), one command per step, so every
+//! failure names the exact command that failed.
+
+use crate::RuntimeError;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A subnet such as `10.77.0.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    /// Network address.
+    pub network: Ipv4Addr,
+    /// Prefix length, 16 to 29.
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("subnet {s:?} must look like 10.77.0.0/24"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("subnet {s:?}: {addr:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("subnet {s:?}: bad prefix length"))?;
+        if !(16..=29).contains(&prefix) {
+            return Err(format!("subnet {s:?}: prefix must be between /16 and /29"));
+        }
+        if !addr.is_private() {
+            return Err(format!("subnet {s:?} must be a private (RFC 1918) range"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Self {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl Subnet {
+    /// The bridge's own address: the first host address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    /// Addresses available to instances (all host addresses but the gateway).
+    pub fn instance_addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let base = u32::from(self.network);
+        let size = 1u32 << (32 - self.prefix);
+        (2..size - 1).map(move |i| Ipv4Addr::from(base + i))
+    }
+}
+
+/// berth's bridge and the namespaces attached to it.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Bridge interface name (≤ 15 characters).
+    pub bridge: String,
+    /// Subnet of the bridge.
+    pub subnet: Subnet,
+}
+
+fn run(args: &[&str]) -> Result<(), RuntimeError> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            RuntimeError::MissingBinary {
+                binary: "ip",
+                package: "iproute2",
+            }
+        } else {
+            RuntimeError::Network {
+                command: format!("ip {}", args.join(" ")),
+                message: e.to_string(),
+            }
+        }
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Network {
+            command: format!("ip {}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// A stable short hash for interface names (FNV-1a).
+fn short_hash(s: &str) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    format!("{h:08x}")
+}
+
+impl Network {
+    /// Checks a bridge name: an interface name of 1 to 15 letters, digits, `-` or `_`.
+    pub fn validate_bridge_name(name: &str) -> Result<(), String> {
+        if name.is_empty()
+            || name.len() > 15
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "bridge name {name:?} must be 1 to 15 letters, digits, '-' or '_'"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates the bridge with its gateway address if it does not exist yet.
+    pub fn ensure_bridge(&self) -> Result<(), RuntimeError> {
+        let exists = Command::new("ip")
+            .args(["link", "show", "dev", &self.bridge])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !exists {
+            run(&["link", "add", "name", &self.bridge, "type", "bridge"])?;
+        }
+        let gw = format!("{}/{}", self.subnet.gateway(), self.subnet.prefix);
+        let has_addr = Command::new("ip")
+            .args(["-4", "addr", "show", "dev", &self.bridge])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&gw))
+            .unwrap_or(false);
+        if !has_addr {
+            run(&["addr", "add", &gw, "dev", &self.bridge])?;
+        }
+        run(&["link", "set", "dev", &self.bridge, "up"])
+    }
+
+    /// Path of a namespace created by [`Network::attach`].
+    pub fn netns_path(ns: &str) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(ns)
+    }
+
+    /// Creates namespace `ns` with `eth0` at `addr` on the bridge and a default route via
+    /// the gateway. Replaces a leftover namespace of the same name.
+    pub fn attach(&self, ns: &str, addr: Ipv4Addr) -> Result<PathBuf, RuntimeError> {
+        self.detach(ns);
+        let hash = short_hash(ns);
+        let host_if = format!("bh{hash}");
+        let peer_if = format!("bc{hash}");
+        let cidr = format!("{addr}/{}", self.subnet.prefix);
+        let gw = self.subnet.gateway().to_string();
+        let steps: [&[&str]; 9] = [
+            &["netns", "add", ns],
+            &["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if],
+            &["link", "set", &peer_if, "netns", ns],
+            &["link", "set", &host_if, "master", &self.bridge, "up"],
+            &["-n", ns, "link", "set", &peer_if, "name", "eth0"],
+            &["-n", ns, "addr", "add", &cidr, "dev", "eth0"],
+            &["-n", ns, "link", "set", "eth0", "up"],
+            &["-n", ns, "link", "set", "lo", "up"],
+            &["-n", ns, "route", "add", "default", "via", &gw],
+        ];
+        for step in steps {
+            if let Err(e) = run(step) {
+                self.detach(ns);
+                let _ = run(&["link", "del", &host_if]);
+                return Err(e);
+            }
+        }
+        Ok(Self::netns_path(ns))
+    }
+
+    /// Removes namespace `ns` (and with it the veth pair). Idempotent.
+    pub fn detach(&self, ns: &str) {
+        if Self::netns_path(ns).exists() {
+            let _ = run(&["netns", "del", ns]);
+        }
+    }
+
+    /// Removes the bridge (used when a test platform is torn down).
+    pub fn remove_bridge(&self) {
+        let _ = run(&["link", "del", &self.bridge]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_subnets_and_hands_out_addresses() {
+        let s: Subnet = "10.77.0.9/24".parse().unwrap();
+        assert_eq!(s.to_string(), "10.77.0.0/24");
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 77, 0, 1));
+        let addrs: Vec<_> = s.instance_addresses().collect();
+        assert_eq!(addrs.first(), Some(&Ipv4Addr::new(10, 77, 0, 2)));
+        assert_eq!(addrs.last(), Some(&Ipv4Addr::new(10, 77, 0, 254)));
+        assert_eq!(addrs.len(), 253);
+    }
+
+    #[test]
+    fn refuses_public_and_malformed_subnets() {
+        assert!("8.8.8.0/24".parse::<Subnet>().is_err());
+        assert!("10.0.0.0/8".parse::<Subnet>().is_err());
+        assert!("10.0.0.0".parse::<Subnet>().is_err());
+        assert!("banana/24".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn interface_names_fit_the_kernel_limit() {
+        let h = short_hash("a-very-long-app-name-v123-worker-15-abcdef");
+        assert!(format!("bh{h}").len() <= 15);
+        assert_eq!(h, short_hash("a-very-long-app-name-v123-worker-15-abcdef"));
+        assert!(Network::validate_bridge_name("berth0").is_ok());
+        assert!(Network::validate_bridge_name("this-is-too-long-x").is_err());
+    }
+}
