@@ -1,1 +1,36 @@
+//! berth's edge: the one stable entry point for HTTP traffic.
+//!
+//! - [`routes`]: the route table (host name → upstream instances) as an immutable snapshot,
+//!   swapped atomically so a request never sees a half-updated table; persisted to a file the
+//!   control plane writes, so the edge keeps serving the last known routes while the control
+//!   plane is down or restarting.
+//! - [`proxy`]: the hyper-based reverse proxy (HTTP/1.1 keep-alive, pooled upstream
+//!   connections, WebSocket upgrades, `X-Forwarded-*`), with error pages in [`pages`].
+//! - [`server`]: the edge process: listener, route file watcher, graceful shutdown.
+//! - [`static_files`]: berth's static file server, which static-site apps run.
 #![forbid(unsafe_code)]
+
+pub mod pages;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod static_files;
+
+/// Errors of the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot listen on {addr}: {source}; is another berth or web server using that port? pass another port with --edge-port")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("route snapshot {path}: {message}")]
+    Routes { path: String, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,93 @@
+//! Error pages the edge answers with. They say what happened in words a visitor understands
+//! and never reveal internals (addresses, upstream errors).
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{header, Response, StatusCode};
+
+/// Body type of edge responses.
+pub type EdgeBody = BoxBody<Bytes, hyper::Error>;
+
+fn page(status: StatusCode, title: &str, detail: &str) -> Response<EdgeBody> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
+         <body style=\"font-family:sans-serif;margin:3em\"><h1>{code} {title}</h1><p>{detail}</p>\
+         <hr><small>berth edge</small></body></html>\n",
+        code = status.as_u16()
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert("x-berth-error", header::HeaderValue::from_static("edge"));
+    resp
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// 404: no app answers to this host name.
+pub fn not_found(host: &str) -> Response<EdgeBody> {
+    let host: String = escape(&host.chars().take(253).collect::<String>());
+    page(
+        StatusCode::NOT_FOUND,
+        "No app here",
+        &format!("No app is deployed at <b>{host}</b>. Check the address, or deploy an app with <code>berth deploy</code>."),
+    )
+}
+
+/// 502: the app did not answer properly.
+pub fn bad_gateway() -> Response<EdgeBody> {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "Bad gateway",
+        "The app did not answer this request. It may be restarting; try again in a moment.",
+    )
+}
+
+/// 503: the app has no running instance.
+pub fn unavailable() -> Response<EdgeBody> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable",
+        "The app has no healthy instance right now. Try again in a moment.",
+    )
+}
+
+/// 400: the request has no usable `Host`.
+pub fn bad_request() -> Response<EdgeBody> {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        "The request has no Host header, so berth cannot tell which app it is for.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_the_host() {
+        let r = not_found("<script>x</script>");
+        assert_eq!(r.status(), 404);
+    }
+
+    #[test]
+    fn escape_works() {
+        assert_eq!(escape("<a&\"'>"), "&lt;a&amp;&quot;&#39;&gt;");
+    }
+}

@@ -1,0 +1,231 @@
+//! The reverse proxy: routes each request by `Host` to one of the app's instances.
+
+use crate::pages::{self, EdgeBody};
+use crate::routes::SharedTable;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The proxy: the live route table and a pooled upstream client.
+#[derive(Clone)]
+pub struct Proxy {
+    table: SharedTable,
+    client: Client<HttpConnector, EdgeBody>,
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// A request whose body is known to be empty can be resent to another instance when the
+/// first one refuses the connection.
+fn has_no_body(req: &Request<Incoming>) -> bool {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    !req.headers().contains_key(header::TRANSFER_ENCODING)
+        && len.unwrap_or(0) == 0
+        && matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+        )
+}
+
+impl Proxy {
+    /// A proxy over `table`.
+    pub fn new(table: SharedTable) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self { table, client }
+    }
+
+    /// Proxies one request from `remote`.
+    pub async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<EdgeBody> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        let Some(host) = host else {
+            return pages::bad_request();
+        };
+        let table = self.table.load();
+        let Some(route) = table.lookup(&host) else {
+            return pages::not_found(&host);
+        };
+        if route.route.upstreams.is_empty() {
+            return pages::unavailable();
+        }
+
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let retryable = has_no_body(&req);
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+
+        let mut headers = req.headers().clone();
+        let upgrade_value = headers.get(header::UPGRADE).cloned();
+        remove_hop_by_hop(&mut headers);
+        if let Some(u) = upgrade_value.filter(|_| upgrade) {
+            headers.insert(header::UPGRADE, u);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let client_ip = remote.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {client_ip}"),
+            None => client_ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", v);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+
+        let mut body = Some(req.into_body().boxed());
+        let mut last_failed = false;
+        for upstream in route.pick() {
+            let uri: Uri = match format!("http://{upstream}{path}").parse() {
+                Ok(u) => u,
+                Err(_) => return pages::bad_request(),
+            };
+            let this_body = if retryable {
+                Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
+            } else {
+                match body.take() {
+                    Some(b) => b,
+                    None => break,
+                }
+            };
+            let mut out = Request::new(this_body);
+            *out.method_mut() = method.clone();
+            *out.uri_mut() = uri;
+            *out.version_mut() = Version::HTTP_11;
+            *out.headers_mut() = headers.clone();
+            match self.client.request(out).await {
+                Ok(resp) => return self.respond(resp, client_upgrade).await,
+                Err(e) => {
+                    tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
+                    last_failed = true;
+                    if !(retryable && e.is_connect()) {
+                        break;
+                    }
+                }
+            }
+        }
+        if last_failed {
+            pages::bad_gateway()
+        } else {
+            pages::unavailable()
+        }
+    }
+
+    async fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<EdgeBody> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return pages::bad_gateway();
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await)
+                {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
+        }
+        let (mut parts, body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, body.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn detects_upgrades() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(is_upgrade(&h));
+        h.remove("upgrade");
+        assert!(!is_upgrade(&h));
+    }
+}
