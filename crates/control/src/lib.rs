@@ -1,1 +1,42 @@
+//! berth's control plane: the platform's state and the one HTTP API into it.
+//!
+//! - [`config`]: platform settings (data dir, ports, bridge, limits) with validation.
+//! - [`store`]: the state store (SQLite, WAL, migrations; portable SQL).
+//! - [`launcher`]: turns a release's image into containers for the run plane.
+//! - [`deploy`]: the deploy workflow (build → release → start → health → switch → drain),
+//!   each step recorded so a restart rolls an interrupted deploy back instead of guessing.
+//! - [`supervisor`]: watches instances, restarts crashed ones with backoff, re-adopts running
+//!   containers after a restart, feeds the log ingester.
+//! - [`routing`]: publishes the edge's route snapshot and waits until the edge serves it.
+//! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
+//! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod launcher;
+pub mod platform;
+pub mod routing;
+pub mod store;
+pub mod supervisor;
+
+pub use config::PlatformConfig;
+pub use error::ApiError;
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A short random hex id.
+pub fn random_id(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}

@@ -1,0 +1,467 @@
+//! One function per command.
+
+use crate::cli::{Cli, Command, EnvCommand, Global, UpArgs};
+use crate::client::{data_dir, ApiFailure, Client};
+use crate::output;
+use anyhow::{anyhow, bail, Context, Result};
+use berth_core::api::{AppSummary, DeployEvent, InstanceView, ReleaseView};
+use berth_core::spec::BerthToml;
+use berth_core::AppName;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    // The container init must stay a plain single-threaded process.
+    if let Command::ContainerInit {
+        status_file,
+        command,
+    } = &cli.command
+    {
+        return Ok(berth_runtime::init::run(status_file, command));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cli))
+}
+
+async fn run_async(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Up(args) => up(g, args).await,
+        Command::Down => {
+            let cfg = berth_control::PlatformConfig::new(data_dir(g));
+            tokio::task::spawn_blocking(move || berth_control::platform::Platform::teardown(&cfg)).await?;
+            println!("stopped every app container and the edge");
+            Ok(0)
+        }
+        Command::Edge {
+            listen,
+            routes,
+            applied,
+        } => edge(listen, routes, applied).await,
+        Command::ServeStatic { dir, port } => {
+            berth_edge::static_files::serve(dir, port).await?;
+            Ok(0)
+        }
+        Command::ContainerInit { .. } => Ok(0),
+        Command::Deploy { path, app } => deploy(g, &path, app).await,
+        Command::Apps => apps(g).await,
+        Command::Ps { app } => ps(g, &app).await,
+        Command::Releases { app } => releases(g, &app).await,
+        Command::Rollback { app, to } => {
+            let client = Client::discover(g)?;
+            let body = serde_json::json!({ "to": to });
+            stream_workflow(g, &client, &format!("/v1/apps/{app}/rollback"), None, Some(body)).await
+        }
+        Command::Logs {
+            app,
+            follow,
+            build,
+            lines,
+        } => logs(g, &app, follow, build, lines).await,
+        Command::Env(cmd) => env(g, cmd).await,
+        Command::Destroy { app } => {
+            let client = Client::discover(g)?;
+            client.delete(&format!("/v1/apps/{app}")).await?;
+            println!("destroyed {app}");
+            Ok(0)
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| anyhow!("{s:?} is not a size; use bytes or a K, M or G suffix, e.g. 256M"))
+}
+
+async fn up(g: &Global, a: UpArgs) -> Result<i32> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = berth_control::PlatformConfig::new(data_dir(g));
+    cfg.api_listen.set_port(a.api_port);
+    cfg.edge_listen.set_port(a.edge_port);
+    cfg.bridge = a.bridge;
+    cfg.subnet = a
+        .subnet
+        .parse()
+        .map_err(|e: String| anyhow!("--subnet: {e}"))?;
+    cfg.base_domain = a.base_domain;
+    cfg.upload_limit = parse_size(&a.upload_limit).context("--upload-limit")?;
+    cfg.drain_grace = humantime::parse_duration(&a.drain_grace).context("--drain-grace")?;
+    cfg.build_timeout = humantime::parse_duration(&a.build_timeout).context("--build-timeout")?;
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("berth up needs root to create containers and network namespaces\nhint: run it with sudo");
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot listen on {} for the API: {e}\nhint: another berth may be running; stop it or pass --api-port",
+                cfg.api_listen
+            )
+        })?;
+    let platform = berth_control::platform::Platform::start(cfg.clone())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let url = format!("http://{}", cfg.api_listen);
+    std::fs::write(
+        cfg.api_info_path(),
+        serde_json::to_vec(&serde_json::json!({ "url": url }))?,
+    )
+    .context("writing api.json")?;
+    let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));
+    eprintln!(
+        "berth is up: API {url}, edge http://<app>.localhost:{} (data in {})",
+        cfg.edge_listen.port(),
+        cfg.data_dir.display()
+    );
+    let shutdown = platform.shutdown.clone();
+    let app = berth_control::api::router(platform.clone());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    serve.await.context("serving the API")?;
+    platform.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(15), platform.tasks.wait()).await;
+    let _ = supervisor.await;
+    eprintln!("control plane stopped; apps and the edge keep serving");
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn edge(listen: std::net::SocketAddr, routes: std::path::PathBuf, applied: std::path::PathBuf) -> Result<i32> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
+    let listener = berth_edge::server::bind(listen).await?;
+    let shutdown = tokio_util_token();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    berth_edge::server::run(
+        berth_edge::server::EdgeConfig {
+            listen,
+            routes_file: routes,
+            applied_file: applied,
+        },
+        listener,
+        shutdown,
+    )
+    .await?;
+    Ok(0)
+}
+
+fn tokio_util_token() -> tokio_util::sync::CancellationToken {
+    tokio_util::sync::CancellationToken::new()
+}
+
+/// Reads berth.toml of a directory, naming the file in errors.
+fn local_toml(dir: &Path) -> Result<BerthToml> {
+    let path = dir.join("berth.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => BerthToml::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.0)),
+        Err(_) => Ok(BerthToml::default()),
+    }
+}
+
+async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
+    let dir = path
+        .canonicalize()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let toml = local_toml(&dir)?;
+    let name = match app.or(toml.name.clone()) {
+        Some(n) => n,
+        None => AppName::suggest_from(
+            &dir.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        ),
+    };
+    let name = AppName::parse(&name).map_err(|e| {
+        anyhow!("{e}\nhint: app names are DNS labels (lowercase letters, digits, '-'); pass --app NAME")
+    })?;
+    let client = Client::discover(g)?;
+    let limit = std::env::var("BERTH_UPLOAD_LIMIT")
+        .ok()
+        .and_then(|s| parse_size(&s).ok())
+        .unwrap_or(berth_factory::source::DEFAULT_UPLOAD_LIMIT);
+    let dir2 = dir.clone();
+    let archive = tokio::task::spawn_blocking(move || berth_factory::source::pack(&dir2, limit))
+        .await?
+        .map_err(|e| match e {
+            berth_factory::source::SourceError::TooLarge { limit, .. } => anyhow!(
+                "{} packs to more than the upload limit of {limit} bytes\nhint: exclude build outputs and dependencies with .gitignore or .dockerignore",
+                dir.display()
+            ),
+            other => anyhow!("packing {}: {other}", dir.display()),
+        })?;
+    let commit = berth_factory::source::git_commit(&dir);
+    if !g.json {
+        eprintln!(
+            "Deploying {} as {name} ({} KiB{})",
+            dir.display(),
+            archive.len().div_ceil(1024),
+            commit.as_deref().map(|c| format!(", commit {}", &c[..12])).unwrap_or_default()
+        );
+    }
+    let mut path = format!("/v1/apps/{name}/deploys");
+    if let Some(c) = commit {
+        path.push_str(&format!("?commit={c}"));
+    }
+    stream_workflow(
+        g,
+        &client,
+        &path,
+        Some((reqwest::Body::from(archive), "application/gzip")),
+        None,
+    )
+    .await
+}
+
+/// Shows a deploy-like workflow's event stream; returns the exit code.
+async fn stream_workflow(
+    g: &Global,
+    client: &Client,
+    path: &str,
+    body: Option<(reqwest::Body, &'static str)>,
+    json: Option<serde_json::Value>,
+) -> Result<i32> {
+    let tty = std::io::stderr().is_terminal() && !g.json;
+    let spinner = tty.then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(100));
+        s.set_message("starting");
+        s
+    });
+    let mut outcome: Option<DeployEvent> = None;
+    let as_json = g.json;
+    client
+        .post_lines(path, body, json, |line| {
+            let event: DeployEvent = serde_json::from_str(line)
+                .with_context(|| format!("unexpected line from the API: {line}"))?;
+            match &event {
+                DeployEvent::Step { step } => match &spinner {
+                    Some(s) => s.set_message(step.clone()),
+                    None if !as_json => eprintln!("-----> step: {step}"),
+                    None => {}
+                },
+                DeployEvent::Log { line } if !as_json => match &spinner {
+                    Some(s) => s.println(line),
+                    None => eprintln!("{line}"),
+                },
+                DeployEvent::Log { .. } => {}
+                DeployEvent::Done { .. } | DeployEvent::Failed { .. } => outcome = Some(event),
+            }
+            Ok(())
+        })
+        .await?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    match outcome {
+        Some(DeployEvent::Done { release, url }) => {
+            if g.json {
+                output::json(&serde_json::json!({ "release": release, "url": url }));
+            } else {
+                println!("Release v{release} is serving at {url}");
+            }
+            Ok(0)
+        }
+        Some(DeployEvent::Failed { error, log_tail }) => {
+            if g.json {
+                output::json(&serde_json::json!({ "error": error, "log_tail": log_tail }));
+                return Ok(1);
+            }
+            if !log_tail.is_empty() {
+                eprintln!("----- last lines of output -----");
+                for l in &log_tail {
+                    eprintln!("{l}");
+                }
+                eprintln!("--------------------------------");
+            }
+            Err(ApiFailure { body: error }.into())
+        }
+        _ => bail!("the API closed the connection before the result arrived\nhint: see `berth releases` and the output of `berth up`"),
+    }
+}
+
+async fn apps(g: &Global) -> Result<i32> {
+    let client = Client::discover(g)?;
+    let apps: Vec<AppSummary> = client.get_json("/v1/apps").await?;
+    if g.json {
+        output::json(&apps);
+    } else if apps.is_empty() {
+        println!("no apps yet; deploy one with `berth deploy DIR`");
+    } else {
+        let rows: Vec<Vec<String>> = apps
+            .iter()
+            .map(|a| {
+                vec![
+                    a.name.clone(),
+                    a.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                    a.running.to_string(),
+                    a.url.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["APP", "RELEASE", "RUNNING", "URL"], &rows);
+    }
+    Ok(0)
+}
+
+async fn ps(g: &Global, app: &str) -> Result<i32> {
+    let client = Client::discover(g)?;
+    let list: Vec<InstanceView> = client.get_json(&format!("/v1/apps/{app}/instances")).await?;
+    if g.json {
+        output::json(&list);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            vec![
+                format!("{}.{}", i.process, i.index),
+                format!("v{}", i.release),
+                i.state.as_str().to_string(),
+                i.restarts.to_string(),
+                i.last_exit.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                output::ago(i.started_at),
+                i.address.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["PROCESS", "RELEASE", "STATE", "RESTARTS", "LAST EXIT", "STARTED", "ADDRESS"],
+        &rows,
+    );
+    Ok(0)
+}
+
+async fn releases(g: &Global, app: &str) -> Result<i32> {
+    let client = Client::discover(g)?;
+    let list: Vec<ReleaseView> = client.get_json(&format!("/v1/apps/{app}/releases")).await?;
+    if g.json {
+        output::json(&list);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            let digest = r.image.digest.trim_start_matches("sha256:");
+            vec![
+                format!("v{}", r.version),
+                r.status.as_str().to_string(),
+                format!("sha256:{}", &digest[..digest.len().min(12)]),
+                r.description.chars().take(60).collect(),
+                r.actor.clone(),
+                output::ago(r.created_at),
+            ]
+        })
+        .collect();
+    output::table(&["VERSION", "STATUS", "IMAGE", "SOURCE", "BY", "CREATED"], &rows);
+    Ok(0)
+}
+
+async fn logs(g: &Global, app: &str, follow: bool, build: bool, lines: usize) -> Result<i32> {
+    let client = Client::discover(g)?;
+    if build {
+        let text = client
+            .get_text(&format!("/v1/apps/{app}/builds/latest/log"))
+            .await?;
+        print!("{text}");
+        return Ok(0);
+    }
+    let path = format!("/v1/apps/{app}/logs?lines={lines}&follow={follow}");
+    let as_json = g.json;
+    client
+        .get_lines(&path, |line| {
+            if as_json {
+                println!("{line}");
+            } else {
+                let rec: berth_observe::LogRecord = serde_json::from_str(line)?;
+                println!("{}", rec.render());
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(0)
+}
+
+async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
+    let client = Client::discover(g)?;
+    match cmd {
+        EnvCommand::List { app } => {
+            let env: BTreeMap<String, String> =
+                client.get_json(&format!("/v1/apps/{app}/env")).await?;
+            if g.json {
+                output::json(&env);
+            } else {
+                for (k, v) in env {
+                    println!("{k}={v}");
+                }
+            }
+            Ok(0)
+        }
+        EnvCommand::Set { app, pairs } => {
+            let mut set = BTreeMap::new();
+            for p in &pairs {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("{p:?} is not KEY=VALUE"))?;
+                berth_core::names::validate_env_key(k).map_err(|e| anyhow!(e))?;
+                set.insert(k.to_string(), v.to_string());
+            }
+            let body = serde_json::json!({ "set": set });
+            stream_workflow(g, &client, &format!("/v1/apps/{app}/env"), None, Some(body)).await
+        }
+        EnvCommand::Unset { app, keys } => {
+            for k in &keys {
+                berth_core::names::validate_env_key(k).map_err(|e| anyhow!(e))?;
+            }
+            let body = serde_json::json!({ "unset": keys });
+            stream_workflow(g, &client, &format!("/v1/apps/{app}/env"), None, Some(body)).await
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The HTTP API: JSON over HTTP with a bearer token. The CLI, the web UI and the MCP server
+//! are all clients of this API; nothing else reads or writes the platform's state.
+//!
+//! Long operations (deploy, rollback, env changes) answer with a stream of newline-delimited
+//! JSON [`DeployEvent`]s, so clients can show progress; the work itself continues even if
+//! the client goes away.
+
+use crate::deploy::{finish, DeployFailure, Events};
+use crate::error::ApiError;
+use crate::platform::Platform;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_core::api::{AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest, ACTOR_HEADER};
+use berth_core::model::InstanceState;
+use berth_core::spec::BerthToml;
+use berth_core::AppName;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<Platform>>;
+
+/// The API router.
+pub fn router(platform: Arc<Platform>) -> Router {
+    let limit = platform.cfg.upload_limit as usize;
+    let api = Router::new()
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{app}", axum::routing::delete(destroy_app))
+        .route(
+            "/v1/apps/{app}/deploys",
+            post(deploy).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/apps/{app}/env", get(env_list).post(env_change))
+        .route("/v1/apps/{app}/instances", get(instances))
+        .route("/v1/apps/{app}/logs", get(logs))
+        .route("/v1/apps/{app}/builds/latest/log", get(build_log))
+        .route_layer(middleware::from_fn_with_state(platform.clone(), auth));
+    Router::new()
+        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .merge(api)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
+                .hint("the API lives under /v1/")
+        })
+        .with_state(platform)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(p): Shared, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.trim().as_bytes(), p.token.as_bytes()) => next.run(req).await,
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API token")
+            .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
+            .into_response(),
+    }
+}
+
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "api".into())
+}
+
+fn app_name(raw: &str) -> Result<AppName, ApiError> {
+    AppName::parse(raw).map_err(|e| {
+        ApiError::invalid("invalid_app_name", e.to_string())
+            .hint("app names are DNS labels: lowercase letters, digits and '-', at most 63 characters")
+    })
+}
+
+async fn existing_app(p: &Platform, raw: &str) -> Result<AppName, ApiError> {
+    let name = app_name(raw)?;
+    if p.store.app(name.as_str()).await?.is_none() {
+        return Err(ApiError::app_not_found(name.as_str()));
+    }
+    Ok(name)
+}
+
+fn ndjson<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut v = serde_json::to_vec(value).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Streams events to the client while `work` runs in a tracked task of its own.
+fn stream_workflow<F>(p: &Arc<Platform>, work: F) -> Response
+where
+    F: FnOnce(Events) -> futures_util::future::BoxFuture<'static, Result<(u32, String), DeployFailure>>,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DeployEvent>();
+    let fut = work(tx.clone());
+    p.tasks.spawn(async move {
+        let result = fut.await;
+        finish(&tx, result);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(ndjson(&e)), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> {
+    let instances = p.store.instances(None).await?;
+    let apps = p
+        .store
+        .apps()
+        .await?
+        .into_iter()
+        .map(|a| AppSummary {
+            url: p.cfg.app_url(&a.name),
+            running: instances
+                .iter()
+                .filter(|i| i.app == a.name && i.state == InstanceState::Running)
+                .count() as u32,
+            current_release: a.current_release,
+            created_at: a.created_at,
+            name: a.name,
+        })
+        .collect();
+    Ok(Json(apps))
+}
+
+async fn destroy_app(State(p): Shared, Path(app): Path<String>) -> Result<StatusCode, ApiError> {
+    let name = app_name(&app)?;
+    p.destroy(name.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    /// Git commit sha of the source, when it is a clean checkout.
+    commit: Option<String>,
+}
+
+async fn deploy(
+    State(p): Shared,
+    Path(app): Path<String>,
+    Query(q): Query<DeployQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = app_name(&app)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                format!("the upload is over the limit of {} bytes", p.cfg.upload_limit),
+            )
+            .hint("exclude build outputs and dependencies with .gitignore or .dockerignore, or start berth with a larger --upload-limit")
+        } else {
+            ApiError::invalid("bad_upload", e.body_text())
+        }
+    })?;
+    if body.is_empty() {
+        return Err(ApiError::invalid("bad_upload", "the upload is empty; send the app directory as a gzipped tar archive"));
+    }
+    let toml = match berth_factory::source::read_file(&body, "berth.toml") {
+        Ok(Some(text)) => BerthToml::parse(&text)
+            .map_err(|e| ApiError::invalid("invalid_berth_toml", e.to_string()).hint("fix berth.toml and deploy again"))?,
+        Ok(None) => BerthToml::default(),
+        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    };
+    let source_id = match q.commit {
+        Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => c.to_ascii_lowercase(),
+        Some(c) => {
+            return Err(ApiError::invalid("invalid_commit", format!("commit {c:?} is not a 40-character hex sha")))
+        }
+        None => berth_factory::source::content_id(&body),
+    };
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move { platform.deploy_source(name, body, source_id, toml, who, events).await })
+    }))
+}
+
+async fn releases(State(p): Shared, Path(app): Path<String>) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.store.releases(name.as_str()).await?))
+}
+
+async fn rollback(
+    State(p): Shared,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<RollbackRequest>>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let to = body.and_then(|b| b.0.to);
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move { platform.rollback(name.as_str(), to, who, events).await })
+    }))
+}
+
+async fn env_list(State(p): Shared, Path(app): Path<String>) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let row = p.store.app(name.as_str()).await?.ok_or_else(|| ApiError::app_not_found(&app))?;
+    let env = match row.current_release {
+        Some(v) => p
+            .store
+            .release(name.as_str(), v)
+            .await?
+            .map(|r| r.config.env)
+            .unwrap_or_default(),
+        None => row.env,
+    };
+    Ok(Json(env))
+}
+
+async fn env_change(
+    State(p): Shared,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Json(change): Json<EnvChange>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move { platform.change_env(name.as_str(), change, who, events).await })
+    }))
+}
+
+async fn instances(State(p): Shared, Path(app): Path<String>) -> Result<Json<Vec<InstanceView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(
+        p.store
+            .instances(Some(name.as_str()))
+            .await?
+            .iter()
+            .filter(|i| i.state != InstanceState::Stopped)
+            .map(|i| i.view())
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    lines: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn logs(State(p): Shared, Path(app): Path<String>, Query(q): Query<LogQuery>) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let lines = q.lines.unwrap_or(100).min(10_000);
+    let logs = p.logs.clone();
+    let app = name.to_string();
+    let (records, offset) = {
+        let (logs, app) = (logs.clone(), app.clone());
+        tokio::task::spawn_blocking(move || logs.tail(&app, lines))
+            .await
+            .map_err(|e| ApiError::internal("reading logs", e))?
+            .map_err(|e| ApiError::internal("reading logs", e))?
+    };
+    let first: Vec<Bytes> = records.iter().map(ndjson).collect();
+    let follow = q.follow.unwrap_or(false);
+    let shutdown = p.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (first.into_iter(), offset, follow),
+        move |(mut pending, mut offset, follow)| {
+            let (logs, app, shutdown) = (logs.clone(), app.clone(), shutdown.clone());
+            async move {
+                loop {
+                    if let Some(line) = pending.next() {
+                        return Some((Ok::<_, Infallible>(line), (pending, offset, follow)));
+                    }
+                    if !follow {
+                        return None;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                    let (l, a) = (logs.clone(), app.clone());
+                    let read = tokio::task::spawn_blocking(move || l.read_from(&a, offset)).await;
+                    if let Ok(Ok((recs, next))) = read {
+                        offset = next;
+                        pending = recs.iter().map(ndjson).collect::<Vec<_>>().into_iter();
+                    }
+                }
+            }
+        },
+    );
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+async fn build_log(State(p): Shared, Path(app): Path<String>) -> Result<Response, ApiError> {
+    let name = app_name(&app)?;
+    let Some(build) = p.store.latest_build(name.as_str()).await? else {
+        return Err(if p.store.app(name.as_str()).await?.is_none() {
+            ApiError::app_not_found(name.as_str())
+        } else {
+            ApiError::new(StatusCode::NOT_FOUND, "no_builds", format!("{name} has no builds"))
+        });
+    };
+    let text = tokio::fs::read_to_string(p.logs.build_path(&build))
+        .await
+        .unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}

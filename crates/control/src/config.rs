@@ -1,0 +1,199 @@
+//! Platform settings for `berth up`. Defaults are documented next to each constant; the CLI
+//! layers flags and environment over them; [`PlatformConfig::validate`] reports every
+//! problem at once.
+
+use berth_runtime::network::{Network, Subnet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default API port (loopback only).
+pub const DEFAULT_API_PORT: u16 = 7070;
+/// Default edge port (all interfaces).
+pub const DEFAULT_EDGE_PORT: u16 = 8080;
+/// Default bridge name.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+/// Default instance subnet: private, and away from the 10.88.0.0/16 that podman and CNI use.
+pub const DEFAULT_SUBNET: &str = "10.77.0.0/24";
+/// Port every app listens on inside its own network namespace (given as `PORT`).
+pub const APP_PORT: u16 = 8000;
+/// How long old instances keep serving in-flight requests after traffic has moved.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long an instance has to exit after SIGTERM before SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a build may run.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// Memory limit of each app instance.
+pub const DEFAULT_MEMORY_LIMIT: i64 = 512 << 20;
+
+/// Everything `berth up` needs to know.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    /// Where all state lives.
+    pub data_dir: PathBuf,
+    /// API listen address.
+    pub api_listen: SocketAddr,
+    /// Edge listen address.
+    pub edge_listen: SocketAddr,
+    /// Bridge interface name.
+    pub bridge: String,
+    /// Instance subnet.
+    pub subnet: Subnet,
+    /// Extra domain apps answer on (`APP.<domain>`), besides `APP.localhost`.
+    pub base_domain: Option<String>,
+    /// Largest accepted upload, bytes.
+    pub upload_limit: u64,
+    /// Drain grace period.
+    pub drain_grace: Duration,
+    /// SIGTERM → SIGKILL timeout.
+    pub stop_timeout: Duration,
+    /// Build timeout.
+    pub build_timeout: Duration,
+    /// The berth binary, mounted into containers (init, static server).
+    pub berth_binary: PathBuf,
+}
+
+impl PlatformConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            api_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT),
+            edge_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_EDGE_PORT),
+            bridge: DEFAULT_BRIDGE.into(),
+            subnet: DEFAULT_SUBNET.parse().unwrap_or(Subnet {
+                network: Ipv4Addr::new(10, 77, 0, 0),
+                prefix: 24,
+            }),
+            base_domain: None,
+            upload_limit: berth_factory::source::DEFAULT_UPLOAD_LIMIT,
+            drain_grace: DEFAULT_DRAIN_GRACE,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            build_timeout: DEFAULT_BUILD_TIMEOUT,
+            berth_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
+        }
+    }
+
+    /// Every problem with these settings, each naming its setting.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.data_dir.is_absolute() {
+            problems.push(format!(
+                "--data-dir: {} must be an absolute path",
+                self.data_dir.display()
+            ));
+        }
+        if let Err(e) = Network::validate_bridge_name(&self.bridge) {
+            problems.push(format!("--bridge: {e}"));
+        }
+        if self.api_listen.port() == self.edge_listen.port() {
+            problems.push(format!(
+                "--api-port and --edge-port are both {}",
+                self.api_listen.port()
+            ));
+        }
+        if let Some(d) = &self.base_domain {
+            let ok = !d.is_empty()
+                && d.len() <= 200
+                && d.split('.').all(|l| berth_core::AppName::parse(l).is_ok() || l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.is_empty());
+            if !ok {
+                problems.push(format!("--base-domain: {d:?} is not a valid domain name"));
+            }
+        }
+        if self.upload_limit < 1024 {
+            problems.push("--upload-limit: must be at least 1024 bytes".into());
+        }
+        problems
+    }
+
+    /// SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("berth.db")
+    }
+    /// API bearer token file (mode 0600).
+    pub fn token_path(&self) -> PathBuf {
+        self.data_dir.join("api-token")
+    }
+    /// Where the API address is published for the CLI.
+    pub fn api_info_path(&self) -> PathBuf {
+        self.data_dir.join("api.json")
+    }
+    /// Edge files (routes snapshot, applied generation, pid, log).
+    pub fn edge_dir(&self) -> PathBuf {
+        self.data_dir.join("edge")
+    }
+    /// OCI image layouts.
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+    /// Unpacked root filesystems, one per image digest.
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.data_dir.join("rootfs")
+    }
+    /// Per-instance bundles and exit status files.
+    pub fn instances_dir(&self) -> PathBuf {
+        self.data_dir.join("instances")
+    }
+    /// Build caches.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+    /// Build scratch space.
+    pub fn builds_dir(&self) -> PathBuf {
+        self.data_dir.join("builds")
+    }
+    /// Log store.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+    /// crun state root.
+    pub fn runtime_state_dir(&self) -> PathBuf {
+        self.data_dir.join("run/crun")
+    }
+    /// The app's URL at the edge.
+    pub fn app_url(&self, app: &str) -> String {
+        let port = self.edge_listen.port();
+        let host = match &self.base_domain {
+            Some(d) => format!("{app}.{d}"),
+            None => format!("{app}.localhost"),
+        };
+        if port == 80 {
+            format!("http://{host}/")
+        } else {
+            format!("http://{host}:{port}/")
+        }
+    }
+    /// Host names an app answers to.
+    pub fn app_hosts(&self, app: &str) -> Vec<String> {
+        let mut hosts = vec![format!("{app}.localhost")];
+        if let Some(d) = &self.base_domain {
+            hosts.push(format!("{app}.{d}"));
+        }
+        hosts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_problems_are_all_reported() {
+        let c = PlatformConfig::new("/var/lib/berth".into());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let mut bad = c.clone();
+        bad.data_dir = "relative".into();
+        bad.bridge = "way-too-long-bridge-name".into();
+        bad.edge_listen.set_port(bad.api_listen.port());
+        let p = bad.validate();
+        assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn urls() {
+        let mut c = PlatformConfig::new("/d".into());
+        assert_eq!(c.app_url("hello"), "http://hello.localhost:8080/");
+        c.base_domain = Some("apps.example.com".into());
+        assert_eq!(c.app_hosts("hello"), ["hello.localhost", "hello.apps.example.com"]);
+    }
+}

@@ -1,0 +1,707 @@
+//! The deploy workflow: build → release record → release command → start → health →
+//! switch → drain. Each step is recorded in the store; any failure before the switch stops
+//! the new instances and leaves the previous release serving untouched.
+
+use crate::config::APP_PORT;
+use crate::error::ApiError;
+use crate::platform::Platform;
+use crate::store::InstanceRow;
+use axum::http::StatusCode;
+use berth_core::api::{DeployEvent, EnvChange, ReleaseView};
+use berth_core::model::{
+    instance_id, InstanceState, ProcessSpec, ReleaseConfig, ReleaseStatus, WEB_PROCESS,
+};
+use berth_core::spec::BerthToml;
+use berth_core::AppName;
+use berth_factory::builder::{BuildError, BuildRequest};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Where deploy progress goes (the API streams it to the client).
+pub type Events = UnboundedSender<DeployEvent>;
+
+/// Lines of log shown with a failure.
+const TAIL_LINES: usize = 20;
+
+fn step(events: &Events, step: &str) {
+    let _ = events.send(DeployEvent::Step { step: step.into() });
+}
+
+/// The last `n` lines of a file.
+pub fn file_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Streams new lines of `path` to `events` until `stop` fires (then flushes the rest).
+fn follow_file(path: PathBuf, events: Events, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        let mut offset = 0u64;
+        let mut pending = String::new();
+        loop {
+            let stopping = stop.is_cancelled();
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
+                    let mut reader = std::io::BufReader::new(f);
+                    loop {
+                        let mut buf = Vec::new();
+                        match reader.read_until(b'\n', &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                offset += n as u64;
+                                pending.push_str(&String::from_utf8_lossy(&buf));
+                                if pending.ends_with('\n') {
+                                    let line = pending.trim_end_matches(['\n', '\r']).to_string();
+                                    pending.clear();
+                                    let _ = events.send(DeployEvent::Log { line });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if stopping {
+                if !pending.is_empty() {
+                    let _ = events.send(DeployEvent::Log { line: pending });
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+/// Checks one instance: any HTTP response (no path) or a 2xx/3xx answer (path given).
+async fn probe(address: &str, port: u16, path: Option<&str>) -> bool {
+    let connect = tokio::net::TcpStream::connect((address, port));
+    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else {
+        return false;
+    };
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n",
+        path.unwrap_or("/")
+    );
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let Some(code) = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse::<u16>().ok())
+    else {
+        return false;
+    };
+    path.is_none() || (200..400).contains(&code)
+}
+
+/// A deploy failure: what the API reports, plus the log tail that explains it.
+#[derive(Debug)]
+pub struct DeployFailure {
+    /// The error.
+    pub error: ApiError,
+    /// Last log lines.
+    pub log_tail: Vec<String>,
+}
+
+impl From<ApiError> for DeployFailure {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            log_tail: vec![],
+        }
+    }
+}
+
+impl From<sqlx::Error> for DeployFailure {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// Sends the final event for a workflow result.
+pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
+    let _ = events.send(match result {
+        Ok((release, url)) => DeployEvent::Done { release, url },
+        Err(f) => DeployEvent::Failed {
+            error: f.error.body(),
+            log_tail: f.log_tail,
+        },
+    });
+}
+
+impl Platform {
+    /// Builds an uploaded source and deploys it.
+    pub async fn deploy_source(
+        self: &Arc<Self>,
+        app: AppName,
+        archive: bytes::Bytes,
+        source_id: String,
+        toml: BerthToml,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let lock = self.app_lock(app.as_str());
+        let _guard = lock.lock().await;
+        let existed = self.store.app(app.as_str()).await?.is_some();
+        let build_id = format!("{}-{}", app, crate::random_id(6));
+        let log_file = self.logs.build_path(&build_id);
+        self.store
+            .insert_build(&build_id, app.as_str(), &source_id, crate::now_secs())
+            .await?;
+        step(&events, "build");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let follower = follow_file(log_file.clone(), events.clone(), stop.clone());
+        let factory = self.factory.clone();
+        let req = BuildRequest {
+            app: app.to_string(),
+            build_id: build_id.clone(),
+            tag: source_id.clone(),
+            toml: toml.clone(),
+            log_file: log_file.clone(),
+            timeout: self.cfg.build_timeout,
+        };
+        let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;
+        stop.cancel();
+        let _ = follower.await;
+        let out = match built {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                self.store
+                    .finish_build(&build_id, "failed", crate::now_secs())
+                    .await?;
+                if !existed {
+                    let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app.as_str()));
+                }
+                let (code, hint) = match &e {
+                    BuildError::Detect(_) => ("nothing_to_build", "add a Procfile, or one of the files berth looks for"),
+                    BuildError::Source(_) => ("bad_source", "check the uploaded directory"),
+                    BuildError::Failed { .. } => ("build_failed", "fix the error shown in the build log above and deploy again"),
+                    BuildError::TimedOut(_) => ("build_timeout", "make the build faster, or raise the timeout with --build-timeout"),
+                    _ => ("build_error", "see `berth logs --build` and the output of `berth up`"),
+                };
+                let status = match &e {
+                    BuildError::Detect(_) | BuildError::Source(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    BuildError::Failed { .. } | BuildError::TimedOut(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                return Err(DeployFailure {
+                    error: ApiError::new(status, code, e.to_string()).hint(hint),
+                    log_tail: file_tail(&log_file, TAIL_LINES),
+                });
+            }
+            Err(e) => return Err(ApiError::internal("build", e).into()),
+        };
+        self.store
+            .finish_build(&build_id, "succeeded", crate::now_secs())
+            .await?;
+
+        self.store.ensure_app(app.as_str(), crate::now_secs()).await?;
+        let app_row = self
+            .store
+            .app(app.as_str())
+            .await?
+            .ok_or_else(|| ApiError::app_not_found(app.as_str()))?;
+        let mut env: BTreeMap<String, String> = out
+            .meta
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        env.extend(app_row.env.clone());
+        let processes = out
+            .meta
+            .processes
+            .iter()
+            .map(|(kind, command)| {
+                let instances = toml
+                    .processes
+                    .get(kind)
+                    .and_then(|p| p.instances)
+                    .unwrap_or(1);
+                (
+                    kind.clone(),
+                    ProcessSpec {
+                        command: command.clone(),
+                        instances,
+                    },
+                )
+            })
+            .collect();
+        let config = ReleaseConfig {
+            env,
+            processes,
+            release_command: out.meta.release_command.clone(),
+            health: toml.health_check(),
+        };
+        let description = format!("deploy {}", source_id);
+        let version = self
+            .store
+            .create_release(app.as_str(), &out.image, &config, &description, &actor, crate::now_secs())
+            .await?;
+        self.rollout(app.as_str(), version, Some(log_file), &events).await
+    }
+
+    /// Creates a new release from the one before the current (or `to`) and deploys it,
+    /// without building.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        to: Option<u32>,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        let app_row = self
+            .store
+            .app(app)
+            .await?
+            .ok_or_else(|| ApiError::app_not_found(app))?;
+        let releases = self.store.releases(app).await?;
+        let current = app_row.current_release;
+        let target: &ReleaseView = match to {
+            Some(v) => {
+                let r = releases.iter().find(|r| r.version == v).ok_or_else(|| {
+                    ApiError::invalid("release_not_found", format!("{app} has no release v{v}"))
+                        .hint(format!("list releases with `berth releases {app}`"))
+                })?;
+                if r.status == ReleaseStatus::Failed {
+                    return Err(ApiError::invalid(
+                        "release_failed",
+                        format!("v{v} of {app} failed to deploy and never served"),
+                    )
+                    .hint("pick a release that served; see `berth releases`")
+                    .into());
+                }
+                if Some(v) == current {
+                    return Err(ApiError::invalid(
+                        "already_serving",
+                        format!("v{v} is the release {app} serves now"),
+                    )
+                    .into());
+                }
+                r
+            }
+            None => releases
+                .iter()
+                .find(|r| {
+                    Some(r.version) < current && r.status == ReleaseStatus::Superseded
+                })
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "no_previous_release",
+                        format!("{app} has no earlier release that served"),
+                    )
+                    .hint(format!("see `berth releases {app}`"))
+                })?,
+        };
+        step(&events, "release");
+        let version = self
+            .store
+            .create_release(
+                app,
+                &target.image,
+                &target.config,
+                &format!("rollback to v{}", target.version),
+                &actor,
+                crate::now_secs(),
+            )
+            .await?;
+        self.rollout(app, version, None, &events).await
+    }
+
+    /// Changes environment variables: a new release with the current image and the new
+    /// environment, deployed with zero downtime. The app's stored environment changes only
+    /// when that deploy succeeds.
+    pub async fn change_env(
+        self: &Arc<Self>,
+        app: &str,
+        change: EnvChange,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let mut problems = Vec::new();
+        for k in change.set.keys().chain(change.unset.iter()) {
+            if let Err(e) = berth_core::names::validate_env_key(k) {
+                problems.push(e);
+            }
+        }
+        if change.set.is_empty() && change.unset.is_empty() {
+            problems.push("nothing to change: give KEY=VALUE pairs to set or KEY names to unset".into());
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("invalid_env", problems.join("; ")).into());
+        }
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        let app_row = self
+            .store
+            .app(app)
+            .await?
+            .ok_or_else(|| ApiError::app_not_found(app))?;
+        let current = app_row.current_release.ok_or_else(|| {
+            ApiError::invalid("no_release", format!("{app} has no release serving yet"))
+                .hint(format!("deploy it first with `berth deploy`"))
+        })?;
+        let release = self
+            .store
+            .release(app, current)
+            .await?
+            .ok_or_else(|| ApiError::internal("release lookup", "current release missing"))?;
+        let mut env = release.config.env.clone();
+        let mut app_env = app_row.env.clone();
+        for k in &change.unset {
+            if env.remove(k).is_none() {
+                return Err(ApiError::invalid("env_not_set", format!("{k} is not set on {app}"))
+                    .hint(format!("see `berth env list {app}`"))
+                    .into());
+            }
+            app_env.remove(k);
+        }
+        for (k, v) in &change.set {
+            env.insert(k.clone(), v.clone());
+            app_env.insert(k.clone(), v.clone());
+        }
+        let mut keys: Vec<&String> = change.set.keys().chain(change.unset.iter()).collect();
+        keys.sort();
+        let config = ReleaseConfig {
+            env,
+            ..release.config.clone()
+        };
+        step(&events, "release");
+        let version = self
+            .store
+            .create_release(
+                app,
+                &release.image,
+                &config,
+                &format!("env {}", keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")),
+                &actor,
+                crate::now_secs(),
+            )
+            .await?;
+        let result = self.rollout(app, version, None, &events).await;
+        if result.is_ok() {
+            self.store.set_app_env(app, &app_env).await?;
+        }
+        result
+    }
+
+    async fn allocate_address(&self, taken: &mut HashSet<String>) -> Result<String, ApiError> {
+        let used: HashSet<String> = self.store.used_addresses().await?.into_iter().collect();
+        self.cfg
+            .subnet
+            .instance_addresses()
+            .map(|a| a.to_string())
+            .find(|a| !used.contains(a) && !taken.contains(a))
+            .inspect(|a| {
+                taken.insert(a.clone());
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_addresses",
+                    format!("every address of {} is in use", self.cfg.subnet),
+                )
+                .hint("remove unused apps, or start berth with a larger --subnet")
+            })
+    }
+
+    /// Rolls a release out: release command, new instances, health check, switch, drain.
+    async fn rollout(
+        self: &Arc<Self>,
+        app: &str,
+        version: u32,
+        log_file: Option<PathBuf>,
+        events: &Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let deploy_id = crate::random_id(8);
+        self.store
+            .insert_deploy(&deploy_id, app, version, crate::now_secs())
+            .await?;
+        let result = self.rollout_steps(app, version, log_file, events, &deploy_id).await;
+        match &result {
+            Ok(_) => {
+                self.store
+                    .finish_deploy(&deploy_id, "succeeded", None, crate::now_secs())
+                    .await?;
+            }
+            Err(f) => {
+                // Undo: stop whatever this release started; the previous release was never
+                // touched.
+                for inst in self.store.instances(Some(app)).await? {
+                    if inst.release == version {
+                        self.store.instance_stopping(&inst.id).await?;
+                        let id = inst.id.clone();
+                        let timeout = Duration::from_secs(2);
+                        self.blocking(move |l| l.stop(&id, timeout)).await;
+                        if let Ok(mut ing) = self.ingester.lock() {
+                            ing.remove(&inst.id);
+                        }
+                        self.store.delete_instance(&inst.id).await?;
+                    }
+                }
+                self.store.fail_release(app, version, &f.error.message).await?;
+                self.store
+                    .finish_deploy(&deploy_id, "failed", Some(&f.error.message), crate::now_secs())
+                    .await?;
+            }
+        }
+        result
+    }
+
+    async fn rollout_steps(
+        self: &Arc<Self>,
+        app: &str,
+        version: u32,
+        log_file: Option<PathBuf>,
+        events: &Events,
+        deploy_id: &str,
+    ) -> Result<(u32, String), DeployFailure> {
+        let release = self
+            .store
+            .release(app, version)
+            .await?
+            .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
+
+        if let Some(command) = release.config.release_command.clone() {
+            self.store.deploy_step(deploy_id, "release_command").await?;
+            step(events, "release_command");
+            let log = log_file
+                .clone()
+                .unwrap_or_else(|| self.logs.build_path(&format!("{app}-v{version}-release")));
+            let address = {
+                let _a = self.alloc_lock.lock().await;
+                self.allocate_address(&mut HashSet::new()).await?
+            };
+            let stop = tokio_util::sync::CancellationToken::new();
+            let follower = if log_file.is_none() {
+                Some(follow_file(log.clone(), events.clone(), stop.clone()))
+            } else {
+                None
+            };
+            let (rel, app_s, log2) = (release.clone(), app.to_string(), log.clone());
+            let code = self
+                .blocking(move |l| l.run_release_command(&app_s, &rel, &command, &address, log2))
+                .await;
+            stop.cancel();
+            if let Some(f) = follower {
+                let _ = f.await;
+            }
+            match code {
+                Ok(0) => {}
+                Ok(code) => {
+                    return Err(DeployFailure {
+                        error: ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "release_command_failed",
+                            format!("the release command exited with code {code}"),
+                        )
+                        .hint("the previous release keeps serving; fix the release command and deploy again"),
+                        log_tail: file_tail(&log, TAIL_LINES),
+                    })
+                }
+                Err(e) => return Err(ApiError::internal("release command", e).into()),
+            }
+        }
+
+        // Start every instance of the new release.
+        self.store.deploy_step(deploy_id, "start").await?;
+        step(events, "start");
+        let mut started: Vec<InstanceRow> = Vec::new();
+        {
+            let _a = self.alloc_lock.lock().await;
+            let mut taken = HashSet::new();
+            for (kind, p) in &release.config.processes {
+                for index in 0..p.instances {
+                    let address = self.allocate_address(&mut taken).await?;
+                    let inst = InstanceRow {
+                        id: instance_id(app, version, kind, index, &crate::random_id(3)),
+                        app: app.to_string(),
+                        release: version,
+                        process: kind.clone(),
+                        index,
+                        address,
+                        port: APP_PORT,
+                        state: InstanceState::Starting,
+                        restarts: 0,
+                        last_exit: None,
+                        started_at: crate::now_secs(),
+                        pid: None,
+                    };
+                    self.store.insert_instance(&inst).await?;
+                    started.push(inst);
+                }
+            }
+        }
+        for inst in &started {
+            if let Ok(mut ing) = self.ingester.lock() {
+                ing.add(&inst.id, app, version, &inst.process, inst.index);
+            }
+            let (i, r) = (inst.clone(), release.clone());
+            match self.blocking(move |l| l.start(&i, &r)).await {
+                Ok(pid) => {
+                    self.store
+                        .instance_running(&inst.id, pid.map(|p| (p.pid, p.start_ticks)), crate::now_secs())
+                        .await?
+                }
+                Err(e) => {
+                    return Err(DeployFailure {
+                        error: ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "start_failed",
+                            format!("starting {}.{} failed: {e}", inst.process, inst.index),
+                        )
+                        .hint("see the output of `berth up`"),
+                        log_tail: file_tail(&self.logs.raw_path(&inst.id), TAIL_LINES),
+                    })
+                }
+            }
+        }
+
+        // Health: every web instance must answer; every other instance must stay up.
+        self.store.deploy_step(deploy_id, "health").await?;
+        step(events, "health");
+        let health = release.config.health.clone();
+        let deadline = Instant::now() + Duration::from_secs(health.timeout_secs);
+        let mut pending: Vec<&InstanceRow> = started.iter().collect();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for inst in pending {
+                let id = inst.id.clone();
+                if self.blocking(move |l| l.running(&id)).await.is_none() {
+                    let id = inst.id.clone();
+                    let exit = self.blocking(move |l| l.exit_status(&id)).await;
+                    return Err(DeployFailure {
+                        error: ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "instance_exited",
+                            format!(
+                                "{}.{} exited{} before it became healthy",
+                                inst.process,
+                                inst.index,
+                                exit.map(|c| format!(" with code {c}")).unwrap_or_default()
+                            ),
+                        )
+                        .hint("the previous release keeps serving; see the app's output below"),
+                        log_tail: file_tail(&self.logs.raw_path(&inst.id), TAIL_LINES),
+                    });
+                }
+                let healthy = if inst.process == WEB_PROCESS {
+                    probe(&inst.address, inst.port, health.path.as_deref()).await
+                } else {
+                    true
+                };
+                if !healthy {
+                    still.push(inst);
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let inst = pending[0];
+                return Err(DeployFailure {
+                    error: ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "health_check_failed",
+                        format!(
+                            "{}.{} did not pass its health check ({}) within {} s",
+                            inst.process,
+                            inst.index,
+                            match &health.path {
+                                Some(p) => format!("GET {p} answering 2xx or 3xx on $PORT"),
+                                None => "any HTTP answer on $PORT".into(),
+                            },
+                            health.timeout_secs
+                        ),
+                    )
+                    .hint("the previous release keeps serving; make the app listen on $PORT (0.0.0.0) or fix [health] in berth.toml"),
+                    log_tail: file_tail(&self.logs.raw_path(&inst.id), TAIL_LINES),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Switch traffic, then drain the old release in the background.
+        self.store.deploy_step(deploy_id, "switch").await?;
+        step(events, "switch");
+        self.store.activate_release(app, version).await?;
+        self.routes.publish(&self.store).await?;
+        self.store.deploy_step(deploy_id, "drain").await?;
+        let old: Vec<InstanceRow> = self
+            .store
+            .instances(Some(app))
+            .await?
+            .into_iter()
+            .filter(|i| i.release != version)
+            .collect();
+        for inst in &old {
+            self.store.instance_stopping(&inst.id).await?;
+        }
+        let platform = self.clone();
+        self.tasks.spawn(async move {
+            tokio::time::sleep(platform.cfg.drain_grace).await;
+            for inst in old {
+                let id = inst.id.clone();
+                let timeout = platform.cfg.stop_timeout;
+                platform.blocking(move |l| l.stop(&id, timeout)).await;
+                if let Ok(mut ing) = platform.ingester.lock() {
+                    ing.remove(&inst.id);
+                }
+                let _ = platform.store.delete_instance(&inst.id).await;
+            }
+        });
+        Ok((version, self.cfg.app_url(app)))
+    }
+
+    /// Stops everything of an app and forgets it: instances, routes, releases, images,
+    /// build cache and logs.
+    pub async fn destroy(self: &Arc<Self>, app: &str) -> Result<(), ApiError> {
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        if self.store.app(app).await?.is_none() {
+            return Err(ApiError::app_not_found(app));
+        }
+        let releases = self.store.releases(app).await?;
+        let instances = self.store.instances(Some(app)).await?;
+        for inst in &instances {
+            self.store.instance_stopping(&inst.id).await?;
+        }
+        self.store.delete_app(app).await?;
+        self.routes.publish(&self.store).await?;
+        let timeout = self.cfg.stop_timeout;
+        for inst in instances {
+            let id = inst.id.clone();
+            self.blocking(move |l| l.stop(&id, timeout)).await;
+            if let Ok(mut ing) = self.ingester.lock() {
+                ing.remove(&inst.id);
+            }
+        }
+        let _ = self.factory.images().remove_repository(app);
+        for r in releases {
+            let _ = std::fs::remove_dir_all(
+                self.cfg.rootfs_dir().join(r.image.digest.trim_start_matches("sha256:")),
+            );
+        }
+        let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));
+        self.logs.remove_app(app);
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! Turns releases into containers: prepares each image's root filesystem once, assembles the
+//! container description for an instance (command, environment, mounts, network namespace)
+//! and starts and stops instances on the run plane. Blocking; call from `spawn_blocking`.
+
+use crate::config::{PlatformConfig, DEFAULT_MEMORY_LIMIT};
+use crate::store::InstanceRow;
+use berth_core::api::ReleaseView;
+use berth_core::model::ImageRef;
+use berth_factory::image::ImageStore;
+use berth_factory::providers::BERTH_IN_CONTAINER;
+use berth_observe::LogStore;
+use berth_runtime::bundle::{host_stack_skeleton, BindMount};
+use berth_runtime::network::Network;
+use berth_runtime::proc::ProcessIdentity;
+use berth_runtime::{ContainerSpec, NetworkMode, Runtime, RuntimeError};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the per-instance status directory is mounted inside containers.
+const STATUS_DIR: &str = "/.berth/status";
+
+/// Errors launching or stopping containers.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Image(#[from] berth_factory::image::ImageError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("instance address {0:?} is not an IPv4 address")]
+    BadAddress(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let context = context.into();
+    move |source| LaunchError::Io { context, source }
+}
+
+/// Launches and stops app containers.
+pub struct Launcher {
+    cfg: PlatformConfig,
+    runtime: Arc<dyn Runtime>,
+    network: Network,
+    images: ImageStore,
+    logs: LogStore,
+}
+
+impl Launcher {
+    /// A launcher.
+    pub fn new(
+        cfg: PlatformConfig,
+        runtime: Arc<dyn Runtime>,
+        network: Network,
+        images: ImageStore,
+        logs: LogStore,
+    ) -> Self {
+        Self {
+            cfg,
+            runtime,
+            network,
+            images,
+            logs,
+        }
+    }
+
+    /// The runtime in use.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// The bridge network.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The image's root filesystem, unpacked on first use and shared read-only by every
+    /// instance of it.
+    pub fn rootfs(&self, image: &ImageRef) -> Result<PathBuf, LaunchError> {
+        let hex = image.digest.trim_start_matches("sha256:");
+        let dir = self.cfg.rootfs_dir().join(hex);
+        if dir.join(".berth-ready").exists() {
+            return Ok(dir);
+        }
+        let tmp = self
+            .cfg
+            .rootfs_dir()
+            .join(format!("{hex}.tmp-{}", crate::random_id(4)));
+        self.images.unpack(image, &tmp)?;
+        host_stack_skeleton(&tmp)?;
+        for d in [".berth/status", "etc/ssl", "etc/alternatives", "app"] {
+            std::fs::create_dir_all(tmp.join(d)).map_err(io("preparing the root filesystem"))?;
+        }
+        std::fs::write(tmp.join(".berth/berth"), b"").map_err(io("preparing the root filesystem"))?;
+        let files: [(&str, String); 5] = [
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".into()),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n".into()),
+            ("etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost\n".into()),
+            ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+            ("etc/resolv.conf", std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        ];
+        for (path, content) in files {
+            std::fs::write(tmp.join(path), content).map_err(io("preparing the root filesystem"))?;
+        }
+        std::fs::write(tmp.join(".berth-ready"), b"").map_err(io("preparing the root filesystem"))?;
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another deploy prepared it first.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        Ok(dir)
+    }
+
+    fn instance_dir(&self, id: &str) -> PathBuf {
+        self.cfg.instances_dir().join(id)
+    }
+
+    /// The exit status an instance's init recorded, if it exited.
+    pub fn exit_status(&self, id: &str) -> Option<i32> {
+        berth_runtime::init::read_exit_status(&self.instance_dir(id).join("status/exit"))
+    }
+
+    fn spec(
+        &self,
+        id: &str,
+        app: &str,
+        release: &ReleaseView,
+        process: &str,
+        index: u32,
+        command: &str,
+        port: u16,
+        netns: PathBuf,
+    ) -> Result<ContainerSpec, LaunchError> {
+        let rootfs = self.rootfs(&release.image)?;
+        let dir = self.instance_dir(id);
+        let status = dir.join("status");
+        std::fs::create_dir_all(&status).map_err(io(format!("creating {}", status.display())))?;
+        let _ = std::fs::remove_file(status.join("exit"));
+        let mut env: Vec<String> = vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "HOME=/tmp".into(),
+            "LANG=C.UTF-8".into(),
+        ];
+        let mut vars = release.config.env.clone();
+        vars.insert("PORT".into(), port.to_string());
+        vars.insert("BERTH_APP".into(), app.to_string());
+        vars.insert("BERTH_RELEASE".into(), release.version.to_string());
+        vars.insert("BERTH_PROCESS".into(), process.to_string());
+        vars.insert("BERTH_INSTANCE".into(), index.to_string());
+        env.retain(|e| {
+            e.split_once('=')
+                .is_none_or(|(k, _)| !vars.contains_key(k))
+        });
+        env.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+        Ok(ContainerSpec {
+            id: id.to_string(),
+            bundle_dir: dir.join("bundle"),
+            rootfs,
+            readonly_rootfs: true,
+            args: vec![
+                BERTH_IN_CONTAINER.into(),
+                "container-init".into(),
+                "--status-file".into(),
+                format!("{STATUS_DIR}/exit"),
+                "--".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                command.to_string(),
+            ],
+            env,
+            cwd: "/app".into(),
+            hostname: app.to_string(),
+            mounts: vec![
+                BindMount::ro_same("/usr"),
+                BindMount::ro_same("/etc/ssl"),
+                BindMount::ro_same("/etc/alternatives"),
+                BindMount {
+                    source: self.cfg.berth_binary.clone(),
+                    destination: BERTH_IN_CONTAINER.into(),
+                    readonly: true,
+                },
+                BindMount {
+                    source: status,
+                    destination: STATUS_DIR.into(),
+                    readonly: false,
+                },
+            ],
+            network: NetworkMode::Namespace(netns),
+            log_file: self.logs.raw_path(id),
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT),
+        })
+    }
+
+    fn netns(&self, id: &str, address: &str) -> Result<PathBuf, LaunchError> {
+        let addr: Ipv4Addr = address
+            .parse()
+            .map_err(|_| LaunchError::BadAddress(address.to_string()))?;
+        Ok(self.network.attach(id, addr)?)
+    }
+
+    /// Starts (or restarts) an instance's container; returns its init's identity.
+    pub fn start(
+        &self,
+        inst: &InstanceRow,
+        release: &ReleaseView,
+    ) -> Result<Option<ProcessIdentity>, LaunchError> {
+        let command = release
+            .config
+            .processes
+            .get(&inst.process)
+            .map(|p| p.command.clone())
+            .unwrap_or_default();
+        let _ = self.runtime.delete(&inst.id);
+        let netns = self.netns(&inst.id, &inst.address)?;
+        let spec = self.spec(
+            &inst.id,
+            &inst.app,
+            release,
+            &inst.process,
+            inst.index,
+            &command,
+            inst.port,
+            netns,
+        )?;
+        let state = self.runtime.start(&spec)?;
+        Ok(state.pid.and_then(ProcessIdentity::of))
+    }
+
+    /// Whether the instance's container is alive according to the runtime.
+    pub fn running(&self, id: &str) -> Option<ProcessIdentity> {
+        match self.runtime.state(id) {
+            Ok(Some(s)) if s.running => s.pid.and_then(ProcessIdentity::of),
+            _ => None,
+        }
+    }
+
+    /// Stops an instance: SIGTERM, up to `timeout` to exit, then SIGKILL; removes the
+    /// container, its network namespace and its files.
+    pub fn stop(&self, id: &str, timeout: Duration) {
+        let _ = self.runtime.kill(id, "TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.runtime.state(id) {
+                Ok(Some(s)) if s.running => std::thread::sleep(Duration::from_millis(50)),
+                _ => break,
+            }
+        }
+        let _ = self.runtime.kill(id, "KILL");
+        if let Err(e) = self.runtime.delete(id) {
+            tracing::warn!(instance = id, error = %e, "removing container failed");
+        }
+        self.network.detach(id);
+        let _ = std::fs::remove_dir_all(self.instance_dir(id));
+    }
+
+    /// Runs a release's release command to completion in its own container and network
+    /// namespace; output goes to `log_file`. Returns the exit code.
+    pub fn run_release_command(
+        &self,
+        app: &str,
+        release: &ReleaseView,
+        command: &str,
+        address: &str,
+        log_file: PathBuf,
+    ) -> Result<i32, LaunchError> {
+        let id = format!("{app}-v{}-release-{}", release.version, crate::random_id(3));
+        let netns = self.netns(&id, address)?;
+        let mut spec = self.spec(&id, app, release, "release", 0, command, crate::config::APP_PORT, netns)?;
+        spec.log_file = log_file;
+        let result = self.runtime.run_to_exit(&spec);
+        self.network.detach(&id);
+        let _ = std::fs::remove_dir_all(self.instance_dir(&id));
+        Ok(result?)
+    }
+}

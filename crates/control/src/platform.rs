@@ -1,0 +1,384 @@
+//! The platform as one value: settings, state store, planes, and the background tasks that
+//! keep them converged. `berth up` builds one with [`Platform::start`] and serves the API.
+
+use crate::config::PlatformConfig;
+use crate::launcher::Launcher;
+use crate::routing::RoutePublisher;
+use crate::store::Store;
+use berth_factory::builder::{Factory, FactoryPaths};
+use berth_factory::image::ImageStore;
+use berth_observe::ingest::Ingester;
+use berth_observe::LogStore;
+use berth_runtime::crun::Crun;
+use berth_runtime::network::Network;
+use berth_runtime::proc::ProcessIdentity;
+use berth_runtime::Runtime;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Errors starting the platform.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid settings: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::RuntimeError),
+    #[error("state store {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the edge could not start: {0}")]
+    Edge(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// The running platform.
+pub struct Platform {
+    /// Settings.
+    pub cfg: PlatformConfig,
+    /// State store.
+    pub store: Store,
+    /// Containers.
+    pub launcher: Arc<Launcher>,
+    /// Builds.
+    pub factory: Arc<Factory>,
+    /// Logs.
+    pub logs: LogStore,
+    /// Log ingester.
+    pub ingester: Arc<Mutex<Ingester>>,
+    /// Edge routes.
+    pub routes: RoutePublisher,
+    /// API bearer token.
+    pub token: String,
+    /// One deploy at a time per app.
+    pub app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises address allocation.
+    pub alloc_lock: tokio::sync::Mutex<()>,
+    /// Background work (drains) that shutdown waits for.
+    pub tasks: TaskTracker,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Reads or creates the API token (mode 0600).
+fn load_or_create_token(path: &Path) -> Result<String, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(t) = std::fs::read_to_string(path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = format!("berth_{}", crate::random_id(24));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("writing {}", path.display())))?;
+    std::io::Write::write_all(&mut f, token.as_bytes()).map_err(io("writing the API token"))?;
+    Ok(token)
+}
+
+/// The edge process: pid file with identity, started detached so that it outlives the
+/// control plane.
+pub struct EdgeProcess;
+
+impl EdgeProcess {
+    fn pid_file(cfg: &PlatformConfig) -> PathBuf {
+        cfg.edge_dir().join("edge.pid")
+    }
+
+    /// The running edge of this data dir, if any.
+    pub fn running(cfg: &PlatformConfig) -> Option<ProcessIdentity> {
+        let text = std::fs::read_to_string(Self::pid_file(cfg)).ok()?;
+        let (pid, start) = text.trim().split_once(' ')?;
+        let id = ProcessIdentity {
+            pid: pid.parse().ok()?,
+            start_ticks: start.parse().ok()?,
+        };
+        id.alive().then_some(id)
+    }
+
+    /// Adopts the running edge or starts a new one, and waits until it serves.
+    pub fn ensure(cfg: &PlatformConfig, routes: &RoutePublisher) -> Result<(), StartError> {
+        if let Some(id) = Self::running(cfg) {
+            tracing::info!(pid = id.pid, "edge already running; adopting it");
+            return Ok(());
+        }
+        let log_path = cfg.edge_dir().join("edge.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("opening {}", log_path.display())))?;
+        let log_len = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let log2 = log.try_clone().map_err(io("opening the edge log"))?;
+        let _ = std::fs::remove_file(routes.applied_file());
+        let mut child = Command::new(&cfg.berth_binary)
+            .arg("edge")
+            .arg("--listen")
+            .arg(cfg.edge_listen.to_string())
+            .arg("--routes")
+            .arg(routes.routes_file())
+            .arg("--applied")
+            .arg(routes.applied_file())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            // Its own process group: a signal to berth up's group does not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(io("starting the edge"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail = text.get(log_len as usize..).unwrap_or(&text).trim().to_string();
+                return Err(StartError::Edge(format!(
+                    "it exited with {status}: {}",
+                    tail.lines().last().unwrap_or("no output")
+                )));
+            }
+            if routes.applied_generation().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(StartError::Edge("it did not start serving within 10 seconds".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let id = ProcessIdentity::of(child.id())
+            .ok_or_else(|| StartError::Edge("it exited right after starting".into()))?;
+        std::fs::write(Self::pid_file(cfg), format!("{} {}", id.pid, id.start_ticks))
+            .map_err(io("writing the edge pid file"))?;
+        // The edge is not our child to wait for: it must outlive us.
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    /// Stops the edge of this data dir.
+    pub fn stop(cfg: &PlatformConfig) {
+        if let Some(id) = Self::running(cfg) {
+            let pid = nix::unistd::Pid::from_raw(id.pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while id.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if id.alive() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(Self::pid_file(cfg));
+    }
+}
+
+impl Platform {
+    /// Prepares everything `berth up` needs: checks the runtime, opens the store, starts or
+    /// adopts the edge, re-adopts running containers and rolls back interrupted deploys.
+    pub async fn start(cfg: PlatformConfig) -> Result<Arc<Self>, StartError> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems));
+        }
+        for dir in [
+            cfg.data_dir.clone(),
+            cfg.edge_dir(),
+            cfg.images_dir(),
+            cfg.rootfs_dir(),
+            cfg.instances_dir(),
+            cfg.cache_dir(),
+            cfg.builds_dir(),
+            cfg.logs_dir(),
+            cfg.runtime_state_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        let runtime: Arc<dyn Runtime> = Arc::new(Crun::new(cfg.runtime_state_dir()));
+        runtime.preflight()?;
+        let network = Network {
+            bridge: cfg.bridge.clone(),
+            subnet: cfg.subnet,
+        };
+        network.ensure_bridge()?;
+        let store = Store::open(&cfg.db_path())
+            .await
+            .map_err(|source| StartError::Store {
+                path: cfg.db_path().display().to_string(),
+                source,
+            })?;
+        let token = load_or_create_token(&cfg.token_path())?;
+        let logs = LogStore::open(cfg.logs_dir()).map_err(|e| StartError::Other(e.to_string()))?;
+        let images = ImageStore::new(cfg.images_dir());
+        let launcher = Arc::new(Launcher::new(
+            cfg.clone(),
+            runtime.clone(),
+            network,
+            images.clone(),
+            logs.clone(),
+        ));
+        let factory = Arc::new(Factory::new(
+            FactoryPaths {
+                work_root: cfg.builds_dir(),
+                cache_root: cfg.cache_dir(),
+            },
+            images,
+            runtime,
+        ));
+        let routes = RoutePublisher::new(cfg.clone());
+        {
+            let cfg = cfg.clone();
+            tokio::task::spawn_blocking(move || {
+                EdgeProcess::ensure(&cfg, &RoutePublisher::new(cfg.clone()))
+            })
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))??;
+        }
+        let platform = Arc::new(Self {
+            ingester: Arc::new(Mutex::new(Ingester::open(logs.clone()))),
+            cfg,
+            store,
+            launcher,
+            factory,
+            logs,
+            routes,
+            token,
+            app_locks: Mutex::new(HashMap::new()),
+            alloc_lock: tokio::sync::Mutex::new(()),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        platform
+            .recover()
+            .await
+            .map_err(|e| StartError::Other(format!("recovering state: {e}")))?;
+        Ok(platform)
+    }
+
+    /// The lock that serialises deploys of one app.
+    pub fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.app_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(app.to_string()).or_default().clone()
+    }
+
+    /// Runs blocking launcher work off the async threads.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Launcher) -> T + Send + 'static,
+    ) -> T {
+        let launcher = self.launcher.clone();
+        match tokio::task::spawn_blocking(move || f(&launcher)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// After a restart: rolls back deploys that were cut off, re-adopts containers that kept
+    /// running, marks dead ones crashed (the supervisor restarts them), removes orphans, and
+    /// republishes routes.
+    async fn recover(self: &Arc<Self>) -> Result<(), crate::ApiError> {
+        for (deploy_id, app, version, step) in self.store.interrupted_deploys().await? {
+            tracing::warn!(%app, version, %step, "rolling back a deploy interrupted by a restart");
+            let current = self.store.app(&app).await?.and_then(|a| a.current_release);
+            if current != Some(version) {
+                for inst in self.store.instances(Some(&app)).await? {
+                    if inst.release == version {
+                        self.store.instance_stopping(&inst.id).await?;
+                        let id = inst.id.clone();
+                        let timeout = self.cfg.stop_timeout;
+                        self.blocking(move |l| l.stop(&id, timeout)).await;
+                        self.store.delete_instance(&inst.id).await?;
+                    }
+                }
+                self.store
+                    .fail_release(&app, version, "interrupted by a platform restart; the previous release kept serving")
+                    .await?;
+            }
+            self.store
+                .finish_deploy(&deploy_id, "failed", Some("interrupted by a platform restart"), crate::now_secs())
+                .await?;
+        }
+        let instances = self.store.instances(None).await?;
+        let known: std::collections::HashSet<String> =
+            instances.iter().map(|i| i.id.clone()).collect();
+        for inst in &instances {
+            if let Ok(mut ing) = self.ingester.lock() {
+                ing.add(&inst.id, &inst.app, inst.release, &inst.process, inst.index);
+            }
+            match inst.state {
+                berth_core::model::InstanceState::Stopped => {
+                    let id = inst.id.clone();
+                    let timeout = self.cfg.stop_timeout;
+                    self.blocking(move |l| l.stop(&id, timeout)).await;
+                    self.store.delete_instance(&inst.id).await?;
+                }
+                berth_core::model::InstanceState::Crashed => {}
+                _ => {
+                    let id = inst.id.clone();
+                    match self.blocking(move |l| l.running(&id)).await {
+                        Some(pid) => {
+                            tracing::info!(instance = %inst.id, pid = pid.pid, "re-adopted running instance");
+                            self.store
+                                .instance_running(&inst.id, Some((pid.pid, pid.start_ticks)), inst.started_at)
+                                .await?;
+                        }
+                        None => {
+                            let id = inst.id.clone();
+                            let exit = self.blocking(move |l| l.exit_status(&id)).await;
+                            self.store.instance_crashed(&inst.id, exit).await?;
+                        }
+                    }
+                }
+            }
+        }
+        let listed = self
+            .blocking(|l| l.runtime().list())
+            .await
+            .unwrap_or_default();
+        for id in listed.into_iter().filter(|id| !known.contains(id)) {
+            tracing::warn!(container = %id, "removing orphaned container");
+            let timeout = Duration::from_secs(1);
+            self.blocking(move |l| l.stop(&id, timeout)).await;
+        }
+        self.routes.publish(&self.store).await?;
+        Ok(())
+    }
+
+    /// Stops every app container and the edge, and removes the bridge (`berth down`).
+    pub fn teardown(cfg: &PlatformConfig) {
+        let runtime = Crun::new(cfg.runtime_state_dir());
+        let network = Network {
+            bridge: cfg.bridge.clone(),
+            subnet: cfg.subnet,
+        };
+        for id in runtime.list().unwrap_or_default() {
+            let _ = runtime.kill(&id, "KILL");
+            let _ = runtime.delete(&id);
+            network.detach(&id);
+        }
+        EdgeProcess::stop(cfg);
+        network.remove_bridge();
+    }
+}

@@ -1,0 +1,115 @@
+//! Publishes the edge's route table: computed from the state store (each app's serving
+//! release → its running `web` instances), written atomically as a snapshot file the edge
+//! follows, then confirmed by waiting until the edge reports it serves that generation.
+
+use crate::config::PlatformConfig;
+use crate::store::Store;
+use berth_core::model::{InstanceState, WEB_PROCESS};
+use berth_edge::routes::{Route, RouteSnapshot};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long to wait for the edge to confirm a new table.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes route snapshots for the edge.
+#[derive(Debug)]
+pub struct RoutePublisher {
+    cfg: PlatformConfig,
+    last_generation: AtomicU64,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl RoutePublisher {
+    /// A publisher for the platform's edge files.
+    pub fn new(cfg: PlatformConfig) -> Self {
+        let last = RouteSnapshot::load(&Self::routes_file_of(&cfg))
+            .map(|s| s.generation)
+            .unwrap_or(0);
+        Self {
+            cfg,
+            last_generation: AtomicU64::new(last),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn routes_file_of(cfg: &PlatformConfig) -> PathBuf {
+        cfg.edge_dir().join("routes.json")
+    }
+
+    /// The snapshot file.
+    pub fn routes_file(&self) -> PathBuf {
+        Self::routes_file_of(&self.cfg)
+    }
+
+    /// The file the edge confirms generations in.
+    pub fn applied_file(&self) -> PathBuf {
+        self.cfg.edge_dir().join("applied")
+    }
+
+    /// The generation the edge last confirmed.
+    pub fn applied_generation(&self) -> Option<u64> {
+        std::fs::read_to_string(self.applied_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Computes the table from the store, writes it, and waits for the edge to serve it.
+    /// Returns false when the edge did not confirm in time (it will pick the table up when
+    /// it comes back; nothing is lost).
+    pub async fn publish(&self, store: &Store) -> Result<bool, crate::ApiError> {
+        let _guard = self.lock.lock().await;
+        let mut routes = BTreeMap::new();
+        let instances = store.instances(None).await?;
+        for app in store.apps().await? {
+            let Some(current) = app.current_release else {
+                continue;
+            };
+            let upstreams = instances
+                .iter()
+                .filter(|i| {
+                    i.app == app.name
+                        && i.release == current
+                        && i.process == WEB_PROCESS
+                        && i.state == InstanceState::Running
+                })
+                .filter_map(|i| format!("{}:{}", i.address, i.port).parse().ok())
+                .collect::<Vec<_>>();
+            for host in self.cfg.app_hosts(&app.name) {
+                routes.insert(
+                    host,
+                    Route {
+                        app: app.name.clone(),
+                        release: current,
+                        upstreams: upstreams.clone(),
+                    },
+                );
+            }
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let generation = now_ms.max(self.last_generation.load(Ordering::SeqCst) + 1);
+        self.last_generation.store(generation, Ordering::SeqCst);
+        let snapshot = RouteSnapshot { generation, routes };
+        let path = self.routes_file();
+        let write = tokio::task::spawn_blocking(move || snapshot.save(&path)).await;
+        match write {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(crate::ApiError::internal("writing routes", e)),
+            Err(e) => return Err(crate::ApiError::internal("writing routes", e)),
+        }
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.applied_generation().is_some_and(|g| g >= generation) {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(generation, "the edge did not confirm the new routes in time");
+        Ok(false)
+    }
+}

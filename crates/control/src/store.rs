@@ -1,0 +1,565 @@
+//! The state store: SQLite in WAL mode, schema applied from numbered migrations, queries in
+//! portable SQL so PostgreSQL can take over for larger installs.
+
+use berth_core::api::{InstanceView, ReleaseView};
+use berth_core::model::{ImageRef, InstanceState, ReleaseConfig, ReleaseStatus};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Migrations, in order; each runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+
+/// Handle to the state store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An app row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    /// Name.
+    pub name: String,
+    /// Environment set with `berth env`.
+    pub env: BTreeMap<String, String>,
+    /// Version serving now.
+    pub current_release: Option<u32>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An instance row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    /// Container id.
+    pub id: String,
+    /// App.
+    pub app: String,
+    /// Release version.
+    pub release: u32,
+    /// Process type.
+    pub process: String,
+    /// Index.
+    pub index: u32,
+    /// IPv4 address on the bridge.
+    pub address: String,
+    /// Port the app listens on.
+    pub port: u16,
+    /// State.
+    pub state: InstanceState,
+    /// Restarts after exits.
+    pub restarts: u32,
+    /// Last exit code.
+    pub last_exit: Option<i32>,
+    /// Unix seconds of the current start.
+    pub started_at: i64,
+    /// Host PID of the container init and its start ticks (for liveness checks).
+    pub pid: Option<(u32, u64)>,
+}
+
+impl InstanceRow {
+    /// As shown by the API.
+    pub fn view(&self) -> InstanceView {
+        InstanceView {
+            id: self.id.clone(),
+            release: self.release,
+            process: self.process.clone(),
+            index: self.index,
+            state: self.state,
+            address: format!("{}:{}", self.address, self.port),
+            restarts: self.restarts,
+            last_exit: self.last_exit,
+            started_at: self.started_at,
+        }
+    }
+}
+
+fn release_from_row(r: &SqliteRow) -> Result<ReleaseView, sqlx::Error> {
+    let config: String = r.try_get("config")?;
+    let status: String = r.try_get("status")?;
+    Ok(ReleaseView {
+        app: r.try_get("app")?,
+        version: r.try_get::<i64, _>("version")? as u32,
+        image: ImageRef {
+            repository: r.try_get("image_repository")?,
+            tag: r.try_get("image_tag")?,
+            digest: r.try_get("image_digest")?,
+        },
+        config: serde_json::from_str::<ReleaseConfig>(&config)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        description: r.try_get("description")?,
+        status: ReleaseStatus::parse(&status).unwrap_or(ReleaseStatus::Failed),
+        actor: r.try_get("actor")?,
+        created_at: r.try_get("created_at")?,
+        failure: r.try_get("failure")?,
+    })
+}
+
+fn instance_from_row(r: &SqliteRow) -> Result<InstanceRow, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    let pid: Option<i64> = r.try_get("pid")?;
+    let pid_start: Option<i64> = r.try_get("pid_start")?;
+    Ok(InstanceRow {
+        id: r.try_get("id")?,
+        app: r.try_get("app")?,
+        release: r.try_get::<i64, _>("release_version")? as u32,
+        process: r.try_get("process")?,
+        index: r.try_get::<i64, _>("idx")? as u32,
+        address: r.try_get("address")?,
+        port: r.try_get::<i64, _>("port")? as u16,
+        state: InstanceState::parse(&state).unwrap_or(InstanceState::Crashed),
+        restarts: r.try_get::<i64, _>("restarts")? as u32,
+        last_exit: r.try_get::<Option<i64>, _>("last_exit")?.map(|c| c as i32),
+        started_at: r.try_get("started_at")?,
+        pid: pid.zip(pid_start).map(|(p, s)| (p as u32, s as u64)),
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    // ---- apps
+
+    /// Every app, by name.
+    pub async fn apps(&self) -> Result<Vec<AppRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, env, current_release, created_at FROM apps ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(app_from_row).collect()
+    }
+
+    /// One app.
+    pub async fn app(&self, name: &str) -> Result<Option<AppRow>, sqlx::Error> {
+        let row = sqlx::query("SELECT name, env, current_release, created_at FROM apps WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(app_from_row).transpose()
+    }
+
+    /// Creates an app in the default project if it does not exist.
+    pub async fn ensure_app(&self, name: &str, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO apps (name, project_id, env, created_at) VALUES (?, 'default', '{}', ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces an app's user-set environment.
+    pub async fn set_app_env(
+        &self,
+        name: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE apps SET env = ? WHERE name = ?")
+            .bind(serde_json::to_string(env).unwrap_or_else(|_| "{}".into()))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes an app and its records.
+    pub async fn delete_app(&self, name: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["instances", "deploys", "builds", "releases"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM apps WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    // ---- releases
+
+    /// Creates the next release of an app (status `deploying`) and returns its version.
+    pub async fn create_release(
+        &self,
+        app: &str,
+        image: &ImageRef,
+        config: &ReleaseConfig,
+        description: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<u32, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM releases WHERE app = ?")
+            .bind(app)
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = max.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO releases (app, version, image_repository, image_tag, image_digest, config, \
+             description, status, actor, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'deploying', ?, ?)",
+        )
+        .bind(app)
+        .bind(version)
+        .bind(&image.repository)
+        .bind(&image.tag)
+        .bind(&image.digest)
+        .bind(serde_json::to_string(config).unwrap_or_default())
+        .bind(description)
+        .bind(actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(version as u32)
+    }
+
+    /// All releases of an app, newest first.
+    pub async fn releases(&self, app: &str) -> Result<Vec<ReleaseView>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE app = ? ORDER BY version DESC")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(release_from_row).collect()
+    }
+
+    /// One release.
+    pub async fn release(&self, app: &str, version: u32) -> Result<Option<ReleaseView>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM releases WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(release_from_row).transpose()
+    }
+
+    /// Marks a release failed with a reason.
+    pub async fn fail_release(&self, app: &str, version: u32, why: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE releases SET status = 'failed', failure = ? WHERE app = ? AND version = ?")
+            .bind(why)
+            .bind(app)
+            .bind(version as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes a release the one serving: the previous one becomes superseded.
+    pub async fn activate_release(&self, app: &str, version: u32) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'active'")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE releases SET status = 'active' WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE apps SET current_release = ? WHERE name = ?")
+            .bind(version as i64)
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    // ---- builds
+
+    /// Records a build.
+    pub async fn insert_build(&self, id: &str, app: &str, source: &str, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO builds (id, app, source_id, status, created_at) VALUES (?, ?, ?, 'running', ?)")
+            .bind(id)
+            .bind(app)
+            .bind(source)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a build's end.
+    pub async fn finish_build(&self, id: &str, status: &str, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE builds SET status = ?, finished_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The id of an app's latest build.
+    pub async fn latest_build(&self, app: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT id FROM builds WHERE app = ? ORDER BY created_at DESC, rowid DESC LIMIT 1")
+            .bind(app)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    // ---- deploys
+
+    /// Records the start of a deploy.
+    pub async fn insert_deploy(&self, id: &str, app: &str, version: u32, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO deploys (id, app, release_version, step, status, started_at) VALUES (?, ?, ?, 'start', 'running', ?)")
+            .bind(id)
+            .bind(app)
+            .bind(version as i64)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a deploy's step.
+    pub async fn deploy_step(&self, id: &str, step: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE deploys SET step = ? WHERE id = ?")
+            .bind(step)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a deploy's end.
+    pub async fn finish_deploy(&self, id: &str, status: &str, error: Option<&str>, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE deploys SET status = ?, error = ?, finished_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deploys that were running when the platform stopped: (deploy id, app, release, step).
+    pub async fn interrupted_deploys(&self) -> Result<Vec<(String, String, u32, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id, app, release_version, step FROM deploys WHERE status = 'running'")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("app")?,
+                    r.try_get::<i64, _>("release_version")? as u32,
+                    r.try_get("step")?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- instances
+
+    /// Records a new instance.
+    pub async fn insert_instance(&self, i: &InstanceRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO instances (id, app, release_version, process, idx, address, port, state, restarts, started_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+        )
+        .bind(&i.id)
+        .bind(&i.app)
+        .bind(i.release as i64)
+        .bind(&i.process)
+        .bind(i.index as i64)
+        .bind(&i.address)
+        .bind(i.port as i64)
+        .bind(i.state.as_str())
+        .bind(i.started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Instances of one app, or of all apps.
+    pub async fn instances(&self, app: Option<&str>) -> Result<Vec<InstanceRow>, sqlx::Error> {
+        let rows = match app {
+            Some(a) => {
+                sqlx::query("SELECT * FROM instances WHERE app = ? ORDER BY release_version, process, idx")
+                    .bind(a)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM instances ORDER BY app, release_version, process, idx")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    /// Addresses in use.
+    pub async fn used_addresses(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT address FROM instances").fetch_all(&self.pool).await
+    }
+
+    /// Marks an instance running with its init's PID.
+    pub async fn instance_running(&self, id: &str, pid: Option<(u32, u64)>, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE instances SET state = 'running', pid = ?, pid_start = ?, started_at = ? WHERE id = ? AND state != 'stopped'")
+            .bind(pid.map(|p| p.0 as i64))
+            .bind(pid.map(|p| p.1 as i64))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a running instance crashed; false if it was not running (e.g. being stopped).
+    pub async fn instance_crashed(&self, id: &str, exit: Option<i32>) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE instances SET state = 'crashed', last_exit = ?, pid = NULL, pid_start = NULL WHERE id = ? AND state IN ('running', 'starting')")
+            .bind(exit.map(i64::from))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Claims a crashed instance for a restart; false if something else changed it.
+    pub async fn instance_restarting(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE instances SET state = 'starting', restarts = restarts + 1 WHERE id = ? AND state = 'crashed'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Marks an instance as stopping on purpose, so nothing restarts it.
+    pub async fn instance_stopping(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE instances SET state = 'stopped' WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets an instance.
+    pub async fn delete_instance(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
+    let env: String = r.try_get("env")?;
+    Ok(AppRow {
+        name: r.try_get("name")?,
+        env: serde_json::from_str(&env).unwrap_or_default(),
+        current_release: r.try_get::<Option<i64>, _>("current_release")?.map(|v| v as u32),
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn releases_number_up_and_activation_supersedes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("b.db")).await.unwrap();
+        // Migrations are idempotent.
+        let s2 = Store::open(&d.path().join("b.db")).await.unwrap();
+        s.ensure_app("hello", 1).await.unwrap();
+        s.ensure_app("hello", 2).await.unwrap();
+        assert_eq!(s2.apps().await.unwrap().len(), 1);
+        let img = ImageRef {
+            repository: "hello".into(),
+            tag: "t".into(),
+            digest: "sha256:x".into(),
+        };
+        let v1 = s.create_release("hello", &img, &ReleaseConfig::default(), "build", "me", 1).await.unwrap();
+        let v2 = s.create_release("hello", &img, &ReleaseConfig::default(), "build", "me", 2).await.unwrap();
+        assert_eq!((v1, v2), (1, 2));
+        s.activate_release("hello", 1).await.unwrap();
+        s.activate_release("hello", 2).await.unwrap();
+        let rs = s.releases("hello").await.unwrap();
+        assert_eq!(rs[0].status, ReleaseStatus::Active);
+        assert_eq!(rs[1].status, ReleaseStatus::Superseded);
+        assert_eq!(s.app("hello").await.unwrap().unwrap().current_release, Some(2));
+        s.delete_app("hello").await.unwrap();
+        assert!(s.app("hello").await.unwrap().is_none());
+        assert!(s.releases("hello").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn crashed_instances_are_claimed_once() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("b.db")).await.unwrap();
+        let i = InstanceRow {
+            id: "a-v1-web-0-x".into(),
+            app: "a".into(),
+            release: 1,
+            process: "web".into(),
+            index: 0,
+            address: "10.0.0.2".into(),
+            port: 8000,
+            state: InstanceState::Starting,
+            restarts: 0,
+            last_exit: None,
+            started_at: 0,
+            pid: None,
+        };
+        s.insert_instance(&i).await.unwrap();
+        s.instance_running(&i.id, Some((5, 6)), 1).await.unwrap();
+        assert!(s.instance_crashed(&i.id, Some(3)).await.unwrap());
+        assert!(!s.instance_crashed(&i.id, Some(3)).await.unwrap());
+        assert!(s.instance_restarting(&i.id).await.unwrap());
+        assert!(!s.instance_restarting(&i.id).await.unwrap());
+        s.instance_stopping(&i.id).await.unwrap();
+        assert!(!s.instance_crashed(&i.id, None).await.unwrap(), "stopped instances are not crashes");
+        let rows = s.instances(Some("a")).await.unwrap();
+        assert_eq!(rows[0].restarts, 1);
+        assert_eq!(rows[0].last_exit, Some(3));
+    }
+}

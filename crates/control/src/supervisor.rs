@@ -1,0 +1,158 @@
+//! Keeps instances running: notices exits (by PID identity, so it works for containers
+//! started before a restart of berth), records the exit code the container's init left
+//! behind, restarts with exponential backoff, and keeps the edge's routes in step. Also
+//! drives the log ingester.
+
+use crate::platform::Platform;
+use berth_core::model::InstanceState;
+use berth_observe::LogRecord;
+use berth_runtime::proc::ProcessIdentity;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often instances are checked.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often logs are ingested.
+pub const INGEST_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest wait before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Delay before restart number `restarts + 1`: 1 s, 2 s, 4 s, … up to [`MAX_BACKOFF`].
+pub fn backoff(restarts: u32) -> Duration {
+    let secs = 1u64.checked_shl(restarts.min(16)).unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+fn event(app: &str, release: u32, process: &str, index: u32, line: String) -> LogRecord {
+    LogRecord {
+        ts: berth_observe::now_millis(),
+        app: app.to_string(),
+        release,
+        process: process.to_string(),
+        index,
+        line: format!("[berth] {line}"),
+    }
+}
+
+/// Runs the supervisor and the ingester until shutdown.
+pub async fn run(platform: Arc<Platform>) {
+    let ingest = {
+        let platform = platform.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = platform.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(INGEST_INTERVAL) => {}
+                }
+                let ing = platform.ingester.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(mut i) = ing.lock() {
+                        i.poll();
+                    }
+                })
+                .await;
+            }
+        })
+    };
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = platform.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+        }
+        if let Err(e) = check(&platform, &mut due).await {
+            tracing::warn!(error = %e, "supervisor check failed");
+        }
+    }
+    let _ = ingest.await;
+}
+
+async fn check(platform: &Arc<Platform>, due: &mut HashMap<String, Instant>) -> Result<(), crate::ApiError> {
+    let mut routes_dirty = false;
+    for inst in platform.store.instances(None).await? {
+        match inst.state {
+            InstanceState::Running => {
+                let alive = inst
+                    .pid
+                    .map(|(pid, start_ticks)| ProcessIdentity { pid, start_ticks }.alive())
+                    .unwrap_or(false);
+                if alive {
+                    continue;
+                }
+                let id = inst.id.clone();
+                let exit = platform.blocking(move |l| l.exit_status(&id)).await;
+                if !platform.store.instance_crashed(&inst.id, exit).await? {
+                    continue; // being stopped on purpose
+                }
+                let wait = backoff(inst.restarts);
+                due.insert(inst.id.clone(), Instant::now() + wait);
+                routes_dirty = true;
+                let how = match exit {
+                    Some(137) => "was killed (SIGKILL, e.g. out of memory)".to_string(),
+                    Some(c) => format!("exited with code {c}"),
+                    None => "stopped".to_string(),
+                };
+                let line = format!(
+                    "{}.{} {how}; restarting in {} s (restart #{})",
+                    inst.process,
+                    inst.index,
+                    wait.as_secs(),
+                    inst.restarts + 1
+                );
+                tracing::warn!(app = %inst.app, "{line}");
+                let _ = platform
+                    .logs
+                    .append(&[event(&inst.app, inst.release, &inst.process, inst.index, line)]);
+            }
+            InstanceState::Crashed => {
+                let when = *due
+                    .entry(inst.id.clone())
+                    .or_insert_with(|| Instant::now() + backoff(inst.restarts));
+                if Instant::now() < when {
+                    continue;
+                }
+                due.remove(&inst.id);
+                let Some(release) = platform.store.release(&inst.app, inst.release).await? else {
+                    continue;
+                };
+                if !platform.store.instance_restarting(&inst.id).await? {
+                    continue;
+                }
+                let (i, r) = (inst.clone(), release);
+                match platform.blocking(move |l| l.start(&i, &r)).await {
+                    Ok(pid) => {
+                        platform
+                            .store
+                            .instance_running(&inst.id, pid.map(|p| (p.pid, p.start_ticks)), crate::now_secs())
+                            .await?;
+                        routes_dirty = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.id, error = %e, "restart failed");
+                        platform.store.instance_crashed(&inst.id, None).await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if routes_dirty {
+        platform.routes.publish(&platform.store).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(10), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}
