@@ -94,11 +94,14 @@ async fn probe(address: &str, port: u16, path: Option<&str>) -> bool {
     if stream.write_all(req.as_bytes()).await.is_err() {
         return false;
     }
-    let mut buf = [0u8; 64];
-    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await else {
+    // Read the whole (bounded) answer so the app is not left writing into a closed socket.
+    let mut buf = Vec::new();
+    let mut limited = (&mut stream).take(64 * 1024);
+    let read = limited.read_to_end(&mut buf);
+    if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() && buf.is_empty() {
         return false;
-    };
-    let head = String::from_utf8_lossy(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]);
     let Some(code) = head
         .strip_prefix("HTTP/1.")
         .and_then(|r| r.get(2..5))

@@ -103,7 +103,10 @@ impl Launcher {
             ("etc/group", "root:x:0:\nnogroup:x:65534:\n".into()),
             ("etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost\n".into()),
             ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-            ("etc/resolv.conf", std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            // Apps have no route to the host's resolver; with no nameserver line the resolver
+            // asks 127.0.0.1 inside the app's namespace and fails at once instead of timing
+            // out (Python's HTTPServer, for one, looks up its own address at startup).
+            ("etc/resolv.conf", "# berth: no DNS resolver is reachable from apps\noptions timeout:1 attempts:1\n".into()),
         ];
         for (path, content) in files {
             std::fs::write(tmp.join(path), content).map_err(io("preparing the root filesystem"))?;

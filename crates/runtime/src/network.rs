@@ -178,6 +178,9 @@ impl Network {
                 return Err(e);
             }
         }
+        // The address may have belonged to an earlier instance: forget its old MAC, or the
+        // host keeps sending to it until the stale neighbour entry times out (seconds).
+        let _ = run(&["neigh", "flush", "to", &addr.to_string(), "dev", &self.bridge]);
         Ok(Self::netns_path(ns))
     }
 
