@@ -34,7 +34,17 @@ async fn run_async(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Up(args) => up(g, args).await,
         Command::Down => {
-            let cfg = berth_control::PlatformConfig::new(data_dir(g));
+            let mut cfg = berth_control::PlatformConfig::new(data_dir(g));
+            // `berth up` recorded which bridge and subnet it used.
+            if let Ok(text) = std::fs::read_to_string(cfg.api_info_path()) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if let Some(b) = v["bridge"].as_str() {
+                    cfg.bridge = b.to_string();
+                }
+                if let Some(s) = v["subnet"].as_str().and_then(|s| s.parse().ok()) {
+                    cfg.subnet = s;
+                }
+            }
             tokio::task::spawn_blocking(move || berth_control::platform::Platform::teardown(&cfg)).await?;
             println!("stopped every app container and the edge");
             Ok(0)
@@ -130,7 +140,12 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let url = format!("http://{}", cfg.api_listen);
     std::fs::write(
         cfg.api_info_path(),
-        serde_json::to_vec(&serde_json::json!({ "url": url }))?,
+        serde_json::to_vec(&serde_json::json!({
+            "url": url,
+            "bridge": cfg.bridge,
+            "subnet": cfg.subnet.to_string(),
+            "edge_port": cfg.edge_listen.port(),
+        }))?,
     )
     .context("writing api.json")?;
     let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));

@@ -325,7 +325,17 @@ impl Platform {
                 crate::now_secs(),
             )
             .await?;
-        self.rollout(app, version, None, &events).await
+        let result = self.rollout(app, version, None, &events).await;
+        if result.is_ok() {
+            // The app's own variables follow the release rolled back to.
+            let env: BTreeMap<String, String> = app_row
+                .env
+                .keys()
+                .filter_map(|k| target.config.env.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            self.store.set_app_env(app, &env).await?;
+        }
+        result
     }
 
     /// Changes environment variables: a new release with the current image and the new
@@ -405,15 +415,32 @@ impl Platform {
         result
     }
 
+    /// Picks a free address, cycling through the subnet so that an address is reused as late
+    /// as possible (the edge may still hold connections to its previous owner).
     async fn allocate_address(&self, taken: &mut HashSet<String>) -> Result<String, ApiError> {
         let used: HashSet<String> = self.store.used_addresses().await?.into_iter().collect();
-        self.cfg
+        let all: Vec<String> = self
+            .cfg
             .subnet
             .instance_addresses()
             .map(|a| a.to_string())
-            .find(|a| !used.contains(a) && !taken.contains(a))
+            .collect();
+        let start = self
+            .next_address
+            .load(std::sync::atomic::Ordering::SeqCst)
+            % all.len().max(1);
+        all.iter()
+            .cycle()
+            .skip(start)
+            .take(all.len())
+            .find(|a| !used.contains(*a) && !taken.contains(*a))
+            .cloned()
             .inspect(|a| {
                 taken.insert(a.clone());
+                if let Some(pos) = all.iter().position(|x| x == a) {
+                    self.next_address
+                        .store(pos + 1, std::sync::atomic::Ordering::SeqCst);
+                }
             })
             .ok_or_else(|| {
                 ApiError::new(

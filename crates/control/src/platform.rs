@@ -74,6 +74,8 @@ pub struct Platform {
     pub app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises address allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// Where the next address search starts.
+    pub next_address: std::sync::atomic::AtomicUsize,
     /// Background work (drains) that shutdown waits for.
     pub tasks: TaskTracker,
     /// Fires on shutdown.
@@ -267,6 +269,7 @@ impl Platform {
             token,
             app_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
+            next_address: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

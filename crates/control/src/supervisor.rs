@@ -101,6 +101,14 @@ async fn check(platform: &Arc<Platform>, due: &mut HashMap<String, Instant>) -> 
                     inst.restarts + 1
                 );
                 tracing::warn!(app = %inst.app, "{line}");
+                // The app's last words first, then berth's note about them.
+                let ing = platform.ingester.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(mut i) = ing.lock() {
+                        i.poll();
+                    }
+                })
+                .await;
                 let _ = platform
                     .logs
                     .append(&[event(&inst.app, inst.release, &inst.process, inst.index, line)]);

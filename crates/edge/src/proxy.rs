@@ -139,7 +139,11 @@ impl Proxy {
 
         let mut body = Some(req.into_body().boxed());
         let mut last_failed = false;
-        for upstream in route.pick() {
+        // A body-less request is retried once more than there are instances: a pooled
+        // connection can die under us (the instance behind it was replaced), and like nginx
+        // we then try again on a fresh connection or another instance.
+        let attempts = route.pick().chain(route.pick().take(1));
+        for upstream in attempts {
             let uri: Uri = match format!("http://{upstream}{path}").parse() {
                 Ok(u) => u,
                 Err(_) => return pages::bad_request(),
@@ -162,7 +166,7 @@ impl Proxy {
                 Err(e) => {
                     tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
                     last_failed = true;
-                    if !(retryable && e.is_connect()) {
+                    if !retryable {
                         break;
                     }
                 }

@@ -1,0 +1,240 @@
+//! Shared helpers for berth's end-to-end tests: a real `berth up` per test (its own data
+//! directory, ports, bridge and subnet, so tests run side by side), the real `berth` CLI,
+//! and a tiny HTTP client that talks to the edge on loopback.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The berth binary under test.
+pub fn berth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// The repository's examples directory.
+pub fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running platform.
+pub struct Platform {
+    pub data: tempfile::TempDir,
+    pub api_port: u16,
+    pub edge_port: u16,
+    pub bridge: String,
+    pub subnet: String,
+    pub extra: Vec<String>,
+    up: Option<Child>,
+}
+
+impl Platform {
+    /// Starts `berth up` with its own resources.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `berth up` with extra flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = (std::process::id() % 5000) * 10 + n;
+        let mut p = Self {
+            data: tempfile::Builder::new().prefix("berth-e2e").tempdir().expect("tempdir"),
+            api_port: free_port(),
+            edge_port: free_port(),
+            bridge: format!("bt{tag}"),
+            subnet: format!("10.{}.{}.0/24", 100 + (tag / 250) % 100, tag % 250),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            up: None,
+        };
+        p.up();
+        p
+    }
+
+    /// Arguments of `berth up` for this platform.
+    pub fn up_args(&self) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "up".into(),
+            "--data-dir".into(),
+            self.data.path().display().to_string(),
+            "--api-port".into(),
+            self.api_port.to_string(),
+            "--edge-port".into(),
+            self.edge_port.to_string(),
+            "--bridge".into(),
+            self.bridge.clone(),
+            "--subnet".into(),
+            self.subnet.clone(),
+            "--drain-grace".into(),
+            "1s".into(),
+        ];
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    /// (Re)starts `berth up` and waits for its API.
+    pub fn up(&mut self) {
+        let _ = std::fs::remove_file(self.data.path().join("api.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("up.log"))
+            .expect("up.log");
+        let child = Command::new(berth_bin())
+            .args(self.up_args())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth up");
+        self.up = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.data.path().join("api.json").exists()
+                && TcpStream::connect(("127.0.0.1", self.api_port)).is_ok()
+            {
+                return;
+            }
+            if let Some(c) = self.up.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("berth up exited with {status}:\n{}", self.up_log());
+                }
+            }
+            assert!(Instant::now() < deadline, "berth up did not start:\n{}", self.up_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What `berth up` printed.
+    pub fn up_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs `berth up` (apps and edge must survive).
+    pub fn kill_control_plane(&mut self) {
+        if let Some(mut c) = self.up.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs the CLI against this platform.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_env(args, &[])
+    }
+
+    /// Runs the CLI with extra environment.
+    pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("--data-dir").arg(self.data.path()).args(args).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("BERTH_API_URL").env_remove("BERTH_TOKEN");
+        cmd.output().expect("run berth")
+    }
+
+    /// Runs the CLI and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({}):\nstdout: {}\nstderr: {}\nberth up:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.up_log()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs the CLI and requires failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            !out.status.success(),
+            "berth {args:?} should have failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// `--json` output parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+
+    /// GET through the edge with `Host: <app>.localhost`.
+    pub fn get(&self, app: &str, path: &str) -> (u16, String) {
+        http_get(self.edge_port, &format!("{app}.localhost"), path).unwrap_or((0, String::new()))
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.kill_control_plane();
+        let _ = Command::new(berth_bin())
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("down")
+            .output();
+    }
+}
+
+/// One HTTP/1.1 GET on a fresh connection; returns status and body.
+pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
