@@ -20,7 +20,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("berth");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     home.join(".local/share/berth")
 }
 
@@ -131,7 +133,8 @@ impl Client {
 
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<()> {
-        self.send(self.request(reqwest::Method::DELETE, path)).await?;
+        self.send(self.request(reqwest::Method::DELETE, path))
+            .await?;
         Ok(())
     }
 
@@ -155,13 +158,20 @@ impl Client {
     }
 
     /// GET an NDJSON stream.
-    pub async fn get_lines(&self, path: &str, on_line: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        on_line: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
         let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
         read_lines(resp, on_line).await
     }
 }
 
-async fn read_lines(resp: reqwest::Response, mut on_line: impl FnMut(&str) -> Result<()>) -> Result<()> {
+async fn read_lines(
+    resp: reqwest::Response,
+    mut on_line: impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
     let mut stream = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {

@@ -45,7 +45,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
                     cfg.subnet = s;
                 }
             }
-            tokio::task::spawn_blocking(move || berth_control::platform::Platform::teardown(&cfg)).await?;
+            tokio::task::spawn_blocking(move || berth_control::platform::Platform::teardown(&cfg))
+                .await?;
             println!("stopped every app container and the edge");
             Ok(0)
         }
@@ -66,7 +67,14 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Rollback { app, to } => {
             let client = Client::discover(g)?;
             let body = serde_json::json!({ "to": to });
-            stream_workflow(g, &client, &format!("/v1/apps/{app}/rollback"), None, Some(body)).await
+            stream_workflow(
+                g,
+                &client,
+                &format!("/v1/apps/{app}/rollback"),
+                None,
+                Some(body),
+            )
+            .await
         }
         Command::Logs {
             app,
@@ -180,7 +188,11 @@ async fn wait_for_signal() {
     }
 }
 
-async fn edge(listen: std::net::SocketAddr, routes: std::path::PathBuf, applied: std::path::PathBuf) -> Result<i32> {
+async fn edge(
+    listen: std::net::SocketAddr,
+    routes: std::path::PathBuf,
+    applied: std::path::PathBuf,
+) -> Result<i32> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::stderr)
@@ -235,7 +247,9 @@ async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
         ),
     };
     let name = AppName::parse(&name).map_err(|e| {
-        anyhow!("{e}\nhint: app names are DNS labels (lowercase letters, digits, '-'); pass --app NAME")
+        anyhow!(
+            "{e}\nhint: app names are DNS labels (lowercase letters, digits, '-'); pass --app NAME"
+        )
     })?;
     let client = Client::discover(g)?;
     let limit = std::env::var("BERTH_UPLOAD_LIMIT")
@@ -258,7 +272,10 @@ async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
             "Deploying {} as {name} ({} KiB{})",
             dir.display(),
             archive.len().div_ceil(1024),
-            commit.as_deref().map(|c| format!(", commit {}", &c[..12])).unwrap_or_default()
+            commit
+                .as_deref()
+                .map(|c| format!(", commit {}", &c[..12]))
+                .unwrap_or_default()
         );
     }
     let mut path = format!("/v1/apps/{name}/deploys");
@@ -355,7 +372,9 @@ async fn apps(g: &Global) -> Result<i32> {
             .map(|a| {
                 vec![
                     a.name.clone(),
-                    a.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                    a.current_release
+                        .map(|v| format!("v{v}"))
+                        .unwrap_or_else(|| "-".into()),
                     a.running.to_string(),
                     a.url.clone(),
                 ]
@@ -368,7 +387,9 @@ async fn apps(g: &Global) -> Result<i32> {
 
 async fn ps(g: &Global, app: &str) -> Result<i32> {
     let client = Client::discover(g)?;
-    let list: Vec<InstanceView> = client.get_json(&format!("/v1/apps/{app}/instances")).await?;
+    let list: Vec<InstanceView> = client
+        .get_json(&format!("/v1/apps/{app}/instances"))
+        .await?;
     if g.json {
         output::json(&list);
         return Ok(0);
@@ -381,14 +402,24 @@ async fn ps(g: &Global, app: &str) -> Result<i32> {
                 format!("v{}", i.release),
                 i.state.as_str().to_string(),
                 i.restarts.to_string(),
-                i.last_exit.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                i.last_exit
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 output::ago(i.started_at),
                 i.address.clone(),
             ]
         })
         .collect();
     output::table(
-        &["PROCESS", "RELEASE", "STATE", "RESTARTS", "LAST EXIT", "STARTED", "ADDRESS"],
+        &[
+            "PROCESS",
+            "RELEASE",
+            "STATE",
+            "RESTARTS",
+            "LAST EXIT",
+            "STARTED",
+            "ADDRESS",
+        ],
         &rows,
     );
     Ok(0)
@@ -415,7 +446,10 @@ async fn releases(g: &Global, app: &str) -> Result<i32> {
             ]
         })
         .collect();
-    output::table(&["VERSION", "STATUS", "IMAGE", "SOURCE", "BY", "CREATED"], &rows);
+    output::table(
+        &["VERSION", "STATUS", "IMAGE", "SOURCE", "BY", "CREATED"],
+        &rows,
+    );
     Ok(0)
 }
 

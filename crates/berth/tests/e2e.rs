@@ -26,7 +26,10 @@ fn every_example_builds_deploys_and_answers_through_the_edge() {
         ("hello", "Hello from berth! release=v1"),
     ] {
         let out = deploy(&p, &examples().join(app), &[]);
-        assert!(out.contains(&format!("http://{app}.localhost:{}/", p.edge_port)), "{out}");
+        assert!(
+            out.contains(&format!("http://{app}.localhost:{}/", p.edge_port)),
+            "{out}"
+        );
         let (status, body) = p.get(app, "/");
         assert_eq!(status, 200, "{app}: {body}");
         assert!(body.contains(expect), "{app}: {body}");
@@ -35,19 +38,29 @@ fn every_example_builds_deploys_and_answers_through_the_edge() {
     let apps = p.json(&["apps"]);
     assert_eq!(apps.as_array().map(|a| a.len()), Some(5));
     let releases = p.json(&["releases", "python-app"]);
-    let tag = releases[0]["image"]["tag"].as_str().expect("tag").to_string();
+    let tag = releases[0]["image"]["tag"]
+        .as_str()
+        .expect("tag")
+        .to_string();
     let layout = p.data.path().join("images/python-app");
     let out = std::process::Command::new("skopeo")
         .arg("inspect")
         .arg(format!("oci:{}:{tag}", layout.display()))
         .output()
         .expect("skopeo is installed (apt-get install skopeo)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
     assert_eq!(info["Labels"]["dev.berth.process.web"], "python app.py");
     // Build logs are kept, runtime logs are captured.
     let build_log = p.ok(&["logs", "python-app", "--build"]);
-    assert!(build_log.contains("Successfully installed bottle"), "{build_log}");
+    assert!(
+        build_log.contains("Successfully installed bottle"),
+        "{build_log}"
+    );
     assert!(eventually(Duration::from_secs(5), || p
         .ok(&["logs", "hello"])
         .contains("hello listening on port 8000")));
@@ -99,14 +112,23 @@ fn ten_redeploys_under_continuous_traffic_fail_no_request() {
         w.join().expect("worker");
     }
     let failed = failed.lock().expect("lock");
-    assert!(failed.is_empty(), "{} failed requests, e.g. {:?}", failed.len(), &failed[..failed.len().min(5)]);
-    assert!(ok.load(Ordering::SeqCst) > 100, "too little traffic to prove anything");
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 100,
+        "too little traffic to prove anything"
+    );
     let (_, body) = p.get("hello", "/");
     assert!(body.contains("release=v11"), "{body}");
     // Old instances were drained: only the serving release runs.
     assert!(eventually(Duration::from_secs(15), || {
         let ps = p.json(&["ps", "hello"]);
-        ps.as_array().is_some_and(|a| a.len() == 1 && a[0]["release"] == 11)
+        ps.as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["release"] == 11)
     }));
 }
 
@@ -121,27 +143,43 @@ fn failed_deploys_leave_the_previous_release_serving_and_rollback_restores() {
     let silent = tmp.path().join("silent");
     copy_dir(&examples().join("hello"), &silent);
     std::fs::write(silent.join("Procfile"), "web: sleep 600\n").expect("write");
-    std::fs::write(silent.join("berth.toml"), "name = \"hello\"\n[health]\ntimeout_secs = 2\n").expect("write");
+    std::fs::write(
+        silent.join("berth.toml"),
+        "name = \"hello\"\n[health]\ntimeout_secs = 2\n",
+    )
+    .expect("write");
     let err = p.fails(&["deploy", silent.to_str().expect("path")]);
     assert!(err.contains("did not pass its health check"), "{err}");
     // One that exits at once fails with its exit code and output.
     let crashing = tmp.path().join("crashing");
     copy_dir(&examples().join("hello"), &crashing);
-    std::fs::write(crashing.join("Procfile"), "web: echo missing config >&2; exit 4\n").expect("write");
+    std::fs::write(
+        crashing.join("Procfile"),
+        "web: echo missing config >&2; exit 4\n",
+    )
+    .expect("write");
     let err = p.fails(&["deploy", crashing.to_str().expect("path")]);
     assert!(err.contains("exited with code 4"), "{err}");
     assert!(err.contains("missing config"), "{err}");
     // A failing release command fails the deploy too.
     let release_fails = tmp.path().join("release-fails");
     copy_dir(&examples().join("hello"), &release_fails);
-    std::fs::write(release_fails.join("Procfile"), "web: python3 app.py\nrelease: echo migrating; exit 2\n").expect("write");
+    std::fs::write(
+        release_fails.join("Procfile"),
+        "web: python3 app.py\nrelease: echo migrating; exit 2\n",
+    )
+    .expect("write");
     let err = p.fails(&["deploy", release_fails.to_str().expect("path")]);
     assert!(err.contains("release command exited with code 2"), "{err}");
     assert!(err.contains("migrating"), "{err}");
 
     let (status, body) = p.get("hello", "/");
     assert_eq!((status, body.contains("release=v1")), (200, true), "{body}");
-    assert_eq!(p.json(&["ps", "hello"]), before, "the serving instance was not touched");
+    assert_eq!(
+        p.json(&["ps", "hello"]),
+        before,
+        "the serving instance was not touched"
+    );
     let releases = p.json(&["releases", "hello"]);
     let statuses: Vec<&str> = releases
         .as_array()
@@ -154,7 +192,10 @@ fn failed_deploys_leave_the_previous_release_serving_and_rollback_restores() {
     // Config change: a new release, same image.
     let out = p.ok(&["env", "set", "hello", "GREETING=Howdy"]);
     assert!(out.contains("v5"), "{out}");
-    assert!(p.get("hello", "/").1.contains("Howdy from berth! release=v5"));
+    assert!(p
+        .get("hello", "/")
+        .1
+        .contains("Howdy from berth! release=v5"));
     assert!(p.ok(&["env", "list", "hello"]).contains("GREETING=Howdy"));
     // Rollback: back to v1's image and config, as a new release, without a build.
     let out = p.ok(&["rollback", "hello"]);
@@ -164,7 +205,9 @@ fn failed_deploys_leave_the_previous_release_serving_and_rollback_restores() {
     let releases = p.json(&["releases", "hello"]);
     assert_eq!(releases[0]["description"], "rollback to v1");
     assert_eq!(releases[0]["image"], releases[5]["image"]);
-    assert!(releases[0]["actor"].as_str().is_some_and(|a| a.contains('@')));
+    assert!(releases[0]["actor"]
+        .as_str()
+        .is_some_and(|a| a.contains('@')));
     // Rolling back to a failed release is refused.
     let err = p.fails(&["rollback", "hello", "--to", "2"]);
     assert!(err.contains("failed to deploy"), "{err}");
@@ -173,7 +216,10 @@ fn failed_deploys_leave_the_previous_release_serving_and_rollback_restores() {
     assert!(err.contains("GREETING is not set"), "{err}");
     p.ok(&["env", "set", "hello", "GREETING=Hi", "OTHER=1"]);
     p.ok(&["env", "unset", "hello", "GREETING"]);
-    assert!(p.get("hello", "/").1.contains("Hello from berth! release=v8"));
+    assert!(p
+        .get("hello", "/")
+        .1
+        .contains("Hello from berth! release=v8"));
     assert_eq!(p.json(&["env", "list", "hello"])["OTHER"], "1");
 }
 
@@ -190,7 +236,10 @@ fn crashed_apps_restart_and_apps_survive_a_killed_control_plane() {
         "{}",
         p.json(&["ps", "hello"])
     );
-    assert!(eventually(Duration::from_secs(10), || p.get("hello", "/").0 == 200));
+    assert!(eventually(Duration::from_secs(10), || p
+        .get("hello", "/")
+        .0
+        == 200));
     assert!(eventually(Duration::from_secs(5), || p
         .ok(&["logs", "hello"])
         .contains("exited with code 3")));
@@ -202,7 +251,9 @@ fn crashed_apps_restart_and_apps_survive_a_killed_control_plane() {
         assert_eq!(p.get("hello", "/").0, 200);
     }
     p.up();
-    assert!(eventually(Duration::from_secs(10), || p.json(&["ps", "hello"]) == before));
+    assert!(eventually(Duration::from_secs(10), || p
+        .json(&["ps", "hello"])
+        == before));
     // No duplicate or orphaned containers.
     let out = std::process::Command::new("crun")
         .arg("--root")
@@ -210,7 +261,10 @@ fn crashed_apps_restart_and_apps_survive_a_killed_control_plane() {
         .args(["list", "-q"])
         .output()
         .expect("crun");
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(ids, [before[0]["id"].as_str().expect("id").to_string()]);
     assert_eq!(p.get("hello", "/").0, 200);
     // And the adopted platform still deploys.

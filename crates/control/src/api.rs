@@ -16,7 +16,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_core::api::{AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest, ACTOR_HEADER};
+use berth_core::api::{
+    AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest, ACTOR_HEADER,
+};
 use berth_core::model::InstanceState;
 use berth_core::spec::BerthToml;
 use berth_core::AppName;
@@ -46,7 +48,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/builds/latest/log", get(build_log))
         .route_layer(middleware::from_fn_with_state(platform.clone(), auth));
     Router::new()
-        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
@@ -68,9 +73,13 @@ async fn auth(State(p): Shared, req: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if same(t.trim().as_bytes(), p.token.as_bytes()) => next.run(req).await,
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API token")
-            .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
-            .into_response(),
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API token",
+        )
+        .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
+        .into_response(),
     }
 }
 
@@ -90,8 +99,9 @@ fn actor(headers: &HeaderMap) -> String {
 
 fn app_name(raw: &str) -> Result<AppName, ApiError> {
     AppName::parse(raw).map_err(|e| {
-        ApiError::invalid("invalid_app_name", e.to_string())
-            .hint("app names are DNS labels: lowercase letters, digits and '-', at most 63 characters")
+        ApiError::invalid("invalid_app_name", e.to_string()).hint(
+            "app names are DNS labels: lowercase letters, digits and '-', at most 63 characters",
+        )
     })
 }
 
@@ -112,7 +122,10 @@ fn ndjson<T: serde::Serialize>(value: &T) -> Bytes {
 /// Streams events to the client while `work` runs in a tracked task of its own.
 fn stream_workflow<F>(p: &Arc<Platform>, work: F) -> Response
 where
-    F: FnOnce(Events) -> futures_util::future::BoxFuture<'static, Result<(u32, String), DeployFailure>>,
+    F: FnOnce(
+        Events,
+    )
+        -> futures_util::future::BoxFuture<'static, Result<(u32, String), DeployFailure>>,
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DeployEvent>();
     let fut = work(tx.clone());
@@ -121,7 +134,9 @@ where
         finish(&tx, result);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(ndjson(&e)), rx))
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, Infallible>(ndjson(&e)), rx))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -183,29 +198,46 @@ async fn deploy(
         }
     })?;
     if body.is_empty() {
-        return Err(ApiError::invalid("bad_upload", "the upload is empty; send the app directory as a gzipped tar archive"));
+        return Err(ApiError::invalid(
+            "bad_upload",
+            "the upload is empty; send the app directory as a gzipped tar archive",
+        ));
     }
     let toml = match berth_factory::source::read_file(&body, "berth.toml") {
-        Ok(Some(text)) => BerthToml::parse(&text)
-            .map_err(|e| ApiError::invalid("invalid_berth_toml", e.to_string()).hint("fix berth.toml and deploy again"))?,
+        Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
+            ApiError::invalid("invalid_berth_toml", e.to_string())
+                .hint("fix berth.toml and deploy again")
+        })?,
         Ok(None) => BerthToml::default(),
         Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     };
     let source_id = match q.commit {
-        Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => c.to_ascii_lowercase(),
+        Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => {
+            c.to_ascii_lowercase()
+        }
         Some(c) => {
-            return Err(ApiError::invalid("invalid_commit", format!("commit {c:?} is not a 40-character hex sha")))
+            return Err(ApiError::invalid(
+                "invalid_commit",
+                format!("commit {c:?} is not a 40-character hex sha"),
+            ))
         }
         None => berth_factory::source::content_id(&body),
     };
     let who = actor(&headers);
     let platform = p.clone();
     Ok(stream_workflow(&p, move |events| {
-        Box::pin(async move { platform.deploy_source(name, body, source_id, toml, who, events).await })
+        Box::pin(async move {
+            platform
+                .deploy_source(name, body, source_id, toml, who, events)
+                .await
+        })
     }))
 }
 
-async fn releases(State(p): Shared, Path(app): Path<String>) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+async fn releases(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.store.releases(name.as_str()).await?))
 }
@@ -225,9 +257,16 @@ async fn rollback(
     }))
 }
 
-async fn env_list(State(p): Shared, Path(app): Path<String>) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+async fn env_list(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
     let name = existing_app(&p, &app).await?;
-    let row = p.store.app(name.as_str()).await?.ok_or_else(|| ApiError::app_not_found(&app))?;
+    let row = p
+        .store
+        .app(name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::app_not_found(&app))?;
     let env = match row.current_release {
         Some(v) => p
             .store
@@ -250,11 +289,18 @@ async fn env_change(
     let who = actor(&headers);
     let platform = p.clone();
     Ok(stream_workflow(&p, move |events| {
-        Box::pin(async move { platform.change_env(name.as_str(), change, who, events).await })
+        Box::pin(async move {
+            platform
+                .change_env(name.as_str(), change, who, events)
+                .await
+        })
     }))
 }
 
-async fn instances(State(p): Shared, Path(app): Path<String>) -> Result<Json<Vec<InstanceView>>, ApiError> {
+async fn instances(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(
         p.store
@@ -273,7 +319,11 @@ struct LogQuery {
     follow: Option<bool>,
 }
 
-async fn logs(State(p): Shared, Path(app): Path<String>, Query(q): Query<LogQuery>) -> Result<Response, ApiError> {
+async fn logs(
+    State(p): Shared,
+    Path(app): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
     let lines = q.lines.unwrap_or(100).min(10_000);
     let logs = p.logs.clone();
@@ -326,7 +376,11 @@ async fn build_log(State(p): Shared, Path(app): Path<String>) -> Result<Response
         return Err(if p.store.app(name.as_str()).await?.is_none() {
             ApiError::app_not_found(name.as_str())
         } else {
-            ApiError::new(StatusCode::NOT_FOUND, "no_builds", format!("{name} has no builds"))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_builds",
+                format!("{name} has no builds"),
+            )
         });
     };
     let text = tokio::fs::read_to_string(p.logs.build_path(&build))

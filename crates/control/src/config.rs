@@ -95,7 +95,10 @@ impl PlatformConfig {
         if let Some(d) = &self.base_domain {
             let ok = !d.is_empty()
                 && d.len() <= 200
-                && d.split('.').all(|l| berth_core::AppName::parse(l).is_ok() || l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.is_empty());
+                && d.split('.').all(|l| {
+                    berth_core::AppName::parse(l).is_ok()
+                        || l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.is_empty()
+                });
             if !ok {
                 problems.push(format!("--base-domain: {d:?} is not a valid domain name"));
             }
@@ -194,6 +197,9 @@ mod tests {
         let mut c = PlatformConfig::new("/d".into());
         assert_eq!(c.app_url("hello"), "http://hello.localhost:8080/");
         c.base_domain = Some("apps.example.com".into());
-        assert_eq!(c.app_hosts("hello"), ["hello.localhost", "hello.apps.example.com"]);
+        assert_eq!(
+            c.app_hosts("hello"),
+            ["hello.localhost", "hello.apps.example.com"]
+        );
     }
 }

@@ -44,7 +44,11 @@ pub fn file_tail(path: &Path, n: usize) -> Vec<String> {
 }
 
 /// Streams new lines of `path` to `events` until `stop` fires (then flushes the rest).
-fn follow_file(path: PathBuf, events: Events, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+fn follow_file(
+    path: PathBuf,
+    events: Events,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         let mut offset = 0u64;
         let mut pending = String::new();
@@ -98,7 +102,11 @@ async fn probe(address: &str, port: u16, path: Option<&str>) -> bool {
     let mut buf = Vec::new();
     let mut limited = (&mut stream).take(64 * 1024);
     let read = limited.read_to_end(&mut buf);
-    if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() && buf.is_empty() {
+    if tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .is_err()
+        && buf.is_empty()
+    {
         return false;
     }
     let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]);
@@ -191,15 +199,31 @@ impl Platform {
                     let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app.as_str()));
                 }
                 let (code, hint) = match &e {
-                    BuildError::Detect(_) => ("nothing_to_build", "add a Procfile, or one of the files berth looks for"),
+                    BuildError::Detect(_) => (
+                        "nothing_to_build",
+                        "add a Procfile, or one of the files berth looks for",
+                    ),
                     BuildError::Source(_) => ("bad_source", "check the uploaded directory"),
-                    BuildError::Failed { .. } => ("build_failed", "fix the error shown in the build log above and deploy again"),
-                    BuildError::TimedOut(_) => ("build_timeout", "make the build faster, or raise the timeout with --build-timeout"),
-                    _ => ("build_error", "see `berth logs --build` and the output of `berth up`"),
+                    BuildError::Failed { .. } => (
+                        "build_failed",
+                        "fix the error shown in the build log above and deploy again",
+                    ),
+                    BuildError::TimedOut(_) => (
+                        "build_timeout",
+                        "make the build faster, or raise the timeout with --build-timeout",
+                    ),
+                    _ => (
+                        "build_error",
+                        "see `berth logs --build` and the output of `berth up`",
+                    ),
                 };
                 let status = match &e {
-                    BuildError::Detect(_) | BuildError::Source(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    BuildError::Failed { .. } | BuildError::TimedOut(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    BuildError::Detect(_) | BuildError::Source(_) => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                    BuildError::Failed { .. } | BuildError::TimedOut(_) => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 return Err(DeployFailure {
@@ -213,7 +237,9 @@ impl Platform {
             .finish_build(&build_id, "succeeded", crate::now_secs())
             .await?;
 
-        self.store.ensure_app(app.as_str(), crate::now_secs()).await?;
+        self.store
+            .ensure_app(app.as_str(), crate::now_secs())
+            .await?;
         let app_row = self
             .store
             .app(app.as_str())
@@ -223,7 +249,10 @@ impl Platform {
             .meta
             .env
             .iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         env.extend(app_row.env.clone());
         let processes = out
@@ -254,9 +283,17 @@ impl Platform {
         let description = format!("deploy {}", source_id);
         let version = self
             .store
-            .create_release(app.as_str(), &out.image, &config, &description, &actor, crate::now_secs())
+            .create_release(
+                app.as_str(),
+                &out.image,
+                &config,
+                &description,
+                &actor,
+                crate::now_secs(),
+            )
             .await?;
-        self.rollout(app.as_str(), version, Some(log_file), &events).await
+        self.rollout(app.as_str(), version, Some(log_file), &events)
+            .await
     }
 
     /// Creates a new release from the one before the current (or `to`) and deploys it,
@@ -302,9 +339,7 @@ impl Platform {
             }
             None => releases
                 .iter()
-                .find(|r| {
-                    Some(r.version) < current && r.status == ReleaseStatus::Superseded
-                })
+                .find(|r| Some(r.version) < current && r.status == ReleaseStatus::Superseded)
                 .ok_or_else(|| {
                     ApiError::invalid(
                         "no_previous_release",
@@ -355,7 +390,9 @@ impl Platform {
             }
         }
         if change.set.is_empty() && change.unset.is_empty() {
-            problems.push("nothing to change: give KEY=VALUE pairs to set or KEY names to unset".into());
+            problems.push(
+                "nothing to change: give KEY=VALUE pairs to set or KEY names to unset".into(),
+            );
         }
         if !problems.is_empty() {
             return Err(ApiError::invalid("invalid_env", problems.join("; ")).into());
@@ -369,7 +406,7 @@ impl Platform {
             .ok_or_else(|| ApiError::app_not_found(app))?;
         let current = app_row.current_release.ok_or_else(|| {
             ApiError::invalid("no_release", format!("{app} has no release serving yet"))
-                .hint(format!("deploy it first with `berth deploy`"))
+                .hint("deploy it first with `berth deploy`")
         })?;
         let release = self
             .store
@@ -380,9 +417,11 @@ impl Platform {
         let mut app_env = app_row.env.clone();
         for k in &change.unset {
             if env.remove(k).is_none() {
-                return Err(ApiError::invalid("env_not_set", format!("{k} is not set on {app}"))
-                    .hint(format!("see `berth env list {app}`"))
-                    .into());
+                return Err(
+                    ApiError::invalid("env_not_set", format!("{k} is not set on {app}"))
+                        .hint(format!("see `berth env list {app}`"))
+                        .into(),
+                );
             }
             app_env.remove(k);
         }
@@ -403,7 +442,13 @@ impl Platform {
                 app,
                 &release.image,
                 &config,
-                &format!("env {}", keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")),
+                &format!(
+                    "env {}",
+                    keys.iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 &actor,
                 crate::now_secs(),
             )
@@ -425,10 +470,7 @@ impl Platform {
             .instance_addresses()
             .map(|a| a.to_string())
             .collect();
-        let start = self
-            .next_address
-            .load(std::sync::atomic::Ordering::SeqCst)
-            % all.len().max(1);
+        let start = self.next_address.load(std::sync::atomic::Ordering::SeqCst) % all.len().max(1);
         all.iter()
             .cycle()
             .skip(start)
@@ -464,7 +506,9 @@ impl Platform {
         self.store
             .insert_deploy(&deploy_id, app, version, crate::now_secs())
             .await?;
-        let result = self.rollout_steps(app, version, log_file, events, &deploy_id).await;
+        let result = self
+            .rollout_steps(app, version, log_file, events, &deploy_id)
+            .await;
         match &result {
             Ok(_) => {
                 self.store
@@ -486,9 +530,16 @@ impl Platform {
                         self.store.delete_instance(&inst.id).await?;
                     }
                 }
-                self.store.fail_release(app, version, &f.error.message).await?;
                 self.store
-                    .finish_deploy(&deploy_id, "failed", Some(&f.error.message), crate::now_secs())
+                    .fail_release(app, version, &f.error.message)
+                    .await?;
+                self.store
+                    .finish_deploy(
+                        &deploy_id,
+                        "failed",
+                        Some(&f.error.message),
+                        crate::now_secs(),
+                    )
                     .await?;
             }
         }
@@ -587,7 +638,11 @@ impl Platform {
             match self.blocking(move |l| l.start(&i, &r)).await {
                 Ok(pid) => {
                     self.store
-                        .instance_running(&inst.id, pid.map(|p| (p.pid, p.start_ticks)), crate::now_secs())
+                        .instance_running(
+                            &inst.id,
+                            pid.map(|p| (p.pid, p.start_ticks)),
+                            crate::now_secs(),
+                        )
                         .await?
                 }
                 Err(e) => {
@@ -727,7 +782,9 @@ impl Platform {
         let _ = self.factory.images().remove_repository(app);
         for r in releases {
             let _ = std::fs::remove_dir_all(
-                self.cfg.rootfs_dir().join(r.image.digest.trim_start_matches("sha256:")),
+                self.cfg
+                    .rootfs_dir()
+                    .join(r.image.digest.trim_start_matches("sha256:")),
             );
         }
         let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));

@@ -43,6 +43,18 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError 
     move |source| LaunchError::Io { context, source }
 }
 
+/// What one container runs.
+#[derive(Clone, Copy)]
+struct What<'a> {
+    id: &'a str,
+    app: &'a str,
+    release: &'a ReleaseView,
+    process: &'a str,
+    index: u32,
+    command: &'a str,
+    port: u16,
+}
+
 /// Launches and stops app containers.
 pub struct Launcher {
     cfg: PlatformConfig,
@@ -97,7 +109,8 @@ impl Launcher {
         for d in [".berth/status", "etc/ssl", "etc/alternatives", "app"] {
             std::fs::create_dir_all(tmp.join(d)).map_err(io("preparing the root filesystem"))?;
         }
-        std::fs::write(tmp.join(".berth/berth"), b"").map_err(io("preparing the root filesystem"))?;
+        std::fs::write(tmp.join(".berth/berth"), b"")
+            .map_err(io("preparing the root filesystem"))?;
         let files: [(&str, String); 5] = [
             ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".into()),
             ("etc/group", "root:x:0:\nnogroup:x:65534:\n".into()),
@@ -111,7 +124,8 @@ impl Launcher {
         for (path, content) in files {
             std::fs::write(tmp.join(path), content).map_err(io("preparing the root filesystem"))?;
         }
-        std::fs::write(tmp.join(".berth-ready"), b"").map_err(io("preparing the root filesystem"))?;
+        std::fs::write(tmp.join(".berth-ready"), b"")
+            .map_err(io("preparing the root filesystem"))?;
         if std::fs::rename(&tmp, &dir).is_err() {
             // Another deploy prepared it first.
             let _ = std::fs::remove_dir_all(&tmp);
@@ -128,17 +142,16 @@ impl Launcher {
         berth_runtime::init::read_exit_status(&self.instance_dir(id).join("status/exit"))
     }
 
-    fn spec(
-        &self,
-        id: &str,
-        app: &str,
-        release: &ReleaseView,
-        process: &str,
-        index: u32,
-        command: &str,
-        port: u16,
-        netns: PathBuf,
-    ) -> Result<ContainerSpec, LaunchError> {
+    fn spec(&self, w: &What<'_>, netns: PathBuf) -> Result<ContainerSpec, LaunchError> {
+        let What {
+            id,
+            app,
+            release,
+            process,
+            index,
+            command,
+            port,
+        } = *w;
         let rootfs = self.rootfs(&release.image)?;
         let dir = self.instance_dir(id);
         let status = dir.join("status");
@@ -155,10 +168,7 @@ impl Launcher {
         vars.insert("BERTH_RELEASE".into(), release.version.to_string());
         vars.insert("BERTH_PROCESS".into(), process.to_string());
         vars.insert("BERTH_INSTANCE".into(), index.to_string());
-        env.retain(|e| {
-            e.split_once('=')
-                .is_none_or(|(k, _)| !vars.contains_key(k))
-        });
+        env.retain(|e| e.split_once('=').is_none_or(|(k, _)| !vars.contains_key(k)));
         env.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
         Ok(ContainerSpec {
             id: id.to_string(),
@@ -221,13 +231,15 @@ impl Launcher {
         let _ = self.runtime.delete(&inst.id);
         let netns = self.netns(&inst.id, &inst.address)?;
         let spec = self.spec(
-            &inst.id,
-            &inst.app,
-            release,
-            &inst.process,
-            inst.index,
-            &command,
-            inst.port,
+            &What {
+                id: &inst.id,
+                app: &inst.app,
+                release,
+                process: &inst.process,
+                index: inst.index,
+                command: &command,
+                port: inst.port,
+            },
             netns,
         )?;
         let state = self.runtime.start(&spec)?;
@@ -273,7 +285,18 @@ impl Launcher {
     ) -> Result<i32, LaunchError> {
         let id = format!("{app}-v{}-release-{}", release.version, crate::random_id(3));
         let netns = self.netns(&id, address)?;
-        let mut spec = self.spec(&id, app, release, "release", 0, command, crate::config::APP_PORT, netns)?;
+        let mut spec = self.spec(
+            &What {
+                id: &id,
+                app,
+                release,
+                process: "release",
+                index: 0,
+                command,
+                port: crate::config::APP_PORT,
+            },
+            netns,
+        )?;
         spec.log_file = log_file;
         let result = self.runtime.run_to_exit(&spec);
         self.network.detach(&id);

@@ -14,8 +14,8 @@ use berth_runtime::network::Network;
 use berth_runtime::proc::ProcessIdentity;
 use berth_runtime::Runtime;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,7 +156,11 @@ impl EdgeProcess {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let tail = text.get(log_len as usize..).unwrap_or(&text).trim().to_string();
+                let tail = text
+                    .get(log_len as usize..)
+                    .unwrap_or(&text)
+                    .trim()
+                    .to_string();
                 return Err(StartError::Edge(format!(
                     "it exited with {status}: {}",
                     tail.lines().last().unwrap_or("no output")
@@ -167,14 +171,19 @@ impl EdgeProcess {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(StartError::Edge("it did not start serving within 10 seconds".into()));
+                return Err(StartError::Edge(
+                    "it did not start serving within 10 seconds".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let id = ProcessIdentity::of(child.id())
             .ok_or_else(|| StartError::Edge("it exited right after starting".into()))?;
-        std::fs::write(Self::pid_file(cfg), format!("{} {}", id.pid, id.start_ticks))
-            .map_err(io("writing the edge pid file"))?;
+        std::fs::write(
+            Self::pid_file(cfg),
+            format!("{} {}", id.pid, id.start_ticks),
+        )
+        .map_err(io("writing the edge pid file"))?;
         // The edge is not our child to wait for: it must outlive us.
         std::mem::forget(child);
         Ok(())
@@ -316,11 +325,20 @@ impl Platform {
                     }
                 }
                 self.store
-                    .fail_release(&app, version, "interrupted by a platform restart; the previous release kept serving")
+                    .fail_release(
+                        &app,
+                        version,
+                        "interrupted by a platform restart; the previous release kept serving",
+                    )
                     .await?;
             }
             self.store
-                .finish_deploy(&deploy_id, "failed", Some("interrupted by a platform restart"), crate::now_secs())
+                .finish_deploy(
+                    &deploy_id,
+                    "failed",
+                    Some("interrupted by a platform restart"),
+                    crate::now_secs(),
+                )
                 .await?;
         }
         let instances = self.store.instances(None).await?;
@@ -344,7 +362,11 @@ impl Platform {
                         Some(pid) => {
                             tracing::info!(instance = %inst.id, pid = pid.pid, "re-adopted running instance");
                             self.store
-                                .instance_running(&inst.id, Some((pid.pid, pid.start_ticks)), inst.started_at)
+                                .instance_running(
+                                    &inst.id,
+                                    Some((pid.pid, pid.start_ticks)),
+                                    inst.started_at,
+                                )
                                 .await?;
                         }
                         None => {

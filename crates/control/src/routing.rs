@@ -109,7 +109,10 @@ impl RoutePublisher {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::warn!(generation, "the edge did not confirm the new routes in time");
+        tracing::warn!(
+            generation,
+            "the edge did not confirm the new routes in time"
+        );
         Ok(false)
     }
 }

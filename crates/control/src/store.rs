@@ -164,18 +164,20 @@ impl Store {
 
     /// Every app, by name.
     pub async fn apps(&self) -> Result<Vec<AppRow>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name, env, current_release, created_at FROM apps ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, env, current_release, created_at FROM apps ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(app_from_row).collect()
     }
 
     /// One app.
     pub async fn app(&self, name: &str) -> Result<Option<AppRow>, sqlx::Error> {
-        let row = sqlx::query("SELECT name, env, current_release, created_at FROM apps WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT name, env, current_release, created_at FROM apps WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(app_from_row).transpose()
     }
 
@@ -235,10 +237,11 @@ impl Store {
         now: i64,
     ) -> Result<u32, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM releases WHERE app = ?")
-            .bind(app)
-            .fetch_one(&mut *tx)
-            .await?;
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM releases WHERE app = ?")
+                .bind(app)
+                .fetch_one(&mut *tx)
+                .await?;
         let version = max.unwrap_or(0) + 1;
         sqlx::query(
             "INSERT INTO releases (app, version, image_repository, image_tag, image_digest, config, \
@@ -269,7 +272,11 @@ impl Store {
     }
 
     /// One release.
-    pub async fn release(&self, app: &str, version: u32) -> Result<Option<ReleaseView>, sqlx::Error> {
+    pub async fn release(
+        &self,
+        app: &str,
+        version: u32,
+    ) -> Result<Option<ReleaseView>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM releases WHERE app = ? AND version = ?")
             .bind(app)
             .bind(version as i64)
@@ -279,23 +286,32 @@ impl Store {
     }
 
     /// Marks a release failed with a reason.
-    pub async fn fail_release(&self, app: &str, version: u32, why: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE releases SET status = 'failed', failure = ? WHERE app = ? AND version = ?")
-            .bind(why)
-            .bind(app)
-            .bind(version as i64)
-            .execute(&self.pool)
-            .await?;
+    pub async fn fail_release(
+        &self,
+        app: &str,
+        version: u32,
+        why: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE releases SET status = 'failed', failure = ? WHERE app = ? AND version = ?",
+        )
+        .bind(why)
+        .bind(app)
+        .bind(version as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Makes a release the one serving: the previous one becomes superseded.
     pub async fn activate_release(&self, app: &str, version: u32) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'active'")
-            .bind(app)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'active'",
+        )
+        .bind(app)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE releases SET status = 'active' WHERE app = ? AND version = ?")
             .bind(app)
             .bind(version as i64)
@@ -312,7 +328,13 @@ impl Store {
     // ---- builds
 
     /// Records a build.
-    pub async fn insert_build(&self, id: &str, app: &str, source: &str, now: i64) -> Result<(), sqlx::Error> {
+    pub async fn insert_build(
+        &self,
+        id: &str,
+        app: &str,
+        source: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("INSERT INTO builds (id, app, source_id, status, created_at) VALUES (?, ?, ?, 'running', ?)")
             .bind(id)
             .bind(app)
@@ -336,16 +358,24 @@ impl Store {
 
     /// The id of an app's latest build.
     pub async fn latest_build(&self, app: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT id FROM builds WHERE app = ? ORDER BY created_at DESC, rowid DESC LIMIT 1")
-            .bind(app)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_scalar(
+            "SELECT id FROM builds WHERE app = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     // ---- deploys
 
     /// Records the start of a deploy.
-    pub async fn insert_deploy(&self, id: &str, app: &str, version: u32, now: i64) -> Result<(), sqlx::Error> {
+    pub async fn insert_deploy(
+        &self,
+        id: &str,
+        app: &str,
+        version: u32,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("INSERT INTO deploys (id, app, release_version, step, status, started_at) VALUES (?, ?, ?, 'start', 'running', ?)")
             .bind(id)
             .bind(app)
@@ -367,7 +397,13 @@ impl Store {
     }
 
     /// Records a deploy's end.
-    pub async fn finish_deploy(&self, id: &str, status: &str, error: Option<&str>, now: i64) -> Result<(), sqlx::Error> {
+    pub async fn finish_deploy(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE deploys SET status = ?, error = ?, finished_at = ? WHERE id = ?")
             .bind(status)
             .bind(error)
@@ -379,10 +415,14 @@ impl Store {
     }
 
     /// Deploys that were running when the platform stopped: (deploy id, app, release, step).
-    pub async fn interrupted_deploys(&self) -> Result<Vec<(String, String, u32, String)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT id, app, release_version, step FROM deploys WHERE status = 'running'")
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn interrupted_deploys(
+        &self,
+    ) -> Result<Vec<(String, String, u32, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, app, release_version, step FROM deploys WHERE status = 'running'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -421,10 +461,12 @@ impl Store {
     pub async fn instances(&self, app: Option<&str>) -> Result<Vec<InstanceRow>, sqlx::Error> {
         let rows = match app {
             Some(a) => {
-                sqlx::query("SELECT * FROM instances WHERE app = ? ORDER BY release_version, process, idx")
-                    .bind(a)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(
+                    "SELECT * FROM instances WHERE app = ? ORDER BY release_version, process, idx",
+                )
+                .bind(a)
+                .fetch_all(&self.pool)
+                .await?
             }
             None => {
                 sqlx::query("SELECT * FROM instances ORDER BY app, release_version, process, idx")
@@ -437,11 +479,18 @@ impl Store {
 
     /// Addresses in use.
     pub async fn used_addresses(&self) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT address FROM instances").fetch_all(&self.pool).await
+        sqlx::query_scalar("SELECT address FROM instances")
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Marks an instance running with its init's PID.
-    pub async fn instance_running(&self, id: &str, pid: Option<(u32, u64)>, now: i64) -> Result<(), sqlx::Error> {
+    pub async fn instance_running(
+        &self,
+        id: &str,
+        pid: Option<(u32, u64)>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE instances SET state = 'running', pid = ?, pid_start = ?, started_at = ? WHERE id = ? AND state != 'stopped'")
             .bind(pid.map(|p| p.0 as i64))
             .bind(pid.map(|p| p.1 as i64))
@@ -495,7 +544,9 @@ fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
     Ok(AppRow {
         name: r.try_get("name")?,
         env: serde_json::from_str(&env).unwrap_or_default(),
-        current_release: r.try_get::<Option<i64>, _>("current_release")?.map(|v| v as u32),
+        current_release: r
+            .try_get::<Option<i64>, _>("current_release")?
+            .map(|v| v as u32),
         created_at: r.try_get("created_at")?,
     })
 }
@@ -518,15 +569,24 @@ mod tests {
             tag: "t".into(),
             digest: "sha256:x".into(),
         };
-        let v1 = s.create_release("hello", &img, &ReleaseConfig::default(), "build", "me", 1).await.unwrap();
-        let v2 = s.create_release("hello", &img, &ReleaseConfig::default(), "build", "me", 2).await.unwrap();
+        let v1 = s
+            .create_release("hello", &img, &ReleaseConfig::default(), "build", "me", 1)
+            .await
+            .unwrap();
+        let v2 = s
+            .create_release("hello", &img, &ReleaseConfig::default(), "build", "me", 2)
+            .await
+            .unwrap();
         assert_eq!((v1, v2), (1, 2));
         s.activate_release("hello", 1).await.unwrap();
         s.activate_release("hello", 2).await.unwrap();
         let rs = s.releases("hello").await.unwrap();
         assert_eq!(rs[0].status, ReleaseStatus::Active);
         assert_eq!(rs[1].status, ReleaseStatus::Superseded);
-        assert_eq!(s.app("hello").await.unwrap().unwrap().current_release, Some(2));
+        assert_eq!(
+            s.app("hello").await.unwrap().unwrap().current_release,
+            Some(2)
+        );
         s.delete_app("hello").await.unwrap();
         assert!(s.app("hello").await.unwrap().is_none());
         assert!(s.releases("hello").await.unwrap().is_empty());
@@ -557,7 +617,10 @@ mod tests {
         assert!(s.instance_restarting(&i.id).await.unwrap());
         assert!(!s.instance_restarting(&i.id).await.unwrap());
         s.instance_stopping(&i.id).await.unwrap();
-        assert!(!s.instance_crashed(&i.id, None).await.unwrap(), "stopped instances are not crashes");
+        assert!(
+            !s.instance_crashed(&i.id, None).await.unwrap(),
+            "stopped instances are not crashes"
+        );
         let rows = s.instances(Some("a")).await.unwrap();
         assert_eq!(rows[0].restarts, 1);
         assert_eq!(rows[0].last_exit, Some(3));

@@ -68,7 +68,10 @@ pub async fn run(platform: Arc<Platform>) {
     let _ = ingest.await;
 }
 
-async fn check(platform: &Arc<Platform>, due: &mut HashMap<String, Instant>) -> Result<(), crate::ApiError> {
+async fn check(
+    platform: &Arc<Platform>,
+    due: &mut HashMap<String, Instant>,
+) -> Result<(), crate::ApiError> {
     let mut routes_dirty = false;
     for inst in platform.store.instances(None).await? {
         match inst.state {
@@ -109,9 +112,13 @@ async fn check(platform: &Arc<Platform>, due: &mut HashMap<String, Instant>) -> 
                     }
                 })
                 .await;
-                let _ = platform
-                    .logs
-                    .append(&[event(&inst.app, inst.release, &inst.process, inst.index, line)]);
+                let _ = platform.logs.append(&[event(
+                    &inst.app,
+                    inst.release,
+                    &inst.process,
+                    inst.index,
+                    line,
+                )]);
             }
             InstanceState::Crashed => {
                 let when = *due
@@ -132,7 +139,11 @@ async fn check(platform: &Arc<Platform>, due: &mut HashMap<String, Instant>) -> 
                     Ok(pid) => {
                         platform
                             .store
-                            .instance_running(&inst.id, pid.map(|p| (p.pid, p.start_ticks)), crate::now_secs())
+                            .instance_running(
+                                &inst.id,
+                                pid.map(|p| (p.pid, p.start_ticks)),
+                                crate::now_secs(),
+                            )
                             .await?;
                         routes_dirty = true;
                     }

@@ -95,9 +95,12 @@ pub fn validate_process_type(raw: &str) -> Result<(), String> {
             "process type {raw:?} must be 1 to 20 characters long"
         ));
     }
-    AppName::parse(raw)
-        .map(|_| ())
-        .map_err(|e| format!("process type {raw:?}: {}", e.to_string().replace("app name ", "")))
+    AppName::parse(raw).map(|_| ()).map_err(|e| {
+        format!(
+            "process type {raw:?}: {}",
+            e.to_string().replace("app name ", "")
+        )
+    })
 }
 
 /// Checks an environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.

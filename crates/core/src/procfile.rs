@@ -59,8 +59,10 @@ mod tests {
 
     #[test]
     fn parses_types_and_skips_comments() {
-        let p = parse("# app\nweb: python3 app.py --port $PORT\n\nworker:  ./work\nrelease: ./migrate\n")
-            .unwrap();
+        let p = parse(
+            "# app\nweb: python3 app.py --port $PORT\n\nworker:  ./work\nrelease: ./migrate\n",
+        )
+        .unwrap();
         assert_eq!(p["web"], "python3 app.py --port $PORT");
         assert_eq!(p["worker"], "./work");
         assert_eq!(p["release"], "./migrate");

@@ -102,8 +102,7 @@ impl BerthToml {
             }
         }
         if let Some(path) = &self.health.path {
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 problems.push(format!(
                     "health.path: {path:?} must start with '/' and contain no spaces"
                 ));
@@ -111,7 +110,9 @@ impl BerthToml {
         }
         if let Some(t) = self.health.timeout_secs {
             if !(1..=600).contains(&t) {
-                problems.push(format!("health.timeout_secs: {t} must be between 1 and 600"));
+                problems.push(format!(
+                    "health.timeout_secs: {t} must be between 1 and 600"
+                ));
             }
         }
         for (kind, p) in &self.processes {

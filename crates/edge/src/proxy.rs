@@ -56,7 +56,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// A request whose body is known to be empty can be resent to another instance when the
@@ -89,7 +92,11 @@ impl Proxy {
     }
 
     /// Proxies one request from `remote`.
-    pub async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<EdgeBody> {
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<EdgeBody> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -190,8 +197,7 @@ impl Proxy {
             };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
-                if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await)
-                {
+                if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -213,7 +219,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-keep", HeaderValue::from_static("1"));
@@ -227,7 +236,10 @@ mod tests {
     fn detects_upgrades() {
         let mut h = HeaderMap::new();
         h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(is_upgrade(&h));
         h.remove("upgrade");
         assert!(!is_upgrade(&h));

@@ -135,7 +135,10 @@ mod tests {
             Route {
                 app: "hello".into(),
                 release: 3,
-                upstreams: vec!["10.0.0.2:8000".parse().unwrap(), "10.0.0.3:8000".parse().unwrap()],
+                upstreams: vec![
+                    "10.0.0.2:8000".parse().unwrap(),
+                    "10.0.0.3:8000".parse().unwrap(),
+                ],
             },
         );
         RouteSnapshot {

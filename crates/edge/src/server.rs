@@ -56,10 +56,16 @@ fn reload(cfg: &EdgeConfig, table: &SharedTable) {
         Ok(s) => {
             table.store(Arc::new(Table::from_snapshot(&s)));
             write_applied(&cfg.applied_file, s.generation);
-            tracing::info!(generation = s.generation, routes = s.routes.len(), "routes applied");
+            tracing::info!(
+                generation = s.generation,
+                routes = s.routes.len(),
+                "routes applied"
+            );
         }
         // Keep serving the last good table.
-        Err(e) => tracing::warn!(error = %e, "route snapshot unreadable; keeping the current routes"),
+        Err(e) => {
+            tracing::warn!(error = %e, "route snapshot unreadable; keeping the current routes")
+        }
     }
 }
 

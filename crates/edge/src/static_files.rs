@@ -13,7 +13,8 @@ pub async fn serve(dir: PathBuf, port: u16) -> Result<(), EdgeError> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let listener = crate::server::bind(addr).await?;
     println!("serving {} on port {port}", dir.display());
-    let service = TowerToHyperService::new(ServeDir::new(dir).append_index_html_on_directories(true));
+    let service =
+        TowerToHyperService::new(ServeDir::new(dir).append_index_html_on_directories(true));
     loop {
         let (stream, _) = listener.accept().await.map_err(|source| EdgeError::Io {
             context: "accepting a connection".into(),

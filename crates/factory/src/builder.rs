@@ -260,7 +260,9 @@ impl Factory {
                 readonly: false,
             },
         ];
-        let mut path = String::from("/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let mut path = String::from(
+            "/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         if let Some((rustup, cargo_bin)) = host_rust_toolchain() {
             for p in [&rustup, &cargo_bin] {
@@ -310,7 +312,10 @@ impl Factory {
             log_file: req.log_file.clone(),
             memory_limit: None,
         };
-        log_step(&req.log_file, "Building in a container (host network, host toolchains)");
+        log_step(
+            &req.log_file,
+            "Building in a container (host network, host toolchains)",
+        );
 
         // Watchdog: stop the build container if it runs past the timeout.
         let (done_tx, done_rx) = mpsc::channel::<()>();

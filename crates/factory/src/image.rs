@@ -11,8 +11,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfiguration,
-    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder,
 };
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -155,8 +155,11 @@ impl ImageStore {
         let layout = self.layout(repository);
         let blobs = layout.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).map_err(io(format!("creating {}", blobs.display())))?;
-        std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-            .map_err(io("writing oci-layout"))?;
+        std::fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .map_err(io("writing oci-layout"))?;
 
         // Layer: tar of app_dir under app/, hashed before and after compression.
         let tmp_layer = blobs.join(format!("layer-{}.tmp", std::process::id()));
@@ -176,7 +179,10 @@ impl ImageStore {
         append_tree(&mut tar, app_dir, Path::new("app")).map_err(io("packing the image layer"))?;
         let uncompressed = tar.into_inner().map_err(io("packing the image layer"))?;
         let diff_id = hex::encode(uncompressed.hasher.finalize());
-        let mut compressed = uncompressed.inner.finish().map_err(io("compressing the layer"))?;
+        let mut compressed = uncompressed
+            .inner
+            .finish()
+            .map_err(io("compressing the layer"))?;
         compressed.flush().map_err(io("writing the layer"))?;
         let layer_hex = hex::encode(compressed.hasher.clone().finalize());
         let layer_size = compressed.size;
@@ -209,8 +215,7 @@ impl ImageStore {
                     .build()?,
             )
             .build()?;
-        let (config_hex, config_size) =
-            self.write_blob(repository, &canonical_json(&config)?)?;
+        let (config_hex, config_size) = self.write_blob(repository, &canonical_json(&config)?)?;
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -373,8 +378,12 @@ mod tests {
             release_command: Some("./migrate".into()),
             env: vec!["A=1".into()],
         };
-        let a = store.write("hello", "sha256-abc", app.path(), &meta).unwrap();
-        let b = store.write("hello", "sha256-abc", app.path(), &meta).unwrap();
+        let a = store
+            .write("hello", "sha256-abc", app.path(), &meta)
+            .unwrap();
+        let b = store
+            .write("hello", "sha256-abc", app.path(), &meta)
+            .unwrap();
         assert_eq!(a.digest, b.digest, "images are reproducible");
         assert_eq!(store.find("hello", "sha256-abc").unwrap(), Some(a.clone()));
         assert_eq!(store.find("hello", "nope").unwrap(), None);

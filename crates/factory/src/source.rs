@@ -98,7 +98,10 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
         }
         if let Err(e) = append_entry(&mut tar, path, rel) {
             if too_large(&e) {
-                return Err(SourceError::TooLarge { size: limit + 1, limit });
+                return Err(SourceError::TooLarge {
+                    size: limit + 1,
+                    limit,
+                });
             }
             return Err(io(format!("packing {}", rel.display()))(e));
         }
@@ -194,10 +197,7 @@ pub fn read_file(archive: &[u8], name: &str) -> Result<Option<String>, SourceErr
         .map_err(|e| SourceError::BadArchive(e.to_string()))?
     {
         let mut entry = entry.map_err(|e| SourceError::BadArchive(e.to_string()))?;
-        let matches = entry
-            .path()
-            .map(|p| p == Path::new(name))
-            .unwrap_or(false);
+        let matches = entry.path().map(|p| p == Path::new(name)).unwrap_or(false);
         if matches {
             let mut s = String::new();
             entry
@@ -256,13 +256,18 @@ mod tests {
         assert!(!out.path().join("secret.txt").exists());
         assert!(!out.path().join("big").exists());
         assert!(!out.path().join(".git").exists());
-        assert_eq!(read_file(&a, "app.py").unwrap().as_deref(), Some("print(1)"));
+        assert_eq!(
+            read_file(&a, "app.py").unwrap().as_deref(),
+            Some("print(1)")
+        );
     }
 
     #[test]
     fn pack_stops_at_the_limit() {
         let d = tempfile::tempdir().unwrap();
-        let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         std::fs::write(d.path().join("blob"), noise).unwrap();
         match pack(d.path(), 10_000) {
             Err(SourceError::TooLarge { limit, .. }) => assert_eq!(limit, 10_000),

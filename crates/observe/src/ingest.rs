@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(ing.poll(), 0);
         // A new ingester (berth restarted) picks up where the last one stopped.
         let mut again = Ingester::open(store.clone());
-        write!(f, "ial\n").unwrap();
+        writeln!(f, "ial").unwrap();
         assert_eq!(again.poll(), 1);
         let (recs, _) = store.tail("hello", 10).unwrap();
         let lines: Vec<_> = recs.iter().map(|r| r.line.as_str()).collect();

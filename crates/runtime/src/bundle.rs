@@ -125,7 +125,13 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
 
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(err)?)
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(err)?,
+        )
         .args(c.args.clone())
         .env(c.env.clone())
         .cwd(c.cwd.clone())
@@ -194,30 +200,68 @@ fn standard_mounts(network: &NetworkMode) -> Result<Vec<Mount>, oci_spec::OciSpe
     };
     let sys = match network {
         // sysfs can only be mounted by the owner of the network namespace.
-        NetworkMode::Namespace(_) => m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
-        NetworkMode::Host => m("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])?,
+        NetworkMode::Namespace(_) => m(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        NetworkMode::Host => m(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        )?,
     };
     Ok(vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
         m(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
         )?,
-        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
-        m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        m(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
         sys,
-        m("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777", "size=262144k"])?,
+        m(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", "size=262144k"],
+        )?,
     ])
 }
 
 /// Writes `config.json` for `c` into its bundle directory.
 pub fn write(c: &ContainerSpec) -> Result<(), RuntimeError> {
     let spec = render(c)?;
-    std::fs::create_dir_all(&c.bundle_dir)
-        .map_err(RuntimeError::io(format!("creating {}", c.bundle_dir.display())))?;
+    std::fs::create_dir_all(&c.bundle_dir).map_err(RuntimeError::io(format!(
+        "creating {}",
+        c.bundle_dir.display()
+    )))?;
     let path = c.bundle_dir.join("config.json");
     spec.save(&path).map_err(|e| RuntimeError::Bundle {
         id: c.id.clone(),
@@ -230,7 +274,8 @@ pub fn write(c: &ContainerSpec) -> Result<(), RuntimeError> {
 pub fn host_stack_skeleton(rootfs: &Path) -> Result<(), RuntimeError> {
     for dir in ["usr", "proc", "dev", "sys", "tmp", "etc", "run", "var/tmp"] {
         let p = rootfs.join(dir);
-        std::fs::create_dir_all(&p).map_err(RuntimeError::io(format!("creating {}", p.display())))?;
+        std::fs::create_dir_all(&p)
+            .map_err(RuntimeError::io(format!("creating {}", p.display())))?;
     }
     for link in ["bin", "lib", "lib64", "sbin"] {
         let p = rootfs.join(link);

@@ -45,6 +45,9 @@ pub fn ensure_crun_compatible() -> Result<(), RuntimeError> {
              containers. Mount their v1 hierarchies under /sys/fs/cgroup/<name> as root"
         )));
     }
-    tracing::info!(?controllers, "moved cgroup controllers from v2 to v1 so crun can run");
+    tracing::info!(
+        ?controllers,
+        "moved cgroup controllers from v2 to v1 so crun can run"
+    );
     Ok(())
 }

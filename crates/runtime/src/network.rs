@@ -162,7 +162,9 @@ impl Network {
         let gw = self.subnet.gateway().to_string();
         let steps: [&[&str]; 9] = [
             &["netns", "add", ns],
-            &["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if],
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+            ],
             &["link", "set", &peer_if, "netns", ns],
             &["link", "set", &host_if, "master", &self.bridge, "up"],
             &["-n", ns, "link", "set", &peer_if, "name", "eth0"],
@@ -180,7 +182,14 @@ impl Network {
         }
         // The address may have belonged to an earlier instance: forget its old MAC, or the
         // host keeps sending to it until the stale neighbour entry times out (seconds).
-        let _ = run(&["neigh", "flush", "to", &addr.to_string(), "dev", &self.bridge]);
+        let _ = run(&[
+            "neigh",
+            "flush",
+            "to",
+            &addr.to_string(),
+            "dev",
+            &self.bridge,
+        ]);
         Ok(Self::netns_path(ns))
     }
 

@@ -52,7 +52,10 @@ impl Platform {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = (std::process::id() % 5000) * 10 + n;
         let mut p = Self {
-            data: tempfile::Builder::new().prefix("berth-e2e").tempdir().expect("tempdir"),
+            data: tempfile::Builder::new()
+                .prefix("berth-e2e")
+                .tempdir()
+                .expect("tempdir"),
             api_port: free_port(),
             edge_port: free_port(),
             bridge: format!("bt{tag}"),
@@ -113,7 +116,11 @@ impl Platform {
                     panic!("berth up exited with {status}:\n{}", self.up_log());
                 }
             }
-            assert!(Instant::now() < deadline, "berth up did not start:\n{}", self.up_log());
+            assert!(
+                Instant::now() < deadline,
+                "berth up did not start:\n{}",
+                self.up_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -139,7 +146,10 @@ impl Platform {
     /// Runs the CLI with extra environment.
     pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(berth_bin());
-        cmd.arg("--data-dir").arg(self.data.path()).args(args).stdin(Stdio::null());
+        cmd.arg("--data-dir")
+            .arg(self.data.path())
+            .args(args)
+            .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -201,7 +211,10 @@ impl Drop for Platform {
 pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -209,7 +222,10 @@ pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, Stri
         .get(9..12)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

@@ -155,7 +155,9 @@ mod tests {
     fn empty_directory_says_what_it_looked_for() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("README.md"), "hi").unwrap();
-        let e = detect(d.path(), &BerthToml::default()).unwrap_err().to_string();
+        let e = detect(d.path(), &BerthToml::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Procfile") && e.contains("package.json"), "{e}");
     }
 
@@ -163,7 +165,9 @@ mod tests {
     fn bad_procfile_names_its_line() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("Procfile"), "web: ok\nnonsense\n").unwrap();
-        let e = detect(d.path(), &BerthToml::default()).unwrap_err().to_string();
+        let e = detect(d.path(), &BerthToml::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Procfile line 2"), "{e}");
     }
 
@@ -171,7 +175,9 @@ mod tests {
     fn python_without_entry_point_asks_for_a_procfile() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("requirements.txt"), "six\n").unwrap();
-        let e = detect(d.path(), &BerthToml::default()).unwrap_err().to_string();
+        let e = detect(d.path(), &BerthToml::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Procfile"), "{e}");
     }
 

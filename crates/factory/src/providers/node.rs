@@ -9,7 +9,10 @@ pub struct Node;
 
 pub(super) fn build_only(dir: &Path) -> BuildPlan {
     let (keys, install): (&[&str], &str) = if dir.join("package-lock.json").exists() {
-        (&["package.json", "package-lock.json"], "npm ci --no-audit --no-fund")
+        (
+            &["package.json", "package-lock.json"],
+            "npm ci --no-audit --no-fund",
+        )
     } else {
         (&["package.json"], "npm install --no-audit --no-fund")
     };
@@ -57,7 +60,8 @@ impl Provider for Node {
         } else {
             return Err(DetectError::NoWebProcess {
                 provider: "node".into(),
-                hint: "add a `start` script to package.json, or a Procfile with a `web:` line".into(),
+                hint: "add a `start` script to package.json, or a Procfile with a `web:` line"
+                    .into(),
             });
         };
         plan.processes.insert("web".into(), web);

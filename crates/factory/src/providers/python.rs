@@ -9,12 +9,18 @@ pub struct Python;
 
 pub(super) fn build_only(dir: &Path) -> BuildPlan {
     let (key, install) = if dir.join("requirements.txt").exists() {
-        ("requirements.txt", "/app/.venv/bin/pip install --no-input -r requirements.txt")
+        (
+            "requirements.txt",
+            "/app/.venv/bin/pip install --no-input -r requirements.txt",
+        )
     } else {
         ("pyproject.toml", "/app/.venv/bin/pip install --no-input .")
     };
     let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/app/.venv/bin:/usr/local/bin:/usr/bin:/bin".into());
+    env.insert(
+        "PATH".into(),
+        "/app/.venv/bin:/usr/local/bin:/usr/bin:/bin".into(),
+    );
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
     env.insert("VIRTUAL_ENV".into(), "/app/.venv".into());
     BuildPlan {
@@ -48,7 +54,8 @@ impl Provider for Python {
                 provider: "python".into(),
                 hint: "add app.py, main.py or server.py, or a Procfile with a `web:` line".into(),
             })?;
-        plan.processes.insert("web".into(), format!("python {entry}"));
+        plan.processes
+            .insert("web".into(), format!("python {entry}"));
         Ok(plan)
     }
 }

@@ -22,8 +22,10 @@ impl Provider for Rust {
             file: "Cargo.toml".into(),
             message,
         };
-        let text = std::fs::read_to_string(dir.join("Cargo.toml")).map_err(|e| bad(e.to_string()))?;
-        let manifest: toml::Value = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
+        let text =
+            std::fs::read_to_string(dir.join("Cargo.toml")).map_err(|e| bad(e.to_string()))?;
+        let manifest: toml::Value =
+            toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
         let name = manifest
             .get("package")
             .and_then(|p| p.get("name"))
@@ -33,7 +35,9 @@ impl Provider for Rust {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(bad(format!("package name {name:?} is not a valid crate name")));
+            return Err(bad(format!(
+                "package name {name:?} is not a valid crate name"
+            )));
         }
         let mut env = BTreeMap::new();
         env.insert("CARGO_HOME".into(), "/cache/cargo".into());
