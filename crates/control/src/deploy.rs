@@ -198,19 +198,28 @@ impl Platform {
                 if !existed {
                     let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app.as_str()));
                 }
+                use berth_factory::providers::DetectError;
                 let (code, hint) = match &e {
-                    BuildError::Detect(_) => (
+                    BuildError::Detect(DetectError::Unrecognised) => (
                         "nothing_to_build",
-                        "add a Procfile, or one of the files berth looks for",
+                        "add a Procfile with a `web:` line, or one of the files berth looks for",
+                    ),
+                    BuildError::Detect(DetectError::Procfile(_)) => (
+                        "invalid_procfile",
+                        "fix the Procfile line named above and deploy again",
+                    ),
+                    BuildError::Detect(_) => (
+                        "invalid_app_files",
+                        "fix the file named above and deploy again",
                     ),
                     BuildError::Source(_) => ("bad_source", "check the uploaded directory"),
                     BuildError::Failed { .. } => (
                         "build_failed",
-                        "fix the error shown in the build log above and deploy again",
+                        "fix the error shown in the build output and deploy again",
                     ),
                     BuildError::TimedOut(_) => (
                         "build_timeout",
-                        "make the build faster, or raise the timeout with --build-timeout",
+                        "make the build faster, or start berth with a larger --build-timeout",
                     ),
                     _ => (
                         "build_error",
@@ -218,12 +227,10 @@ impl Platform {
                     ),
                 };
                 let status = match &e {
-                    BuildError::Detect(_) | BuildError::Source(_) => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
-                    BuildError::Failed { .. } | BuildError::TimedOut(_) => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
+                    BuildError::Detect(_)
+                    | BuildError::Source(_)
+                    | BuildError::Failed { .. }
+                    | BuildError::TimedOut(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 return Err(DeployFailure {

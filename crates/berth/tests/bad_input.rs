@@ -1,0 +1,245 @@
+//! Bad input gets a clear error naming the problem, a non-zero exit, and changes nothing.
+
+mod common;
+
+use common::{berth_bin, copy_dir, examples, Platform};
+use std::process::Command;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write");
+}
+
+#[test]
+fn bad_deploys_and_unknown_apps_are_refused_without_changing_state() {
+    let p = Platform::start_with(&["--upload-limit", "64K"]);
+    p.ok(&["deploy", examples().join("hello").to_str().expect("path")]);
+    let apps = p.json(&["apps"]);
+    let releases = p.json(&["releases", "hello"]);
+    let tmp = tempfile::tempdir().expect("tmp");
+
+    // Hostile or invalid app names.
+    for bad in ["Bad;Name", "../etc", "a b", "$(id)", "x.y", &"a".repeat(64)] {
+        let err = p.fails(&[
+            "deploy",
+            examples().join("hello").to_str().expect("path"),
+            "--app",
+            bad,
+        ]);
+        assert!(err.contains("app name"), "{bad}: {err}");
+    }
+    // Unknown apps.
+    for args in [
+        vec!["ps", "nope"],
+        vec!["releases", "nope"],
+        vec!["rollback", "nope"],
+        vec!["logs", "nope"],
+        vec!["env", "set", "nope", "A=1"],
+        vec!["destroy", "nope"],
+    ] {
+        let err = p.fails(&args);
+        assert!(
+            err.contains("app \"nope\" does not exist"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("hint:"), "{args:?}: {err}");
+    }
+    // Nothing to build: the error says what berth looked for.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    write(&empty, "README.md", "nothing here");
+    let err = p.fails(&["deploy", empty.to_str().expect("path")]);
+    for looked_for in [
+        "Procfile",
+        "requirements.txt",
+        "package.json",
+        "Cargo.toml",
+        "index.html",
+    ] {
+        assert!(err.contains(looked_for), "{err}");
+    }
+    // A build that fails: exit code and the compiler's own words.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(broken.join("src")).expect("mkdir");
+    write(
+        &broken,
+        "Cargo.toml",
+        "[package]\nname = \"broken\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    );
+    write(
+        &broken.join("src"),
+        "main.rs",
+        "fn main() { let x: u32 = \"not a number\"; }\n",
+    );
+    let err = p.fails(&["deploy", broken.to_str().expect("path")]);
+    assert!(
+        err.contains("build command failed with exit code 101"),
+        "{err}"
+    );
+    assert!(err.contains("mismatched types"), "{err}");
+    // Malformed berth.toml: file, line and field.
+    let bad_toml = tmp.path().join("bad-toml");
+    copy_dir(&examples().join("hello"), &bad_toml);
+    write(
+        &bad_toml,
+        "berth.toml",
+        "name = \"hello\"\n[health]\npaht = \"/\"\n",
+    );
+    let err = p.fails(&["deploy", bad_toml.to_str().expect("path")]);
+    assert!(
+        err.contains("berth.toml") && err.contains("line 3") && err.contains("paht"),
+        "{err}"
+    );
+    // Malformed Procfile: line named.
+    let bad_procfile = tmp.path().join("bad-procfile");
+    copy_dir(&examples().join("hello"), &bad_procfile);
+    write(
+        &bad_procfile,
+        "Procfile",
+        "web: python3 app.py\nthis line is wrong\n",
+    );
+    let err = p.fails(&["deploy", bad_procfile.to_str().expect("path")]);
+    assert!(err.contains("Procfile line 2"), "{err}");
+    // Uploads over the limit: refused by the platform, and by the CLI before uploading.
+    let big = tmp.path().join("big");
+    copy_dir(&examples().join("hello"), &big);
+    // Incompressible bytes (xorshift), so the packed upload really is large.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(big.join("blob.bin"), noise).expect("write");
+    let err = p.fails(&["deploy", big.to_str().expect("path")]);
+    assert!(err.contains("over the limit of 65536 bytes"), "{err}");
+    let out = p.berth_env(
+        &["deploy", big.to_str().expect("path")],
+        &[("BERTH_UPLOAD_LIMIT", "10K")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("upload limit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bad env changes.
+    let err = p.fails(&["env", "set", "hello", "1BAD=x"]);
+    assert!(err.contains("1BAD"), "{err}");
+    let err = p.fails(&["env", "unset", "hello", "NEVER_SET"]);
+    assert!(err.contains("NEVER_SET is not set"), "{err}");
+
+    // Nothing changed.
+    assert_eq!(p.json(&["apps"]), apps);
+    let after = p.json(&["releases", "hello"]);
+    assert_eq!(after, releases);
+    assert_eq!(p.get("hello", "/").0, 200);
+}
+
+#[test]
+fn berth_up_explains_what_stops_it() {
+    let data = tempfile::tempdir().expect("tmp");
+    let up = |extra: &[&str], path: Option<&str>| {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("--data-dir").arg(data.path()).arg("up").args(extra);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        cmd.output().expect("run berth up")
+    };
+    // Missing crun: says which package to install.
+    let api = common::free_port().to_string();
+    let edge = common::free_port().to_string();
+    let out = up(
+        &[
+            "--api-port",
+            &api,
+            "--edge-port",
+            &edge,
+            "--bridge",
+            "btmiss",
+        ],
+        Some("/nonexistent"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("crun not found") && err.contains("apt-get install crun"),
+        "{err}"
+    );
+    // Ports in use: names the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let out = up(
+        &[
+            "--api-port",
+            &port,
+            "--edge-port",
+            &edge,
+            "--bridge",
+            "btmiss",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&port) && err.contains("--api-port"), "{err}");
+    let taken_edge = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let eport = taken_edge.local_addr().expect("addr").port().to_string();
+    let out = up(
+        &[
+            "--api-port",
+            &api,
+            "--edge-port",
+            &eport,
+            "--bridge",
+            "btport",
+            "--subnet",
+            "10.99.250.0/24",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&eport) && err.contains("--edge-port"), "{err}");
+    let _ = Command::new(berth_bin())
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("down")
+        .output();
+    // Bad settings: every problem named.
+    let out = up(
+        &[
+            "--api-port",
+            &api,
+            "--edge-port",
+            &api,
+            "--bridge",
+            "this-name-is-far-too-long",
+            "--subnet",
+            "8.8.8.0/24",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--subnet"), "{err}");
+    let out = up(
+        &[
+            "--api-port",
+            &api,
+            "--edge-port",
+            &api,
+            "--bridge",
+            "this-name-is-far-too-long",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--bridge") && err.contains("--edge-port"),
+        "{err}"
+    );
+}
