@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod static_files;
+pub mod upstream;
 
 /// Errors of the edge.
 #[derive(Debug, thiserror::Error)]

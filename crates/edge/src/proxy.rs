@@ -2,16 +2,15 @@
 
 use crate::pages::{self, EdgeBody};
 use crate::routes::SharedTable;
+use crate::upstream::{PooledBody, UpstreamPool};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -30,7 +29,7 @@ const HOP_BY_HOP: &[&str] = &[
 #[derive(Clone)]
 pub struct Proxy {
     table: SharedTable,
-    client: Client<HttpConnector, EdgeBody>,
+    pool: Arc<UpstreamPool>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -81,14 +80,10 @@ fn has_no_body(req: &Request<Incoming>) -> bool {
 impl Proxy {
     /// A proxy over `table`.
     pub fn new(table: SharedTable) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Self { table, client }
+        Self {
+            table,
+            pool: Arc::new(UpstreamPool::default()),
+        }
     }
 
     /// Proxies one request from `remote`.
@@ -146,15 +141,16 @@ impl Proxy {
 
         let mut body = Some(req.into_body().boxed());
         let mut last_failed = false;
+        let uri: Uri = match path.parse() {
+            Ok(u) => u,
+            Err(_) => return pages::bad_request(),
+        };
         // A body-less request is retried once more than there are instances: a pooled
         // connection can die under us (the instance behind it was replaced), and like nginx
         // we then try again on a fresh connection or another instance.
         let attempts = route.pick().chain(route.pick().take(1));
+        let mut fresh = upgrade;
         for upstream in attempts {
-            let uri: Uri = match format!("http://{upstream}{path}").parse() {
-                Ok(u) => u,
-                Err(_) => return pages::bad_request(),
-            };
             let this_body = if retryable {
                 Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
             } else {
@@ -165,14 +161,16 @@ impl Proxy {
             };
             let mut out = Request::new(this_body);
             *out.method_mut() = method.clone();
-            *out.uri_mut() = uri;
+            *out.uri_mut() = uri.clone();
             *out.version_mut() = Version::HTTP_11;
             *out.headers_mut() = headers.clone();
-            match self.client.request(out).await {
-                Ok(resp) => return self.respond(resp, client_upgrade).await,
-                Err(e) => {
+            match self.pool.send(upstream, out, fresh).await {
+                Ok((resp, _)) => return self.respond(resp, client_upgrade).await,
+                Err((e, reused)) => {
                     tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
                     last_failed = true;
+                    // After a failure on a pooled connection, use a new one.
+                    fresh = reused || fresh;
                     if !retryable {
                         break;
                     }
@@ -188,7 +186,7 @@ impl Proxy {
 
     async fn respond(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<PooledBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<EdgeBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -77,7 +77,6 @@ pub async fn run(
 ) -> Result<(), EdgeError> {
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(Table::default()));
     reload(&cfg, &table);
-    let proxy = Proxy::new(table.clone());
 
     let watcher = {
         let cfg = cfg.clone();
@@ -99,6 +98,52 @@ pub async fn run(
         })
     };
 
+    // Thread per core: each worker accepts on the shared socket and serves its connections
+    // on a single-threaded runtime with its own upstream pool, so a request never crosses
+    // threads.
+    let std_listener = listener.into_std().map_err(|source| EdgeError::Io {
+        context: "preparing the listener".into(),
+        source,
+    })?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let l = std_listener.try_clone().map_err(|source| EdgeError::Io {
+            context: "sharing the listener".into(),
+            source,
+        })?;
+        let (table, shutdown) = (table.clone(), shutdown.clone());
+        handles.push(std::thread::spawn(
+            move || match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(serve(l, Proxy::new(table), shutdown)),
+                Err(e) => tracing::error!(error = %e, "cannot start an edge worker"),
+            },
+        ));
+    }
+    drop(std_listener);
+    let _ = watcher.await;
+    // The workers stop with the same token; wait for their drain off the async threads.
+    let _ = tokio::task::spawn_blocking(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Accepts and serves connections until shutdown, then drains them.
+async fn serve(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "edge worker cannot listen");
+            return;
+        }
+    };
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -135,11 +180,9 @@ pub async fn run(
         });
     }
     drop(listener);
-    let _ = watcher.await;
     connections.close();
     tokio::select! {
         _ = connections.wait() => {}
         _ = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing remaining connections"),
     }
-    Ok(())
 }
