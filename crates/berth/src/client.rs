@@ -82,7 +82,16 @@ impl Client {
                     .to_string()
             }
         };
-        let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .unwrap_or_else(|| "unknown".into());
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         Ok(Self {
             base,

@@ -270,3 +270,59 @@ fn crashed_apps_restart_and_apps_survive_a_killed_control_plane() {
     // And the adopted platform still deploys.
     assert!(deploy(&p, &examples().join("hello"), &[]).contains("v2"));
 }
+
+#[test]
+fn git_checkouts_are_tagged_with_their_commit() {
+    let p = Platform::start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("site");
+    copy_dir(&examples().join("static-site"), &repo);
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.email=dev@example.com", "-c", "user.name=Dev"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    let sha = git(&["rev-parse", "HEAD"]);
+    deploy(&p, &repo, &[]);
+    let releases = p.json(&["releases", "site"]);
+    assert_eq!(releases[0]["image"]["tag"], sha.as_str());
+    assert_eq!(
+        releases[0]["description"],
+        format!("deploy of commit {}", &sha[..12])
+    );
+    // The image is in the app's OCI layout under that tag.
+    let out = std::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!(
+            "oci:{}:{sha}",
+            p.data.path().join("images/site").display()
+        ))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A dirty checkout is tagged by content instead: the commit would not describe it.
+    std::fs::write(repo.join("extra.html"), "<p>uncommitted</p>").expect("write");
+    deploy(&p, &repo, &[]);
+    let releases = p.json(&["releases", "site"]);
+    assert!(releases[0]["image"]["tag"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("sha256-")));
+    assert_eq!(p.get("site", "/extra.html").1, "<p>uncommitted</p>");
+}

@@ -287,7 +287,10 @@ impl Platform {
             release_command: out.meta.release_command.clone(),
             health: toml.health_check(),
         };
-        let description = format!("deploy {}", source_id);
+        let description = match source_id.strip_prefix("sha256-") {
+            Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),
+            None => format!("deploy of commit {}", &source_id[..source_id.len().min(12)]),
+        };
         let version = self
             .store
             .create_release(

@@ -51,7 +51,11 @@ impl UpstreamPool {
         }
         if let Ok(mut idle) = self.idle.lock() {
             // Now and then, forget connections whose instance went away.
-            if self.returns.fetch_add(1, Ordering::Relaxed).is_multiple_of(4096) {
+            if self
+                .returns
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(4096)
+            {
                 idle.retain(|_, list| {
                     list.retain(|s| !s.is_closed());
                     !list.is_empty()
