@@ -402,9 +402,11 @@ async fn ps(g: &Global, app: &str) -> Result<i32> {
                 format!("v{}", i.release),
                 i.state.as_str().to_string(),
                 i.restarts.to_string(),
-                i.last_exit
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                match (i.last_exit_reason.as_deref(), i.last_exit) {
+                    (Some("oom_killed"), _) => "OOMKilled".to_string(),
+                    (_, Some(c)) => c.to_string(),
+                    _ => "-".into(),
+                },
                 output::ago(i.started_at),
                 i.address.clone(),
             ]

@@ -174,7 +174,13 @@ fn failed_deploys_leave_the_previous_release_serving_and_rollback_restores() {
     assert!(err.contains("migrating"), "{err}");
 
     let (status, body) = p.get("hello", "/");
-    assert_eq!((status, body.contains("release=v1")), (200, true), "{body}");
+    assert_eq!(
+        (status, body.contains("release=v1")),
+        (200, true),
+        "{body}\nps: {}\nberth up:\n{}",
+        p.json(&["ps", "hello"]),
+        p.up_log()
+    );
     assert_eq!(
         p.json(&["ps", "hello"]),
         before,

@@ -66,6 +66,8 @@ CREATE TABLE instances (
     state TEXT NOT NULL,
     restarts BIGINT NOT NULL DEFAULT 0,
     last_exit BIGINT,
+    -- Why it last exited when berth knows more than the code ("oom_killed").
+    last_exit_reason TEXT,
     started_at BIGINT NOT NULL,
     pid BIGINT,
     pid_start BIGINT

@@ -211,6 +211,17 @@ async fn deploy(
         Ok(None) => BerthToml::default(),
         Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     };
+    if let Ok(policy) = toml.network_policy() {
+        for other in &policy.allow {
+            if other != name.as_str() && p.store.app(other).await?.is_none() {
+                return Err(ApiError::invalid(
+                    "invalid_berth_toml",
+                    format!("berth.toml: network.allow: there is no app named {other:?}"),
+                )
+                .hint("deploy that app first, or remove it from network.allow"));
+            }
+        }
+    }
     let source_id = match q.commit {
         Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => {
             c.to_ascii_lowercase()

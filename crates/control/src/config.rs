@@ -2,6 +2,7 @@
 //! layers flags and environment over them; [`PlatformConfig::validate`] reports every
 //! problem at once.
 
+use berth_core::policy::Isolation;
 use berth_runtime::network::{Network, Subnet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,8 +24,6 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a build may run.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-/// Memory limit of each app instance.
-pub const DEFAULT_MEMORY_LIMIT: i64 = 512 << 20;
 
 /// Everything `berth up` needs to know.
 #[derive(Debug, Clone)]
@@ -51,6 +50,8 @@ pub struct PlatformConfig {
     pub build_timeout: Duration,
     /// The berth binary, mounted into containers (init, static server).
     pub berth_binary: PathBuf,
+    /// Isolation of apps whose berth.toml does not choose one.
+    pub default_isolation: Isolation,
 }
 
 impl PlatformConfig {
@@ -71,6 +72,7 @@ impl PlatformConfig {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             build_timeout: DEFAULT_BUILD_TIMEOUT,
             berth_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
+            default_isolation: Isolation::Trusted,
         }
     }
 

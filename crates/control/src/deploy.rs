@@ -277,6 +277,7 @@ impl Platform {
                     ProcessSpec {
                         command: command.clone(),
                         instances,
+                        limits: toml.limits(kind).unwrap_or_default(),
                     },
                 )
             })
@@ -286,6 +287,12 @@ impl Platform {
             processes,
             release_command: out.meta.release_command.clone(),
             health: toml.health_check(),
+            release_limits: toml
+                .limits(berth_core::model::RELEASE_PROCESS)
+                .unwrap_or_default(),
+            isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
+            network: toml.network_policy().unwrap_or_default(),
+            capabilities: toml.capabilities(),
         };
         let description = match source_id.strip_prefix("sha256-") {
             Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),
@@ -632,6 +639,7 @@ impl Platform {
                         state: InstanceState::Starting,
                         restarts: 0,
                         last_exit: None,
+                        last_exit_reason: None,
                         started_at: crate::now_secs(),
                         pid: None,
                     };
@@ -681,19 +689,33 @@ impl Platform {
                 let id = inst.id.clone();
                 if self.blocking(move |l| l.running(&id)).await.is_none() {
                     let id = inst.id.clone();
-                    let exit = self.blocking(move |l| l.exit_status(&id)).await;
+                    let exit = self.blocking(move |l| l.exit_info(&id)).await;
+                    let (how, hint) = if exit.oom_killed {
+                        (
+                            format!(
+                                " after going past its memory limit of {} (OOMKilled)",
+                                berth_core::limits::format_memory(exit.memory_limit)
+                            ),
+                            "raise `memory` under [processes.<type>] in berth.toml; the previous release keeps serving",
+                        )
+                    } else {
+                        (
+                            exit.code
+                                .map(|c| format!(" with code {c}"))
+                                .unwrap_or_default(),
+                            "the previous release keeps serving; see the app's output below",
+                        )
+                    };
                     return Err(DeployFailure {
                         error: ApiError::new(
                             StatusCode::UNPROCESSABLE_ENTITY,
                             "instance_exited",
                             format!(
-                                "{}.{} exited{} before it became healthy",
-                                inst.process,
-                                inst.index,
-                                exit.map(|c| format!(" with code {c}")).unwrap_or_default()
+                                "{}.{} exited{how} before it became healthy",
+                                inst.process, inst.index,
                             ),
                         )
-                        .hint("the previous release keeps serving; see the app's output below"),
+                        .hint(hint),
                         log_tail: file_tail(&self.logs.raw_path(&inst.id), TAIL_LINES),
                     });
                 }

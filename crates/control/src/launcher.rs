@@ -2,17 +2,18 @@
 //! container description for an instance (command, environment, mounts, network namespace)
 //! and starts and stops instances on the run plane. Blocking; call from `spawn_blocking`.
 
-use crate::config::{PlatformConfig, DEFAULT_MEMORY_LIMIT};
+use crate::config::PlatformConfig;
 use crate::store::InstanceRow;
 use berth_core::api::ReleaseView;
+use berth_core::limits::Limits;
 use berth_core::model::ImageRef;
 use berth_factory::image::ImageStore;
 use berth_factory::providers::BERTH_IN_CONTAINER;
 use berth_observe::LogStore;
-use berth_runtime::bundle::{host_stack_skeleton, BindMount};
+use berth_runtime::bundle::{host_stack_skeleton, BindMount, APP_GID, APP_UID};
 use berth_runtime::network::Network;
 use berth_runtime::proc::ProcessIdentity;
-use berth_runtime::{ContainerSpec, NetworkMode, Runtime, RuntimeError};
+use berth_runtime::{ContainerSpec, NetworkMode, Privileges, Resources, Runtime, RuntimeError};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,29 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError 
     move |source| LaunchError::Io { context, source }
 }
 
+/// How an instance's container last ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code its init recorded (128+N for signal N), if it recorded one.
+    pub code: Option<i32>,
+    /// Whether the kernel's out-of-memory killer ended it.
+    pub oom_killed: bool,
+    /// Its memory limit, bytes (for messages).
+    pub memory_limit: u64,
+}
+
+impl ExitInfo {
+    /// The reason stored with the instance.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.oom_killed.then_some("oom_killed")
+    }
+}
+
+/// The cgroup of a container, relative to the hierarchy roots.
+pub fn cgroup_path(id: &str) -> String {
+    format!("/berth/{id}")
+}
+
 /// What one container runs.
 #[derive(Clone, Copy)]
 struct What<'a> {
@@ -53,6 +77,7 @@ struct What<'a> {
     index: u32,
     command: &'a str,
     port: u16,
+    limits: Limits,
 }
 
 /// Launches and stops app containers.
@@ -105,6 +130,9 @@ impl Launcher {
             .rootfs_dir()
             .join(format!("{hex}.tmp-{}", crate::random_id(4)));
         self.images.unpack(image, &tmp)?;
+        // The app's own files belong to the unprivileged app user (the root filesystem is
+        // mounted read-only, so owning them only means being able to read them).
+        berth_runtime::ownership::chown_tree(&tmp.join("app"), APP_UID, APP_GID)?;
         host_stack_skeleton(&tmp)?;
         for d in [".berth/status", "etc/ssl", "etc/alternatives", "app"] {
             std::fs::create_dir_all(tmp.join(d)).map_err(io("preparing the root filesystem"))?;
@@ -112,8 +140,8 @@ impl Launcher {
         std::fs::write(tmp.join(".berth/berth"), b"")
             .map_err(io("preparing the root filesystem"))?;
         let files: [(&str, String); 5] = [
-            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".into()),
-            ("etc/group", "root:x:0:\nnogroup:x:65534:\n".into()),
+            ("etc/passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\napp:x:{APP_UID}:{APP_GID}:app:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
+            ("etc/group", format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n")),
             ("etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost\n".into()),
             ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
             // Apps have no route to the host's resolver; with no nameserver line the resolver
@@ -137,9 +165,21 @@ impl Launcher {
         self.cfg.instances_dir().join(id)
     }
 
-    /// The exit status an instance's init recorded, if it exited.
-    pub fn exit_status(&self, id: &str) -> Option<i32> {
-        berth_runtime::init::read_exit_status(&self.instance_dir(id).join("status/exit"))
+    /// How an instance's container ended: the exit status its init recorded and whether the
+    /// out-of-memory killer was involved. Call before the container is deleted.
+    pub fn exit_info(&self, id: &str) -> ExitInfo {
+        let code =
+            berth_runtime::init::read_exit_status(&self.instance_dir(id).join("status/exit"));
+        let oom_killed = berth_runtime::cgroups::oom_kills(&cgroup_path(id)).unwrap_or(0) > 0;
+        let memory_limit = std::fs::read_to_string(self.instance_dir(id).join("memory-limit"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        ExitInfo {
+            code: if oom_killed { code.or(Some(137)) } else { code },
+            oom_killed,
+            memory_limit,
+        }
     }
 
     fn spec(&self, w: &What<'_>, netns: PathBuf) -> Result<ContainerSpec, LaunchError> {
@@ -151,12 +191,16 @@ impl Launcher {
             index,
             command,
             port,
+            limits,
         } = *w;
         let rootfs = self.rootfs(&release.image)?;
         let dir = self.instance_dir(id);
         let status = dir.join("status");
         std::fs::create_dir_all(&status).map_err(io(format!("creating {}", status.display())))?;
         let _ = std::fs::remove_file(status.join("exit"));
+        berth_runtime::ownership::chown_tree(&status, APP_UID, APP_GID)?;
+        std::fs::write(dir.join("memory-limit"), limits.memory_bytes.to_string())
+            .map_err(io(format!("writing {}", dir.display())))?;
         let mut env: Vec<String> = vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             "HOME=/tmp".into(),
@@ -205,7 +249,13 @@ impl Launcher {
             ],
             network: NetworkMode::Namespace(netns),
             log_file: self.logs.raw_path(id),
-            memory_limit: Some(DEFAULT_MEMORY_LIMIT),
+            resources: Resources {
+                memory_bytes: Some(limits.memory_bytes),
+                cpu_millis: Some(limits.cpu_millis),
+                pids: Some(limits.pids),
+            },
+            privileges: Privileges::app(release.config.capabilities.clone()),
+            cgroup_path: Some(cgroup_path(id)),
         })
     }
 
@@ -222,11 +272,11 @@ impl Launcher {
         inst: &InstanceRow,
         release: &ReleaseView,
     ) -> Result<Option<ProcessIdentity>, LaunchError> {
-        let command = release
+        let (command, limits) = release
             .config
             .processes
             .get(&inst.process)
-            .map(|p| p.command.clone())
+            .map(|p| (p.command.clone(), p.limits))
             .unwrap_or_default();
         let _ = self.runtime.delete(&inst.id);
         let netns = self.netns(&inst.id, &inst.address)?;
@@ -239,6 +289,7 @@ impl Launcher {
                 index: inst.index,
                 command: &command,
                 port: inst.port,
+                limits,
             },
             netns,
         )?;
@@ -294,6 +345,7 @@ impl Launcher {
                 index: 0,
                 command,
                 port: crate::config::APP_PORT,
+                limits: release.config.release_limits,
             },
             netns,
         )?;

@@ -371,8 +371,10 @@ impl Platform {
                         }
                         None => {
                             let id = inst.id.clone();
-                            let exit = self.blocking(move |l| l.exit_status(&id)).await;
-                            self.store.instance_crashed(&inst.id, exit).await?;
+                            let exit = self.blocking(move |l| l.exit_info(&id)).await;
+                            self.store
+                                .instance_crashed(&inst.id, exit.code, exit.reason())
+                                .await?;
                         }
                     }
                 }

@@ -55,6 +55,8 @@ pub struct InstanceRow {
     pub restarts: u32,
     /// Last exit code.
     pub last_exit: Option<i32>,
+    /// Why it last exited, when known beyond the code (`oom_killed`).
+    pub last_exit_reason: Option<String>,
     /// Unix seconds of the current start.
     pub started_at: i64,
     /// Host PID of the container init and its start ticks (for liveness checks).
@@ -73,6 +75,7 @@ impl InstanceRow {
             address: format!("{}:{}", self.address, self.port),
             restarts: self.restarts,
             last_exit: self.last_exit,
+            last_exit_reason: self.last_exit_reason.clone(),
             started_at: self.started_at,
         }
     }
@@ -114,6 +117,7 @@ fn instance_from_row(r: &SqliteRow) -> Result<InstanceRow, sqlx::Error> {
         state: InstanceState::parse(&state).unwrap_or(InstanceState::Crashed),
         restarts: r.try_get::<i64, _>("restarts")? as u32,
         last_exit: r.try_get::<Option<i64>, _>("last_exit")?.map(|c| c as i32),
+        last_exit_reason: r.try_get("last_exit_reason")?,
         started_at: r.try_get("started_at")?,
         pid: pid.zip(pid_start).map(|(p, s)| (p as u32, s as u64)),
     })
@@ -502,9 +506,15 @@ impl Store {
     }
 
     /// Marks a running instance crashed; false if it was not running (e.g. being stopped).
-    pub async fn instance_crashed(&self, id: &str, exit: Option<i32>) -> Result<bool, sqlx::Error> {
-        let r = sqlx::query("UPDATE instances SET state = 'crashed', last_exit = ?, pid = NULL, pid_start = NULL WHERE id = ? AND state IN ('running', 'starting')")
+    pub async fn instance_crashed(
+        &self,
+        id: &str,
+        exit: Option<i32>,
+        reason: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE instances SET state = 'crashed', last_exit = ?, last_exit_reason = ?, pid = NULL, pid_start = NULL WHERE id = ? AND state IN ('running', 'starting')")
             .bind(exit.map(i64::from))
+            .bind(reason)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -607,18 +617,19 @@ mod tests {
             state: InstanceState::Starting,
             restarts: 0,
             last_exit: None,
+            last_exit_reason: None,
             started_at: 0,
             pid: None,
         };
         s.insert_instance(&i).await.unwrap();
         s.instance_running(&i.id, Some((5, 6)), 1).await.unwrap();
-        assert!(s.instance_crashed(&i.id, Some(3)).await.unwrap());
-        assert!(!s.instance_crashed(&i.id, Some(3)).await.unwrap());
+        assert!(s.instance_crashed(&i.id, Some(3), None).await.unwrap());
+        assert!(!s.instance_crashed(&i.id, Some(3), None).await.unwrap());
         assert!(s.instance_restarting(&i.id).await.unwrap());
         assert!(!s.instance_restarting(&i.id).await.unwrap());
         s.instance_stopping(&i.id).await.unwrap();
         assert!(
-            !s.instance_crashed(&i.id, None).await.unwrap(),
+            !s.instance_crashed(&i.id, None, None).await.unwrap(),
             "stopped instances are not crashes"
         );
         let rows = s.instances(Some("a")).await.unwrap();

@@ -84,17 +84,25 @@ async fn check(
                     continue;
                 }
                 let id = inst.id.clone();
-                let exit = platform.blocking(move |l| l.exit_status(&id)).await;
-                if !platform.store.instance_crashed(&inst.id, exit).await? {
+                let exit = platform.blocking(move |l| l.exit_info(&id)).await;
+                if !platform
+                    .store
+                    .instance_crashed(&inst.id, exit.code, exit.reason())
+                    .await?
+                {
                     continue; // being stopped on purpose
                 }
                 let wait = backoff(inst.restarts);
                 due.insert(inst.id.clone(), Instant::now() + wait);
                 routes_dirty = true;
-                let how = match exit {
-                    Some(137) => "was killed (SIGKILL, e.g. out of memory)".to_string(),
-                    Some(c) => format!("exited with code {c}"),
-                    None => "stopped".to_string(),
+                let how = match (exit.oom_killed, exit.code) {
+                    (true, _) => format!(
+                        "was killed for going past its memory limit of {} (OOMKilled)",
+                        berth_core::limits::format_memory(exit.memory_limit)
+                    ),
+                    (false, Some(137)) => "was killed (SIGKILL)".to_string(),
+                    (false, Some(c)) => format!("exited with code {c}"),
+                    (false, None) => "stopped".to_string(),
                 };
                 let line = format!(
                     "{}.{} {how}; restarting in {} s (restart #{})",
@@ -149,7 +157,10 @@ async fn check(
                     }
                     Err(e) => {
                         tracing::warn!(instance = %inst.id, error = %e, "restart failed");
-                        platform.store.instance_crashed(&inst.id, None).await?;
+                        platform
+                            .store
+                            .instance_crashed(&inst.id, None, None)
+                            .await?;
                     }
                 }
             }

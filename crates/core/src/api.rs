@@ -78,6 +78,10 @@ pub struct InstanceView {
     pub restarts: u32,
     /// Exit code of its last exit (128+N for signal N).
     pub last_exit: Option<i32>,
+    /// Why it last exited when berth knows more than the code: `oom_killed` (went past its
+    /// memory limit).
+    #[serde(default)]
+    pub last_exit_reason: Option<String>,
     /// Unix seconds when its current process started.
     pub started_at: i64,
 }

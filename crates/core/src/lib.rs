@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod limits;
 pub mod model;
 pub mod names;
+pub mod policy;
 pub mod procfile;
 pub mod spec;
 

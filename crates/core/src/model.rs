@@ -1,5 +1,7 @@
 //! The object model: apps, releases, builds and instances, as plain data.
 
+use crate::limits::Limits;
+use crate::policy::{Isolation, NetworkPolicy};
 use crate::spec::HealthCheck;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,6 +18,9 @@ pub struct ProcessSpec {
     pub command: String,
     /// How many instances run.
     pub instances: u32,
+    /// Memory, CPU and process limits of each instance.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// Everything about a release except its image: immutable once the release exists.
@@ -29,6 +34,18 @@ pub struct ReleaseConfig {
     pub release_command: Option<String>,
     /// Health check applied to new `web` instances.
     pub health: HealthCheck,
+    /// Limits of the release command's container.
+    #[serde(default)]
+    pub release_limits: Limits,
+    /// How the release's containers are isolated.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Whom the release's instances may reach.
+    #[serde(default)]
+    pub network: NetworkPolicy,
+    /// Capabilities the release's processes keep (trusted only; empty by default).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 /// An OCI image in berth's local image store.

@@ -1,8 +1,10 @@
 //! `berth.toml`: what only berth knows about an app (its name, health check, process
-//! commands and instance counts). Read with `deny_unknown_fields` so a typo is an error,
+//! commands, instance counts and limits, isolation level, network policy and capabilities). Read with `deny_unknown_fields` so a typo is an error,
 //! then validated as a whole so that every problem is reported at once.
 
+use crate::limits::{self, Limits};
 use crate::names::{validate_process_type, AppName};
+use crate::policy::{self, EgressMode, EgressRule, Isolation, NetworkPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -12,17 +14,72 @@ pub const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 30;
 pub const MAX_INSTANCES: u32 = 16;
 
 /// The contents of `berth.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BerthToml {
     /// App name; defaults to the directory's name.
     pub name: Option<String>,
+    /// `"trusted"` (crun) or `"sandbox"` (gVisor); unset: the platform's default.
+    pub isolation: Option<String>,
     /// Health check of new instances before traffic moves to them.
     pub health: HealthToml,
     /// Process types: command override and instance count.
     pub processes: BTreeMap<String, ProcessToml>,
     /// Environment set at build and run time (overridden by `berth env set`).
     pub env: BTreeMap<String, String>,
+    /// Whom the app may reach on the network.
+    pub network: NetworkToml,
+    /// Extra privileges (trusted apps only).
+    pub security: SecurityToml,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkToml {
+    /// Apps this one may connect to.
+    pub allow: Vec<String>,
+    /// `"open"` (default: anything but the blocklist), `"allowlist"` or `"none"`.
+    pub egress: Option<String>,
+    /// Destinations allowed in allowlist mode: `"203.0.113.0/24"`, `"198.51.100.7:443"`.
+    pub egress_allow: Vec<String>,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityToml {
+    /// Capabilities to keep (all others are dropped); trusted apps only.
+    pub capabilities: Vec<String>,
+}
+
+/// A memory size in `berth.toml`: bytes, or a string with a unit (`"256M"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SizeToml {
+    /// A plain number of bytes.
+    Bytes(u64),
+    /// A size with a unit.
+    Text(String),
+}
+
+/// A CPU count in `berth.toml`: `1` or `0.5`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CpusToml {
+    /// Whole CPUs.
+    Whole(u32),
+    /// A fraction of CPUs.
+    Fraction(f64),
+}
+
+impl CpusToml {
+    fn value(self) -> f64 {
+        match self {
+            Self::Whole(n) => n as f64,
+            Self::Fraction(f) => f,
+        }
+    }
 }
 
 /// `[health]`.
@@ -36,13 +93,19 @@ pub struct HealthToml {
 }
 
 /// `[processes.<type>]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessToml {
     /// Command, run with `sh -c`; overrides the detected or Procfile command.
     pub command: Option<String>,
     /// How many instances to run.
     pub instances: Option<u32>,
+    /// Memory limit per instance (`"256M"`).
+    pub memory: Option<SizeToml>,
+    /// CPUs per instance (`0.5`).
+    pub cpus: Option<CpusToml>,
+    /// Most processes and threads per instance.
+    pub pids: Option<u32>,
 }
 
 /// A `berth.toml` that could not be read; names the file, line and field where known.
@@ -143,7 +206,122 @@ impl BerthToml {
                 problems.push(format!("env.{key}: {e}"));
             }
         }
+        for kind in self.processes.keys() {
+            if let Err(e) = self.limits(kind) {
+                problems.extend(e);
+            }
+        }
+        let isolation = match self.isolation.as_deref().map(Isolation::parse) {
+            Some(Err(e)) => {
+                problems.push(format!("isolation: {e}"));
+                None
+            }
+            Some(Ok(i)) => Some(i),
+            None => None,
+        };
+        if let Err(e) = self.network_policy() {
+            problems.extend(e);
+        }
+        for cap in &self.security.capabilities {
+            if let Err(e) = policy::parse_capability(cap) {
+                problems.push(format!("security.capabilities: {e}"));
+            }
+        }
+        if isolation == Some(Isolation::Sandbox) && !self.security.capabilities.is_empty() {
+            problems.push(
+                "security.capabilities: only trusted apps may keep capabilities; remove them or set isolation = \"trusted\""
+                    .into(),
+            );
+        }
         problems
+    }
+
+    /// The isolation level asked for, if any (call after [`BerthToml::parse`]).
+    pub fn isolation(&self) -> Option<Isolation> {
+        self.isolation
+            .as_deref()
+            .and_then(|i| Isolation::parse(i).ok())
+    }
+
+    /// Limits of a process type: the file's values over the defaults. Errors name the field.
+    pub fn limits(&self, kind: &str) -> Result<Limits, Vec<String>> {
+        let mut l = Limits::default();
+        let mut problems = Vec::new();
+        let Some(p) = self.processes.get(kind) else {
+            return Ok(l);
+        };
+        if let Some(m) = &p.memory {
+            let field = format!("processes.{kind}.memory");
+            let bytes = match m {
+                SizeToml::Bytes(b) => Ok(*b),
+                SizeToml::Text(t) => limits::parse_memory(t).map_err(|e| format!("{field}: {e}")),
+            };
+            match bytes.and_then(|b| limits::check_memory(&field, b).map(|_| b)) {
+                Ok(b) => l.memory_bytes = b,
+                Err(e) => problems.push(e),
+            }
+        }
+        if let Some(c) = p.cpus {
+            match limits::cpu_millis(&format!("processes.{kind}.cpus"), c.value()) {
+                Ok(m) => l.cpu_millis = m,
+                Err(e) => problems.push(e),
+            }
+        }
+        if let Some(n) = p.pids {
+            match limits::check_pids(&format!("processes.{kind}.pids"), n) {
+                Ok(()) => l.pids = n,
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(l)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The network policy asked for. Errors name the field. Whether the allowed apps exist
+    /// is for the control plane to check.
+    pub fn network_policy(&self) -> Result<NetworkPolicy, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut policy = NetworkPolicy::default();
+        for name in &self.network.allow {
+            match AppName::parse(name) {
+                Ok(n) => policy.allow.push(n.to_string()),
+                Err(e) => problems.push(format!("network.allow: {e}")),
+            }
+        }
+        if let Some(mode) = &self.network.egress {
+            match EgressMode::parse(mode) {
+                Ok(m) => policy.egress = m,
+                Err(e) => problems.push(format!("network.egress: {e}")),
+            }
+        }
+        for rule in &self.network.egress_allow {
+            match EgressRule::parse(rule) {
+                Ok(r) => policy.egress_allow.push(r),
+                Err(e) => problems.push(format!("network.egress_allow: {e}")),
+            }
+        }
+        if !policy.egress_allow.is_empty() && policy.egress != EgressMode::Allowlist {
+            problems.push(
+                "network.egress_allow: only used with egress = \"allowlist\"; add that line".into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Capabilities the app keeps, normalised (call after [`BerthToml::parse`]).
+    pub fn capabilities(&self) -> Vec<String> {
+        self.security
+            .capabilities
+            .iter()
+            .filter_map(|c| policy::parse_capability(c).ok())
+            .collect()
     }
 
     /// The health check this file asks for, with defaults filled in.
@@ -203,6 +381,83 @@ MODE = "prod"
         assert!(e.contains("name:"), "{e}");
         assert!(e.contains("health.timeout_secs"), "{e}");
         assert!(e.contains("processes.web.instances"), "{e}");
+    }
+
+    #[test]
+    fn limits_isolation_and_policy_parse() {
+        let t = BerthToml::parse(
+            r#"
+isolation = "sandbox"
+[processes.web]
+memory = "128M"
+cpus = 0.5
+pids = 64
+[processes.worker]
+cpus = 2
+[network]
+allow = ["db"]
+egress = "allowlist"
+egress_allow = ["203.0.113.0/24:443"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(t.isolation(), Some(Isolation::Sandbox));
+        let web = t.limits("web").unwrap();
+        assert_eq!(
+            (web.memory_bytes, web.cpu_millis, web.pids),
+            (128 << 20, 500, 64)
+        );
+        assert_eq!(t.limits("worker").unwrap().cpu_millis, 2000);
+        assert_eq!(t.limits("other").unwrap(), Limits::default());
+        let p = t.network_policy().unwrap();
+        assert_eq!(p.allow, vec!["db".to_string()]);
+        assert_eq!(p.egress, EgressMode::Allowlist);
+        assert_eq!(p.egress_allow[0].port, Some(443));
+    }
+
+    #[test]
+    fn bad_limits_and_policy_name_their_fields() {
+        let e = BerthToml::parse(
+            r#"
+isolation = "vm"
+[processes.web]
+memory = "1M"
+cpus = 0.001
+pids = 2
+[network]
+allow = ["Bad/Name"]
+egress = "sometimes"
+egress_allow = ["example.com"]
+[security]
+capabilities = ["SYS_ADMIN"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "isolation:",
+            "processes.web.memory",
+            "processes.web.cpus",
+            "processes.web.pids",
+            "network.allow",
+            "network.egress:",
+            "network.egress_allow",
+            "security.capabilities",
+        ] {
+            assert!(e.contains(field), "{field} missing in {e}");
+        }
+    }
+
+    #[test]
+    fn sandboxed_apps_cannot_keep_capabilities() {
+        let e = BerthToml::parse(
+            "isolation = \"sandbox\"\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("only trusted apps"), "{e}");
+        let ok = BerthToml::parse("[security]\ncapabilities = [\"net_bind_service\"]\n").unwrap();
+        assert_eq!(ok.capabilities(), vec!["CAP_NET_BIND_SERVICE".to_string()]);
     }
 
     #[test]

@@ -12,8 +12,9 @@ use crate::providers::{self, DetectError};
 use crate::source::{self, SourceError};
 use berth_core::model::ImageRef;
 use berth_core::spec::BerthToml;
-use berth_runtime::bundle::{host_stack_skeleton, BindMount};
-use berth_runtime::{ContainerSpec, NetworkMode, Runtime, RuntimeError};
+use berth_runtime::bundle::{host_stack_skeleton, BindMount, APP_GID, APP_UID};
+use berth_runtime::ownership::chown_tree;
+use berth_runtime::{ContainerSpec, NetworkMode, Privileges, Resources, Runtime, RuntimeError};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,11 @@ use std::time::Duration;
 
 /// Host environment variables a build inherits: CA bundles, proxies and registry settings the
 /// host's package managers rely on.
+/// Memory limit of a build container.
+const BUILD_MEMORY_BYTES: u64 = 4 << 30;
+/// Most processes and threads in a build container.
+const BUILD_PIDS: u32 = 4096;
+
 const PASSTHROUGH_ENV: &[&str] = &[
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
@@ -310,8 +316,19 @@ impl Factory {
             mounts,
             network: NetworkMode::Host,
             log_file: req.log_file.clone(),
-            memory_limit: None,
+            resources: Resources {
+                memory_bytes: Some(BUILD_MEMORY_BYTES),
+                cpu_millis: None,
+                pids: Some(BUILD_PIDS),
+            },
+            privileges: Privileges::app(Vec::new()),
+            cgroup_path: Some(format!("/berth/build-{}", req.build_id)),
         };
+        // The build runs as the unprivileged app user: it owns its work tree and cache, and
+        // nothing else (the host's /etc it sees is read-only and its secrets unreadable).
+        for dir in [app_dir, cache.as_path()] {
+            chown_tree(dir, APP_UID, APP_GID)?;
+        }
         log_step(
             &req.log_file,
             "Building in a container (host network, host toolchains)",

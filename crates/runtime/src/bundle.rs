@@ -2,11 +2,56 @@
 
 use crate::RuntimeError;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The user app processes run as: not root, and owning nothing on the host.
+pub const APP_UID: u32 = 10_001;
+/// The group app processes run as.
+pub const APP_GID: u32 = 10_001;
+/// CFS period the CPU quota is expressed in.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Resource limits of one container; `None` leaves a resource unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// Memory (and memory + swap), bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU time per second, in thousandths of a CPU.
+    pub cpu_millis: Option<u32>,
+    /// Most processes and threads.
+    pub pids: Option<u32>,
+}
+
+/// What the container's processes may do beyond an ordinary unprivileged user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    /// uid and gid of the first process.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Capabilities kept (`CAP_…` names); all others are dropped.
+    pub capabilities: Vec<String>,
+    /// Whether the seccomp filter of [`crate::seccomp`] applies.
+    pub seccomp: bool,
+}
+
+impl Privileges {
+    /// An app: unprivileged user, no capabilities, seccomp on.
+    pub fn app(capabilities: Vec<String>) -> Self {
+        Self {
+            uid: APP_UID,
+            gid: APP_GID,
+            capabilities,
+            seccomp: true,
+        }
+    }
+}
 
 /// A host path made visible inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +110,12 @@ pub struct ContainerSpec {
     pub network: NetworkMode,
     /// File that receives stdout and stderr, appended.
     pub log_file: PathBuf,
-    /// Memory limit in bytes.
-    pub memory_limit: Option<i64>,
+    /// Resource limits.
+    pub resources: Resources,
+    /// User, capabilities and system-call filter.
+    pub privileges: Privileges,
+    /// cgroup path, relative to the hierarchy roots (`/berth/<id>`).
+    pub cgroup_path: Option<String>,
 }
 
 /// Renders the OCI runtime spec for `c`.
@@ -113,7 +162,8 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
     }
 
     let mut resources = LinuxResourcesBuilder::default();
-    if let Some(limit) = c.memory_limit {
+    if let Some(limit) = c.resources.memory_bytes {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         resources = resources.memory(
             LinuxMemoryBuilder::default()
                 .limit(limit)
@@ -122,13 +172,48 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
                 .map_err(err)?,
         );
     }
+    if let Some(millis) = c.resources.cpu_millis {
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(i64::from(millis) * CPU_PERIOD_US as i64 / 1000)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(pids) = c.resources.pids {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(i64::from(pids))
+                .build()
+                .map_err(err)?,
+        );
+    }
+
+    let mut caps: HashSet<Capability> = HashSet::new();
+    for name in &c.privileges.capabilities {
+        let short = name.trim_start_matches("CAP_");
+        let cap = Capability::from_str(short).map_err(|_| RuntimeError::Bundle {
+            id: c.id.clone(),
+            message: format!("unknown capability {name}"),
+        })?;
+        caps.insert(cap);
+    }
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(caps.clone())
+        .ambient(caps)
+        .build()
+        .map_err(err)?;
 
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(
             UserBuilder::default()
-                .uid(0u32)
-                .gid(0u32)
+                .uid(c.privileges.uid)
+                .gid(c.privileges.gid)
                 .build()
                 .map_err(err)?,
         )
@@ -136,10 +221,18 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
         .env(c.env.clone())
         .cwd(c.cwd.clone())
         .no_new_privileges(true)
+        .capabilities(capabilities)
         .build()
         .map_err(err)?;
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if c.privileges.seccomp {
+        linux = linux.seccomp(crate::seccomp::profile().map_err(err)?);
+    }
+    if let Some(path) = &c.cgroup_path {
+        linux = linux.cgroups_path(PathBuf::from(path));
+    }
+    let linux = linux
         .namespaces(namespaces)
         .resources(resources.build().map_err(err)?)
         .masked_paths(
@@ -153,6 +246,7 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
                 "/proc/sched_debug",
                 "/proc/scsi",
                 "/sys/firmware",
+                "/sys/devices/virtual/powercap",
             ]
             .map(String::from)
             .to_vec(),
@@ -310,7 +404,13 @@ mod tests {
             mounts: host_stack_mounts(),
             network,
             log_file: "/tmp/b/log".into(),
-            memory_limit: Some(256 << 20),
+            resources: Resources {
+                memory_bytes: Some(256 << 20),
+                cpu_millis: Some(500),
+                pids: Some(64),
+            },
+            privileges: Privileges::app(vec![]),
+            cgroup_path: Some("/berth/hello-v1-web-0-abc".into()),
         }
     }
 
@@ -325,6 +425,9 @@ mod tests {
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/var/run/netns/x"));
         assert_eq!(json["linux"]["resources"]["memory"]["limit"], 256 << 20);
+        assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(json["linux"]["resources"]["pids"]["limit"], 64);
+        assert_eq!(json["linux"]["cgroupsPath"], "/berth/hello-v1-web-0-abc");
         let usr = json["mounts"]
             .as_array()
             .unwrap()
@@ -332,6 +435,47 @@ mod tests {
             .find(|m| m["destination"] == "/usr")
             .unwrap();
         assert!(usr["options"].as_array().unwrap().contains(&"ro".into()));
+    }
+
+    #[test]
+    fn apps_run_unprivileged_with_no_capabilities_and_a_syscall_filter() {
+        let s = render(&spec(NetworkMode::Namespace("/var/run/netns/x".into()))).unwrap();
+        let json = serde_json::to_value(&s).unwrap();
+        let p = &json["process"];
+        assert_eq!(p["user"]["uid"], APP_UID);
+        assert_eq!(p["noNewPrivileges"], true);
+        for set in [
+            "bounding",
+            "effective",
+            "permitted",
+            "inheritable",
+            "ambient",
+        ] {
+            assert_eq!(p["capabilities"][set], serde_json::json!([]), "{set}");
+        }
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        let masked = json["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(masked.contains(&"/proc/kcore".into()));
+        let tmp = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/tmp")
+            .unwrap();
+        assert_eq!(tmp["type"], "tmpfs");
+    }
+
+    #[test]
+    fn granted_capabilities_land_in_every_set() {
+        let mut c = spec(NetworkMode::Namespace("/var/run/netns/x".into()));
+        c.privileges.capabilities = vec!["CAP_NET_BIND_SERVICE".into()];
+        let json = serde_json::to_value(render(&c).unwrap()).unwrap();
+        assert_eq!(
+            json["process"]["capabilities"]["ambient"],
+            serde_json::json!(["CAP_NET_BIND_SERVICE"])
+        );
+        c.privileges.capabilities = vec!["CAP_NOT_A_THING".into()];
+        assert!(render(&c).is_err());
     }
 
     #[test]

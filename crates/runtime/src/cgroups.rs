@@ -51,3 +51,43 @@ pub fn ensure_crun_compatible() -> Result<(), RuntimeError> {
     );
     Ok(())
 }
+
+/// How many times the kernel's out-of-memory killer has killed a process in the cgroup at
+/// `path` (relative to the hierarchy roots, as in the bundle's `cgroupsPath`), or `None` if
+/// the cgroup does not exist. Reads `memory.oom_control` (v1) or `memory.events` (v2).
+pub fn oom_kills(path: &str) -> Option<u64> {
+    let rel = path.trim_start_matches('/');
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    candidates
+        .iter()
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| oom_kill_count(&text))
+}
+
+/// The `oom_kill N` counter of a `memory.oom_control` or `memory.events` file.
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_oom_kill_counter_of_either_version() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        let v2 = "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kill_count(v1), 2);
+        assert_eq!(oom_kill_count(v2), 1);
+        assert_eq!(oom_kill_count("oom_kill_disable 0\n"), 0);
+        assert_eq!(oom_kills("/berth/surely-no-such-cgroup-here"), None);
+    }
+}

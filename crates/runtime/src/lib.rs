@@ -19,11 +19,13 @@ pub mod crun;
 pub mod fake;
 pub mod init;
 pub mod network;
+pub mod ownership;
 pub mod proc;
+pub mod seccomp;
 
 use std::path::PathBuf;
 
-pub use bundle::{BindMount, ContainerSpec, NetworkMode};
+pub use bundle::{BindMount, ContainerSpec, NetworkMode, Privileges, Resources};
 
 /// Errors of the run plane.
 #[derive(Debug, thiserror::Error)]

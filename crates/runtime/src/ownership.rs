@@ -1,0 +1,57 @@
+//! Handing directories to the unprivileged user containers run as.
+
+use crate::RuntimeError;
+use std::path::Path;
+
+/// Changes the owner of `root` and everything below it (symlinks themselves, not their
+/// targets) to `uid:gid`.
+pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), RuntimeError> {
+    let fail = |p: &Path| RuntimeError::io(format!("changing the owner of {}", p.display()));
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(fail(root))?;
+    let meta = std::fs::symlink_metadata(root).map_err(fail(root))?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(fail(&dir))? {
+            let entry = entry.map_err(fail(&dir))?;
+            let path = entry.path();
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(fail(&path))?;
+            if entry.file_type().map_err(fail(&path))?.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn hands_over_a_whole_tree_without_following_links() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("a/link")).unwrap();
+        let me = std::fs::metadata("/etc/hostname").unwrap();
+        let own = std::fs::metadata(d.path()).unwrap().uid();
+        let uid = if own == 0 { 4321 } else { own };
+        chown_tree(d.path(), uid, uid).unwrap();
+        assert_eq!(
+            std::fs::metadata(d.path().join("a/b/f")).unwrap().uid(),
+            uid
+        );
+        assert_eq!(
+            std::fs::symlink_metadata(d.path().join("a/link"))
+                .unwrap()
+                .uid(),
+            uid
+        );
+        // The link's target is untouched.
+        assert_eq!(std::fs::metadata("/etc/hostname").unwrap().uid(), me.uid());
+    }
+}
