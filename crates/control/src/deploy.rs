@@ -648,6 +648,8 @@ impl Platform {
                 }
             }
         }
+        // The new instances' network policy is in force before they start.
+        self.policy.publish(&self.store).await?;
         for inst in &started {
             if let Ok(mut ing) = self.ingester.lock() {
                 ing.add(&inst.id, app, version, &inst.process, inst.index);
@@ -760,7 +762,7 @@ impl Platform {
         self.store.deploy_step(deploy_id, "switch").await?;
         step(events, "switch");
         self.store.activate_release(app, version).await?;
-        self.routes.publish(&self.store).await?;
+        self.publish_network().await?;
         self.store.deploy_step(deploy_id, "drain").await?;
         let old: Vec<InstanceRow> = self
             .store
@@ -802,7 +804,7 @@ impl Platform {
             self.store.instance_stopping(&inst.id).await?;
         }
         self.store.delete_app(app).await?;
-        self.routes.publish(&self.store).await?;
+        self.publish_network().await?;
         let timeout = self.cfg.stop_timeout;
         for inst in instances {
             let id = inst.id.clone();

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod error;
 pub mod launcher;
 pub mod platform;
+pub mod policy;
 pub mod routing;
 pub mod store;
 pub mod supervisor;

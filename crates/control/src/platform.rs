@@ -3,6 +3,7 @@
 
 use crate::config::PlatformConfig;
 use crate::launcher::Launcher;
+use crate::policy::PolicyPublisher;
 use crate::routing::RoutePublisher;
 use crate::store::Store;
 use berth_factory::builder::{Factory, FactoryPaths};
@@ -10,6 +11,7 @@ use berth_factory::image::ImageStore;
 use berth_observe::ingest::Ingester;
 use berth_observe::LogStore;
 use berth_runtime::crun::Crun;
+use berth_runtime::firewall::Firewall;
 use berth_runtime::network::Network;
 use berth_runtime::proc::ProcessIdentity;
 use berth_runtime::Runtime;
@@ -68,6 +70,8 @@ pub struct Platform {
     pub ingester: Arc<Mutex<Ingester>>,
     /// Edge routes.
     pub routes: RoutePublisher,
+    /// Network policy (nftables).
+    pub policy: PolicyPublisher,
     /// API bearer token.
     pub token: String,
     /// One deploy at a time per app.
@@ -233,7 +237,9 @@ impl Platform {
             bridge: cfg.bridge.clone(),
             subnet: cfg.subnet,
         };
+        Firewall::preflight()?;
         network.ensure_bridge()?;
+        let firewall = Firewall::new(cfg.bridge.clone(), cfg.subnet);
         let store = Store::open(&cfg.db_path())
             .await
             .map_err(|source| StartError::Store {
@@ -275,6 +281,7 @@ impl Platform {
             factory,
             logs,
             routes,
+            policy: PolicyPublisher::new(firewall),
             token,
             app_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
@@ -389,6 +396,13 @@ impl Platform {
             let timeout = Duration::from_secs(1);
             self.blocking(move |l| l.stop(&id, timeout)).await;
         }
+        self.publish_network().await?;
+        Ok(())
+    }
+
+    /// Brings the firewall and then the edge's routes in step with the store.
+    pub async fn publish_network(&self) -> Result<(), crate::ApiError> {
+        self.policy.publish(&self.store).await?;
         self.routes.publish(&self.store).await?;
         Ok(())
     }
@@ -406,6 +420,7 @@ impl Platform {
             network.detach(&id);
         }
         EdgeProcess::stop(cfg);
+        Firewall::new(cfg.bridge.clone(), cfg.subnet).remove();
         network.remove_bridge();
     }
 }

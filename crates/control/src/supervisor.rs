@@ -168,7 +168,7 @@ async fn check(
         }
     }
     if routes_dirty {
-        platform.routes.publish(&platform.store).await?;
+        platform.publish_network().await?;
     }
     Ok(())
 }

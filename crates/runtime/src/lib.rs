@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod crun;
 pub mod fake;
+pub mod firewall;
 pub mod init;
 pub mod network;
 pub mod ownership;

@@ -143,6 +143,23 @@ impl Network {
         if !has_addr {
             run(&["addr", "add", &gw, "dev", &self.bridge])?;
         }
+        // Ports are isolated from each other (see `attach`); the bridge answers ARP for the
+        // whole subnet and routes between apps, so app-to-app traffic meets the firewall.
+        // Forwarding also carries app egress.
+        for (key, value) in [
+            (format!("net/ipv4/conf/{}/proxy_arp", self.bridge), "1"),
+            (
+                format!("net/ipv4/conf/{}/proxy_arp_pvlan", self.bridge),
+                "1",
+            ),
+            ("net/ipv4/ip_forward".to_string(), "1"),
+        ] {
+            let path = PathBuf::from("/proc/sys").join(&key);
+            std::fs::write(&path, value).map_err(|e| RuntimeError::Network {
+                command: format!("sysctl {}={value}", key.replace('/', ".")),
+                message: e.to_string(),
+            })?;
+        }
         run(&["link", "set", "dev", &self.bridge, "up"])
     }
 
@@ -173,8 +190,33 @@ impl Network {
             &["-n", ns, "link", "set", "lo", "up"],
             &["-n", ns, "route", "add", "default", "via", &gw],
         ];
-        for step in steps {
-            if let Err(e) = run(step) {
+        let isolate = || {
+            let out = Command::new("bridge")
+                .args(["link", "set", "dev", &host_if, "isolated", "on"])
+                .output()
+                .map_err(|e| RuntimeError::Network {
+                    command: format!("bridge link set dev {host_if} isolated on"),
+                    message: e.to_string(),
+                })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(RuntimeError::Network {
+                    command: format!("bridge link set dev {host_if} isolated on"),
+                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                })
+            }
+        };
+        for (n, step) in steps.into_iter().enumerate() {
+            // Isolate the port before it comes up: no frame may pass app to app directly.
+            let result = if n == 3 {
+                run(&["link", "set", &host_if, "master", &self.bridge])
+                    .and_then(|_| isolate())
+                    .and_then(|_| run(step))
+            } else {
+                run(step)
+            };
+            if let Err(e) = result {
                 self.detach(ns);
                 let _ = run(&["link", "del", &host_if]);
                 return Err(e);

@@ -1,0 +1,63 @@
+//! Publishes the network policy: computed from the state store (each app's instance
+//! addresses and its newest release's `[network]` settings) and handed to the runtime's
+//! nftables firewall, which replaces its rules atomically. Fails closed: when the rules
+//! cannot be applied, the caller's deploy or restart fails.
+
+use crate::store::Store;
+use berth_core::model::InstanceState;
+use berth_runtime::firewall::{AppRules, Firewall};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Keeps the firewall in step with the store.
+#[derive(Debug)]
+pub struct PolicyPublisher {
+    firewall: Firewall,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl PolicyPublisher {
+    /// A publisher driving `firewall`.
+    pub fn new(firewall: Firewall) -> Self {
+        Self {
+            firewall,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Computes the rules from the store and applies them.
+    pub async fn publish(&self, store: &Store) -> Result<(), crate::ApiError> {
+        let _guard = self.lock.lock().await;
+        let mut by_app: BTreeMap<String, (u32, Vec<Ipv4Addr>)> = BTreeMap::new();
+        for inst in store.instances(None).await? {
+            if inst.state == InstanceState::Stopped {
+                continue;
+            }
+            let entry = by_app.entry(inst.app.clone()).or_insert((0, Vec::new()));
+            entry.0 = entry.0.max(inst.release);
+            if let Ok(addr) = inst.address.parse() {
+                entry.1.push(addr);
+            }
+        }
+        let mut rules = Vec::new();
+        for (app, (newest, addresses)) in by_app {
+            let network = store
+                .release(&app, newest)
+                .await?
+                .map(|r| r.config.network)
+                .unwrap_or_default();
+            rules.push(AppRules {
+                name: app,
+                addresses,
+                allow: network.allow,
+                egress: network.egress,
+                egress_allow: network.egress_allow,
+            });
+        }
+        let fw = self.firewall.clone();
+        tokio::task::spawn_blocking(move || fw.apply(&rules))
+            .await
+            .map_err(|e| crate::ApiError::internal("applying the network policy", e))?
+            .map_err(|e| crate::ApiError::internal("applying the network policy", e))
+    }
+}

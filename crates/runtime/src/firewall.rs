@@ -1,0 +1,251 @@
+//! berth's network policy, enforced with nftables on the host (Debian package `nftables`).
+//!
+//! Every app port on berth's bridge is *isolated* (no frame goes from one app straight to
+//! another) and the bridge answers ARP for the whole subnet (proxy ARP, private-VLAN
+//! style), so traffic between apps is routed through the host, where it meets conntrack and
+//! the rules below:
+//!
+//! - app → app: denied unless the source app lists the target in `[network] allow`;
+//! - app → host: denied (the host's own addresses, berth's API, anything listening on it);
+//!   the host (edge, health checks) → app is always allowed;
+//! - app → beyond the bridge: the blocklist (cloud metadata addresses, SMTP ports 25/465/587,
+//!   IPv6) always applies; then `open` apps go anywhere (masqueraded), `allowlist` apps only
+//!   to their listed destinations, `none` apps nowhere.
+//!
+//! The whole table is replaced atomically on every change (`nft -f`), one table per berth
+//! bridge so several platforms on one machine do not touch each other's rules.
+
+use crate::network::Subnet;
+use crate::RuntimeError;
+use berth_core::policy::{EgressMode, EgressRule};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+/// Addresses apps may never reach: cloud metadata services.
+pub const METADATA_V4: &[&str] = &["169.254.169.254", "169.254.170.2", "100.100.100.200"];
+/// The IPv6 metadata address (apps get no IPv6 route at all; listed for the record).
+pub const METADATA_V6: &str = "fd00:ec2::254";
+/// Mail submission and relay ports apps may never reach.
+pub const SMTP_PORTS: &[u16] = &[25, 465, 587];
+
+/// One app as the firewall sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRules {
+    /// App name.
+    pub name: String,
+    /// Addresses of all its instances (every release that still runs).
+    pub addresses: Vec<Ipv4Addr>,
+    /// Apps it may connect to.
+    pub allow: Vec<String>,
+    /// Egress mode.
+    pub egress: EgressMode,
+    /// Allowed destinations in allowlist mode.
+    pub egress_allow: Vec<EgressRule>,
+}
+
+/// The nftables rules of one berth bridge.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    bridge: String,
+    subnet: Subnet,
+}
+
+impl Firewall {
+    /// The firewall of `bridge` with instance subnet `subnet`.
+    pub fn new(bridge: impl Into<String>, subnet: Subnet) -> Self {
+        Self {
+            bridge: bridge.into(),
+            subnet,
+        }
+    }
+
+    /// The nftables table name.
+    pub fn table(&self) -> String {
+        format!("berth_{}", self.bridge.replace('-', "_"))
+    }
+
+    /// Checks that `nft` is installed.
+    pub fn preflight() -> Result<(), RuntimeError> {
+        match Command::new("nft").arg("--version").output() {
+            Ok(o) if o.status.success() => Ok(()),
+            _ => Err(RuntimeError::MissingBinary {
+                binary: "nft",
+                package: "nftables",
+            }),
+        }
+    }
+
+    /// The complete nftables script for `apps`: replaces the table atomically.
+    pub fn render(&self, apps: &[AppRules]) -> String {
+        let t = self.table();
+        let br = &self.bridge;
+        let net = self.subnet.to_string();
+        let mut s = String::new();
+        let set = |addrs: &[Ipv4Addr]| {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            format!("{{ {} }}", list.join(", "))
+        };
+        s.push_str(&format!(
+            "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n"
+        ));
+        s.push_str(&format!(
+            "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
+             iifname \"{br}\" ct state established,related accept\n    \
+             iifname \"{br}\" reject with icmpx type admin-prohibited\n  }}\n"
+        ));
+        s.push_str(&format!(
+            "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+             ct state established,related accept\n    \
+             iifname \"{br}\" meta nfproto ipv6 reject with icmpx type admin-prohibited\n"
+        ));
+        // App to app.
+        for app in apps.iter().filter(|a| !a.addresses.is_empty()) {
+            for other in &app.allow {
+                if let Some(target) = apps
+                    .iter()
+                    .find(|a| &a.name == other && !a.addresses.is_empty())
+                {
+                    s.push_str(&format!(
+                        "    iifname \"{br}\" oifname \"{br}\" ip saddr {} ip daddr {} accept comment \"{} -> {}\"\n",
+                        set(&app.addresses),
+                        set(&target.addresses),
+                        app.name,
+                        target.name
+                    ));
+                }
+            }
+        }
+        s.push_str(&format!(
+            "    oifname \"{br}\" ip daddr {net} reject with icmpx type admin-prohibited\n"
+        ));
+        // Egress blocklist.
+        s.push_str(&format!(
+            "    iifname \"{br}\" ip daddr {{ {} }} reject with icmpx type admin-prohibited comment \"cloud metadata\"\n",
+            METADATA_V4.join(", ")
+        ));
+        let smtp: Vec<String> = SMTP_PORTS.iter().map(u16::to_string).collect();
+        s.push_str(&format!(
+            "    iifname \"{br}\" meta l4proto {{ tcp, udp }} th dport {{ {} }} reject with icmpx type admin-prohibited comment \"smtp\"\n",
+            smtp.join(", ")
+        ));
+        // Per-app egress modes.
+        for app in apps.iter().filter(|a| !a.addresses.is_empty()) {
+            match app.egress {
+                EgressMode::Open => {}
+                EgressMode::None => s.push_str(&format!(
+                    "    iifname \"{br}\" ip saddr {} reject with icmpx type admin-prohibited comment \"{}: egress none\"\n",
+                    set(&app.addresses),
+                    app.name
+                )),
+                EgressMode::Allowlist => {
+                    for rule in &app.egress_allow {
+                        let port = rule
+                            .port
+                            .map(|p| format!(" meta l4proto {{ tcp, udp }} th dport {p}"))
+                            .unwrap_or_default();
+                        s.push_str(&format!(
+                            "    iifname \"{br}\" ip saddr {} ip daddr {}{port} accept comment \"{}: egress {rule}\"\n",
+                            set(&app.addresses),
+                            rule.network(),
+                            app.name
+                        ));
+                    }
+                    s.push_str(&format!(
+                        "    iifname \"{br}\" ip saddr {} reject with icmpx type admin-prohibited comment \"{}: egress allowlist\"\n",
+                        set(&app.addresses),
+                        app.name
+                    ));
+                }
+            }
+        }
+        s.push_str("  }\n");
+        s.push_str(&format!(
+            "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+             ip saddr {net} oifname != \"{br}\" masquerade\n  }}\n}}\n"
+        ));
+        s
+    }
+
+    /// Replaces the table with the rules for `apps`.
+    pub fn apply(&self, apps: &[AppRules]) -> Result<(), RuntimeError> {
+        nft(&self.render(apps))
+    }
+
+    /// Removes the table. Idempotent.
+    pub fn remove(&self) {
+        let t = self.table();
+        let _ = nft(&format!("table inet {t}\ndelete table inet {t}\n"));
+    }
+}
+
+fn nft(script: &str) -> Result<(), RuntimeError> {
+    let fail = |message: String| RuntimeError::Network {
+        command: "nft -f -".into(),
+        message,
+    };
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::MissingBinary {
+                binary: "nft",
+                package: "nftables",
+            },
+            _ => fail(e.to_string()),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, last: u8, allow: &[&str], egress: EgressMode) -> AppRules {
+        AppRules {
+            name: name.into(),
+            addresses: vec![Ipv4Addr::new(10, 77, 0, last)],
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            egress,
+            egress_allow: vec![],
+        }
+    }
+
+    #[test]
+    fn renders_default_deny_with_the_allowed_pairs_and_the_blocklist() {
+        let fw = Firewall::new("berth0", "10.77.0.0/24".parse().unwrap());
+        let mut shop = app("shop", 2, &["db"], EgressMode::Allowlist);
+        shop.egress_allow = vec![EgressRule::parse("203.0.113.0/24:443").unwrap()];
+        let rules = fw.render(&[
+            shop,
+            app("db", 3, &[], EgressMode::None),
+            app("idle", 4, &[], EgressMode::Open),
+        ]);
+        insta::assert_snapshot!(rules);
+    }
+
+    #[test]
+    fn apps_without_instances_get_no_rules() {
+        let fw = Firewall::new("b1", "10.1.0.0/24".parse().unwrap());
+        let mut gone = app("gone", 2, &["other"], EgressMode::None);
+        gone.addresses.clear();
+        let rules = fw.render(&[gone]);
+        assert!(!rules.contains("gone"), "{rules}");
+        assert!(!rules.contains("{  }"), "{rules}");
+    }
+}
