@@ -38,6 +38,8 @@ pub struct Platform {
     pub bridge: String,
     pub subnet: String,
     pub extra: Vec<String>,
+    /// Network namespace (made by the test) that berth and the CLI run in, if any.
+    pub netns: Option<String>,
     up: Option<Child>,
 }
 
@@ -49,6 +51,11 @@ impl Platform {
 
     /// Starts `berth up` with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_in(None, extra)
+    }
+
+    /// Starts `berth up` inside network namespace `netns` (which the test created).
+    pub fn start_in(netns: Option<&str>, extra: &[&str]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = (std::process::id() % 5000) * 10 + n;
         let mut p = Self {
@@ -61,6 +68,7 @@ impl Platform {
             bridge: format!("bt{tag}"),
             subnet: format!("10.{}.{}.0/24", 100 + (tag / 250) % 100, tag % 250),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(str::to_string),
             up: None,
         };
         p.up();
@@ -96,7 +104,8 @@ impl Platform {
             .append(true)
             .open(self.data.path().join("up.log"))
             .expect("up.log");
-        let child = Command::new(berth_bin())
+        let child = self
+            .command(berth_bin())
             .args(self.up_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -106,9 +115,11 @@ impl Platform {
         self.up = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.data.path().join("api.json").exists()
-                && TcpStream::connect(("127.0.0.1", self.api_port)).is_ok()
-            {
+            let api_up = match &self.netns {
+                None => TcpStream::connect(("127.0.0.1", self.api_port)).is_ok(),
+                Some(_) => self.berth(&["apps"]).status.success(),
+            };
+            if self.data.path().join("api.json").exists() && api_up {
                 return;
             }
             if let Some(c) = self.up.as_mut() {
@@ -122,6 +133,20 @@ impl Platform {
                 self.up_log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A command for `program`, run inside the platform's network namespace if it has one.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(ns) => {
+                // Only the network namespace changes (`ip netns exec` would also remount
+                // /sys, hiding the cgroup hierarchies the runtime needs).
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}")).arg(program);
+                c
+            }
         }
     }
 
@@ -145,7 +170,7 @@ impl Platform {
 
     /// Runs the CLI with extra environment.
     pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(berth_bin());
+        let mut cmd = self.command(berth_bin());
         cmd.arg("--data-dir")
             .arg(self.data.path())
             .args(args)
@@ -192,14 +217,37 @@ impl Platform {
 
     /// GET through the edge with `Host: <app>.localhost`.
     pub fn get(&self, app: &str, path: &str) -> (u16, String) {
-        http_get(self.edge_port, &format!("{app}.localhost"), path).unwrap_or((0, String::new()))
+        if self.netns.is_none() {
+            return http_get(self.edge_port, &format!("{app}.localhost"), path)
+                .unwrap_or((0, String::new()));
+        }
+        // Inside the namespace: a one-shot client there.
+        let script = "import sys,urllib.request,urllib.error\n\
+            r=urllib.request.Request(sys.argv[1],headers={'Host':sys.argv[2]})\n\
+            try:\n  resp=urllib.request.urlopen(r,timeout=20); print(resp.status); print(resp.read().decode())\n\
+            except urllib.error.HTTPError as e:\n  print(e.code); print(e.read().decode())\n\
+            except Exception as e:\n  print(0); print(e)\n";
+        let out = self
+            .command("python3")
+            .args([
+                "-c",
+                script,
+                &format!("http://127.0.0.1:{}{path}", self.edge_port),
+                &format!("{app}.localhost"),
+            ])
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+        (status.trim().parse().unwrap_or(0), body.to_string())
     }
 }
 
 impl Drop for Platform {
     fn drop(&mut self) {
         self.kill_control_plane();
-        let _ = Command::new(berth_bin())
+        let _ = self
+            .command(berth_bin())
             .arg("--data-dir")
             .arg(self.data.path())
             .arg("down")
