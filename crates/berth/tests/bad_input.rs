@@ -89,6 +89,46 @@ fn bad_deploys_and_unknown_apps_are_refused_without_changing_state() {
         err.contains("berth.toml") && err.contains("line 3") && err.contains("paht"),
         "{err}"
     );
+    // Isolation, limits and network policy that are malformed, unsafe or name no app.
+    for (toml, expect) in [
+        (
+            "isolation = \"vm\"\n",
+            "isolation: unknown isolation level \"vm\"",
+        ),
+        (
+            "[processes.web]\nmemory = \"1M\"\n",
+            "processes.web.memory: 1M is below the minimum of 32M",
+        ),
+        ("[processes.web]\ncpus = 0.001\n", "processes.web.cpus"),
+        (
+            "[processes.web]\npids = 2\n",
+            "processes.web.pids: 2 is below",
+        ),
+        (
+            "[processes.web]\nmemory = \"lots\"\n",
+            "processes.web.memory",
+        ),
+        (
+            "[network]\nallow = [\"nosuchapp\"]\n",
+            "network.allow: there is no app named \"nosuchapp\"",
+        ),
+        ("[network]\negress = \"sometimes\"\n", "network.egress"),
+        (
+            "[security]\ncapabilities = [\"SYS_ADMIN\"]\n",
+            "security.capabilities",
+        ),
+        (
+            "isolation = \"sandbox\"\n",
+            "isolation: \"sandbox\" (gVisor) is not available",
+        ),
+    ] {
+        let dir = tmp.path().join("bad-policy");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&examples().join("hello"), &dir);
+        write(&dir, "berth.toml", &format!("name = \"hello\"\n{toml}"));
+        let err = p.fails(&["deploy", dir.to_str().expect("path")]);
+        assert!(err.contains(expect), "{toml}: {err}");
+    }
     // Malformed Procfile: line named.
     let bad_procfile = tmp.path().join("bad-procfile");
     copy_dir(&examples().join("hello"), &bad_procfile);

@@ -211,6 +211,13 @@ async fn deploy(
         Ok(None) => BerthToml::default(),
         Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     };
+    if toml.isolation() == Some(berth_core::policy::Isolation::Sandbox) {
+        return Err(ApiError::invalid(
+            "isolation_unavailable",
+            "berth.toml: isolation: \"sandbox\" (gVisor) is not available in this version of berth",
+        )
+        .hint("use isolation = \"trusted\" (crun with berth's guardrails) for now"));
+    }
     if let Ok(policy) = toml.network_policy() {
         for other in &policy.allow {
             if other != name.as_str() && p.store.app(other).await?.is_none() {
