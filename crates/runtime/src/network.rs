@@ -75,15 +75,20 @@ pub struct Network {
 }
 
 fn run(args: &[&str]) -> Result<(), RuntimeError> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
+    run_tool("ip", args)
+}
+
+/// Runs an iproute2 tool (`ip`, `bridge`); errors name the command and its output.
+fn run_tool(program: &'static str, args: &[&str]) -> Result<(), RuntimeError> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             RuntimeError::MissingBinary {
-                binary: "ip",
+                binary: program,
                 package: "iproute2",
             }
         } else {
             RuntimeError::Network {
-                command: format!("ip {}", args.join(" ")),
+                command: format!("{program} {}", args.join(" ")),
                 message: e.to_string(),
             }
         }
@@ -92,7 +97,7 @@ fn run(args: &[&str]) -> Result<(), RuntimeError> {
         Ok(())
     } else {
         Err(RuntimeError::Network {
-            command: format!("ip {}", args.join(" ")),
+            command: format!("{program} {}", args.join(" ")),
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
@@ -191,21 +196,10 @@ impl Network {
             &["-n", ns, "route", "add", "default", "via", &gw],
         ];
         let isolate = || {
-            let out = Command::new("bridge")
-                .args(["link", "set", "dev", &host_if, "isolated", "on"])
-                .output()
-                .map_err(|e| RuntimeError::Network {
-                    command: format!("bridge link set dev {host_if} isolated on"),
-                    message: e.to_string(),
-                })?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(RuntimeError::Network {
-                    command: format!("bridge link set dev {host_if} isolated on"),
-                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                })
-            }
+            run_tool(
+                "bridge",
+                &["link", "set", "dev", &host_if, "isolated", "on"],
+            )
         };
         for (n, step) in steps.into_iter().enumerate() {
             // Isolate the port before it comes up: no frame may pass app to app directly.
