@@ -158,4 +158,9 @@ pub struct UpArgs {
     /// Longest a build may run, e.g. 20m.
     #[arg(long, default_value = "20m")]
     pub build_timeout: String,
+    /// Isolation of apps whose berth.toml does not choose: `trusted` (crun: Linux namespaces,
+    /// cgroups, seccomp, no capabilities) or `sandbox` (gVisor: the app never talks to the
+    /// host's kernel; recommended when apps come from people you do not fully trust).
+    #[arg(long, env = "BERTH_DEFAULT_ISOLATION", default_value = "trusted", value_parser = ["trusted", "sandbox"])]
+    pub default_isolation: String,
 }

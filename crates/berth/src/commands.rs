@@ -125,6 +125,8 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     cfg.upload_limit = parse_size(&a.upload_limit).context("--upload-limit")?;
     cfg.drain_grace = humantime::parse_duration(&a.drain_grace).context("--drain-grace")?;
     cfg.build_timeout = humantime::parse_duration(&a.build_timeout).context("--build-timeout")?;
+    cfg.default_isolation = berth_core::policy::Isolation::parse(&a.default_isolation)
+        .map_err(|e| anyhow!("--default-isolation: {e}"))?;
     let problems = cfg.validate();
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
@@ -153,14 +155,16 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
             "bridge": cfg.bridge,
             "subnet": cfg.subnet.to_string(),
             "edge_port": cfg.edge_listen.port(),
+            "default_isolation": cfg.default_isolation.as_str(),
         }))?,
     )
     .context("writing api.json")?;
     let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));
     eprintln!(
-        "berth is up: API {url}, edge http://<app>.localhost:{} (data in {})",
+        "berth is up: API {url}, edge http://<app>.localhost:{} (data in {}; apps run {} by default)",
         cfg.edge_listen.port(),
-        cfg.data_dir.display()
+        cfg.data_dir.display(),
+        cfg.default_isolation.as_str()
     );
     let shutdown = platform.shutdown.clone();
     let app = berth_control::api::router(platform.clone());

@@ -20,6 +20,7 @@ use berth_core::api::{
     AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest, ACTOR_HEADER,
 };
 use berth_core::model::InstanceState;
+use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
 use berth_core::AppName;
 use serde::Deserialize;
@@ -211,12 +212,27 @@ async fn deploy(
         Ok(None) => BerthToml::default(),
         Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     };
-    if toml.isolation() == Some(berth_core::policy::Isolation::Sandbox) {
-        return Err(ApiError::invalid(
-            "isolation_unavailable",
-            "berth.toml: isolation: \"sandbox\" (gVisor) is not available in this version of berth",
-        )
-        .hint("use isolation = \"trusted\" (crun with berth's guardrails) for now"));
+    let isolation = toml.isolation().unwrap_or(p.cfg.default_isolation);
+    if isolation == Isolation::Sandbox {
+        if !toml.capabilities().is_empty() {
+            return Err(ApiError::invalid(
+                "invalid_berth_toml",
+                "berth.toml: security.capabilities: this platform runs apps sandboxed by default, \
+                 and sandboxed apps keep no capabilities",
+            )
+            .hint("remove security.capabilities, or set isolation = \"trusted\""));
+        }
+        let launcher = p.launcher.clone();
+        let ready = tokio::task::spawn_blocking(move || launcher.check_isolation(isolation))
+            .await
+            .map_err(|e| ApiError::internal("checking the sandbox runtime", e))?;
+        if let Err(e) = ready {
+            return Err(ApiError::invalid(
+                "isolation_unavailable",
+                format!("isolation \"sandbox\" needs gVisor on this host: {e}"),
+            )
+            .hint("install gVisor (`apt-get install runsc`), or set isolation = \"trusted\""));
+        }
     }
     if let Ok(policy) = toml.network_policy() {
         for other in &policy.allow {

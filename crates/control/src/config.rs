@@ -155,6 +155,10 @@ impl PlatformConfig {
     pub fn runtime_state_dir(&self) -> PathBuf {
         self.data_dir.join("run/crun")
     }
+    /// runsc's state root (sandboxed apps).
+    pub fn sandbox_state_dir(&self) -> PathBuf {
+        self.data_dir.join("run/runsc")
+    }
     /// The app's URL at the edge.
     pub fn app_url(&self, app: &str) -> String {
         let port = self.edge_listen.port();

@@ -185,6 +185,7 @@ impl Platform {
             toml: toml.clone(),
             log_file: log_file.clone(),
             timeout: self.cfg.build_timeout,
+            isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
         };
         let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;
         stop.cancel();

@@ -13,7 +13,10 @@ use berth_observe::LogStore;
 use berth_runtime::bundle::{host_stack_skeleton, BindMount, APP_GID, APP_UID};
 use berth_runtime::network::Network;
 use berth_runtime::proc::ProcessIdentity;
-use berth_runtime::{ContainerSpec, NetworkMode, Privileges, Resources, Runtime, RuntimeError};
+use berth_runtime::select::ByIsolation;
+use berth_runtime::{
+    ContainerSpec, Isolation, NetworkMode, Privileges, Resources, Runtime, RuntimeError,
+};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,7 +86,7 @@ struct What<'a> {
 /// Launches and stops app containers.
 pub struct Launcher {
     cfg: PlatformConfig,
-    runtime: Arc<dyn Runtime>,
+    runtime: Arc<ByIsolation>,
     network: Network,
     images: ImageStore,
     logs: LogStore,
@@ -93,7 +96,7 @@ impl Launcher {
     /// A launcher.
     pub fn new(
         cfg: PlatformConfig,
-        runtime: Arc<dyn Runtime>,
+        runtime: Arc<ByIsolation>,
         network: Network,
         images: ImageStore,
         logs: LogStore,
@@ -107,9 +110,15 @@ impl Launcher {
         }
     }
 
-    /// The runtime in use.
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+    /// The runtimes in use (crun for trusted apps, runsc for sandboxed ones).
+    pub fn runtime(&self) -> &Arc<ByIsolation> {
         &self.runtime
+    }
+
+    /// Checks that containers of `isolation` can run on this host (runsc installed, for
+    /// sandboxed apps).
+    pub fn check_isolation(&self, isolation: Isolation) -> Result<(), RuntimeError> {
+        self.runtime.runtime_for(isolation).preflight()
     }
 
     /// The bridge network.
@@ -256,6 +265,7 @@ impl Launcher {
             },
             privileges: Privileges::app(release.config.capabilities.clone()),
             cgroup_path: Some(cgroup_path(id)),
+            isolation: release.config.isolation,
         })
     }
 

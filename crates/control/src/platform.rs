@@ -14,6 +14,9 @@ use berth_runtime::crun::Crun;
 use berth_runtime::firewall::Firewall;
 use berth_runtime::network::Network;
 use berth_runtime::proc::ProcessIdentity;
+use berth_runtime::runsc::Runsc;
+use berth_runtime::select::ByIsolation;
+use berth_runtime::Isolation;
 use berth_runtime::Runtime;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -228,11 +231,16 @@ impl Platform {
             cfg.builds_dir(),
             cfg.logs_dir(),
             cfg.runtime_state_dir(),
+            cfg.sandbox_state_dir(),
         ] {
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         }
-        let runtime: Arc<dyn Runtime> = Arc::new(Crun::new(cfg.runtime_state_dir()));
-        runtime.preflight()?;
+        let runtimes = runtimes(&cfg);
+        runtimes.preflight()?;
+        if cfg.default_isolation == Isolation::Sandbox {
+            runtimes.runtime_for(Isolation::Sandbox).preflight()?;
+        }
+        let runtime = Arc::new(runtimes);
         let network = Network {
             bridge: cfg.bridge.clone(),
             subnet: cfg.subnet,
@@ -409,7 +417,7 @@ impl Platform {
 
     /// Stops every app container and the edge, and removes the bridge (`berth down`).
     pub fn teardown(cfg: &PlatformConfig) {
-        let runtime = Crun::new(cfg.runtime_state_dir());
+        let runtime = runtimes(cfg);
         let network = Network {
             bridge: cfg.bridge.clone(),
             subnet: cfg.subnet,
@@ -423,4 +431,12 @@ impl Platform {
         Firewall::new(cfg.bridge.clone(), cfg.subnet).remove();
         network.remove_bridge();
     }
+}
+
+/// crun for trusted apps, runsc for sandboxed ones, each with its own state root.
+fn runtimes(cfg: &PlatformConfig) -> ByIsolation {
+    ByIsolation::new(
+        Arc::new(Crun::new(cfg.runtime_state_dir())),
+        Arc::new(Runsc::new(cfg.sandbox_state_dir())),
+    )
 }

@@ -14,7 +14,9 @@ use berth_core::model::ImageRef;
 use berth_core::spec::BerthToml;
 use berth_runtime::bundle::{host_stack_skeleton, BindMount, APP_GID, APP_UID};
 use berth_runtime::ownership::chown_tree;
-use berth_runtime::{ContainerSpec, NetworkMode, Privileges, Resources, Runtime, RuntimeError};
+use berth_runtime::{
+    ContainerSpec, Isolation, NetworkMode, Privileges, Resources, Runtime, RuntimeError,
+};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,8 @@ pub struct BuildRequest {
     pub log_file: PathBuf,
     /// Longest a build may run.
     pub timeout: Duration,
+    /// Isolation of the build container: a sandboxed app is built in gVisor too.
+    pub isolation: Isolation,
 }
 
 /// What a build produced.
@@ -323,6 +327,7 @@ impl Factory {
             },
             privileges: Privileges::app(Vec::new()),
             cgroup_path: Some(format!("/berth/build-{}", req.build_id)),
+            isolation: req.isolation,
         };
         // The build runs as the unprivileged app user: it owns its work tree and cache, and
         // nothing else (the host's /etc it sees is read-only and its secrets unreadable).
@@ -331,7 +336,12 @@ impl Factory {
         }
         log_step(
             &req.log_file,
-            "Building in a container (host network, host toolchains)",
+            match req.isolation {
+                Isolation::Trusted => "Building in a container (host network, host toolchains)",
+                Isolation::Sandbox => {
+                    "Building in a gVisor sandbox (host network, host toolchains)"
+                }
+            },
         );
 
         // Watchdog: stop the build container if it runs past the timeout.

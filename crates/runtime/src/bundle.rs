@@ -1,10 +1,12 @@
 //! From berth's container description to an OCI runtime bundle (`config.json`).
 
 use crate::RuntimeError;
+pub use berth_core::policy::Isolation;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -116,6 +118,24 @@ pub struct ContainerSpec {
     pub privileges: Privileges,
     /// cgroup path, relative to the hierarchy roots (`/berth/<id>`).
     pub cgroup_path: Option<String>,
+    /// Which runtime runs it: crun (`trusted`) or gVisor's runsc (`sandbox`).
+    pub isolation: Isolation,
+}
+
+/// Host threads a gVisor sandbox itself needs: its kernel and file proxy start with about
+/// 100 between them.
+const SANDBOX_BASE_THREADS: i64 = 512;
+/// Host threads per app process under gVisor's ptrace platform: each address space is a
+/// stub process that grows a thread for every kernel thread that ran it (seen: 500 for a
+/// few dozen processes). A sandbox that cannot create one crashes, so be generous: the
+/// app's own process count is enforced inside the sandbox.
+const SANDBOX_THREADS_PER_PROCESS: i64 = 32;
+/// Upper bound of a sandbox's host threads, whatever its app's limit.
+const SANDBOX_MAX_THREADS: i64 = 65_536;
+
+/// The host pids limit of a sandbox whose app may run `pids` processes.
+pub fn sandbox_host_pids(pids: u32) -> i64 {
+    (SANDBOX_BASE_THREADS + SANDBOX_THREADS_PER_PROCESS * i64::from(pids)).min(SANDBOX_MAX_THREADS)
 }
 
 /// Renders the OCI runtime spec for `c`.
@@ -181,10 +201,30 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
                 .map_err(err)?,
         );
     }
+    let mut rlimits = Vec::new();
     if let Some(pids) = c.resources.pids {
+        let host_limit = match c.isolation {
+            Isolation::Trusted => i64::from(pids),
+            // Under gVisor the cgroup holds the sandbox's own threads too (its kernel, its
+            // file proxy, a stub per address space), which a limit sized for the app would
+            // starve. gVisor's kernel counts the app's processes itself and enforces
+            // RLIMIT_NPROC (per sandbox, unlike the host kernel's per-user count); the host
+            // limit only bounds the sandbox as a whole.
+            Isolation::Sandbox => {
+                rlimits.push(
+                    PosixRlimitBuilder::default()
+                        .typ(PosixRlimitType::RlimitNproc)
+                        .soft(u64::from(pids))
+                        .hard(u64::from(pids))
+                        .build()
+                        .map_err(err)?,
+                );
+                sandbox_host_pids(pids)
+            }
+        };
         resources = resources.pids(
             LinuxPidsBuilder::default()
-                .limit(i64::from(pids))
+                .limit(host_limit)
                 .build()
                 .map_err(err)?,
         );
@@ -222,12 +262,13 @@ pub fn render(c: &ContainerSpec) -> Result<Spec, RuntimeError> {
         .cwd(c.cwd.clone())
         .no_new_privileges(true)
         .capabilities(capabilities)
+        .rlimits(rlimits)
         .build()
         .map_err(err)?;
 
     let mut linux = LinuxBuilder::default();
     if c.privileges.seccomp {
-        linux = linux.seccomp(crate::seccomp::profile().map_err(err)?);
+        linux = linux.seccomp(crate::seccomp::profile(c.isolation).map_err(err)?);
     }
     if let Some(path) = &c.cgroup_path {
         linux = linux.cgroups_path(PathBuf::from(path));
@@ -387,31 +428,62 @@ pub fn host_stack_mounts() -> Vec<BindMount> {
     vec![BindMount::ro_same("/usr")]
 }
 
+/// A typical app container, for tests.
+#[cfg(test)]
+pub(crate) fn sample_spec(id: &str, network: NetworkMode) -> ContainerSpec {
+    ContainerSpec {
+        id: id.into(),
+        bundle_dir: "/tmp/b".into(),
+        rootfs: "/tmp/b/rootfs".into(),
+        readonly_rootfs: true,
+        args: vec!["/.berth/berth".into(), "init".into()],
+        env: vec!["PORT=8000".into()],
+        cwd: "/app".into(),
+        hostname: "hello".into(),
+        mounts: host_stack_mounts(),
+        network,
+        log_file: "/tmp/b/log".into(),
+        resources: Resources {
+            memory_bytes: Some(256 << 20),
+            cpu_millis: Some(500),
+            pids: Some(64),
+        },
+        privileges: Privileges::app(vec![]),
+        cgroup_path: Some(format!("/berth/{id}")),
+        isolation: Isolation::Trusted,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec(network: NetworkMode) -> ContainerSpec {
-        ContainerSpec {
-            id: "hello-v1-web-0-abc".into(),
-            bundle_dir: "/tmp/b".into(),
-            rootfs: "/tmp/b/rootfs".into(),
-            readonly_rootfs: true,
-            args: vec!["/.berth/berth".into(), "init".into()],
-            env: vec!["PORT=8000".into()],
-            cwd: "/app".into(),
-            hostname: "hello".into(),
-            mounts: host_stack_mounts(),
-            network,
-            log_file: "/tmp/b/log".into(),
-            resources: Resources {
-                memory_bytes: Some(256 << 20),
-                cpu_millis: Some(500),
-                pids: Some(64),
-            },
-            privileges: Privileges::app(vec![]),
-            cgroup_path: Some("/berth/hello-v1-web-0-abc".into()),
-        }
+        sample_spec("hello-v1-web-0-abc", network)
+    }
+
+    #[test]
+    fn sandboxes_count_app_processes_inside_and_leave_gvisor_room_on_the_host() {
+        let mut c = spec(NetworkMode::Namespace("/var/run/netns/x".into()));
+        let trusted = serde_json::to_value(render(&c).unwrap()).unwrap();
+        assert_eq!(trusted["linux"]["resources"]["pids"]["limit"], 64);
+        assert!(trusted["process"]["rlimits"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()));
+        c.isolation = Isolation::Sandbox;
+        let sandbox = serde_json::to_value(render(&c).unwrap()).unwrap();
+        let nproc = &sandbox["process"]["rlimits"][0];
+        assert_eq!(nproc["type"], "RLIMIT_NPROC");
+        assert_eq!(nproc["hard"], 64);
+        assert_eq!(
+            sandbox["linux"]["resources"]["pids"]["limit"],
+            sandbox_host_pids(64)
+        );
+        assert!(sandbox_host_pids(64) > 64 * 5 + 100);
+        assert_eq!(sandbox_host_pids(32_768), 65_536);
+        assert!(!sandbox["linux"]["seccomp"]["syscalls"]
+            .to_string()
+            .contains("clone3"));
     }
 
     #[test]

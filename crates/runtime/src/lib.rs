@@ -4,8 +4,10 @@
 //! - [`bundle`] turns a [`ContainerSpec`] (berth's view: rootfs, command, env, mounts,
 //!   network) into an OCI runtime bundle (`config.json`, built with `oci-spec`).
 //! - [`Runtime`] is the narrow interface the control plane uses; [`crun::Crun`] implements it
-//!   with the `crun` binary, [`fake::RecordingRuntime`] records calls for unit tests. runsc
-//!   (gVisor) and Kubernetes slot in as further implementations.
+//!   with the `crun` binary (trusted apps), [`runsc::Runsc`] with gVisor's `runsc` (sandboxed
+//!   apps), [`select::ByIsolation`] picks between them per container, and
+//!   [`fake::RecordingRuntime`] records calls for unit tests. Kubernetes slots in as a
+//!   further implementation.
 //! - [`network`] gives each instance its own network namespace with a veth into berth's bridge.
 //! - [`cgroups`] checks (and on these hosts fixes) the cgroup layout crun needs.
 //! - [`init`] is the tiny init berth runs as PID 1 inside each app container: it forwards
@@ -20,13 +22,17 @@ pub mod fake;
 pub mod firewall;
 pub mod init;
 pub mod network;
+mod oci_cli;
 pub mod ownership;
 pub mod proc;
+pub mod runsc;
 pub mod seccomp;
+pub mod select;
 
 use std::path::PathBuf;
 
-pub use bundle::{BindMount, ContainerSpec, NetworkMode, Privileges, Resources};
+pub use bundle::{BindMount, ContainerSpec, Isolation, NetworkMode, Privileges, Resources};
+pub use oci_cli::find_on_path;
 
 /// Errors of the run plane.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 //! fail with `EPERM`; `clone3` fails with `ENOSYS` so that libc falls back to `clone`, whose
 //! namespace flags the filter can inspect.
 
+use berth_core::policy::Isolation;
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
     LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
@@ -107,12 +108,16 @@ fn rule(
     }
 }
 
-/// The filter, as OCI runtime configuration.
-pub fn profile() -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
-    let mut syscalls = vec![
-        rule(BLOCKED, EPERM, None)?,
-        rule(&["clone3"], ENOSYS, None)?,
-    ];
+/// The filter, as OCI runtime configuration, for containers of `isolation`.
+///
+/// gVisor (`sandbox`) applies the filter inside its own kernel, which has no `clone3` (so libc
+/// falls back to `clone` anyway) and answers every filtered call with `EPERM` whatever errno
+/// the rule asks for: a `clone3` rule there would make every process spawn fail.
+pub fn profile(isolation: Isolation) -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
+    let mut syscalls = vec![rule(BLOCKED, EPERM, None)?];
+    if isolation == Isolation::Trusted {
+        syscalls.push(rule(&["clone3"], ENOSYS, None)?);
+    }
     for flag in CLONE_NAMESPACE_FLAGS {
         let arg = LinuxSeccompArgBuilder::default()
             .index(0usize)
@@ -139,7 +144,7 @@ mod tests {
 
     #[test]
     fn blocks_namespace_and_kernel_calls_but_allows_the_rest() {
-        let p = serde_json::to_value(profile().unwrap()).unwrap();
+        let p = serde_json::to_value(profile(Isolation::Trusted).unwrap()).unwrap();
         assert_eq!(p["defaultAction"], "SCMP_ACT_ALLOW");
         let rules = p["syscalls"].as_array().unwrap();
         let blocked: Vec<&str> = rules
@@ -160,5 +165,19 @@ mod tests {
             .find(|r| r["names"][0] == "clone" && r["args"][0]["value"] == 0x1000_0000u64)
             .expect("clone with CLONE_NEWUSER is filtered");
         assert_eq!(user_ns["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+    }
+
+    #[test]
+    fn sandboxed_containers_keep_the_filter_but_not_the_clone3_rule() {
+        let p = serde_json::to_value(profile(Isolation::Sandbox).unwrap()).unwrap();
+        let names: Vec<&str> = p["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["names"].as_array().unwrap())
+            .filter_map(|n| n.as_str())
+            .collect();
+        assert!(names.contains(&"mount") && names.contains(&"ptrace"));
+        assert!(!names.contains(&"clone3"), "gVisor would fail every spawn");
     }
 }
