@@ -118,8 +118,8 @@ fn bad_deploys_and_unknown_apps_are_refused_without_changing_state() {
             "security.capabilities",
         ),
         (
-            "isolation = \"sandbox\"\n",
-            "isolation: \"sandbox\" (gVisor) is not available",
+            "isolation = \"sandbox\"\n[security]\ncapabilities = [\"NET_BIND_SERVICE\"]\n",
+            "security.capabilities: only trusted apps may keep capabilities",
         ),
     ] {
         let dir = tmp.path().join("bad-policy");

@@ -13,6 +13,8 @@ mod common;
 use common::{examples, Platform};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 const OUTSIDE: &str = "203.0.113.25";
@@ -36,7 +38,8 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        let tag = std::process::id() % 100_000;
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let tag = (std::process::id() % 10_000) * 10 + LABS.fetch_add(1, Ordering::SeqCst);
         let mut lab = Lab {
             host: format!("bl-host-{tag}"),
             world: format!("bl-world-{tag}"),
@@ -144,6 +147,9 @@ fn neighbour_answers(p: &Platform) -> bool {
 }
 
 fn contained(isolation: &str) {
+    // One lab at a time: CPU and memory measurements must not compete with another lab's.
+    static ONE_LAB: Mutex<()> = Mutex::new(());
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new();
     // The outside world answers when berth's policy is not in the way.
     for addr in METADATA.iter().chain([&OUTSIDE]) {
