@@ -380,11 +380,12 @@ async fn apps(g: &Global) -> Result<i32> {
                         .map(|v| format!("v{v}"))
                         .unwrap_or_else(|| "-".into()),
                     a.running.to_string(),
+                    a.isolation.clone().unwrap_or_else(|| "-".into()),
                     a.url.clone(),
                 ]
             })
             .collect();
-        output::table(&["APP", "RELEASE", "RUNNING", "URL"], &rows);
+        output::table(&["APP", "RELEASE", "RUNNING", "ISOLATION", "URL"], &rows);
     }
     Ok(0)
 }

@@ -332,3 +332,89 @@ fn git_checkouts_are_tagged_with_their_commit() {
         .is_some_and(|t| t.starts_with("sha256-")));
     assert_eq!(p.get("site", "/extra.html").1, "<p>uncommitted</p>");
 }
+
+/// Ids of the containers a runtime keeps under a platform's data dir.
+fn containers(p: &Platform, runtime: &str, list_flag: &str) -> Vec<String> {
+    let out = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(p.data.path().join("run").join(runtime))
+        .args(["list", list_flag])
+        .output()
+        .expect("runtime");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn sandboxed_apps_build_and_run_in_gvisor_restart_and_outlive_the_control_plane() {
+    let mut p = Platform::start_with(&["--default-isolation", "sandbox"]);
+    // hello's berth.toml does not choose: the platform's default applies. A (empty)
+    // requirements.txt gives it a build step: a virtualenv made inside the sandbox.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hello = tmp.path().join("hello");
+    copy_dir(&examples().join("hello"), &hello);
+    std::fs::write(hello.join("requirements.txt"), "").expect("requirements.txt");
+    let out = deploy(&p, &hello, &[]);
+    assert!(out.contains("Release v1 is serving"), "{out}");
+    let build_log = p.ok(&["logs", "hello", "--build"]);
+    assert!(
+        build_log.contains("Building in a gVisor sandbox"),
+        "{build_log}"
+    );
+    assert_eq!(p.json(&["apps"])[0]["isolation"], "sandbox");
+    assert!(p.ok(&["apps"]).contains("sandbox"));
+    let id = p.json(&["ps", "hello"])[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(containers(&p, "runsc", "-quiet"), [id.clone()]);
+    assert!(containers(&p, "crun", "-q").is_empty());
+    assert!(p
+        .get("hello", "/")
+        .1
+        .contains("Hello from berth! release=v1"));
+
+    // A crash inside the sandbox is seen, reported and restarted.
+    let _ = p.get("hello", "/crash");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let ps = p.json(&["ps", "hello"]);
+            ps[0]["restarts"] == 1 && ps[0]["last_exit"] == 3 && ps[0]["state"] == "running"
+        }),
+        "{}",
+        p.json(&["ps", "hello"])
+    );
+    assert!(eventually(Duration::from_secs(15), || p
+        .get("hello", "/")
+        .0
+        == 200));
+
+    // Sandboxes run in their own session: they outlive the control plane, which adopts
+    // them again.
+    let before = p.json(&["ps", "hello"]);
+    p.kill_control_plane();
+    for _ in 0..10 {
+        assert_eq!(p.get("hello", "/").0, 200);
+    }
+    p.up();
+    assert!(eventually(Duration::from_secs(10), || p
+        .json(&["ps", "hello"])
+        == before));
+    assert_eq!(containers(&p, "runsc", "-quiet"), [id]);
+
+    // An app may still choose to be trusted on a sandboxing platform.
+    let dir = tmp.path().join("plain");
+    copy_dir(&examples().join("hello"), &dir);
+    std::fs::write(
+        dir.join("berth.toml"),
+        "name = \"plain\"\nisolation = \"trusted\"\n",
+    )
+    .expect("berth.toml");
+    deploy(&p, &dir, &[]);
+    assert_eq!(containers(&p, "crun", "-q").len(), 1);
+    assert_eq!(p.get("plain", "/").0, 200);
+}

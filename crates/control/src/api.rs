@@ -147,12 +147,17 @@ where
 
 async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> {
     let instances = p.store.instances(None).await?;
-    let apps = p
-        .store
-        .apps()
-        .await?
-        .into_iter()
-        .map(|a| AppSummary {
+    let mut apps = Vec::new();
+    for a in p.store.apps().await? {
+        let isolation = match a.current_release {
+            Some(v) => p
+                .store
+                .release(&a.name, v)
+                .await?
+                .map(|r| r.config.isolation.as_str().to_string()),
+            None => None,
+        };
+        apps.push(AppSummary {
             url: p.cfg.app_url(&a.name),
             running: instances
                 .iter()
@@ -160,9 +165,10 @@ async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> 
                 .count() as u32,
             current_release: a.current_release,
             created_at: a.created_at,
+            isolation,
             name: a.name,
-        })
-        .collect();
+        });
+    }
     Ok(Json(apps))
 }
 

@@ -33,6 +33,9 @@ pub struct AppSummary {
     pub running: u32,
     /// Unix seconds.
     pub created_at: i64,
+    /// Isolation level of the serving release (`trusted` or `sandbox`).
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// One release in `berth releases`.
