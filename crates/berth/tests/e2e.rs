@@ -371,7 +371,7 @@ fn sandboxed_apps_build_and_run_in_gvisor_restart_and_outlive_the_control_plane(
         .as_str()
         .expect("id")
         .to_string();
-    assert_eq!(containers(&p, "runsc", "-quiet"), [id.clone()]);
+    assert_eq!(containers(&p, "runsc", "-quiet"), std::slice::from_ref(&id));
     assert!(containers(&p, "crun", "-q").is_empty());
     assert!(p
         .get("hello", "/")
