@@ -44,7 +44,9 @@ impl Crun {
         let mut cmd = self.cli.command();
         cmd.arg("--log").arg(&err_log).arg("run");
         if detach {
-            cmd.arg("--detach");
+            cmd.arg("--detach")
+                .arg("--pid-file")
+                .arg(self.cli.pid_file(&spec.id));
         }
         let status = cmd
             .arg("--bundle")
@@ -92,13 +94,7 @@ impl Runtime for Crun {
             };
             return Err(self.cli.failed("run", &spec.id, message));
         }
-        self.state(&spec.id)?.ok_or_else(|| {
-            self.cli.failed(
-                "state",
-                &spec.id,
-                "container vanished right after it started",
-            )
-        })
+        self.cli.started(&spec.id, &spec.bundle_dir)
     }
 
     fn run_to_exit(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
@@ -128,5 +124,10 @@ impl Runtime for Crun {
 
     fn list(&self) -> Result<Vec<String>, RuntimeError> {
         self.cli.list()
+    }
+
+    fn may_know(&self, id: &str) -> bool {
+        // crun keeps one directory per container under its root.
+        self.cli.state_root.join(id).exists()
     }
 }

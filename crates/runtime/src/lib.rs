@@ -110,4 +110,9 @@ pub trait Runtime: Send + Sync {
     fn delete(&self, id: &str) -> Result<(), RuntimeError>;
     /// Ids of every container the runtime knows under berth's state root.
     fn list(&self) -> Result<Vec<String>, RuntimeError>;
+    /// A cheap check (no process started) of whether the runtime may hold state for `id`;
+    /// `false` means it certainly holds none.
+    fn may_know(&self, _id: &str) -> bool {
+        true
+    }
 }

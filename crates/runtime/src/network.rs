@@ -103,6 +103,61 @@ fn run_tool(program: &'static str, args: &[&str]) -> Result<(), RuntimeError> {
     }
 }
 
+/// Runs `ip [global] -batch -` with `steps` (one command per line); stops at the first
+/// failing step, and the error names it.
+fn run_batch(global: &[&str], steps: &str) -> Result<(), RuntimeError> {
+    use std::io::Write;
+    let describe = || {
+        format!(
+            "ip {} -batch: {}",
+            global.join(" "),
+            steps.replace('\n', "; ")
+        )
+    };
+    let mut child = Command::new("ip")
+        .args(global)
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RuntimeError::MissingBinary {
+                    binary: "ip",
+                    package: "iproute2",
+                }
+            } else {
+                RuntimeError::Network {
+                    command: describe(),
+                    message: e.to_string(),
+                }
+            }
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(steps.as_bytes())
+            .map_err(|e| RuntimeError::Network {
+                command: describe(),
+                message: e.to_string(),
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RuntimeError::Network {
+            command: describe(),
+            message: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Network {
+            command: describe(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
 /// A stable short hash for interface names (FNV-1a).
 fn short_hash(s: &str) -> String {
     let mut h: u32 = 0x811c9dc5;
@@ -175,46 +230,38 @@ impl Network {
 
     /// Creates namespace `ns` with `eth0` at `addr` on the bridge and a default route via
     /// the gateway. Replaces a leftover namespace of the same name.
+    ///
+    /// Two `ip -batch` runs (one on the host, one in the namespace) do all the steps: a
+    /// start pays for two processes, not ten. The port is isolated before it comes up, so
+    /// no frame ever passes app to app directly.
     pub fn attach(&self, ns: &str, addr: Ipv4Addr) -> Result<PathBuf, RuntimeError> {
         self.detach(ns);
         let hash = short_hash(ns);
         let host_if = format!("bh{hash}");
         let peer_if = format!("bc{hash}");
-        let cidr = format!("{addr}/{}", self.subnet.prefix);
-        let gw = self.subnet.gateway().to_string();
-        let steps: [&[&str]; 9] = [
-            &["netns", "add", ns],
-            &[
-                "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
-            ],
-            &["link", "set", &peer_if, "netns", ns],
-            &["link", "set", &host_if, "master", &self.bridge, "up"],
-            &["-n", ns, "link", "set", &peer_if, "name", "eth0"],
-            &["-n", ns, "addr", "add", &cidr, "dev", "eth0"],
-            &["-n", ns, "link", "set", "eth0", "up"],
-            &["-n", ns, "link", "set", "lo", "up"],
-            &["-n", ns, "route", "add", "default", "via", &gw],
-        ];
-        let isolate = || {
-            run_tool(
-                "bridge",
-                &["link", "set", "dev", &host_if, "isolated", "on"],
-            )
-        };
-        for (n, step) in steps.into_iter().enumerate() {
-            // Isolate the port before it comes up: no frame may pass app to app directly.
-            let result = if n == 3 {
-                run(&["link", "set", &host_if, "master", &self.bridge])
-                    .and_then(|_| isolate())
-                    .and_then(|_| run(step))
-            } else {
-                run(step)
-            };
-            if let Err(e) = result {
-                self.detach(ns);
-                let _ = run(&["link", "del", &host_if]);
-                return Err(e);
-            }
+        let bridge = &self.bridge;
+        let host_steps = format!(
+            "netns add {ns}\n\
+             link add {host_if} type veth peer name {peer_if}\n\
+             link set {peer_if} netns {ns}\n\
+             link set {host_if} master {bridge}\n\
+             link set dev {host_if} type bridge_slave isolated on\n\
+             link set {host_if} up\n"
+        );
+        let ns_steps = format!(
+            "link set {peer_if} name eth0\n\
+             addr add {addr}/{prefix} dev eth0\n\
+             link set eth0 up\n\
+             link set lo up\n\
+             route add default via {gw}\n",
+            prefix = self.subnet.prefix,
+            gw = self.subnet.gateway(),
+        );
+        let result = run_batch(&[], &host_steps).and_then(|_| run_batch(&["-n", ns], &ns_steps));
+        if let Err(e) = result {
+            self.detach(ns);
+            let _ = run(&["link", "del", &host_if]);
+            return Err(e);
         }
         // The address may have belonged to an earlier instance: forget its old MAC, or the
         // host keeps sending to it until the stale neighbour entry times out (seconds).

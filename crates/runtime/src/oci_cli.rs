@@ -28,6 +28,31 @@ impl OciCli {
         cmd
     }
 
+    /// Where `run --pid-file` writes the pid of container `id`.
+    pub fn pid_file(&self, id: &str) -> PathBuf {
+        self.state_root.join(format!("{id}.pid"))
+    }
+
+    /// The state of a container `run --detach` just started: running, with the pid the
+    /// runtime wrote (saves asking the runtime), else whatever `state` says.
+    pub fn started(&self, id: &str, bundle: &Path) -> Result<ContainerState, RuntimeError> {
+        let pid_file = self.pid_file(id);
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let _ = std::fs::remove_file(&pid_file);
+        if let Some(pid) = pid {
+            return Ok(ContainerState {
+                id: id.to_string(),
+                pid: Some(pid),
+                running: true,
+                bundle: bundle.to_path_buf(),
+            });
+        }
+        self.state(id)?
+            .ok_or_else(|| self.failed("state", id, "container vanished right after it started"))
+    }
+
     /// The runtime's own log for container `id` (errors of a failed start).
     pub fn error_log(&self, id: &str) -> PathBuf {
         self.state_root.join(format!("{id}.{}.log", self.binary))

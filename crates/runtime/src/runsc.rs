@@ -69,7 +69,9 @@ impl Runsc {
         }
         cmd.arg("run");
         if detach {
-            cmd.arg("--detach");
+            cmd.arg("--detach")
+                .arg("--pid-file")
+                .arg(self.cli.pid_file(&spec.id));
         }
         cmd.arg("--bundle").arg(&spec.bundle_dir).arg(&spec.id);
         cmd
@@ -143,10 +145,7 @@ impl Runtime for Runsc {
             };
             return Err(self.cli.failed("run", &spec.id, message));
         }
-        self.state(&spec.id)?.ok_or_else(|| {
-            self.cli
-                .failed("state", &spec.id, "sandbox vanished right after it started")
-        })
+        self.cli.started(&spec.id, &spec.bundle_dir)
     }
 
     fn run_to_exit(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
@@ -173,6 +172,18 @@ impl Runtime for Runsc {
         let result = self.cli.delete(id);
         let _ = std::fs::remove_file(self.cli.error_log(id));
         result
+    }
+
+    fn may_know(&self, id: &str) -> bool {
+        // runsc keeps `<id>_sandbox:<sandbox id>.state` files under its root.
+        let prefix = format!("{id}_sandbox:");
+        std::fs::read_dir(&self.cli.state_root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            })
+            .unwrap_or(false)
     }
 
     fn list(&self) -> Result<Vec<String>, RuntimeError> {

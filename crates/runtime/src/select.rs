@@ -26,16 +26,19 @@ impl ByIsolation {
         }
     }
 
-    /// Both runtimes, trusted first.
-    fn both(&self) -> [&Arc<dyn Runtime>; 2] {
+    /// The runtimes that may hold container `id`, trusted first.
+    fn holding(&self, id: &str) -> Vec<&Arc<dyn Runtime>> {
         [&self.trusted, &self.sandbox]
+            .into_iter()
+            .filter(|r| r.may_know(id))
+            .collect()
     }
 }
 
-/// Runs `f` on both runtimes; succeeds if either did, a runtime that is not installed
+/// Runs `f` on each runtime; succeeds if all did, a runtime that is not installed
 /// counting as having nothing to do.
-fn on_both(
-    runtimes: [&Arc<dyn Runtime>; 2],
+fn on_each(
+    runtimes: Vec<&Arc<dyn Runtime>>,
     f: impl Fn(&dyn Runtime) -> Result<(), RuntimeError>,
 ) -> Result<(), RuntimeError> {
     let mut first_error = None;
@@ -69,7 +72,7 @@ impl Runtime for ByIsolation {
     }
 
     fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
-        for r in self.both() {
+        for r in self.holding(id) {
             match r.state(id) {
                 Ok(Some(s)) => return Ok(Some(s)),
                 Ok(None) | Err(RuntimeError::MissingBinary { .. }) => {}
@@ -80,16 +83,20 @@ impl Runtime for ByIsolation {
     }
 
     fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
-        on_both(self.both(), |r| r.kill(id, signal))
+        on_each(self.holding(id), |r| r.kill(id, signal))
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        on_both(self.both(), |r| r.delete(id))
+        on_each(self.holding(id), |r| r.delete(id))
+    }
+
+    fn may_know(&self, id: &str) -> bool {
+        !self.holding(id).is_empty()
     }
 
     fn list(&self) -> Result<Vec<String>, RuntimeError> {
         let mut ids = Vec::new();
-        for r in self.both() {
+        for r in [&self.trusted, &self.sandbox] {
             match r.list() {
                 Ok(found) => ids.extend(found),
                 Err(RuntimeError::MissingBinary { .. }) => {}
