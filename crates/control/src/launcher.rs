@@ -65,6 +65,26 @@ impl ExitInfo {
     }
 }
 
+/// The argv that runs a Procfile command: the words themselves when the command is a plain
+/// program with arguments (one process less at every start), else `/bin/sh -c COMMAND`.
+pub fn command_argv(command: &str) -> Vec<String> {
+    const SHELL_WORDS: &[&str] = &[
+        "exec", "cd", "export", "set", ".", "source", "ulimit", "umask", "trap", "eval", "if",
+        "for", "while", "case", "until",
+    ];
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c);
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let simple = command.chars().all(|c| plain(c) || c == ' ')
+        && words
+            .first()
+            .is_some_and(|w| !w.contains('=') && !SHELL_WORDS.contains(w));
+    if simple {
+        words.into_iter().map(str::to_string).collect()
+    } else {
+        vec!["/bin/sh".into(), "-c".into(), command.to_string()]
+    }
+}
+
 /// The cgroup of a container, relative to the hierarchy roots.
 pub fn cgroup_path(id: &str) -> String {
     format!("/berth/{id}")
@@ -234,10 +254,10 @@ impl Launcher {
                 "--status-file".into(),
                 format!("{STATUS_DIR}/exit"),
                 "--".into(),
-                "/bin/sh".into(),
-                "-c".into(),
-                command.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(command_argv(command))
+            .collect(),
             env,
             cwd: "/app".into(),
             hostname: app.to_string(),
@@ -364,5 +384,29 @@ impl Launcher {
         self.network.detach(&id);
         let _ = std::fs::remove_dir_all(self.instance_dir(&id));
         Ok(result?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_argv;
+
+    #[test]
+    fn plain_commands_run_directly_and_shell_syntax_goes_through_sh() {
+        assert_eq!(
+            command_argv("python3 app.py --port=8000"),
+            ["python3", "app.py", "--port=8000"]
+        );
+        assert_eq!(command_argv("/app/server"), ["/app/server"]);
+        for shell in [
+            "python3 app.py --port $PORT",
+            "FOO=1 node server.js",
+            "exec gunicorn app:app",
+            "cd web && npm start",
+            "echo 'hi there'",
+            "run > /tmp/log",
+        ] {
+            assert_eq!(command_argv(shell), ["/bin/sh", "-c", shell], "{shell}");
+        }
     }
 }

@@ -238,19 +238,21 @@ impl Network {
         self.detach(ns);
         let hash = short_hash(ns);
         let host_if = format!("bh{hash}");
-        let peer_if = format!("bc{hash}");
         let bridge = &self.bridge;
+        // The peer is created inside the namespace: moving an interface between namespaces
+        // costs the kernel tens of milliseconds, creating it there costs nothing extra.
+        // The address may have belonged to an earlier instance: its old MAC is flushed, or
+        // the host keeps sending to it until the stale neighbour entry times out (seconds).
         let host_steps = format!(
             "netns add {ns}\n\
-             link add {host_if} type veth peer name {peer_if}\n\
-             link set {peer_if} netns {ns}\n\
+             link add {host_if} type veth peer name eth0 netns {ns}\n\
              link set {host_if} master {bridge}\n\
              link set dev {host_if} type bridge_slave isolated on\n\
-             link set {host_if} up\n"
+             link set {host_if} up\n\
+             neigh flush to {addr} dev {bridge}\n"
         );
         let ns_steps = format!(
-            "link set {peer_if} name eth0\n\
-             addr add {addr}/{prefix} dev eth0\n\
+            "addr add {addr}/{prefix} dev eth0\n\
              link set eth0 up\n\
              link set lo up\n\
              route add default via {gw}\n",
@@ -263,16 +265,6 @@ impl Network {
             let _ = run(&["link", "del", &host_if]);
             return Err(e);
         }
-        // The address may have belonged to an earlier instance: forget its old MAC, or the
-        // host keeps sending to it until the stale neighbour entry times out (seconds).
-        let _ = run(&[
-            "neigh",
-            "flush",
-            "to",
-            &addr.to_string(),
-            "dev",
-            &self.bridge,
-        ]);
         Ok(Self::netns_path(ns))
     }
 
