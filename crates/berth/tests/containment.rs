@@ -179,10 +179,34 @@ fn contained(isolation: &str) {
         "hostile",
         &format!("isolation = \"{isolation}\""),
     );
+    // Its release command acts for it: it reaches the app it may reach, and nothing else.
+    let friend = address(&p, "friend");
+    let neighbor = address(&p, "neighbor");
+    let mut toml = std::fs::read_to_string(hostile.join("berth.toml")).expect("berth.toml");
+    toml.push_str(&format!(
+        "\n[env]\nPROBE = \"{friend}:8000 {neighbor}:8000 {}:80 {OUTSIDE}:25\"\n",
+        METADATA[0]
+    ));
+    std::fs::write(hostile.join("berth.toml"), toml).expect("berth.toml");
     p.ok(&["deploy", hostile.to_str().expect("path")]);
+    let said = p.ok(&["logs", "hostile", "--build"]);
+    let release_said = |target: String, outcome: &str| {
+        let line = format!("release probe {target}: {outcome}");
+        assert!(said.contains(&line), "{line}\n{said}");
+        line
+    };
+    let mut release_lines = vec![
+        release_said(format!("{friend}:8000"), "reached"),
+        release_said(format!("{neighbor}:8000"), "blocked"),
+        release_said(format!("{}:80", METADATA[0]), "blocked"),
+        release_said(format!("{OUTSIDE}:25"), "blocked"),
+    ];
     assert!(neighbour_answers(&p));
 
     let mut table: Vec<(String, String)> = Vec::new();
+    for line in release_lines.drain(..) {
+        table.push(("release command".into(), line));
+    }
     let mut record = |what: &str, v: &Value| {
         table.push((what.to_string(), v.to_string()));
     };
@@ -194,11 +218,9 @@ fn contained(isolation: &str) {
         parts[3] = "1";
         parts.join(".")
     };
-    let friend = address(&p, "friend");
     let v = ask(&p, &format!("/connect?host={friend}&port=8000"));
     record("connect to an allowed app (friend)", &v);
     assert_eq!(v["ok"], true, "allowed app must be reachable: {v}");
-    let neighbor = address(&p, "neighbor");
     let v = ask(&p, &format!("/connect?host={neighbor}&port=8000"));
     record("connect to another app (neighbor)", &v);
     assert_eq!(v["ok"], false, "{v}");

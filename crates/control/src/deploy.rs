@@ -481,7 +481,13 @@ impl Platform {
     /// Picks a free address, cycling through the subnet so that an address is reused as late
     /// as possible (the edge may still hold connections to its previous owner).
     async fn allocate_address(&self, taken: &mut HashSet<String>) -> Result<String, ApiError> {
-        let used: HashSet<String> = self.store.used_addresses().await?.into_iter().collect();
+        let used: HashSet<String> = self
+            .store
+            .used_addresses()
+            .await?
+            .into_iter()
+            .chain(self.policy.transient_addresses())
+            .collect();
         let all: Vec<String> = self
             .cfg
             .subnet
@@ -584,20 +590,43 @@ impl Platform {
             let log = log_file
                 .clone()
                 .unwrap_or_else(|| self.logs.build_path(&format!("{app}-v{version}-release")));
+            // The release command acts for the app: it reaches the apps the release allows
+            // (a database to migrate) and leaves by the app's egress policy.
             let address = {
                 let _a = self.alloc_lock.lock().await;
-                self.allocate_address(&mut HashSet::new()).await?
+                let address = self.allocate_address(&mut HashSet::new()).await?;
+                if let Ok(ip) = address.parse() {
+                    self.policy.add_transient(app, version, ip);
+                }
+                address
             };
+            if let Err(e) = self.publish_network().await {
+                if let Ok(ip) = address.parse() {
+                    self.policy.forget(ip);
+                }
+                return Err(e.into());
+            }
             let stop = tokio_util::sync::CancellationToken::new();
             let follower = if log_file.is_none() {
                 Some(follow_file(log.clone(), events.clone(), stop.clone()))
             } else {
                 None
             };
-            let (rel, app_s, log2) = (release.clone(), app.to_string(), log.clone());
+            let (rel, app_s, log2, addr2) = (
+                release.clone(),
+                app.to_string(),
+                log.clone(),
+                address.clone(),
+            );
             let code = self
-                .blocking(move |l| l.run_release_command(&app_s, &rel, &command, &address, log2))
+                .blocking(move |l| l.run_release_command(&app_s, &rel, &command, &addr2, log2))
                 .await;
+            if let Ok(ip) = address.parse() {
+                self.policy.forget(ip);
+            }
+            if let Err(e) = self.publish_network().await {
+                tracing::warn!(error = %e, "network policy after the release command");
+            }
             stop.cancel();
             if let Some(f) = follower {
                 let _ = f.await;

@@ -1,7 +1,8 @@
 //! Publishes the network policy: computed from the state store (each app's instance
-//! addresses and its newest release's `[network]` settings) and handed to the runtime's
-//! nftables firewall, which replaces its rules atomically. Fails closed: when the rules
-//! cannot be applied, the caller's deploy or restart fails.
+//! addresses and its newest release's `[network]` settings) plus the short-lived containers
+//! that act for an app (its release command), and handed to the runtime's nftables
+//! firewall, which replaces its rules atomically. Fails closed: when the rules cannot be
+//! applied, the caller's deploy or restart fails.
 
 use crate::store::Store;
 use berth_core::model::InstanceState;
@@ -14,6 +15,8 @@ use std::net::Ipv4Addr;
 pub struct PolicyPublisher {
     firewall: Firewall,
     lock: tokio::sync::Mutex<()>,
+    /// Containers that are not instances but act for an app: (app, release, address).
+    transient: std::sync::Mutex<Vec<(String, u32, Ipv4Addr)>>,
 }
 
 impl PolicyPublisher {
@@ -22,7 +25,32 @@ impl PolicyPublisher {
         Self {
             firewall,
             lock: tokio::sync::Mutex::new(()),
+            transient: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts the container at `address` as one of `app`'s (release `release`) until
+    /// [`PolicyPublisher::forget`]: it gets the app's allow rules and egress policy. Takes
+    /// effect at the next publish.
+    pub fn add_transient(&self, app: &str, release: u32, address: Ipv4Addr) {
+        if let Ok(mut t) = self.transient.lock() {
+            t.push((app.to_string(), release, address));
+        }
+    }
+
+    /// Stops counting the container at `address`.
+    pub fn forget(&self, address: Ipv4Addr) {
+        if let Ok(mut t) = self.transient.lock() {
+            t.retain(|(_, _, a)| *a != address);
+        }
+    }
+
+    /// Addresses held by transient containers (not free for new instances).
+    pub fn transient_addresses(&self) -> Vec<String> {
+        self.transient
+            .lock()
+            .map(|t| t.iter().map(|(_, _, a)| a.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Computes the rules from the store and applies them.
@@ -38,6 +66,12 @@ impl PolicyPublisher {
             if let Ok(addr) = inst.address.parse() {
                 entry.1.push(addr);
             }
+        }
+        let transient = self.transient.lock().map(|t| t.clone()).unwrap_or_default();
+        for (app, release, addr) in transient {
+            let entry = by_app.entry(app).or_insert((0, Vec::new()));
+            entry.0 = entry.0.max(release);
+            entry.1.push(addr);
         }
         let mut rules = Vec::new();
         for (app, (newest, addresses)) in by_app {
