@@ -283,3 +283,67 @@ fn berth_up_explains_what_stops_it() {
         "{err}"
     );
 }
+
+/// A directory of links to every program on this machine's PATH but `missing`.
+fn path_without(missing: &str) -> (tempfile::TempDir, String) {
+    let bin = tempfile::tempdir().expect("tmp");
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into()]) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let link = bin.path().join(&name);
+            if name != missing && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    let dir = bin.path().display().to_string();
+    (bin, dir)
+}
+
+#[test]
+fn without_gvisor_sandboxing_is_refused_clearly_and_nothing_changes() {
+    let (_bin, path) = path_without("runsc");
+    // A platform that would sandbox every app does not start without runsc.
+    let data = tempfile::tempdir().expect("tmp");
+    let out = Command::new(berth_bin())
+        .env("PATH", &path)
+        .args(["--data-dir", data.path().to_str().expect("path"), "up"])
+        .args(["--api-port", &common::free_port().to_string()])
+        .args(["--edge-port", &common::free_port().to_string()])
+        .args(["--bridge", "btnogv", "--subnet", "10.99.250.0/24"])
+        .args(["--default-isolation", "sandbox"])
+        .output()
+        .expect("berth up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("runsc not found") && err.contains("apt-get install runsc"),
+        "{err}"
+    );
+
+    // A trusted platform on such a host runs trusted apps and refuses sandboxed ones.
+    let p = Platform::start_env(None, &[], &[("PATH", path.as_str())]);
+    p.ok(&["deploy", examples().join("hello").to_str().expect("path")]);
+    let apps = p.json(&["apps"]);
+    let releases = p.json(&["releases", "hello"]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("jail");
+    copy_dir(&examples().join("hello"), &dir);
+    write(
+        &dir,
+        "berth.toml",
+        "name = \"hello\"\nisolation = \"sandbox\"\n",
+    );
+    let err = p.fails(&["deploy", dir.to_str().expect("path")]);
+    assert!(
+        err.contains("isolation \"sandbox\" needs gVisor") && err.contains("apt-get install runsc"),
+        "{err}"
+    );
+    assert_eq!(p.json(&["apps"]), apps);
+    assert_eq!(p.json(&["releases", "hello"]), releases);
+    assert_eq!(p.get("hello", "/").0, 200);
+}

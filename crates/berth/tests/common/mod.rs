@@ -40,6 +40,8 @@ pub struct Platform {
     pub extra: Vec<String>,
     /// Network namespace (made by the test) that berth and the CLI run in, if any.
     pub netns: Option<String>,
+    /// Environment of `berth up` besides the test's own.
+    pub up_env: Vec<(String, String)>,
     up: Option<Child>,
 }
 
@@ -56,6 +58,11 @@ impl Platform {
 
     /// Starts `berth up` inside network namespace `netns` (which the test created).
     pub fn start_in(netns: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_env(netns, extra, &[])
+    }
+
+    /// Starts `berth up` with extra environment variables.
+    pub fn start_env(netns: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = (std::process::id() % 5000) * 10 + n;
         let mut p = Self {
@@ -69,6 +76,10 @@ impl Platform {
             subnet: format!("10.{}.{}.0/24", 100 + (tag / 250) % 100, tag % 250),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             netns: netns.map(str::to_string),
+            up_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             up: None,
         };
         p.up();
@@ -107,6 +118,7 @@ impl Platform {
         let child = self
             .command(berth_bin())
             .args(self.up_args())
+            .envs(self.up_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
