@@ -100,6 +100,9 @@ pub enum Command {
     ContainerInit {
         #[arg(long)]
         status_file: PathBuf,
+        /// Start the app only once the network namespace has its default route.
+        #[arg(long)]
+        wait_for_network: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

@@ -17,10 +17,15 @@ pub fn run(cli: Cli) -> Result<i32> {
     // The container init must stay a plain single-threaded process.
     if let Command::ContainerInit {
         status_file,
+        wait_for_network,
         command,
     } = &cli.command
     {
-        return Ok(berth_runtime::init::run(status_file, command));
+        return Ok(berth_runtime::init::run(
+            status_file,
+            command,
+            *wait_for_network,
+        ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -88,12 +88,20 @@ fn run(cfg: &PlatformConfig, network: &Network, server: &Path) -> Res<()> {
     ));
     runtimes.preflight()?;
     runtimes.runtime_for(Isolation::Sandbox).preflight()?;
-    let mut results = Vec::new();
-    for (name, runtime) in [("bare crun", "crun"), ("bare runsc", "runsc")] {
-        let mut times = Vec::new();
-        for i in 0..=RUNS {
+    let images = ImageStore::new(cfg.images_dir());
+    let logs = LogStore::open(cfg.logs_dir())?;
+    let release = release_of(cfg, server, &images, runtimes.clone())?;
+    let launcher = Launcher::new(cfg.clone(), runtimes, network.clone(), images, logs);
+
+    // The four ways take turns, so that drift in the machine's load hits each alike. Run 0
+    // of each warms caches and is not counted.
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for i in 0..=RUNS {
+        for (slot, runtime) in [(0, "crun"), (2, "runsc")] {
+            // The floor: the runtime alone, on a bundle with nothing but the server, in a
+            // namespace prepared beforehand.
             let id = format!("cold-{runtime}-{i}");
-            let ip = addr(i);
+            let ip = addr(slot + 4 * i);
             let netns = network.attach(&id, ip)?;
             let bundle = bare_root.join(&id);
             std::fs::create_dir_all(&bundle)?;
@@ -101,47 +109,43 @@ fn run(cfg: &PlatformConfig, network: &Network, server: &Path) -> Res<()> {
                 bundle.join("config.json"),
                 bare_config(&rootfs, &netns, runtime)?,
             )?;
+            let root = cfg.data_dir.join(format!("run-{runtime}"));
             let started = Instant::now();
-            bare_start(
-                runtime,
-                &cfg.data_dir.join(format!("run-{runtime}")),
-                &bundle,
-                &id,
-            )?;
+            bare_start(runtime, &root, &bundle, &id)?;
             first_answer(SocketAddr::from((ip, PORT)))?;
             let elapsed = started.elapsed();
             if i > 0 {
-                times.push(elapsed);
+                times[slot].push(elapsed);
             }
-            bare_delete(runtime, &cfg.data_dir.join(format!("run-{runtime}")), &id);
+            bare_delete(runtime, &root, &id);
             network.detach(&id);
-        }
-        results.push((name, median(&mut times)));
-    }
 
-    // berth: the launcher starts an instance of a release of the same server.
-    let images = ImageStore::new(cfg.images_dir());
-    let logs = LogStore::open(cfg.logs_dir())?;
-    let release = release_of(cfg, server, &images, runtimes.clone())?;
-    let launcher = Launcher::new(cfg.clone(), runtimes, network.clone(), images, logs);
-    let mut berth_times = Vec::new();
-    for isolation in [Isolation::Trusted, Isolation::Sandbox] {
-        let mut rel = release.clone();
-        rel.config.isolation = isolation;
-        let mut times = Vec::new();
-        for i in 0..=RUNS {
-            let inst = instance(&format!("cold-{}-{i}", isolation.as_str()), addr(i));
+            // berth: the launcher starts an instance of a release of the same server
+            // (network namespace included).
+            let (slot, isolation) = match runtime {
+                "crun" => (1, Isolation::Trusted),
+                _ => (3, Isolation::Sandbox),
+            };
+            let mut rel = release.clone();
+            rel.config.isolation = isolation;
+            let ip = addr(slot + 4 * i);
+            let inst = instance(&format!("cold-{}-{i}", isolation.as_str()), ip);
             let started = Instant::now();
             launcher.start(&inst, &rel)?;
-            first_answer(SocketAddr::from((addr(i), PORT)))?;
+            first_answer(SocketAddr::from((ip, PORT)))?;
             let elapsed = started.elapsed();
             if i > 0 {
-                times.push(elapsed);
+                times[slot].push(elapsed);
             }
             launcher.stop(&inst.id, Duration::ZERO);
         }
-        berth_times.push((isolation, median(&mut times)));
     }
+    let [crun, berth_trusted, runsc, berth_sandbox] = times.map(|mut t| median(&mut t));
+    let results = [("bare crun", crun), ("bare runsc", runsc)];
+    let berth_times = [
+        (Isolation::Trusted, berth_trusted),
+        (Isolation::Sandbox, berth_sandbox),
+    ];
     let crun = results[0].1;
     let runsc = results[1].1;
     println!("cold start to first HTTP 200, median of {RUNS} (ms):");

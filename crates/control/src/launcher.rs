@@ -101,6 +101,8 @@ struct What<'a> {
     command: &'a str,
     port: u16,
     limits: Limits,
+    /// Whether its init holds the app back until the namespace has its default route.
+    wait_for_network: bool,
 }
 
 /// Launches and stops app containers.
@@ -221,6 +223,7 @@ impl Launcher {
             command,
             port,
             limits,
+            wait_for_network,
         } = *w;
         let rootfs = self.rootfs(&release.image)?;
         let dir = self.instance_dir(id);
@@ -253,9 +256,10 @@ impl Launcher {
                 "container-init".into(),
                 "--status-file".into(),
                 format!("{STATUS_DIR}/exit"),
-                "--".into(),
             ]
             .into_iter()
+            .chain(wait_for_network.then(|| "--wait-for-network".to_string()))
+            .chain(["--".to_string()])
             .chain(command_argv(command))
             .collect(),
             env,
@@ -309,21 +313,45 @@ impl Launcher {
             .map(|p| (p.command.clone(), p.limits))
             .unwrap_or_default();
         let _ = self.runtime.delete(&inst.id);
-        let netns = self.netns(&inst.id, &inst.address)?;
-        let spec = self.spec(
-            &What {
-                id: &inst.id,
-                app: &inst.app,
-                release,
-                process: &inst.process,
-                index: inst.index,
-                command: &command,
-                port: inst.port,
-                limits,
-            },
-            netns,
-        )?;
-        let state = self.runtime.start(&spec)?;
+        let addr: Ipv4Addr = inst
+            .address
+            .parse()
+            .map_err(|_| LaunchError::BadAddress(inst.address.clone()))?;
+        let mut what = What {
+            id: &inst.id,
+            app: &inst.app,
+            release,
+            process: &inst.process,
+            index: inst.index,
+            command: &command,
+            port: inst.port,
+            limits,
+            wait_for_network: false,
+        };
+        let state = match release.config.isolation {
+            // gVisor copies the namespace's address and route into its own network stack
+            // when the sandbox starts: they must be in place first.
+            Isolation::Sandbox => {
+                let netns = self.network.attach(&inst.id, addr)?;
+                self.runtime.start(&self.spec(&what, netns)?)?
+            }
+            // crun starts while the namespace is being configured; berth's init holds the
+            // app back until the default route is there.
+            Isolation::Trusted => {
+                let pending = self.network.begin_attach(&inst.id, addr)?;
+                what.wait_for_network = true;
+                let started = self
+                    .spec(&what, pending.path())
+                    .and_then(|spec| Ok(self.runtime.start(&spec)?));
+                let configured = pending.finish();
+                let state = started?;
+                if let Err(e) = configured {
+                    let _ = self.runtime.delete(&inst.id);
+                    return Err(e.into());
+                }
+                state
+            }
+        };
         Ok(state.pid.and_then(ProcessIdentity::of))
     }
 
@@ -376,6 +404,7 @@ impl Launcher {
                 command,
                 port: crate::config::APP_PORT,
                 limits: release.config.release_limits,
+                wait_for_network: false,
             },
             netns,
         )?;

@@ -32,9 +32,38 @@ fn write_status(path: &Path, code: i32) {
     }
 }
 
-/// Runs `argv` as the app, supervised as described above; returns its exit code.
-pub fn run(status_file: &Path, argv: &[String]) -> i32 {
+/// Whether `/proc/net/route` text has a default route (destination 0.0.0.0).
+fn has_default_route(route_table: &str) -> bool {
+    route_table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+}
+
+/// Waits, at most `limit`, until this network namespace has a default route: the platform
+/// may start a container while it is still configuring the namespace, and the route is
+/// the last step. Returns whether the route appeared.
+pub fn wait_for_default_route(limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        if has_default_route(&table) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
+
+/// Runs `argv` as the app, supervised as described above; returns its exit code. With
+/// `wait_for_network`, the app starts only once the namespace has its default route.
+pub fn run(status_file: &Path, argv: &[String], wait_for_network: bool) -> i32 {
     let _ = std::fs::remove_file(status_file);
+    if wait_for_network && !wait_for_default_route(std::time::Duration::from_secs(10)) {
+        eprintln!("berth container-init: the network was not ready after 10 s; starting anyway");
+    }
     let Some((program, args)) = argv.split_first() else {
         eprintln!("berth container-init: no command given");
         write_status(status_file, 127);
@@ -76,4 +105,20 @@ pub fn run(status_file: &Path, argv: &[String]) -> i32 {
     let _ = killpg(pgid, Signal::SIGKILL);
     write_status(status_file, code);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_default_route_in_the_kernels_table() {
+        let header =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let link = "eth0\t00004D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let default = "eth0\t00000000\t01004D0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert!(!has_default_route(header));
+        assert!(!has_default_route(&format!("{header}{link}")));
+        assert!(has_default_route(&format!("{header}{link}{default}")));
+    }
 }

@@ -103,59 +103,101 @@ fn run_tool(program: &'static str, args: &[&str]) -> Result<(), RuntimeError> {
     }
 }
 
-/// Runs `ip [global] -batch -` with `steps` (one command per line); stops at the first
-/// failing step, and the error names it.
-fn run_batch(global: &[&str], steps: &str) -> Result<(), RuntimeError> {
-    use std::io::Write;
-    let describe = || {
-        format!(
+/// A namespace whose interfaces are being configured (see [`Network::begin_attach`]).
+#[must_use = "finish() reports whether the namespace got its address and route"]
+pub struct PendingAttach {
+    network: Network,
+    ns: String,
+    host_if: String,
+    batch: Batch,
+}
+
+impl PendingAttach {
+    /// The namespace's path (it exists already).
+    pub fn path(&self) -> PathBuf {
+        Network::netns_path(&self.ns)
+    }
+
+    /// Waits until the namespace has its address and default route; on failure removes it.
+    pub fn finish(self) -> Result<PathBuf, RuntimeError> {
+        match self.batch.wait() {
+            Ok(()) => Ok(Network::netns_path(&self.ns)),
+            Err(e) => {
+                self.network.detach(&self.ns);
+                let _ = run(&["link", "del", &self.host_if]);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An `ip -batch` run in progress.
+struct Batch {
+    child: std::process::Child,
+    describe: String,
+}
+
+impl Batch {
+    /// Starts `ip [global] -batch -` with `steps` (one command per line).
+    fn spawn(global: &[&str], steps: &str) -> Result<Self, RuntimeError> {
+        use std::io::Write;
+        let describe = format!(
             "ip {} -batch: {}",
             global.join(" "),
             steps.replace('\n', "; ")
-        )
-    };
-    let mut child = Command::new("ip")
-        .args(global)
-        .args(["-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                RuntimeError::MissingBinary {
-                    binary: "ip",
-                    package: "iproute2",
+        );
+        let failed = |message: String| RuntimeError::Network {
+            command: describe.clone(),
+            message,
+        };
+        let mut child = Command::new("ip")
+            .args(global)
+            .args(["-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    RuntimeError::MissingBinary {
+                        binary: "ip",
+                        package: "iproute2",
+                    }
+                } else {
+                    failed(e.to_string())
                 }
-            } else {
-                RuntimeError::Network {
-                    command: describe(),
-                    message: e.to_string(),
-                }
-            }
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(steps.as_bytes())
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(steps.as_bytes())
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(Self { child, describe })
+    }
+
+    /// Waits for it; it stops at the first failing step, and the error names it.
+    fn wait(self) -> Result<(), RuntimeError> {
+        let out = self
+            .child
+            .wait_with_output()
             .map_err(|e| RuntimeError::Network {
-                command: describe(),
+                command: self.describe.clone(),
                 message: e.to_string(),
             })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Network {
+                command: self.describe,
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::Network {
-            command: describe(),
-            message: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(RuntimeError::Network {
-            command: describe(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+}
+
+/// Runs `ip [global] -batch -` with `steps` to the end.
+fn run_batch(global: &[&str], steps: &str) -> Result<(), RuntimeError> {
+    Batch::spawn(global, steps)?.wait()
 }
 
 /// A stable short hash for interface names (FNV-1a).
@@ -235,6 +277,15 @@ impl Network {
     /// start pays for two processes, not ten. The port is isolated before it comes up, so
     /// no frame ever passes app to app directly.
     pub fn attach(&self, ns: &str, addr: Ipv4Addr) -> Result<PathBuf, RuntimeError> {
+        self.begin_attach(ns, addr)?.finish()
+    }
+
+    /// [`Network::attach`] in two halves: returns once the namespace exists and is joined
+    /// to the bridge, while its interfaces are still being configured; a container may
+    /// start in it meanwhile if its init waits for the default route (see
+    /// [`crate::init::wait_for_default_route`]). [`PendingAttach::finish`] waits for the
+    /// rest.
+    pub fn begin_attach(&self, ns: &str, addr: Ipv4Addr) -> Result<PendingAttach, RuntimeError> {
         self.detach(ns);
         let hash = short_hash(ns);
         let host_if = format!("bh{hash}");
@@ -259,13 +310,21 @@ impl Network {
             prefix = self.subnet.prefix,
             gw = self.subnet.gateway(),
         );
-        let result = run_batch(&[], &host_steps).and_then(|_| run_batch(&["-n", ns], &ns_steps));
-        if let Err(e) = result {
-            self.detach(ns);
-            let _ = run(&["link", "del", &host_if]);
-            return Err(e);
+        let configuring =
+            run_batch(&[], &host_steps).and_then(|_| Batch::spawn(&["-n", ns], &ns_steps));
+        match configuring {
+            Ok(batch) => Ok(PendingAttach {
+                network: self.clone(),
+                ns: ns.to_string(),
+                host_if,
+                batch,
+            }),
+            Err(e) => {
+                self.detach(ns);
+                let _ = run(&["link", "del", &host_if]);
+                Err(e)
+            }
         }
-        Ok(Self::netns_path(ns))
     }
 
     /// Removes namespace `ns` (and with it the veth pair). Idempotent.
