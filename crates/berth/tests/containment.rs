@@ -224,6 +224,17 @@ fn contained(isolation: &str) {
     let v = ask(&p, &format!("/connect?host={neighbor}&port=8000"));
     record("connect to another app (neighbor)", &v);
     assert_eq!(v["ok"], false, "{v}");
+    if isolation == "trusted" {
+        // Refused at once ("administratively prohibited"), not left to time out. (gVisor's
+        // network stack does not report such ICMP errors to the app.)
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("No route to host"),
+            "{v}"
+        );
+    }
     for addr in METADATA {
         let v = ask(&p, &format!("/connect?host={addr}&port=80"));
         record(&format!("connect to metadata {addr}:80"), &v);

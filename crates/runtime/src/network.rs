@@ -255,6 +255,12 @@ impl Network {
                 "1",
             ),
             ("net/ipv4/ip_forward".to_string(), "1"),
+            // No ICMP redirects: routing app to app through the host is deliberate, and a
+            // redirect would use up the rate limit of the "administratively prohibited"
+            // answer the firewall sends, so a denied connection would hang, not fail at
+            // once. (A redirect is sent if either `all` or the interface asks for it.)
+            (format!("net/ipv4/conf/{}/send_redirects", self.bridge), "0"),
+            ("net/ipv4/conf/all/send_redirects".to_string(), "0"),
         ] {
             let path = PathBuf::from("/proc/sys").join(&key);
             std::fs::write(&path, value).map_err(|e| RuntimeError::Network {
