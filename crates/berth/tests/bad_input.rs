@@ -244,6 +244,12 @@ fn berth_up_explains_what_stops_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&eport) && err.contains("--edge-port"), "{err}");
+    // The failed start took its bridge away again.
+    let bridge = Command::new("ip")
+        .args(["link", "show", "dev", "btport"])
+        .output()
+        .expect("ip");
+    assert!(!bridge.status.success(), "bridge btport left behind");
     let _ = Command::new(berth_bin())
         .arg("--data-dir")
         .arg(data.path())

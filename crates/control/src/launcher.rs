@@ -328,13 +328,14 @@ impl Launcher {
             limits,
             wait_for_network: false,
         };
-        let state = match release.config.isolation {
+        let started = match release.config.isolation {
             // gVisor copies the namespace's address and route into its own network stack
             // when the sandbox starts: they must be in place first.
-            Isolation::Sandbox => {
-                let netns = self.network.attach(&inst.id, addr)?;
-                self.runtime.start(&self.spec(&what, netns)?)?
-            }
+            Isolation::Sandbox => self
+                .network
+                .attach(&inst.id, addr)
+                .map_err(LaunchError::from)
+                .and_then(|netns| Ok(self.runtime.start(&self.spec(&what, netns)?)?)),
             // crun starts while the namespace is being configured; berth's init holds the
             // app back until the default route is there.
             Isolation::Trusted => {
@@ -343,15 +344,18 @@ impl Launcher {
                 let started = self
                     .spec(&what, pending.path())
                     .and_then(|spec| Ok(self.runtime.start(&spec)?));
-                let configured = pending.finish();
-                let state = started?;
-                if let Err(e) = configured {
-                    let _ = self.runtime.delete(&inst.id);
-                    return Err(e.into());
+                match (started, pending.finish()) {
+                    (Ok(state), Ok(_)) => Ok(state),
+                    (Ok(_), Err(e)) => {
+                        let _ = self.runtime.delete(&inst.id);
+                        Err(e.into())
+                    }
+                    (Err(e), _) => Err(e),
                 }
-                state
             }
         };
+        // A start that failed leaves no namespace behind.
+        let state = started.inspect_err(|_| self.network.detach(&inst.id))?;
         Ok(state.pid.and_then(ProcessIdentity::of))
     }
 

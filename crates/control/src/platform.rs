@@ -246,7 +246,9 @@ impl Platform {
             subnet: cfg.subnet,
         };
         Firewall::preflight()?;
-        network.ensure_bridge()?;
+        let created = network.ensure_bridge()?;
+        // A start that fails from here on leaves no bridge of its own behind.
+        let mut undo = CreatedBridge(created.then(|| network.clone()));
         let firewall = Firewall::new(cfg.bridge.clone(), cfg.subnet);
         let store = Store::open(&cfg.db_path())
             .await
@@ -301,6 +303,7 @@ impl Platform {
             .recover()
             .await
             .map_err(|e| StartError::Other(format!("recovering state: {e}")))?;
+        undo.0 = None;
         Ok(platform)
     }
 
@@ -430,6 +433,17 @@ impl Platform {
         EdgeProcess::stop(cfg);
         Firewall::new(cfg.bridge.clone(), cfg.subnet).remove();
         network.remove_bridge();
+    }
+}
+
+/// A bridge that [`Platform::start`] created, removed again unless the start succeeds.
+struct CreatedBridge(Option<Network>);
+
+impl Drop for CreatedBridge {
+    fn drop(&mut self) {
+        if let Some(network) = self.0.take() {
+            network.remove_bridge();
+        }
     }
 }
 

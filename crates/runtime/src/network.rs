@@ -226,8 +226,9 @@ impl Network {
         Ok(())
     }
 
-    /// Creates the bridge with its gateway address if it does not exist yet.
-    pub fn ensure_bridge(&self) -> Result<(), RuntimeError> {
+    /// Creates the bridge with its gateway address if it does not exist yet; returns whether
+    /// it created it (so that a start that fails later can remove it again).
+    pub fn ensure_bridge(&self) -> Result<bool, RuntimeError> {
         let exists = Command::new("ip")
             .args(["link", "show", "dev", &self.bridge])
             .output()
@@ -268,7 +269,8 @@ impl Network {
                 message: e.to_string(),
             })?;
         }
-        run(&["link", "set", "dev", &self.bridge, "up"])
+        run(&["link", "set", "dev", &self.bridge, "up"])?;
+        Ok(!exists)
     }
 
     /// Path of a namespace created by [`Network::attach`].
