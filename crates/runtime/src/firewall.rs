@@ -89,15 +89,22 @@ impl Firewall {
         s.push_str(&format!(
             "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n"
         ));
+        // How every denial answers: a TCP reset (every network stack, gVisor's included,
+        // turns it into an immediate "connection refused"), else ICMP "administratively
+        // prohibited". Never a silent drop, which leaves apps waiting for a timeout.
+        s.push_str(
+            "  chain deny {\n    meta l4proto tcp reject with tcp reset\n    \
+             reject with icmpx type admin-prohibited\n  }\n",
+        );
         s.push_str(&format!(
             "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
              iifname \"{br}\" ct state established,related accept\n    \
-             iifname \"{br}\" reject with icmpx type admin-prohibited\n  }}\n"
+             iifname \"{br}\" jump deny\n  }}\n"
         ));
         s.push_str(&format!(
             "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
              ct state established,related accept\n    \
-             iifname \"{br}\" meta nfproto ipv6 reject with icmpx type admin-prohibited\n"
+             iifname \"{br}\" meta nfproto ipv6 jump deny\n"
         ));
         // App to app.
         for app in apps.iter().filter(|a| !a.addresses.is_empty()) {
@@ -116,17 +123,15 @@ impl Firewall {
                 }
             }
         }
-        s.push_str(&format!(
-            "    oifname \"{br}\" ip daddr {net} reject with icmpx type admin-prohibited\n"
-        ));
+        s.push_str(&format!("    oifname \"{br}\" ip daddr {net} jump deny\n"));
         // Egress blocklist.
         s.push_str(&format!(
-            "    iifname \"{br}\" ip daddr {{ {} }} reject with icmpx type admin-prohibited comment \"cloud metadata\"\n",
+            "    iifname \"{br}\" ip daddr {{ {} }} jump deny comment \"cloud metadata\"\n",
             METADATA_V4.join(", ")
         ));
         let smtp: Vec<String> = SMTP_PORTS.iter().map(u16::to_string).collect();
         s.push_str(&format!(
-            "    iifname \"{br}\" meta l4proto {{ tcp, udp }} th dport {{ {} }} reject with icmpx type admin-prohibited comment \"smtp\"\n",
+            "    iifname \"{br}\" meta l4proto {{ tcp, udp }} th dport {{ {} }} jump deny comment \"smtp\"\n",
             smtp.join(", ")
         ));
         // Per-app egress modes.
@@ -134,7 +139,7 @@ impl Firewall {
             match app.egress {
                 EgressMode::Open => {}
                 EgressMode::None => s.push_str(&format!(
-                    "    iifname \"{br}\" ip saddr {} reject with icmpx type admin-prohibited comment \"{}: egress none\"\n",
+                    "    iifname \"{br}\" ip saddr {} jump deny comment \"{}: egress none\"\n",
                     set(&app.addresses),
                     app.name
                 )),
@@ -152,7 +157,7 @@ impl Firewall {
                         ));
                     }
                     s.push_str(&format!(
-                        "    iifname \"{br}\" ip saddr {} reject with icmpx type admin-prohibited comment \"{}: egress allowlist\"\n",
+                        "    iifname \"{br}\" ip saddr {} jump deny comment \"{}: egress allowlist\"\n",
                         set(&app.addresses),
                         app.name
                     ));
