@@ -73,28 +73,13 @@ impl Runtime for Crun {
     }
 
     fn preflight(&self) -> Result<(), RuntimeError> {
-        if !self.cli.installed() {
-            return Err(self.cli.missing());
-        }
-        std::fs::create_dir_all(&self.cli.state_root).map_err(RuntimeError::io(format!(
-            "creating {}",
-            self.cli.state_root.display()
-        )))?;
+        self.cli.preflight()?;
         cgroups::ensure_crun_compatible()
     }
 
     fn start(&self, spec: &ContainerSpec) -> Result<ContainerState, RuntimeError> {
         let (status, said) = self.run(spec, true)?;
-        if !status.success() {
-            let _ = self.delete(&spec.id);
-            let message = if said.is_empty() {
-                "crun exited with an error".to_string()
-            } else {
-                said
-            };
-            return Err(self.cli.failed("run", &spec.id, message));
-        }
-        self.cli.started(&spec.id, &spec.bundle_dir)
+        self.cli.detached(spec, status, said)
     }
 
     fn run_to_exit(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {

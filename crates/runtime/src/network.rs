@@ -74,12 +74,9 @@ pub struct Network {
     pub subnet: Subnet,
 }
 
+/// Runs `ip ARGS`; errors name the command and its output.
 fn run(args: &[&str]) -> Result<(), RuntimeError> {
-    run_tool("ip", args)
-}
-
-/// Runs an iproute2 tool (`ip`, `bridge`); errors name the command and its output.
-fn run_tool(program: &'static str, args: &[&str]) -> Result<(), RuntimeError> {
+    let program = "ip";
     let out = Command::new(program).args(args).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             RuntimeError::MissingBinary {
@@ -93,14 +90,7 @@ fn run_tool(program: &'static str, args: &[&str]) -> Result<(), RuntimeError> {
             }
         }
     })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(RuntimeError::Network {
-            command: format!("{program} {}", args.join(" ")),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    checked(format!("{program} {}", args.join(" ")), &out)
 }
 
 /// A namespace whose interfaces are being configured (see [`Network::begin_attach`]).
@@ -184,20 +174,25 @@ impl Batch {
                 command: self.describe.clone(),
                 message: e.to_string(),
             })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(RuntimeError::Network {
-                command: self.describe,
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
-        }
+        checked(self.describe, &out)
     }
 }
 
 /// Runs `ip [global] -batch -` with `steps` to the end.
 fn run_batch(global: &[&str], steps: &str) -> Result<(), RuntimeError> {
     Batch::spawn(global, steps)?.wait()
+}
+
+/// `Ok` if a network command succeeded, else an error naming it with what it printed.
+fn checked(command: String, out: &std::process::Output) -> Result<(), RuntimeError> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Network {
+            command,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
 }
 
 /// A stable short hash for interface names (FNV-1a).

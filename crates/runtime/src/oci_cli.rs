@@ -2,10 +2,10 @@
 //! root, `state`/`kill`/`delete`/`list` subcommands with the same JSON and the same way of
 //! saying a container does not exist, and an error log berth reads to explain a failure.
 
-use crate::{ContainerState, RuntimeError};
+use crate::{ContainerSpec, ContainerState, RuntimeError};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 /// One runtime binary with berth's state root.
 #[derive(Debug, Clone)]
@@ -26,6 +26,38 @@ impl OciCli {
         let mut cmd = Command::new(self.binary);
         cmd.arg("--root").arg(&self.state_root);
         cmd
+    }
+
+    /// Checks the binary is installed and creates the state root.
+    pub fn preflight(&self) -> Result<(), RuntimeError> {
+        if !self.installed() {
+            return Err(self.missing());
+        }
+        std::fs::create_dir_all(&self.state_root).map_err(RuntimeError::io(format!(
+            "creating {}",
+            self.state_root.display()
+        )))
+    }
+
+    /// The outcome of `run --detach` for `spec`: its state, or (after removing what the
+    /// runtime left) an error saying what the runtime said.
+    pub fn detached(
+        &self,
+        spec: &ContainerSpec,
+        status: ExitStatus,
+        said: String,
+    ) -> Result<ContainerState, RuntimeError> {
+        if status.success() {
+            return self.started(&spec.id, &spec.bundle_dir);
+        }
+        let _ = self.delete(&spec.id);
+        let _ = std::fs::remove_file(self.error_log(&spec.id));
+        let message = if said.is_empty() {
+            format!("{} exited with an error", self.binary)
+        } else {
+            said
+        };
+        Err(self.failed("run", &spec.id, message))
     }
 
     /// Where `run --pid-file` writes the pid of container `id`.

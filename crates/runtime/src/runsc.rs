@@ -82,14 +82,8 @@ impl Runsc {
         spec: &ContainerSpec,
         detach: bool,
     ) -> Result<(ExitStatus, String), RuntimeError> {
-        if !self.cli.installed() {
-            return Err(self.cli.missing());
-        }
+        self.cli.preflight()?;
         bundle::write(spec)?;
-        std::fs::create_dir_all(&self.cli.state_root).map_err(RuntimeError::io(format!(
-            "creating {}",
-            self.cli.state_root.display()
-        )))?;
         let stdout = open_log(&spec.log_file)?;
         let stderr = open_log(&spec.log_file)?;
         let err_log = self.cli.error_log(&spec.id);
@@ -125,27 +119,12 @@ impl Runtime for Runsc {
     }
 
     fn preflight(&self) -> Result<(), RuntimeError> {
-        if !self.cli.installed() {
-            return Err(self.cli.missing());
-        }
-        std::fs::create_dir_all(&self.cli.state_root).map_err(RuntimeError::io(format!(
-            "creating {}",
-            self.cli.state_root.display()
-        )))
+        self.cli.preflight()
     }
 
     fn start(&self, spec: &ContainerSpec) -> Result<ContainerState, RuntimeError> {
         let (status, said) = self.run(spec, true)?;
-        if !status.success() {
-            let _ = self.delete(&spec.id);
-            let message = if said.is_empty() {
-                "runsc exited with an error".to_string()
-            } else {
-                said
-            };
-            return Err(self.cli.failed("run", &spec.id, message));
-        }
-        self.cli.started(&spec.id, &spec.bundle_dir)
+        self.cli.detached(spec, status, said)
     }
 
     fn run_to_exit(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
