@@ -141,25 +141,18 @@ fn run(cfg: &PlatformConfig, network: &Network, server: &Path) -> Res<()> {
         }
     }
     let [crun, berth_trusted, runsc, berth_sandbox] = times.map(|mut t| median(&mut t));
-    let results = [("bare crun", crun), ("bare runsc", runsc)];
-    let berth_times = [
-        (Isolation::Trusted, berth_trusted),
-        (Isolation::Sandbox, berth_sandbox),
-    ];
-    let crun = results[0].1;
-    let runsc = results[1].1;
     println!("cold start to first HTTP 200, median of {RUNS} (ms):");
     println!("  bare crun        {:>8.1}", ms(crun));
     println!(
         "  berth trusted    {:>8.1}   ({:.2}x bare crun; target <= 1.5x)",
-        ms(berth_times[0].1),
-        ms(berth_times[0].1) / ms(crun)
+        ms(berth_trusted),
+        ms(berth_trusted) / ms(crun)
     );
     println!("  bare runsc       {:>8.1}", ms(runsc));
     println!(
         "  berth sandbox    {:>8.1}   ({:.2}x bare runsc; target <= 2x)",
-        ms(berth_times[1].1),
-        ms(berth_times[1].1) / ms(runsc)
+        ms(berth_sandbox),
+        ms(berth_sandbox) / ms(runsc)
     );
 
     // Idle memory: one instance of each level, left alone for a moment.

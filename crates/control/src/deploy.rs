@@ -16,6 +16,7 @@ use berth_core::AppName;
 use berth_factory::builder::{BuildError, BuildRequest};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Seek};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -592,18 +593,18 @@ impl Platform {
                 .unwrap_or_else(|| self.logs.build_path(&format!("{app}-v{version}-release")));
             // The release command acts for the app: it reaches the apps the release allows
             // (a database to migrate) and leaves by the app's egress policy.
-            let address = {
+            // Held under the allocation lock, so no other deploy takes the address.
+            let (address, ip) = {
                 let _a = self.alloc_lock.lock().await;
                 let address = self.allocate_address(&mut HashSet::new()).await?;
-                if let Ok(ip) = address.parse() {
-                    self.policy.add_transient(app, version, ip);
-                }
-                address
+                let ip: Ipv4Addr = address
+                    .parse()
+                    .map_err(|e| ApiError::internal("release command address", e))?;
+                self.policy.add_transient(app, version, ip);
+                (address, ip)
             };
             if let Err(e) = self.publish_network().await {
-                if let Ok(ip) = address.parse() {
-                    self.policy.forget(ip);
-                }
+                self.policy.forget(ip);
                 return Err(e.into());
             }
             let stop = tokio_util::sync::CancellationToken::new();
@@ -621,9 +622,7 @@ impl Platform {
             let code = self
                 .blocking(move |l| l.run_release_command(&app_s, &rel, &command, &addr2, log2))
                 .await;
-            if let Ok(ip) = address.parse() {
-                self.policy.forget(ip);
-            }
+            self.policy.forget(ip);
             if let Err(e) = self.publish_network().await {
                 tracing::warn!(error = %e, "network policy after the release command");
             }

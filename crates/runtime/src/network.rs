@@ -2,8 +2,9 @@
 //! per instance a network namespace joined to the bridge by a veth pair. The edge on the host
 //! reaches each instance at its own address on the bridge.
 //!
-//! Driven through iproute2's `ip` (Debian package `iproute2`), one command per step, so every
-//! failure names the exact command that failed.
+//! Driven through iproute2's `ip` (Debian package `iproute2`): single commands, or `ip -batch`
+//! runs that stop at the first failing step; every error names the command or batch that
+//! failed.
 
 use crate::RuntimeError;
 use std::net::Ipv4Addr;
