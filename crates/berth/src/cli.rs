@@ -82,8 +82,21 @@ pub enum Command {
     /// Read or change an app's environment (each change is a new release).
     #[command(subcommand)]
     Env(EnvCommand),
-    /// Stop an app and delete it with its releases, images, cache and logs.
+    /// Stop an app and delete it with its releases, images, cache, logs, secrets and volumes.
     Destroy { app: String },
+    /// Create an empty app, to give it secrets and volumes before its first deploy.
+    Create { app: String },
+    /// Manage an app's secrets: encrypted at rest, never shown again, redacted from logs.
+    ///
+    /// Secrets reach the app as environment variables, or as files under /run/secrets when
+    /// berth.toml lists them in `[secrets] files = ["NAME"]`. Each change is a new release
+    /// (zero downtime); a rollback returns to the secret versions of its release.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Manage an app's volumes: durable, size-limited disks that survive redeploys,
+    /// rollbacks, crashes and platform restarts.
+    #[command(subcommand)]
+    Volumes(VolumesCommand),
 
     /// (internal) Run the edge process.
     #[command(hide = true)]
@@ -103,6 +116,9 @@ pub enum Command {
         /// Start the app only once the network namespace has its default route.
         #[arg(long)]
         wait_for_network: bool,
+        /// NUL-separated KEY=VALUE file of secrets to add to the app's environment.
+        #[arg(long)]
+        secrets_env: Option<PathBuf>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -131,6 +147,82 @@ pub enum EnvCommand {
         app: String,
         #[arg(required = true)]
         keys: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Names, versions, how each reaches the app, who set it and when (never values).
+    List { app: String },
+    /// Set secrets: `berth secrets set APP NAME=VALUE... [--file NAME=PATH] [--stdin NAME]`.
+    ///
+    /// Prefer --stdin or --file for real credentials: values on the command line end up in
+    /// shell history and process listings.
+    Set {
+        app: String,
+        /// NAME=VALUE pairs.
+        pairs: Vec<String>,
+        /// Read a secret's value from a file: NAME=PATH (repeatable).
+        #[arg(long = "file", value_name = "NAME=PATH")]
+        files: Vec<String>,
+        /// Read one secret's value from standard input (a trailing newline is dropped).
+        #[arg(long, value_name = "NAME")]
+        stdin: Option<String>,
+    },
+    /// Remove secrets: `berth secrets unset APP NAME...`.
+    Unset {
+        app: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Re-encrypt every stored secret under a new key and retire the old key.
+    RotateKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumesCommand {
+    /// Volumes of an app: size, use, mount path, snapshots.
+    List { app: String },
+    /// Create a volume and mount it into the app (a new release if it is running).
+    ///
+    /// Example: `berth volumes create shop data --size 1G --mount /data`
+    Create {
+        app: String,
+        /// Volume name (lowercase letters, digits, '-').
+        name: String,
+        /// Size, e.g. 512M or 1G; a write past it fails with "no space left on device".
+        #[arg(long)]
+        size: String,
+        /// Where the volume appears inside the app's containers, e.g. /data.
+        #[arg(long)]
+        mount: String,
+        /// Only one instance may use it at a time (e.g. an embedded database): deploys stop
+        /// the old instance before starting the new one.
+        #[arg(long)]
+        exclusive: bool,
+    },
+    /// Take a consistent snapshot of a volume (the filesystem is frozen while it is copied).
+    Snapshot { app: String, name: String },
+    /// Put a snapshot back (`--force` while the app runs: it is stopped and started again).
+    Restore {
+        app: String,
+        name: String,
+        /// Snapshot id, from `berth volumes list`.
+        snapshot: String,
+        /// Restore even though instances use the volume (brief downtime).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a volume and its snapshots. Asks for confirmation.
+    Destroy {
+        app: String,
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        /// Destroy even though the app mounts it (the app is redeployed without it).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -166,4 +258,17 @@ pub struct UpArgs {
     /// host's kernel; recommended when apps come from people you do not fully trust).
     #[arg(long, env = "BERTH_DEFAULT_ISOLATION", default_value = "trusted", value_parser = ["trusted", "sandbox"])]
     pub default_isolation: String,
+    /// Keyring file that seals secrets (default: <data dir>/keys/secrets.json, created with
+    /// mode 0600). Keep it apart from the data when backups must not carry the key.
+    #[arg(long, env = "BERTH_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// One base64-encoded 32-byte key that seals secrets, instead of a key file (such a key
+    /// cannot be rotated by berth).
+    #[arg(
+        long,
+        env = "BERTH_SECRETS_KEY",
+        hide_env_values = true,
+        conflicts_with = "secrets_key_file"
+    )]
+    pub secrets_key: Option<String>,
 }

@@ -140,6 +140,25 @@ impl Client {
         resp.text().await.context("reading the API's answer")
     }
 
+    /// POST JSON, returning JSON.
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
+        let resp = self
+            .send(self.request(reqwest::Method::POST, path).json(body))
+            .await?;
+        resp.json().await.context("reading the API's answer")
+    }
+
+    /// POST JSON, expecting no content.
+    pub async fn post_empty(&self, path: &str, body: &serde_json::Value) -> Result<()> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await?;
+        Ok(())
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path))
@@ -147,15 +166,17 @@ impl Client {
         Ok(())
     }
 
-    /// POST a body; the answer is an NDJSON stream handed to `on_line` line by line.
-    pub async fn post_lines(
+    /// POST (or `method`) a body; the answer is an NDJSON stream handed to `on_line` line by
+    /// line.
+    pub async fn send_lines(
         &self,
+        method: reqwest::Method,
         path: &str,
         body: Option<(reqwest::Body, &'static str)>,
         json: Option<serde_json::Value>,
         on_line: impl FnMut(&str) -> Result<()>,
     ) -> Result<()> {
-        let mut req = self.request(reqwest::Method::POST, path);
+        let mut req = self.request(method, path);
         if let Some((b, ct)) = body {
             req = req.header("content-type", ct).body(b);
         }

@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     if let Command::ContainerInit {
         status_file,
         wait_for_network,
+        secrets_env,
         command,
     } = &cli.command
     {
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             status_file,
             command,
             *wait_for_network,
+            secrets_env.as_deref(),
         ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -75,6 +77,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             stream_workflow(
                 g,
                 &client,
+                reqwest::Method::POST,
                 &format!("/v1/apps/{app}/rollback"),
                 None,
                 Some(body),
@@ -88,6 +91,9 @@ async fn run_async(cli: Cli) -> Result<i32> {
             lines,
         } => logs(g, &app, follow, build, lines).await,
         Command::Env(cmd) => env(g, cmd).await,
+        Command::Create { app } => crate::app_state::create(g, &app).await,
+        Command::Secrets(cmd) => crate::app_state::secrets(g, cmd).await,
+        Command::Volumes(cmd) => crate::app_state::volumes(g, cmd).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
@@ -132,6 +138,15 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     cfg.build_timeout = humantime::parse_duration(&a.build_timeout).context("--build-timeout")?;
     cfg.default_isolation = berth_core::policy::Isolation::parse(&a.default_isolation)
         .map_err(|e| anyhow!("--default-isolation: {e}"))?;
+    cfg.secrets_key = match (a.secrets_key_file, a.secrets_key) {
+        (Some(f), _) => Some(berth_data::secrets::KeySource::File(if f.is_absolute() {
+            f
+        } else {
+            std::env::current_dir()?.join(f)
+        })),
+        (None, Some(k)) => Some(berth_data::secrets::KeySource::Env(k)),
+        (None, None) => None,
+    };
     let problems = cfg.validate();
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
@@ -294,6 +309,7 @@ async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
     stream_workflow(
         g,
         &client,
+        reqwest::Method::POST,
         &path,
         Some((reqwest::Body::from(archive), "application/gzip")),
         None,
@@ -302,9 +318,10 @@ async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
 }
 
 /// Shows a deploy-like workflow's event stream; returns the exit code.
-async fn stream_workflow(
+pub(crate) async fn stream_workflow(
     g: &Global,
     client: &Client,
+    method: reqwest::Method,
     path: &str,
     body: Option<(reqwest::Body, &'static str)>,
     json: Option<serde_json::Value>,
@@ -319,7 +336,7 @@ async fn stream_workflow(
     let mut outcome: Option<DeployEvent> = None;
     let as_json = g.json;
     client
-        .post_lines(path, body, json, |line| {
+        .send_lines(method, path, body, json, |line| {
             let event: DeployEvent = serde_json::from_str(line)
                 .with_context(|| format!("unexpected line from the API: {line}"))?;
             match &event {
@@ -333,7 +350,9 @@ async fn stream_workflow(
                     None => eprintln!("{line}"),
                 },
                 DeployEvent::Log { .. } => {}
-                DeployEvent::Done { .. } | DeployEvent::Failed { .. } => outcome = Some(event),
+                DeployEvent::Done { .. }
+                | DeployEvent::Failed { .. }
+                | DeployEvent::Stored { .. } => outcome = Some(event),
             }
             Ok(())
         })
@@ -347,6 +366,14 @@ async fn stream_workflow(
                 output::json(&serde_json::json!({ "release": release, "url": url }));
             } else {
                 println!("Release v{release} is serving at {url}");
+            }
+            Ok(0)
+        }
+        Some(DeployEvent::Stored { message }) => {
+            if g.json {
+                output::json(&serde_json::json!({ "stored": true, "message": message }));
+            } else {
+                println!("{message}");
             }
             Ok(0)
         }
@@ -515,14 +542,30 @@ async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
                 set.insert(k.to_string(), v.to_string());
             }
             let body = serde_json::json!({ "set": set });
-            stream_workflow(g, &client, &format!("/v1/apps/{app}/env"), None, Some(body)).await
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/env"),
+                None,
+                Some(body),
+            )
+            .await
         }
         EnvCommand::Unset { app, keys } => {
             for k in &keys {
                 berth_core::names::validate_env_key(k).map_err(|e| anyhow!(e))?;
             }
             let body = serde_json::json!({ "unset": keys });
-            stream_workflow(g, &client, &format!("/v1/apps/{app}/env"), None, Some(body)).await
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/env"),
+                None,
+                Some(body),
+            )
+            .await
         }
     }
 }

@@ -3,6 +3,7 @@
 //! a plane's library for `up`, `edge` and the in-container helpers) and prints the result.
 #![forbid(unsafe_code)]
 
+mod app_state;
 mod cli;
 mod client;
 mod commands;

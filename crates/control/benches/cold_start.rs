@@ -131,7 +131,7 @@ fn run(cfg: &PlatformConfig, network: &Network, server: &Path) -> Res<()> {
             let ip = addr(slot + 4 * i);
             let inst = instance(&format!("cold-{}-{i}", isolation.as_str()), ip);
             let started = Instant::now();
-            launcher.start(&inst, &rel)?;
+            launcher.start(&inst, &rel, &Default::default())?;
             first_answer(SocketAddr::from((ip, PORT)))?;
             let elapsed = started.elapsed();
             if i > 0 {
@@ -161,7 +161,7 @@ fn run(cfg: &PlatformConfig, network: &Network, server: &Path) -> Res<()> {
         let mut rel = release.clone();
         rel.config.isolation = isolation;
         let inst = instance(&format!("idle-{}", isolation.as_str()), addr(250));
-        launcher.start(&inst, &rel)?;
+        launcher.start(&inst, &rel, &Default::default())?;
         first_answer(SocketAddr::from((addr(250), PORT)))?;
         std::thread::sleep(Duration::from_secs(2));
         let pids = cgroup_pids(&berth_control::launcher::cgroup_path(&inst.id));

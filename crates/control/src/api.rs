@@ -22,6 +22,9 @@ use berth_core::api::{
 use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
+use berth_core::state::{
+    SecretChange, SecretView, SnapshotView, VolumeCreate, VolumeRestore, VolumeView,
+};
 use berth_core::AppName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,7 +38,28 @@ type Shared = State<Arc<Platform>>;
 pub fn router(platform: Arc<Platform>) -> Router {
     let limit = platform.cfg.upload_limit as usize;
     let api = Router::new()
-        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps", get(list_apps).post(create_app))
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(secrets_list).post(secrets_change),
+        )
+        .route("/v1/secrets/rotate-key", post(secrets_rotate_key))
+        .route(
+            "/v1/apps/{app}/volumes",
+            get(volumes_list).post(volumes_create),
+        )
+        .route(
+            "/v1/apps/{app}/volumes/{name}",
+            axum::routing::delete(volumes_destroy),
+        )
+        .route(
+            "/v1/apps/{app}/volumes/{name}/snapshots",
+            post(volumes_snapshot),
+        )
+        .route(
+            "/v1/apps/{app}/volumes/{name}/restore",
+            post(volumes_restore),
+        )
         .route("/v1/apps/{app}", axum::routing::delete(destroy_app))
         .route(
             "/v1/apps/{app}/deploys",
@@ -170,6 +194,136 @@ async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> 
         });
     }
     Ok(Json(apps))
+}
+
+#[derive(Deserialize)]
+struct CreateApp {
+    name: String,
+}
+
+async fn create_app(
+    State(p): Shared,
+    Json(body): Json<CreateApp>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = app_name(&body.name)?;
+    if p.store.app(name.as_str()).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "app_exists",
+            format!("app {name:?} already exists"),
+        )
+        .hint("pick another name, or deploy to it with `berth deploy`"));
+    }
+    p.store.ensure_app(name.as_str(), crate::now_secs()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "name": name, "url": p.cfg.app_url(name.as_str()) })),
+    ))
+}
+
+async fn secrets_list(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<SecretView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.list_secrets(name.as_str()).await?))
+}
+
+async fn secrets_change(
+    State(p): Shared,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Json(change): Json<SecretChange>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move {
+            platform
+                .change_secrets(name.as_str(), change, who, events)
+                .await
+        })
+    }))
+}
+
+async fn secrets_rotate_key(
+    State(p): Shared,
+) -> Result<Json<crate::secrets::RotationReport>, ApiError> {
+    Ok(Json(p.rotate_secrets_key().await?))
+}
+
+async fn volumes_list(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<VolumeView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.list_volumes(name.as_str()).await?))
+}
+
+async fn volumes_create(
+    State(p): Shared,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<VolumeCreate>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move {
+            platform
+                .create_volume(name.as_str(), req, who, events)
+                .await
+        })
+    }))
+}
+
+#[derive(Deserialize)]
+struct ForceQuery {
+    force: Option<bool>,
+}
+
+async fn volumes_destroy(
+    State(p): Shared,
+    Path((app, volume)): Path<(String, String)>,
+    Query(q): Query<ForceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    let force = q.force.unwrap_or(false);
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move {
+            platform
+                .destroy_volume(name.as_str(), &volume, force, who, events)
+                .await
+        })
+    }))
+}
+
+async fn volumes_snapshot(
+    State(p): Shared,
+    Path((app, volume)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<SnapshotView>), ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.snapshot_volume(name.as_str(), &volume).await?),
+    ))
+}
+
+async fn volumes_restore(
+    State(p): Shared,
+    Path((app, volume)): Path<(String, String)>,
+    Json(req): Json<VolumeRestore>,
+) -> Result<StatusCode, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    p.restore_volume(name.as_str(), &volume, &req.snapshot, req.force)
+        .await
+        .map_err(|f| f.error)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn destroy_app(State(p): Shared, Path(app): Path<String>) -> Result<StatusCode, ApiError> {

@@ -52,6 +52,8 @@ pub struct PlatformConfig {
     pub berth_binary: PathBuf,
     /// Isolation of apps whose berth.toml does not choose one.
     pub default_isolation: Isolation,
+    /// Where the keys that seal secrets come from (default: `<data>/keys/secrets.json`).
+    pub secrets_key: Option<berth_data::secrets::KeySource>,
 }
 
 impl PlatformConfig {
@@ -73,6 +75,7 @@ impl PlatformConfig {
             build_timeout: DEFAULT_BUILD_TIMEOUT,
             berth_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
             default_isolation: Isolation::Trusted,
+            secrets_key: None,
         }
     }
 
@@ -158,6 +161,20 @@ impl PlatformConfig {
     /// runsc's state root (sandboxed apps).
     pub fn sandbox_state_dir(&self) -> PathBuf {
         self.data_dir.join("run/runsc")
+    }
+    /// Volume images, mount points and snapshots.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.data_dir.join("volumes")
+    }
+    /// The keyring that seals secrets.
+    pub fn secrets_key_source(&self) -> berth_data::secrets::KeySource {
+        self.secrets_key.clone().unwrap_or_else(|| {
+            berth_data::secrets::KeySource::File(self.data_dir.join("keys/secrets.json"))
+        })
+    }
+    /// The RAM-backed directory of decrypted secrets (outside the data directory).
+    pub fn secrets_runtime_dir(&self) -> PathBuf {
+        berth_data::secret_files::SecretFiles::default_root(&self.data_dir)
     }
     /// The app's URL at the edge.
     pub fn app_url(&self, app: &str) -> String {

@@ -4,6 +4,7 @@
 
 use crate::config::APP_PORT;
 use crate::error::ApiError;
+use crate::launcher::{Attachments, VolumeMount};
 use crate::platform::Platform;
 use crate::store::InstanceRow;
 use axum::http::StatusCode;
@@ -145,9 +146,14 @@ impl From<sqlx::Error> for DeployFailure {
     }
 }
 
+/// Release number of a workflow result that deployed nothing: the change was stored and
+/// applies at the app's first deploy; the string is the message.
+pub const STORED_ONLY: u32 = 0;
+
 /// Sends the final event for a workflow result.
 pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
     let _ = events.send(match result {
+        Ok((STORED_ONLY, message)) => DeployEvent::Stored { message },
         Ok((release, url)) => DeployEvent::Done { release, url },
         Err(f) => DeployEvent::Failed {
             error: f.error.body(),
@@ -295,6 +301,8 @@ impl Platform {
             isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
             network: toml.network_policy().unwrap_or_default(),
             capabilities: toml.capabilities(),
+            secrets: self.store.app_secrets(app.as_str()).await?,
+            secret_files: toml.secrets.files.clone(),
         };
         let description = match source_id.strip_prefix("sha256-") {
             Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),
@@ -388,6 +396,9 @@ impl Platform {
                 .filter_map(|k| target.config.env.get(k).map(|v| (k.clone(), v.clone())))
                 .collect();
             self.store.set_app_env(app, &env).await?;
+            self.store
+                .set_app_secrets(app, &target.config.secrets)
+                .await?;
         }
         result
     }
@@ -455,28 +466,61 @@ impl Platform {
             ..release.config.clone()
         };
         step(&events, "release");
-        let version = self
-            .store
-            .create_release(
-                app,
-                &release.image,
-                &config,
-                &format!(
-                    "env {}",
-                    keys.iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                &actor,
-                crate::now_secs(),
-            )
-            .await?;
-        let result = self.rollout(app, version, None, &events).await;
+        let description = format!(
+            "env {}",
+            keys.iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let result = self
+            .deploy_config(app, &release.image, config, &description, &actor, &events)
+            .await;
         if result.is_ok() {
             self.store.set_app_env(app, &app_env).await?;
         }
         result
+    }
+
+    /// Makes a release of an existing image with `config` and rolls it out (no build).
+    /// Call with the app's lock held.
+    pub(crate) async fn deploy_config(
+        self: &Arc<Self>,
+        app: &str,
+        image: &berth_core::model::ImageRef,
+        config: ReleaseConfig,
+        description: &str,
+        actor: &str,
+        events: &Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let version = self
+            .store
+            .create_release(app, image, &config, description, actor, crate::now_secs())
+            .await?;
+        self.rollout(app, version, None, events).await
+    }
+
+    /// What an instance of `release` gets besides its image: its secrets (opened) and the
+    /// app's volumes (mounted on the host if they were not).
+    pub async fn attachments(
+        &self,
+        app: &str,
+        release: &ReleaseView,
+    ) -> Result<Arc<Attachments>, ApiError> {
+        let secrets = self.resolve_secrets(app, &release.config).await?;
+        let mut volumes = Vec::new();
+        for v in self.store.volumes(Some(app)).await? {
+            let (store, a, n) = (self.volumes.clone(), app.to_string(), v.name.clone());
+            let source = tokio::task::spawn_blocking(move || store.mount(&a, &n))
+                .await
+                .map_err(|e| ApiError::internal("mounting a volume", e))?
+                .map_err(|e| ApiError::internal("mounting a volume", e))?;
+            volumes.push(VolumeMount {
+                source,
+                destination: v.mount_path,
+            });
+        }
+        Ok(Arc::new(Attachments { secrets, volumes }))
     }
 
     /// Picks a free address, cycling through the subnet so that an address is reused as late
@@ -531,8 +575,16 @@ impl Platform {
         self.store
             .insert_deploy(&deploy_id, app, version, crate::now_secs())
             .await?;
+        let mut stopped_first = None;
         let result = self
-            .rollout_steps(app, version, log_file, events, &deploy_id)
+            .rollout_steps(
+                app,
+                version,
+                log_file,
+                events,
+                &deploy_id,
+                &mut stopped_first,
+            )
             .await;
         match &result {
             Ok(_) => {
@@ -558,6 +610,15 @@ impl Platform {
                 self.store
                     .fail_release(app, version, &f.error.message)
                     .await?;
+                // A stop-first deploy took the previous release down: bring it back.
+                if let Some(previous) = stopped_first {
+                    let _ = events.send(DeployEvent::Log {
+                        line: format!("-----> starting v{previous} again"),
+                    });
+                    if let Err(e) = self.restart_release(app, previous).await {
+                        tracing::error!(%app, previous, error = %e.error.message, "restarting the previous release failed");
+                    }
+                }
                 self.store
                     .finish_deploy(
                         &deploy_id,
@@ -578,12 +639,59 @@ impl Platform {
         log_file: Option<PathBuf>,
         events: &Events,
         deploy_id: &str,
+        stopped_first: &mut Option<u32>,
     ) -> Result<(u32, String), DeployFailure> {
         let release = self
             .store
             .release(app, version)
             .await?
             .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
+        let attach = self.attachments(app, &release).await?;
+
+        // An exclusive volume is used by one instance at a time: the old release stops
+        // before the new one starts.
+        let exclusive: Vec<String> = self
+            .store
+            .volumes(Some(app))
+            .await?
+            .into_iter()
+            .filter(|v| v.exclusive)
+            .map(|v| v.name)
+            .collect();
+        if !exclusive.is_empty() {
+            let total: u32 = release.config.processes.values().map(|p| p.instances).sum();
+            if total > 1 {
+                return Err(ApiError::invalid(
+                    "exclusive_volume",
+                    format!(
+                        "volume {} is exclusive (one instance at a time), but this release runs {total} instances",
+                        exclusive.join(", ")
+                    ),
+                )
+                .hint("run one instance in all (instances in berth.toml), or make the volume shareable")
+                .into());
+            }
+            let old: Vec<InstanceRow> = self
+                .store
+                .instances(Some(app))
+                .await?
+                .into_iter()
+                .filter(|i| i.release != version)
+                .collect();
+            if !old.is_empty() {
+                self.store.deploy_step(deploy_id, "stop_first").await?;
+                step(events, "stop_first");
+                let _ = events.send(DeployEvent::Log {
+                    line: format!(
+                        "-----> volume {} is exclusive: stopping the running release before v{version} starts (the app is unavailable until it is healthy)",
+                        exclusive.join(", ")
+                    ),
+                });
+                *stopped_first = self.store.app(app).await?.and_then(|a| a.current_release);
+                self.stop_instances(&old).await?;
+                self.publish_network().await?;
+            }
+        }
 
         if let Some(command) = release.config.release_command.clone() {
             self.store.deploy_step(deploy_id, "release_command").await?;
@@ -613,14 +721,17 @@ impl Platform {
             } else {
                 None
             };
-            let (rel, app_s, log2, addr2) = (
+            let (rel, app_s, log2, addr2, att) = (
                 release.clone(),
                 app.to_string(),
                 log.clone(),
                 address.clone(),
+                attach.clone(),
             );
             let code = self
-                .blocking(move |l| l.run_release_command(&app_s, &rel, &command, &addr2, log2))
+                .blocking(move |l| {
+                    l.run_release_command(&app_s, &rel, &command, &addr2, log2, &att)
+                })
                 .await;
             self.policy.forget(ip);
             if let Err(e) = self.publish_network().await {
@@ -650,63 +761,7 @@ impl Platform {
         // Start every instance of the new release.
         self.store.deploy_step(deploy_id, "start").await?;
         step(events, "start");
-        let mut started: Vec<InstanceRow> = Vec::new();
-        {
-            let _a = self.alloc_lock.lock().await;
-            let mut taken = HashSet::new();
-            for (kind, p) in &release.config.processes {
-                for index in 0..p.instances {
-                    let address = self.allocate_address(&mut taken).await?;
-                    let inst = InstanceRow {
-                        id: instance_id(app, version, kind, index, &crate::random_id(3)),
-                        app: app.to_string(),
-                        release: version,
-                        process: kind.clone(),
-                        index,
-                        address,
-                        port: APP_PORT,
-                        state: InstanceState::Starting,
-                        restarts: 0,
-                        last_exit: None,
-                        last_exit_reason: None,
-                        started_at: crate::now_secs(),
-                        pid: None,
-                    };
-                    self.store.insert_instance(&inst).await?;
-                    started.push(inst);
-                }
-            }
-        }
-        // The new instances' network policy is in force before they start.
-        self.policy.publish(&self.store).await?;
-        for inst in &started {
-            if let Ok(mut ing) = self.ingester.lock() {
-                ing.add(&inst.id, app, version, &inst.process, inst.index);
-            }
-            let (i, r) = (inst.clone(), release.clone());
-            match self.blocking(move |l| l.start(&i, &r)).await {
-                Ok(pid) => {
-                    self.store
-                        .instance_running(
-                            &inst.id,
-                            pid.map(|p| (p.pid, p.start_ticks)),
-                            crate::now_secs(),
-                        )
-                        .await?
-                }
-                Err(e) => {
-                    return Err(DeployFailure {
-                        error: ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "start_failed",
-                            format!("starting {}.{} failed: {e}", inst.process, inst.index),
-                        )
-                        .hint("see the output of `berth up`"),
-                        log_tail: file_tail(&self.logs.raw_path(&inst.id), TAIL_LINES),
-                    })
-                }
-            }
-        }
+        let started = self.start_instances(app, &release, &attach).await?;
 
         // Health: every web instance must answer; every other instance must stay up.
         self.store.deploy_step(deploy_id, "health").await?;
@@ -819,6 +874,109 @@ impl Platform {
         Ok((version, self.cfg.app_url(app)))
     }
 
+    /// Creates and starts every instance of `release` (its network policy in force first).
+    async fn start_instances(
+        self: &Arc<Self>,
+        app: &str,
+        release: &ReleaseView,
+        attach: &Arc<Attachments>,
+    ) -> Result<Vec<InstanceRow>, DeployFailure> {
+        let version = release.version;
+        let mut started: Vec<InstanceRow> = Vec::new();
+        {
+            let _a = self.alloc_lock.lock().await;
+            let mut taken = HashSet::new();
+            for (kind, p) in &release.config.processes {
+                for index in 0..p.instances {
+                    let address = self.allocate_address(&mut taken).await?;
+                    let inst = InstanceRow {
+                        id: instance_id(app, version, kind, index, &crate::random_id(3)),
+                        app: app.to_string(),
+                        release: version,
+                        process: kind.clone(),
+                        index,
+                        address,
+                        port: APP_PORT,
+                        state: InstanceState::Starting,
+                        restarts: 0,
+                        last_exit: None,
+                        last_exit_reason: None,
+                        started_at: crate::now_secs(),
+                        pid: None,
+                    };
+                    self.store.insert_instance(&inst).await?;
+                    started.push(inst);
+                }
+            }
+        }
+        // The new instances' network policy is in force before they start.
+        self.policy.publish(&self.store).await?;
+        for inst in &started {
+            if let Ok(mut ing) = self.ingester.lock() {
+                ing.add(&inst.id, app, version, &inst.process, inst.index);
+            }
+            let (i, r, a) = (inst.clone(), release.clone(), attach.clone());
+            match self.blocking(move |l| l.start(&i, &r, &a)).await {
+                Ok(pid) => {
+                    self.store
+                        .instance_running(
+                            &inst.id,
+                            pid.map(|p| (p.pid, p.start_ticks)),
+                            crate::now_secs(),
+                        )
+                        .await?
+                }
+                Err(e) => {
+                    return Err(DeployFailure {
+                        error: ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "start_failed",
+                            format!("starting {}.{} failed: {e}", inst.process, inst.index),
+                        )
+                        .hint("see the output of `berth up`"),
+                        log_tail: file_tail(&self.logs.raw_path(&inst.id), TAIL_LINES),
+                    })
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Stops instances now (no drain) and forgets them.
+    pub(crate) async fn stop_instances(&self, instances: &[InstanceRow]) -> Result<(), ApiError> {
+        for inst in instances {
+            self.store.instance_stopping(&inst.id).await?;
+        }
+        for inst in instances {
+            let id = inst.id.clone();
+            let timeout = self.cfg.stop_timeout;
+            self.blocking(move |l| l.stop(&id, timeout)).await;
+            if let Ok(mut ing) = self.ingester.lock() {
+                ing.remove(&inst.id);
+            }
+            self.store.delete_instance(&inst.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a release's instances again after they were stopped (a failed stop-first
+    /// deploy, a volume restore) and routes traffic to them.
+    pub(crate) async fn restart_release(
+        self: &Arc<Self>,
+        app: &str,
+        version: u32,
+    ) -> Result<(), DeployFailure> {
+        let release = self
+            .store
+            .release(app, version)
+            .await?
+            .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
+        let attach = self.attachments(app, &release).await?;
+        self.start_instances(app, &release, &attach).await?;
+        self.publish_network().await?;
+        Ok(())
+    }
+
     /// Stops everything of an app and forgets it: instances, routes, releases, images,
     /// build cache and logs.
     pub async fn destroy(self: &Arc<Self>, app: &str) -> Result<(), ApiError> {
@@ -829,6 +987,7 @@ impl Platform {
         }
         let releases = self.store.releases(app).await?;
         let instances = self.store.instances(Some(app)).await?;
+        let volumes = self.store.volumes(Some(app)).await?;
         for inst in &instances {
             self.store.instance_stopping(&inst.id).await?;
         }
@@ -841,6 +1000,10 @@ impl Platform {
             if let Ok(mut ing) = self.ingester.lock() {
                 ing.remove(&inst.id);
             }
+        }
+        for v in volumes {
+            let (store, a) = (self.volumes.clone(), app.to_string());
+            let _ = tokio::task::spawn_blocking(move || store.destroy(&a, &v.name)).await;
         }
         let _ = self.factory.images().remove_repository(app);
         for r in releases {

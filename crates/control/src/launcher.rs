@@ -24,6 +24,35 @@ use std::time::{Duration, Instant};
 
 /// Where the per-instance status directory is mounted inside containers.
 const STATUS_DIR: &str = "/.berth/status";
+/// Where berth's init finds the secrets that become environment variables.
+const SECRETS_ENV_DIR: &str = "/.berth/secrets";
+
+/// The decrypted secrets one release runs with. Never written to the data directory.
+#[derive(Default)]
+pub struct ResolvedSecrets {
+    /// Secrets given as environment variables.
+    pub env: Vec<(String, zeroize::Zeroizing<String>)>,
+    /// Secrets given as files under `/run/secrets`.
+    pub files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)>,
+}
+
+/// A volume as a container sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The volume's mount point on the host.
+    pub source: PathBuf,
+    /// Where it appears inside the container.
+    pub destination: String,
+}
+
+/// What an instance gets besides its release's image and config: its secrets and volumes.
+#[derive(Default)]
+pub struct Attachments {
+    /// Decrypted secrets.
+    pub secrets: ResolvedSecrets,
+    /// Volumes to mount, read-write.
+    pub volumes: Vec<VolumeMount>,
+}
 
 /// Errors launching or stopping containers.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +69,8 @@ pub enum LaunchError {
     },
     #[error("instance address {0:?} is not an IPv4 address")]
     BadAddress(String),
+    #[error(transparent)]
+    Secrets(#[from] berth_data::secret_files::SecretFilesError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
@@ -103,6 +134,8 @@ struct What<'a> {
     limits: Limits,
     /// Whether its init holds the app back until the namespace has its default route.
     wait_for_network: bool,
+    /// Secrets and volumes.
+    attach: &'a Attachments,
 }
 
 /// Launches and stops app containers.
@@ -112,6 +145,7 @@ pub struct Launcher {
     network: Network,
     images: ImageStore,
     logs: LogStore,
+    secret_files: Option<berth_data::secret_files::SecretFiles>,
 }
 
 impl Launcher {
@@ -129,7 +163,42 @@ impl Launcher {
             network,
             images,
             logs,
+            secret_files: None,
         }
+    }
+
+    /// Gives instances their secrets through `files` (a RAM-backed directory).
+    pub fn with_secret_files(mut self, files: berth_data::secret_files::SecretFiles) -> Self {
+        self.secret_files = Some(files);
+        self
+    }
+
+    /// Writes an instance's secrets where its container will find them; returns the mounts.
+    fn secret_mounts(
+        &self,
+        id: &str,
+        secrets: &ResolvedSecrets,
+    ) -> Result<Vec<BindMount>, LaunchError> {
+        let Some(files) = &self.secret_files else {
+            return Ok(Vec::new());
+        };
+        let env = berth_runtime::init::encode_env_file(
+            secrets.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let env = zeroize::Zeroizing::new(env);
+        let written = files.write(id, &env, &secrets.files, APP_UID, APP_GID)?;
+        Ok(vec![
+            BindMount {
+                source: written.env_dir,
+                destination: SECRETS_ENV_DIR.into(),
+                readonly: true,
+            },
+            BindMount {
+                source: written.files_dir,
+                destination: berth_core::state::SECRET_FILES_DIR.into(),
+                readonly: true,
+            },
+        ])
     }
 
     /// The runtimes in use (crun for trusted apps, runsc for sandboxed ones).
@@ -165,7 +234,14 @@ impl Launcher {
         // mounted read-only, so owning them only means being able to read them).
         berth_runtime::ownership::chown_tree(&tmp.join("app"), APP_UID, APP_GID)?;
         host_stack_skeleton(&tmp)?;
-        for d in [".berth/status", "etc/ssl", "etc/alternatives", "app"] {
+        for d in [
+            ".berth/status",
+            ".berth/secrets",
+            "run/secrets",
+            "etc/ssl",
+            "etc/alternatives",
+            "app",
+        ] {
             std::fs::create_dir_all(tmp.join(d)).map_err(io("preparing the root filesystem"))?;
         }
         std::fs::write(tmp.join(".berth/berth"), b"")
@@ -224,6 +300,7 @@ impl Launcher {
             port,
             limits,
             wait_for_network,
+            attach,
         } = *w;
         let rootfs = self.rootfs(&release.image)?;
         let dir = self.instance_dir(id);
@@ -246,6 +323,34 @@ impl Launcher {
         vars.insert("BERTH_INSTANCE".into(), index.to_string());
         env.retain(|e| e.split_once('=').is_none_or(|(k, _)| !vars.contains_key(k)));
         env.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+        let secret_mounts = self.secret_mounts(id, &attach.secrets)?;
+        let secrets_env = (!secret_mounts.is_empty()).then(|| {
+            [
+                "--secrets-env".to_string(),
+                format!("{SECRETS_ENV_DIR}/{}", berth_data::secret_files::ENV_FILE),
+            ]
+        });
+        let mut mounts = vec![
+            BindMount::ro_same("/usr"),
+            BindMount::ro_same("/etc/ssl"),
+            BindMount::ro_same("/etc/alternatives"),
+            BindMount {
+                source: self.cfg.berth_binary.clone(),
+                destination: BERTH_IN_CONTAINER.into(),
+                readonly: true,
+            },
+            BindMount {
+                source: status,
+                destination: STATUS_DIR.into(),
+                readonly: false,
+            },
+        ];
+        mounts.extend(secret_mounts);
+        mounts.extend(attach.volumes.iter().map(|v| BindMount {
+            source: v.source.clone(),
+            destination: v.destination.clone().into(),
+            readonly: false,
+        }));
         Ok(ContainerSpec {
             id: id.to_string(),
             bundle_dir: dir.join("bundle"),
@@ -259,27 +364,14 @@ impl Launcher {
             ]
             .into_iter()
             .chain(wait_for_network.then(|| "--wait-for-network".to_string()))
+            .chain(secrets_env.into_iter().flatten())
             .chain(["--".to_string()])
             .chain(command_argv(command))
             .collect(),
             env,
             cwd: "/app".into(),
             hostname: app.to_string(),
-            mounts: vec![
-                BindMount::ro_same("/usr"),
-                BindMount::ro_same("/etc/ssl"),
-                BindMount::ro_same("/etc/alternatives"),
-                BindMount {
-                    source: self.cfg.berth_binary.clone(),
-                    destination: BERTH_IN_CONTAINER.into(),
-                    readonly: true,
-                },
-                BindMount {
-                    source: status,
-                    destination: STATUS_DIR.into(),
-                    readonly: false,
-                },
-            ],
+            mounts,
             network: NetworkMode::Namespace(netns),
             log_file: self.logs.raw_path(id),
             resources: Resources {
@@ -305,6 +397,7 @@ impl Launcher {
         &self,
         inst: &InstanceRow,
         release: &ReleaseView,
+        attach: &Attachments,
     ) -> Result<Option<ProcessIdentity>, LaunchError> {
         let (command, limits) = release
             .config
@@ -327,6 +420,7 @@ impl Launcher {
             port: inst.port,
             limits,
             wait_for_network: false,
+            attach,
         };
         let started = match release.config.isolation {
             // gVisor copies the namespace's address and route into its own network stack
@@ -354,8 +448,11 @@ impl Launcher {
                 }
             }
         };
-        // A start that failed leaves no namespace behind.
-        let state = started.inspect_err(|_| self.network.detach(&inst.id))?;
+        // A start that failed leaves no namespace (and no secrets) behind.
+        let state = started.inspect_err(|_| {
+            self.network.detach(&inst.id);
+            self.forget_secrets(&inst.id);
+        })?;
         Ok(state.pid.and_then(ProcessIdentity::of))
     }
 
@@ -383,7 +480,14 @@ impl Launcher {
             tracing::warn!(instance = id, error = %e, "removing container failed");
         }
         self.network.detach(id);
+        self.forget_secrets(id);
         let _ = std::fs::remove_dir_all(self.instance_dir(id));
+    }
+
+    fn forget_secrets(&self, id: &str) {
+        if let Some(files) = &self.secret_files {
+            files.remove(id);
+        }
     }
 
     /// Runs a release's release command to completion in its own container and network
@@ -395,10 +499,11 @@ impl Launcher {
         command: &str,
         address: &str,
         log_file: PathBuf,
+        attach: &Attachments,
     ) -> Result<i32, LaunchError> {
         let id = format!("{app}-v{}-release-{}", release.version, crate::random_id(3));
         let netns = self.netns(&id, address)?;
-        let mut spec = self.spec(
+        let spec = self.spec(
             &What {
                 id: &id,
                 app,
@@ -409,14 +514,116 @@ impl Launcher {
                 port: crate::config::APP_PORT,
                 limits: release.config.release_limits,
                 wait_for_network: false,
+                attach,
             },
             netns,
-        )?;
-        spec.log_file = log_file;
+        );
+        let mut spec = match spec {
+            Ok(s) => s,
+            Err(e) => {
+                self.network.detach(&id);
+                self.forget_secrets(&id);
+                return Err(e);
+            }
+        };
+        // With secrets about, the output goes through a RAM-backed file first and reaches
+        // the log with secret values redacted, line by line as it comes.
+        let redactor = attach.secrets.redactor();
+        let raw = match &self.secret_files {
+            Some(files) if !redactor.is_empty() => Some(files.root().join(format!("{id}.out"))),
+            _ => None,
+        };
+        spec.log_file = raw.clone().unwrap_or_else(|| log_file.clone());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pump = raw.clone().map(|raw| {
+            let (done, log_file) = (done.clone(), log_file.clone());
+            std::thread::spawn(move || redact_lines(&raw, &log_file, &redactor, &done))
+        });
         let result = self.runtime.run_to_exit(&spec);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(p) = pump {
+            let _ = p.join();
+        }
+        if let Some(raw) = raw {
+            let _ = std::fs::remove_file(raw);
+        }
         self.network.detach(&id);
+        self.forget_secrets(&id);
         let _ = std::fs::remove_dir_all(self.instance_dir(&id));
         Ok(result?)
+    }
+}
+
+impl ResolvedSecrets {
+    /// What hides these secrets' values in logs.
+    pub fn redactor(&self) -> berth_observe::redact::Redactor {
+        let files: Vec<(String, String)> = self
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).to_string()))
+            .collect();
+        berth_observe::redact::Redactor::new(
+            self.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(files.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        )
+    }
+}
+
+/// Copies complete lines from `raw` to `log`, redacted, until `done` is set and `raw` is
+/// read to its end.
+fn redact_lines(
+    raw: &std::path::Path,
+    log: &std::path::Path,
+    redactor: &berth_observe::redact::Redactor,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{BufRead, Seek, Write};
+    let mut offset = 0u64;
+    let mut pending = Vec::new();
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut f) = std::fs::File::open(raw) {
+            if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
+                let mut reader = std::io::BufReader::new(f);
+                let mut out = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .ok();
+                loop {
+                    let mut buf = Vec::new();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            offset += n as u64;
+                            pending.extend_from_slice(&buf);
+                            if pending.ends_with(b"\n") || finished {
+                                let line = String::from_utf8_lossy(&pending).to_string();
+                                pending.clear();
+                                if let Some(o) = out.as_mut() {
+                                    let _ = o.write_all(redactor.apply(&line).as_bytes());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if finished {
+            if !pending.is_empty() {
+                if let Ok(mut o) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                {
+                    let _ = writeln!(o, "{}", redactor.apply(&String::from_utf8_lossy(&pending)));
+                }
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -8,6 +8,9 @@
 //! - [`supervisor`]: watches instances, restarts crashed ones with backoff, re-adopts running
 //!   containers after a restart, feeds the log ingester.
 //! - [`routing`]: publishes the edge's route snapshot and waits until the edge serves it.
+//! - [`secrets`]: sealed secrets, their changes as releases, key rotation.
+//! - [`volumes`]: volumes of an app: create, snapshot, restore, destroy, and what deploys
+//!   do about exclusive ones.
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
@@ -20,8 +23,10 @@ pub mod launcher;
 pub mod platform;
 pub mod policy;
 pub mod routing;
+pub mod secrets;
 pub mod store;
 pub mod supervisor;
+pub mod volumes;
 
 pub use config::PlatformConfig;
 pub use error::ApiError;

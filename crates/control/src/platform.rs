@@ -77,6 +77,10 @@ pub struct Platform {
     pub policy: PolicyPublisher,
     /// API bearer token.
     pub token: String,
+    /// Keys that seal secrets.
+    pub keyring: tokio::sync::RwLock<berth_data::secrets::Keyring>,
+    /// Volume images and mounts.
+    pub volumes: berth_data::volumes::VolumeStore,
     /// One deploy at a time per app.
     pub app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises address allocation.
@@ -257,15 +261,35 @@ impl Platform {
                 source,
             })?;
         let token = load_or_create_token(&cfg.token_path())?;
+        let keyring = berth_data::secrets::Keyring::open(cfg.secrets_key_source())
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let secret_files = berth_data::secret_files::SecretFiles::ensure(cfg.secrets_runtime_dir())
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let volumes = berth_data::volumes::VolumeStore::new(cfg.volumes_dir());
+        for v in store
+            .volumes(None)
+            .await
+            .map_err(|source| StartError::Store {
+                path: cfg.db_path().display().to_string(),
+                source,
+            })?
+        {
+            if let Err(e) = volumes.mount(&v.app, &v.name) {
+                tracing::error!(app = %v.app, volume = %v.name, error = %e, "mounting a volume failed");
+            }
+        }
         let logs = LogStore::open(cfg.logs_dir()).map_err(|e| StartError::Other(e.to_string()))?;
         let images = ImageStore::new(cfg.images_dir());
-        let launcher = Arc::new(Launcher::new(
-            cfg.clone(),
-            runtime.clone(),
-            network,
-            images.clone(),
-            logs.clone(),
-        ));
+        let launcher = Arc::new(
+            Launcher::new(
+                cfg.clone(),
+                runtime.clone(),
+                network,
+                images.clone(),
+                logs.clone(),
+            )
+            .with_secret_files(secret_files),
+        );
         let factory = Arc::new(Factory::new(
             FactoryPaths {
                 work_root: cfg.builds_dir(),
@@ -293,6 +317,8 @@ impl Platform {
             routes,
             policy: PolicyPublisher::new(firewall),
             token,
+            keyring: tokio::sync::RwLock::new(keyring),
+            volumes,
             app_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
@@ -407,6 +433,20 @@ impl Platform {
             let timeout = Duration::from_secs(1);
             self.blocking(move |l| l.stop(&id, timeout)).await;
         }
+        // Lines the re-adopted instances print keep their secrets hidden.
+        let mut apps: Vec<(String, u32)> = instances
+            .iter()
+            .map(|i| (i.app.clone(), i.release))
+            .collect();
+        apps.sort();
+        apps.dedup();
+        for (app, version) in apps {
+            if let Some(r) = self.store.release(&app, version).await? {
+                if let Err(e) = self.resolve_secrets(&app, &r.config).await {
+                    tracing::warn!(%app, error = %e.message, "reading secrets for log redaction failed");
+                }
+            }
+        }
         self.publish_network().await?;
         Ok(())
     }
@@ -433,6 +473,26 @@ impl Platform {
         EdgeProcess::stop(cfg);
         Firewall::new(cfg.bridge.clone(), cfg.subnet).remove();
         network.remove_bridge();
+        // Volumes come back (mounted again) with the next `berth up`.
+        for app in std::fs::read_dir(cfg.volumes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for v in std::fs::read_dir(app.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = v.path();
+                if path.extension().is_some_and(|e| e == "mnt")
+                    && berth_data::volumes::is_mounted(&path)
+                {
+                    let _ = Command::new("umount").arg(&path).status();
+                }
+            }
+        }
+        berth_data::secret_files::SecretFiles::unmount(&cfg.secrets_runtime_dir());
     }
 }
 

@@ -11,7 +11,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Migrations, in order; each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_app_state.sql")),
+];
 
 /// Handle to the state store.
 #[derive(Debug, Clone)]
@@ -215,7 +218,15 @@ impl Store {
     /// Deletes an app and its records.
     pub async fn delete_app(&self, name: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        for table in ["instances", "deploys", "builds", "releases"] {
+        for table in [
+            "instances",
+            "deploys",
+            "builds",
+            "releases",
+            "app_secrets",
+            "secret_versions",
+            "volumes",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
                 .bind(name)
                 .execute(&mut *tx)
@@ -543,6 +554,254 @@ impl Store {
     pub async fn delete_instance(&self, id: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM instances WHERE id = ?")
             .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A sealed secret version as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    /// App.
+    pub app: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u32,
+    /// Key that sealed it.
+    pub key_id: String,
+    /// base64(nonce ‖ ciphertext).
+    pub sealed: String,
+    /// Who set it.
+    pub actor: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A volume row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRow {
+    /// App.
+    pub app: String,
+    /// Name.
+    pub name: String,
+    /// Size, bytes.
+    pub size_bytes: u64,
+    /// Mount path inside containers.
+    pub mount_path: String,
+    /// One instance at a time.
+    pub exclusive: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+fn secret_from_row(r: &SqliteRow) -> Result<SecretRow, sqlx::Error> {
+    Ok(SecretRow {
+        app: r.try_get("app")?,
+        name: r.try_get("name")?,
+        version: r.try_get::<i64, _>("version")? as u32,
+        key_id: r.try_get("key_id")?,
+        sealed: r.try_get("sealed")?,
+        actor: r.try_get("actor")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn volume_from_row(r: &SqliteRow) -> Result<VolumeRow, sqlx::Error> {
+    Ok(VolumeRow {
+        app: r.try_get("app")?,
+        name: r.try_get("name")?,
+        size_bytes: r.try_get::<i64, _>("size_bytes")? as u64,
+        mount_path: r.try_get("mount_path")?,
+        exclusive: r.try_get::<i64, _>("exclusive")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    // ---- secrets
+
+    /// The highest version of a secret ever stored (0: none).
+    pub async fn max_secret_version(&self, app: &str, name: &str) -> Result<u32, sqlx::Error> {
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM secret_versions WHERE app = ? AND name = ?",
+        )
+        .bind(app)
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(max.unwrap_or(0) as u32)
+    }
+
+    /// Stores new sealed versions, all or none, without changing which versions the app
+    /// uses.
+    pub async fn insert_secret_versions(&self, rows: &[SecretRow]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO secret_versions (app, name, version, key_id, sealed, actor, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.app)
+            .bind(&r.name)
+            .bind(r.version as i64)
+            .bind(&r.key_id)
+            .bind(&r.sealed)
+            .bind(&r.actor)
+            .bind(r.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The secret versions the app's next release gets: name → version.
+    pub async fn app_secrets(&self, app: &str) -> Result<BTreeMap<String, u32>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, version FROM app_secrets WHERE app = ?")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("name")?,
+                    r.try_get::<i64, _>("version")? as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces the set of secret versions the app's next release gets.
+    pub async fn set_app_secrets(
+        &self,
+        app: &str,
+        secrets: &BTreeMap<String, u32>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM app_secrets WHERE app = ?")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        for (name, version) in secrets {
+            sqlx::query("INSERT INTO app_secrets (app, name, version) VALUES (?, ?, ?)")
+                .bind(app)
+                .bind(name)
+                .bind(*version as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Sealed versions of an app's secrets: those named in `which`.
+    pub async fn secret_rows(
+        &self,
+        app: &str,
+        which: &BTreeMap<String, u32>,
+    ) -> Result<Vec<SecretRow>, sqlx::Error> {
+        let mut out = Vec::new();
+        for (name, version) in which {
+            let row = sqlx::query(
+                "SELECT * FROM secret_versions WHERE app = ? AND name = ? AND version = ?",
+            )
+            .bind(app)
+            .bind(name)
+            .bind(*version as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(r) = row {
+                out.push(secret_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets secret versions that were stored but never used (a change whose deploy
+    /// failed).
+    pub async fn delete_secret_versions(
+        &self,
+        app: &str,
+        which: &BTreeMap<String, u32>,
+    ) -> Result<(), sqlx::Error> {
+        for (name, version) in which {
+            sqlx::query("DELETE FROM secret_versions WHERE app = ? AND name = ? AND version = ?")
+                .bind(app)
+                .bind(name)
+                .bind(*version as i64)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every sealed version of every app (key rotation).
+    pub async fn all_secret_rows(&self) -> Result<Vec<SecretRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM secret_versions ORDER BY app, name, version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(secret_from_row).collect()
+    }
+
+    /// Replaces sealed values in one transaction (key rotation): all or nothing.
+    pub async fn reseal_secrets(&self, rows: &[SecretRow]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "UPDATE secret_versions SET key_id = ?, sealed = ? WHERE app = ? AND name = ? AND version = ?",
+            )
+            .bind(&r.key_id)
+            .bind(&r.sealed)
+            .bind(&r.app)
+            .bind(&r.name)
+            .bind(r.version as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    // ---- volumes
+
+    /// Records a volume.
+    pub async fn insert_volume(&self, v: &VolumeRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO volumes (app, name, size_bytes, mount_path, exclusive, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&v.app)
+        .bind(&v.name)
+        .bind(v.size_bytes as i64)
+        .bind(&v.mount_path)
+        .bind(i64::from(v.exclusive))
+        .bind(v.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Volumes of one app, or of every app.
+    pub async fn volumes(&self, app: Option<&str>) -> Result<Vec<VolumeRow>, sqlx::Error> {
+        let rows = match app {
+            Some(a) => {
+                sqlx::query("SELECT * FROM volumes WHERE app = ? ORDER BY name")
+                    .bind(a)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM volumes ORDER BY app, name")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(volume_from_row).collect()
+    }
+
+    /// Forgets a volume.
+    pub async fn delete_volume(&self, app: &str, name: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM volumes WHERE app = ? AND name = ?")
+            .bind(app)
+            .bind(name)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -142,8 +142,19 @@ async fn check(
                 if !platform.store.instance_restarting(&inst.id).await? {
                     continue;
                 }
+                let attach = match platform.attachments(&inst.app, &release).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.id, error = %e.message, "restart failed");
+                        platform
+                            .store
+                            .instance_crashed(&inst.id, None, None)
+                            .await?;
+                        continue;
+                    }
+                };
                 let (i, r) = (inst.clone(), release);
-                match platform.blocking(move |l| l.start(&i, &r)).await {
+                match platform.blocking(move |l| l.start(&i, &r, &attach)).await {
                     Ok(pid) => {
                         platform
                             .store

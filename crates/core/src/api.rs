@@ -99,6 +99,8 @@ pub enum DeployEvent {
     Log { line: String },
     /// The deploy finished; this release serves now.
     Done { release: u32, url: String },
+    /// The change was stored; no release serves yet, so it applies at the first deploy.
+    Stored { message: String },
     /// The deploy failed; the previous release (if any) keeps serving.
     Failed {
         #[serde(flatten)]

@@ -13,5 +13,6 @@ pub mod names;
 pub mod policy;
 pub mod procfile;
 pub mod spec;
+pub mod state;
 
 pub use names::{AppName, NameError};

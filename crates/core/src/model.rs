@@ -46,6 +46,21 @@ pub struct ReleaseConfig {
     /// Capabilities the release's processes keep (trusted only; empty by default).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The secrets the release runs with: name → version. Values stay encrypted in the
+    /// store; a rollback brings back the versions its release had.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, u32>,
+    /// Secrets delivered as files under `/run/secrets` (`"*"`: all); the rest are
+    /// environment variables.
+    #[serde(default)]
+    pub secret_files: Vec<String>,
+}
+
+impl ReleaseConfig {
+    /// Whether secret `name` reaches the app as a file rather than an environment variable.
+    pub fn secret_as_file(&self, name: &str) -> bool {
+        self.secret_files.iter().any(|f| f == name || f == "*")
+    }
 }
 
 /// An OCI image in berth's local image store.

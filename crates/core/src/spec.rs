@@ -31,6 +31,17 @@ pub struct BerthToml {
     pub network: NetworkToml,
     /// Extra privileges (trusted apps only).
     pub security: SecurityToml,
+    /// How secrets reach the app.
+    pub secrets: SecretsToml,
+}
+
+/// `[secrets]`: secrets are environment variables unless listed in `files`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsToml {
+    /// Secrets that appear as files `/run/secrets/NAME` instead of environment variables
+    /// (`"*"`: all of them).
+    pub files: Vec<String>,
 }
 
 /// `[network]`.
@@ -221,6 +232,13 @@ impl BerthToml {
         };
         if let Err(e) = self.network_policy() {
             problems.extend(e);
+        }
+        for name in &self.secrets.files {
+            if name != "*" {
+                if let Err(e) = crate::state::validate_secret_name(name) {
+                    problems.push(format!("secrets.files: {e}"));
+                }
+            }
         }
         for cap in &self.security.capabilities {
             if let Err(e) = policy::parse_capability(cap) {

@@ -1,5 +1,6 @@
 //! Tails raw container output files by offset into the labelled app logs.
 
+use crate::redact::Redactor;
 use crate::store::{LogRecord, LogStore};
 use crate::{io, now_millis, ObserveError};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct Ingester {
     store: LogStore,
     sources: BTreeMap<String, Source>,
     state_file: PathBuf,
+    /// Secret values to hide, per app.
+    redactors: BTreeMap<String, Redactor>,
 }
 
 impl Ingester {
@@ -45,6 +48,16 @@ impl Ingester {
             store,
             sources,
             state_file,
+            redactors: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the secret values hidden in an app's lines from now on.
+    pub fn set_redactor(&mut self, app: &str, redactor: Redactor) {
+        if redactor.is_empty() {
+            self.redactors.remove(app);
+        } else {
+            self.redactors.insert(app.to_string(), redactor);
         }
     }
 
@@ -91,7 +104,11 @@ impl Ingester {
             return Ok(0);
         };
         let path = self.store.raw_path(id);
-        let mut f = match std::fs::File::open(&path) {
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(_) => return Ok(0),
         };
@@ -102,7 +119,8 @@ impl Ingester {
         f.seek(SeekFrom::Start(src.offset))
             .map_err(io("reading raw log"))?;
         let mut buf = Vec::with_capacity((len - src.offset).min(4 << 20) as usize);
-        f.take(4 << 20)
+        (&mut f)
+            .take(4 << 20)
             .read_to_end(&mut buf)
             .map_err(io("reading raw log"))?;
         let mut consumed = 0usize;
@@ -116,9 +134,12 @@ impl Ingester {
                 _ => None,
             };
             let Some((end, next)) = cut else { break };
-            let line = String::from_utf8_lossy(&rest[..end])
-                .trim_end_matches('\r')
-                .to_string();
+            let raw_line = String::from_utf8_lossy(&rest[..end]);
+            let raw_line = raw_line.trim_end_matches('\r');
+            let line = match self.redactors.get(&src.app) {
+                Some(r) => r.apply(raw_line),
+                None => raw_line.to_string(),
+            };
             records.push(LogRecord {
                 ts,
                 app: src.app.clone(),
@@ -134,10 +155,23 @@ impl Ingester {
             return Ok(0);
         }
         self.store.append(&records)?;
+        let offset = src.offset + consumed as u64;
         if let Some(s) = self.sources.get_mut(id) {
-            s.offset = src.offset + consumed as u64;
+            s.offset = offset;
         }
+        // The raw file is a buffer: what is ingested is freed (and no unredacted copy of a
+        // line stays on disk). Offsets stay valid; the file keeps its length.
+        punch_hole(&f, src.offset, consumed as u64);
         Ok(records.len())
+    }
+
+    /// Ingests new complete lines of one source now; returns how many.
+    pub fn poll_instance(&mut self, instance_id: &str) -> usize {
+        let n = self.poll_one(instance_id).unwrap_or(0);
+        if n > 0 {
+            self.persist();
+        }
+        n
     }
 
     /// Ingests new complete lines of every source; returns how many.
@@ -154,6 +188,22 @@ impl Ingester {
             self.persist();
         }
         total
+    }
+}
+
+/// Frees the blocks of `[offset, offset + len)` (zeroes partial blocks at the edges).
+fn punch_hole(f: &std::fs::File, offset: u64, len: u64) {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    if len == 0 {
+        return;
+    }
+    let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    if let Err(e) = fallocate(f.as_raw_fd(), flags, off, len) {
+        tracing::debug!(error = %e, "freeing ingested raw log failed");
     }
 }
 
@@ -184,7 +234,29 @@ mod tests {
         let (recs, _) = store.tail("hello", 10).unwrap();
         let lines: Vec<_> = recs.iter().map(|r| r.line.as_str()).collect();
         assert_eq!(lines, ["one", "two", "partial"]);
+        // What was ingested no longer lies in the raw file.
+        let left = std::fs::read(&raw).unwrap();
+        assert!(!String::from_utf8_lossy(&left).contains("two"), "{left:?}");
         again.remove("hello-v1-web-0-x");
         assert!(!raw.exists());
+    }
+
+    #[test]
+    fn secret_values_never_reach_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LogStore::open(d.path()).unwrap();
+        let mut ing = Ingester::open(store.clone());
+        ing.add("a-v1-web-0-x", "a", 1, "web", 0);
+        ing.set_redactor("a", Redactor::new([("TOKEN", "tok-12345")]));
+        std::fs::write(store.raw_path("a-v1-web-0-x"), "token is tok-12345\n").unwrap();
+        assert_eq!(ing.poll(), 1);
+        let (recs, _) = store.tail("a", 10).unwrap();
+        assert_eq!(recs[0].line, "token is [secret TOKEN]");
+        let everything = std::process::Command::new("grep")
+            .args(["-r", "-a", "tok-12345"])
+            .arg(d.path())
+            .output()
+            .unwrap();
+        assert!(everything.stdout.is_empty(), "{everything:?}");
     }
 }

@@ -4,10 +4,12 @@
 //! that survives any berth restart). The [`ingest::Ingester`] tails those files by offset and
 //! appends each complete line, labelled with app, release, process and instance, to the app's
 //! log in the [`store::LogStore`]; offsets are persisted so that nothing is lost or doubled
-//! across restarts. Build logs are kept as they were written, one file per build.
+//! across restarts; ingested bytes are freed from the raw files, and secret values are
+//! redacted ([`redact`]) before a line is stored. Build logs are kept as they were written, one file per build.
 #![forbid(unsafe_code)]
 
 pub mod ingest;
+pub mod redact;
 pub mod store;
 
 pub use store::{LogRecord, LogStore};

@@ -57,10 +57,51 @@ pub fn wait_for_default_route(limit: std::time::Duration) -> bool {
     }
 }
 
+/// Parses a secrets environment file: `KEY=VALUE` entries separated by NUL bytes (values
+/// may hold newlines). Entries without `=` are skipped.
+pub fn parse_env_file(bytes: &[u8]) -> Vec<(String, String)> {
+    bytes
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let text = String::from_utf8_lossy(entry);
+            let (k, v) = text.split_once('=')?;
+            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Encodes variables in the format [`parse_env_file`] reads.
+pub fn encode_env_file<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in vars {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// Runs `argv` as the app, supervised as described above; returns its exit code. With
-/// `wait_for_network`, the app starts only once the namespace has its default route.
-pub fn run(status_file: &Path, argv: &[String], wait_for_network: bool) -> i32 {
+/// `wait_for_network`, the app starts only once the namespace has its default route. The
+/// variables of `env_file` (secrets, kept out of the container's configuration on disk)
+/// are added to the app's environment; only the app's process tree sees them.
+pub fn run(
+    status_file: &Path,
+    argv: &[String],
+    wait_for_network: bool,
+    env_file: Option<&Path>,
+) -> i32 {
     let _ = std::fs::remove_file(status_file);
+    let secrets = match env_file.map(std::fs::read) {
+        None => Vec::new(),
+        Some(Ok(bytes)) => parse_env_file(&bytes),
+        Some(Err(e)) => {
+            eprintln!("berth container-init: cannot read the app's secrets: {e}");
+            write_status(status_file, 126);
+            return 126;
+        }
+    };
     if wait_for_network && !wait_for_default_route(std::time::Duration::from_secs(10)) {
         eprintln!("berth container-init: the network was not ready after 10 s; starting anyway");
     }
@@ -69,7 +110,12 @@ pub fn run(status_file: &Path, argv: &[String], wait_for_network: bool) -> i32 {
         write_status(status_file, 127);
         return 127;
     };
-    let child = match Command::new(program).args(args).process_group(0).spawn() {
+    let child = match Command::new(program)
+        .args(args)
+        .envs(secrets)
+        .process_group(0)
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth container-init: cannot start {program}: {e}");
@@ -110,6 +156,19 @@ pub fn run(status_file: &Path, argv: &[String], wait_for_network: bool) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_files_carry_values_with_newlines_and_equals_signs() {
+        let bytes = encode_env_file([("A", "1"), ("PEM", "-----BEGIN-----\nx=y\n")]);
+        assert_eq!(
+            parse_env_file(&bytes),
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("PEM".to_string(), "-----BEGIN-----\nx=y\n".to_string())
+            ]
+        );
+        assert!(parse_env_file(b"").is_empty());
+    }
 
     #[test]
     fn finds_the_default_route_in_the_kernels_table() {

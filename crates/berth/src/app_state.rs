@@ -1,0 +1,283 @@
+//! Commands for an app's state: `create`, `secrets`, `volumes`.
+
+use crate::cli::{Global, SecretsCommand, VolumesCommand};
+use crate::client::Client;
+use crate::commands::stream_workflow;
+use crate::output;
+use anyhow::{anyhow, bail, Context, Result};
+use berth_core::state::{SecretView, SnapshotView, VolumeView};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+
+/// `berth create APP`.
+pub async fn create(g: &Global, app: &str) -> Result<i32> {
+    berth_core::AppName::parse(app).map_err(|e| anyhow!(e))?;
+    let client = Client::discover(g)?;
+    let v: serde_json::Value = client
+        .post_json("/v1/apps", &serde_json::json!({ "name": app }))
+        .await?;
+    if g.json {
+        output::json(&v);
+    } else {
+        println!("created {app}; give it secrets and volumes, then `berth deploy DIR --app {app}`");
+    }
+    Ok(0)
+}
+
+/// Collects NAME=VALUE pairs from the arguments, files and standard input.
+fn secret_values(
+    pairs: &[String],
+    files: &[String],
+    stdin: Option<&str>,
+) -> Result<BTreeMap<String, String>> {
+    let mut set = BTreeMap::new();
+    let mut put = |name: &str, value: String| -> Result<()> {
+        berth_core::state::validate_secret_name(name).map_err(|e| anyhow!(e))?;
+        if set.insert(name.to_string(), value).is_some() {
+            bail!("secret {name} is given twice");
+        }
+        Ok(())
+    };
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            anyhow!("{p:?} is not NAME=VALUE\nhint: to read a value from a file use --file NAME=PATH, from standard input --stdin NAME")
+        })?;
+        put(k, v.to_string())?;
+    }
+    for f in files {
+        let (k, path) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--file {f:?} is not NAME=PATH"))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading {path} for secret {k}"))?;
+        let value = String::from_utf8(bytes).map_err(|_| {
+            anyhow!("{path}: secret {k} must be UTF-8 text (base64-encode binary data)")
+        })?;
+        put(k, value)?;
+    }
+    if let Some(k) = stdin {
+        let mut value = String::new();
+        std::io::stdin()
+            .read_to_string(&mut value)
+            .context("reading the secret from standard input")?;
+        let trimmed = value.strip_suffix('\n').unwrap_or(&value);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string();
+        put(k, trimmed)?;
+    }
+    if set.is_empty() {
+        bail!("nothing to set: give NAME=VALUE, --file NAME=PATH or --stdin NAME");
+    }
+    Ok(set)
+}
+
+/// `berth secrets …`.
+pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
+    let client = Client::discover(g)?;
+    match cmd {
+        SecretsCommand::List { app } => {
+            let list: Vec<SecretView> = client.get_json(&format!("/v1/apps/{app}/secrets")).await?;
+            if g.json {
+                output::json(&list);
+            } else if list.is_empty() {
+                println!("{app} has no secrets; set one with `berth secrets set {app} NAME=VALUE`");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            format!("v{}", s.version),
+                            s.injected_as.clone(),
+                            s.updated_by.clone(),
+                            output::ago(s.updated_at),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "VERSION", "AS", "SET BY", "UPDATED"], &rows);
+            }
+            Ok(0)
+        }
+        SecretsCommand::Set {
+            app,
+            pairs,
+            files,
+            stdin,
+        } => {
+            let set = secret_values(&pairs, &files, stdin.as_deref())?;
+            let body = serde_json::json!({ "set": set });
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/secrets"),
+                None,
+                Some(body),
+            )
+            .await
+        }
+        SecretsCommand::Unset { app, names } => {
+            for k in &names {
+                berth_core::state::validate_secret_name(k).map_err(|e| anyhow!(e))?;
+            }
+            let body = serde_json::json!({ "unset": names });
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/secrets"),
+                None,
+                Some(body),
+            )
+            .await
+        }
+        SecretsCommand::RotateKey => {
+            let report: serde_json::Value = client
+                .post_json("/v1/secrets/rotate-key", &serde_json::json!({}))
+                .await?;
+            if g.json {
+                output::json(&report);
+            } else {
+                println!(
+                    "every secret ({}) is now sealed with key {}; the old key is retired",
+                    report["resealed"],
+                    report["key_id"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Asks the person at the terminal to type `word`; false when they do not, or when there
+/// is no terminal.
+fn confirm(prompt: &str, word: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{prompt}\nrefusing without confirmation: there is no terminal to ask\nhint: pass --yes to confirm");
+    }
+    eprint!("{prompt}\ntype {word:?} to confirm: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == word)
+}
+
+/// `berth volumes …`.
+pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
+    let client = Client::discover(g)?;
+    match cmd {
+        VolumesCommand::List { app } => {
+            let list: Vec<VolumeView> = client.get_json(&format!("/v1/apps/{app}/volumes")).await?;
+            if g.json {
+                output::json(&list);
+            } else if list.is_empty() {
+                println!("{app} has no volumes; create one with `berth volumes create {app} data --size 1G --mount /data`");
+            } else {
+                let fmt = berth_core::limits::format_memory;
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            fmt(v.size_bytes),
+                            v.used_bytes.map(fmt).unwrap_or_else(|| "-".into()),
+                            v.mount.clone(),
+                            if v.exclusive { "exclusive" } else { "shared" }.into(),
+                            v.snapshots
+                                .iter()
+                                .map(|s| s.id.clone())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["NAME", "SIZE", "USED", "MOUNT", "ACCESS", "SNAPSHOTS"],
+                    &rows,
+                );
+            }
+            Ok(0)
+        }
+        VolumesCommand::Create {
+            app,
+            name,
+            size,
+            mount,
+            exclusive,
+        } => {
+            let body = serde_json::json!({
+                "name": name, "size": size, "mount": mount, "exclusive": exclusive,
+            });
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/volumes"),
+                None,
+                Some(body),
+            )
+            .await
+        }
+        VolumesCommand::Snapshot { app, name } => {
+            let s: SnapshotView = client
+                .post_json(
+                    &format!("/v1/apps/{app}/volumes/{name}/snapshots"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if g.json {
+                output::json(&s);
+            } else {
+                println!(
+                    "snapshot {} of {app}/{name} taken ({} on disk); restore it with `berth volumes restore {app} {name} {}`",
+                    s.id,
+                    berth_core::limits::format_memory(s.disk_bytes),
+                    s.id
+                );
+            }
+            Ok(0)
+        }
+        VolumesCommand::Restore {
+            app,
+            name,
+            snapshot,
+            force,
+        } => {
+            client
+                .post_empty(
+                    &format!("/v1/apps/{app}/volumes/{name}/restore"),
+                    &serde_json::json!({ "snapshot": snapshot, "force": force }),
+                )
+                .await?;
+            if g.json {
+                output::json(&serde_json::json!({ "restored": snapshot }));
+            } else {
+                println!("volume {app}/{name} holds snapshot {snapshot} again");
+            }
+            Ok(0)
+        }
+        VolumesCommand::Destroy {
+            app,
+            name,
+            yes,
+            force,
+        } => {
+            if !yes
+                && !confirm(
+                    &format!("this deletes volume {name} of {app} and all its snapshots; its data cannot be recovered"),
+                    &name,
+                )?
+            {
+                bail!("not confirmed; volume {name} is untouched");
+            }
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::DELETE,
+                &format!("/v1/apps/{app}/volumes/{name}?force={force}"),
+                None,
+                None,
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Secrets as the control plane handles them: values sealed by the keyring before they
+//! reach the store, opened only to start an instance (into RAM, see `berth_data::secret_files`)
+//! and to rotate the key. Each change is a new release with zero downtime, like `env set`;
+//! the API and CLI list names, versions, who and when, never values.
+
+use crate::deploy::{DeployFailure, Events, STORED_ONLY};
+use crate::error::ApiError;
+use crate::launcher::ResolvedSecrets;
+use crate::platform::Platform;
+use crate::store::SecretRow;
+use berth_core::api::DeployEvent;
+use berth_core::model::ReleaseConfig;
+use berth_core::state::{self, SecretChange, SecretView};
+use berth_data::secrets::Sealed;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The associated data a secret version is sealed with: it opens only in its own slot.
+fn context(app: &str, name: &str, version: u32) -> String {
+    format!("{app}/{name}/{version}")
+}
+
+/// What `rotate-key` did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RotationReport {
+    /// The key now sealing every value.
+    pub key_id: String,
+    /// How many stored values were re-sealed.
+    pub resealed: usize,
+}
+
+impl Platform {
+    /// Opens the secrets a release runs with, and hides their values from the app's logs
+    /// from now on.
+    pub async fn resolve_secrets(
+        &self,
+        app: &str,
+        config: &ReleaseConfig,
+    ) -> Result<ResolvedSecrets, ApiError> {
+        let rows = self.store.secret_rows(app, &config.secrets).await?;
+        let mut out = ResolvedSecrets::default();
+        {
+            let ring = self.keyring.read().await;
+            for r in rows {
+                let plain = ring
+                    .open_sealed(
+                        &context(app, &r.name, r.version),
+                        &Sealed {
+                            key_id: r.key_id.clone(),
+                            data: r.sealed.clone(),
+                        },
+                    )
+                    .map_err(|e| {
+                        ApiError::internal(&format!("opening secret {} of {app}", r.name), e)
+                    })?;
+                if config.secret_as_file(&r.name) {
+                    out.files.push((r.name.clone(), plain));
+                } else {
+                    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&plain).to_string());
+                    out.env.push((r.name.clone(), text));
+                }
+            }
+        }
+        if let Ok(mut ing) = self.ingester.lock() {
+            ing.set_redactor(app, out.redactor());
+        }
+        Ok(out)
+    }
+
+    /// Names, versions, who and when of the secrets the app's next release gets.
+    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretView>, ApiError> {
+        let current = self.store.app_secrets(app).await?;
+        let files = match self.store.app(app).await?.and_then(|a| a.current_release) {
+            Some(v) => self
+                .store
+                .release(app, v)
+                .await?
+                .map(|r| r.config)
+                .unwrap_or_default(),
+            None => ReleaseConfig::default(),
+        };
+        Ok(self
+            .store
+            .secret_rows(app, &current)
+            .await?
+            .into_iter()
+            .map(|r: SecretRow| SecretView {
+                injected_as: if files.secret_as_file(&r.name) {
+                    format!("file {}/{}", state::SECRET_FILES_DIR, r.name)
+                } else {
+                    "env".into()
+                },
+                name: r.name,
+                version: r.version,
+                updated_by: r.actor,
+                updated_at: r.created_at,
+            })
+            .collect())
+    }
+
+    /// Sets and removes secrets: new sealed versions, then (when a release serves) a new
+    /// release with zero downtime. Nothing changes if the deploy fails.
+    pub async fn change_secrets(
+        self: &Arc<Self>,
+        app: &str,
+        change: SecretChange,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let mut problems = Vec::new();
+        for k in change.set.keys().chain(change.unset.iter()) {
+            if let Err(e) = state::validate_secret_name(k) {
+                problems.push(e);
+            }
+        }
+        for (k, v) in &change.set {
+            if let Err(e) = state::validate_secret_value(k, v) {
+                problems.push(e);
+            }
+        }
+        if let Some(k) = change.unset.iter().find(|k| change.set.contains_key(*k)) {
+            problems.push(format!("{k} is both set and unset"));
+        }
+        if change.set.is_empty() && change.unset.is_empty() {
+            problems
+                .push("nothing to change: give NAME=VALUE pairs to set or NAME to unset".into());
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("invalid_secret", problems.join("; ")).into());
+        }
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        let app_row = self
+            .store
+            .app(app)
+            .await?
+            .ok_or_else(|| ApiError::app_not_found(app))?;
+        let mut wanted = self.store.app_secrets(app).await?;
+        for k in &change.unset {
+            if wanted.remove(k).is_none() {
+                return Err(ApiError::invalid(
+                    "secret_not_set",
+                    format!("secret {k} is not set on {app}"),
+                )
+                .hint(format!("see `berth secrets list {app}`"))
+                .into());
+            }
+        }
+        if wanted.len()
+            + change
+                .set
+                .keys()
+                .filter(|k| !wanted.contains_key(*k))
+                .count()
+            > state::MAX_SECRETS_PER_APP
+        {
+            return Err(ApiError::invalid(
+                "too_many_secrets",
+                format!(
+                    "an app holds at most {} secrets",
+                    state::MAX_SECRETS_PER_APP
+                ),
+            )
+            .into());
+        }
+        // Each value is sealed for the version it gets (the app lock keeps numbers stable).
+        let mut sealed = Vec::new();
+        {
+            let ring = self.keyring.read().await;
+            for (name, value) in &change.set {
+                let version = self.store.max_secret_version(app, name).await? + 1;
+                let s = ring
+                    .seal(&context(app, name, version), value.as_bytes())
+                    .map_err(|e| ApiError::internal("sealing a secret", e))?;
+                sealed.push(SecretRow {
+                    app: app.to_string(),
+                    name: name.clone(),
+                    version,
+                    key_id: s.key_id,
+                    sealed: s.data,
+                    actor: actor.clone(),
+                    created_at: crate::now_secs(),
+                });
+            }
+        }
+        self.store.insert_secret_versions(&sealed).await?;
+        let added: BTreeMap<String, u32> =
+            sealed.iter().map(|r| (r.name.clone(), r.version)).collect();
+        wanted.extend(added.clone());
+        let mut names: Vec<&String> = change.set.keys().chain(change.unset.iter()).collect();
+        names.sort();
+        let names = names
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(current) = app_row.current_release else {
+            self.store.set_app_secrets(app, &wanted).await?;
+            return Ok((
+                STORED_ONLY,
+                format!("secrets {names} stored; {app} has no release yet, they apply at its first deploy"),
+            ));
+        };
+        let release = self
+            .store
+            .release(app, current)
+            .await?
+            .ok_or_else(|| ApiError::internal("release lookup", "current release missing"))?;
+        let config = ReleaseConfig {
+            secrets: wanted.clone(),
+            ..release.config.clone()
+        };
+        let _ = events.send(DeployEvent::Step {
+            step: "release".into(),
+        });
+        let result = self
+            .deploy_config(
+                app,
+                &release.image,
+                config,
+                &format!("secrets {names}"),
+                &actor,
+                &events,
+            )
+            .await;
+        match &result {
+            Ok(_) => self.store.set_app_secrets(app, &wanted).await?,
+            Err(_) => self.store.delete_secret_versions(app, &added).await?,
+        }
+        result
+    }
+
+    /// Re-seals every stored secret under a new key and retires the old keys. The store
+    /// changes in one transaction; the key file keeps the old key until it has.
+    pub async fn rotate_secrets_key(&self) -> Result<RotationReport, ApiError> {
+        let rows = self.store.all_secret_rows().await?;
+        let mut ring = self.keyring.write().await;
+        let key_id = ring.begin_rotation().map_err(|e| {
+            ApiError::invalid("key_not_rotatable", e.to_string()).hint(
+                "with BERTH_SECRETS_KEY, rotate by re-encrypting outside berth; or use the default key file",
+            )
+        })?;
+        let mut resealed = Vec::new();
+        for r in &rows {
+            let s = ring
+                .reseal(
+                    &context(&r.app, &r.name, r.version),
+                    &Sealed {
+                        key_id: r.key_id.clone(),
+                        data: r.sealed.clone(),
+                    },
+                )
+                .map_err(|e| ApiError::internal("re-sealing a secret", e))?;
+            resealed.push(SecretRow {
+                key_id: s.key_id,
+                sealed: s.data,
+                ..r.clone()
+            });
+        }
+        // The write lock is held throughout: nothing seals or opens with a half-rotated ring.
+        let n = resealed.len();
+        self.store.reseal_secrets(&resealed).await?;
+        ring.retire_all_but_active()
+            .map_err(|e| ApiError::internal("retiring the old key", e))?;
+        Ok(RotationReport {
+            key_id,
+            resealed: n,
+        })
+    }
+}
