@@ -1,0 +1,301 @@
+//! End-to-end: an app's state on a real platform. Secrets sealed at rest, delivered as
+//! environment variables and files, redacted from logs, rotated; volumes that keep their
+//! bytes through redeploys, rollbacks, crashes and a killed control plane, at both isolation
+//! levels, with their size enforced by a real filesystem; snapshots and restores; and the
+//! bad input that must change nothing.
+
+mod common;
+
+use common::{copy_dir, eventually, Platform};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stateful")
+}
+
+/// A copy of the stateful fixture named `app`, with extra berth.toml lines.
+fn app_dir(root: &Path, app: &str, toml: &str) -> PathBuf {
+    let dir = root.join(app);
+    copy_dir(&fixture(), &dir);
+    std::fs::write(dir.join("berth.toml"), format!("name = \"{app}\"\n{toml}")).expect("toml");
+    dir
+}
+
+fn body(p: &Platform, app: &str, path: &str) -> String {
+    let (status, body) = p.get(app, path);
+    assert_eq!(status, 200, "GET {path}: {body}\n{}", p.up_log());
+    body
+}
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> String {
+    let out = std::process::Command::new("grep")
+        .args(["-r", "-a", "-l", "-F", needle])
+        .arg(dir)
+        .output()
+        .expect("grep");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn secrets_reach_the_app_but_never_the_disk_the_api_or_the_logs() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let api_key = "ak-7f3e9c1d5b2a";
+    let db_pass = "pw\nline-two-0a9b8c";
+    let pass_file = work.path().join("db_pass");
+    std::fs::write(&pass_file, db_pass).expect("write");
+
+    p.ok(&["create", "vault"]);
+    // Set before the first deploy: stored, applied by it.
+    let out = p.ok(&[
+        "secrets",
+        "set",
+        "vault",
+        &format!("API_KEY={api_key}"),
+        "--file",
+        &format!("DB_PASS={}", pass_file.display()),
+    ]);
+    assert!(out.contains("first deploy"), "{out}");
+    let dir = app_dir(work.path(), "vault", "[secrets]\nfiles = [\"DB_PASS\"]\n");
+    p.ok(&["deploy", &dir.display().to_string()]);
+
+    assert_eq!(body(&p, "vault", "/env?name=API_KEY"), api_key);
+    assert_eq!(body(&p, "vault", "/file?name=DB_PASS"), db_pass);
+    assert_eq!(body(&p, "vault", "/env?name=DB_PASS"), "<unset>");
+
+    // The API lists names and versions, never values.
+    let list = p.ok(&["--json", "secrets", "list", "vault"]);
+    assert!(
+        !list.contains(api_key) && !list.contains("line-two"),
+        "{list}"
+    );
+    let list: serde_json::Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(list[0]["name"], "API_KEY");
+    assert_eq!(list[0]["version"], 1);
+    assert_eq!(list[1]["injected_as"], "file /run/secrets/DB_PASS");
+
+    // A value the app prints is redacted in its log.
+    body(&p, "vault", "/log?name=API_KEY");
+    assert!(
+        eventually(Duration::from_secs(10), || p
+            .ok(&["logs", "vault"])
+            .contains("the secret is [secret API_KEY]")),
+        "{}",
+        p.ok(&["logs", "vault"])
+    );
+    assert!(!p.ok(&["logs", "vault"]).contains(api_key));
+
+    // A change is a new release; the app sees the new value.
+    let rotated = "ak-second-4d4d4d4d";
+    let out = p.ok(&["secrets", "set", "vault", &format!("API_KEY={rotated}")]);
+    assert!(out.contains("v2"), "{out}");
+    assert_eq!(body(&p, "vault", "/env?name=API_KEY"), rotated);
+    let releases = p.json(&["releases", "vault"]);
+    assert_eq!(releases[0]["description"], "secrets API_KEY");
+    assert_eq!(releases[0]["config"]["secrets"]["API_KEY"], 2);
+
+    // Rotating the key re-seals every version; a crashed instance restarts with its secrets.
+    let key_file = p.data.path().join("keys/secrets.json");
+    let key_before = std::fs::read_to_string(&key_file).expect("key file");
+    let rotation = p.json(&["secrets", "rotate-key"]);
+    assert_eq!(rotation["resealed"], 3, "{rotation}");
+    let key_after = std::fs::read_to_string(&key_file).expect("key file");
+    assert_ne!(key_before, key_after);
+    assert!(key_after.contains(rotation["key_id"].as_str().expect("id")));
+    let _ = p.get("vault", "/crash");
+    assert!(eventually(Duration::from_secs(20), || {
+        let ps = p.json(&["ps", "vault"]);
+        ps[0]["restarts"] == 1 && ps[0]["state"] == "running"
+    }));
+    assert!(eventually(Duration::from_secs(10), || p
+        .get("vault", "/env?name=API_KEY")
+        .1
+        == rotated));
+
+    // A rollback returns to the secret versions of its release.
+    p.ok(&["rollback", "vault"]);
+    assert_eq!(body(&p, "vault", "/env?name=API_KEY"), api_key);
+    assert_eq!(p.json(&["secrets", "list", "vault"])[0]["version"], 1);
+
+    // Bad input names the problem and changes nothing.
+    let releases_before = p.json(&["releases", "vault"]);
+    let err = p.fails(&["secrets", "set", "vault", "MY-KEY=x"]);
+    assert!(
+        err.contains("MY-KEY") && err.contains("environment variable name"),
+        "{err}"
+    );
+    let err = p.fails(&["secrets", "unset", "vault", "NOPE"]);
+    assert!(err.contains("NOPE is not set"), "{err}");
+    assert_eq!(p.json(&["releases", "vault"]), releases_before);
+
+    // Nowhere in the data directory (database, logs, bundles, key file) is a value in the
+    // clear.
+    for value in [api_key, rotated, "line-two-0a9b8c"] {
+        let found = files_holding(p.data.path(), value);
+        assert!(found.is_empty(), "{value:?} in plaintext in:\n{found}");
+    }
+    // Unset removes it from the next release.
+    p.ok(&["secrets", "unset", "vault", "API_KEY"]);
+    assert_eq!(body(&p, "vault", "/env?name=API_KEY"), "<unset>");
+}
+
+/// Volumes at one isolation level: data through every kind of restart, the size enforced,
+/// snapshot and restore, destroy guarded.
+fn volume_lifecycle(isolation: &str) {
+    let mut p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let app = format!("files-{isolation}");
+    let dir = app_dir(work.path(), &app, &format!("isolation = \"{isolation}\"\n"));
+    p.ok(&["deploy", &dir.display().to_string()]);
+    let out = p.ok(&[
+        "volumes", "create", &app, "data", "--size", "48M", "--mount", "/data",
+    ]);
+    assert!(out.contains("v2"), "creating a volume redeploys: {out}");
+    assert_eq!(body(&p, &app, "/write?name=keep&bytes=3000"), "ok\n");
+    let kept = |p: &Platform| p.get(&app, "/read?name=keep").1.len() == 3000;
+
+    // A redeploy, a rollback, a crash and a killed control plane keep the bytes.
+    p.ok(&["env", "set", &app, "MODE=two"]);
+    assert!(kept(&p), "after a redeploy");
+    p.ok(&["rollback", &app]);
+    assert!(kept(&p), "after a rollback");
+    let _ = p.get(&app, "/crash");
+    assert!(eventually(Duration::from_secs(30), || {
+        let ps = p.json(&["ps", &app]);
+        ps[0]["restarts"] == 1 && ps[0]["state"] == "running"
+    }));
+    assert!(
+        eventually(Duration::from_secs(20), || kept(&p)),
+        "after a crash"
+    );
+    p.kill_control_plane();
+    assert!(kept(&p), "while the control plane is down");
+    p.up();
+    assert!(kept(&p), "after the control plane came back");
+
+    // The size is the filesystem's: the app gets ENOSPC.
+    assert_eq!(
+        body(&p, &app, "/write?name=big&bytes=100000000"),
+        "error ENOSPC\n"
+    );
+    let v = &p.json(&["volumes", "list", &app])[0];
+    assert_eq!(v["size_bytes"], 48u64 << 20);
+    assert!(v["used_bytes"].as_u64().expect("used") > 30 << 20, "{v}");
+
+    // Snapshot, change, restore: the snapshot's bytes are back.
+    let snap = p.json(&["volumes", "snapshot", &app, "data"]);
+    let id = snap["id"].as_str().expect("id").to_string();
+    assert_eq!(body(&p, &app, "/write?name=keep&bytes=10"), "ok\n");
+    let err = p.fails(&["volumes", "restore", &app, "data", &id]);
+    assert!(err.contains("in use") && err.contains("--force"), "{err}");
+    p.ok(&["volumes", "restore", &app, "data", &id, "--force"]);
+    assert!(
+        eventually(Duration::from_secs(30), || kept(&p)),
+        "after a restore"
+    );
+
+    // Destroy asks, and refuses while the app mounts the volume.
+    let err = p.fails(&["volumes", "destroy", &app, "data"]);
+    assert!(err.contains("--yes"), "{err}");
+    let err = p.fails(&["volumes", "destroy", &app, "data", "--yes"]);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        p.json(&["volumes", "list", &app]).as_array().map(Vec::len),
+        Some(1)
+    );
+    p.ok(&["volumes", "destroy", &app, "data", "--yes", "--force"]);
+    assert_eq!(
+        p.json(&["volumes", "list", &app]).as_array().map(Vec::len),
+        Some(0)
+    );
+    assert!(eventually(Duration::from_secs(20), || !p
+        .data
+        .path()
+        .join(format!("volumes/{app}/data.ext4"))
+        .exists()));
+}
+
+#[test]
+fn trusted_volumes_keep_their_bytes_and_their_size() {
+    volume_lifecycle("trusted");
+}
+
+#[test]
+fn sandboxed_volumes_keep_their_bytes_and_their_size() {
+    volume_lifecycle("sandbox");
+}
+
+#[test]
+fn exclusive_volumes_make_deploys_stop_first_and_bad_volumes_change_nothing() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    p.ok(&["create", "db"]);
+    for (args, field) in [
+        (vec!["--size", "0", "--mount", "/data"], "size"),
+        (
+            vec!["--size", "10 potatoes", "--mount", "/data"],
+            "not a size",
+        ),
+        (vec!["--size", "1G", "--mount", "/etc"], "system path"),
+        (vec!["--size", "1G", "--mount", "/data/../etc"], "leaves"),
+        (vec!["--size", "1G", "--mount", "data"], "absolute"),
+    ] {
+        let mut a = vec!["volumes", "create", "db", "store"];
+        a.extend(args);
+        let err = p.fails(&a);
+        assert!(err.contains(field), "{a:?}: {err}");
+    }
+    let err = p.fails(&[
+        "volumes", "create", "db", "Bad_Name", "--size", "1G", "--mount", "/x",
+    ]);
+    assert!(err.contains("volume name"), "{err}");
+    assert_eq!(
+        p.json(&["volumes", "list", "db"]).as_array().map(Vec::len),
+        Some(0)
+    );
+    assert!(!p.data.path().join("volumes/db").exists());
+
+    p.ok(&[
+        "volumes",
+        "create",
+        "db",
+        "store",
+        "--size",
+        "32M",
+        "--mount",
+        "/data",
+        "--exclusive",
+    ]);
+    let err = p.fails(&[
+        "volumes", "create", "db", "store", "--size", "32M", "--mount", "/other",
+    ]);
+    assert!(err.contains("already has a volume"), "{err}");
+    let err = p.fails(&[
+        "volumes", "create", "db", "more", "--size", "32M", "--mount", "/data/x",
+    ]);
+    assert!(err.contains("overlaps"), "{err}");
+
+    // Two instances cannot share an exclusive volume.
+    let two = app_dir(work.path(), "db", "[processes.web]\ninstances = 2\n");
+    let err = p.fails(&["deploy", &two.display().to_string()]);
+    assert!(err.contains("exclusive"), "{err}");
+
+    let one = app_dir(&work.path().join("one"), "db", "");
+    p.ok(&["deploy", &one.display().to_string()]);
+    assert_eq!(body(&p, "db", "/write?name=rows&bytes=5"), "ok\n");
+    let out = p.berth(&["deploy", &one.display().to_string()]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("volume store is exclusive"), "{all}");
+    let ps = p.json(&["ps", "db"]);
+    assert_eq!(ps.as_array().map(Vec::len), Some(1), "{ps}");
+    // v1 was the refused two-instance release; v2 served; v3 replaced it.
+    assert_eq!(ps[0]["release"], 3);
+    assert_eq!(body(&p, "db", "/read?name=rows"), "xxxxx");
+}
