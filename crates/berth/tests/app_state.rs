@@ -150,7 +150,7 @@ fn volume_lifecycle(isolation: &str) {
     let dir = app_dir(work.path(), &app, &format!("isolation = \"{isolation}\"\n"));
     p.ok(&["deploy", &dir.display().to_string()]);
     let out = p.ok(&[
-        "volumes", "create", &app, "data", "--size", "48M", "--mount", "/data",
+        "volumes", "create", &app, "data", "--size", "24M", "--mount", "/data",
     ]);
     assert!(out.contains("v2"), "creating a volume redeploys: {out}");
     assert_eq!(body(&p, &app, "/write?name=keep&bytes=3000"), "ok\n");
@@ -177,12 +177,12 @@ fn volume_lifecycle(isolation: &str) {
 
     // The size is the filesystem's: the app gets ENOSPC.
     assert_eq!(
-        body(&p, &app, "/write?name=big&bytes=100000000"),
+        body(&p, &app, "/write?name=big&bytes=40000000"),
         "error ENOSPC\n"
     );
     let v = &p.json(&["volumes", "list", &app])[0];
-    assert_eq!(v["size_bytes"], 48u64 << 20);
-    assert!(v["used_bytes"].as_u64().expect("used") > 30 << 20, "{v}");
+    assert_eq!(v["size_bytes"], 24u64 << 20);
+    assert!(v["used_bytes"].as_u64().expect("used") > 16 << 20, "{v}");
 
     // Snapshot, change, restore: the snapshot's bytes are back.
     let snap = p.json(&["volumes", "snapshot", &app, "data"]);

@@ -482,6 +482,14 @@ impl Platform {
         result
     }
 
+    /// The release an app serves now, if any.
+    pub async fn serving_release(&self, app: &str) -> Result<Option<ReleaseView>, ApiError> {
+        match self.store.app(app).await?.and_then(|a| a.current_release) {
+            Some(v) => Ok(self.store.release(app, v).await?),
+            None => Ok(None),
+        }
+    }
+
     /// Makes a release of an existing image with `config` and rolls it out (no build).
     /// Call with the app's lock held.
     pub(crate) async fn deploy_config(
@@ -595,18 +603,15 @@ impl Platform {
             Err(f) => {
                 // Undo: stop whatever this release started; the previous release was never
                 // touched.
-                for inst in self.store.instances(Some(app)).await? {
-                    if inst.release == version {
-                        self.store.instance_stopping(&inst.id).await?;
-                        let id = inst.id.clone();
-                        let timeout = Duration::from_secs(2);
-                        self.blocking(move |l| l.stop(&id, timeout)).await;
-                        if let Ok(mut ing) = self.ingester.lock() {
-                            ing.remove(&inst.id);
-                        }
-                        self.store.delete_instance(&inst.id).await?;
-                    }
-                }
+                let started: Vec<InstanceRow> = self
+                    .store
+                    .instances(Some(app))
+                    .await?
+                    .into_iter()
+                    .filter(|i| i.release == version)
+                    .collect();
+                self.stop_instances(&started, Duration::from_secs(2))
+                    .await?;
                 self.store
                     .fail_release(app, version, &f.error.message)
                     .await?;
@@ -688,7 +693,7 @@ impl Platform {
                     ),
                 });
                 *stopped_first = self.store.app(app).await?.and_then(|a| a.current_release);
-                self.stop_instances(&old).await?;
+                self.stop_instances(&old, self.cfg.stop_timeout).await?;
                 self.publish_network().await?;
             }
         }
@@ -942,14 +947,17 @@ impl Platform {
         Ok(started)
     }
 
-    /// Stops instances now (no drain) and forgets them.
-    pub(crate) async fn stop_instances(&self, instances: &[InstanceRow]) -> Result<(), ApiError> {
+    /// Stops instances now (no drain: SIGTERM, `timeout`, SIGKILL) and forgets them.
+    pub(crate) async fn stop_instances(
+        &self,
+        instances: &[InstanceRow],
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
         for inst in instances {
             self.store.instance_stopping(&inst.id).await?;
         }
         for inst in instances {
             let id = inst.id.clone();
-            let timeout = self.cfg.stop_timeout;
             self.blocking(move |l| l.stop(&id, timeout)).await;
             if let Ok(mut ing) = self.ingester.lock() {
                 ing.remove(&inst.id);

@@ -70,15 +70,11 @@ impl Platform {
     /// Names, versions, who and when of the secrets the app's next release gets.
     pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretView>, ApiError> {
         let current = self.store.app_secrets(app).await?;
-        let files = match self.store.app(app).await?.and_then(|a| a.current_release) {
-            Some(v) => self
-                .store
-                .release(app, v)
-                .await?
-                .map(|r| r.config)
-                .unwrap_or_default(),
-            None => ReleaseConfig::default(),
-        };
+        let files = self
+            .serving_release(app)
+            .await?
+            .map(|r| r.config)
+            .unwrap_or_default();
         Ok(self
             .store
             .secret_rows(app, &current)
@@ -130,11 +126,9 @@ impl Platform {
         }
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
-        let app_row = self
-            .store
-            .app(app)
-            .await?
-            .ok_or_else(|| ApiError::app_not_found(app))?;
+        if self.store.app(app).await?.is_none() {
+            return Err(ApiError::app_not_found(app).into());
+        }
         let mut wanted = self.store.app_secrets(app).await?;
         for k in &change.unset {
             if wanted.remove(k).is_none() {
@@ -194,18 +188,13 @@ impl Platform {
             .map(|k| k.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let Some(current) = app_row.current_release else {
+        let Some(release) = self.serving_release(app).await? else {
             self.store.set_app_secrets(app, &wanted).await?;
             return Ok((
                 STORED_ONLY,
                 format!("secrets {names} stored; {app} has no release yet, they apply at its first deploy"),
             ));
         };
-        let release = self
-            .store
-            .release(app, current)
-            .await?
-            .ok_or_else(|| ApiError::internal("release lookup", "current release missing"))?;
         let config = ReleaseConfig {
             secrets: wanted.clone(),
             ..release.config.clone()

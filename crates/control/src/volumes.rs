@@ -102,11 +102,9 @@ impl Platform {
         let size = size.unwrap_or(state::MIN_VOLUME_BYTES);
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
-        let app_row = self
-            .store
-            .app(app)
-            .await?
-            .ok_or_else(|| ApiError::app_not_found(app))?;
+        if self.store.app(app).await?.is_none() {
+            return Err(ApiError::app_not_found(app).into());
+        }
         let existing = self.store.volumes(Some(app)).await?;
         if existing.iter().any(|v| v.name == req.name) {
             return Err(ApiError::new(
@@ -137,10 +135,7 @@ impl Platform {
             )
             .into());
         }
-        let current = match app_row.current_release {
-            Some(v) => self.store.release(app, v).await?,
-            None => None,
-        };
+        let current = self.serving_release(app).await?;
         if req.exclusive {
             if let Some(r) = &current {
                 let total: u32 = r.config.processes.values().map(|p| p.instances).sum();
@@ -279,7 +274,7 @@ impl Platform {
             .into());
         }
         let serving = self.store.app(app).await?.and_then(|a| a.current_release);
-        self.stop_instances(&running).await?;
+        self.stop_instances(&running, self.cfg.stop_timeout).await?;
         let (a, n, id) = (app.to_string(), name.to_string(), snapshot.to_string());
         let restored = self.volume_fs(move |s| s.restore(&a, &n, &id)).await;
         if let (Some(v), false) = (serving, running.is_empty()) {
@@ -318,12 +313,7 @@ impl Platform {
         self.store.delete_volume(app, name).await?;
         let mut result = Ok((STORED_ONLY, format!("volume {name} of {app} destroyed")));
         if !running.is_empty() {
-            if let Some(v) = self.store.app(app).await?.and_then(|a| a.current_release) {
-                let release = self
-                    .store
-                    .release(app, v)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
+            if let Some(release) = self.serving_release(app).await? {
                 result = self
                     .deploy_config(
                         app,
