@@ -1,11 +1,11 @@
 //! Commands for an app's state: `create`, `secrets`, `volumes`.
 
-use crate::cli::{Global, SecretsCommand, VolumesCommand};
+use crate::cli::{DbCommand, Global, SecretsCommand, VolumesCommand};
 use crate::client::Client;
 use crate::commands::stream_workflow;
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
-use berth_core::state::{SecretView, SnapshotView, VolumeView};
+use berth_core::state::{DatabaseBackupView, DatabaseView, SecretView, SnapshotView, VolumeView};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 
@@ -278,6 +278,108 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
                 None,
             )
             .await
+        }
+    }
+}
+
+/// `berth db …`.
+pub async fn db(g: &Global, cmd: DbCommand) -> Result<i32> {
+    let client = Client::discover(g)?;
+    match cmd {
+        DbCommand::Create { app } => {
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &format!("/v1/apps/{app}/database"),
+                None,
+                None,
+            )
+            .await
+        }
+        DbCommand::Info { app } => {
+            let v: DatabaseView = client.get_json(&format!("/v1/apps/{app}/database")).await?;
+            if g.json {
+                output::json(&v);
+            } else {
+                println!("database  {}", v.database);
+                println!("role      {}", v.role);
+                println!(
+                    "server    {}:{} ({})",
+                    v.host,
+                    v.port,
+                    if v.server_running {
+                        "running"
+                    } else {
+                        "not running"
+                    }
+                );
+                println!("created   {}", output::ago(v.created_at));
+                if v.backups.is_empty() {
+                    println!("backups   none; take one with `berth db backup {app}`");
+                } else {
+                    for b in &v.backups {
+                        println!(
+                            "backup    {}  {}  {}",
+                            b.id,
+                            berth_core::limits::format_memory(b.bytes),
+                            output::ago(b.created_at)
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        DbCommand::Backup { app } => {
+            let b: DatabaseBackupView = client
+                .post_json(
+                    &format!("/v1/apps/{app}/database/backups"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if g.json {
+                output::json(&b);
+            } else {
+                println!(
+                    "backup {} of {app}'s database taken ({} bytes); restore it with `berth db restore {app} {}`",
+                    b.id, b.bytes, b.id
+                );
+            }
+            Ok(0)
+        }
+        DbCommand::Restore { app, backup } => {
+            client
+                .post_empty(
+                    &format!("/v1/apps/{app}/database/restore"),
+                    &serde_json::json!({ "backup": backup }),
+                )
+                .await?;
+            if g.json {
+                output::json(&serde_json::json!({ "restored": backup }));
+            } else {
+                println!("{app}'s database holds backup {backup} again");
+            }
+            Ok(0)
+        }
+        DbCommand::Psql { app, args } => {
+            let v: DatabaseView = client.get_json(&format!("/v1/apps/{app}/database")).await?;
+            let data = crate::client::data_dir(g);
+            let layout = berth_data::postgres::PgLayout {
+                data_root: data.join("postgres"),
+                run_root: berth_data::postgres::default_run_root(&data),
+                listen: std::net::Ipv4Addr::UNSPECIFIED,
+                subnet: String::new(),
+            };
+            let pg = berth_data::postgres::Postgres::locate(layout).map_err(|e| anyhow!(e))?;
+            let mut cmd = pg.psql_command(&berth_data::postgres::AppDatabase {
+                database: v.database,
+                role: v.role,
+            });
+            let status = cmd
+                .args(&args)
+                .status()
+                .context("running psql (it runs on the machine berth runs on, as root)")?;
+            Ok(status.code().unwrap_or(1))
         }
     }
 }

@@ -97,6 +97,9 @@ pub enum Command {
     /// rollbacks, crashes and platform restarts.
     #[command(subcommand)]
     Volumes(VolumesCommand),
+    /// Give an app a PostgreSQL database: berth runs the server, the app gets DATABASE_URL.
+    #[command(subcommand)]
+    Db(DbCommand),
 
     /// (internal) Run the edge process.
     #[command(hide = true)]
@@ -177,6 +180,30 @@ pub enum SecretsCommand {
     },
     /// Re-encrypt every stored secret under a new key and retire the old key.
     RotateKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create the app's database and role; the app gets DATABASE_URL as a secret (a new
+    /// release if it runs). Only this app can connect to it.
+    Create { app: String },
+    /// The app's database: name, role, server, backups.
+    Info { app: String },
+    /// Dump the database (pg_dump custom format) into the data directory.
+    Backup { app: String },
+    /// Replace the database's contents with a backup (one transaction).
+    Restore {
+        app: String,
+        /// Backup id, from `berth db info`.
+        backup: String,
+    },
+    /// Open psql on the app's database as the administrator (on the machine berth runs on).
+    Psql {
+        app: String,
+        /// Arguments for psql, after `--` (e.g. `-- -c 'select 1'`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

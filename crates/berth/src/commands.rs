@@ -94,6 +94,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Create { app } => crate::app_state::create(g, &app).await,
         Command::Secrets(cmd) => crate::app_state::secrets(g, cmd).await,
         Command::Volumes(cmd) => crate::app_state::volumes(g, cmd).await,
+        Command::Db(cmd) => crate::app_state::db(g, cmd).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;

@@ -28,6 +28,11 @@ fn body(p: &Platform, app: &str, path: &str) -> String {
     body
 }
 
+/// Runs SQL in the app (psql with its DATABASE_URL); returns the rows or the error.
+fn sql(p: &Platform, app: &str, q: &str) -> String {
+    body(p, app, &format!("/sql?q={}", q.replace(' ', "%20")))
+}
+
 /// Every file under `dir` that holds `needle`.
 fn files_holding(dir: &Path, needle: &str) -> String {
     let out = std::process::Command::new("grep")
@@ -298,4 +303,96 @@ fn exclusive_volumes_make_deploys_stop_first_and_bad_volumes_change_nothing() {
     // v1 was the refused two-instance release; v2 served; v3 replaced it.
     assert_eq!(ps[0]["release"], 3);
     assert_eq!(body(&p, "db", "/read?name=rows"), "xxxxx");
+}
+
+#[test]
+fn databases_belong_to_their_app_and_come_back_from_a_backup() {
+    let mut p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    for app in ["shop", "blog", "plain"] {
+        let dir = app_dir(work.path(), app, "");
+        p.ok(&["deploy", &dir.display().to_string()]);
+    }
+    let out = p.ok(&["db", "create", "shop"]);
+    assert!(out.contains("v2"), "creating a database redeploys: {out}");
+    p.ok(&["db", "create", "blog"]);
+
+    assert_eq!(
+        sql(
+            &p,
+            "shop",
+            "create table notes (t text); insert into notes values ('kept'); select t from notes"
+        ),
+        "kept\n"
+    );
+    // Another app's role cannot open shop's database; an app without one cannot reach the
+    // server at all.
+    let denied = body(&p, "blog", "/sql?db=app_shop&q=select%201");
+    assert!(
+        denied.contains("permission denied for database"),
+        "{denied}"
+    );
+    let info = p.json(&["db", "info", "shop"]);
+    let server = format!("{}:{}", info["host"].as_str().expect("host"), info["port"]);
+    let refused = body(
+        &p,
+        "plain",
+        &format!("/sql?url=postgres://app_shop:x@{server}/app_shop&q=select%201"),
+    );
+    assert!(refused.contains("Connection refused"), "{refused}");
+
+    // The password is a secret: sealed at rest, listed by name only.
+    let url = body(&p, "shop", "/env?name=DATABASE_URL");
+    let password = url
+        .split_once("app_shop:")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(pw, _)| pw.to_string())
+        .expect("password in DATABASE_URL");
+    assert_eq!(
+        p.json(&["secrets", "list", "shop"])[0]["name"],
+        "DATABASE_URL"
+    );
+    let found = files_holding(p.data.path(), &password);
+    assert!(
+        found.is_empty(),
+        "database password in plaintext in:\n{found}"
+    );
+
+    // One database per app.
+    let err = p.fails(&["db", "create", "shop"]);
+    assert!(err.contains("already has a database"), "{err}");
+    let err = p.fails(&["db", "create", "nosuchapp"]);
+    assert!(err.contains("does not exist"), "{err}");
+
+    // Backup, lose the row, restore: the row is back.
+    let backup = p.json(&["db", "backup", "shop"]);
+    let id = backup["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        sql(&p, "shop", "delete from notes; select count(*) from notes"),
+        "0\n"
+    );
+    p.ok(&["db", "restore", "shop", &id]);
+    assert_eq!(sql(&p, "shop", "select t from notes"), "kept\n");
+    let err = p.fails(&["db", "restore", "shop", "no-such-backup"]);
+    assert!(err.contains("no backup"), "{err}");
+
+    // The database outlives the control plane, and the administrator's psql sees the rows.
+    p.kill_control_plane();
+    assert_eq!(sql(&p, "shop", "select t from notes"), "kept\n");
+    p.up();
+    let out = p.ok(&[
+        "db",
+        "psql",
+        "shop",
+        "--",
+        "-At",
+        "-c",
+        "select count(*) from notes",
+    ]);
+    assert_eq!(out.trim(), "1");
+
+    // Destroying the app drops its database.
+    p.ok(&["destroy", "shop"]);
+    let gone = body(&p, "blog", "/sql?db=app_shop&q=select%201");
+    assert!(gone.contains("does not exist"), "{gone}");
 }

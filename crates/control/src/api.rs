@@ -23,7 +23,8 @@ use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
 use berth_core::state::{
-    SecretChange, SecretView, SnapshotView, VolumeCreate, VolumeRestore, VolumeView,
+    DatabaseBackupView, DatabaseRestore, DatabaseView, SecretChange, SecretView, SnapshotView,
+    VolumeCreate, VolumeRestore, VolumeView,
 };
 use berth_core::AppName;
 use serde::Deserialize;
@@ -44,6 +45,12 @@ pub fn router(platform: Arc<Platform>) -> Router {
             get(secrets_list).post(secrets_change),
         )
         .route("/v1/secrets/rotate-key", post(secrets_rotate_key))
+        .route(
+            "/v1/apps/{app}/database",
+            get(database_info).post(database_create),
+        )
+        .route("/v1/apps/{app}/database/backups", post(database_backup))
+        .route("/v1/apps/{app}/database/restore", post(database_restore))
         .route(
             "/v1/apps/{app}/volumes",
             get(volumes_list).post(volumes_create),
@@ -251,6 +258,48 @@ async fn secrets_rotate_key(
     State(p): Shared,
 ) -> Result<Json<crate::secrets::RotationReport>, ApiError> {
     Ok(Json(p.rotate_secrets_key().await?))
+}
+
+async fn database_create(
+    State(p): Shared,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, move |events| {
+        Box::pin(async move { platform.create_database(name.as_str(), who, events).await })
+    }))
+}
+
+async fn database_info(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<DatabaseView>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.database_info(name.as_str()).await?))
+}
+
+async fn database_backup(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<(StatusCode, Json<DatabaseBackupView>), ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.backup_database(name.as_str()).await?),
+    ))
+}
+
+async fn database_restore(
+    State(p): Shared,
+    Path(app): Path<String>,
+    Json(req): Json<DatabaseRestore>,
+) -> Result<StatusCode, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    p.restore_database(name.as_str(), &req.backup).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn volumes_list(

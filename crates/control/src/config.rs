@@ -176,6 +176,15 @@ impl PlatformConfig {
     pub fn secrets_runtime_dir(&self) -> PathBuf {
         berth_data::secret_files::SecretFiles::default_root(&self.data_dir)
     }
+    /// Where the database server's files live, and where it listens.
+    pub fn postgres_layout(&self) -> berth_data::postgres::PgLayout {
+        berth_data::postgres::PgLayout {
+            data_root: self.data_dir.join("postgres"),
+            run_root: berth_data::postgres::default_run_root(&self.data_dir),
+            listen: self.subnet.gateway(),
+            subnet: self.subnet.to_string(),
+        }
+    }
     /// The app's URL at the edge.
     pub fn app_url(&self, app: &str) -> String {
         let port = self.edge_listen.port();

@@ -996,6 +996,9 @@ impl Platform {
         let releases = self.store.releases(app).await?;
         let instances = self.store.instances(Some(app)).await?;
         let volumes = self.store.volumes(Some(app)).await?;
+        if let Err(e) = self.drop_database(app).await {
+            tracing::warn!(%app, error = %e.message, "dropping the app's database failed");
+        }
         for inst in &instances {
             self.store.instance_stopping(&inst.id).await?;
         }

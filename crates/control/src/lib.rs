@@ -11,12 +11,14 @@
 //! - [`secrets`]: sealed secrets, their changes as releases, key rotation.
 //! - [`volumes`]: volumes of an app: create, snapshot, restore, destroy, and what deploys
 //!   do about exclusive ones.
+//! - [`databases`]: each app's PostgreSQL database on the platform's server.
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod config;
+pub mod databases;
 pub mod deploy;
 pub mod error;
 pub mod launcher;

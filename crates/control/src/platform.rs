@@ -81,6 +81,8 @@ pub struct Platform {
     pub keyring: tokio::sync::RwLock<berth_data::secrets::Keyring>,
     /// Volume images and mounts.
     pub volumes: berth_data::volumes::VolumeStore,
+    /// The database server (`None` when PostgreSQL is not installed).
+    pub postgres: Option<berth_data::postgres::Postgres>,
     /// One deploy at a time per app.
     pub app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises address allocation.
@@ -253,7 +255,8 @@ impl Platform {
         let created = network.ensure_bridge()?;
         // A start that fails from here on leaves no bridge of its own behind.
         let mut undo = CreatedBridge(created.then(|| network.clone()));
-        let firewall = Firewall::new(cfg.bridge.clone(), cfg.subnet);
+        let firewall = Firewall::new(cfg.bridge.clone(), cfg.subnet)
+            .with_database(cfg.subnet.gateway(), berth_data::postgres::PORT);
         let store = Store::open(&cfg.db_path())
             .await
             .map_err(|source| StartError::Store {
@@ -266,6 +269,23 @@ impl Platform {
         let secret_files = berth_data::secret_files::SecretFiles::ensure(cfg.secrets_runtime_dir())
             .map_err(|e| StartError::Other(e.to_string()))?;
         let volumes = berth_data::volumes::VolumeStore::new(cfg.volumes_dir());
+        let postgres = berth_data::postgres::Postgres::locate(cfg.postgres_layout()).ok();
+        let has_databases = !store
+            .databases()
+            .await
+            .map_err(|source| StartError::Store {
+                path: cfg.db_path().display().to_string(),
+                source,
+            })?
+            .is_empty();
+        if let (Some(pg), true) = (postgres.clone(), has_databases) {
+            // Apps with a database need their server before they start again.
+            match tokio::task::spawn_blocking(move || pg.ensure_running()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "starting the database server failed"),
+                Err(e) => tracing::error!(error = %e, "starting the database server failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         for v in store
             .volumes(None)
             .await
@@ -319,6 +339,7 @@ impl Platform {
             token,
             keyring: tokio::sync::RwLock::new(keyring),
             volumes,
+            postgres,
             app_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
@@ -493,6 +514,9 @@ impl Platform {
             }
         }
         berth_data::secret_files::SecretFiles::unmount(&cfg.secrets_runtime_dir());
+        if let Ok(pg) = berth_data::postgres::Postgres::locate(cfg.postgres_layout()) {
+            pg.stop();
+        }
     }
 }
 

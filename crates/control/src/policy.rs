@@ -73,6 +73,7 @@ impl PolicyPublisher {
             entry.0 = entry.0.max(release);
             entry.1.push(addr);
         }
+        let databases = store.databases().await?;
         let mut rules = Vec::new();
         for (app, (newest, addresses)) in by_app {
             let network = store
@@ -81,6 +82,7 @@ impl PolicyPublisher {
                 .map(|r| r.config.network)
                 .unwrap_or_default();
             rules.push(AppRules {
+                database: databases.contains_key(&app),
                 name: app,
                 addresses,
                 allow: network.allow,

@@ -126,6 +126,18 @@ impl Platform {
         }
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
+        self.change_secrets_locked(app, change, actor, events).await
+    }
+
+    /// [`Platform::change_secrets`] for a caller that holds the app's lock and has checked
+    /// the change.
+    pub(crate) async fn change_secrets_locked(
+        self: &Arc<Self>,
+        app: &str,
+        change: SecretChange,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
         if self.store.app(app).await?.is_none() {
             return Err(ApiError::app_not_found(app).into());
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_app_state.sql")),
+    (3, include_str!("../migrations/0003_databases.sql")),
 ];
 
 /// Handle to the state store.
@@ -226,6 +227,7 @@ impl Store {
             "app_secrets",
             "secret_versions",
             "volumes",
+            "databases",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
                 .bind(name)
@@ -759,6 +761,56 @@ impl Store {
             .await?;
         }
         tx.commit().await
+    }
+
+    // ---- databases
+
+    /// Records an app's database.
+    pub async fn insert_database(
+        &self,
+        app: &str,
+        database: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO databases (app, database_name, role_name, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(app)
+        .bind(database)
+        .bind(role)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Apps that have a database: app → (database, role, created_at).
+    pub async fn databases(&self) -> Result<BTreeMap<String, (String, String, i64)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM databases ORDER BY app")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("app")?,
+                    (
+                        r.try_get("database_name")?,
+                        r.try_get("role_name")?,
+                        r.try_get("created_at")?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets an app's database.
+    pub async fn delete_database(&self, app: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM databases WHERE app = ?")
+            .bind(app)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // ---- volumes

@@ -234,6 +234,45 @@ pub struct VolumeRestore {
     pub force: bool,
 }
 
+/// An app's database in `berth db info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseView {
+    /// App.
+    pub app: String,
+    /// Database name on the server.
+    pub database: String,
+    /// Role the app logs in as (its password is the `DATABASE_URL` secret).
+    pub role: String,
+    /// Server address as apps see it.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Whether the server answers now.
+    pub server_running: bool,
+    /// Backups, oldest first.
+    pub backups: Vec<DatabaseBackupView>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One database backup (pg_dump custom format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseBackupView {
+    /// Backup id.
+    pub id: String,
+    /// Size, bytes.
+    pub bytes: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Body of `POST /v1/apps/{app}/database/restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRestore {
+    /// Backup id.
+    pub backup: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,13 @@
 //!   and bind-mounted into the app's containers: the size is the filesystem's, so a write
 //!   past it fails with `ENOSPC` inside the app at either isolation level; snapshots are
 //!   copies of the frozen image.
+//! - [`postgres`] runs one PostgreSQL server for the platform and gives each app a database
+//!   and a role of its own; dumps and restores them.
 //! - [`secret_files`] writes the decrypted secrets an instance needs onto a RAM-backed
 //!   filesystem outside the data directory, so no plaintext ever reaches the disk.
 #![forbid(unsafe_code)]
 
+pub mod postgres;
 pub mod secret_files;
 pub mod secrets;
 pub mod volumes;

@@ -42,6 +42,8 @@ pub struct AppRules {
     pub egress: EgressMode,
     /// Allowed destinations in allowlist mode.
     pub egress_allow: Vec<EgressRule>,
+    /// Whether it may reach the platform's database server (it has a database there).
+    pub database: bool,
 }
 
 /// The nftables rules of one berth bridge.
@@ -49,6 +51,8 @@ pub struct AppRules {
 pub struct Firewall {
     bridge: String,
     subnet: Subnet,
+    /// The platform's database server on the host, which apps with a database may reach.
+    database: Option<(Ipv4Addr, u16)>,
 }
 
 impl Firewall {
@@ -57,7 +61,14 @@ impl Firewall {
         Self {
             bridge: bridge.into(),
             subnet,
+            database: None,
         }
+    }
+
+    /// Lets apps with a database reach the database server at `address:port` on the host.
+    pub fn with_database(mut self, address: Ipv4Addr, port: u16) -> Self {
+        self.database = Some((address, port));
+        self
     }
 
     /// The nftables table name.
@@ -98,9 +109,23 @@ impl Firewall {
         );
         s.push_str(&format!(
             "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
-             iifname \"{br}\" ct state established,related accept\n    \
-             iifname \"{br}\" jump deny\n  }}\n"
+             iifname \"{br}\" ct state established,related accept\n"
         ));
+        // The host is closed to apps, but for the database server to those with a database.
+        if let Some((addr, port)) = self.database {
+            let with_db: Vec<Ipv4Addr> = apps
+                .iter()
+                .filter(|a| a.database)
+                .flat_map(|a| a.addresses.iter().copied())
+                .collect();
+            if !with_db.is_empty() {
+                s.push_str(&format!(
+                    "    iifname \"{br}\" ip saddr {} ip daddr {addr} tcp dport {port} accept comment \"databases\"\n",
+                    set(&with_db)
+                ));
+            }
+        }
+        s.push_str(&format!("    iifname \"{br}\" jump deny\n  }}\n"));
         s.push_str(&format!(
             "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
              ct state established,related accept\n    \
@@ -228,6 +253,7 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             egress,
             egress_allow: vec![],
+            database: false,
         }
     }
 
@@ -242,6 +268,34 @@ mod tests {
             app("idle", 4, &[], EgressMode::Open),
         ]);
         insta::assert_snapshot!(rules);
+    }
+
+    #[test]
+    fn only_apps_with_a_database_reach_the_database_server() {
+        let fw = Firewall::new("berth0", "10.77.0.0/24".parse().unwrap())
+            .with_database(Ipv4Addr::new(10, 77, 0, 1), 5432);
+        let mut shop = app("shop", 2, &[], EgressMode::Open);
+        shop.database = true;
+        let rules = fw.render(&[shop, app("blog", 3, &[], EgressMode::Open)]);
+        let accept = rules
+            .lines()
+            .find(|l| l.contains("comment \"databases\""))
+            .expect("database rule");
+        assert!(accept.contains("ip saddr { 10.77.0.2 }"), "{accept}");
+        assert!(
+            accept.contains("ip daddr 10.77.0.1 tcp dport 5432 accept"),
+            "{accept}"
+        );
+        // The rule comes before the host is closed to everyone else.
+        let pos = |needle: &str| rules.find(needle).expect(needle);
+        assert!(pos("comment \"databases\"") < pos("iifname \"berth0\" jump deny"));
+        let without = Firewall::new("berth0", "10.77.0.0/24".parse().unwrap()).render(&[app(
+            "blog",
+            3,
+            &[],
+            EgressMode::Open,
+        )]);
+        assert!(!without.contains("5432"));
     }
 
     #[test]
