@@ -8,7 +8,7 @@
 
 use crate::RuntimeError;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A subnet such as `10.77.0.0/24`.
@@ -293,6 +293,12 @@ impl Network {
         self.detach(ns);
         let hash = short_hash(ns);
         let host_if = format!("bh{hash}");
+        // Deleting the namespace frees its veth pair only once nothing holds the namespace:
+        // a crashed gVisor sandbox may still be exiting. Deleting the host end takes the
+        // pair away at once, so the restart does not meet "File exists".
+        if Path::new("/sys/class/net").join(&host_if).exists() {
+            let _ = run(&["link", "del", &host_if]);
+        }
         let bridge = &self.bridge;
         // The peer is created inside the namespace: moving an interface between namespaces
         // costs the kernel tens of milliseconds, creating it there costs nothing extra.
