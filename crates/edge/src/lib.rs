@@ -8,13 +8,20 @@
 //!   connections, WebSocket upgrades, `X-Forwarded-*`), with error pages in [`pages`].
 //! - [`server`]: the edge process: listener, route file watcher, graceful shutdown.
 //! - [`static_files`]: berth's static file server, which static-site apps run.
+//! - [`tls`]: HTTPS termination (rustls, SNI, ALPN h2/http1.1) over the certificate snapshot
+//!   in [`certs`]; certificates come from berth's [`local_ca`] or an ACME directory
+//!   ([`acme`]), both driven by the control plane, never in the request path.
 #![forbid(unsafe_code)]
 
+pub mod acme;
+pub mod certs;
+pub mod local_ca;
 pub mod pages;
 pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod static_files;
+pub mod tls;
 pub mod upstream;
 
 /// Errors of the edge.

@@ -26,6 +26,34 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response<EdgeBody> {
     resp
 }
 
+/// A plain-text 200 answer (ACME challenge responses).
+pub fn text(body: &str) -> Response<EdgeBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// A permanent redirect that keeps the method (308), e.g. HTTP → HTTPS.
+pub fn redirect(location: &str) -> Response<EdgeBody> {
+    let mut resp = page(
+        StatusCode::PERMANENT_REDIRECT,
+        "Permanent Redirect",
+        "This site is served over HTTPS.",
+    );
+    resp.headers_mut().remove("x-berth-error");
+    if let Ok(v) = header::HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 fn escape(s: &str) -> String {
     s.chars()
         .map(|c| match c {

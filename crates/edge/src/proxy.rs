@@ -25,11 +25,24 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Where ACME HTTP-01 challenges are asked for (RFC 8555 §8.3).
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// How a request reached the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// Over TLS.
+    Https,
+}
+
 /// The proxy: the live route table and a pooled upstream client.
 #[derive(Clone)]
 pub struct Proxy {
     table: SharedTable,
     pool: Arc<UpstreamPool>,
+    https_port: Option<u16>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -78,19 +91,21 @@ fn has_no_body(req: &Request<Incoming>) -> bool {
 }
 
 impl Proxy {
-    /// A proxy over `table`.
-    pub fn new(table: SharedTable) -> Self {
+    /// A proxy over `table`; `https_port` is where HTTPS is served (for redirects).
+    pub fn new(table: SharedTable, https_port: Option<u16>) -> Self {
         Self {
             table,
             pool: Arc::new(UpstreamPool::default()),
+            https_port,
         }
     }
 
-    /// Proxies one request from `remote`.
+    /// Proxies one request from `remote` that came in over `scheme`.
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
         remote: SocketAddr,
+        scheme: Scheme,
     ) -> Response<EdgeBody> {
         let host = req
             .headers()
@@ -102,9 +117,29 @@ impl Proxy {
             return pages::bad_request();
         };
         let table = self.table.load();
+        if scheme == Scheme::Http {
+            if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+                return match table.acme_answer(token) {
+                    Some(answer) => pages::text(answer),
+                    None => pages::not_found(&host),
+                };
+            }
+        }
         let Some(route) = table.lookup(&host) else {
             return pages::not_found(&host);
         };
+        if scheme == Scheme::Http && route.route.https_redirect {
+            if let Some(port) = self.https_port {
+                let name = crate::routes::strip_port(&host);
+                let authority = if port == 443 {
+                    name.to_string()
+                } else {
+                    format!("{name}:{port}")
+                };
+                let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                return pages::redirect(&format!("https://{authority}{path}"));
+            }
+        }
         if route.route.upstreams.is_empty() {
             return pages::unavailable();
         }
@@ -120,6 +155,12 @@ impl Proxy {
             .unwrap_or_else(|| "/".into());
 
         let mut headers = req.headers().clone();
+        // HTTP/2 carries the host in the URI; instances speak HTTP/1.1 and need the header.
+        if !headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                headers.insert(header::HOST, v);
+            }
+        }
         let upgrade_value = headers.get(header::UPGRADE).cloned();
         remove_hop_by_hop(&mut headers);
         if let Some(u) = upgrade_value.filter(|_| upgrade) {
@@ -137,7 +178,13 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&host) {
             headers.insert("x-forwarded-host", v);
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(match scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            }),
+        );
 
         let mut body = Some(req.into_body().boxed());
         let mut last_failed = false;

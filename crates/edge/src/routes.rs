@@ -18,6 +18,9 @@ pub struct Route {
     pub release: u32,
     /// Healthy instances.
     pub upstreams: Vec<SocketAddr>,
+    /// Plain-HTTP requests for this name are redirected to HTTPS.
+    #[serde(default)]
+    pub https_redirect: bool,
 }
 
 /// What the control plane hands the edge: a numbered, complete table.
@@ -27,6 +30,9 @@ pub struct RouteSnapshot {
     pub generation: u64,
     /// Host name (lowercase, no port) → route.
     pub routes: BTreeMap<String, Route>,
+    /// ACME HTTP-01 answers: token → key authorization.
+    #[serde(default)]
+    pub acme_challenges: BTreeMap<String, String>,
 }
 
 impl RouteSnapshot {
@@ -84,6 +90,7 @@ pub struct Table {
     /// Generation it came from.
     pub generation: u64,
     hosts: BTreeMap<String, Arc<LiveRoute>>,
+    challenges: BTreeMap<String, String>,
 }
 
 impl Table {
@@ -104,7 +111,13 @@ impl Table {
                     )
                 })
                 .collect(),
+            challenges: s.acme_challenges.clone(),
         }
+    }
+
+    /// The key authorization to answer an ACME HTTP-01 challenge with.
+    pub fn acme_answer(&self, token: &str) -> Option<&str> {
+        self.challenges.get(token).map(String::as_str)
     }
 
     /// The route for a `Host` header value (port and trailing dot ignored).
@@ -114,7 +127,8 @@ impl Table {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// The host part of a `Host` header value.
+pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split(']').next().unwrap_or(host);
     }
@@ -139,11 +153,13 @@ mod tests {
                     "10.0.0.2:8000".parse().unwrap(),
                     "10.0.0.3:8000".parse().unwrap(),
                 ],
+                https_redirect: false,
             },
         );
         RouteSnapshot {
             generation: 7,
             routes,
+            acme_challenges: BTreeMap::from([("tok".to_string(), "tok.thumb".to_string())]),
         }
     }
 
@@ -153,6 +169,8 @@ mod tests {
         assert!(t.lookup("hello.localhost:8080").is_some());
         assert!(t.lookup("HELLO.localhost.").is_some());
         assert!(t.lookup("other.localhost").is_none());
+        assert_eq!(t.acme_answer("tok"), Some("tok.thumb"));
+        assert_eq!(t.acme_answer("other"), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The edge process: accepts connections, serves them through the [`Proxy`], and follows
 //! the route snapshot file the control plane writes.
 
-use crate::proxy::Proxy;
+use crate::certs::CertSnapshot;
+use crate::proxy::{Proxy, Scheme};
 use crate::routes::{RouteSnapshot, SharedTable, Table};
+use crate::tls::{CertStore, SharedCerts};
 use crate::EdgeError;
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
@@ -29,6 +31,17 @@ pub struct EdgeConfig {
     pub routes_file: PathBuf,
     /// File the edge writes the generation it serves to, once it serves it.
     pub applied_file: PathBuf,
+    /// HTTPS, when served.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Where HTTPS is served and where its certificates come from.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Certificate snapshot written by the control plane.
+    pub certs_file: PathBuf,
 }
 
 /// Binds the edge's listener, with an error that names the port when it is taken.
@@ -69,25 +82,68 @@ fn reload(cfg: &EdgeConfig, table: &SharedTable) {
     }
 }
 
-/// Runs the edge until `shutdown` fires, then drains open connections.
+/// Loads the certificate snapshot into the store (entries that do not parse are skipped).
+fn reload_certs(path: &Path, certs: &SharedCerts) {
+    match CertSnapshot::load(path) {
+        Ok(s) => {
+            let (store, problems) = CertStore::from_snapshot(&s);
+            for p in problems {
+                tracing::warn!(problem = %p, "certificate not served");
+            }
+            certs.store(Arc::new(store));
+            tracing::info!(generation = s.generation, "certificates applied");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate snapshot unreadable; keeping the current ones")
+        }
+    }
+}
+
+/// Runs the edge until `shutdown` fires, then drains open connections. `tls_listener` is
+/// bound to `cfg.tls`'s address when HTTPS is served.
 pub async fn run(
     cfg: EdgeConfig,
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), EdgeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(Table::default()));
     reload(&cfg, &table);
+    let certs: SharedCerts = Arc::new(ArcSwap::from_pointee(CertStore::default()));
+    let certs_file = cfg.tls.as_ref().map(|t| t.certs_file.clone());
+    if let Some(f) = &certs_file {
+        reload_certs(f, &certs);
+    }
+    let acceptor = match (&cfg.tls, &tls_listener) {
+        (Some(_), Some(_)) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(certs.clone()).map_err(|e| EdgeError::Io {
+                context: "configuring TLS".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?,
+        )),
+        _ => None,
+    };
 
     let watcher = {
         let cfg = cfg.clone();
-        let table = table.clone();
+        let (table, certs) = (table.clone(), certs.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut last = stamp(&cfg.routes_file);
+            let mut last_certs = certs_file.as_deref().and_then(stamp);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(ROUTE_POLL) => {}
+                }
+                // Certificates first: a route to a new domain is served with its certificate.
+                if let Some(f) = &certs_file {
+                    let now = stamp(f);
+                    if now != last_certs {
+                        last_certs = now;
+                        reload_certs(f, &certs);
+                    }
                 }
                 let now = stamp(&cfg.routes_file);
                 if now != last {
@@ -105,25 +161,50 @@ pub async fn run(
         context: "preparing the listener".into(),
         source,
     })?;
+    let std_tls_listener = match tls_listener {
+        Some(l) => Some(l.into_std().map_err(|source| EdgeError::Io {
+            context: "preparing the HTTPS listener".into(),
+            source,
+        })?),
+        None => None,
+    };
+    let https_port = cfg.tls.as_ref().map(|t| t.listen.port());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let l = std_listener.try_clone().map_err(|source| EdgeError::Io {
-            context: "sharing the listener".into(),
-            source,
-        })?;
+        let share = |l: &std::net::TcpListener| {
+            l.try_clone().map_err(|source| EdgeError::Io {
+                context: "sharing the listener".into(),
+                source,
+            })
+        };
+        let l = share(&std_listener)?;
+        let tl = match (&std_tls_listener, &acceptor) {
+            (Some(t), Some(a)) => Some((share(t)?, a.clone())),
+            _ => None,
+        };
         let (table, shutdown) = (table.clone(), shutdown.clone());
         handles.push(std::thread::spawn(
             move || match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(serve(l, Proxy::new(table), shutdown)),
+                Ok(rt) => rt.block_on(async move {
+                    let proxy = Proxy::new(table, https_port);
+                    let plain = serve(l, None, proxy.clone(), shutdown.clone());
+                    match tl {
+                        Some((tl, acceptor)) => {
+                            tokio::join!(plain, serve(tl, Some(acceptor), proxy, shutdown));
+                        }
+                        None => plain.await,
+                    }
+                }),
                 Err(e) => tracing::error!(error = %e, "cannot start an edge worker"),
             },
         ));
     }
     drop(std_listener);
+    drop(std_tls_listener);
     let _ = watcher.await;
     // The workers stop with the same token; wait for their drain off the async threads.
     let _ = tokio::task::spawn_blocking(move || {
@@ -135,8 +216,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts and serves connections until shutdown, then drains them.
-async fn serve(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
+/// Accepts and serves connections (over TLS when given an acceptor) until shutdown, then
+/// drains them.
+async fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Proxy,
+    shutdown: CancellationToken,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -159,15 +246,22 @@ async fn serve(listener: std::net::TcpListener, proxy: Proxy, shutdown: Cancella
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let stop = shutdown.clone();
+        if let Some(acceptor) = &tls {
+            let acceptor = acceptor.clone();
+            connections.spawn(serve_tls(acceptor, stream, remote, proxy, stop));
+            continue;
+        }
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, remote).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Http).await)
+            }
         });
         let conn = http1::Builder::new()
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let stop = shutdown.clone();
         connections.spawn(async move {
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -184,5 +278,41 @@ async fn serve(listener: std::net::TcpListener, proxy: Proxy, shutdown: Cancella
     tokio::select! {
         _ = connections.wait() => {}
         _ = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing remaining connections"),
+    }
+}
+
+/// Longest a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTPS connection: handshake, then HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    proxy: Proxy,
+    stop: CancellationToken,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Https).await) }
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

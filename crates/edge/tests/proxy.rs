@@ -1,9 +1,12 @@
 //! The edge in-process, against real upstream servers on loopback: routing by host,
 //! forwarded headers, WebSocket-style upgrades, error pages, and route swaps that do not drop
-//! requests in flight.
+//! requests in flight; HTTPS with SNI and ALPN, certificate swaps, HTTP→HTTPS redirects and
+//! ACME HTTP-01 answers.
 
+use berth_edge::certs::{CertEntry, CertSnapshot};
+use berth_edge::local_ca::LocalCa;
 use berth_edge::routes::{Route, RouteSnapshot};
-use berth_edge::server::{bind, run, EdgeConfig};
+use berth_edge::server::{bind, run, EdgeConfig, TlsSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -59,22 +62,42 @@ async fn upstream(name: &'static str, delay: Duration) -> SocketAddr {
 }
 
 fn write_routes(path: &Path, generation: u64, host: &str, upstreams: Vec<SocketAddr>) {
+    write_table(path, generation, &[(host, upstreams, false)], &[]);
+}
+
+fn write_table(
+    path: &Path,
+    generation: u64,
+    hosts: &[(&str, Vec<SocketAddr>, bool)],
+    challenges: &[(&str, &str)],
+) {
     let mut routes = BTreeMap::new();
-    routes.insert(
-        host.to_string(),
-        Route {
-            app: "app".into(),
-            release: generation as u32,
-            upstreams,
-        },
-    );
-    RouteSnapshot { generation, routes }
-        .save(path)
-        .expect("save routes");
+    for (host, upstreams, https_redirect) in hosts {
+        routes.insert(
+            host.to_string(),
+            Route {
+                app: "app".into(),
+                release: generation as u32,
+                upstreams: upstreams.clone(),
+                https_redirect: *https_redirect,
+            },
+        );
+    }
+    RouteSnapshot {
+        generation,
+        routes,
+        acme_challenges: challenges
+            .iter()
+            .map(|(t, a)| (t.to_string(), a.to_string()))
+            .collect(),
+    }
+    .save(path)
+    .expect("save routes");
 }
 
 struct Edge {
     addr: SocketAddr,
+    tls_addr: SocketAddr,
     dir: tempfile::TempDir,
     stop: CancellationToken,
 }
@@ -85,15 +108,32 @@ impl Edge {
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
+        let tls_listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let tls_addr = tls_listener.local_addr().expect("addr");
         let cfg = EdgeConfig {
             listen: addr,
             routes_file: dir.path().join("routes.json"),
             applied_file: dir.path().join("applied"),
+            tls: Some(TlsSettings {
+                listen: tls_addr,
+                certs_file: dir.path().join("certs.json"),
+            }),
         };
         let stop = CancellationToken::new();
-        tokio::spawn(run(cfg, listener, stop.clone()));
-        Self { addr, dir, stop }
+        tokio::spawn(run(cfg, listener, Some(tls_listener), stop.clone()));
+        Self {
+            addr,
+            tls_addr,
+            dir,
+            stop,
+        }
+    }
+
+    fn certs(&self) -> std::path::PathBuf {
+        self.dir.path().join("certs.json")
     }
 
     fn routes(&self) -> std::path::PathBuf {
@@ -112,9 +152,13 @@ impl Edge {
     }
 
     async fn get(&self, host: &str) -> (u16, String) {
+        self.get_path(host, "/p?q=1").await
+    }
+
+    async fn get_path(&self, host: &str, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).await.expect("connect");
         s.write_all(
-            format!("GET /p?q=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await
         .expect("write");
@@ -221,4 +265,280 @@ async fn a_route_swap_does_not_drop_requests_in_flight() {
     assert_eq!((status, body.starts_with("new")), (200, true));
     let (status, body) = in_flight.await.expect("join");
     assert_eq!((status, body.starts_with("old")), (200, true), "{body}");
+}
+
+/// What one HTTPS request saw.
+#[derive(Debug)]
+struct HttpsAnswer {
+    status: u16,
+    body: String,
+    version: hyper::Version,
+    serial: String,
+}
+
+/// One request over a new TLS connection that trusts only `root_pem`, offering `alpn`.
+async fn https_get(
+    addr: SocketAddr,
+    server_name: &str,
+    root_pem: &str,
+    alpn: &[&[u8]],
+) -> Result<HttpsAnswer, String> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, conn) = tls.get_ref();
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no certificate")?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+    let serial = parsed.raw_serial_as_string();
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let uri = format!("https://{server_name}/p?q=1");
+    let req = hyper::Request::get(&uri)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = req;
+        *req.uri_mut() = "/p?q=1"
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+        req.headers_mut().insert(
+            hyper::header::HOST,
+            server_name
+                .parse()
+                .map_err(|e: hyper::header::InvalidHeaderValue| e.to_string())?,
+        );
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(HttpsAnswer {
+        status,
+        body: String::from_utf8_lossy(&body).to_string(),
+        version,
+        serial,
+    })
+}
+
+fn local_cert(ca: &LocalCa, names: &[&str]) -> CertEntry {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let issued = ca.issue(&names, Duration::from_secs(3600)).expect("issue");
+    CertEntry {
+        names,
+        chain_pem: issued.chain_pem,
+        key_pem: issued.key_pem.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn https_picks_certificates_by_sni_and_speaks_h2_and_http1() {
+    let edge = Edge::start().await;
+    let ca = LocalCa::generate("edge-test").expect("ca");
+    let a = upstream("alpha", Duration::ZERO).await;
+    let b = upstream("beta", Duration::ZERO).await;
+    CertSnapshot {
+        generation: 1,
+        fallback: Some(local_cert(&ca, &["localhost"])),
+        certs: vec![
+            local_cert(&ca, &["shop.test"]),
+            local_cert(&ca, &["*.apps.test"]),
+        ],
+    }
+    .save(&edge.certs())
+    .expect("certs");
+    write_table(
+        &edge.routes(),
+        1,
+        &[
+            ("alpha.apps.test", vec![a], false),
+            ("shop.test", vec![b], false),
+        ],
+        &[],
+    );
+    edge.wait_applied(1).await;
+    let mut answer = Err("not tried".to_string());
+    for _ in 0..100 {
+        answer = https_get(
+            edge.tls_addr,
+            "shop.test",
+            ca.cert_pem(),
+            &[b"h2", b"http/1.1"],
+        )
+        .await;
+        if answer.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let h2 = answer.expect("https over h2");
+    assert_eq!((h2.status, h2.version), (200, hyper::Version::HTTP_2));
+    assert!(
+        h2.body.starts_with("beta\nGET /p?q=1 HTTP/1.1"),
+        "{}",
+        h2.body
+    );
+    let lower = h2.body.to_ascii_lowercase();
+    assert!(
+        lower.contains("host: shop.test"),
+        "instances get a Host header: {}",
+        h2.body
+    );
+    assert!(lower.contains("x-forwarded-proto: https"), "{}", h2.body);
+
+    let h1 = https_get(
+        edge.tls_addr,
+        "alpha.apps.test",
+        ca.cert_pem(),
+        &[b"http/1.1"],
+    )
+    .await
+    .expect("https over http/1.1 via the wildcard");
+    assert_eq!((h1.status, h1.version), (200, hyper::Version::HTTP_11));
+    assert!(h1.body.starts_with("alpha"), "{}", h1.body);
+    assert_ne!(h1.serial, h2.serial, "each name gets its own certificate");
+
+    // A client trusting another CA refuses the edge: the certificate is really checked.
+    let stranger = LocalCa::generate("stranger").expect("ca");
+    let refused = https_get(edge.tls_addr, "shop.test", stranger.cert_pem(), &[b"h2"]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    // An unknown name gets the fallback, which does not cover it.
+    let unknown = https_get(edge.tls_addr, "unknown.example", ca.cert_pem(), &[b"h2"]).await;
+    assert!(unknown.is_err(), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn a_certificate_swap_drops_no_request() {
+    let edge = Edge::start().await;
+    let ca = LocalCa::generate("edge-test").expect("ca");
+    let a = upstream("alpha", Duration::ZERO).await;
+    let first = local_cert(&ca, &["swap.test"]);
+    CertSnapshot {
+        generation: 1,
+        fallback: None,
+        certs: vec![first],
+    }
+    .save(&edge.certs())
+    .expect("certs");
+    write_table(&edge.routes(), 1, &[("swap.test", vec![a], false)], &[]);
+    edge.wait_applied(1).await;
+    let root = ca.cert_pem().to_string();
+    let tls_addr = edge.tls_addr;
+    let load = tokio::spawn(async move {
+        let mut serials = Vec::new();
+        let mut failures = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        for _ in 0..2000 {
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
+            match https_get(tls_addr, "swap.test", &root, &[b"h2", b"http/1.1"]).await {
+                Ok(r) if r.status == 200 => serials.push(r.serial),
+                Ok(r) => failures.push(format!("status {}", r.status)),
+                Err(e) => failures.push(e),
+            }
+        }
+        (serials, failures)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for generation in 2..5 {
+        CertSnapshot {
+            generation,
+            fallback: None,
+            certs: vec![local_cert(&ca, &["swap.test"])],
+        }
+        .save(&edge.certs())
+        .expect("certs");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let (serials, failures) = load.await.expect("join");
+    // The edge loads certificates before the routes that need them, so none fails.
+    assert!(failures.is_empty(), "{failures:?}");
+    let mut distinct = serials.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= 3,
+        "the edge served the new certificates: {distinct:?}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_redirects_to_https_per_domain_and_answers_acme_challenges() {
+    let edge = Edge::start().await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_table(
+        &edge.routes(),
+        1,
+        &[
+            ("secure.test", vec![a], true),
+            ("plain.test", vec![a], false),
+        ],
+        &[("tok-1", "tok-1.thumbprint")],
+    );
+    edge.wait_applied(1).await;
+    let (status, _) = edge.get_path("secure.test:80", "/a/b?c=d").await;
+    assert_eq!(status, 308);
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(b"GET /a/b?c=d HTTP/1.1\r\nHost: secure.test:80\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let location = format!(
+        "location: https://secure.test:{}/a/b?c=d",
+        edge.tls_addr.port()
+    );
+    assert!(out.to_ascii_lowercase().contains(&location), "{out}");
+    assert_eq!(
+        edge.get("plain.test").await.0,
+        200,
+        "other domains stay on HTTP"
+    );
+    // The challenge answer comes before any redirect, for any host.
+    let (status, body) = edge
+        .get_path("secure.test", "/.well-known/acme-challenge/tok-1")
+        .await;
+    assert_eq!((status, body.as_str()), (200, "tok-1.thumbprint"));
+    let (status, _) = edge
+        .get_path("secure.test", "/.well-known/acme-challenge/forged")
+        .await;
+    assert_eq!(status, 404);
 }
