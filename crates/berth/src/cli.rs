@@ -100,6 +100,17 @@ pub enum Command {
     /// Give an app a PostgreSQL database: berth runs the server, the app gets DATABASE_URL.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Give an app its own domain names, served over HTTPS (HTTP/2 and HTTP/1.1).
+    ///
+    /// Certificates come from the ACME directory given to `berth up --acme-directory` (e.g.
+    /// Let's Encrypt), or from berth's own local CA for `*.localhost` names and when no
+    /// directory is configured (trust it with `berth ca export`). They are renewed before
+    /// they expire. Plain HTTP to a domain is redirected to HTTPS unless --no-redirect.
+    #[command(subcommand)]
+    Domains(DomainsCommand),
+    /// berth's local certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
 
     /// (internal) Run the edge process.
     #[command(hide = true)]
@@ -110,6 +121,10 @@ pub enum Command {
         routes: PathBuf,
         #[arg(long)]
         applied: PathBuf,
+        #[arg(long, requires = "certs")]
+        tls_listen: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        certs: Option<PathBuf>,
     },
     /// (internal) Init process inside app containers.
     #[command(hide = true)]
@@ -253,6 +268,37 @@ pub enum VolumesCommand {
     },
 }
 
+/// `berth domains …`.
+#[derive(Debug, Subcommand)]
+pub enum DomainsCommand {
+    /// Route a domain to an app and get it a certificate, e.g. `berth domains add shop
+    /// shop.example.com` (point the name's DNS at this machine first when using ACME).
+    Add {
+        app: String,
+        /// The domain, e.g. shop.example.com.
+        domain: String,
+        /// Keep serving plain HTTP instead of redirecting it to HTTPS.
+        #[arg(long)]
+        no_redirect: bool,
+    },
+    /// List an app's domains with their certificates.
+    List { app: String },
+    /// Stop routing a domain to an app (its certificate is forgotten).
+    Remove { app: String, domain: String },
+}
+
+/// `berth ca …`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the local CA's root certificate (PEM), to add to a trust store, e.g.
+    /// `berth ca export > berth-ca.pem; curl --cacert berth-ca.pem https://APP.localhost:8443/`.
+    Export {
+        /// Write it to this file instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
 /// `berth up` settings.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -262,6 +308,24 @@ pub struct UpArgs {
     /// Edge port (listens on all interfaces).
     #[arg(long, env = "BERTH_EDGE_PORT", default_value_t = berth_control::config::DEFAULT_EDGE_PORT)]
     pub edge_port: u16,
+    /// HTTPS port of the edge (listens on all interfaces); 0 turns HTTPS off.
+    #[arg(long, env = "BERTH_EDGE_TLS_PORT", default_value_t = berth_control::config::DEFAULT_EDGE_TLS_PORT)]
+    pub edge_tls_port: u16,
+    /// ACME directory (RFC 8555) that certifies domains, e.g.
+    /// https://acme-v02.api.letsencrypt.org/directory. Without it, berth's local CA certifies
+    /// every name.
+    #[arg(long, env = "BERTH_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Contact address for the ACME account (expiry notices).
+    #[arg(long, env = "BERTH_ACME_EMAIL", requires = "acme_directory")]
+    pub acme_email: Option<String>,
+    /// Extra root certificate (PEM) to trust for the ACME directory itself, for private or
+    /// test directories.
+    #[arg(long, env = "BERTH_ACME_CA_FILE", requires = "acme_directory")]
+    pub acme_ca_file: Option<PathBuf>,
+    /// How often certificates are checked for renewal, e.g. 1h.
+    #[arg(long, env = "BERTH_CERT_CHECK_INTERVAL", default_value = "1h")]
+    pub cert_check_interval: String,
     /// Linux bridge for app containers.
     #[arg(long, env = "BERTH_BRIDGE", default_value = berth_control::config::DEFAULT_BRIDGE)]
     pub bridge: String,

@@ -61,7 +61,9 @@ async fn run_async(cli: Cli) -> Result<i32> {
             listen,
             routes,
             applied,
-        } => edge(listen, routes, applied).await,
+            tls_listen,
+            certs,
+        } => edge(listen, routes, applied, tls_listen.zip(certs)).await,
         Command::ServeStatic { dir, port } => {
             berth_edge::static_files::serve(dir, port).await?;
             Ok(0)
@@ -95,6 +97,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Secrets(cmd) => crate::app_state::secrets(g, cmd).await,
         Command::Volumes(cmd) => crate::app_state::volumes(g, cmd).await,
         Command::Db(cmd) => crate::app_state::db(g, cmd).await,
+        Command::Domains(cmd) => crate::domains::domains(g, cmd).await,
+        Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
@@ -128,6 +132,21 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let mut cfg = berth_control::PlatformConfig::new(data_dir(g));
     cfg.api_listen.set_port(a.api_port);
     cfg.edge_listen.set_port(a.edge_port);
+    cfg.edge_tls_listen = (a.edge_tls_port != 0)
+        .then(|| std::net::SocketAddr::new(cfg.edge_listen.ip(), a.edge_tls_port));
+    cfg.acme = a.acme_directory.map(|directory| berth_edge::acme::AcmeSettings {
+        directory,
+        email: a.acme_email,
+        ca_file: a.acme_ca_file.map(|f| {
+            if f.is_absolute() {
+                f
+            } else {
+                std::env::current_dir().map(|d| d.join(&f)).unwrap_or(f)
+            }
+        }),
+    });
+    cfg.cert_check_interval =
+        humantime::parse_duration(&a.cert_check_interval).context("--cert-check-interval")?;
     cfg.bridge = a.bridge;
     cfg.subnet = a
         .subnet
@@ -176,13 +195,19 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
             "bridge": cfg.bridge,
             "subnet": cfg.subnet.to_string(),
             "edge_port": cfg.edge_listen.port(),
+            "edge_tls_port": cfg.edge_tls_listen.map(|l| l.port()),
             "default_isolation": cfg.default_isolation.as_str(),
         }))?,
     )
     .context("writing api.json")?;
     let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));
+    let renewals = tokio::spawn(berth_control::certificates::run_renewals(platform.clone()));
+    let https = cfg
+        .edge_tls_listen
+        .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
+        .unwrap_or_default();
     eprintln!(
-        "berth is up: API {url}, edge http://<app>.localhost:{} (data in {}; apps run {} by default)",
+        "berth is up: API {url}, edge http://<app>.localhost:{}{https} (data in {}; apps run {} by default)",
         cfg.edge_listen.port(),
         cfg.data_dir.display(),
         cfg.default_isolation.as_str()
@@ -197,6 +222,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     platform.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(15), platform.tasks.wait()).await;
     let _ = supervisor.await;
+    let _ = renewals.await;
     eprintln!("control plane stopped; apps and the edge keep serving");
     Ok(0)
 }
@@ -217,12 +243,17 @@ async fn edge(
     listen: std::net::SocketAddr,
     routes: std::path::PathBuf,
     applied: std::path::PathBuf,
+    tls: Option<(std::net::SocketAddr, std::path::PathBuf)>,
 ) -> Result<i32> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::stderr)
         .init();
     let listener = berth_edge::server::bind(listen).await?;
+    let tls_listener = match &tls {
+        Some((addr, _)) => Some(berth_edge::server::bind(*addr).await?),
+        None => None,
+    };
     let shutdown = tokio_util_token();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -234,8 +265,13 @@ async fn edge(
             listen,
             routes_file: routes,
             applied_file: applied,
+            tls: tls.map(|(listen, certs_file)| berth_edge::server::TlsSettings {
+                listen,
+                certs_file,
+            }),
         },
         listener,
+        tls_listener,
         shutdown,
     )
     .await?;

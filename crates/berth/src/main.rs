@@ -7,6 +7,7 @@ mod app_state;
 mod cli;
 mod client;
 mod commands;
+mod domains;
 mod output;
 
 use clap::Parser;

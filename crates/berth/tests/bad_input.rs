@@ -184,6 +184,7 @@ fn berth_up_explains_what_stops_it() {
     let up = |extra: &[&str], path: Option<&str>| {
         let mut cmd = Command::new(berth_bin());
         cmd.arg("--data-dir").arg(data.path()).arg("up").args(extra);
+        cmd.args(["--edge-tls-port", &common::free_port().to_string()]);
         if let Some(p) = path {
             cmd.env("PATH", p);
         }
@@ -320,6 +321,7 @@ fn without_gvisor_sandboxing_is_refused_clearly_and_nothing_changes() {
         .args(["--data-dir", data.path().to_str().expect("path"), "up"])
         .args(["--api-port", &common::free_port().to_string()])
         .args(["--edge-port", &common::free_port().to_string()])
+        .args(["--edge-tls-port", &common::free_port().to_string()])
         .args(["--bridge", "btnogv", "--subnet", "10.99.250.0/24"])
         .args(["--default-isolation", "sandbox"])
         .output()

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use berth_core::api::{
     AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest, ACTOR_HEADER,
 };
+use berth_core::domains::{DomainAdd, DomainView};
 use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
@@ -45,6 +46,15 @@ pub fn router(platform: Arc<Platform>) -> Router {
             get(secrets_list).post(secrets_change),
         )
         .route("/v1/secrets/rotate-key", post(secrets_rotate_key))
+        .route(
+            "/v1/apps/{app}/domains",
+            get(domains_list).post(domains_add),
+        )
+        .route(
+            "/v1/apps/{app}/domains/{name}",
+            axum::routing::delete(domains_remove),
+        )
+        .route("/v1/ca", get(ca_certificate))
         .route(
             "/v1/apps/{app}/database",
             get(database_info).post(database_create),
@@ -271,6 +281,41 @@ async fn database_create(
     Ok(stream_workflow(&p, move |events| {
         Box::pin(async move { platform.create_database(name.as_str(), who, events).await })
     }))
+}
+
+async fn domains_list(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<DomainView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.list_domains(name.as_str()).await?))
+}
+
+async fn domains_add(
+    State(p): Shared,
+    Path(app): Path<String>,
+    Json(req): Json<DomainAdd>,
+) -> Result<(StatusCode, Json<DomainView>), ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.add_domain(name.as_str(), &req).await?),
+    ))
+}
+
+async fn domains_remove(
+    State(p): Shared,
+    Path((app, domain)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    p.remove_domain(name.as_str(), &domain).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ca_certificate(State(p): Shared) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        serde_json::json!({ "certificate_pem": p.ca_certificate().await? }),
+    ))
 }
 
 async fn database_info(

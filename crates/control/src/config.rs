@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const DEFAULT_API_PORT: u16 = 7070;
 /// Default edge port (all interfaces).
 pub const DEFAULT_EDGE_PORT: u16 = 8080;
+/// Default HTTPS port of the edge (all interfaces).
+pub const DEFAULT_EDGE_TLS_PORT: u16 = 8443;
 /// Default bridge name.
 pub const DEFAULT_BRIDGE: &str = "berth0";
 /// Default instance subnet: private, and away from the 10.88.0.0/16 that podman and CNI use.
@@ -34,6 +36,12 @@ pub struct PlatformConfig {
     pub api_listen: SocketAddr,
     /// Edge listen address.
     pub edge_listen: SocketAddr,
+    /// Edge HTTPS listen address (`None`: no HTTPS).
+    pub edge_tls_listen: Option<SocketAddr>,
+    /// ACME directory for certificates of public names (`None`: the local CA certifies all).
+    pub acme: Option<berth_edge::acme::AcmeSettings>,
+    /// Time between certificate renewal checks.
+    pub cert_check_interval: Duration,
     /// Bridge interface name.
     pub bridge: String,
     /// Instance subnet.
@@ -63,6 +71,12 @@ impl PlatformConfig {
             data_dir,
             api_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT),
             edge_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_EDGE_PORT),
+            edge_tls_listen: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_EDGE_TLS_PORT,
+            )),
+            acme: None,
+            cert_check_interval: crate::certificates::DEFAULT_CHECK_INTERVAL,
             bridge: DEFAULT_BRIDGE.into(),
             subnet: DEFAULT_SUBNET.parse().unwrap_or(Subnet {
                 network: Ipv4Addr::new(10, 77, 0, 0),
@@ -96,6 +110,62 @@ impl PlatformConfig {
                 "--api-port and --edge-port are both {}",
                 self.api_listen.port()
             ));
+        }
+        if let Some(tls) = self.edge_tls_listen {
+            for (flag, port) in [
+                ("--api-port", self.api_listen.port()),
+                ("--edge-port", self.edge_listen.port()),
+            ] {
+                if port == tls.port() {
+                    problems.push(format!("{flag} and --edge-tls-port are both {port}"));
+                }
+            }
+        }
+        if let Some(a) = &self.acme {
+            if !a.directory.starts_with("https://") {
+                problems.push(format!(
+                    "--acme-directory: {:?} must be an https:// URL (RFC 8555)",
+                    a.directory
+                ));
+            }
+            if let Some(e) = &a.email {
+                if !e.contains('@') || e.contains(char::is_whitespace) {
+                    problems.push(format!("--acme-email: {e:?} is not an email address"));
+                }
+            }
+            if let Some(f) = &a.ca_file {
+                if !f.is_file() {
+                    problems.push(format!("--acme-ca-file: {} does not exist", f.display()));
+                }
+            }
+        }
+        if let Some(tls) = self.edge_tls_listen {
+            for (flag, port) in [
+                ("--api-port", self.api_listen.port()),
+                ("--edge-port", self.edge_listen.port()),
+            ] {
+                if port == tls.port() {
+                    problems.push(format!("{flag} and --edge-tls-port are both {port}"));
+                }
+            }
+        }
+        if let Some(a) = &self.acme {
+            if !a.directory.starts_with("https://") {
+                problems.push(format!(
+                    "--acme-directory: {:?} must be an https:// URL (RFC 8555)",
+                    a.directory
+                ));
+            }
+            if let Some(e) = &a.email {
+                if !e.contains('@') || e.contains(char::is_whitespace) {
+                    problems.push(format!("--acme-email: {e:?} is not an email address"));
+                }
+            }
+            if let Some(f) = &a.ca_file {
+                if !f.is_file() {
+                    problems.push(format!("--acme-ca-file: {} does not exist", f.display()));
+                }
+            }
         }
         if let Some(d) = &self.base_domain {
             let ok = !d.is_empty()
@@ -184,6 +254,19 @@ impl PlatformConfig {
             listen: self.subnet.gateway(),
             subnet: self.subnet.to_string(),
         }
+    }
+    /// The certificate snapshot the edge reads (in RAM, beside decrypted secrets).
+    pub fn edge_certs_file(&self) -> PathBuf {
+        self.secrets_runtime_dir().join("edge-certs.json")
+    }
+    /// A host's HTTPS URL at the edge, if HTTPS is served.
+    pub fn https_url(&self, host: &str) -> Option<String> {
+        let port = self.edge_tls_listen?.port();
+        Some(if port == 443 {
+            format!("https://{host}/")
+        } else {
+            format!("https://{host}:{port}/")
+        })
     }
     /// The app's URL at the edge.
     pub fn app_url(&self, app: &str) -> String {

@@ -12,14 +12,19 @@
 //! - [`volumes`]: volumes of an app: create, snapshot, restore, destroy, and what deploys
 //!   do about exclusive ones.
 //! - [`databases`]: each app's PostgreSQL database on the platform's server.
+//! - [`domains`]: custom domains of an app; [`certificates`]: the certificate of every host
+//!   the edge serves (local CA or ACME), renewals, and the snapshot the edge reads;
+//!   [`tls_store`]: their tables.
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod certificates;
 pub mod config;
 pub mod databases;
 pub mod deploy;
+pub mod domains;
 pub mod error;
 pub mod launcher;
 pub mod platform;
@@ -28,6 +33,7 @@ pub mod routing;
 pub mod secrets;
 pub mod store;
 pub mod supervisor;
+pub mod tls_store;
 pub mod volumes;
 
 pub use config::PlatformConfig;

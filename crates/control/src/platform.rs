@@ -83,6 +83,8 @@ pub struct Platform {
     pub volumes: berth_data::volumes::VolumeStore,
     /// The database server (`None` when PostgreSQL is not installed).
     pub postgres: Option<berth_data::postgres::Postgres>,
+    /// Certificates of the hosts the edge serves.
+    pub certificates: crate::certificates::Certificates,
     /// One deploy at a time per app.
     pub app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises address allocation.
@@ -150,14 +152,23 @@ impl EdgeProcess {
         let log_len = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log2 = log.try_clone().map_err(io("opening the edge log"))?;
         let _ = std::fs::remove_file(routes.applied_file());
-        let mut child = Command::new(&cfg.berth_binary)
+        let mut command = Command::new(&cfg.berth_binary);
+        command
             .arg("edge")
             .arg("--listen")
             .arg(cfg.edge_listen.to_string())
             .arg("--routes")
             .arg(routes.routes_file())
             .arg("--applied")
-            .arg(routes.applied_file())
+            .arg(routes.applied_file());
+        if let Some(tls) = cfg.edge_tls_listen {
+            command
+                .arg("--tls-listen")
+                .arg(tls.to_string())
+                .arg("--certs")
+                .arg(cfg.edge_certs_file());
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
@@ -327,6 +338,11 @@ impl Platform {
             .await
             .map_err(|e| StartError::Other(e.to_string()))??;
         }
+        let (cfg_acme, cert_check_interval, certs_file) = (
+            cfg.acme.clone(),
+            cfg.cert_check_interval,
+            cfg.edge_certs_file(),
+        );
         let platform = Arc::new(Self {
             ingester: Arc::new(Mutex::new(Ingester::open(logs.clone()))),
             cfg,
@@ -340,6 +356,11 @@ impl Platform {
             keyring: tokio::sync::RwLock::new(keyring),
             volumes,
             postgres,
+            certificates: crate::certificates::Certificates::new(
+                cfg_acme,
+                cert_check_interval,
+                certs_file,
+            ),
             app_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
@@ -475,6 +496,10 @@ impl Platform {
     /// Brings the firewall and then the edge's routes in step with the store.
     pub async fn publish_network(&self) -> Result<(), crate::ApiError> {
         self.policy.publish(&self.store).await?;
+        // New hosts get their (local) certificate before their route.
+        if let Err(e) = self.ensure_certificates(false).await {
+            tracing::warn!(error = %e.message, "updating certificates failed");
+        }
         self.routes.publish(&self.store).await?;
         Ok(())
     }

@@ -20,6 +20,8 @@ pub struct RoutePublisher {
     cfg: PlatformConfig,
     last_generation: AtomicU64,
     lock: tokio::sync::Mutex<()>,
+    /// ACME HTTP-01 answers the edge serves while an order is validated.
+    challenges: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl RoutePublisher {
@@ -32,6 +34,21 @@ impl RoutePublisher {
             cfg,
             last_generation: AtomicU64::new(last),
             lock: tokio::sync::Mutex::new(()),
+            challenges: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds ACME challenge answers (token → key authorization) to the next publication.
+    pub fn add_challenges(&self, answers: &[(String, String)]) {
+        let mut c = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        c.extend(answers.iter().cloned());
+    }
+
+    /// Withdraws ACME challenge answers.
+    pub fn remove_challenges(&self, tokens: &[String]) {
+        let mut c = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        for t in tokens {
+            c.remove(t);
         }
     }
 
@@ -63,6 +80,7 @@ impl RoutePublisher {
         let _guard = self.lock.lock().await;
         let mut routes = BTreeMap::new();
         let instances = store.instances(None).await?;
+        let domains = store.domains(None).await?;
         for app in store.apps().await? {
             let Some(current) = app.current_release else {
                 continue;
@@ -77,13 +95,19 @@ impl RoutePublisher {
                 })
                 .filter_map(|i| format!("{}:{}", i.address, i.port).parse().ok())
                 .collect::<Vec<_>>();
-            for host in self.cfg.app_hosts(&app.name) {
+            let own = self.cfg.app_hosts(&app.name).into_iter().map(|h| (h, false));
+            let custom = domains
+                .iter()
+                .filter(|d| d.app == app.name)
+                .map(|d| (d.name.clone(), d.https_redirect));
+            for (host, https_redirect) in own.chain(custom) {
                 routes.insert(
                     host,
                     Route {
                         app: app.name.clone(),
                         release: current,
                         upstreams: upstreams.clone(),
+                        https_redirect: https_redirect && self.cfg.edge_tls_listen.is_some(),
                     },
                 );
             }
@@ -94,7 +118,16 @@ impl RoutePublisher {
             .unwrap_or(0);
         let generation = now_ms.max(self.last_generation.load(Ordering::SeqCst) + 1);
         self.last_generation.store(generation, Ordering::SeqCst);
-        let snapshot = RouteSnapshot { generation, routes };
+        let acme_challenges = self
+            .challenges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let snapshot = RouteSnapshot {
+            generation,
+            routes,
+            acme_challenges,
+        };
         let path = self.routes_file();
         let write = tokio::task::spawn_blocking(move || snapshot.save(&path)).await;
         match write {

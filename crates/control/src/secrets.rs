@@ -259,8 +259,9 @@ impl Platform {
             });
         }
         // The write lock is held throughout: nothing seals or opens with a half-rotated ring.
-        let n = resealed.len();
+        let mut n = resealed.len();
         self.store.reseal_secrets(&resealed).await?;
+        n += self.reseal_tls(&ring).await?;
         ring.retire_all_but_active()
             .map_err(|e| ApiError::internal("retiring the old key", e))?;
         Ok(RotationReport {

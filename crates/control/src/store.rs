@@ -15,12 +15,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_app_state.sql")),
     (3, include_str!("../migrations/0003_databases.sql")),
+    (4, include_str!("../migrations/0004_domains.sql")),
 ];
 
 /// Handle to the state store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// An app row.
@@ -234,6 +235,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query(
+            "DELETE FROM certificates WHERE name IN (SELECT name FROM domains WHERE app = ?)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM domains WHERE app = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM apps WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)

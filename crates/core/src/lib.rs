@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod domains;
 pub mod limits;
 pub mod model;
 pub mod names;

@@ -27,7 +27,7 @@ pub mod upstream;
 /// Errors of the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
-    #[error("cannot listen on {addr}: {source}; is another berth or web server using that port? pass another port with --edge-port")]
+    #[error("cannot listen on {addr}: {source}; is another berth or web server using that port? choose other ports with --edge-port and --edge-tls-port")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]

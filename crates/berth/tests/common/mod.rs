@@ -35,6 +35,7 @@ pub struct Platform {
     pub data: tempfile::TempDir,
     pub api_port: u16,
     pub edge_port: u16,
+    pub tls_port: u16,
     pub bridge: String,
     pub subnet: String,
     pub extra: Vec<String>,
@@ -63,15 +64,23 @@ impl Platform {
 
     /// Starts `berth up` with extra environment variables.
     pub fn start_env(netns: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut p = Self::unstarted(netns, extra, env);
+        p.up();
+        p
+    }
+
+    /// A platform with its own resources chosen, not started yet (start it with `up`).
+    pub fn unstarted(netns: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = (std::process::id() % 5000) * 10 + n;
-        let mut p = Self {
+        Self {
             data: tempfile::Builder::new()
                 .prefix("berth-e2e")
                 .tempdir()
                 .expect("tempdir"),
             api_port: free_port(),
             edge_port: free_port(),
+            tls_port: free_port(),
             bridge: format!("bt{tag}"),
             subnet: format!("10.{}.{}.0/24", 100 + (tag / 250) % 100, tag % 250),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -81,9 +90,7 @@ impl Platform {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             up: None,
-        };
-        p.up();
-        p
+        }
     }
 
     /// Arguments of `berth up` for this platform.
@@ -96,6 +103,8 @@ impl Platform {
             self.api_port.to_string(),
             "--edge-port".into(),
             self.edge_port.to_string(),
+            "--edge-tls-port".into(),
+            self.tls_port.to_string(),
             "--bridge".into(),
             self.bridge.clone(),
             "--subnet".into(),

@@ -1,0 +1,139 @@
+//! `berth domains …` and `berth ca …`.
+
+use crate::cli::{CaCommand, DomainsCommand, Global};
+use crate::client::Client;
+use crate::output;
+use anyhow::{Context, Result};
+use berth_core::domains::DomainView;
+
+fn expires(not_after: i64) -> String {
+    let left = not_after - unix_now();
+    match left {
+        l if l <= 0 => "expired".into(),
+        l if l < 120 => format!("in {l}s"),
+        l if l < 2 * 3600 => format!("in {}m", l / 60),
+        l if l < 2 * 86400 => format!("in {}h", l / 3600),
+        l => format!("in {}d", l / 86400),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn describe(d: &DomainView) -> String {
+    let cert = match &d.certificate {
+        Some(c) => format!(
+            "certificate from {} ({}), expires {}",
+            if c.source == "acme" { "the ACME directory" } else { "berth's local CA" },
+            c.issuer,
+            expires(c.not_after)
+        ),
+        None => "no certificate yet".into(),
+    };
+    let mut out = format!("{} → {}: {}", d.name, d.url, cert);
+    if let Some(e) = &d.error {
+        out.push_str(&format!("\nwarning: the ACME directory did not certify it yet: {e}\nhint: check that {} resolves to this machine and port 80 reaches the edge; berth retries", d.name));
+    }
+    out
+}
+
+/// `berth domains …`.
+pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
+    let client = Client::discover(g)?;
+    match cmd {
+        DomainsCommand::Add {
+            app,
+            domain,
+            no_redirect,
+        } => {
+            let d: DomainView = client
+                .post_json(
+                    &format!("/v1/apps/{app}/domains"),
+                    &serde_json::json!({ "name": domain, "https_redirect": !no_redirect }),
+                )
+                .await?;
+            if g.json {
+                output::json(&d);
+            } else {
+                println!("{}", describe(&d));
+                if d.https_redirect {
+                    println!("plain HTTP to {} is redirected to HTTPS", d.name);
+                }
+            }
+            Ok(0)
+        }
+        DomainsCommand::List { app } => {
+            let list: Vec<DomainView> = client.get_json(&format!("/v1/apps/{app}/domains")).await?;
+            if g.json {
+                output::json(&list);
+            } else if list.is_empty() {
+                println!("{app} has no domains; add one with `berth domains add {app} shop.example.com`");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.name.clone(),
+                            d.url.clone(),
+                            d.certificate
+                                .as_ref()
+                                .map(|c| c.source.clone())
+                                .unwrap_or_else(|| "-".into()),
+                            d.certificate
+                                .as_ref()
+                                .map(|c| expires(c.not_after))
+                                .unwrap_or_else(|| "-".into()),
+                            if d.https_redirect { "yes" } else { "no" }.into(),
+                            d.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["DOMAIN", "URL", "CERTIFICATE", "EXPIRES", "REDIRECT", "ERROR"],
+                    &rows,
+                );
+            }
+            Ok(0)
+        }
+        DomainsCommand::Remove { app, domain } => {
+            client
+                .delete(&format!("/v1/apps/{app}/domains/{domain}"))
+                .await?;
+            if g.json {
+                output::json(&serde_json::json!({ "removed": domain, "app": app }));
+            } else {
+                println!("{domain} no longer routes to {app}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `berth ca …`.
+pub async fn ca(g: &Global, cmd: CaCommand) -> Result<i32> {
+    let client = Client::discover(g)?;
+    match cmd {
+        CaCommand::Export { out } => {
+            let v: serde_json::Value = client.get_json("/v1/ca").await?;
+            let pem = v["certificate_pem"].as_str().unwrap_or_default().to_string();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &pem)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    if g.json {
+                        output::json(&serde_json::json!({ "written": path }));
+                    } else {
+                        eprintln!("wrote berth's root certificate to {}", path.display());
+                    }
+                }
+                None if g.json => output::json(&v),
+                None => print!("{pem}"),
+            }
+            Ok(0)
+        }
+    }
+}
