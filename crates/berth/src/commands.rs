@@ -134,17 +134,19 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     cfg.edge_listen.set_port(a.edge_port);
     cfg.edge_tls_listen = (a.edge_tls_port != 0)
         .then(|| std::net::SocketAddr::new(cfg.edge_listen.ip(), a.edge_tls_port));
-    cfg.acme = a.acme_directory.map(|directory| berth_edge::acme::AcmeSettings {
-        directory,
-        email: a.acme_email,
-        ca_file: a.acme_ca_file.map(|f| {
-            if f.is_absolute() {
-                f
-            } else {
-                std::env::current_dir().map(|d| d.join(&f)).unwrap_or(f)
-            }
-        }),
-    });
+    cfg.acme = a
+        .acme_directory
+        .map(|directory| berth_edge::acme::AcmeSettings {
+            directory,
+            email: a.acme_email,
+            ca_file: a.acme_ca_file.map(|f| {
+                if f.is_absolute() {
+                    f
+                } else {
+                    std::env::current_dir().map(|d| d.join(&f)).unwrap_or(f)
+                }
+            }),
+        });
     cfg.cert_check_interval =
         humantime::parse_duration(&a.cert_check_interval).context("--cert-check-interval")?;
     cfg.bridge = a.bridge;
@@ -265,10 +267,8 @@ async fn edge(
             listen,
             routes_file: routes,
             applied_file: applied,
-            tls: tls.map(|(listen, certs_file)| berth_edge::server::TlsSettings {
-                listen,
-                certs_file,
-            }),
+            tls: tls
+                .map(|(listen, certs_file)| berth_edge::server::TlsSettings { listen, certs_file }),
         },
         listener,
         tls_listener,

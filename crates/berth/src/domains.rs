@@ -28,7 +28,11 @@ fn describe(d: &DomainView) -> String {
     let cert = match &d.certificate {
         Some(c) => format!(
             "certificate from {} ({}), expires {}",
-            if c.source == "acme" { "the ACME directory" } else { "berth's local CA" },
+            if c.source == "acme" {
+                "the ACME directory"
+            } else {
+                "berth's local CA"
+            },
             c.issuer,
             expires(c.not_after)
         ),
@@ -71,7 +75,9 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
             if g.json {
                 output::json(&list);
             } else if list.is_empty() {
-                println!("{app} has no domains; add one with `berth domains add {app} shop.example.com`");
+                println!(
+                    "{app} has no domains; add one with `berth domains add {app} shop.example.com`"
+                );
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
@@ -93,7 +99,14 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
                     })
                     .collect();
                 output::table(
-                    &["DOMAIN", "URL", "CERTIFICATE", "EXPIRES", "REDIRECT", "ERROR"],
+                    &[
+                        "DOMAIN",
+                        "URL",
+                        "CERTIFICATE",
+                        "EXPIRES",
+                        "REDIRECT",
+                        "ERROR",
+                    ],
                     &rows,
                 );
             }
@@ -119,7 +132,10 @@ pub async fn ca(g: &Global, cmd: CaCommand) -> Result<i32> {
     match cmd {
         CaCommand::Export { out } => {
             let v: serde_json::Value = client.get_json("/v1/ca").await?;
-            let pem = v["certificate_pem"].as_str().unwrap_or_default().to_string();
+            let pem = v["certificate_pem"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             match out {
                 Some(path) => {
                     std::fs::write(&path, &pem)

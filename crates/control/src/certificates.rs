@@ -59,6 +59,7 @@ pub struct Certificates {
     /// One issuing pass at a time.
     pass: tokio::sync::Mutex<()>,
     last_published: std::sync::Mutex<Option<Vec<u8>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Certificates {
@@ -75,6 +76,7 @@ impl Certificates {
             account: tokio::sync::Mutex::new(None),
             pass: tokio::sync::Mutex::new(()),
             last_published: std::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -154,7 +156,8 @@ impl Platform {
         let label = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "berth".into());
-        let ca = LocalCa::generate(&label).map_err(|e| ApiError::internal("creating the local CA", e))?;
+        let ca = LocalCa::generate(&label)
+            .map_err(|e| ApiError::internal("creating the local CA", e))?;
         let sealed = self
             .keyring
             .read()
@@ -181,7 +184,8 @@ impl Platform {
         chain_pem: String,
         key_pem: &str,
     ) -> Result<(), ApiError> {
-        let f = facts(&chain_pem).map_err(|e| ApiError::internal("reading a new certificate", e))?;
+        let f =
+            facts(&chain_pem).map_err(|e| ApiError::internal("reading a new certificate", e))?;
         let sealed = self
             .keyring
             .read()
@@ -234,7 +238,9 @@ impl Platform {
                         },
                     )
                     .map_err(|e| e.to_string())?;
-                Some(zeroize::Zeroizing::new(String::from_utf8_lossy(&plain).to_string()))
+                Some(zeroize::Zeroizing::new(
+                    String::from_utf8_lossy(&plain).to_string(),
+                ))
             }
             None => None,
         };
@@ -273,13 +279,18 @@ impl Platform {
             let Some(acme) = account.as_ref() else {
                 return Err("no ACME account".into());
             };
-            acme.begin(&[host.to_string()]).await.map_err(|e| e.to_string())?
+            acme.begin(&[host.to_string()])
+                .await
+                .map_err(|e| e.to_string())?
         };
         let tokens: Vec<String> = pending.challenges.iter().map(|(t, _)| t.clone()).collect();
         self.routes.add_challenges(&pending.challenges);
         let served = self.routes.publish(&self.store).await;
         let result = match served {
-            Ok(true) => pending.complete(ACME_PATIENCE).await.map_err(|e| e.to_string()),
+            Ok(true) => pending
+                .complete(ACME_PATIENCE)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(false) => Err("the edge did not take the challenge answers in time".into()),
             Err(e) => Err(e.message),
         };
@@ -373,7 +384,9 @@ impl Platform {
                             data: r.sealed_key.clone(),
                         },
                     )
-                    .map_err(|e| ApiError::internal(&format!("opening the key of {}", r.name), e))?;
+                    .map_err(|e| {
+                        ApiError::internal(&format!("opening the key of {}", r.name), e)
+                    })?;
                 let entry = CertEntry {
                     names: vec![r.name.clone()],
                     chain_pem: r.chain_pem.clone(),
@@ -398,10 +411,19 @@ impl Platform {
                 return Ok(());
             }
         }
-        let generation = std::time::SystemTime::now()
+        let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let generation = now_ms.max(
+            self.certificates
+                .generation
+                .load(std::sync::atomic::Ordering::SeqCst)
+                + 1,
+        );
+        self.certificates
+            .generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
         let snapshot = CertSnapshot {
             generation,
             fallback,
@@ -412,6 +434,26 @@ impl Platform {
             .await
             .map_err(|e| ApiError::internal("writing certificates", e))?
             .map_err(|e| ApiError::internal("writing certificates", e))?;
+        // Wait until the edge serves them, so a domain is served with its certificate as
+        // soon as the call that added it returns.
+        let applied = berth_edge::server::certs_applied_file(&self.certificates.snapshot_path);
+        let deadline = std::time::Instant::now() + crate::routing::APPLY_TIMEOUT;
+        while self.cfg.edge_tls_listen.is_some() {
+            let served = std::fs::read_to_string(&applied)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if served.is_some_and(|g| g >= generation) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(
+                    generation,
+                    "the edge did not confirm the new certificates in time"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         *self
             .certificates
             .last_published
@@ -427,10 +469,7 @@ impl Platform {
 
     /// Re-seals every TLS key with the keyring's active key (part of key rotation; the
     /// caller holds the keyring's write lock).
-    pub async fn reseal_tls(
-        &self,
-        ring: &berth_data::secrets::Keyring,
-    ) -> Result<usize, ApiError> {
+    pub async fn reseal_tls(&self, ring: &berth_data::secrets::Keyring) -> Result<usize, ApiError> {
         let mut keys = Vec::new();
         for k in self.store.tls_keys().await? {
             let s = ring

@@ -6,7 +6,9 @@ use crate::error::ApiError;
 use crate::platform::Platform;
 use crate::tls_store::DomainRow;
 use axum::http::StatusCode;
-use berth_core::domains::{normalize_domain, CertificateView, DomainAdd, DomainView, MAX_DOMAINS_PER_APP};
+use berth_core::domains::{
+    normalize_domain, CertificateView, DomainAdd, DomainView, MAX_DOMAINS_PER_APP,
+};
 
 impl Platform {
     /// Who holds `name`: a custom domain of some app, or an app's own host.
@@ -33,9 +35,11 @@ impl Platform {
             } else {
                 format!("domain {name} is already held by app {holder}")
             };
-            return Err(ApiError::new(StatusCode::CONFLICT, "domain_taken", message).hint(
-                "a domain routes to one app; remove it there first with `berth domains remove`",
-            ));
+            return Err(
+                ApiError::new(StatusCode::CONFLICT, "domain_taken", message).hint(
+                    "a domain routes to one app; remove it there first with `berth domains remove`",
+                ),
+            );
         }
         if self.store.domains(Some(app)).await?.len() >= MAX_DOMAINS_PER_APP {
             return Err(ApiError::invalid(
@@ -61,7 +65,9 @@ impl Platform {
         };
         self.store.insert_domain(&row).await.map_err(|e| {
             // Two requests raced for the same name: the store's key decides.
-            if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation())
+            {
                 ApiError::new(
                     StatusCode::CONFLICT,
                     "domain_taken",

@@ -95,7 +95,11 @@ impl RoutePublisher {
                 })
                 .filter_map(|i| format!("{}:{}", i.address, i.port).parse().ok())
                 .collect::<Vec<_>>();
-            let own = self.cfg.app_hosts(&app.name).into_iter().map(|h| (h, false));
+            let own = self
+                .cfg
+                .app_hosts(&app.name)
+                .into_iter()
+                .map(|h| (h, false));
             let custom = domains
                 .iter()
                 .filter(|d| d.app == app.name)

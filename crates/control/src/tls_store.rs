@@ -216,7 +216,11 @@ impl Store {
     }
 
     /// Re-seals TLS keys and certificate keys in one transaction (key rotation).
-    pub async fn reseal_tls(&self, keys: &[TlsKeyRow], certs: &[CertRow]) -> Result<(), sqlx::Error> {
+    pub async fn reseal_tls(
+        &self,
+        keys: &[TlsKeyRow],
+        certs: &[CertRow],
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for k in keys {
             sqlx::query("UPDATE tls_keys SET key_id = ?, sealed = ? WHERE name = ?")

@@ -41,7 +41,10 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
             return bad("a label starts or ends with '-'");
         }
     }
-    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
         return bad("its last label is numeric");
     }
     Ok(name)
@@ -106,8 +109,14 @@ mod tests {
 
     #[test]
     fn domains_are_normalised() {
-        assert_eq!(normalize_domain("Shop.Example.TEST.").unwrap(), "shop.example.test");
-        assert_eq!(normalize_domain("xn--bcher-kva.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            normalize_domain("Shop.Example.TEST.").unwrap(),
+            "shop.example.test"
+        );
+        assert_eq!(
+            normalize_domain("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert_eq!(normalize_domain("a-b.c1.io").unwrap(), "a-b.c1.io");
     }
 

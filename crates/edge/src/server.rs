@@ -82,6 +82,11 @@ fn reload(cfg: &EdgeConfig, table: &SharedTable) {
     }
 }
 
+/// Where the edge confirms the certificate generation it serves.
+pub fn certs_applied_file(certs_file: &Path) -> PathBuf {
+    certs_file.with_extension("applied")
+}
+
 /// Loads the certificate snapshot into the store (entries that do not parse are skipped).
 fn reload_certs(path: &Path, certs: &SharedCerts) {
     match CertSnapshot::load(path) {
@@ -91,6 +96,7 @@ fn reload_certs(path: &Path, certs: &SharedCerts) {
                 tracing::warn!(problem = %p, "certificate not served");
             }
             certs.store(Arc::new(store));
+            write_applied(&certs_applied_file(path), s.generation);
             tracing::info!(generation = s.generation, "certificates applied");
         }
         Err(e) => {
