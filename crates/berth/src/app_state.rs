@@ -138,8 +138,9 @@ pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
                 output::json(&report);
             } else {
                 println!(
-                    "every secret ({}) is now sealed with key {}; the old key is retired",
+                    "every secret ({}) and TLS key ({}) is now sealed with key {}; the old key is retired",
                     report["resealed"],
+                    report["tls_keys"],
                     report["key_id"].as_str().unwrap_or("?")
                 );
             }

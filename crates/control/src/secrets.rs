@@ -25,8 +25,10 @@ fn context(app: &str, name: &str, version: u32) -> String {
 pub struct RotationReport {
     /// The key now sealing every value.
     pub key_id: String,
-    /// How many stored values were re-sealed.
+    /// How many stored secret values were re-sealed.
     pub resealed: usize,
+    /// How many TLS private keys (certificates, local CA, ACME accounts) were re-sealed.
+    pub tls_keys: usize,
 }
 
 impl Platform {
@@ -259,14 +261,15 @@ impl Platform {
             });
         }
         // The write lock is held throughout: nothing seals or opens with a half-rotated ring.
-        let mut n = resealed.len();
+        let n = resealed.len();
         self.store.reseal_secrets(&resealed).await?;
-        n += self.reseal_tls(&ring).await?;
+        let tls_keys = self.reseal_tls(&ring).await?;
         ring.retire_all_but_active()
             .map_err(|e| ApiError::internal("retiring the old key", e))?;
         Ok(RotationReport {
             key_id,
             resealed: n,
+            tls_keys,
         })
     }
 }
