@@ -9,19 +9,95 @@ use berth_core::state::{DatabaseBackupView, DatabaseView, SecretView, SnapshotVi
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 
-/// `berth create APP`.
-pub async fn create(g: &Global, app: &str) -> Result<i32> {
+/// Parses `NAME:SIZE:MOUNT[:exclusive]`.
+fn parse_volume_arg(text: &str) -> Result<serde_json::Value> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (name, size, mount, exclusive) = match parts.as_slice() {
+        [n, s, m] => (n, s, m, false),
+        [n, s, m, "exclusive"] => (n, s, m, true),
+        _ => bail!("--volume {text:?}: expected NAME:SIZE:MOUNT (e.g. data:1G:/data), optionally :exclusive"),
+    };
+    Ok(serde_json::json!({ "name": name, "size": size, "mount": mount, "exclusive": exclusive }))
+}
+
+/// `berth create APP [--domain …] [--secret …] [--volume …] [--database]`.
+pub async fn create(g: &Global, args: CreateArgs<'_>) -> Result<i32> {
+    let app = args.app;
     berth_core::AppName::parse(app).map_err(|e| anyhow!(e))?;
+    // Names are checked by the platform, with every other problem of the request.
+    let mut secrets = BTreeMap::new();
+    for pair in args.secrets {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--secret {pair:?}: expected NAME=VALUE"))?;
+        if secrets.insert(k.to_string(), v.to_string()).is_some() {
+            bail!("secret {k} is given twice");
+        }
+    }
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume_arg(v))
+        .collect::<Result<Vec<_>>>()?;
+    let body = serde_json::json!({
+        "name": app,
+        "domains": args.domains,
+        "secrets": secrets,
+        "volumes": volumes,
+        "database": args.database,
+    });
     let client = Client::discover(g)?;
-    let v: serde_json::Value = client
-        .post_json("/v1/apps", &serde_json::json!({ "name": app }))
-        .await?;
+    let headers: Vec<(&str, &str)> = args
+        .idempotency_key
+        .map(|k| ("idempotency-key", k))
+        .into_iter()
+        .collect();
+    let v: berth_core::state::AppCreated =
+        client.post_json_with("/v1/apps", &body, &headers).await?;
     if g.json {
         output::json(&v);
-    } else {
-        println!("created {app}; give it secrets and volumes, then `berth deploy DIR --app {app}`");
+        return Ok(0);
     }
+    println!("created {app}");
+    for d in &v.domains {
+        println!(
+            "  domain   {} ({})",
+            d.url,
+            d.certificate
+                .as_ref()
+                .map_or("no certificate yet", |c| if c.source == "acme" {
+                    "ACME certificate"
+                } else {
+                    "local CA certificate"
+                })
+        );
+    }
+    for s in &v.secrets {
+        println!("  secret   {s}");
+    }
+    for vol in &v.volumes {
+        println!(
+            "  volume   {} ({}, at {})",
+            vol.name,
+            berth_core::limits::format_memory(vol.size_bytes),
+            vol.mount
+        );
+    }
+    if let Some(db) = &v.database {
+        println!("  database {db} (DATABASE_URL)");
+    }
+    println!("deploy it with `berth deploy DIR --app {app}`");
     Ok(0)
+}
+
+/// What `berth create` was given.
+pub struct CreateArgs<'a> {
+    pub app: &'a str,
+    pub domains: &'a [String],
+    pub secrets: &'a [String],
+    pub volumes: &'a [String],
+    pub database: bool,
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// Collects NAME=VALUE pairs from the arguments, files and standard input.

@@ -84,8 +84,32 @@ pub enum Command {
     Env(EnvCommand),
     /// Stop an app and delete it with its releases, images, cache, logs, secrets and volumes.
     Destroy { app: String },
-    /// Create an empty app, to give it secrets and volumes before its first deploy.
-    Create { app: String },
+    /// Create an app with everything it needs, all at once or not at all: e.g.
+    /// `berth create shop --domain shop.example.com --secret API_KEY=… --volume
+    /// data:1G:/data --database`, then `berth deploy DIR --app shop`.
+    ///
+    /// If any part fails (a domain taken, the database server refusing), nothing is left
+    /// behind. With --idempotency-key, running the same command again returns the first
+    /// result and creates nothing twice.
+    Create {
+        app: String,
+        /// A domain served over HTTPS (repeatable).
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// A secret NAME=VALUE (repeatable).
+        #[arg(long = "secret", value_name = "NAME=VALUE")]
+        secrets: Vec<String>,
+        /// A volume NAME:SIZE:MOUNT, e.g. data:1G:/data; add :exclusive for one instance at
+        /// a time (repeatable).
+        #[arg(long = "volume", value_name = "NAME:SIZE:MOUNT")]
+        volumes: Vec<String>,
+        /// A PostgreSQL database, given to the app as DATABASE_URL.
+        #[arg(long)]
+        database: bool,
+        /// Makes retries safe: the same key returns the first result.
+        #[arg(long, env = "BERTH_IDEMPOTENCY_KEY")]
+        idempotency_key: Option<String>,
+    },
     /// Manage an app's secrets: encrypted at rest, never shown again, redacted from logs.
     ///
     /// Secrets reach the app as environment variables, or as files under /run/secrets when

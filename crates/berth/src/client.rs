@@ -152,6 +152,21 @@ impl Client {
         resp.json().await.context("reading the API's answer")
     }
 
+    /// POST JSON with extra headers, returning JSON.
+    pub async fn post_json_with<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> Result<T> {
+        let mut req = self.request(reqwest::Method::POST, path).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.send(req).await?;
+        resp.json().await.context("reading the API's answer")
+    }
+
     /// POST JSON, expecting no content.
     pub async fn post_empty(&self, path: &str, body: &serde_json::Value) -> Result<()> {
         self.send(self.request(reqwest::Method::POST, path).json(body))

@@ -93,7 +93,24 @@ async fn run_async(cli: Cli) -> Result<i32> {
             lines,
         } => logs(g, &app, follow, build, lines).await,
         Command::Env(cmd) => env(g, cmd).await,
-        Command::Create { app } => crate::app_state::create(g, &app).await,
+        Command::Create {
+            app,
+            domains,
+            secrets,
+            volumes,
+            database,
+            idempotency_key,
+        } => {
+            let args = crate::app_state::CreateArgs {
+                app: &app,
+                domains: &domains,
+                secrets: &secrets,
+                volumes: &volumes,
+                database,
+                idempotency_key: idempotency_key.as_deref(),
+            };
+            crate::app_state::create(g, args).await
+        }
         Command::Secrets(cmd) => crate::app_state::secrets(g, cmd).await,
         Command::Volumes(cmd) => crate::app_state::volumes(g, cmd).await,
         Command::Db(cmd) => crate::app_state::db(g, cmd).await,

@@ -420,3 +420,155 @@ fn databases_belong_to_their_app_and_come_back_from_a_backup() {
     let gone = answer(&p, "blog", "/sql?db=app_shop&q=select%201");
     assert!(gone.contains("does not exist"), "{gone}");
 }
+
+#[test]
+fn one_call_creates_an_app_with_everything_or_nothing_and_retries_create_nothing_twice() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let create = [
+        "create",
+        "shop",
+        "--domain",
+        "Shop.Example.TEST",
+        "--secret",
+        "API_KEY=ak-0c0ffee1",
+        "--volume",
+        "data:64M:/data",
+        "--database",
+        "--idempotency-key",
+        "create-shop-1",
+    ];
+    let first = p.json(&create);
+    assert_eq!(first["name"], "shop", "{first}");
+    assert_eq!(first["domains"][0]["name"], "shop.example.test", "{first}");
+    assert_eq!(
+        first["secrets"],
+        serde_json::json!(["API_KEY", "DATABASE_URL"])
+    );
+    assert_eq!(first["volumes"][0]["name"], "data", "{first}");
+    assert_eq!(first["database"], "app_shop", "{first}");
+    assert!(
+        !first.to_string().contains("ak-0c0ffee1"),
+        "no secret value in the answer"
+    );
+
+    // The same call again (a retry) answers the same and creates nothing twice.
+    assert_eq!(p.json(&create), first);
+    assert_eq!(
+        p.json(&["volumes", "list", "shop"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        p.json(&["secrets", "list", "shop"])
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // The key reused for another request, or the app created again without one: refused.
+    let err = p.fails(&[
+        "create",
+        "shop",
+        "--database",
+        "--idempotency-key",
+        "create-shop-1",
+    ]);
+    assert!(err.contains("different request"), "{err}");
+    let err = p.fails(&["create", "shop"]);
+    assert!(err.contains("already exists"), "{err}");
+
+    // Deployed, it has all of it.
+    let dir = app_dir(work.path(), "shop", "");
+    p.ok(&["deploy", &dir.display().to_string()]);
+    assert_eq!(body(&p, "shop", "/env?name=API_KEY"), "ak-0c0ffee1");
+    assert_eq!(body(&p, "shop", "/write?name=f&bytes=1048576"), "ok\n");
+    assert_eq!(select(&p, "shop", "SELECT 6*7").trim(), "42");
+    let ca = work.path().join("ca.pem");
+    p.ok(&["ca", "export", "--out", ca.to_str().expect("path")]);
+    let https = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--resolve",
+            &format!("shop.example.test:{}:127.0.0.1", p.tls_port),
+        ])
+        .arg(format!(
+            "https://shop.example.test:{}/env?name=API_KEY",
+            p.tls_port
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&https.stdout),
+        "ak-0c0ffee1",
+        "{https:?}"
+    );
+
+    // A failure half-way leaves nothing: the database server refuses "clash"'s database
+    // because one of that name is already there.
+    p.ok(&[
+        "db",
+        "psql",
+        "shop",
+        "--",
+        "-c",
+        "CREATE DATABASE app_clash",
+    ]);
+    let apps_before = p.json(&["apps"]);
+    let err = p.fails(&[
+        "create",
+        "clash",
+        "--domain",
+        "clash.example.test",
+        "--secret",
+        "K=v-12345678",
+        "--volume",
+        "data:64M:/data",
+        "--database",
+    ]);
+    assert!(
+        err.contains("nothing was created") && err.contains("app_clash"),
+        "{err}"
+    );
+    assert_eq!(p.json(&["apps"]), apps_before, "no app");
+    let leftovers = std::fs::read_dir(p.data.path().join("volumes/clash"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "no volume");
+    let roles = p.ok(&[
+        "db",
+        "psql",
+        "shop",
+        "--",
+        "-At",
+        "-c",
+        "SELECT count(*) FROM pg_roles WHERE rolname = 'app_clash'",
+    ]);
+    assert_eq!(roles.trim(), "0", "no role");
+    // The domain is free again.
+    p.ok(&["domains", "add", "shop", "clash.example.test"]);
+
+    // Bad input is refused before anything is made, every problem named.
+    let err = p.fails(&[
+        "create",
+        "bad",
+        "--secret",
+        "1X=v",
+        "--volume",
+        "data:10potatoes:/data",
+        "--volume",
+        "logs:0:/proc",
+        "--domain",
+        "not a domain",
+    ]);
+    for part in [
+        "not an environment variable name",
+        "not a size",
+        "/proc",
+        "not a valid host name",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert_eq!(p.json(&["apps"]), apps_before);
+}

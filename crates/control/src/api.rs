@@ -24,8 +24,8 @@ use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
 use berth_core::state::{
-    DatabaseBackupView, DatabaseRestore, DatabaseView, SecretChange, SecretView, SnapshotView,
-    VolumeCreate, VolumeRestore, VolumeView,
+    AppCreate, DatabaseBackupView, DatabaseRestore, DatabaseView, SecretChange, SecretView,
+    SnapshotView, VolumeCreate, VolumeRestore, VolumeView,
 };
 use berth_core::AppName;
 use serde::Deserialize;
@@ -213,29 +213,26 @@ async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> 
     Ok(Json(apps))
 }
 
-#[derive(Deserialize)]
-struct CreateApp {
-    name: String,
-}
-
 async fn create_app(
     State(p): Shared,
-    Json(body): Json<CreateApp>,
+    headers: HeaderMap,
+    Json(body): Json<AppCreate>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = app_name(&body.name)?;
-    if p.store.app(name.as_str()).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "app_exists",
-            format!("app {name:?} already exists"),
-        )
-        .hint("pick another name, or deploy to it with `berth deploy`"));
-    }
-    p.store.ensure_app(name.as_str(), crate::now_secs()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "name": name, "url": p.cfg.app_url(name.as_str()) })),
-    ))
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::invalid(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be printable ASCII",
+                )
+            })
+        })
+        .transpose()?;
+    let (status, body) = p
+        .create_app_idempotent(&body, &actor(&headers), key)
+        .await?;
+    Ok((status, Json(body)))
 }
 
 async fn secrets_list(

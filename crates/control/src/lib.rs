@@ -15,6 +15,8 @@
 //! - [`domains`]: custom domains of an app; [`certificates`]: the certificate of every host
 //!   the edge serves (local CA or ACME), renewals, and the snapshot the edge reads;
 //!   [`tls_store`]: their tables.
+//! - [`create`]: an app with domains, secrets, volumes and a database in one call, all or
+//!   nothing, idempotent under an `Idempotency-Key`.
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@
 pub mod api;
 pub mod certificates;
 pub mod config;
+pub mod create;
 pub mod databases;
 pub mod deploy;
 pub mod domains;

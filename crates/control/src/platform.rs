@@ -89,6 +89,10 @@ pub struct Platform {
     pub app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises address allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// One app create at a time (names, domains and databases are checked, then made).
+    pub create_lock: tokio::sync::Mutex<()>,
+    /// Retries under one Idempotency-Key wait for the first attempt.
+    pub idempotency_lock: tokio::sync::Mutex<()>,
     /// Where the next address search starts.
     pub next_address: std::sync::atomic::AtomicUsize,
     /// Background work (drains) that shutdown waits for.
@@ -363,6 +367,8 @@ impl Platform {
             ),
             app_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
+            create_lock: tokio::sync::Mutex::new(()),
+            idempotency_lock: tokio::sync::Mutex::new(()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_app_state.sql")),
     (3, include_str!("../migrations/0003_databases.sql")),
     (4, include_str!("../migrations/0004_domains.sql")),
+    (5, include_str!("../migrations/0005_idempotency.sql")),
 ];
 
 /// Handle to the state store.

@@ -224,6 +224,44 @@ pub struct VolumeCreate {
     pub exclusive: bool,
 }
 
+/// Body of `POST /v1/apps`: an app with everything it needs, created all at once or not at
+/// all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreate {
+    /// App name.
+    pub name: String,
+    /// Custom domains.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Secrets: name → value.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeCreate>,
+    /// A PostgreSQL database (`DATABASE_URL`).
+    #[serde(default)]
+    pub database: bool,
+}
+
+/// What `POST /v1/apps` created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCreated {
+    /// App name.
+    pub name: String,
+    /// Its URL at the edge.
+    pub url: String,
+    /// Custom domains with their HTTPS URLs.
+    pub domains: Vec<crate::domains::DomainView>,
+    /// Names of its secrets (never values).
+    pub secrets: Vec<String>,
+    /// Its volumes.
+    pub volumes: Vec<VolumeView>,
+    /// Its database, if it has one.
+    pub database: Option<String>,
+}
+
 /// Body of `POST /v1/apps/{app}/volumes/{name}/restore`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRestore {
