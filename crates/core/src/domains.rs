@@ -23,6 +23,9 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
     if name.parse::<std::net::IpAddr>().is_ok() {
         return bad("it is an IP address; certificates are issued for names");
     }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        return bad("use letters, digits, '-' and '.' only (IDNs in their xn-- form)");
+    }
     let labels: Vec<&str> = name.split('.').collect();
     if labels.len() < 2 {
         return bad("it needs at least two labels, e.g. shop.example.com");
@@ -130,6 +133,7 @@ mod tests {
             ("a..b", "empty label"),
             ("-a.example", "starts or ends"),
             ("sh op.example", "letters, digits"),
+            ("bad domain", "letters, digits"),
             ("shop.example/x", "letters, digits"),
             ("bücher.example", "letters, digits"),
             ("a.123", "numeric"),
