@@ -23,7 +23,10 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
     if name.parse::<std::net::IpAddr>().is_ok() {
         return bad("it is an IP address; certificates are issued for names");
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
         return bad("use letters, digits, '-' and '.' only (IDNs in their xn-- form)");
     }
     let labels: Vec<&str> = name.split('.').collect();
