@@ -139,34 +139,6 @@ impl PlatformConfig {
                 }
             }
         }
-        if let Some(tls) = self.edge_tls_listen {
-            for (flag, port) in [
-                ("--api-port", self.api_listen.port()),
-                ("--edge-port", self.edge_listen.port()),
-            ] {
-                if port == tls.port() {
-                    problems.push(format!("{flag} and --edge-tls-port are both {port}"));
-                }
-            }
-        }
-        if let Some(a) = &self.acme {
-            if !a.directory.starts_with("https://") {
-                problems.push(format!(
-                    "--acme-directory: {:?} must be an https:// URL (RFC 8555)",
-                    a.directory
-                ));
-            }
-            if let Some(e) = &a.email {
-                if !e.contains('@') || e.contains(char::is_whitespace) {
-                    problems.push(format!("--acme-email: {e:?} is not an email address"));
-                }
-            }
-            if let Some(f) = &a.ca_file {
-                if !f.is_file() {
-                    problems.push(format!("--acme-ca-file: {} does not exist", f.display()));
-                }
-            }
-        }
         if let Some(d) = &self.base_domain {
             let ok = !d.is_empty()
                 && d.len() <= 200
@@ -305,6 +277,31 @@ mod tests {
         bad.edge_listen.set_port(bad.api_listen.port());
         let p = bad.validate();
         assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn https_and_acme_settings_are_checked_once_each() {
+        let mut c = PlatformConfig::new("/var/lib/berth".into());
+        c.edge_tls_listen = Some(c.edge_listen);
+        c.acme = Some(berth_edge::acme::AcmeSettings {
+            directory: "http://acme.test/dir".into(),
+            email: Some("not an address".into()),
+            ca_file: Some("/nonexistent/root.pem".into()),
+        });
+        let p = c.validate();
+        assert_eq!(p.len(), 4, "{p:?}");
+        for flag in [
+            "--edge-tls-port",
+            "--acme-directory",
+            "--acme-email",
+            "--acme-ca-file",
+        ] {
+            assert_eq!(
+                p.iter().filter(|m| m.contains(flag)).count(),
+                1,
+                "{flag}: {p:?}"
+            );
+        }
     }
 
     #[test]
