@@ -6,24 +6,6 @@ use crate::output;
 use anyhow::{Context, Result};
 use berth_core::domains::DomainView;
 
-fn expires(not_after: i64) -> String {
-    let left = not_after - unix_now();
-    match left {
-        l if l <= 0 => "expired".into(),
-        l if l < 120 => format!("in {l}s"),
-        l if l < 2 * 3600 => format!("in {}m", l / 60),
-        l if l < 2 * 86400 => format!("in {}h", l / 3600),
-        l => format!("in {}d", l / 86400),
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn describe(d: &DomainView) -> String {
     let cert = match &d.certificate {
         Some(c) => format!(
@@ -34,7 +16,7 @@ fn describe(d: &DomainView) -> String {
                 "berth's local CA"
             },
             c.issuer,
-            expires(c.not_after)
+            output::until(c.not_after)
         ),
         None => "no certificate yet".into(),
     };
@@ -54,6 +36,11 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
             domain,
             no_redirect,
         } => {
+            if !g.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!(
+                    "adding {domain} to {app} (an ACME certificate can take up to a minute)…"
+                );
+            }
             let d: DomainView = client
                 .post_json(
                     &format!("/v1/apps/{app}/domains"),
@@ -91,7 +78,7 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
                                 .unwrap_or_else(|| "-".into()),
                             d.certificate
                                 .as_ref()
-                                .map(|c| expires(c.not_after))
+                                .map(|c| output::until(c.not_after))
                                 .unwrap_or_else(|| "-".into()),
                             if d.https_redirect { "yes" } else { "no" }.into(),
                             d.error.clone().unwrap_or_default(),

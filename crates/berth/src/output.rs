@@ -45,18 +45,34 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// "3m ago" style age of a Unix timestamp.
-pub fn ago(unix: i64) -> String {
-    let now = std::time::SystemTime::now()
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let d = (now - unix).max(0);
-    match d {
-        0..=59 => format!("{d}s ago"),
-        60..=3599 => format!("{}m ago", d / 60),
-        3600..=86399 => format!("{}h ago", d / 3600),
-        _ => format!("{}d ago", d / 86400),
+        .unwrap_or(0)
+}
+
+/// A duration in its largest whole unit: "42s", "3m", "5h", "12d".
+fn span(secs: i64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+/// "3m ago" style age of a Unix timestamp.
+pub fn ago(unix: i64) -> String {
+    format!("{} ago", span((unix_now() - unix).max(0)))
+}
+
+/// "in 89d" style time until a Unix timestamp ("expired" once past).
+pub fn until(unix: i64) -> String {
+    match unix - unix_now() {
+        left if left <= 0 => "expired".into(),
+        left => format!("in {}", span(left)),
     }
 }
 

@@ -9,7 +9,6 @@ use crate::platform::Platform;
 use axum::http::StatusCode;
 use berth_core::state::{self, AppCreate, AppCreated, SecretChange};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use std::sync::Arc;
 
 /// Longest accepted Idempotency-Key.
@@ -235,15 +234,7 @@ impl Platform {
         let hash = request_hash(req);
         // Retries wait for the first attempt: creates take the same lock.
         let _serial = self.idempotency_lock.lock().await;
-        let stored = sqlx::query(
-            "SELECT request_hash, status, response FROM idempotency_keys WHERE key = ?",
-        )
-        .bind(key)
-        .fetch_optional(&self.store.pool)
-        .await?;
-        if let Some(row) = stored {
-            let (h, status, response): (String, i64, String) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if let Some((h, status, response)) = self.store.idempotent_answer(key).await? {
             if h != hash {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -252,22 +243,21 @@ impl Platform {
                 )
                 .hint("use a new key for a new request"));
             }
-            let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let body = serde_json::from_str(&response).unwrap_or_default();
             return Ok((status, body));
         }
         let created = self.create_app(req, actor).await?;
         let body = serde_json::to_value(&created).unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(key)
-        .bind(&hash)
-        .bind(i64::from(StatusCode::CREATED.as_u16()))
-        .bind(body.to_string())
-        .bind(crate::now_secs())
-        .execute(&self.store.pool)
-        .await?;
+        self.store
+            .keep_idempotent_answer(
+                key,
+                &hash,
+                StatusCode::CREATED.as_u16(),
+                &body.to_string(),
+                crate::now_secs(),
+            )
+            .await?;
         Ok((StatusCode::CREATED, body))
     }
 }

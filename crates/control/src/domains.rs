@@ -123,22 +123,16 @@ impl Platform {
                 format!("no domain {name:?}"),
             )
         })?;
-        let certificate = self
-            .store
-            .certificates()
-            .await?
-            .into_iter()
-            .find(|c| c.name == name)
-            .map(|c| {
-                let f = berth_edge::certs::facts(&c.chain_pem).ok();
-                CertificateView {
-                    source: c.source,
-                    issuer: f.as_ref().map(|f| f.issuer.clone()).unwrap_or_default(),
-                    serial: f.map(|f| f.serial).unwrap_or_default(),
-                    not_after: c.not_after,
-                    issued_at: c.issued_at,
-                }
-            });
+        let certificate = self.store.certificate(name).await?.map(|c| {
+            let f = berth_edge::certs::facts(&c.chain_pem).ok();
+            CertificateView {
+                source: c.source,
+                issuer: f.as_ref().map(|f| f.issuer.clone()).unwrap_or_default(),
+                serial: f.map(|f| f.serial).unwrap_or_default(),
+                not_after: c.not_after,
+                issued_at: c.issued_at,
+            }
+        });
         Ok(DomainView {
             url: self
                 .cfg

@@ -870,6 +870,51 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    // ---- idempotency keys
+
+    /// The answer kept for an Idempotency-Key: (request hash, status, response JSON).
+    pub async fn idempotent_answer(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, u16, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, response FROM idempotency_keys WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("request_hash")?,
+                r.try_get::<i64, _>("status")? as u16,
+                r.try_get("response")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Keeps the answer given under an Idempotency-Key.
+    pub async fn keep_idempotent_answer(
+        &self,
+        key: &str,
+        request_hash: &str,
+        status: u16,
+        response: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(i64::from(status))
+        .bind(response)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {

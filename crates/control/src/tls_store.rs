@@ -150,6 +150,17 @@ impl Store {
         rows.iter().map(cert_from_row).collect()
     }
 
+    /// The certificate of one host.
+    pub async fn certificate(&self, name: &str) -> Result<Option<CertRow>, sqlx::Error> {
+        sqlx::query("SELECT * FROM certificates WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(cert_from_row)
+            .transpose()
+    }
+
     /// Stores (or replaces) the certificate of a host.
     pub async fn put_certificate(&self, c: &CertRow) -> Result<(), sqlx::Error> {
         sqlx::query(

@@ -44,6 +44,21 @@ pub struct TlsSettings {
     pub certs_file: PathBuf,
 }
 
+/// Drives a hyper connection until it ends, or until `stop` fires, then lets it finish
+/// its requests in flight (HTTP/1.1 and HTTP/2 connections share no trait for this).
+macro_rules! serve_until {
+    ($conn:expr, $stop:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = $stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }};
+}
+
 /// Binds the edge's listener, with an error that names the port when it is taken.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
     TcpListener::bind(addr)
@@ -269,14 +284,7 @@ async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            serve_until!(conn, stop);
         });
     }
     drop(listener);
@@ -315,14 +323,7 @@ async fn serve_tls(
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .serve_connection(TokioIo::new(tls), service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-        }
+        serve_until!(conn, stop);
     } else {
         // One buffer per response: one TLS record instead of one per header/body slice.
         let conn = http1::Builder::new()
@@ -330,13 +331,6 @@ async fn serve_tls(
             .writev(false)
             .serve_connection(TokioIo::new(tls), service)
             .with_upgrades();
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-        }
+        serve_until!(conn, stop);
     }
 }
