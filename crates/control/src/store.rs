@@ -146,6 +146,16 @@ impl Store {
         Ok(store)
     }
 
+    /// Starts a transaction that holds the write lock from its first statement
+    /// (`BEGIN IMMEDIATE`). A deferred transaction that reads first and writes later
+    /// fails with "database is locked" (SQLITE_BUSY_SNAPSHOT) whenever another
+    /// connection wrote in between, and the busy timeout cannot help it.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     async fn migrate(&self) -> Result<(), sqlx::Error> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&self.pool)
@@ -159,7 +169,7 @@ impl Store {
             if done.is_some() {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
                 .bind(version)
@@ -220,7 +230,7 @@ impl Store {
 
     /// Deletes an app and its records.
     pub async fn delete_app(&self, name: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for table in [
             "instances",
             "deploys",
@@ -265,7 +275,7 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<u32, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let max: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM releases WHERE app = ?")
                 .bind(app)
@@ -334,7 +344,7 @@ impl Store {
 
     /// Makes a release the one serving: the previous one becomes superseded.
     pub async fn activate_release(&self, app: &str, version: u32) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'active'",
         )
@@ -651,7 +661,7 @@ impl Store {
     /// Stores new sealed versions, all or none, without changing which versions the app
     /// uses.
     pub async fn insert_secret_versions(&self, rows: &[SecretRow]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO secret_versions (app, name, version, key_id, sealed, actor, created_at) \
@@ -692,7 +702,7 @@ impl Store {
         app: &str,
         secrets: &BTreeMap<String, u32>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM app_secrets WHERE app = ?")
             .bind(app)
             .execute(&mut *tx)
@@ -759,7 +769,7 @@ impl Store {
 
     /// Replaces sealed values in one transaction (key rotation): all or nothing.
     pub async fn reseal_secrets(&self, rows: &[SecretRow]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for r in rows {
             sqlx::query(
                 "UPDATE secret_versions SET key_id = ?, sealed = ? WHERE app = ? AND name = ? AND version = ?",

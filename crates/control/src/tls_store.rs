@@ -130,7 +130,7 @@ impl Store {
 
     /// Removes a domain and its certificate.
     pub async fn delete_domain(&self, name: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM domains WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -232,7 +232,7 @@ impl Store {
         keys: &[TlsKeyRow],
         certs: &[CertRow],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for k in keys {
             sqlx::query("UPDATE tls_keys SET key_id = ?, sealed = ? WHERE name = ?")
                 .bind(&k.key_id)

@@ -8,10 +8,13 @@
 //!   copies of the frozen image.
 //! - [`postgres`] runs one PostgreSQL server for the platform and gives each app a database
 //!   and a role of its own; dumps and restores them.
+//! - [`backup`] writes, lists, verifies and reads platform backups (a local directory or an
+//!   S3 bucket), with the keyring wrapped under a passphrase.
 //! - [`secret_files`] writes the decrypted secrets an instance needs onto a RAM-backed
 //!   filesystem outside the data directory, so no plaintext ever reaches the disk.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod postgres;
 pub mod secret_files;
 pub mod secrets;

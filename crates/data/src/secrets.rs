@@ -115,6 +115,32 @@ fn decode_key(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, String> {
     Ok(out)
 }
 
+/// Writes `bytes` to `path` atomically, mode 0600, its directory 0700.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecretsError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| SecretsError::KeyFile {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(())
+}
+
 fn aad(context: &str) -> Vec<u8> {
     format!("berth-secret-v1:{context}").into_bytes()
 }
@@ -185,21 +211,8 @@ impl Keyring {
         }
     }
 
-    /// Writes a file keyring atomically with mode 0600 (its directory 0700).
-    fn save(&self) -> Result<(), SecretsError> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let KeySource::File(path) = &self.source else {
-            return Err(SecretsError::ReadOnly);
-        };
-        let err = |e: std::io::Error| SecretsError::KeyFile {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
+    /// The keyring as its file holds it (every key, the active one named), for a backup.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
         let file = KeyFile {
             active: self.active.clone(),
             keys: self
@@ -215,18 +228,28 @@ impl Keyring {
         for mut k in file.keys {
             k.key.zeroize();
         }
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(&text).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)?;
-        Ok(())
+        text
+    }
+
+    /// Writes an exported keyring to `path` (mode 0600) and opens it: how a restore puts
+    /// the keys back. Refuses bytes that are not a keyring, writing nothing.
+    pub fn install(path: &Path, exported: &[u8]) -> Result<Self, SecretsError> {
+        let file: KeyFile =
+            serde_json::from_slice(exported).map_err(|e| SecretsError::KeyFile {
+                path: path.display().to_string(),
+                message: format!("not a berth keyring: {e}"),
+            })?;
+        drop(file);
+        write_private(path, exported)?;
+        Self::open(KeySource::File(path.to_path_buf()))
+    }
+
+    /// Writes a file keyring atomically with mode 0600 (its directory 0700).
+    fn save(&self) -> Result<(), SecretsError> {
+        let KeySource::File(path) = &self.source else {
+            return Err(SecretsError::ReadOnly);
+        };
+        write_private(path, &self.export())
     }
 
     /// Id of the key new values are sealed with.

@@ -182,6 +182,24 @@ impl VolumeStore {
         Some((total.saturating_sub(free), total))
     }
 
+    /// Copies the image at one point in time: freezes the mounted filesystem, copies the
+    /// image sparsely, thaws it.
+    fn frozen_copy(&self, app: &str, name: &str, dest: &Path) -> Result<(), VolumeError> {
+        let fail = |m: String| Self::fail(app, name, m);
+        let mnt = self.mountpoint(app, name);
+        let frozen = is_mounted(&mnt);
+        if frozen {
+            crate::run("fsfreeze", &["--freeze", &mnt.display().to_string()]).map_err(fail)?;
+        }
+        let copied = copy_sparse(&self.image(app, name), dest);
+        if frozen {
+            if let Err(e) = crate::run("fsfreeze", &["--unfreeze", &mnt.display().to_string()]) {
+                tracing::error!(volume = %format!("{app}/{name}"), error = %e, "thawing a volume failed");
+            }
+        }
+        copied.map_err(fail)
+    }
+
     /// Takes a consistent snapshot: freezes the filesystem, copies the image, thaws it.
     pub fn snapshot(&self, app: &str, name: &str) -> Result<Snapshot, VolumeError> {
         let fail = |m: String| Self::fail(app, name, m);
@@ -193,24 +211,80 @@ impl VolumeStore {
         let id = format!("{created_at}-{}", hex::encode(suffix));
         let dest = dir.join(format!("{id}.ext4"));
         let tmp = dir.join(format!("{id}.tmp"));
-        let mnt = self.mountpoint(app, name);
-        let frozen = is_mounted(&mnt);
-        if frozen {
-            crate::run("fsfreeze", &["--freeze", &mnt.display().to_string()]).map_err(fail)?;
+        if let Err(e) = self.frozen_copy(app, name, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        let copied = copy_sparse(&self.image(app, name), &tmp);
-        if frozen {
-            if let Err(e) = crate::run("fsfreeze", &["--unfreeze", &mnt.display().to_string()]) {
-                tracing::error!(volume = %format!("{app}/{name}"), error = %e, "thawing a volume failed");
-            }
-        }
-        copied.map_err(fail)?;
         std::fs::rename(&tmp, &dest).map_err(|e| fail(e.to_string()))?;
         Ok(Snapshot {
             id,
             disk_bytes: disk_bytes(&dest),
             created_at,
         })
+    }
+
+    /// Runs `read` on a point-in-time copy of the volume's files (the app keeps writing to
+    /// the volume meanwhile): the image is copied frozen into `work`, mounted there, read,
+    /// and deleted. Returns what `read` returns and the owner of the volume's root.
+    pub fn read_consistent<T>(
+        &self,
+        app: &str,
+        name: &str,
+        work: &Path,
+        read: impl FnOnce(&Path) -> Result<T, String>,
+    ) -> Result<(T, (u32, u32)), VolumeError> {
+        use std::os::unix::fs::MetadataExt;
+        let fail = |m: String| Self::fail(app, name, m);
+        std::fs::create_dir_all(work).map_err(|e| fail(e.to_string()))?;
+        let copy = work.join(format!("{app}-{name}.ext4"));
+        let mnt = work.join(format!("{app}-{name}.mnt"));
+        let result = (|| {
+            self.frozen_copy(app, name, &copy)?;
+            std::fs::create_dir_all(&mnt).map_err(|e| fail(e.to_string()))?;
+            crate::run(
+                "mount",
+                &[
+                    "-t",
+                    "ext4",
+                    "-o",
+                    "loop,nosuid,nodev,noexec",
+                    &copy.display().to_string(),
+                    &mnt.display().to_string(),
+                ],
+            )
+            .map_err(fail)?;
+            let owner = std::fs::metadata(&mnt)
+                .map(|m| (m.uid(), m.gid()))
+                .map_err(|e| fail(e.to_string()));
+            let out = owner.and_then(|owner| read(&mnt).map(|t| (t, owner)).map_err(fail));
+            if let Err(e) = crate::run("umount", &[&mnt.display().to_string()]) {
+                tracing::error!(volume = %format!("{app}/{name}"), error = %e, "unmounting a volume copy failed");
+            }
+            out
+        })();
+        let _ = std::fs::remove_dir(&mnt);
+        let _ = std::fs::remove_file(&copy);
+        result
+    }
+
+    /// Makes a new volume and fills it with `fill` (a restore), then unmounts it; the
+    /// platform mounts it when it starts. On failure nothing is left behind.
+    pub fn create_filled(
+        &self,
+        app: &str,
+        name: &str,
+        size_bytes: u64,
+        owner: (u32, u32),
+        fill: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), VolumeError> {
+        let mnt = self.create(app, name, size_bytes, owner.0, owner.1)?;
+        let filled = fill(&mnt).map_err(|m| Self::fail(app, name, m));
+        let unmounted = self.unmount(app, name);
+        if let Err(e) = filled.and(unmounted) {
+            let _ = self.destroy(app, name);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Snapshots of a volume, oldest first.
