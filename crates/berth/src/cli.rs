@@ -39,7 +39,7 @@ pub struct Global {
 pub enum Command {
     /// Run the platform on this machine: API, edge, supervisor (foreground; Ctrl-C stops the
     /// control plane, apps and the edge keep serving).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Stop every app container and the edge of a data directory, and remove its bridge.
     Down,
     /// Build and deploy a directory (default: the current one). Redeploys are zero-downtime.
@@ -135,6 +135,10 @@ pub enum Command {
     /// berth's local certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Back up the whole platform (state, keys, volumes, databases, images) to a directory or
+    /// an S3 bucket, and restore it onto a new machine.
+    #[command(subcommand)]
+    Backup(BackupCommand),
 
     /// (internal) Run the edge process.
     #[command(hide = true)]
@@ -311,6 +315,87 @@ pub enum DomainsCommand {
     Remove { app: String, domain: String },
 }
 
+/// Where the passphrase of a backup comes from.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// File holding the backup passphrase (at least 12 characters; keep it apart from the
+    /// backups: without it a backup's secrets cannot be restored). Or set
+    /// BERTH_BACKUP_PASSPHRASE.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `berth backup …`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write a backup of the running platform: the state store (online snapshot), the
+    /// keyring wrapped under a passphrase (secrets and TLS keys stay encrypted), every volume
+    /// (a frozen point-in-time copy, tar + zstd), every database (pg_dump) and the apps'
+    /// images. Apps keep serving meanwhile.
+    ///
+    /// LOCATION is a directory on the platform's machine or s3://BUCKET/PREFIX (S3 settings
+    /// from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and
+    /// AWS_ALLOW_HTTP in the environment of `berth up`).
+    ///
+    /// Example: berth backup create --to /mnt/backups --passphrase-file ~/.berth-pass --keep-daily 7 --keep-weekly 4
+    Create {
+        /// Directory or s3://BUCKET/PREFIX.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Afterwards keep one backup for each of this many recent days (0: keep all).
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        /// Afterwards also keep one backup for each of this many recent weeks.
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+    },
+    /// List the backups at a location, oldest first.
+    List {
+        /// Directory or s3://BUCKET/PREFIX (S3 settings from the AWS_* environment).
+        location: String,
+    },
+    /// Check a backup: every part present with its checksum, and with a passphrase, that
+    /// it opens the backup.
+    Verify {
+        /// Directory or s3://BUCKET/PREFIX.
+        location: String,
+        /// Backup id (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Restore a backup onto the data directory (--data-dir) while berth is not running on
+    /// it. The directory must be empty, or --force moves its contents aside. Then start
+    /// `berth up`: apps, releases, secrets, certificates, volumes and databases are back.
+    ///
+    /// Nothing changes unless every part is present and intact and the passphrase opens it.
+    Restore {
+        /// Directory or s3://BUCKET/PREFIX.
+        location: String,
+        /// Backup id (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Restore over a non-empty data directory, moving what is there to
+        /// <data dir>.before-restore-<time>.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete the backups a retention policy does not keep.
+    Prune {
+        /// Directory or s3://BUCKET/PREFIX.
+        location: String,
+        /// Keep one backup for each of this many recent days.
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        /// Keep one backup for each of this many recent weeks.
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+    },
+}
+
 /// `berth ca …`.
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -386,4 +471,20 @@ pub struct UpArgs {
         conflicts_with = "secrets_key_file"
     )]
     pub secrets_key: Option<String>,
+    /// Back the platform up on a schedule to this directory or s3://BUCKET/PREFIX (see
+    /// `berth backup create --help`); needs --backup-passphrase-file.
+    #[arg(long, env = "BERTH_BACKUP_TO", requires = "backup_passphrase_file")]
+    pub backup_to: Option<String>,
+    /// How often scheduled backups run, e.g. 24h.
+    #[arg(long, env = "BERTH_BACKUP_EVERY", default_value = "24h")]
+    pub backup_every: String,
+    /// File holding the passphrase of scheduled backups (read at each backup).
+    #[arg(long, env = "BERTH_BACKUP_PASSPHRASE_FILE")]
+    pub backup_passphrase_file: Option<PathBuf>,
+    /// Scheduled backups keep one backup for each of this many recent days …
+    #[arg(long, default_value_t = 7)]
+    pub backup_keep_daily: u32,
+    /// … and one for each of this many recent weeks.
+    #[arg(long, default_value_t = 4)]
+    pub backup_keep_weekly: u32,
 }

@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 async fn run_async(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
-        Command::Up(args) => up(g, args).await,
+        Command::Up(args) => up(g, *args).await,
         Command::Down => {
             let mut cfg = berth_control::PlatformConfig::new(data_dir(g));
             // `berth up` recorded which bridge and subnet it used.
@@ -116,6 +116,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Db(cmd) => crate::app_state::db(g, cmd).await,
         Command::Domains(cmd) => crate::domains::domains(g, cmd).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
+        Command::Backup(cmd) => crate::backups::backup(g, cmd).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
@@ -186,6 +187,22 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         (None, Some(k)) => Some(berth_data::secrets::KeySource::Env(k)),
         (None, None) => None,
     };
+    cfg.backup = match a.backup_to {
+        Some(to) => Some(berth_control::backups::create::BackupSchedule {
+            to: match berth_data::backup::location::Location::parse(&to, &std::env::current_dir()?)
+            {
+                Ok(berth_data::backup::location::Location::Dir(d)) => d.display().to_string(),
+                _ => to,
+            },
+            every: humantime::parse_duration(&a.backup_every).context("--backup-every")?,
+            passphrase_file: a.backup_passphrase_file.unwrap_or_default(),
+            retention: berth_data::backup::retention::Retention {
+                keep_daily: a.backup_keep_daily,
+                keep_weekly: a.backup_keep_weekly,
+            },
+        }),
+        None => None,
+    };
     let problems = cfg.validate();
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
@@ -221,6 +238,9 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     .context("writing api.json")?;
     let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));
     let renewals = tokio::spawn(berth_control::certificates::run_renewals(platform.clone()));
+    let backups = tokio::spawn(berth_control::backups::create::run_schedule(
+        platform.clone(),
+    ));
     let https = cfg
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
@@ -242,6 +262,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = tokio::time::timeout(Duration::from_secs(15), platform.tasks.wait()).await;
     let _ = supervisor.await;
     let _ = renewals.await;
+    let _ = backups.await;
     eprintln!("control plane stopped; apps and the edge keep serving");
     Ok(0)
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod app_state;
+mod backups;
 mod cli;
 mod client;
 mod commands;

@@ -55,6 +55,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             axum::routing::delete(domains_remove),
         )
         .route("/v1/ca", get(ca_certificate))
+        .route("/v1/backups", post(backup_create))
         .route(
             "/v1/apps/{app}/database",
             get(database_info).post(database_create),
@@ -321,6 +322,13 @@ async fn database_info(
 ) -> Result<Json<DatabaseView>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.database_info(name.as_str()).await?))
+}
+
+async fn backup_create(
+    State(p): Shared,
+    Json(req): Json<berth_core::state::BackupCreate>,
+) -> Result<(StatusCode, Json<berth_core::state::BackupView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(p.create_backup(req).await?)))
 }
 
 async fn database_backup(

@@ -62,6 +62,8 @@ pub struct PlatformConfig {
     pub default_isolation: Isolation,
     /// Where the keys that seal secrets come from (default: `<data>/keys/secrets.json`).
     pub secrets_key: Option<berth_data::secrets::KeySource>,
+    /// Scheduled backups (`None`: only those asked for).
+    pub backup: Option<crate::backups::create::BackupSchedule>,
 }
 
 impl PlatformConfig {
@@ -90,6 +92,7 @@ impl PlatformConfig {
             berth_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
             default_isolation: Isolation::Trusted,
             secrets_key: None,
+            backup: None,
         }
     }
 
@@ -148,6 +151,25 @@ impl PlatformConfig {
                 });
             if !ok {
                 problems.push(format!("--base-domain: {d:?} is not a valid domain name"));
+            }
+        }
+        if let Some(b) = &self.backup {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+            match berth_data::backup::location::Location::parse(&b.to, &cwd) {
+                Ok(berth_data::backup::location::Location::Dir(d)) if d.starts_with(&self.data_dir) => {
+                    problems.push(format!(
+                        "--backup-to: {} is inside the data directory; a backup there is lost with it",
+                        d.display()
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("--backup-to: {e}")),
+            }
+            if let Err(e) = crate::backups::create::read_passphrase_file(&b.passphrase_file) {
+                problems.push(format!("--backup-passphrase-file: {e}"));
+            }
+            if b.every < Duration::from_secs(1) {
+                problems.push("--backup-every: must be at least 1s".into());
             }
         }
         if self.upload_limit < 1024 {

@@ -38,7 +38,7 @@ fn no_database(app: &str) -> ApiError {
 
 impl Platform {
     /// Runs blocking work against the database server.
-    async fn with_pg<T: Send + 'static>(
+    pub(crate) async fn with_pg<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Postgres) -> Result<T, PgError> + Send + 'static,
     ) -> Result<T, ApiError> {

@@ -17,11 +17,14 @@
 //!   [`tls_store`]: their tables.
 //! - [`create`]: an app with domains, secrets, volumes and a database in one call, all or
 //!   nothing, idempotent under an `Idempotency-Key`.
+//! - [`backups`]: platform backups to a directory or S3 (create, schedule, list, verify,
+//!   prune) and the offline restore.
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backups;
 pub mod certificates;
 pub mod config;
 pub mod create;

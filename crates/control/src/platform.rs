@@ -93,6 +93,8 @@ pub struct Platform {
     pub create_lock: tokio::sync::Mutex<()>,
     /// Retries under one Idempotency-Key wait for the first attempt.
     pub idempotency_lock: tokio::sync::Mutex<()>,
+    /// One platform backup at a time.
+    pub backup_lock: tokio::sync::Mutex<()>,
     /// Where the next address search starts.
     pub next_address: std::sync::atomic::AtomicUsize,
     /// Background work (drains) that shutdown waits for.
@@ -369,6 +371,7 @@ impl Platform {
             alloc_lock: tokio::sync::Mutex::new(()),
             create_lock: tokio::sync::Mutex::new(()),
             idempotency_lock: tokio::sync::Mutex::new(()),
+            backup_lock: tokio::sync::Mutex::new(()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -377,6 +380,7 @@ impl Platform {
             .recover()
             .await
             .map_err(|e| StartError::Other(format!("recovering state: {e}")))?;
+        platform.load_restored_databases().await;
         undo.0 = None;
         Ok(platform)
     }

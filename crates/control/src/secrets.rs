@@ -69,6 +69,37 @@ impl Platform {
         Ok(out)
     }
 
+    /// The current value of one of the app's secrets, if it has it.
+    pub(crate) async fn open_secret(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ApiError> {
+        let Some(version) = self.store.app_secrets(app).await?.get(name).copied() else {
+            return Ok(None);
+        };
+        let which = BTreeMap::from([(name.to_string(), version)]);
+        let Some(r) = self
+            .store
+            .secret_rows(app, &which)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let ring = self.keyring.read().await;
+        ring.open_sealed(
+            &context(app, name, r.version),
+            &Sealed {
+                key_id: r.key_id.clone(),
+                data: r.sealed.clone(),
+            },
+        )
+        .map(Some)
+        .map_err(|e| ApiError::internal(&format!("opening secret {name} of {app}"), e))
+    }
+
     /// Names, versions, who and when of the secrets the app's next release gets.
     pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretView>, ApiError> {
         let current = self.store.app_secrets(app).await?;

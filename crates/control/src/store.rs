@@ -180,6 +180,17 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a consistent copy of the whole database to `path` while it stays in use
+    /// (`VACUUM INTO`: one read transaction).
+    pub async fn snapshot_into(&self, path: &Path) -> Result<(), sqlx::Error> {
+        let _ = std::fs::remove_file(path);
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     // ---- apps
 
     /// Every app, by name.

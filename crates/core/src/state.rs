@@ -382,3 +382,53 @@ mod tests {
         assert!(validate_volume_name("../x").is_err());
     }
 }
+
+/// `POST /v1/backups`: back the whole platform up to a directory or `s3://bucket/prefix`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupCreate {
+    /// Where: a directory on the platform's machine, or `s3://bucket/prefix`.
+    pub to: String,
+    /// Wraps the keyring in the backup; needed again to restore.
+    pub passphrase: String,
+    /// After the backup, keep one backup for each of this many recent days (0: no limit).
+    #[serde(default)]
+    pub keep_daily: u32,
+    /// … and one for each of this many recent weeks.
+    #[serde(default)]
+    pub keep_weekly: u32,
+}
+
+impl std::fmt::Debug for BackupCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupCreate")
+            .field("to", &self.to)
+            .field("passphrase", &"<redacted>")
+            .field("keep_daily", &self.keep_daily)
+            .field("keep_weekly", &self.keep_weekly)
+            .finish()
+    }
+}
+
+/// A platform backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    /// Id (`<unix seconds>-<hex>`).
+    pub id: String,
+    /// Where it is.
+    pub location: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// berth that wrote it.
+    pub berth_version: String,
+    /// Apps in it.
+    pub apps: Vec<String>,
+    /// Volumes in it (`app/name`).
+    pub volumes: Vec<String>,
+    /// Apps whose database it holds.
+    pub databases: Vec<String>,
+    /// Bytes of all its parts.
+    pub bytes: u64,
+    /// Older backups the retention policy deleted afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
+}
