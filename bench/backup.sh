@@ -25,7 +25,7 @@ cleanup() {
   kill $UP 2>/dev/null || true
   umount "$WORK/plain.mnt" 2>/dev/null || true
   umount "$WORK"/restored/volumes/bench/data.mnt 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${KEEP_LOG:-}" ] && cp "$WORK/up.log" "$KEEP_LOG"; rm -rf "$WORK"
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do [ -f "$DATA/api.json" ] && break; sleep 0.1; done
@@ -35,12 +35,21 @@ MNT="$DATA/volumes/bench/data.mnt"
 
 echo "filling the volume with 1 GiB…"
 for i in $(seq 1 64); do head -c 8M /dev/urandom >"$MNT/random-$i.bin"; done
-mkdir -p "$MNT/programs"
+mkdir -p "$MNT/programs/0"
+total=0
+for f in $(find /usr/bin /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f -size +64k 2>/dev/null); do
+  [ $total -ge 536870912 ] && break
+  cp "$f" "$MNT/programs/0/" 2>/dev/null || continue
+  total=$((total + $(stat -c %s "$f")))
+done
+# Not enough programs on a small system: copies of them, in more directories.
 n=0
-while [ "$(du -sm "$MNT/programs" | cut -f1)" -lt 512 ]; do
+while [ $total -lt 536870912 ]; do
   n=$((n + 1)); mkdir -p "$MNT/programs/$n"
-  find /usr/bin /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f -size +64k 2>/dev/null | head -400 |
-    while read -r f; do cp "$f" "$MNT/programs/$n/" 2>/dev/null || true; done
+  for f in "$MNT"/programs/0/*; do
+    [ $total -ge 536870912 ] && break
+    cp "$f" "$MNT/programs/$n/"; total=$((total + $(stat -c %s "$f")))
+  done
 done
 sync
 BYTES=$(du -sb "$MNT" | cut -f1)

@@ -188,6 +188,7 @@ impl VolumeStore {
         let fail = |m: String| Self::fail(app, name, m);
         let mnt = self.mountpoint(app, name);
         let frozen = is_mounted(&mnt);
+        let started = std::time::Instant::now();
         if frozen {
             crate::run("fsfreeze", &["--freeze", &mnt.display().to_string()]).map_err(fail)?;
         }
@@ -197,6 +198,11 @@ impl VolumeStore {
                 tracing::error!(volume = %format!("{app}/{name}"), error = %e, "thawing a volume failed");
             }
         }
+        tracing::info!(
+            volume = %format!("{app}/{name}"),
+            frozen_ms = started.elapsed().as_millis() as u64,
+            "volume copied at one point in time (writes waited while it was frozen)"
+        );
         copied.map_err(fail)
     }
 

@@ -171,6 +171,7 @@ impl Platform {
             std::fs::create_dir_all(out.parent().unwrap_or(staging)).map_err(io(&out))?;
             let (store, work) = (self.volumes.clone(), work.to_path_buf());
             let (app, name) = (v.app.clone(), v.name.clone());
+            let started = std::time::Instant::now();
             let (w, owner) = tokio::task::spawn_blocking(move || {
                 store.read_consistent(&app, &name, &work, |mnt| {
                     pack_dir(mnt, &out).map_err(|e| e.to_string())
@@ -179,6 +180,7 @@ impl Platform {
             .await
             .map_err(blocking_err)?
             .map_err(|e| ApiError::internal("backing up a volume", e))?;
+            tracing::info!(backup = %id, volume = %format!("{}/{}", v.app, v.name), bytes = w.bytes, ms = started.elapsed().as_millis() as u64, "volume backed up");
             add(&mut parts, rel.clone(), w);
             volume_entries.push(VolumeEntry {
                 app: v.app,

@@ -101,22 +101,65 @@ pub fn pack_dir(dir: &Path, out: &Path) -> Result<Written, BackupError> {
     finish(enc, out)
 }
 
-/// Unpacks a [`pack_dir`] archive into `dir` (which exists), keeping owners and modes.
-pub fn unpack_dir(archive: &Path, dir: &Path) -> Result<(), BackupError> {
+/// A reader that hashes and counts what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Unpacks a [`pack_dir`] archive into `dir` while hashing it, in one read: returns what the
+/// archive file is (size, SHA-256) and whether unpacking worked. The caller compares the
+/// first with the manifest before trusting the second: a damaged archive shows as a
+/// checksum mismatch even when it also failed to unpack.
+pub fn unpack_dir_hashed(
+    archive: &Path,
+    dir: &Path,
+) -> Result<(Written, Result<(), BackupError>), BackupError> {
     let file =
         std::fs::File::open(archive).map_err(io(format!("opening {}", archive.display())))?;
-    let dec = zstd::Decoder::new(file).map_err(io(format!("reading {}", archive.display())))?;
+    let reader = BufReader::with_capacity(
+        BUFFER,
+        HashingReader {
+            inner: file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        },
+    );
+    let dec =
+        zstd::Decoder::with_buffer(reader).map_err(io(format!("reading {}", archive.display())))?;
     let mut tar = tar::Archive::new(dec);
     tar.set_preserve_permissions(true);
     tar.set_preserve_ownerships(true);
     tar.set_preserve_mtime(true);
     tar.set_unpack_xattrs(false);
     tar.set_overwrite(true);
-    tar.unpack(dir).map_err(io(format!(
+    let unpacked = tar.unpack(dir).map_err(io(format!(
         "unpacking {} into {}",
         archive.display(),
         dir.display()
-    )))
+    )));
+    // Whatever the archiver did not read still counts toward the checksum.
+    let mut rest = tar.into_inner().finish();
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map_err(io(format!("reading {}", archive.display())))?;
+    let hashing = rest.into_inner();
+    Ok((
+        Written {
+            bytes: hashing.bytes,
+            sha256: hex::encode(hashing.hasher.finalize()),
+        },
+        unpacked,
+    ))
 }
 
 /// Compresses one file into `out`.
@@ -179,7 +222,9 @@ mod tests {
         assert!(w.bytes < 300_000, "compressed: {}", w.bytes);
         let dest = d.path().join("dest");
         std::fs::create_dir(&dest).unwrap();
-        unpack_dir(&out, &dest).unwrap();
+        let (read, unpacked) = unpack_dir_hashed(&out, &dest).unwrap();
+        unpacked.unwrap();
+        assert_eq!(read, w, "unpacking reads exactly the archive");
         assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"hello");
         assert_eq!(
             std::fs::read(dest.join("sub/b.bin")).unwrap(),
