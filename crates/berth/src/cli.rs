@@ -153,6 +153,9 @@ pub enum Command {
         tls_listen: Option<std::net::SocketAddr>,
         #[arg(long)]
         certs: Option<PathBuf>,
+        /// Where request counts are written about once a second.
+        #[arg(long)]
+        metrics: Option<PathBuf>,
     },
     /// (internal) Init process inside app containers.
     #[command(hide = true)]

@@ -63,7 +63,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
             applied,
             tls_listen,
             certs,
-        } => edge(listen, routes, applied, tls_listen.zip(certs)).await,
+            metrics,
+        } => edge(listen, routes, applied, tls_listen.zip(certs), metrics).await,
         Command::ServeStatic { dir, port } => {
             berth_edge::static_files::serve(dir, port).await?;
             Ok(0)
@@ -284,6 +285,7 @@ async fn edge(
     routes: std::path::PathBuf,
     applied: std::path::PathBuf,
     tls: Option<(std::net::SocketAddr, std::path::PathBuf)>,
+    metrics_file: Option<std::path::PathBuf>,
 ) -> Result<i32> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
@@ -307,6 +309,7 @@ async fn edge(
             applied_file: applied,
             tls: tls
                 .map(|(listen, certs_file)| berth_edge::server::TlsSettings { listen, certs_file }),
+            metrics_file,
         },
         listener,
         tls_listener,

@@ -56,6 +56,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/ca", get(ca_certificate))
         .route("/v1/backups", post(backup_create))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/apps/{app}/database",
             get(database_info).post(database_create),
@@ -322,6 +323,15 @@ async fn database_info(
 ) -> Result<Json<DatabaseView>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.database_info(name.as_str()).await?))
+}
+
+/// Prometheus scrape: OpenMetrics when asked for, else the classic text format.
+async fn metrics(State(p): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    let format = berth_observe::metrics::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
+    let body = p.render_metrics(format).await?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
 async fn backup_create(

@@ -194,6 +194,10 @@ impl PlatformConfig {
     pub fn edge_dir(&self) -> PathBuf {
         self.data_dir.join("edge")
     }
+    /// Request counts the edge writes about once a second.
+    pub fn edge_metrics_file(&self) -> PathBuf {
+        self.edge_dir().join("metrics.json")
+    }
     /// OCI image layouts.
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("images")

@@ -194,7 +194,17 @@ impl Platform {
             timeout: self.cfg.build_timeout,
             isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
         };
+        let build_started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;
+        self.metrics.build_finished(
+            app.as_str(),
+            if matches!(built, Ok(Ok(_))) {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            build_started.elapsed(),
+        );
         stop.cancel();
         let _ = follower.await;
         let out = match built {
@@ -584,6 +594,7 @@ impl Platform {
             .insert_deploy(&deploy_id, app, version, crate::now_secs())
             .await?;
         let mut stopped_first = None;
+        let rollout_started = std::time::Instant::now();
         let result = self
             .rollout_steps(
                 app,
@@ -594,6 +605,15 @@ impl Platform {
                 &mut stopped_first,
             )
             .await;
+        self.metrics.deploy_finished(
+            app,
+            if result.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            rollout_started.elapsed(),
+        );
         match &result {
             Ok(_) => {
                 self.store

@@ -19,6 +19,7 @@
 //!   nothing, idempotent under an `Idempotency-Key`.
 //! - [`backups`]: platform backups to a directory or S3 (create, schedule, list, verify,
 //!   prune) and the offline restore.
+//! - [`metrics`]: what `/metrics` reads at each scrape (edge counts, instances' cgroups).
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod deploy;
 pub mod domains;
 pub mod error;
 pub mod launcher;
+pub mod metrics;
 pub mod platform;
 pub mod policy;
 pub mod routing;

@@ -95,6 +95,8 @@ pub struct Platform {
     pub idempotency_lock: tokio::sync::Mutex<()>,
     /// One platform backup at a time.
     pub backup_lock: tokio::sync::Mutex<()>,
+    /// Platform counters for `/metrics`.
+    pub metrics: berth_observe::metrics::Metrics,
     /// Where the next address search starts.
     pub next_address: std::sync::atomic::AtomicUsize,
     /// Background work (drains) that shutdown waits for.
@@ -166,7 +168,9 @@ impl EdgeProcess {
             .arg("--routes")
             .arg(routes.routes_file())
             .arg("--applied")
-            .arg(routes.applied_file());
+            .arg(routes.applied_file())
+            .arg("--metrics")
+            .arg(cfg.edge_metrics_file());
         if let Some(tls) = cfg.edge_tls_listen {
             command
                 .arg("--tls-listen")
@@ -372,6 +376,7 @@ impl Platform {
             create_lock: tokio::sync::Mutex::new(()),
             idempotency_lock: tokio::sync::Mutex::new(()),
             backup_lock: tokio::sync::Mutex::new(()),
+            metrics: berth_observe::metrics::Metrics::default(),
             next_address: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

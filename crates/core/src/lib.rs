@@ -9,6 +9,7 @@
 pub mod api;
 pub mod domains;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod policy;

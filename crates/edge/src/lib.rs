@@ -16,6 +16,7 @@
 pub mod acme;
 pub mod certs;
 pub mod local_ca;
+pub mod metrics;
 pub mod pages;
 pub mod proxy;
 pub mod routes;

@@ -103,7 +103,7 @@ impl Proxy {
     /// Proxies one request from `remote` that came in over `scheme`.
     pub async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         remote: SocketAddr,
         scheme: Scheme,
     ) -> Response<EdgeBody> {
@@ -128,6 +128,25 @@ impl Proxy {
         let Some(route) = table.lookup(&host) else {
             return pages::not_found(&host);
         };
+        drop(table);
+        let started = std::time::Instant::now();
+        let resp = self.forward(req, &route, &host, remote, scheme).await;
+        route
+            .series
+            .record(resp.status().as_u16(), started.elapsed());
+        resp
+    }
+
+    /// Answers a request for a known route: a redirect, or the instances' response.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        route: &crate::routes::LiveRoute,
+        host: &str,
+        remote: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<EdgeBody> {
+        let host = host.to_string();
         if scheme == Scheme::Http && route.route.https_redirect {
             if let Some(port) = self.https_port {
                 let name = crate::routes::strip_port(&host);

@@ -72,6 +72,8 @@ impl RouteSnapshot {
 pub struct LiveRoute {
     /// The route.
     pub route: Route,
+    /// Its release's request counters.
+    pub series: Arc<crate::metrics::Series>,
     next: AtomicUsize,
 }
 
@@ -94,8 +96,9 @@ pub struct Table {
 }
 
 impl Table {
-    /// Compiles a snapshot.
-    pub fn from_snapshot(s: &RouteSnapshot) -> Self {
+    /// Compiles a snapshot; its routes count into `metrics`.
+    pub fn from_snapshot(s: &RouteSnapshot, metrics: &crate::metrics::EdgeMetrics) -> Self {
+        let series = metrics.for_routes(s.routes.values().map(|r| (r.app.as_str(), r.release)));
         Self {
             generation: s.generation,
             hosts: s
@@ -106,6 +109,10 @@ impl Table {
                         h.to_ascii_lowercase(),
                         Arc::new(LiveRoute {
                             route: r.clone(),
+                            series: series
+                                .get(&(r.app.clone(), r.release))
+                                .cloned()
+                                .unwrap_or_default(),
                             next: AtomicUsize::new(0),
                         }),
                     )
@@ -165,7 +172,7 @@ mod tests {
 
     #[test]
     fn lookup_ignores_port_case_and_trailing_dot() {
-        let t = Table::from_snapshot(&snapshot());
+        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default());
         assert!(t.lookup("hello.localhost:8080").is_some());
         assert!(t.lookup("HELLO.localhost.").is_some());
         assert!(t.lookup("other.localhost").is_none());
@@ -175,7 +182,7 @@ mod tests {
 
     #[test]
     fn round_robin_covers_all_upstreams() {
-        let t = Table::from_snapshot(&snapshot());
+        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default());
         let r = t.lookup("hello.localhost").unwrap();
         let a: Vec<_> = r.pick().collect();
         let b: Vec<_> = r.pick().collect();

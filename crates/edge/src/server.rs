@@ -2,6 +2,7 @@
 //! the route snapshot file the control plane writes.
 
 use crate::certs::CertSnapshot;
+use crate::metrics::EdgeMetrics;
 use crate::proxy::{Proxy, Scheme};
 use crate::routes::{RouteSnapshot, SharedTable, Table};
 use crate::tls::{CertStore, SharedCerts};
@@ -33,7 +34,12 @@ pub struct EdgeConfig {
     pub applied_file: PathBuf,
     /// HTTPS, when served.
     pub tls: Option<TlsSettings>,
+    /// Where request counts are written about once a second (`None`: not written).
+    pub metrics_file: Option<PathBuf>,
 }
+
+/// How often the request counts are written.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where HTTPS is served and where its certificates come from.
 #[derive(Debug, Clone)]
@@ -79,10 +85,10 @@ fn write_applied(path: &Path, generation: u64) {
 }
 
 /// Loads the snapshot into the table and reports the generation as applied.
-fn reload(cfg: &EdgeConfig, table: &SharedTable) {
+fn reload(cfg: &EdgeConfig, table: &SharedTable, metrics: &EdgeMetrics) {
     match RouteSnapshot::load(&cfg.routes_file) {
         Ok(s) => {
-            table.store(Arc::new(Table::from_snapshot(&s)));
+            table.store(Arc::new(Table::from_snapshot(&s, metrics)));
             write_applied(&cfg.applied_file, s.generation);
             tracing::info!(
                 generation = s.generation,
@@ -130,7 +136,8 @@ pub async fn run(
 ) -> Result<(), EdgeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(Table::default()));
-    reload(&cfg, &table);
+    let metrics = Arc::new(EdgeMetrics::default());
+    reload(&cfg, &table, &metrics);
     let certs: SharedCerts = Arc::new(ArcSwap::from_pointee(CertStore::default()));
     let certs_file = cfg.tls.as_ref().map(|t| t.certs_file.clone());
     if let Some(f) = &certs_file {
@@ -146,8 +153,27 @@ pub async fn run(
         _ => None,
     };
 
+    let metrics_writer = cfg.metrics_file.clone().map(|path| {
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tokio::time::sleep(METRICS_INTERVAL) => false,
+                };
+                if let Err(e) = metrics.write(&path) {
+                    tracing::warn!(error = %e, path = %path.display(), "writing request metrics failed");
+                }
+                if stop {
+                    break;
+                }
+            }
+        })
+    });
+
     let watcher = {
         let cfg = cfg.clone();
+        let metrics = metrics.clone();
         let (table, certs) = (table.clone(), certs.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -169,7 +195,7 @@ pub async fn run(
                 let now = stamp(&cfg.routes_file);
                 if now != last {
                     last = now;
-                    reload(&cfg, &table);
+                    reload(&cfg, &table, &metrics);
                 }
             }
         })
@@ -227,6 +253,9 @@ pub async fn run(
     drop(std_listener);
     drop(std_tls_listener);
     let _ = watcher.await;
+    if let Some(w) = metrics_writer {
+        let _ = w.await;
+    }
     // The workers stop with the same token; wait for their drain off the async threads.
     let _ = tokio::task::spawn_blocking(move || {
         for h in handles {

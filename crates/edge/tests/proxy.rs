@@ -121,6 +121,7 @@ impl Edge {
                 listen: tls_addr,
                 certs_file: dir.path().join("certs.json"),
             }),
+            metrics_file: Some(dir.path().join("metrics.json")),
         };
         let stop = CancellationToken::new();
         tokio::spawn(run(cfg, listener, Some(tls_listener), stop.clone()));

@@ -6,9 +6,13 @@
 //! log in the [`store::LogStore`]; offsets are persisted so that nothing is lost or doubled
 //! across restarts; ingested bytes are freed from the raw files, and secret values are
 //! redacted ([`redact`]) before a line is stored. Build logs are kept as they were written, one file per build.
+//!
+//! [`metrics`] is berth's `/metrics`: platform counters, the edge's request counts per app
+//! and release, and each instance's CPU, memory, restarts and OOM kills.
 #![forbid(unsafe_code)]
 
 pub mod ingest;
+pub mod metrics;
 pub mod redact;
 pub mod store;
 

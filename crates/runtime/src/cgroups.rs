@@ -69,6 +69,54 @@ pub fn oom_kills(path: &str) -> Option<u64> {
         .map(|text| oom_kill_count(&text))
 }
 
+/// What a container's cgroup has used so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupUsage {
+    /// CPU time, seconds.
+    pub cpu_seconds: f64,
+    /// Memory charged to it now (page cache included), bytes.
+    pub memory_bytes: u64,
+    /// Processes the out-of-memory killer ended.
+    pub oom_kills: u64,
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// CPU, memory and OOM kills of the cgroup at `path` (as in [`oom_kills`]), from the v1
+/// hierarchies (`cpuacct`, `memory`) or the v2 one; `None` when the cgroup does not exist.
+pub fn usage(path: &str) -> Option<CgroupUsage> {
+    let rel = path.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let v1_cpu = ["cpuacct", "cpu,cpuacct"]
+        .iter()
+        .find_map(|h| read_u64(&root.join(h).join(rel).join("cpuacct.usage")));
+    let v1_mem = read_u64(&root.join("memory").join(rel).join("memory.usage_in_bytes"));
+    let (cpu_seconds, memory_bytes) = match (v1_cpu, v1_mem) {
+        (None, None) => {
+            let dir = root.join(rel);
+            let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok();
+            let mem = read_u64(&dir.join("memory.current"));
+            if stat.is_none() && mem.is_none() {
+                return None;
+            }
+            let usec = stat
+                .as_deref()
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("usage_usec ")))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            (usec as f64 / 1e6, mem.unwrap_or(0))
+        }
+        (cpu, mem) => (cpu.unwrap_or(0) as f64 / 1e9, mem.unwrap_or(0)),
+    };
+    Some(CgroupUsage {
+        cpu_seconds,
+        memory_bytes,
+        oom_kills: oom_kills(path).unwrap_or(0),
+    })
+}
+
 /// The `oom_kill N` counter of a `memory.oom_control` or `memory.events` file.
 fn oom_kill_count(text: &str) -> u64 {
     text.lines()
@@ -89,5 +137,6 @@ mod tests {
         assert_eq!(oom_kill_count(v2), 1);
         assert_eq!(oom_kill_count("oom_kill_disable 0\n"), 0);
         assert_eq!(oom_kills("/berth/surely-no-such-cgroup-here"), None);
+        assert_eq!(usage("/berth/surely-no-such-cgroup-here"), None);
     }
 }
