@@ -118,6 +118,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Domains(cmd) => crate::domains::domains(g, cmd).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Backup(cmd) => crate::backups::backup(g, cmd).await,
+        Command::Dora { app, window } => dora(g, app, window).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
@@ -383,6 +384,9 @@ async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
     let mut path = format!("/v1/apps/{name}/deploys");
     if let Some(c) = commit {
         path.push_str(&format!("?commit={c}"));
+        if let Some(t) = berth_factory::source::git_commit_time(&dir) {
+            path.push_str(&format!("&commit_time={t}"));
+        }
     }
     stream_workflow(
         g,
@@ -471,6 +475,89 @@ pub(crate) async fn stream_workflow(
         }
         _ => bail!("the API closed the connection before the result arrived\nhint: see `berth releases` and the output of `berth up`"),
     }
+}
+
+fn short_duration(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 90.0 => format!("{s:.0}s"),
+        Some(s) if s < 5_400.0 => format!("{:.0}m", s / 60.0),
+        Some(s) if s < 172_800.0 => format!("{:.1}h", s / 3_600.0),
+        Some(s) => format!("{:.1}d", s / 86_400.0),
+    }
+}
+
+async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result<i32> {
+    let client = Client::discover(g)?;
+    let mut query = Vec::new();
+    if let Some(a) = &app {
+        query.push(format!("app={a}"));
+    }
+    if let Some(w) = &window {
+        query.push(format!("window={w}"));
+    }
+    let path = if query.is_empty() {
+        "/v1/dora".to_string()
+    } else {
+        format!("/v1/dora?{}", query.join("&"))
+    };
+    let views: Vec<berth_core::dora::DoraView> = client.get_json(&path).await?;
+    if g.json {
+        output::json(&views);
+        return Ok(0);
+    }
+    let band = |b: Option<berth_core::dora::Band>| b.map_or("-", |b| b.as_str()).to_string();
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.window.clone(),
+                format!(
+                    "{} ({:.2}/day, {})",
+                    v.deployments,
+                    v.deployments_per_day,
+                    band(v.bands.deployment_frequency)
+                ),
+                format!(
+                    "{} ({})",
+                    short_duration(v.lead_time_seconds),
+                    band(v.bands.lead_time)
+                ),
+                match v.change_failure_rate {
+                    Some(r) => format!(
+                        "{:.0}% ({}/{}, {})",
+                        r * 100.0,
+                        v.failures,
+                        v.attempts,
+                        band(v.bands.change_failure_rate)
+                    ),
+                    None => "-".into(),
+                },
+                format!(
+                    "{} ({})",
+                    short_duration(v.time_to_restore_seconds),
+                    band(v.bands.time_to_restore)
+                ),
+                band(v.bands.overall),
+            ]
+        })
+        .collect();
+    println!(
+        "DORA four keys of {}",
+        app.as_deref().unwrap_or("the platform")
+    );
+    output::table(
+        &[
+            "WINDOW",
+            "DEPLOYS",
+            "LEAD TIME",
+            "FAILURE RATE",
+            "RESTORE",
+            "BAND",
+        ],
+        &rows,
+    );
+    Ok(0)
 }
 
 async fn apps(g: &Global) -> Result<i32> {

@@ -57,6 +57,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/ca", get(ca_certificate))
         .route("/v1/backups", post(backup_create))
         .route("/metrics", get(metrics))
+        .route("/v1/dora", get(dora))
         .route(
             "/v1/apps/{app}/database",
             get(database_info).post(database_create),
@@ -325,6 +326,21 @@ async fn database_info(
     Ok(Json(p.database_info(name.as_str()).await?))
 }
 
+#[derive(Deserialize)]
+struct DoraQuery {
+    /// One app (default: the whole platform).
+    app: Option<String>,
+    /// One window (default: 1d, 7d and 30d).
+    window: Option<String>,
+}
+
+async fn dora(
+    State(p): Shared,
+    Query(q): Query<DoraQuery>,
+) -> Result<Json<Vec<berth_core::dora::DoraView>>, ApiError> {
+    Ok(Json(p.dora(q.app.as_deref(), q.window.as_deref()).await?))
+}
+
 /// Prometheus scrape: OpenMetrics when asked for, else the classic text format.
 async fn metrics(State(p): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     let format = berth_observe::metrics::Format::negotiate(
@@ -445,6 +461,8 @@ async fn destroy_app(State(p): Shared, Path(app): Path<String>) -> Result<Status
 struct DeployQuery {
     /// Git commit sha of the source, when it is a clean checkout.
     commit: Option<String>,
+    /// When that commit was made (Unix seconds), for lead time.
+    commit_time: Option<i64>,
 }
 
 async fn deploy(
@@ -526,12 +544,31 @@ async fn deploy(
         }
         None => berth_factory::source::content_id(&body),
     };
+    let commit_time = match q.commit_time {
+        Some(t) if t <= 0 || t > crate::now_secs() + 86_400 => {
+            return Err(ApiError::invalid(
+                "invalid_commit_time",
+                format!("commit_time {t} is not a time in the past (Unix seconds)"),
+            ))
+        }
+        t => t,
+    };
     let who = actor(&headers);
     let platform = p.clone();
     Ok(stream_workflow(&p, move |events| {
         Box::pin(async move {
             platform
-                .deploy_source(name, body, source_id, toml, who, events)
+                .deploy_source(
+                    name,
+                    body,
+                    crate::deploy::SourceRef {
+                        id: source_id,
+                        commit_time,
+                    },
+                    toml,
+                    who,
+                    events,
+                )
                 .await
         })
     }))

@@ -162,17 +162,30 @@ pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
     });
 }
 
+/// What an uploaded source is.
+#[derive(Debug, Clone)]
+pub struct SourceRef {
+    /// Its id: the git commit sha of a clean checkout, else `sha256-<content digest>`.
+    pub id: String,
+    /// When that commit was made (Unix seconds), for lead time.
+    pub commit_time: Option<i64>,
+}
+
 impl Platform {
     /// Builds an uploaded source and deploys it.
     pub async fn deploy_source(
         self: &Arc<Self>,
         app: AppName,
         archive: bytes::Bytes,
-        source_id: String,
+        source: SourceRef,
         toml: BerthToml,
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
+        let SourceRef {
+            id: source_id,
+            commit_time,
+        } = source;
         let lock = self.app_lock(app.as_str());
         let _guard = lock.lock().await;
         let existed = self.store.app(app.as_str()).await?.is_some();
@@ -329,6 +342,14 @@ impl Platform {
                 crate::now_secs(),
             )
             .await?;
+        self.store
+            .mark_release(
+                app.as_str(),
+                version,
+                berth_core::dora::ReleaseKind::Deploy,
+                commit_time,
+            )
+            .await?;
         self.rollout(app.as_str(), version, Some(log_file), &events)
             .await
     }
@@ -396,6 +417,9 @@ impl Platform {
                 &actor,
                 crate::now_secs(),
             )
+            .await?;
+        self.store
+            .mark_release(app, version, berth_core::dora::ReleaseKind::Rollback, None)
             .await?;
         let result = self.rollout(app, version, None, &events).await;
         if result.is_ok() {

@@ -19,6 +19,7 @@
 //!   nothing, idempotent under an `Idempotency-Key`.
 //! - [`backups`]: platform backups to a directory or S3 (create, schedule, list, verify,
 //!   prune) and the offline restore.
+//! - [`dora`]: the DORA four keys of an app or the platform, from the rollout records.
 //! - [`metrics`]: what `/metrics` reads at each scrape (edge counts, instances' cgroups).
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
@@ -32,6 +33,7 @@ pub mod create;
 pub mod databases;
 pub mod deploy;
 pub mod domains;
+pub mod dora;
 pub mod error;
 pub mod launcher;
 pub mod metrics;

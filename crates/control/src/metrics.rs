@@ -18,6 +18,7 @@ impl Platform {
             .map(|a| (a.name, a.current_release))
             .collect();
         let rows = self.store.instances(None).await?;
+        let dora = self.dora_everywhere().await?;
         let edge_file = self.cfg.edge_metrics_file();
         let scrape = tokio::task::spawn_blocking(move || {
             let instances = rows
@@ -41,6 +42,7 @@ impl Platform {
                 edge: berth_edge::metrics::read_snapshot(&edge_file),
                 instances,
                 apps,
+                dora,
             }
         })
         .await

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_databases.sql")),
     (4, include_str!("../migrations/0004_domains.sql")),
     (5, include_str!("../migrations/0005_idempotency.sql")),
+    (6, include_str!("../migrations/0006_dora.sql")),
 ];
 
 /// Handle to the state store.
@@ -434,6 +435,58 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records what made a release and, for a git checkout, when its commit was made.
+    pub async fn mark_release(
+        &self,
+        app: &str,
+        version: u32,
+        kind: berth_core::dora::ReleaseKind,
+        commit_time: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE releases SET kind = ?, commit_time = ? WHERE app = ? AND version = ?")
+            .bind(kind.as_str())
+            .bind(commit_time)
+            .bind(app)
+            .bind(version as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Finished rollouts that started at `since` or later (all apps, or one), for DORA.
+    pub async fn rollouts(
+        &self,
+        app: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<berth_core::dora::Rollout>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT d.app, d.release_version, d.status, d.started_at, d.finished_at, r.kind, r.commit_time \
+             FROM deploys d JOIN releases r ON r.app = d.app AND r.version = d.release_version \
+             WHERE d.started_at >= ? AND d.status IN ('succeeded', 'failed') AND (? IS NULL OR d.app = ?) \
+             ORDER BY d.started_at",
+        )
+        .bind(since)
+        .bind(app)
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let status: String = r.try_get("status")?;
+                Ok(berth_core::dora::Rollout {
+                    app: r.try_get("app")?,
+                    release: r.try_get::<i64, _>("release_version")? as u32,
+                    kind: berth_core::dora::ReleaseKind::parse(&kind),
+                    commit_time: r.try_get("commit_time")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    succeeded: status == "succeeded",
+                })
+            })
+            .collect()
     }
 
     /// Records a deploy's step.

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod domains;
+pub mod dora;
 pub mod limits;
 pub mod metrics;
 pub mod model;

@@ -232,6 +232,18 @@ pub fn git_commit(dir: &Path) -> Option<String> {
     run(&["rev-parse", "HEAD"]).filter(|s| s.len() == 40)
 }
 
+/// When the checked-out commit of `dir` was made (Unix seconds, committer time).
+pub fn git_commit_time(dir: &Path) -> Option<i64> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["log", "-1", "--format=%ct"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

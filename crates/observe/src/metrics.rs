@@ -56,6 +56,8 @@ pub struct Scrape {
     pub instances: Vec<InstanceSample>,
     /// Apps and the release each serves.
     pub apps: Vec<(String, Option<u32>)>,
+    /// DORA four keys per scope and window.
+    pub dora: Vec<berth_core::dora::DoraView>,
 }
 
 /// Exposition formats.
@@ -363,8 +365,67 @@ impl Collector for ScrapeCollector {
                 ConstCounter::new(n).encode(m.encode_family(&instance_labels(i))?)?;
             }
         }
-        Ok(())
+        encode_dora(&mut encoder, &s.dora)
     }
+}
+
+fn encode_dora(
+    encoder: &mut DescriptorEncoder,
+    views: &[berth_core::dora::DoraView],
+) -> Result<(), std::fmt::Error> {
+    let labels = |v: &berth_core::dora::DoraView| -> Labels {
+        vec![("scope", v.scope.clone()), ("window", v.window.clone())]
+    };
+    type Pick = fn(&berth_core::dora::DoraView) -> Option<f64>;
+    let gauges: [(&str, &str, Pick); 5] = [
+        (
+            "berth_dora_deployments",
+            "DORA: code deploys that went live in the window (scope: an app, or platform)",
+            |v| Some(v.deployments as f64),
+        ),
+        (
+            "berth_dora_deployments_per_day",
+            "DORA deployment frequency: code deploys that went live per day",
+            |v| Some(v.deployments_per_day),
+        ),
+        (
+            "berth_dora_lead_time_seconds",
+            "DORA lead time for changes: median time from commit to serving",
+            |v| v.lead_time_seconds,
+        ),
+        (
+            "berth_dora_change_failure_rate",
+            "DORA change failure rate: share of code deploys that failed or were rolled back",
+            |v| v.change_failure_rate,
+        ),
+        (
+            "berth_dora_time_to_restore_seconds",
+            "DORA time to restore service: median time from a failure to the next successful rollout",
+            |v| v.time_to_restore_seconds,
+        ),
+    ];
+    for (name, help, pick) in gauges {
+        let mut m = family(encoder, name, help, MetricType::Gauge)?;
+        for v in views {
+            if let Some(x) = pick(v) {
+                ConstGauge::new(x).encode(m.encode_family(&labels(v))?)?;
+            }
+        }
+    }
+    let mut m = family(
+        encoder,
+        "berth_dora_performance",
+        "DORA performance band (elite, high, medium, low) overall; 1 for the band reached",
+        MetricType::Gauge,
+    )?;
+    for v in views {
+        if let Some(band) = v.bands.overall {
+            let mut l = labels(v);
+            l.push(("band", band.as_str().to_string()));
+            ConstGauge::new(1i64).encode(m.encode_family(&l)?)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -400,6 +461,13 @@ mod tests {
                 oom_kills: Some(1),
             }],
             apps: vec![("shop".into(), Some(3))],
+            dora: vec![berth_core::dora::compute(
+                "shop",
+                "7d",
+                7 * 86_400,
+                1_800_000_000,
+                &[],
+            )],
         }
     }
 
@@ -420,6 +488,7 @@ mod tests {
             "berth_instance_restarts_total{app=\"shop\",release=\"3\",process=\"web\",instance=\"shop-v3-web-0-abc\"} 2",
             "berth_instance_memory_bytes{app=\"shop\",release=\"3\",process=\"web\",instance=\"shop-v3-web-0-abc\"} 10485760",
             "berth_app_release{app=\"shop\"} 3",
+            "berth_dora_deployments{scope=\"shop\",window=\"7d\"} 0",
         ] {
             assert!(om.contains(sample), "missing {sample} in\n{om}");
         }
