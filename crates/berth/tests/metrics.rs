@@ -171,6 +171,15 @@ fn prometheus_scrapes_platform_edge_and_instance_metrics() {
         |v| v == 25.0,
     );
     prom.wait_for(
+        "sum(berth_http_request_duration_seconds_bucket{app=\"hello\",le=\"+Inf\"})",
+        |v| v == 25.0,
+    );
+    let quick = prom.wait_for(
+        "sum(berth_http_request_duration_seconds_bucket{app=\"hello\",le=\"10.0\"})",
+        |v| v <= 25.0,
+    );
+    assert!(quick > 0.0, "some of 25 local requests answer within 10 s");
+    prom.wait_for(
         "berth_deploys_total{app=\"hello\",outcome=\"succeeded\"}",
         |v| v == 1.0,
     );

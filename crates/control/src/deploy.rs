@@ -326,6 +326,7 @@ impl Platform {
             capabilities: toml.capabilities(),
             secrets: self.store.app_secrets(app.as_str()).await?,
             secret_files: toml.secrets.files.clone(),
+            slo: toml.slo(),
         };
         let description = match source_id.strip_prefix("sha256-") {
             Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_domains.sql")),
     (5, include_str!("../migrations/0005_idempotency.sql")),
     (6, include_str!("../migrations/0006_dora.sql")),
+    (7, include_str!("../migrations/0007_slo_alerts.sql")),
 ];
 
 /// Handle to the state store.
@@ -487,6 +488,137 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Records the responses an app got since the previous sample.
+    pub async fn insert_slo_sample(
+        &self,
+        app: &str,
+        at: i64,
+        counts: berth_core::slo::Counts,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO slo_samples (app, at, requests, errors, slow) VALUES (?, ?, ?, ?, ?)")
+            .bind(app)
+            .bind(at)
+            .bind(counts.requests as i64)
+            .bind(counts.errors as i64)
+            .bind(counts.slow as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The responses an app got after `since` (Unix seconds).
+    pub async fn slo_counts(
+        &self,
+        app: &str,
+        since: i64,
+    ) -> Result<berth_core::slo::Counts, sqlx::Error> {
+        let r = sqlx::query(
+            "SELECT COALESCE(SUM(requests), 0) AS r, COALESCE(SUM(errors), 0) AS e, COALESCE(SUM(slow), 0) AS s \
+             FROM slo_samples WHERE app = ? AND at > ?",
+        )
+        .bind(app)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(berth_core::slo::Counts {
+            requests: r.try_get::<i64, _>("r")?.max(0) as u64,
+            errors: r.try_get::<i64, _>("e")?.max(0) as u64,
+            slow: r.try_get::<i64, _>("s")?.max(0) as u64,
+        })
+    }
+
+    /// Forgets samples older than `before`.
+    pub async fn prune_slo_samples(&self, before: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM slo_samples WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Alerts: the open ones, and with `resolved_since` also those resolved after it.
+    pub async fn alerts(
+        &self,
+        resolved_since: Option<i64>,
+    ) -> Result<Vec<berth_core::alerts::AlertView>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM alerts WHERE resolved_at IS NULL OR resolved_at >= ? ORDER BY started_at DESC",
+        )
+        .bind(resolved_since.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(berth_core::alerts::AlertView {
+                    id: r.try_get("id")?,
+                    app: r.try_get("app")?,
+                    name: r.try_get("name")?,
+                    severity: r.try_get("severity")?,
+                    summary: r.try_get("summary")?,
+                    started_at: r.try_get("started_at")?,
+                    resolved_at: r.try_get("resolved_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Opens an alert, or updates the open one of the same app and name (severity, summary);
+    /// returns whether it is new.
+    pub async fn raise_alert(
+        &self,
+        app: &str,
+        name: &str,
+        severity: &str,
+        summary: &str,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let open: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM alerts WHERE app = ? AND name = ? AND resolved_at IS NULL",
+        )
+        .bind(app)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let new = open.is_none();
+        match open {
+            Some(id) => {
+                sqlx::query("UPDATE alerts SET severity = ?, summary = ? WHERE id = ?")
+                    .bind(severity)
+                    .bind(summary)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("INSERT INTO alerts (id, app, name, severity, summary, started_at) VALUES (?, ?, ?, ?, ?, ?)")
+                    .bind(crate::random_id(8))
+                    .bind(app)
+                    .bind(name)
+                    .bind(severity)
+                    .bind(summary)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Resolves the open alert of an app and name; returns whether there was one.
+    pub async fn resolve_alert(&self, app: &str, name: &str, now: i64) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE alerts SET resolved_at = ? WHERE app = ? AND name = ? AND resolved_at IS NULL",
+        )
+        .bind(now)
+        .bind(app)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Records a deploy's step.

@@ -6,6 +6,7 @@
 //! the control plane, the CLI and the other planes agree on one vocabulary.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod domains;
 pub mod dora;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod names;
 pub mod policy;
 pub mod procfile;
+pub mod slo;
 pub mod spec;
 pub mod state;
 

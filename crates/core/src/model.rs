@@ -54,6 +54,9 @@ pub struct ReleaseConfig {
     /// environment variables.
     #[serde(default)]
     pub secret_files: Vec<String>,
+    /// The app's service level objectives while this release serves.
+    #[serde(default)]
+    pub slo: crate::slo::SloSpec,
 }
 
 impl ReleaseConfig {

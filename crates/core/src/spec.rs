@@ -33,6 +33,20 @@ pub struct BerthToml {
     pub security: SecurityToml,
     /// How secrets reach the app.
     pub secrets: SecretsToml,
+    /// Service level objectives (defaults: 99.9% available, 99% under 300 ms).
+    pub slo: SloToml,
+}
+
+/// `[slo]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SloToml {
+    /// Percent of responses that are not 5xx, e.g. 99.9.
+    pub availability: Option<f64>,
+    /// Share of responses faster than `latency_ms`, e.g. 0.99.
+    pub latency_p: Option<f64>,
+    /// Latency threshold, milliseconds, e.g. 300.
+    pub latency_ms: Option<u64>,
 }
 
 /// `[secrets]`: secrets are environment variables unless listed in `files`.
@@ -182,6 +196,7 @@ impl BerthToml {
                 ));
             }
         }
+        problems.extend(self.slo().validate());
         if let Some(t) = self.health.timeout_secs {
             if !(1..=600).contains(&t) {
                 problems.push(format!(
@@ -340,6 +355,16 @@ impl BerthToml {
             .iter()
             .filter_map(|c| policy::parse_capability(c).ok())
             .collect()
+    }
+
+    /// The objectives this file asks for, with defaults filled in.
+    pub fn slo(&self) -> crate::slo::SloSpec {
+        let d = crate::slo::SloSpec::default();
+        crate::slo::SloSpec {
+            availability: self.slo.availability.unwrap_or(d.availability),
+            latency_p: self.slo.latency_p.unwrap_or(d.latency_p),
+            latency_ms: self.slo.latency_ms.unwrap_or(d.latency_ms),
+        }
     }
 
     /// The health check this file asks for, with defaults filled in.

@@ -7,7 +7,7 @@
 //! OpenMetrics (prometheus-client), or the classic Prometheus text format for clients that do
 //! not ask for OpenMetrics.
 
-use berth_core::metrics::{EdgeMetricsSnapshot, STATUS_CLASSES};
+use berth_core::metrics::{EdgeMetricsSnapshot, LATENCY_BUCKETS, STATUS_CLASSES};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -296,10 +296,17 @@ impl Collector for ScrapeCollector {
                     ("app", series.app.clone()),
                     ("release", series.release.to_string()),
                 ];
+                // prometheus-client adds the buckets up itself, and writes `f64::MAX` as +Inf.
+                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::MAX])
+                    .zip(series.latency_buckets.iter().copied().chain(std::iter::repeat(0)))
+                    .collect();
                 m.encode_family(&labels)?.encode_histogram::<Labels>(
                     series.latency_sum_seconds,
                     series.count(),
-                    &series.cumulative_buckets(),
+                    &buckets,
                     None,
                 )?;
             }
@@ -431,7 +438,7 @@ fn encode_dora(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_core::metrics::{RequestSeries, LATENCY_BUCKETS};
+    use berth_core::metrics::RequestSeries;
 
     fn scrape() -> Scrape {
         let mut buckets = vec![0; LATENCY_BUCKETS.len() + 1];
@@ -485,6 +492,9 @@ mod tests {
             "berth_http_requests_total{app=\"shop\",release=\"3\",code=\"5xx\"} 1",
             "berth_http_request_duration_seconds_bucket{le=\"0.005\",app=\"shop\",release=\"3\"} 9",
             "berth_http_request_duration_seconds_count{app=\"shop\",release=\"3\"} 10",
+            "berth_http_request_duration_seconds_bucket{le=\"0.3\",app=\"shop\",release=\"3\"} 9",
+            "berth_http_request_duration_seconds_bucket{le=\"10.0\",app=\"shop\",release=\"3\"} 9",
+            "berth_http_request_duration_seconds_bucket{le=\"+Inf\",app=\"shop\",release=\"3\"} 10",
             "berth_instance_restarts_total{app=\"shop\",release=\"3\",process=\"web\",instance=\"shop-v3-web-0-abc\"} 2",
             "berth_instance_memory_bytes{app=\"shop\",release=\"3\",process=\"web\",instance=\"shop-v3-web-0-abc\"} 10485760",
             "berth_app_release{app=\"shop\"} 3",

@@ -1,0 +1,350 @@
+//! Service level objectives of an app and their multi-window, multi-burn-rate alerts, as in
+//! the SRE workbook: an availability objective (share of responses that are not 5xx) and a
+//! latency objective (share of responses faster than a threshold), each alerting when its
+//! error budget burns too fast over a long and a short window at once:
+//!
+//! | severity | long window | short window | burn rate |
+//! |---|---|---|---|
+//! | page | 1h | 5m | 14.4 |
+//! | page | 6h | 30m | 6 |
+//! | ticket | 3d | 6h | 1 |
+//!
+//! The error budget is counted over 30 days. All windows can be scaled by one factor (for
+//! drills); the rules stay the same.
+
+use crate::metrics::LATENCY_BUCKETS;
+use serde::{Deserialize, Serialize};
+
+/// Default availability objective, percent.
+pub const DEFAULT_AVAILABILITY: f64 = 99.9;
+/// Default latency objective: this share of responses…
+pub const DEFAULT_LATENCY_P: f64 = 0.99;
+/// …faster than this many milliseconds.
+pub const DEFAULT_LATENCY_MS: u64 = 300;
+/// The error budget's window, seconds.
+pub const BUDGET_WINDOW: i64 = 30 * 86_400;
+
+/// An app's objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SloSpec {
+    /// Percent of responses that are not 5xx.
+    pub availability: f64,
+    /// Share of responses (0–1) that must be faster than `latency_ms`.
+    pub latency_p: f64,
+    /// The latency threshold, milliseconds (one of the histogram's bucket bounds).
+    pub latency_ms: u64,
+}
+
+// Objectives are validated finite numbers, never NaN, so equality is total.
+impl Eq for SloSpec {}
+
+impl Default for SloSpec {
+    fn default() -> Self {
+        Self {
+            availability: DEFAULT_AVAILABILITY,
+            latency_p: DEFAULT_LATENCY_P,
+            latency_ms: DEFAULT_LATENCY_MS,
+        }
+    }
+}
+
+/// Latency thresholds that can be objectives: the histogram's bucket bounds, in ms.
+pub fn latency_thresholds_ms() -> Vec<u64> {
+    LATENCY_BUCKETS
+        .iter()
+        .map(|b| (b * 1000.0).round() as u64)
+        .collect()
+}
+
+impl SloSpec {
+    /// Every problem, each naming its field under `[slo]`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.availability > 0.0 && self.availability < 100.0) {
+            problems.push(format!(
+                "slo.availability: {} must be a percentage above 0 and below 100, e.g. 99.9",
+                self.availability
+            ));
+        }
+        if !(self.latency_p > 0.0 && self.latency_p < 1.0) {
+            problems.push(format!(
+                "slo.latency_p: {} must be a share above 0 and below 1, e.g. 0.99",
+                self.latency_p
+            ));
+        }
+        let allowed = latency_thresholds_ms();
+        if !allowed.contains(&self.latency_ms) {
+            problems.push(format!(
+                "slo.latency_ms: {} is not one of the latency histogram's bounds ({})",
+                self.latency_ms,
+                allowed
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        problems
+    }
+
+    /// The objective of an SLI as a share (0–1).
+    pub fn objective(&self, sli: Sli) -> f64 {
+        match sli {
+            Sli::Availability => self.availability / 100.0,
+            Sli::Latency => self.latency_p,
+        }
+    }
+
+    /// The latency threshold in seconds.
+    pub fn latency_threshold(&self) -> f64 {
+        self.latency_ms as f64 / 1000.0
+    }
+}
+
+/// What an objective is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sli {
+    /// Responses that are not 5xx.
+    Availability,
+    /// Responses faster than the threshold.
+    Latency,
+}
+
+impl Sli {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sli::Availability => "availability",
+            Sli::Latency => "latency",
+        }
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ticket,
+    Page,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ticket => "ticket",
+            Severity::Page => "page",
+        }
+    }
+}
+
+/// One row of the alert table: long and short window (seconds) and the burn rate both must
+/// exceed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurnAlert {
+    pub severity: Severity,
+    pub long: i64,
+    pub short: i64,
+    pub factor: f64,
+}
+
+/// The SRE workbook's table.
+pub const BURN_ALERTS: [BurnAlert; 3] = [
+    BurnAlert {
+        severity: Severity::Page,
+        long: 3_600,
+        short: 300,
+        factor: 14.4,
+    },
+    BurnAlert {
+        severity: Severity::Page,
+        long: 6 * 3_600,
+        short: 1_800,
+        factor: 6.0,
+    },
+    BurnAlert {
+        severity: Severity::Ticket,
+        long: 3 * 86_400,
+        short: 6 * 3_600,
+        factor: 1.0,
+    },
+];
+
+/// Every window the alerts look at, seconds (unscaled).
+pub fn windows() -> Vec<i64> {
+    let mut w: Vec<i64> = BURN_ALERTS
+        .iter()
+        .flat_map(|a| [a.long, a.short])
+        .collect();
+    w.sort();
+    w.dedup();
+    w
+}
+
+/// A short name for a window: `5m`, `1h`, `3d`.
+pub fn window_name(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Responses in a window: all, 5xx, slower than the latency threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors: u64,
+    pub slow: u64,
+}
+
+impl Counts {
+    /// Bad responses for an SLI.
+    pub fn bad(&self, sli: Sli) -> u64 {
+        match sli {
+            Sli::Availability => self.errors,
+            Sli::Latency => self.slow,
+        }
+    }
+}
+
+/// How fast the budget burns: the bad share over the budgeted share (1 = exactly on
+/// budget). `None` without traffic.
+pub fn burn_rate(counts: Counts, sli: Sli, objective: f64) -> Option<f64> {
+    (counts.requests > 0)
+        .then(|| counts.bad(sli) as f64 / counts.requests as f64 / (1.0 - objective).max(1e-9))
+}
+
+/// The state of one SLI of one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliStatus {
+    pub sli: Sli,
+    /// The objective, as a share.
+    pub objective: f64,
+    /// Burn rate per window name (unscaled names: `5m`, `1h`, …).
+    pub burn_rates: Vec<(String, Option<f64>)>,
+    /// Share of the 30-day error budget left (may be negative: overspent).
+    pub budget_remaining: Option<f64>,
+    /// The most severe alert whose windows both burn too fast.
+    pub firing: Option<Severity>,
+}
+
+/// Evaluates an SLI: `counts(window)` gives the responses of the last `window` seconds
+/// (already scaled by the caller's `scale`).
+pub fn evaluate(
+    spec: &SloSpec,
+    sli: Sli,
+    scale: f64,
+    counts: &dyn Fn(i64) -> Counts,
+) -> SliStatus {
+    let objective = spec.objective(sli);
+    let scaled = |w: i64| ((w as f64 * scale).round() as i64).max(1);
+    let burn_rates = windows()
+        .into_iter()
+        .map(|w| (window_name(w), burn_rate(counts(scaled(w)), sli, objective)))
+        .collect();
+    let firing = BURN_ALERTS
+        .iter()
+        .filter(|a| {
+            let over = |w| burn_rate(counts(scaled(w)), sli, objective).is_some_and(|b| b > a.factor);
+            over(a.long) && over(a.short)
+        })
+        .map(|a| a.severity)
+        .max();
+    let budget = counts(scaled(BUDGET_WINDOW));
+    let budget_remaining = burn_rate(budget, sli, objective).map(|b| 1.0 - b);
+    SliStatus {
+        sli,
+        objective,
+        burn_rates,
+        budget_remaining,
+        firing,
+    }
+}
+
+/// `berth slo APP` as the API answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloView {
+    pub app: String,
+    pub spec: SloSpec,
+    /// Factor the windows are scaled by (1 in production).
+    pub time_scale: f64,
+    pub slis: Vec<SliStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objectives_are_checked_field_by_field() {
+        assert!(SloSpec::default().validate().is_empty());
+        let bad = SloSpec {
+            availability: 120.0,
+            latency_p: 1.5,
+            latency_ms: 333,
+        };
+        let p = bad.validate();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("slo.availability: 120"));
+        assert!(p[1].starts_with("slo.latency_p: 1.5"));
+        assert!(p[2].contains("300") && p[2].starts_with("slo.latency_ms: 333"));
+        assert_eq!(window_name(300), "5m");
+        assert_eq!(window_name(259_200), "3d");
+        assert_eq!(windows(), vec![300, 1_800, 3_600, 21_600, 259_200]);
+    }
+
+    /// Responses per window from a steady error share `bad` over the last `recent` seconds
+    /// and none before: 100 requests a second.
+    fn steady(bad: f64, recent: i64) -> impl Fn(i64) -> Counts {
+        move |w: i64| {
+            let secs = w.min(recent) as u64;
+            let requests = secs * 100;
+            let errors = (requests as f64 * bad) as u64;
+            Counts {
+                requests,
+                errors,
+                slow: 0,
+            }
+        }
+    }
+
+    #[test]
+    fn a_sudden_outage_pages_and_a_slow_leak_tickets() {
+        let spec = SloSpec::default();
+        // 50% errors for the last 10 minutes: burn 500 over 5m and over 1h → page.
+        let s = evaluate(&spec, Sli::Availability, 1.0, &steady(0.5, 600));
+        assert_eq!(s.firing, Some(Severity::Page));
+        let five = s.burn_rates.iter().find(|(w, _)| w == "5m").unwrap().1.unwrap();
+        assert!((five - 500.0).abs() < 1e-6, "{five}");
+        // 0.2% errors for days: burn 2 over 3d and 6h → ticket, not a page.
+        let s = evaluate(&spec, Sli::Availability, 1.0, &steady(0.002, 10 * 86_400));
+        assert_eq!(s.firing, Some(Severity::Ticket));
+        assert!(s.budget_remaining.unwrap() < 0.0, "overspent");
+        // An outage that ended 40 minutes ago: the short windows (5m, 30m) are clean, so it
+        // no longer pages although the last hour still burns; the budget it ate still
+        // makes a ticket.
+        let stopped = |w: i64| {
+            let all = steady(0.5, 3_600)(w);
+            if w <= 2_400 {
+                Counts { errors: 0, ..all }
+            } else {
+                all
+            }
+        };
+        let s = evaluate(&spec, Sli::Availability, 1.0, &stopped);
+        assert_eq!(s.firing, Some(Severity::Ticket));
+        // No traffic: nothing to say.
+        let s = evaluate(&spec, Sli::Latency, 1.0, &|_| Counts::default());
+        assert_eq!(s.firing, None);
+        assert_eq!(s.budget_remaining, None);
+        // Scaled windows ask for scaled counts.
+        let asked = std::cell::RefCell::new(Vec::new());
+        evaluate(&spec, Sli::Latency, 0.01, &|w| {
+            asked.borrow_mut().push(w);
+            Counts::default()
+        });
+        assert!(asked.borrow().contains(&3), "5m × 0.01 = 3 s: {:?}", asked.borrow());
+        assert!(asked.borrow().contains(&36));
+    }
+}
