@@ -146,6 +146,29 @@ pub enum Command {
         #[arg(long)]
         window: Option<String>,
     },
+    /// An app's service level objectives (berth.toml `[slo]`: availability, latency_p,
+    /// latency_ms; defaults 99.9% and 99% under 300 ms): burn rate of each error budget over
+    /// 5m, 30m, 1h, 6h and 3d, the 30-day budget left, and whether a page or ticket fires
+    /// (the SRE workbook's multi-window table: page at 14.4× over 1h and 5m or 6× over 6h and
+    /// 30m; ticket at 1× over 3d and 6h).
+    ///
+    /// With --rules, prints the same objectives as Prometheus recording and alerting rules.
+    Slo {
+        /// The app (with --rules: default every app).
+        app: Option<String>,
+        /// Print Prometheus rules (YAML) instead.
+        #[arg(long)]
+        rules: bool,
+        /// Write the rules to this file.
+        #[arg(long, requires = "rules")]
+        out: Option<PathBuf>,
+    },
+    /// Alerts berth raised (SLO burn, …): the firing ones; with --all also those resolved in
+    /// the last day.
+    Alerts {
+        #[arg(long)]
+        all: bool,
+    },
     /// Back up the whole platform (state, keys, volumes, databases, images) to a directory or
     /// an S3 bucket, and restore it onto a new machine.
     #[command(subcommand)]
@@ -485,6 +508,13 @@ pub struct UpArgs {
         conflicts_with = "secrets_key_file"
     )]
     pub secrets_key: Option<String>,
+    /// Scale every SLO window by this factor (for drills: 0.01 makes 1h 36s); 1 in
+    /// production.
+    #[arg(long, env = "BERTH_SLO_TIME_SCALE", default_value_t = 1.0)]
+    pub slo_time_scale: f64,
+    /// How often the edge's counters are sampled for SLOs, e.g. 10s.
+    #[arg(long, env = "BERTH_SLO_SAMPLE_INTERVAL", default_value = "10s")]
+    pub slo_sample_interval: String,
     /// Back the platform up on a schedule to this directory or s3://BUCKET/PREFIX (see
     /// `berth backup create --help`); needs --backup-passphrase-file.
     #[arg(long, env = "BERTH_BACKUP_TO", requires = "backup_passphrase_file")]

@@ -119,6 +119,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Backup(cmd) => crate::backups::backup(g, cmd).await,
         Command::Dora { app, window } => dora(g, app, window).await,
+        Command::Slo { app, rules, out } => crate::slo::slo(g, app, rules, out).await,
+        Command::Alerts { all } => crate::slo::alerts(g, all).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
@@ -189,6 +191,9 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         (None, Some(k)) => Some(berth_data::secrets::KeySource::Env(k)),
         (None, None) => None,
     };
+    cfg.slo_time_scale = a.slo_time_scale;
+    cfg.slo_sample_interval =
+        humantime::parse_duration(&a.slo_sample_interval).context("--slo-sample-interval")?;
     cfg.backup = match a.backup_to {
         Some(to) => Some(berth_control::backups::create::BackupSchedule {
             to: match berth_data::backup::location::Location::parse(&to, &std::env::current_dir()?)
@@ -240,6 +245,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     .context("writing api.json")?;
     let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));
     let renewals = tokio::spawn(berth_control::certificates::run_renewals(platform.clone()));
+    let slos = tokio::spawn(berth_control::slo::run_slo(platform.clone()));
     let backups = tokio::spawn(berth_control::backups::create::run_schedule(
         platform.clone(),
     ));
@@ -265,6 +271,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = supervisor.await;
     let _ = renewals.await;
     let _ = backups.await;
+    let _ = slos.await;
     eprintln!("control plane stopped; apps and the edge keep serving");
     Ok(0)
 }

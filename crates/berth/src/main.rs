@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod domains;
 mod output;
+mod slo;
 
 use clap::Parser;
 

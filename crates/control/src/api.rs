@@ -58,6 +58,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/backups", post(backup_create))
         .route("/metrics", get(metrics))
         .route("/v1/dora", get(dora))
+        .route("/v1/apps/{app}/slo", get(slo))
+        .route("/v1/slo/rules", get(slo_rules))
+        .route("/v1/alerts", get(alerts))
         .route(
             "/v1/apps/{app}/database",
             get(database_info).post(database_create),
@@ -339,6 +342,43 @@ async fn dora(
     Query(q): Query<DoraQuery>,
 ) -> Result<Json<Vec<berth_core::dora::DoraView>>, ApiError> {
     Ok(Json(p.dora(q.app.as_deref(), q.window.as_deref()).await?))
+}
+
+async fn slo(
+    State(p): Shared,
+    Path(app): Path<String>,
+) -> Result<Json<berth_core::slo::SloView>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.slo_view(name.as_str()).await?))
+}
+
+#[derive(Deserialize)]
+struct RulesQuery {
+    app: Option<String>,
+}
+
+async fn slo_rules(State(p): Shared, Query(q): Query<RulesQuery>) -> Result<Response, ApiError> {
+    let rules = p.slo_rules(q.app.as_deref()).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        rules,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    /// Also alerts resolved in the last day.
+    #[serde(default)]
+    all: bool,
+}
+
+async fn alerts(
+    State(p): Shared,
+    Query(q): Query<AlertsQuery>,
+) -> Result<Json<Vec<berth_core::alerts::AlertView>>, ApiError> {
+    let since = q.all.then(|| crate::now_secs() - 86_400);
+    Ok(Json(p.store.alerts(since).await?))
 }
 
 /// Prometheus scrape: OpenMetrics when asked for, else the classic text format.

@@ -62,6 +62,11 @@ pub struct PlatformConfig {
     pub default_isolation: Isolation,
     /// Where the keys that seal secrets come from (default: `<data>/keys/secrets.json`).
     pub secrets_key: Option<berth_data::secrets::KeySource>,
+    /// Factor SLO windows are scaled by (1: the SRE workbook's hours and days; smaller for
+    /// drills).
+    pub slo_time_scale: f64,
+    /// Time between samples of the edge's counters for SLOs.
+    pub slo_sample_interval: Duration,
     /// Scheduled backups (`None`: only those asked for).
     pub backup: Option<crate::backups::create::BackupSchedule>,
 }
@@ -93,6 +98,8 @@ impl PlatformConfig {
             default_isolation: Isolation::Trusted,
             secrets_key: None,
             backup: None,
+            slo_time_scale: 1.0,
+            slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }
     }
 
@@ -171,6 +178,15 @@ impl PlatformConfig {
             if b.every < Duration::from_secs(1) {
                 problems.push("--backup-every: must be at least 1s".into());
             }
+        }
+        if !(self.slo_time_scale > 0.0 && self.slo_time_scale <= 1.0) {
+            problems.push(format!(
+                "--slo-time-scale: {} must be above 0 and at most 1",
+                self.slo_time_scale
+            ));
+        }
+        if self.slo_sample_interval < Duration::from_millis(100) {
+            problems.push("--slo-sample-interval: must be at least 100ms".into());
         }
         if self.upload_limit < 1024 {
             problems.push("--upload-limit: must be at least 1024 bytes".into());

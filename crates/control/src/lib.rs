@@ -20,6 +20,8 @@
 //! - [`backups`]: platform backups to a directory or S3 (create, schedule, list, verify,
 //!   prune) and the offline restore.
 //! - [`dora`]: the DORA four keys of an app or the platform, from the rollout records.
+//! - [`slo`]: each app's objectives, sampled from the edge's counters and evaluated with
+//!   multi-window burn rates; alerts raised and resolved.
 //! - [`metrics`]: what `/metrics` reads at each scrape (edge counts, instances' cgroups).
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
@@ -41,6 +43,7 @@ pub mod platform;
 pub mod policy;
 pub mod routing;
 pub mod secrets;
+pub mod slo;
 pub mod store;
 pub mod supervisor;
 pub mod tls_store;

@@ -97,6 +97,8 @@ pub struct Platform {
     pub backup_lock: tokio::sync::Mutex<()>,
     /// Platform counters for `/metrics`.
     pub metrics: berth_observe::metrics::Metrics,
+    /// What the SLO sampler last saw of the edge's counters.
+    pub slo_cursor: Mutex<crate::slo::SloCursor>,
     /// Where the next address search starts.
     pub next_address: std::sync::atomic::AtomicUsize,
     /// Background work (drains) that shutdown waits for.
@@ -377,6 +379,7 @@ impl Platform {
             idempotency_lock: tokio::sync::Mutex::new(()),
             backup_lock: tokio::sync::Mutex::new(()),
             metrics: berth_observe::metrics::Metrics::default(),
+            slo_cursor: Mutex::new(crate::slo::SloCursor::default()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

@@ -497,14 +497,16 @@ impl Store {
         at: i64,
         counts: berth_core::slo::Counts,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO slo_samples (app, at, requests, errors, slow) VALUES (?, ?, ?, ?, ?)")
-            .bind(app)
-            .bind(at)
-            .bind(counts.requests as i64)
-            .bind(counts.errors as i64)
-            .bind(counts.slow as i64)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO slo_samples (app, at, requests, errors, slow) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(app)
+        .bind(at)
+        .bind(counts.requests as i64)
+        .bind(counts.errors as i64)
+        .bind(counts.slow as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -609,7 +611,12 @@ impl Store {
     }
 
     /// Resolves the open alert of an app and name; returns whether there was one.
-    pub async fn resolve_alert(&self, app: &str, name: &str, now: i64) -> Result<bool, sqlx::Error> {
+    pub async fn resolve_alert(
+        &self,
+        app: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
         let r = sqlx::query(
             "UPDATE alerts SET resolved_at = ? WHERE app = ? AND name = ? AND resolved_at IS NULL",
         )

@@ -301,7 +301,13 @@ impl Collector for ScrapeCollector {
                     .iter()
                     .copied()
                     .chain([f64::MAX])
-                    .zip(series.latency_buckets.iter().copied().chain(std::iter::repeat(0)))
+                    .zip(
+                        series
+                            .latency_buckets
+                            .iter()
+                            .copied()
+                            .chain(std::iter::repeat(0)),
+                    )
                     .collect();
                 m.encode_family(&labels)?.encode_histogram::<Labels>(
                     series.latency_sum_seconds,
