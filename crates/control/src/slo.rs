@@ -161,7 +161,7 @@ impl Platform {
     pub async fn slo_rules(&self, app: Option<&str>) -> Result<String, ApiError> {
         let mut specs = Vec::new();
         for a in self.store.apps().await? {
-            if app.map_or(true, |only| only == a.name) {
+            if app.is_none() || app == Some(a.name.as_str()) {
                 let spec = self.slo_spec(&a.name).await?;
                 specs.push((a.name, spec));
             }
@@ -230,7 +230,8 @@ pub async fn run_slo(platform: Arc<Platform>) {
             tracing::warn!(error = %e.message, "evaluating SLOs failed");
         }
         passes += 1;
-        if passes % 360 == 0 {
+        if passes >= 360 {
+            passes = 0;
             let keep = (BUDGET_WINDOW as f64 * platform.cfg.slo_time_scale) as i64 + 86_400;
             let _ = platform
                 .store
