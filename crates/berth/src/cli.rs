@@ -515,6 +515,21 @@ pub struct UpArgs {
     /// How often the edge's counters are sampled for SLOs, e.g. 10s.
     #[arg(long, env = "BERTH_SLO_SAMPLE_INTERVAL", default_value = "10s")]
     pub slo_sample_interval: String,
+    /// Alertmanager to deliver alerts to (v2 API), e.g. http://127.0.0.1:9093. Firing alerts
+    /// are sent again at every evaluation, so one that was down catches up.
+    #[arg(long, env = "BERTH_ALERTMANAGER")]
+    pub alertmanager: Option<String>,
+    /// Webhook that gets a signed JSON delivery for every alert raised and resolved
+    /// (headers X-Berth-Timestamp and X-Berth-Signature: sha256=HMAC(secret, "<timestamp>.<body>")).
+    #[arg(
+        long,
+        env = "BERTH_ALERT_WEBHOOK",
+        requires = "alert_webhook_secret_file"
+    )]
+    pub alert_webhook: Option<String>,
+    /// File holding the webhook's signing secret (at least 16 characters).
+    #[arg(long, env = "BERTH_ALERT_WEBHOOK_SECRET_FILE")]
+    pub alert_webhook_secret_file: Option<PathBuf>,
     /// Back the platform up on a schedule to this directory or s3://BUCKET/PREFIX (see
     /// `berth backup create --help`); needs --backup-passphrase-file.
     #[arg(long, env = "BERTH_BACKUP_TO", requires = "backup_passphrase_file")]

@@ -191,6 +191,17 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         (None, Some(k)) => Some(berth_data::secrets::KeySource::Env(k)),
         (None, None) => None,
     };
+    cfg.alert_targets = berth_control::notify::AlertTargets {
+        alertmanager: a.alertmanager,
+        webhook: match (a.alert_webhook, a.alert_webhook_secret_file) {
+            (Some(url), Some(file)) => {
+                let secret = std::fs::read_to_string(&file)
+                    .with_context(|| format!("--alert-webhook-secret-file {}", file.display()))?;
+                Some((url, zeroize::Zeroizing::new(secret.trim().to_string())))
+            }
+            _ => None,
+        },
+    };
     cfg.slo_time_scale = a.slo_time_scale;
     cfg.slo_sample_interval =
         humantime::parse_duration(&a.slo_sample_interval).context("--slo-sample-interval")?;

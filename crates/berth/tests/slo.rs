@@ -1,17 +1,157 @@
 //! End-to-end: an SLO drill. An app starts answering 500s to half its requests under a
-//! steady load → berth's page alert fires; a rollback → the page resolves (the budget it
-//! ate keeps a ticket open). The windows are shortened by configuration
-//! (`--slo-time-scale`), not by another code path. The rules berth exports for Prometheus
-//! pass `promtool check rules` and load into a real Prometheus.
+//! steady load → berth's page alert fires and reaches a real Alertmanager (Debian's
+//! `prometheus-alertmanager`, started only after the alert fired: berth keeps sending) and a
+//! signed webhook (which refuses the first delivery: berth retries); a rollback → the page
+//! resolves everywhere (the budget it ate keeps a ticket open). The windows are shortened by
+//! configuration (`--slo-time-scale`), not by another code path. The rules berth exports for
+//! Prometheus pass `promtool check rules` and load into a real Prometheus.
 
 mod common;
 
 use common::{copy_dir, eventually, free_port, Platform};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// One webhook request: headers (lowercase names) and body.
+type Delivery = (std::collections::HashMap<String, String>, String);
+
+/// A webhook receiver on loopback that answers 503 to its first request, 200 after.
+fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Delivery>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(200) {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, mut body) = loop {
+                let Ok(n) = stream.read(&mut chunk) else {
+                    break (String::new(), Vec::new());
+                };
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (
+                        String::from_utf8_lossy(&buf[..i]).to_string(),
+                        buf[i + 4..].to_vec(),
+                    );
+                }
+            };
+            let headers: std::collections::HashMap<String, String> = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while body.len() < len {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let first = {
+                let mut g = seen.lock().expect("lock");
+                g.push((headers, String::from_utf8_lossy(&body).to_string()));
+                g.len() == 1
+            };
+            let status = if first {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, got)
+}
+
+/// Debian's Alertmanager on loopback (no clustering), stopped on drop.
+struct Alertmanager(std::process::Child, tempfile::TempDir);
+
+impl Alertmanager {
+    fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        )
+        .expect("config");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (apt-get install prometheus-alertmanager)");
+        Self(child, dir)
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The alerts Alertmanager holds as active.
+fn alertmanager_alerts(port: u16) -> Vec<serde_json::Value> {
+    Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{port}/api/v2/alerts?active=true"),
+        ])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn page_in_alertmanager(port: u16) -> bool {
+    alertmanager_alerts(port).iter().any(|a| {
+        a["labels"]["alertname"] == "BerthSloAvailabilityPage"
+            && a["labels"]["app"] == "flaky"
+            && a["labels"]["severity"] == "page"
+            && a["status"]["state"] == "active"
+    })
+}
+
+fn verify(delivery: &Delivery, secret: &str) -> bool {
+    use hmac::Mac;
+    let (headers, body) = delivery;
+    let (Some(ts), Some(sig)) = (
+        headers.get("x-berth-timestamp"),
+        headers.get("x-berth-signature"),
+    ) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{ts}.{body}").as_bytes());
+    *sig == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flaky")
@@ -32,14 +172,26 @@ fn firing(p: &Platform, name: &str) -> bool {
 
 #[test]
 fn a_failing_release_pages_and_a_rollback_resolves_it() {
-    // 1h becomes 18 s and 5m 1.5 s; the counters are sampled twice a second.
+    let work = tempfile::tempdir().expect("tempdir");
+    let am_port = free_port();
+    let (hook_port, deliveries) = webhook_receiver();
+    let secret = "webhook-secret-0123456789";
+    let secret_file = work.path().join("hook-secret");
+    std::fs::write(&secret_file, secret).expect("secret");
+    // 1h becomes 18 s and 5m 1.5 s; the counters are sampled twice a second. Alertmanager is
+    // not running yet.
     let p = Platform::start_with(&[
         "--slo-time-scale",
         "0.005",
         "--slo-sample-interval",
         "500ms",
+        "--alertmanager",
+        &format!("http://127.0.0.1:{am_port}"),
+        "--alert-webhook",
+        &format!("http://127.0.0.1:{hook_port}/hooks/berth"),
+        "--alert-webhook-secret-file",
+        &secret_file.display().to_string(),
     ]);
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("flaky");
     copy_dir(&fixture(), &dir);
 
@@ -108,6 +260,52 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
     let table = p.ok(&["slo", "flaky"]);
     assert!(table.contains("page"), "{table}");
 
+    // Alertmanager was down: berth kept sending, so the page is there once it runs.
+    assert!(
+        p.up_log().contains("Alertmanager unreachable"),
+        "{}",
+        p.up_log()
+    );
+    let _am = Alertmanager::start(am_port);
+    assert!(
+        eventually(Duration::from_secs(60), || page_in_alertmanager(am_port)),
+        "the page never reached Alertmanager: {:?}",
+        alertmanager_alerts(am_port)
+    );
+    // The webhook got the page; it refused the first delivery it saw, and that one came
+    // again (same delivery id), signed.
+    let delivered = || {
+        let got = deliveries.lock().expect("lock").clone();
+        let page = got.iter().any(|(_, b)| {
+            b.contains("\"slo_availability_page\"") && b.contains("\"status\":\"firing\"")
+        });
+        let first = got
+            .first()
+            .and_then(|(h, _)| h.get("x-berth-delivery").cloned());
+        let retried = got
+            .iter()
+            .skip(1)
+            .any(|(h, _)| h.get("x-berth-delivery") == first.as_ref());
+        page && retried
+    };
+    assert!(
+        eventually(Duration::from_secs(30), delivered),
+        "no page delivery, or no retry: {:?}",
+        deliveries.lock().expect("lock")
+    );
+    assert!(
+        deliveries
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|d| verify(d, secret)),
+        "a delivery is not signed with the secret"
+    );
+    assert!(!verify(
+        &deliveries.lock().expect("lock")[0],
+        "another-secret-0123456"
+    ));
+
     // Rolled back: the page resolves; the budget spent keeps a ticket.
     p.ok(&["rollback", "flaky"]);
     assert!(
@@ -120,6 +318,21 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
         alerts(&p)
     );
     assert!(firing(&p, "slo_availability_ticket"), "{:?}", alerts(&p));
+    assert!(
+        eventually(Duration::from_secs(30), || !page_in_alertmanager(am_port)),
+        "Alertmanager still has the page active: {:?}",
+        alertmanager_alerts(am_port)
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || deliveries
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, b)| b.contains("\"slo_availability_page\"")
+                && b.contains("\"status\":\"resolved\""))),
+        "no resolved delivery: {:?}",
+        deliveries.lock().expect("lock")
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
     let listed = p.ok(&["alerts"]);
@@ -169,7 +382,7 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
         loaded = out
             .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
             .unwrap_or_default();
-        loaded.contains("BerthSLOAvailabilityPage") && loaded.contains("berth-slo-flaky")
+        loaded.contains("BerthSloAvailabilityPage") && loaded.contains("berth-slo-flaky")
     });
     let _ = prom.kill();
     let _ = prom.wait();

@@ -67,6 +67,8 @@ pub struct PlatformConfig {
     pub slo_time_scale: f64,
     /// Time between samples of the edge's counters for SLOs.
     pub slo_sample_interval: Duration,
+    /// Where alerts are delivered.
+    pub alert_targets: crate::notify::AlertTargets,
     /// Scheduled backups (`None`: only those asked for).
     pub backup: Option<crate::backups::create::BackupSchedule>,
 }
@@ -98,6 +100,7 @@ impl PlatformConfig {
             default_isolation: Isolation::Trusted,
             secrets_key: None,
             backup: None,
+            alert_targets: crate::notify::AlertTargets::default(),
             slo_time_scale: 1.0,
             slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }
@@ -187,6 +190,25 @@ impl PlatformConfig {
         }
         if self.slo_sample_interval < Duration::from_millis(100) {
             problems.push("--slo-sample-interval: must be at least 100ms".into());
+        }
+        if let Some(am) = &self.alert_targets.alertmanager {
+            if !(am.starts_with("http://") || am.starts_with("https://")) {
+                problems.push(format!(
+                    "--alertmanager: {am:?} must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if let Some((url, secret)) = &self.alert_targets.webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "--alert-webhook: {url:?} must be an http:// or https:// URL"
+                ));
+            }
+            if secret.len() < 16 {
+                problems.push(
+                    "--alert-webhook-secret-file: the secret has fewer than 16 characters".into(),
+                );
+            }
         }
         if self.upload_limit < 1024 {
             problems.push("--upload-limit: must be at least 1024 bytes".into());

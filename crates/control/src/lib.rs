@@ -22,6 +22,7 @@
 //! - [`dora`]: the DORA four keys of an app or the platform, from the rollout records.
 //! - [`slo`]: each app's objectives, sampled from the edge's counters and evaluated with
 //!   multi-window burn rates; alerts raised and resolved.
+//! - [`notify`]: alerts to Alertmanager (v2 API) and to a signed webhook (outbox, retries).
 //! - [`metrics`]: what `/metrics` reads at each scrape (edge counts, instances' cgroups).
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
 //! - [`platform`]: wires it all together for `berth up`.
@@ -39,6 +40,7 @@ pub mod dora;
 pub mod error;
 pub mod launcher;
 pub mod metrics;
+pub mod notify;
 pub mod platform;
 pub mod policy;
 pub mod routing;

@@ -204,9 +204,11 @@ impl Platform {
                             .await?
                         {
                             tracing::warn!(app = %app.name, alert = %name, "{summary}");
+                            self.queue_delivery(&app.name, &name).await;
                         }
                     } else if self.store.resolve_alert(&app.name, &name, now).await? {
                         tracing::info!(app = %app.name, alert = %name, "alert resolved");
+                        self.queue_delivery(&app.name, &name).await;
                     }
                 }
             }
@@ -229,6 +231,7 @@ pub async fn run_slo(platform: Arc<Platform>) {
         if let Err(e) = platform.evaluate_slos().await {
             tracing::warn!(error = %e.message, "evaluating SLOs failed");
         }
+        platform.deliver_alerts().await;
         passes += 1;
         if passes >= 360 {
             passes = 0;

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_idempotency.sql")),
     (6, include_str!("../migrations/0006_dora.sql")),
     (7, include_str!("../migrations/0007_slo_alerts.sql")),
+    (8, include_str!("../migrations/0008_alert_outbox.sql")),
 ];
 
 /// Handle to the state store.
@@ -626,6 +627,89 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Queues a webhook delivery of the latest alert of `app` and `name`, in its state now.
+    pub async fn queue_alert_delivery(
+        &self,
+        app: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO alert_outbox (alert_id, state, queued_at, next_at) \
+             SELECT id, CASE WHEN resolved_at IS NULL THEN 'firing' ELSE 'resolved' END, ?, ? \
+             FROM alerts WHERE app = ? AND name = ? ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(app)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deliveries due now, oldest first: (delivery id, the alert as it was queued, attempts).
+    pub async fn due_alert_deliveries(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(i64, berth_core::alerts::AlertView, u32)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT o.id AS delivery, o.state, o.attempts, a.* FROM alert_outbox o JOIN alerts a ON a.id = o.alert_id \
+             WHERE o.delivered_at IS NULL AND o.next_at <= ? ORDER BY o.id LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok((
+                    r.try_get("delivery")?,
+                    berth_core::alerts::AlertView {
+                        id: r.try_get("id")?,
+                        app: r.try_get("app")?,
+                        name: r.try_get("name")?,
+                        severity: r.try_get("severity")?,
+                        summary: r.try_get("summary")?,
+                        started_at: r.try_get("started_at")?,
+                        resolved_at: if state == "resolved" {
+                            r.try_get("resolved_at")?
+                        } else {
+                            None
+                        },
+                    },
+                    r.try_get::<i64, _>("attempts")?.max(0) as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Marks a delivery done.
+    pub async fn alert_delivered(&self, id: i64, at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE alert_outbox SET delivered_at = ?, last_error = NULL WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the next one is at `next_at`.
+    pub async fn alert_delivery_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_at: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE id = ?")
+            .bind(error)
+            .bind(next_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records a deploy's step.

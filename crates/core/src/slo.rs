@@ -312,7 +312,7 @@ pub fn prometheus_rules(apps: &[(String, SloSpec)]) -> String {
                     })
                     .collect();
                 let name = format!(
-                    "BerthSLO{}{}",
+                    "BerthSlo{}{}",
                     if sli == Sli::Availability {
                         "Availability"
                     } else {
@@ -347,7 +347,7 @@ mod tests {
         assert!(rules.contains("- record: berth:slo_error_ratio:rate5m"));
         assert!(rules.contains("- record: berth:slo_error_ratio:rate3d"));
         assert!(rules.contains("le=\"0.3\""), "{rules}");
-        assert!(rules.contains("- alert: BerthSLOAvailabilityPage"));
+        assert!(rules.contains("- alert: BerthSloAvailabilityPage"));
         assert!(
             rules.contains("rate1h{app=\"shop\",slo=\"availability\"} > (14.4 * 0.001000)"),
             "{rules}"
