@@ -81,8 +81,9 @@ fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Delivery>>>) {
     (port, got)
 }
 
-/// Debian's Alertmanager on loopback (no clustering), stopped on drop.
-struct Alertmanager(std::process::Child, tempfile::TempDir);
+/// Debian's Alertmanager on loopback (no clustering), stopped on drop; its files live as
+/// long as it does.
+struct Alertmanager(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Alertmanager {
     fn start(port: u16) -> Self {
