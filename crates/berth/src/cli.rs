@@ -515,6 +515,10 @@ pub struct UpArgs {
     /// How often the edge's counters are sampled for SLOs, e.g. 10s.
     #[arg(long, env = "BERTH_SLO_SAMPLE_INTERVAL", default_value = "10s")]
     pub slo_sample_interval: String,
+    /// How long a condition (app down, crash loop, disk filling, …) must hold before it
+    /// alerts, e.g. 30s.
+    #[arg(long, env = "BERTH_ALERT_FOR", default_value = "30s")]
+    pub alert_for: String,
     /// Alertmanager to deliver alerts to (v2 API), e.g. http://127.0.0.1:9093. Firing alerts
     /// are sent again at every evaluation, so one that was down catches up.
     #[arg(long, env = "BERTH_ALERTMANAGER")]

@@ -202,6 +202,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
             _ => None,
         },
     };
+    cfg.alert_for = humantime::parse_duration(&a.alert_for).context("--alert-for")?;
     cfg.slo_time_scale = a.slo_time_scale;
     cfg.slo_sample_interval =
         humantime::parse_duration(&a.slo_sample_interval).context("--slo-sample-interval")?;

@@ -67,6 +67,8 @@ pub struct PlatformConfig {
     pub slo_time_scale: f64,
     /// Time between samples of the edge's counters for SLOs.
     pub slo_sample_interval: Duration,
+    /// How long a condition holds before it alerts (app down, crash loop, …).
+    pub alert_for: Duration,
     /// Where alerts are delivered.
     pub alert_targets: crate::notify::AlertTargets,
     /// Scheduled backups (`None`: only those asked for).
@@ -101,6 +103,7 @@ impl PlatformConfig {
             secrets_key: None,
             backup: None,
             alert_targets: crate::notify::AlertTargets::default(),
+            alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             slo_time_scale: 1.0,
             slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }

@@ -22,6 +22,7 @@
 //! - [`dora`]: the DORA four keys of an app or the platform, from the rollout records.
 //! - [`slo`]: each app's objectives, sampled from the edge's counters and evaluated with
 //!   multi-window burn rates; alerts raised and resolved.
+//! - [`health_alerts`]: app down, crash and OOM loops, certificates, disk, backups.
 //! - [`notify`]: alerts to Alertmanager (v2 API) and to a signed webhook (outbox, retries).
 //! - [`metrics`]: what `/metrics` reads at each scrape (edge counts, instances' cgroups).
 //! - [`api`]: the HTTP API (axum) that the CLI, web UI and MCP server all use.
@@ -38,6 +39,7 @@ pub mod deploy;
 pub mod domains;
 pub mod dora;
 pub mod error;
+pub mod health_alerts;
 pub mod launcher;
 pub mod metrics;
 pub mod notify;

@@ -99,6 +99,8 @@ pub struct Platform {
     pub metrics: berth_observe::metrics::Metrics,
     /// What the SLO sampler last saw of the edge's counters.
     pub slo_cursor: Mutex<crate::slo::SloCursor>,
+    /// What the operational alerts remember between passes.
+    pub health_memory: Mutex<crate::health_alerts::HealthMemory>,
     /// Where the next address search starts.
     pub next_address: std::sync::atomic::AtomicUsize,
     /// Background work (drains) that shutdown waits for.
@@ -380,6 +382,7 @@ impl Platform {
             backup_lock: tokio::sync::Mutex::new(()),
             metrics: berth_observe::metrics::Metrics::default(),
             slo_cursor: Mutex::new(crate::slo::SloCursor::default()),
+            health_memory: Mutex::new(crate::health_alerts::HealthMemory::default()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

@@ -231,6 +231,9 @@ pub async fn run_slo(platform: Arc<Platform>) {
         if let Err(e) = platform.evaluate_slos().await {
             tracing::warn!(error = %e.message, "evaluating SLOs failed");
         }
+        if let Err(e) = platform.evaluate_health().await {
+            tracing::warn!(error = %e.message, "evaluating operational alerts failed");
+        }
         platform.deliver_alerts().await;
         passes += 1;
         if passes >= 360 {

@@ -280,6 +280,7 @@ pub async fn run_schedule(platform: Arc<Platform>) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "scheduled backup skipped: the passphrase file cannot be used");
+                platform.backup_outcome(Some(&e)).await;
                 continue;
             }
         };
@@ -289,8 +290,12 @@ pub async fn run_schedule(platform: Arc<Platform>) {
             keep_daily: schedule.retention.keep_daily,
             keep_weekly: schedule.retention.keep_weekly,
         };
-        if let Err(e) = platform.create_backup(req).await {
-            tracing::error!(error = %e.message, "scheduled backup failed");
+        match platform.create_backup(req).await {
+            Ok(_) => platform.backup_outcome(None).await,
+            Err(e) => {
+                tracing::error!(error = %e.message, "scheduled backup failed");
+                platform.backup_outcome(Some(&e.message)).await;
+            }
         }
     }
 }
