@@ -75,9 +75,11 @@ pub enum Command {
         /// Show the last build's log instead.
         #[arg(long)]
         build: bool,
-        /// How many recent lines to show.
+        /// How many lines to show (the most recent that match).
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        #[command(flatten)]
+        filter: LogFilterArgs,
     },
     /// Read or change an app's environment (each change is a new release).
     #[command(subcommand)]
@@ -333,6 +335,30 @@ pub enum VolumesCommand {
     },
 }
 
+/// Which log lines `berth logs` shows.
+#[derive(Debug, Args, Default)]
+pub struct LogFilterArgs {
+    /// Lines from this long ago (30m, 1h, 2d) or this time (2026-11-29T10:00:00Z) on.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Lines before this long ago or this time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Lines of this release only, e.g. 3.
+    #[arg(long)]
+    pub release: Option<u32>,
+    /// Lines that match this regular expression, e.g. 'ERROR|WARN' or '(?i)timeout'.
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Lines of this process type only, e.g. web or worker.
+    #[arg(long)]
+    pub process: Option<String>,
+    /// `runtime` (the app's own output) or `platform` (what berth says about it: crashes,
+    /// restarts).
+    #[arg(long)]
+    pub stream: Option<String>,
+}
+
 /// `berth domains …`.
 #[derive(Debug, Subcommand)]
 pub enum DomainsCommand {
@@ -515,6 +541,13 @@ pub struct UpArgs {
     /// How often the edge's counters are sampled for SLOs, e.g. 10s.
     #[arg(long, env = "BERTH_SLO_SAMPLE_INTERVAL", default_value = "10s")]
     pub slo_sample_interval: String,
+    /// How long apps' log lines are kept (berth.toml `[logs] retention` overrides), e.g. 7d.
+    #[arg(long, env = "BERTH_LOG_RETENTION", default_value = "7d")]
+    pub log_retention: String,
+    /// Largest an app's log grows before its oldest lines go (berth.toml `[logs] max_size`
+    /// overrides), e.g. 1G.
+    #[arg(long, env = "BERTH_LOG_MAX_SIZE", default_value = "1G")]
+    pub log_max_size: String,
     /// How long a condition (app down, crash loop, disk filling, …) must hold before it
     /// alerts, e.g. 30s.
     #[arg(long, env = "BERTH_ALERT_FOR", default_value = "30s")]

@@ -92,7 +92,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
             follow,
             build,
             lines,
-        } => logs(g, &app, follow, build, lines).await,
+            filter,
+        } => logs(g, &app, follow, build, lines, filter).await,
         Command::Env(cmd) => env(g, cmd).await,
         Command::Create {
             app,
@@ -203,6 +204,13 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         },
     };
     cfg.alert_for = humantime::parse_duration(&a.alert_for).context("--alert-for")?;
+    cfg.log_retention = berth_observe::Retention {
+        max_age_ms: humantime::parse_duration(&a.log_retention)
+            .context("--log-retention")?
+            .as_millis() as i64,
+        max_bytes: berth_core::limits::parse_memory(&a.log_max_size)
+            .map_err(|e| anyhow!("--log-max-size: {e}"))?,
+    };
     cfg.slo_time_scale = a.slo_time_scale;
     cfg.slo_sample_interval =
         humantime::parse_duration(&a.slo_sample_interval).context("--slo-sample-interval")?;
@@ -676,7 +684,14 @@ async fn releases(g: &Global, app: &str) -> Result<i32> {
     Ok(0)
 }
 
-async fn logs(g: &Global, app: &str, follow: bool, build: bool, lines: usize) -> Result<i32> {
+async fn logs(
+    g: &Global,
+    app: &str,
+    follow: bool,
+    build: bool,
+    lines: usize,
+    filter: crate::cli::LogFilterArgs,
+) -> Result<i32> {
     let client = Client::discover(g)?;
     if build {
         let text = client
@@ -685,7 +700,29 @@ async fn logs(g: &Global, app: &str, follow: bool, build: bool, lines: usize) ->
         print!("{text}");
         return Ok(0);
     }
-    let path = format!("/v1/apps/{app}/logs?lines={lines}&follow={follow}");
+    let mut path = format!("/v1/apps/{app}/logs?lines={lines}&follow={follow}");
+    let enc = |v: &str| -> String {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    for (key, value) in [
+        ("since", filter.since),
+        ("until", filter.until),
+        ("release", filter.release.map(|r| r.to_string())),
+        ("grep", filter.grep),
+        ("process", filter.process),
+        ("stream", filter.stream),
+    ] {
+        if let Some(v) = value {
+            path.push_str(&format!("&{key}={}", enc(&v)));
+        }
+    }
     let as_json = g.json;
     client
         .get_lines(&path, |line| {

@@ -697,6 +697,85 @@ async fn instances(
 struct LogQuery {
     lines: Option<usize>,
     follow: Option<bool>,
+    /// A duration ago (`1h`) or a time (`2026-11-29T10:00:00Z`).
+    since: Option<String>,
+    until: Option<String>,
+    release: Option<u32>,
+    process: Option<String>,
+    stream: Option<String>,
+    /// A regular expression the line must match.
+    grep: Option<String>,
+}
+
+/// A time given as a duration ago or an RFC 3339 time, in ms.
+fn log_time(field: &'static str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(berth_observe::now_millis() - d.as_millis() as i64);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
+            return Ok(d.as_millis() as i64);
+        }
+    }
+    Err(ApiError::invalid(
+        "invalid_time",
+        format!("{field}: {text:?} is neither a duration (30s, 1h, 2d) nor a time (2026-11-29T10:00:00Z)"),
+    ))
+}
+
+impl LogQuery {
+    /// The filter the query asks for (`None`: all lines).
+    fn filter(&self) -> Result<Option<berth_observe::LogFilter>, ApiError> {
+        let grep = match &self.grep {
+            Some(g) => Some(
+                regex::RegexBuilder::new(g)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            "invalid_grep",
+                            format!("grep: {g:?} is not a regular expression: {e}"),
+                        )
+                        .hint(
+                            "regular expressions as in ripgrep, e.g. 'ERROR|WARN' or '(?i)timeout'",
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        if let Some(s) = &self.stream {
+            if !["runtime", "platform"].contains(&s.as_str()) {
+                return Err(ApiError::invalid(
+                    "invalid_stream",
+                    format!("stream: {s:?} is not one of runtime, platform"),
+                )
+                .hint("build logs: berth logs APP --build"));
+            }
+        }
+        let f = berth_observe::LogFilter {
+            since: self
+                .since
+                .as_deref()
+                .map(|t| log_time("since", t))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|t| log_time("until", t))
+                .transpose()?,
+            release: self.release,
+            process: self.process.clone(),
+            stream: self.stream.clone(),
+            grep,
+        };
+        let any = f.since.is_some()
+            || f.until.is_some()
+            || f.release.is_some()
+            || f.process.is_some()
+            || f.stream.is_some()
+            || f.grep.is_some();
+        Ok(any.then_some(f))
+    }
 }
 
 async fn logs(
@@ -704,16 +783,23 @@ async fn logs(
     Path(app): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    let filter = q.filter()?;
     let name = existing_app(&p, &app).await?;
-    let lines = q.lines.unwrap_or(100).min(10_000);
+    let lines = q.lines.unwrap_or(100).min(100_000);
     let logs = p.logs.clone();
     let app = name.to_string();
     let (records, offset) = {
-        let (logs, app) = (logs.clone(), app.clone());
-        tokio::task::spawn_blocking(move || logs.tail(&app, lines))
-            .await
-            .map_err(|e| ApiError::internal("reading logs", e))?
-            .map_err(|e| ApiError::internal("reading logs", e))?
+        let (logs, app, filter) = (logs.clone(), app.clone(), filter.clone());
+        tokio::task::spawn_blocking(move || match &filter {
+            None => logs.tail(&app, lines),
+            Some(f) => {
+                let (_, end) = logs.tail(&app, 0)?;
+                Ok((logs.query(&app, f, lines)?, end))
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading logs", e))?
+        .map_err(|e| ApiError::internal("reading logs", e))?
     };
     let first: Vec<Bytes> = records.iter().map(ndjson).collect();
     let follow = q.follow.unwrap_or(false);
@@ -722,6 +808,7 @@ async fn logs(
         (first.into_iter(), offset, follow),
         move |(mut pending, mut offset, follow)| {
             let (logs, app, shutdown) = (logs.clone(), app.clone(), shutdown.clone());
+            let filter = filter.clone();
             async move {
                 loop {
                     if let Some(line) = pending.next() {
@@ -738,7 +825,12 @@ async fn logs(
                     let read = tokio::task::spawn_blocking(move || l.read_from(&a, offset)).await;
                     if let Ok(Ok((recs, next))) = read {
                         offset = next;
-                        pending = recs.iter().map(ndjson).collect::<Vec<_>>().into_iter();
+                        pending = recs
+                            .iter()
+                            .filter(|r| filter.as_ref().is_none_or(|f| f.matches(r)))
+                            .map(ndjson)
+                            .collect::<Vec<_>>()
+                            .into_iter();
                     }
                 }
             }

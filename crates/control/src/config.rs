@@ -67,6 +67,8 @@ pub struct PlatformConfig {
     pub slo_time_scale: f64,
     /// Time between samples of the edge's counters for SLOs.
     pub slo_sample_interval: Duration,
+    /// Default log retention of apps (berth.toml `[logs]` overrides it per app).
+    pub log_retention: berth_observe::Retention,
     /// How long a condition holds before it alerts (app down, crash loop, …).
     pub alert_for: Duration,
     /// Where alerts are delivered.
@@ -104,6 +106,7 @@ impl PlatformConfig {
             backup: None,
             alert_targets: crate::notify::AlertTargets::default(),
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
+            log_retention: berth_observe::Retention::default(),
             slo_time_scale: 1.0,
             slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }

@@ -327,6 +327,7 @@ impl Platform {
             secrets: self.store.app_secrets(app.as_str()).await?,
             secret_files: toml.secrets.files.clone(),
             slo: toml.slo(),
+            log_retention: toml.log_retention(),
         };
         let description = match source_id.strip_prefix("sha256-") {
             Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often logs are ingested.
 pub const INGEST_INTERVAL: Duration = Duration::from_millis(200);
+/// How often log retention is enforced.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest wait before a restart.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -31,7 +33,43 @@ fn event(app: &str, release: u32, process: &str, index: u32, line: String) -> Lo
         release,
         process: process.to_string(),
         index,
+        stream: "platform".into(),
+        source: None,
         line: format!("[berth] {line}"),
+    }
+}
+
+impl Platform {
+    /// Drops the segments of each app's log past its retention (berth.toml `[logs]`, else the
+    /// platform's).
+    pub async fn enforce_log_retention(&self) -> Result<(), sqlx::Error> {
+        let default = self.cfg.log_retention;
+        let mut plans = Vec::new();
+        for app in self.logs.apps() {
+            let mut keep = default;
+            if let Some(row) = self.store.app(&app).await? {
+                if let Some(v) = row.current_release {
+                    if let Some(r) = self.store.release(&app, v).await? {
+                        let (age, size) = r.config.log_retention;
+                        keep.max_age_ms = age.unwrap_or(keep.max_age_ms);
+                        keep.max_bytes = size.unwrap_or(keep.max_bytes);
+                    }
+                }
+            }
+            plans.push((app, keep));
+        }
+        let logs = self.logs.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = berth_observe::now_millis();
+            for (app, keep) in plans {
+                let freed = logs.enforce_retention(&app, keep, now);
+                if freed > 0 {
+                    tracing::info!(%app, freed_bytes = freed, "old log segments removed");
+                }
+            }
+        })
+        .await;
+        Ok(())
     }
 }
 
@@ -55,6 +93,20 @@ pub async fn run(platform: Arc<Platform>) {
             }
         })
     };
+    let retention = {
+        let platform = platform.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = platform.enforce_log_retention().await {
+                    tracing::warn!(error = %e, "log retention failed");
+                }
+                tokio::select! {
+                    _ = platform.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+                }
+            }
+        })
+    };
     let mut due: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
@@ -66,6 +118,7 @@ pub async fn run(platform: Arc<Platform>) {
         }
     }
     let _ = ingest.await;
+    let _ = retention.await;
 }
 
 async fn check(

@@ -57,6 +57,10 @@ pub struct ReleaseConfig {
     /// The app's service level objectives while this release serves.
     #[serde(default)]
     pub slo: crate::slo::SloSpec,
+    /// Log retention of the app (max age ms, max bytes), where berth.toml overrides the
+    /// platform's.
+    #[serde(default)]
+    pub log_retention: (Option<i64>, Option<u64>),
 }
 
 impl ReleaseConfig {

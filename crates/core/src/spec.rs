@@ -35,6 +35,18 @@ pub struct BerthToml {
     pub secrets: SecretsToml,
     /// Service level objectives (defaults: 99.9% available, 99% under 300 ms).
     pub slo: SloToml,
+    /// How long the app's logs are kept (default: the platform's, 7 days and 1 GiB).
+    pub logs: LogsToml,
+}
+
+/// `[logs]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsToml {
+    /// Lines older than this go, e.g. "3d" (at most 90 days).
+    pub retention: Option<String>,
+    /// The oldest lines go while the app's log is bigger than this, e.g. "200M".
+    pub max_size: Option<String>,
 }
 
 /// `[slo]`.
@@ -197,6 +209,21 @@ impl BerthToml {
             }
         }
         problems.extend(self.slo().validate());
+        if let Some(r) = &self.logs.retention {
+            match humantime::parse_duration(r) {
+                Ok(d) if d.as_secs() >= 3_600 && d.as_secs() <= 90 * 86_400 => {}
+                _ => problems.push(format!(
+                    "logs.retention: {r:?} must be a duration between 1h and 90d, e.g. \"7d\""
+                )),
+            }
+        }
+        if let Some(m) = &self.logs.max_size {
+            match crate::limits::parse_memory(m) {
+                Ok(b) if b >= 1 << 20 => {}
+                Ok(_) => problems.push(format!("logs.max_size: {m:?} is less than 1M")),
+                Err(e) => problems.push(format!("logs.max_size: {e}")),
+            }
+        }
         if let Some(t) = self.health.timeout_secs {
             if !(1..=600).contains(&t) {
                 problems.push(format!(
@@ -355,6 +382,22 @@ impl BerthToml {
             .iter()
             .filter_map(|c| policy::parse_capability(c).ok())
             .collect()
+    }
+
+    /// The log retention this file asks for: (max age in ms, max bytes), each `None` when
+    /// the platform's default applies.
+    pub fn log_retention(&self) -> (Option<i64>, Option<u64>) {
+        (
+            self.logs
+                .retention
+                .as_deref()
+                .and_then(|t| humantime::parse_duration(t).ok())
+                .map(|d| d.as_millis() as i64),
+            self.logs
+                .max_size
+                .as_deref()
+                .and_then(|t| crate::limits::parse_memory(t).ok()),
+        )
     }
 
     /// The objectives this file asks for, with defaults filled in.

@@ -40,10 +40,17 @@ impl Ingester {
     /// Loads the persisted sources and offsets.
     pub fn open(store: LogStore) -> Self {
         let state_file = store.root().join("offsets.json");
-        let sources = std::fs::read(&state_file)
+        let mut sources: BTreeMap<String, Source> = std::fs::read(&state_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        // Lines may have been stored after the offsets were last saved (a crash in between):
+        // each record carries where its line ended, so resume after the last one stored.
+        for (id, src) in sources.iter_mut() {
+            if let Some(stored) = store.last_source_offset(&src.app, id) {
+                src.offset = src.offset.max(stored);
+            }
+        }
         Self {
             store,
             sources,
@@ -140,15 +147,17 @@ impl Ingester {
                 Some(r) => r.apply(raw_line),
                 None => raw_line.to_string(),
             };
+            consumed += next;
             records.push(LogRecord {
                 ts,
                 app: src.app.clone(),
                 release: src.release,
                 process: src.process.clone(),
                 index: src.index,
+                stream: "runtime".into(),
+                source: Some((id.to_string(), src.offset + consumed as u64)),
                 line,
             });
-            consumed += next;
             rest = &rest[next..];
         }
         if records.is_empty() {
@@ -239,6 +248,28 @@ mod tests {
         assert!(!String::from_utf8_lossy(&left).contains("two"), "{left:?}");
         again.remove("hello-v1-web-0-x");
         assert!(!raw.exists());
+    }
+
+    #[test]
+    fn a_crash_between_storing_lines_and_saving_offsets_doubles_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LogStore::open(d.path()).unwrap();
+        let mut ing = Ingester::open(store.clone());
+        ing.add("w-v1-web-0-x", "w", 1, "web", 0);
+        let saved_before = std::fs::read(d.path().join("offsets.json")).unwrap();
+        let raw = store.raw_path("w-v1-web-0-x");
+        std::fs::write(&raw, "a\nb\n").unwrap();
+        assert_eq!(ing.poll(), 2);
+        // As if berth died after storing the lines but before saving their offsets.
+        drop(ing);
+        std::fs::write(d.path().join("offsets.json"), saved_before).unwrap();
+        let mut again = Ingester::open(store.clone());
+        let mut f = std::fs::OpenOptions::new().append(true).open(&raw).unwrap();
+        writeln!(f, "c").unwrap();
+        assert_eq!(again.poll(), 1);
+        let (recs, _) = store.tail("w", 10).unwrap();
+        let lines: Vec<_> = recs.iter().map(|r| r.line.as_str()).collect();
+        assert_eq!(lines, ["a", "b", "c"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod redact;
 pub mod store;
 
-pub use store::{LogRecord, LogStore};
+pub use store::{Cursor, LogFilter, LogRecord, LogStore, Retention};
 
 /// Errors of the log store.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,130 @@
+//! End-to-end: searching an app's logs by time, text, release, process and stream; the
+//! platform's own lines about the app; bad queries named; everything still searchable after
+//! the control plane is killed and started again.
+
+mod common;
+
+use common::{copy_dir, eventually, Platform};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn lines(p: &Platform, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = vec!["--json", "logs"];
+    a.extend_from_slice(args);
+    p.ok(&a)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn texts(recs: &[serde_json::Value]) -> Vec<String> {
+    recs.iter()
+        .map(|r| r["line"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn logs_are_searchable_by_time_text_release_process_and_stream() {
+    let mut p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("chatty");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stateful"),
+        &dir,
+    );
+    std::fs::write(
+        dir.join("berth.toml"),
+        "name = \"chatty\"\n[logs]\nretention = \"2d\"\nmax_size = \"64M\"\n",
+    )
+    .expect("toml");
+    p.ok(&["deploy", &dir.display().to_string()]);
+    // v1 says something; then v2 (an env change) says something else; then it crashes once.
+    p.ok(&["env", "set", "chatty", "WORD=alpha"]);
+    for _ in 0..3 {
+        assert_eq!(p.get("chatty", "/log?name=WORD").0, 200);
+    }
+    p.ok(&["env", "set", "chatty", "WORD=omega"]);
+    assert_eq!(p.get("chatty", "/log?name=WORD").0, 200);
+    let _ = p.get("chatty", "/crash");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            texts(&lines(&p, &["chatty", "--stream", "platform"]))
+                .iter()
+                .any(|l| l.starts_with("[berth]") && l.contains("exited with code 3"))
+        }),
+        "no platform line about the crash: {:?}",
+        lines(&p, &["chatty", "--stream", "platform"])
+    );
+    assert!(eventually(Duration::from_secs(30), || lines(
+        &p,
+        &["chatty", "--grep", "omega"]
+    )
+    .len()
+        == 1));
+
+    // Text.
+    let alpha = lines(&p, &["chatty", "--grep", "the secret is alpha"]);
+    assert_eq!(alpha.len(), 3, "{alpha:?}");
+    assert!(alpha
+        .iter()
+        .all(|r| r["release"] == 2 && r["process"] == "web" && r["stream"] == "runtime"));
+    let either = lines(
+        &p,
+        &["chatty", "--grep", "(?i)SECRET IS (alpha|omega)", "-n", "2"],
+    );
+    assert_eq!(
+        texts(&either),
+        ["the secret is alpha", "the secret is omega"],
+        "the last two"
+    );
+    // Release and stream.
+    let v3 = texts(&lines(
+        &p,
+        &["chatty", "--release", "3", "--stream", "runtime"],
+    ));
+    assert!(
+        v3.contains(&"the secret is omega".to_string()) && !v3.iter().any(|l| l.contains("alpha")),
+        "{v3:?}"
+    );
+    assert!(lines(&p, &["chatty", "--process", "worker"]).is_empty());
+    // Time.
+    assert!(!lines(&p, &["chatty", "--since", "10m", "--grep", "secret"]).is_empty());
+    assert!(
+        lines(&p, &["chatty", "--until", "10m"]).is_empty(),
+        "nothing is older than 10 minutes"
+    );
+    assert!(lines(&p, &["chatty", "--since", "2999-01-01T00:00:00Z"]).is_empty());
+    // People see the lines rendered.
+    let human = p.ok(&["logs", "chatty", "--grep", "omega"]);
+    assert!(human.contains("web.0[v3]: the secret is omega"), "{human}");
+
+    // Bad queries name the problem.
+    let err = p.fails(&["logs", "chatty", "--since", "last tuesday"]);
+    assert!(
+        err.contains("since") && err.contains("neither a duration"),
+        "{err}"
+    );
+    let err = p.fails(&["logs", "chatty", "--grep", "(unclosed"]);
+    assert!(err.contains("not a regular expression"), "{err}");
+    let err = p.fails(&["logs", "chatty", "--stream", "everything"]);
+    assert!(err.contains("not one of runtime, platform"), "{err}");
+
+    // A killed control plane loses nothing: after it comes back, the same lines are found,
+    // once each.
+    p.kill_control_plane();
+    p.up();
+    assert_eq!(
+        lines(&p, &["chatty", "--grep", "the secret is alpha"]).len(),
+        3
+    );
+    assert_eq!(lines(&p, &["chatty", "--grep", "omega"]).len(), 1);
+
+    // berth.toml [logs] is checked.
+    std::fs::write(
+        dir.join("berth.toml"),
+        "name = \"chatty\"\n[logs]\nretention = \"forever\"\n",
+    )
+    .expect("toml");
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(err.contains("logs.retention"), "{err}");
+}
