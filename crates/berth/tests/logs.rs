@@ -23,6 +23,52 @@ fn texts(recs: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// (id, data) of the server-sent events of an app's log within 2 seconds.
+fn sse(
+    p: &Platform,
+    app_and_query: &str,
+    headers: &[(&str, &str)],
+    after: Option<&str>,
+) -> Vec<(String, String)> {
+    let token = std::fs::read_to_string(p.data.path().join("api-token")).expect("token");
+    sse_raw(p.api_port, token.trim(), app_and_query, headers, after, 2)
+}
+
+fn sse_raw(
+    port: u16,
+    token: &str,
+    app_and_query: &str,
+    headers: &[(&str, &str)],
+    after: Option<&str>,
+    secs: u64,
+) -> Vec<(String, String)> {
+    let (app, query) = app_and_query.split_once('&').unwrap_or((app_and_query, ""));
+    let mut url = format!("http://127.0.0.1:{port}/v1/apps/{app}/logs/events?{query}");
+    if let Some(a) = after {
+        url.push_str(&format!("&after={a}"));
+    }
+    let mut c = std::process::Command::new("curl");
+    c.args([
+        "-sN",
+        "--max-time",
+        &secs.to_string(),
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ]);
+    for (k, v) in headers {
+        c.args(["-H", &format!("{k}: {v}")]);
+    }
+    let out = c.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split("\n\n")
+        .filter_map(|block| {
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((id.to_string(), data.to_string()))
+        })
+        .collect()
+}
+
 #[test]
 fn logs_are_searchable_by_time_text_release_process_and_stream() {
     let mut p = Platform::start();
@@ -108,6 +154,34 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
     assert!(err.contains("not a regular expression"), "{err}");
     let err = p.fails(&["logs", "chatty", "--stream", "everything"]);
     assert!(err.contains("not one of runtime, platform"), "{err}");
+
+    // The live tail over server-sent events resumes exactly where a client left off.
+    let first = sse(&p, "chatty", &[], Some("0-0"));
+    assert!(first.len() >= 5, "{first:?}");
+    let (second_id, _) = &first[1];
+    let resumed = sse(&p, "chatty", &[("last-event-id", second_id.as_str())], None);
+    assert_eq!(
+        resumed[0].1, first[2].1,
+        "the event after the one seen, no gap, no repeat"
+    );
+    assert_eq!(resumed.len(), first.len() - 2);
+    let filtered = sse(&p, "chatty&grep=omega", &[], Some("0-0"));
+    assert_eq!(filtered.len(), 1, "{filtered:?}");
+    // New lines arrive while connected.
+    let live = {
+        let port = p.api_port;
+        let token = std::fs::read_to_string(p.data.path().join("api-token")).expect("token");
+        let after = first.last().map(|(id, _)| id.clone()).expect("id");
+        std::thread::spawn(move || {
+            sse_raw(port, token.trim(), "chatty&grep=late", &[], Some(&after), 6)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    p.ok(&["env", "set", "chatty", "WORD=late"]);
+    assert_eq!(p.get("chatty", "/log?name=WORD").0, 200);
+    let got = live.join().expect("thread");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains("the secret is late"));
 
     // A killed control plane loses nothing: after it comes back, the same lines are found,
     // once each.

@@ -93,6 +93,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
         .route("/v1/apps/{app}/instances", get(instances))
         .route("/v1/apps/{app}/logs", get(logs))
+        .route("/v1/apps/{app}/logs/events", get(log_events))
         .route("/v1/apps/{app}/builds/latest/log", get(build_log))
         .route_layer(middleware::from_fn_with_state(platform.clone(), auth));
     Router::new()
@@ -840,6 +841,90 @@ async fn logs(
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// Resume after this position (what `Last-Event-ID` carries); default: the end now.
+    after: Option<String>,
+    #[serde(flatten)]
+    filter: LogQuery,
+}
+
+/// Live tail as server-sent events: each line an event whose id is the position after it,
+/// so a client that reconnects with `Last-Event-ID` (or `?after=`) gets exactly the lines it
+/// has not seen — none missed, none repeated.
+async fn log_events(
+    State(p): Shared,
+    Path(app): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let filter = q.filter.filter()?;
+    let name = existing_app(&p, &app).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.after);
+    let logs = p.logs.clone();
+    let app = name.to_string();
+    let start = match resume {
+        Some(c) => c.parse::<berth_observe::Cursor>().map_err(|e| {
+            ApiError::invalid("invalid_position", format!("Last-Event-ID / after: {e}"))
+        })?,
+        None => {
+            let (l, a) = (logs.clone(), app.clone());
+            tokio::task::spawn_blocking(move || l.tail(&a, 0))
+                .await
+                .map_err(|e| ApiError::internal("reading logs", e))?
+                .map_err(|e| ApiError::internal("reading logs", e))?
+                .1
+        }
+    };
+    let shutdown = p.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (
+            Vec::<(berth_observe::LogRecord, berth_observe::Cursor)>::new().into_iter(),
+            start,
+        ),
+        move |(mut pending, mut at)| {
+            let (logs, app, shutdown, filter) =
+                (logs.clone(), app.clone(), shutdown.clone(), filter.clone());
+            async move {
+                loop {
+                    if let Some((r, c)) = pending.next() {
+                        let event = Event::default()
+                            .id(c.to_string())
+                            .data(serde_json::to_string(&r).unwrap_or_default());
+                        return Some((Ok::<_, Infallible>(event), (pending, at)));
+                    }
+                    let (l, a) = (logs.clone(), app.clone());
+                    if let Ok(Ok((entries, next))) =
+                        tokio::task::spawn_blocking(move || l.entries_from(&a, at)).await
+                    {
+                        at = next;
+                        pending = entries
+                            .into_iter()
+                            .filter(|(r, _)| filter.as_ref().is_none_or(|f| f.matches(r)))
+                            .collect::<Vec<_>>()
+                            .into_iter();
+                        if pending.len() > 0 {
+                            continue;
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn build_log(State(p): Shared, Path(app): Path<String>) -> Result<Response, ApiError> {

@@ -295,6 +295,17 @@ impl LogStore {
         app: &str,
         from: Cursor,
     ) -> Result<(Vec<LogRecord>, Cursor), ObserveError> {
+        let (entries, at) = self.entries_from(app, from)?;
+        Ok((entries.into_iter().map(|(r, _)| r).collect(), at))
+    }
+
+    /// Records after `from`, each with the cursor just after it (to resume from exactly
+    /// there), and the cursor after them all.
+    pub fn entries_from(
+        &self,
+        app: &str,
+        from: Cursor,
+    ) -> Result<(Vec<(LogRecord, Cursor)>, Cursor), ObserveError> {
         let mut out = Vec::new();
         let mut at = from;
         for seg in self
@@ -316,7 +327,19 @@ impl LogStore {
                 .read_to_end(&mut buf)
                 .map_err(io(format!("reading {}", seg.path.display())))?;
             let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-            out.extend(parse_lines(&buf[..complete]));
+            let mut pos = 0usize;
+            for line in buf[..complete].split_inclusive(|b| *b == b'\n') {
+                pos += line.len();
+                if let Ok(r) = serde_json::from_slice::<LogRecord>(&line[..line.len() - 1]) {
+                    out.push((
+                        r,
+                        Cursor {
+                            segment: seg.start,
+                            offset: offset + pos as u64,
+                        },
+                    ));
+                }
+            }
             at = Cursor {
                 segment: seg.start,
                 offset: offset + complete as u64,
@@ -489,6 +512,11 @@ mod tests {
         );
         assert!(at2 > at);
         assert_eq!(s.read_from("a", at2).unwrap().0, vec![]);
+        // Resuming from the cursor of any entry gives exactly what followed it.
+        let (entries, _) = s.entries_from("a", at).unwrap();
+        let (rest, _) = s.entries_from("a", entries[0].1).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].0.line, "next segment");
         // The tail spans segments too.
         let (tail, _) = s.tail("a", 2).unwrap();
         assert_eq!(tail[0].line, "same segment");
