@@ -367,7 +367,18 @@ impl LogStore {
             }
             let buf =
                 std::fs::read(&seg.path).map_err(io(format!("reading {}", seg.path.display())))?;
-            for r in parse_lines(&buf) {
+            let prefilter = filter.grep.as_ref().and_then(raw_prefilter);
+            for raw in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                // A stored line without escapes holds its text verbatim, so a pattern that
+                // finds nothing in it cannot match its text: skip the parse.
+                if let Some(pre) = &prefilter {
+                    if !raw.contains(&b'\\') && !pre.is_match(raw) {
+                        continue;
+                    }
+                }
+                let Ok(r) = serde_json::from_slice::<LogRecord>(raw) else {
+                    continue;
+                };
                 if filter.matches(&r) {
                     if out.len() == limit {
                         out.pop_front();
@@ -431,6 +442,22 @@ impl LogStore {
     pub fn remove_app(&self, app: &str) {
         let _ = std::fs::remove_dir_all(self.app_dir(app));
     }
+}
+
+/// The same pattern over raw stored lines, when that is sound: not for anchored patterns
+/// (the stored line starts with `{`, not with the text).
+fn raw_prefilter(re: &regex::Regex) -> Option<regex::bytes::Regex> {
+    let src = re.as_str();
+    if src.contains('^')
+        || src.contains('$')
+        || src.contains("\\A")
+        || src.contains("\\z")
+        || src.contains("\\b")
+        || src.contains("\\B")
+    {
+        return None;
+    }
+    regex::bytes::Regex::new(src).ok()
 }
 
 /// The last `n` records of a file of length `len`.
@@ -565,6 +592,19 @@ mod tests {
         let first = s.segments("a")[0].path.clone();
         std::fs::write(&first, b"not json\n").unwrap();
         assert_eq!(s.query("a", &window, 100).unwrap(), got);
+        // Escaped lines and anchored patterns are still found.
+        s.append(&[rec("a", T0 + 4 * SEGMENT_SPAN_MS + 5, "say \"hi\" twice")])
+            .unwrap();
+        let quoted = LogFilter {
+            grep: Some(regex::Regex::new(r#"y "h"#).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(s.query("a", &quoted, 100).unwrap().len(), 1);
+        let anchored = LogFilter {
+            grep: Some(regex::Regex::new("^hour 4").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(s.query("a", &anchored, 100).unwrap().len(), 2);
         let by_release = LogFilter {
             release: Some(4),
             ..Default::default()
