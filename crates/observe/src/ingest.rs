@@ -1,7 +1,7 @@
 //! Tails raw container output files by offset into the labelled app logs.
 
 use crate::redact::Redactor;
-use crate::store::{LogRecord, LogStore};
+use crate::store::LogStore;
 use crate::{io, now_millis, ObserveError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -131,11 +131,24 @@ impl Ingester {
             .read_to_end(&mut buf)
             .map_err(io("reading raw log"))?;
         let mut consumed = 0usize;
-        let mut records = Vec::new();
+        let mut count = 0usize;
         let ts = now_millis();
+        // Each line is written as a stored record straight away: the labels, the same for
+        // every line of this source, are encoded once.
+        let json = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
+        let head = format!("{{\"ts\":{ts},\"app\":{}", json(&src.app));
+        let labels = format!(
+            ",\"release\":{},\"process\":{},\"index\":{},\"stream\":\"runtime\",\"source\":[{},",
+            src.release,
+            json(&src.process),
+            src.index,
+            json(id)
+        );
+        let mut out: Vec<u8> = Vec::with_capacity(buf.len() * 2);
+        let redactor = self.redactors.get(&src.app);
         let mut rest = &buf[..];
         loop {
-            let cut = match rest.iter().position(|b| *b == b'\n') {
+            let cut = match memchr::memchr(b'\n', rest) {
                 Some(p) if p <= MAX_LINE => Some((p, p + 1)),
                 _ if rest.len() > MAX_LINE => Some((MAX_LINE, MAX_LINE)),
                 _ => None,
@@ -143,27 +156,26 @@ impl Ingester {
             let Some((end, next)) = cut else { break };
             let raw_line = String::from_utf8_lossy(&rest[..end]);
             let raw_line = raw_line.trim_end_matches('\r');
-            let line = match self.redactors.get(&src.app) {
-                Some(r) => r.apply(raw_line),
-                None => raw_line.to_string(),
-            };
             consumed += next;
-            records.push(LogRecord {
-                ts,
-                app: src.app.clone(),
-                release: src.release,
-                process: src.process.clone(),
-                index: src.index,
-                stream: "runtime".into(),
-                source: Some((id.to_string(), src.offset + consumed as u64)),
-                line,
-            });
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(labels.as_bytes());
+            out.extend_from_slice((src.offset + consumed as u64).to_string().as_bytes());
+            out.extend_from_slice(b"],\"line\":");
+            let written = match redactor {
+                Some(r) => serde_json::to_writer(&mut out, &r.apply(raw_line)),
+                None => serde_json::to_writer(&mut out, raw_line),
+            };
+            if written.is_err() {
+                out.extend_from_slice(b"\"\"");
+            }
+            out.extend_from_slice(b"}\n");
+            count += 1;
             rest = &rest[next..];
         }
-        if records.is_empty() {
+        if count == 0 {
             return Ok(0);
         }
-        self.store.append(&records)?;
+        self.store.append_encoded(&src.app, ts, &out)?;
         let offset = src.offset + consumed as u64;
         if let Some(s) = self.sources.get_mut(id) {
             s.offset = offset;
@@ -171,7 +183,7 @@ impl Ingester {
         // The raw file is a buffer: what is ingested is freed (and no unredacted copy of a
         // line stays on disk). Offsets stay valid; the file keeps its length.
         punch_hole(&f, src.offset, consumed as u64);
-        Ok(records.len())
+        Ok(count)
     }
 
     /// Ingests new complete lines of one source now; returns how many.
@@ -235,6 +247,10 @@ mod tests {
             .unwrap();
         write!(f, "one\ntwo\npart").unwrap();
         assert_eq!(ing.poll(), 2);
+        assert_eq!(
+            store.tail("hello", 1).unwrap().0[0].source,
+            Some(("hello-v1-web-0-x".to_string(), 8))
+        );
         assert_eq!(ing.poll(), 0);
         // A new ingester (berth restarted) picks up where the last one stopped.
         let mut again = Ingester::open(store.clone());
@@ -270,6 +286,21 @@ mod tests {
         let (recs, _) = store.tail("w", 10).unwrap();
         let lines: Vec<_> = recs.iter().map(|r| r.line.as_str()).collect();
         assert_eq!(lines, ["a", "b", "c"]);
+        // Quotes, backslashes, tabs and non-ASCII come back as they were written.
+        let odd = "say \"hi\" \\ ünïcode\ttab";
+        writeln!(f, "{odd}").unwrap();
+        assert_eq!(again.poll(), 1);
+        let (recs, _) = store.tail("w", 1).unwrap();
+        assert_eq!(recs[0].line, odd);
+        assert_eq!(recs[0].stream, "runtime");
+        assert_eq!(
+            (
+                recs[0].app.as_str(),
+                recs[0].release,
+                recs[0].process.as_str()
+            ),
+            ("w", 1, "web")
+        );
     }
 
     #[test]

@@ -242,6 +242,15 @@ impl LogStore {
             }
         }
         for (app, (first_ts, buf)) in by_app {
+            self.append_encoded(app, first_ts, &buf)?;
+        }
+        Ok(())
+    }
+
+    /// Appends lines already encoded as records (JSON, one per line) to an app's log;
+    /// `first_ts` is the time of the first.
+    pub fn append_encoded(&self, app: &str, first_ts: i64, buf: &[u8]) -> Result<(), ObserveError> {
+        {
             let dir = self.app_dir(app);
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
             let path = match self.segments(app).pop() {
@@ -260,7 +269,7 @@ impl LogStore {
                 .append(true)
                 .open(&path)
                 .map_err(io(format!("opening {}", path.display())))?;
-            f.write_all(&buf)
+            f.write_all(buf)
                 .map_err(io(format!("writing {}", path.display())))?;
         }
         Ok(())
@@ -368,22 +377,30 @@ impl LogStore {
             let buf =
                 std::fs::read(&seg.path).map_err(io(format!("reading {}", seg.path.display())))?;
             let prefilter = filter.grep.as_ref().and_then(raw_prefilter);
-            for raw in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                // A stored line without escapes holds its text verbatim, so a pattern that
-                // finds nothing in it cannot match its text: skip the parse.
-                if let Some(pre) = &prefilter {
-                    if !raw.contains(&b'\\') && !pre.is_match(raw) {
-                        continue;
-                    }
-                }
+            let mut keep = |raw: &[u8]| {
                 let Ok(r) = serde_json::from_slice::<LogRecord>(raw) else {
-                    continue;
+                    return;
                 };
                 if filter.matches(&r) {
                     if out.len() == limit {
                         out.pop_front();
                     }
                     out.push_back(r);
+                }
+            };
+            match &prefilter {
+                // Search the whole segment at once, as grep does, and parse only the lines
+                // with a match (a stored line without escapes holds its text verbatim) or
+                // with an escape (whose text the raw bytes do not show as it is).
+                Some(pre) => {
+                    for (start, end) in candidate_lines(&buf, pre) {
+                        keep(&buf[start..end]);
+                    }
+                }
+                None => {
+                    for raw in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        keep(raw);
+                    }
                 }
             }
         }
@@ -458,6 +475,46 @@ fn raw_prefilter(re: &regex::Regex) -> Option<regex::bytes::Regex> {
         return None;
     }
     regex::bytes::Regex::new(src).ok()
+}
+
+/// The (start, end) of every line of `buf` that holds a match of `pre` or a backslash, in
+/// order, each once.
+fn candidate_lines(buf: &[u8], pre: &regex::bytes::Regex) -> Vec<(usize, usize)> {
+    let line_of = |at: usize| {
+        let start = memchr::memrchr(b'\n', &buf[..at]).map_or(0, |p| p + 1);
+        let end = memchr::memchr(b'\n', &buf[at..]).map_or(buf.len(), |p| at + p);
+        (start, end)
+    };
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut push = |range: (usize, usize)| {
+        if out.last() != Some(&range) {
+            out.push(range);
+        }
+    };
+    let mut matches = pre.find_iter(buf).map(|m| m.start()).peekable();
+    let mut escapes = memchr::memchr_iter(b'\\', buf).peekable();
+    // Merge the two ascending streams of positions into ascending lines.
+    loop {
+        let next = match (matches.peek(), escapes.peek()) {
+            (Some(m), Some(e)) if m <= e => matches.next(),
+            (Some(_), Some(_)) => escapes.next(),
+            (Some(_), None) => matches.next(),
+            (None, Some(_)) => escapes.next(),
+            (None, None) => break,
+        };
+        if let Some(at) = next {
+            let line = line_of(at);
+            // Skip the rest of this line's positions.
+            while matches.peek().is_some_and(|p| *p < line.1) {
+                matches.next();
+            }
+            while escapes.peek().is_some_and(|p| *p < line.1) {
+                escapes.next();
+            }
+            push(line);
+        }
+    }
+    out
 }
 
 /// The last `n` records of a file of length `len`.
