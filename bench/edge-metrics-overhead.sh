@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What the edge's request metrics cost: the edge of this checkout against the edge of the
+# last commit before it counted requests (built in a worktree), in front of the same nginx
+# backend, taking turns, wrk -t1 -c64 keep-alive, 10 s a run, 3 runs each; medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE_REV=${BASE_REV:-$(git log --format=%H --grep '^Metrics: /metrics' -1)~1}
+command -v nginx >/dev/null && command -v wrk >/dev/null || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+}
+BERTH="$PWD/target/release/berth"
+cargo build --release --locked --bin berth
+BASE_DIR=${BASE_DIR:-/var/tmp/berth-edge-base}
+if [ ! -x "$BASE_DIR/target/release/berth" ]; then
+  rm -rf "$BASE_DIR"; git worktree prune
+  git worktree add --detach "$BASE_DIR" "$BASE_REV" >/dev/null
+  (cd "$BASE_DIR" && cargo build --release --locked --bin berth)
+fi
+BASE="$BASE_DIR/target/release/berth"
+DIR=$(mktemp -d /tmp/berth-edge-overhead.XXXX)
+BACKEND=18491; EDGE=18493
+cat >"$DIR/nginx.conf" <<CONF
+worker_processes auto;
+pid $DIR/nginx.pid;
+error_log $DIR/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from backend\n"; } }
+}
+CONF
+nginx -c "$DIR/nginx.conf"
+cat >"$DIR/routes.json" <<JSON
+{"generation": 1, "routes": {"bench.localhost": {"app": "bench", "release": 1, "upstreams": ["127.0.0.1:$BACKEND"]}}}
+JSON
+trap 'kill $EDGE_PID 2>/dev/null; nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null; rm -rf "$DIR"; true' EXIT
+EDGE_PID=
+start() {
+  rm -f "$DIR/applied"
+  if [ "$1" = with ]; then
+    "$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" --metrics "$DIR/metrics.json" 2>"$DIR/edge.log" &
+  else
+    "$BASE" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" 2>"$DIR/edge.log" &
+  fi
+  EDGE_PID=$!
+  for _ in $(seq 1 100); do [ -f "$DIR/applied" ] && break; sleep 0.05; done
+  wrk -t1 -c64 -d2s -H "Host: bench.localhost" "http://127.0.0.1:$EDGE/" >/dev/null
+}
+stop() { kill $EDGE_PID; wait $EDGE_PID 2>/dev/null || true; }
+for round in 1 2 3; do
+  for kind in without with; do
+    start $kind
+    wrk -t1 -c64 -d${BENCH_SECS:-10}s -H "Host: bench.localhost" "http://127.0.0.1:$EDGE/" >"$DIR/$kind-$round.txt"
+    stop
+    printf '%-8s round %d: %s req/s\n' "$kind" "$round" "$(awk '/Requests\/sec/ {print $2}' "$DIR/$kind-$round.txt")"
+  done
+done
+med() { for r in 1 2 3; do awk '/Requests\/sec/ {print $2}' "$DIR/$1-$r.txt"; done | sort -n | sed -n 2p; }
+W=$(med with); WO=$(med without)
+echo "median: with metrics $W req/s, without $WO req/s"
+awk -v w="$W" -v o="$WO" 'BEGIN { printf "overhead: %.1f%%\n", 100 * (o - w) / o }'
+if [ -s "$DIR/metrics.json" ]; then echo "the edge with metrics counted: $(head -c 200 "$DIR/metrics.json")"; fi
