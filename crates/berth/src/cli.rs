@@ -353,8 +353,9 @@ pub struct LogFilterArgs {
     /// Lines of this process type only, e.g. web or worker.
     #[arg(long)]
     pub process: Option<String>,
-    /// `runtime` (the app's own output) or `platform` (what berth says about it: crashes,
-    /// restarts).
+    /// `runtime` (the app's own output), `build` (its builds' output, labelled with the
+    /// release each made; 0 for failed builds) or `platform` (what berth says about it:
+    /// crashes, restarts).
     #[arg(long)]
     pub stream: Option<String>,
 }

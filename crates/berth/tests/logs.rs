@@ -153,7 +153,16 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
     let err = p.fails(&["logs", "chatty", "--grep", "(unclosed"]);
     assert!(err.contains("not a regular expression"), "{err}");
     let err = p.fails(&["logs", "chatty", "--stream", "everything"]);
-    assert!(err.contains("not one of runtime, platform"), "{err}");
+    assert!(err.contains("not one of runtime, build, platform"), "{err}");
+    // The build's output is searchable too, labelled with the release it made.
+    let built = lines(&p, &["chatty", "--stream", "build"]);
+    assert!(
+        !built.is_empty()
+            && built
+                .iter()
+                .all(|r| r["release"] == 1 && r["process"] == "build"),
+        "{built:?}"
+    );
 
     // The live tail over server-sent events resumes exactly where a client left off.
     let first = sse(&p, "chatty", &[], Some("0-0"));

@@ -745,12 +745,11 @@ impl LogQuery {
             None => None,
         };
         if let Some(s) = &self.stream {
-            if !["runtime", "platform"].contains(&s.as_str()) {
+            if !["runtime", "build", "platform"].contains(&s.as_str()) {
                 return Err(ApiError::invalid(
                     "invalid_stream",
-                    format!("stream: {s:?} is not one of runtime, platform"),
-                )
-                .hint("build logs: berth logs APP --build"));
+                    format!("stream: {s:?} is not one of runtime, build, platform"),
+                ));
             }
         }
         let f = berth_observe::LogFilter {

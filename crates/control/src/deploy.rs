@@ -172,6 +172,16 @@ pub struct SourceRef {
 }
 
 impl Platform {
+    /// Copies a build's log into the app's searchable log (stream `build`).
+    async fn keep_build_log(&self, app: &str, release: u32, log_file: &Path) {
+        let (logs, app, path) = (self.logs.clone(), app.to_string(), log_file.to_path_buf());
+        let stored =
+            tokio::task::spawn_blocking(move || logs.store_build_log(&app, release, &path)).await;
+        if let Ok(Err(e)) = stored {
+            tracing::warn!(error = %e, "storing a build log failed");
+        }
+    }
+
     /// Builds an uploaded source and deploys it.
     pub async fn deploy_source(
         self: &Arc<Self>,
@@ -226,6 +236,7 @@ impl Platform {
                 self.store
                     .finish_build(&build_id, "failed", crate::now_secs())
                     .await?;
+                self.keep_build_log(app.as_str(), 0, &log_file).await;
                 if !existed {
                     let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app.as_str()));
                 }
@@ -352,6 +363,7 @@ impl Platform {
                 commit_time,
             )
             .await?;
+        self.keep_build_log(app.as_str(), version, &log_file).await;
         self.rollout(app.as_str(), version, Some(log_file), &events)
             .await
     }

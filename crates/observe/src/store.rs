@@ -33,7 +33,8 @@ pub struct LogRecord {
     pub process: String,
     /// Instance index within the process type.
     pub index: u32,
-    /// `runtime` (the app's output) or `platform` (what berth says about the app).
+    /// `runtime` (the app's output), `build` (its builds) or `platform` (what berth says
+    /// about the app).
     #[serde(default = "runtime")]
     pub stream: String,
     /// The container the line came from, and where the line ended in its raw output
@@ -273,6 +274,35 @@ impl LogStore {
                 .map_err(io(format!("writing {}", path.display())))?;
         }
         Ok(())
+    }
+
+    /// Stores a finished build's log in the app's log (stream `build`, process `build`),
+    /// labelled with the release it made (0 when it made none).
+    pub fn store_build_log(
+        &self,
+        app: &str,
+        release: u32,
+        build_log: &Path,
+    ) -> Result<usize, ObserveError> {
+        let Ok(text) = std::fs::read(build_log) else {
+            return Ok(0);
+        };
+        let ts = crate::now_millis();
+        let records: Vec<LogRecord> = String::from_utf8_lossy(&text)
+            .lines()
+            .map(|l| LogRecord {
+                ts,
+                app: app.to_string(),
+                release,
+                process: "build".into(),
+                index: 0,
+                stream: "build".into(),
+                source: None,
+                line: l.trim_end_matches('\r').to_string(),
+            })
+            .collect();
+        self.append(&records)?;
+        Ok(records.len())
     }
 
     /// The last `n` records of an app, oldest first, and the cursor to follow from.
