@@ -5,7 +5,6 @@
 mod common;
 
 use common::{copy_dir, eventually, Platform};
-use std::path::PathBuf;
 use std::time::Duration;
 
 fn alerts(p: &Platform) -> Vec<serde_json::Value> {
@@ -47,10 +46,7 @@ fn crash_loops_and_failing_backups_alert_and_resolve() {
         &pass.display().to_string(),
     ]);
     let dir = work.path().join("crashy");
-    copy_dir(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stateful"),
-        &dir,
-    );
+    copy_dir(&common::fixture("stateful"), &dir);
     std::fs::write(dir.join("berth.toml"), "name = \"crashy\"\n").expect("toml");
     p.ok(&["deploy", &dir.display().to_string()]);
     std::thread::sleep(Duration::from_secs(3));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stateful")
+    common::fixture("stateful")
 }
 
 /// A copy of the stateful fixture named `app`, with extra berth.toml lines.
@@ -41,15 +41,7 @@ fn select(p: &Platform, app: &str, q: &str) -> String {
 
 /// GET of an idempotent route, asked again while the app is too busy to answer.
 fn answer(p: &Platform, app: &str, path: &str) -> String {
-    let mut answer = None;
-    eventually(Duration::from_secs(60), || {
-        match common::http_get(p.edge_port, &format!("{app}.localhost"), path) {
-            Ok((200, body)) => answer = Some(body),
-            other => eprintln!("GET {path}: {other:?}"),
-        }
-        answer.is_some()
-    });
-    answer.unwrap_or_else(|| panic!("GET {path} never answered\n{}", p.up_log()))
+    p.answer(app, path)
 }
 
 /// Every file under `dir` that holds `needle`.

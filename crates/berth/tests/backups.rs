@@ -80,20 +80,8 @@ impl Drop for S3Server {
     }
 }
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stateful")
-}
-
 fn body(p: &Platform, app: &str, path: &str) -> String {
-    let mut answer = None;
-    eventually(Duration::from_secs(60), || {
-        match common::http_get(p.edge_port, &format!("{app}.localhost"), path) {
-            Ok((200, body)) => answer = Some(body),
-            other => eprintln!("GET {path}: {other:?}"),
-        }
-        answer.is_some()
-    });
-    answer.unwrap_or_else(|| panic!("GET {path} never answered\n{}", p.up_log()))
+    p.answer(app, path)
 }
 
 fn sql(p: &Platform, app: &str, q: &str) -> String {
@@ -188,7 +176,7 @@ fn a_platform_comes_back_from_a_backup_after_its_data_directory_is_lost() {
         "TOKEN=tk-5e1f-drill",
     ]);
     let dir = work.path().join("vault");
-    copy_dir(&fixture(), &dir);
+    copy_dir(&common::fixture("stateful"), &dir);
     std::fs::write(dir.join("berth.toml"), "name = \"vault\"\n").expect("toml");
     p.ok(&["deploy", &dir.display().to_string()]);
     assert_eq!(body(&p, "vault", "/write?name=blob&bytes=3000000"), "ok\n");

@@ -5,7 +5,6 @@
 mod common;
 
 use common::{copy_dir, eventually, Platform};
-use std::path::PathBuf;
 use std::time::Duration;
 
 fn lines(p: &Platform, args: &[&str]) -> Vec<serde_json::Value> {
@@ -74,10 +73,7 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
     let mut p = Platform::start();
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("chatty");
-    copy_dir(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stateful"),
-        &dir,
-    );
+    copy_dir(&common::fixture("stateful"), &dir);
     std::fs::write(
         dir.join("berth.toml"),
         "name = \"chatty\"\n[logs]\nretention = \"2d\"\nmax_size = \"64M\"\n",

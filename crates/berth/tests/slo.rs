@@ -155,7 +155,7 @@ fn verify(delivery: &Delivery, secret: &str) -> bool {
 }
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flaky")
+    common::fixture("flaky")
 }
 
 fn alerts(p: &Platform) -> Vec<serde_json::Value> {

@@ -143,18 +143,7 @@ impl VolumeStore {
             return Err(fail(format!("its image {} is missing", image.display())));
         }
         std::fs::create_dir_all(&mnt).map_err(|e| fail(e.to_string()))?;
-        crate::run(
-            "mount",
-            &[
-                "-t",
-                "ext4",
-                "-o",
-                "loop,nosuid,nodev",
-                &image.display().to_string(),
-                &mnt.display().to_string(),
-            ],
-        )
-        .map_err(fail)?;
+        mount_image(&image, &mnt, "loop,nosuid,nodev").map_err(fail)?;
         Ok(mnt)
     }
 
@@ -247,18 +236,7 @@ impl VolumeStore {
         let result = (|| {
             self.frozen_copy(app, name, &copy)?;
             std::fs::create_dir_all(&mnt).map_err(|e| fail(e.to_string()))?;
-            crate::run(
-                "mount",
-                &[
-                    "-t",
-                    "ext4",
-                    "-o",
-                    "loop,nosuid,nodev,noexec",
-                    &copy.display().to_string(),
-                    &mnt.display().to_string(),
-                ],
-            )
-            .map_err(fail)?;
+            mount_image(&copy, &mnt, "loop,nosuid,nodev,noexec").map_err(fail)?;
             let owner = std::fs::metadata(&mnt)
                 .map(|m| (m.uid(), m.gid()))
                 .map_err(|e| fail(e.to_string()));
@@ -345,6 +323,22 @@ impl VolumeStore {
         let _ = std::fs::remove_dir(self.root.join(app));
         Ok(())
     }
+}
+
+/// Loop-mounts an ext4 image at `mnt` with mount `options`.
+fn mount_image(image: &Path, mnt: &Path, options: &str) -> Result<(), String> {
+    crate::run(
+        "mount",
+        &[
+            "-t",
+            "ext4",
+            "-o",
+            options,
+            &image.display().to_string(),
+            &mnt.display().to_string(),
+        ],
+    )
+    .map(|_| ())
 }
 
 /// Copies a file keeping holes (an image of a mostly empty volume stays small).

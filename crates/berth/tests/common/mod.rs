@@ -298,6 +298,29 @@ pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, Stri
     Ok((status, body))
 }
 
+/// A test fixture app under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+impl Platform {
+    /// GET of an idempotent route through the edge, asked again while the app is too busy
+    /// to answer 200 (the machine runs several platforms side by side); the first body.
+    pub fn answer(&self, app: &str, path: &str) -> String {
+        let mut answer = None;
+        eventually(Duration::from_secs(60), || {
+            match http_get(self.edge_port, &format!("{app}.localhost"), path) {
+                Ok((200, body)) => answer = Some(body),
+                other => eprintln!("GET {path}: {other:?}"),
+            }
+            answer.is_some()
+        });
+        answer.unwrap_or_else(|| panic!("GET {path} never answered\n{}", self.up_log()))
+    }
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
