@@ -236,7 +236,12 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
     assert!(alerts(&p).is_empty(), "{:?}", alerts(&p));
 
     // Half the requests fail: the page fires.
-    p.ok(&["env", "set", "flaky", "ERROR_EVERY=2"]);
+    std::fs::write(
+        dir.join("berth.toml"),
+        "name = \"flaky\"\n[slo]\navailability = 99.0\n[env]\nERROR_EVERY = \"2\"\n",
+    )
+    .expect("toml");
+    p.ok(&["deploy", &dir.display().to_string()]);
     assert!(
         eventually(Duration::from_secs(60), || firing(
             &p,
@@ -260,6 +265,13 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
     );
     let table = p.ok(&["slo", "flaky"]);
     assert!(table.contains("page"), "{table}");
+    // The deploy that paged counts as a failed change in DORA (before any rollback).
+    let dora = &p.json(&["dora", "flaky", "--window", "1d"])[0];
+    assert_eq!(
+        (dora["attempts"].as_u64(), dora["failures"].as_u64()),
+        (Some(2), Some(1)),
+        "{dora}"
+    );
 
     // Alertmanager was down: berth kept sending, so the page is there once it runs.
     assert!(

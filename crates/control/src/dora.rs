@@ -46,10 +46,11 @@ impl Platform {
         let now = crate::now_secs();
         let longest = windows.iter().map(|(_, s)| *s).max().unwrap_or(0);
         let rollouts = self.store.rollouts(app, now - longest - LOOKBACK).await?;
+        let pages = self.store.slo_pages(now - longest - LOOKBACK).await?;
         let scope = app.unwrap_or("platform");
         Ok(windows
             .iter()
-            .map(|(name, secs)| compute(scope, name, *secs, now, &rollouts))
+            .map(|(name, secs)| compute(scope, name, *secs, now, &rollouts, &pages))
             .collect())
     }
 
@@ -58,15 +59,16 @@ impl Platform {
         let now = crate::now_secs();
         let longest = WINDOWS.iter().map(|(_, s)| *s).max().unwrap_or(0);
         let rollouts = self.store.rollouts(None, now - longest - LOOKBACK).await?;
+        let pages = self.store.slo_pages(now - longest - LOOKBACK).await?;
         let mut out = Vec::new();
         let mut apps: Vec<String> = rollouts.iter().map(|r| r.app.clone()).collect();
         apps.sort();
         apps.dedup();
         for (name, secs) in WINDOWS {
-            out.push(compute("platform", name, secs, now, &rollouts));
+            out.push(compute("platform", name, secs, now, &rollouts, &pages));
             for app in &apps {
                 let mine: Vec<_> = rollouts.iter().filter(|r| &r.app == app).cloned().collect();
-                out.push(compute(app, name, secs, now, &mine));
+                out.push(compute(app, name, secs, now, &mine, &pages));
             }
         }
         Ok(out)

@@ -567,6 +567,24 @@ impl Store {
             .collect()
     }
 
+    /// SLO pages that started at `since` or later (for DORA's change failure rate).
+    pub async fn slo_pages(&self, since: i64) -> Result<Vec<berth_core::dora::Page>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT app, started_at FROM alerts WHERE name LIKE 'slo\\_%\\_page' ESCAPE '\\' AND started_at >= ?",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(berth_core::dora::Page {
+                    app: r.try_get("app")?,
+                    started_at: r.try_get("started_at")?,
+                })
+            })
+            .collect()
+    }
+
     /// Opens an alert, or updates the open one of the same app and name (severity, summary);
     /// returns whether it is new.
     pub async fn raise_alert(

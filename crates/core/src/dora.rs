@@ -3,8 +3,9 @@
 //! - **deployment frequency**: code deploys (releases built from a source) that went live;
 //! - **lead time for changes**: from the commit's time to the release serving (median), for
 //!   releases whose source was a git checkout;
-//! - **change failure rate**: of the code deploys tried, the share that failed to roll out or
-//!   was later rolled back;
+//! - **change failure rate**: of the code deploys tried, the share that failed to roll out,
+//!   was later rolled back, or fired an SLO page within an hour of going live (before the
+//!   next rollout);
 //! - **time to restore service**: from a failure (a rollout that failed, or a release going
 //!   live that was later rolled back) to the next rollout that succeeded (median).
 //!
@@ -62,6 +63,17 @@ pub struct Rollout {
     pub finished_at: Option<i64>,
     pub succeeded: bool,
 }
+
+/// An SLO page of an app (when it started), for the change failure rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub app: String,
+    pub started_at: i64,
+}
+
+/// How long after going live an SLO page still counts against a deploy (unless the app
+/// rolled out something else first).
+pub const PAGE_WINDOW: i64 = 3_600;
 
 /// A performance band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,6 +151,7 @@ pub fn compute(
     window_seconds: i64,
     now: i64,
     rollouts: &[Rollout],
+    pages: &[Page],
 ) -> DoraView {
     let from = now - window_seconds;
     let mut sorted: Vec<&Rollout> = rollouts.iter().collect();
@@ -166,6 +179,24 @@ pub fn compute(
             .any(|(u, _)| u.app == r.app && u.release == r.release)
     };
 
+    // A code deploy that went live and then paged (an SLO page of its app before it was
+    // replaced, within an hour) failed too; the page's start is when.
+    let paged = |r: &Rollout| -> Option<i64> {
+        let live = r.finished_at.filter(|_| r.succeeded)?;
+        let replaced = sorted
+            .iter()
+            .filter(|n| n.app == r.app && n.succeeded && n.started_at > r.started_at)
+            .filter_map(|n| n.finished_at)
+            .min()
+            .unwrap_or(i64::MAX);
+        let until = replaced.min(live + PAGE_WINDOW);
+        pages
+            .iter()
+            .filter(|p| p.app == r.app && p.started_at >= live && p.started_at < until)
+            .map(|p| p.started_at)
+            .min()
+    };
+
     let deploys: Vec<&&Rollout> = sorted
         .iter()
         .filter(|r| r.kind == ReleaseKind::Deploy && in_window(r.started_at))
@@ -180,7 +211,7 @@ pub fn compute(
     let attempts = deploys.len() as u64;
     let failures = deploys
         .iter()
-        .filter(|r| !r.succeeded || was_rolled_back(r))
+        .filter(|r| !r.succeeded || was_rolled_back(r) || paged(r).is_some())
         .count() as u64;
     let change_failure_rate = (attempts > 0).then(|| failures as f64 / attempts as f64);
 
@@ -198,6 +229,16 @@ pub fn compute(
         if !r.succeeded && r.kind == ReleaseKind::Deploy && in_window(r.started_at) {
             if let Some(back) = next_success(&r.app, r.finished_at.unwrap_or(r.started_at)) {
                 restores.push((back - r.started_at).max(0) as f64);
+            }
+        }
+    }
+    for r in &deploys {
+        if was_rolled_back(r) {
+            continue;
+        }
+        if let Some(page) = paged(r) {
+            if let Some(back) = next_success(&r.app, page) {
+                restores.push((back - page).max(0) as f64);
             }
         }
     }
@@ -312,7 +353,7 @@ mod tests {
             rollout(6, ReleaseKind::Rollback, NOW - 6 * h, 20, true),
             rollout(7, ReleaseKind::Deploy, NOW - 2 * h, 60, true),
         ];
-        let v = compute("shop", "1d", DAY, NOW, &rollouts);
+        let v = compute("shop", "1d", DAY, NOW, &rollouts, &[]);
         assert_eq!(v.deployments, 3, "v2, v4, v7 went live");
         assert_eq!(v.attempts, 4);
         // v3 failed; v4 was rolled back. (v5, a config change on top of v4, is not what the
@@ -330,15 +371,46 @@ mod tests {
         assert_eq!(v.bands.time_to_restore, Some(Band::High));
         assert_eq!(v.bands.overall, Some(Band::Low));
 
-        let month = compute("shop", "30d", 30 * DAY, NOW, &rollouts);
+        let month = compute("shop", "30d", 30 * DAY, NOW, &rollouts, &[]);
         assert_eq!(month.deployments, 3, "v1 is older than 30 days");
         assert!((month.deployments_per_day - 0.1).abs() < 1e-9);
         assert_eq!(month.bands.deployment_frequency, Some(Band::Medium));
     }
 
     #[test]
+    fn a_deploy_that_pages_soon_after_going_live_failed() {
+        let h = 3_600;
+        let rollouts = vec![
+            rollout(1, ReleaseKind::Deploy, NOW - 5 * h, 60, true),
+            rollout(2, ReleaseKind::Deploy, NOW - 3 * h, 60, true),
+            rollout(3, ReleaseKind::Deploy, NOW - h, 60, true),
+        ];
+        // v2 paged 10 minutes after going live; a page long after v1 went live (but after
+        // v2 replaced it) is v2's, not v1's; v3 paged only after an hour: not its fault.
+        let page = |at| Page {
+            app: "shop".into(),
+            started_at: at,
+        };
+        let pages = [page(NOW - 3 * h + 60 + 600), page(NOW - h + 60 + h + 1)];
+        let v = compute("shop", "1d", DAY, NOW + h, &rollouts, &pages);
+        assert_eq!(v.attempts, 3);
+        assert_eq!(v.failures, 1, "{v:?}");
+        // Restored when v3 went live: 2 h − 10 min after the page.
+        assert_eq!(v.time_to_restore_seconds, Some((2 * h - 600) as f64));
+        // Another app's page is not shop's.
+        let other = [Page {
+            app: "blog".into(),
+            started_at: NOW - 3 * h + 660,
+        }];
+        assert_eq!(
+            compute("shop", "1d", DAY, NOW + h, &rollouts, &other).failures,
+            0
+        );
+    }
+
+    #[test]
     fn nothing_to_judge_without_deploys() {
-        let v = compute("quiet", "7d", 7 * DAY, NOW, &[]);
+        let v = compute("quiet", "7d", 7 * DAY, NOW, &[], &[]);
         assert_eq!(v.deployments, 0);
         assert_eq!(v.change_failure_rate, None);
         assert_eq!(v.lead_time_seconds, None);
