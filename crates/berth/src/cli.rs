@@ -192,6 +192,9 @@ pub enum Command {
         /// Where request counts are written about once a second.
         #[arg(long)]
         metrics: Option<PathBuf>,
+        /// Where the access log is appended.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
     },
     /// (internal) Init process inside app containers.
     #[command(hide = true)]
@@ -354,8 +357,9 @@ pub struct LogFilterArgs {
     #[arg(long)]
     pub process: Option<String>,
     /// `runtime` (the app's own output), `build` (its builds' output, labelled with the
-    /// release each made; 0 for failed builds) or `platform` (what berth says about it:
-    /// crashes, restarts).
+    /// release each made; 0 for failed builds), `access` (the edge's access log: method,
+    /// path, status, time, client) or `platform` (what berth says about it: crashes,
+    /// restarts).
     #[arg(long)]
     pub stream: Option<String>,
 }

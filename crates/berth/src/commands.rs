@@ -64,7 +64,18 @@ async fn run_async(cli: Cli) -> Result<i32> {
             tls_listen,
             certs,
             metrics,
-        } => edge(listen, routes, applied, tls_listen.zip(certs), metrics).await,
+            access_log,
+        } => {
+            edge(
+                listen,
+                routes,
+                applied,
+                tls_listen.zip(certs),
+                metrics,
+                access_log,
+            )
+            .await
+        }
         Command::ServeStatic { dir, port } => {
             berth_edge::static_files::serve(dir, port).await?;
             Ok(0)
@@ -314,6 +325,7 @@ async fn edge(
     applied: std::path::PathBuf,
     tls: Option<(std::net::SocketAddr, std::path::PathBuf)>,
     metrics_file: Option<std::path::PathBuf>,
+    access_log: Option<std::path::PathBuf>,
 ) -> Result<i32> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
@@ -338,6 +350,7 @@ async fn edge(
             tls: tls
                 .map(|(listen, certs_file)| berth_edge::server::TlsSettings { listen, certs_file }),
             metrics_file,
+            access_log,
         },
         listener,
         tls_listener,

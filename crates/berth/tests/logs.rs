@@ -149,7 +149,32 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
     let err = p.fails(&["logs", "chatty", "--grep", "(unclosed"]);
     assert!(err.contains("not a regular expression"), "{err}");
     let err = p.fails(&["logs", "chatty", "--stream", "everything"]);
-    assert!(err.contains("not one of runtime, build, platform"), "{err}");
+    assert!(
+        err.contains("not one of runtime, build, access, platform"),
+        "{err}"
+    );
+    // The edge's access log, per app.
+    assert!(
+        eventually(Duration::from_secs(30), || lines(
+            &p,
+            &[
+                "chatty",
+                "--stream",
+                "access",
+                "--grep",
+                r"^GET /log\?name=WORD 200 "
+            ]
+        )
+        .len()
+            >= 4),
+        "{:?}",
+        lines(&p, &["chatty", "--stream", "access"])
+    );
+    let access = lines(&p, &["chatty", "--stream", "access", "--grep", "/crash"]);
+    assert!(
+        !access.is_empty() && access.iter().all(|r| r["process"] == "edge"),
+        "{access:?}"
+    );
     // The build's output is searchable too, labelled with the release it made.
     let built = lines(&p, &["chatty", "--stream", "build"]);
     assert!(

@@ -745,10 +745,10 @@ impl LogQuery {
             None => None,
         };
         if let Some(s) = &self.stream {
-            if !["runtime", "build", "platform"].contains(&s.as_str()) {
+            if !["runtime", "build", "access", "platform"].contains(&s.as_str()) {
                 return Err(ApiError::invalid(
                     "invalid_stream",
-                    format!("stream: {s:?} is not one of runtime, build, platform"),
+                    format!("stream: {s:?} is not one of runtime, build, access, platform"),
                 ));
             }
         }

@@ -27,6 +27,9 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a build may run.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
+/// The log-store source id of the edge's access log.
+pub const EDGE_ACCESS_SOURCE: &str = "edge-access";
+
 /// Everything `berth up` needs to know.
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
@@ -238,6 +241,13 @@ impl PlatformConfig {
     pub fn edge_dir(&self) -> PathBuf {
         self.data_dir.join("edge")
     }
+    /// The edge's access log (a raw file of the log store, ingested into apps' logs).
+    pub fn edge_access_log(&self) -> PathBuf {
+        self.logs_dir()
+            .join("raw")
+            .join(format!("{}.log", EDGE_ACCESS_SOURCE))
+    }
+
     /// Request counts the edge writes about once a second.
     pub fn edge_metrics_file(&self) -> PathBuf {
         self.edge_dir().join("metrics.json")

@@ -174,7 +174,9 @@ impl EdgeProcess {
             .arg("--applied")
             .arg(routes.applied_file())
             .arg("--metrics")
-            .arg(cfg.edge_metrics_file());
+            .arg(cfg.edge_metrics_file())
+            .arg("--access-log")
+            .arg(cfg.edge_access_log());
         if let Some(tls) = cfg.edge_tls_listen {
             command
                 .arg("--tls-listen")
@@ -358,7 +360,17 @@ impl Platform {
             cfg.edge_certs_file(),
         );
         let platform = Arc::new(Self {
-            ingester: Arc::new(Mutex::new(Ingester::open(logs.clone()))),
+            ingester: Arc::new(Mutex::new({
+                let mut ingester = Ingester::open(logs.clone());
+                ingester.add(
+                    crate::config::EDGE_ACCESS_SOURCE,
+                    berth_observe::ingest::ACCESS_SOURCE_APP,
+                    0,
+                    "edge",
+                    0,
+                );
+                ingester
+            })),
             cfg,
             store,
             launcher,

@@ -13,6 +13,7 @@
 //!   ([`acme`]), both driven by the control plane, never in the request path.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod acme;
 pub mod certs;
 pub mod local_ca;

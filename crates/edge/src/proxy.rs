@@ -43,6 +43,7 @@ pub struct Proxy {
     table: SharedTable,
     pool: Arc<UpstreamPool>,
     https_port: Option<u16>,
+    access: Option<crate::access::AccessLog>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -97,7 +98,14 @@ impl Proxy {
             table,
             pool: Arc::new(UpstreamPool::default()),
             https_port,
+            access: None,
         }
+    }
+
+    /// Also writes an access log.
+    pub fn with_access_log(mut self, access: Option<crate::access::AccessLog>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Proxies one request from `remote` that came in over `scheme`.
@@ -130,10 +138,28 @@ impl Proxy {
         };
         drop(table);
         let started = std::time::Instant::now();
+        let request_line = self.access.as_ref().map(|_| {
+            (
+                req.method().to_string(),
+                req.uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            )
+        });
         let resp = self.forward(req, &route, &host, remote, scheme).await;
-        route
-            .series
-            .record(resp.status().as_u16(), started.elapsed());
+        let elapsed = started.elapsed();
+        route.series.record(resp.status().as_u16(), elapsed);
+        if let (Some(log), Some((method, path))) = (&self.access, request_line) {
+            log.record(
+                &route.route.app,
+                route.route.release,
+                &method,
+                &path,
+                resp.status().as_u16(),
+                elapsed,
+                remote.ip(),
+            );
+        }
         resp
     }
 

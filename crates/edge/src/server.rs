@@ -36,6 +36,8 @@ pub struct EdgeConfig {
     pub tls: Option<TlsSettings>,
     /// Where request counts are written about once a second (`None`: not written).
     pub metrics_file: Option<PathBuf>,
+    /// Where the access log is appended (`None`: no access log).
+    pub access_log: Option<PathBuf>,
 }
 
 /// How often the request counts are written.
@@ -216,6 +218,7 @@ pub async fn run(
         None => None,
     };
     let https_port = cfg.tls.as_ref().map(|t| t.listen.port());
+    let access = cfg.access_log.clone().map(crate::access::AccessLog::start);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for _ in 0..workers {
@@ -231,13 +234,14 @@ pub async fn run(
             _ => None,
         };
         let (table, shutdown) = (table.clone(), shutdown.clone());
+        let access = access.clone();
         handles.push(std::thread::spawn(
             move || match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 Ok(rt) => rt.block_on(async move {
-                    let proxy = Proxy::new(table, https_port);
+                    let proxy = Proxy::new(table, https_port).with_access_log(access);
                     let plain = serve(l, None, proxy.clone(), shutdown.clone());
                     match tl {
                         Some((tl, acceptor)) => {

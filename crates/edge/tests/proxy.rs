@@ -122,6 +122,7 @@ impl Edge {
                 certs_file: dir.path().join("certs.json"),
             }),
             metrics_file: Some(dir.path().join("metrics.json")),
+            access_log: Some(dir.path().join("access.log")),
         };
         let stop = CancellationToken::new();
         tokio::spawn(run(cfg, listener, Some(tls_listener), stop.clone()));

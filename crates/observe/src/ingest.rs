@@ -1,7 +1,7 @@
 //! Tails raw container output files by offset into the labelled app logs.
 
 use crate::redact::Redactor;
-use crate::store::LogStore;
+use crate::store::{LogRecord, LogStore};
 use crate::{io, now_millis, ObserveError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +21,18 @@ pub struct Source {
     pub index: u32,
     /// Bytes of the raw file already ingested.
     pub offset: u64,
+}
+
+/// The `app` of the source that is the edge's access log: its lines name their own app.
+pub const ACCESS_SOURCE_APP: &str = "*";
+
+/// A line of the edge's access log.
+#[derive(Deserialize)]
+struct AccessLine {
+    ts: i64,
+    app: String,
+    release: u32,
+    line: String,
 }
 
 /// Longest line kept; longer lines are split.
@@ -47,8 +59,15 @@ impl Ingester {
         // Lines may have been stored after the offsets were last saved (a crash in between):
         // each record carries where its line ended, so resume after the last one stored.
         for (id, src) in sources.iter_mut() {
-            if let Some(stored) = store.last_source_offset(&src.app, id) {
-                src.offset = src.offset.max(stored);
+            let apps = if src.app == ACCESS_SOURCE_APP {
+                store.apps()
+            } else {
+                vec![src.app.clone()]
+            };
+            for app in apps {
+                if let Some(stored) = store.last_source_offset(&app, id) {
+                    src.offset = src.offset.max(stored);
+                }
             }
         }
         Self {
@@ -130,6 +149,9 @@ impl Ingester {
             .take(4 << 20)
             .read_to_end(&mut buf)
             .map_err(io("reading raw log"))?;
+        if src.app == ACCESS_SOURCE_APP {
+            return self.ingest_access(id, &src, &f, &buf);
+        }
         let mut consumed = 0usize;
         let mut count = 0usize;
         let ts = now_millis();
@@ -184,6 +206,49 @@ impl Ingester {
         // line stays on disk). Offsets stay valid; the file keeps its length.
         punch_hole(&f, src.offset, consumed as u64);
         Ok(count)
+    }
+
+    /// Stores the complete lines of the edge's access log in their apps' logs (stream
+    /// `access`), then frees them from the raw file.
+    fn ingest_access(
+        &mut self,
+        id: &str,
+        src: &Source,
+        f: &std::fs::File,
+        buf: &[u8],
+    ) -> Result<usize, ObserveError> {
+        let complete = memchr::memrchr(b'\n', buf).map_or(0, |p| p + 1);
+        let mut records = Vec::new();
+        let mut end = 0usize;
+        for raw in buf[..complete].split_inclusive(|b| *b == b'\n') {
+            end += raw.len();
+            let Ok(a) = serde_json::from_slice::<AccessLine>(&raw[..raw.len() - 1]) else {
+                continue;
+            };
+            let line = match self.redactors.get(&a.app) {
+                Some(r) => r.apply(&a.line),
+                None => a.line,
+            };
+            records.push(LogRecord {
+                ts: a.ts,
+                app: a.app,
+                release: a.release,
+                process: "edge".into(),
+                index: 0,
+                stream: "access".into(),
+                source: Some((id.to_string(), src.offset + end as u64)),
+                line,
+            });
+        }
+        if complete == 0 {
+            return Ok(0);
+        }
+        self.store.append(&records)?;
+        if let Some(s) = self.sources.get_mut(id) {
+            s.offset = src.offset + complete as u64;
+        }
+        punch_hole(f, src.offset, complete as u64);
+        Ok(records.len())
     }
 
     /// Ingests new complete lines of one source now; returns how many.

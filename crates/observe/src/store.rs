@@ -33,8 +33,8 @@ pub struct LogRecord {
     pub process: String,
     /// Instance index within the process type.
     pub index: u32,
-    /// `runtime` (the app's output), `build` (its builds) or `platform` (what berth says
-    /// about the app).
+    /// `runtime` (the app's output), `build` (its builds), `access` (the edge's access log)
+    /// or `platform` (what berth says about the app).
     #[serde(default = "runtime")]
     pub stream: String,
     /// The container the line came from, and where the line ended in its raw output
