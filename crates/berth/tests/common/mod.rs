@@ -279,7 +279,8 @@ impl Drop for Platform {
 /// One HTTP/1.1 GET on a fresh connection; returns status and body.
 pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Generous: several platforms share the machine, and some routes write to disk.
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
