@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What the edge's request metrics cost: the edge of this checkout against the edge of the
-# last commit before it counted requests (built in a worktree), in front of the same nginx
-# backend, taking turns, wrk -t1 -c64 keep-alive, 10 s a run, 3 runs each; medians.
+# What the edge's request metrics and access log cost: the edge of this checkout (counting
+# requests; and counting plus writing the access log) against the edge of the last commit
+# before it counted requests (built in a worktree), in front of the same nginx backend,
+# taking turns, wrk -t1 -c64 keep-alive, 10 s a run, 3 runs each; medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE_REV=${BASE_REV:-$(git log --format=%H --grep '^Metrics: /metrics' -1)~1}
@@ -39,6 +40,8 @@ start() {
   rm -f "$DIR/applied"
   if [ "$1" = with ]; then
     "$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" --metrics "$DIR/metrics.json" 2>"$DIR/edge.log" &
+  elif [ "$1" = access ]; then
+    "$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" --metrics "$DIR/metrics.json" --access-log "$DIR/access.log" 2>"$DIR/edge.log" &
   else
     "$BASE" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" 2>"$DIR/edge.log" &
   fi
@@ -48,7 +51,7 @@ start() {
 }
 stop() { kill $EDGE_PID; wait $EDGE_PID 2>/dev/null || true; }
 for round in 1 2 3; do
-  for kind in without with; do
+  for kind in without with access; do
     start $kind
     wrk -t1 -c64 -d${BENCH_SECS:-10}s -H "Host: bench.localhost" "http://127.0.0.1:$EDGE/" >"$DIR/$kind-$round.txt"
     stop
@@ -56,7 +59,8 @@ for round in 1 2 3; do
   done
 done
 med() { for r in 1 2 3; do awk '/Requests\/sec/ {print $2}' "$DIR/$1-$r.txt"; done | sort -n | sed -n 2p; }
-W=$(med with); WO=$(med without)
-echo "median: with metrics $W req/s, without $WO req/s"
-awk -v w="$W" -v o="$WO" 'BEGIN { printf "overhead: %.1f%%\n", 100 * (o - w) / o }'
+W=$(med with); WO=$(med without); A=$(med access)
+echo "median: without $WO req/s, with metrics $W req/s, with metrics and access log $A req/s"
+awk -v w="$W" -v o="$WO" -v a="$A" 'BEGIN { printf "overhead: metrics %.1f%%, metrics + access log %.1f%%\n", 100 * (o - w) / o, 100 * (o - a) / o }'
+rm -f "$DIR/access.log"
 if [ -s "$DIR/metrics.json" ]; then echo "the edge with metrics counted: $(head -c 200 "$DIR/metrics.json")"; fi
