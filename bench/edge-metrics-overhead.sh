@@ -34,7 +34,7 @@ nginx -c "$DIR/nginx.conf"
 cat >"$DIR/routes.json" <<JSON
 {"generation": 1, "routes": {"bench.localhost": {"app": "bench", "release": 1, "upstreams": ["127.0.0.1:$BACKEND"]}}}
 JSON
-trap 'kill $EDGE_PID 2>/dev/null; nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null; rm -rf "$DIR"; true' EXIT
+trap 'kill $EDGE_PID 2>/dev/null; kill "$(cat "$DIR/nginx.pid" 2>/dev/null)" 2>/dev/null; sleep 0.2; rm -rf "$DIR"; true' EXIT
 EDGE_PID=
 start() {
   rm -f "$DIR/applied"

@@ -546,6 +546,10 @@ pub struct UpArgs {
     /// How often the edge's counters are sampled for SLOs, e.g. 10s.
     #[arg(long, env = "BERTH_SLO_SAMPLE_INTERVAL", default_value = "10s")]
     pub slo_sample_interval: String,
+    /// Do not write the edge's access log (each app's `access` log stream). It costs the
+    /// edge about a quarter of its peak request rate on a 2-core machine (bench/).
+    #[arg(long, env = "BERTH_NO_ACCESS_LOG")]
+    pub no_access_log: bool,
     /// How long apps' log lines are kept (berth.toml `[logs] retention` overrides), e.g. 7d.
     #[arg(long, env = "BERTH_LOG_RETENTION", default_value = "7d")]
     pub log_retention: String,

@@ -215,6 +215,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         },
     };
     cfg.alert_for = humantime::parse_duration(&a.alert_for).context("--alert-for")?;
+    cfg.access_log = !a.no_access_log;
     cfg.log_retention = berth_observe::Retention {
         max_age_ms: humantime::parse_duration(&a.log_retention)
             .context("--log-retention")?

@@ -70,6 +70,8 @@ pub struct PlatformConfig {
     pub slo_time_scale: f64,
     /// Time between samples of the edge's counters for SLOs.
     pub slo_sample_interval: Duration,
+    /// Whether the edge writes an access log (ingested as each app's `access` stream).
+    pub access_log: bool,
     /// Default log retention of apps (berth.toml `[logs]` overrides it per app).
     pub log_retention: berth_observe::Retention,
     /// How long a condition holds before it alerts (app down, crash loop, …).
@@ -110,6 +112,7 @@ impl PlatformConfig {
             alert_targets: crate::notify::AlertTargets::default(),
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
+            access_log: true,
             slo_time_scale: 1.0,
             slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }

@@ -174,9 +174,10 @@ impl EdgeProcess {
             .arg("--applied")
             .arg(routes.applied_file())
             .arg("--metrics")
-            .arg(cfg.edge_metrics_file())
-            .arg("--access-log")
-            .arg(cfg.edge_access_log());
+            .arg(cfg.edge_metrics_file());
+        if cfg.access_log {
+            command.arg("--access-log").arg(cfg.edge_access_log());
+        }
         if let Some(tls) = cfg.edge_tls_listen {
             command
                 .arg("--tls-listen")
