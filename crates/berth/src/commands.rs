@@ -519,13 +519,7 @@ pub(crate) async fn stream_workflow(
 }
 
 fn short_duration(secs: Option<f64>) -> String {
-    match secs {
-        None => "-".into(),
-        Some(s) if s < 90.0 => format!("{s:.0}s"),
-        Some(s) if s < 5_400.0 => format!("{:.0}m", s / 60.0),
-        Some(s) if s < 172_800.0 => format!("{:.1}h", s / 3_600.0),
-        Some(s) => format!("{:.1}d", s / 86_400.0),
-    }
+    secs.map_or_else(|| "-".into(), |s| output::span(s.round() as i64))
 }
 
 async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result<i32> {
@@ -714,29 +708,25 @@ async fn logs(
         print!("{text}");
         return Ok(0);
     }
-    let mut path = format!("/v1/apps/{app}/logs?lines={lines}&follow={follow}");
-    let enc = |v: &str| -> String {
-        v.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    for (key, value) in [
-        ("since", filter.since),
-        ("until", filter.until),
-        ("release", filter.release.map(|r| r.to_string())),
-        ("grep", filter.grep),
-        ("process", filter.process),
-        ("stream", filter.stream),
-    ] {
-        if let Some(v) = value {
-            path.push_str(&format!("&{key}={}", enc(&v)));
+    let mut query = reqwest::Url::parse("http://berth/").context("building the query")?;
+    {
+        let mut pairs = query.query_pairs_mut();
+        pairs.append_pair("lines", &lines.to_string());
+        pairs.append_pair("follow", &follow.to_string());
+        for (key, value) in [
+            ("since", filter.since),
+            ("until", filter.until),
+            ("release", filter.release.map(|r| r.to_string())),
+            ("grep", filter.grep),
+            ("process", filter.process),
+            ("stream", filter.stream),
+        ] {
+            if let Some(v) = value {
+                pairs.append_pair(key, &v);
+            }
         }
     }
+    let path = format!("/v1/apps/{app}/logs?{}", query.query().unwrap_or_default());
     let as_json = g.json;
     client
         .get_lines(&path, |line| {

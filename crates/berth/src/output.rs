@@ -54,7 +54,7 @@ fn unix_now() -> i64 {
 }
 
 /// A duration in its largest whole unit: "42s", "3m", "5h", "12d".
-fn span(secs: i64) -> String {
+pub fn span(secs: i64) -> String {
     match secs {
         0..=59 => format!("{secs}s"),
         60..=3599 => format!("{}m", secs / 60),

@@ -233,7 +233,12 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
     let availability = &v["slis"][0];
     assert_eq!(availability["sli"], "availability");
     assert_eq!(availability["budget_remaining"], 1.0, "{v}");
-    assert!(alerts(&p).is_empty(), "{:?}", alerts(&p));
+    // (Platform-wide alerts, e.g. a full disk on a crowded machine, are not this app's.)
+    assert!(
+        alerts(&p).iter().all(|a| a["app"] != "flaky"),
+        "{:?}",
+        alerts(&p)
+    );
 
     // Half the requests fail: the page fires.
     std::fs::write(

@@ -33,13 +33,6 @@ pub struct AccessLog {
     dropped: Arc<AtomicU64>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl AccessLog {
     /// Starts the writer thread appending to `path`.
     pub fn start(path: PathBuf) -> Self {
@@ -63,7 +56,7 @@ impl AccessLog {
         client: std::net::IpAddr,
     ) {
         let entry = AccessEntry {
-            ts: now_ms(),
+            ts: crate::now_millis(),
             app: app.to_string(),
             release,
             line: format!(

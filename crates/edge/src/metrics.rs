@@ -75,17 +75,10 @@ pub struct EdgeMetrics {
 impl Default for EdgeMetrics {
     fn default() -> Self {
         Self {
-            started_at: now_secs(),
+            started_at: crate::now_millis() / 1000,
             series: Mutex::default(),
         }
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl EdgeMetrics {
@@ -128,7 +121,7 @@ impl EdgeMetrics {
             .unwrap_or_default();
         EdgeMetricsSnapshot {
             started_at: self.started_at,
-            written_at: now_secs(),
+            written_at: crate::now_millis() / 1000,
             series,
         }
     }

@@ -55,12 +55,8 @@ pub fn view(location: &Location, m: &Manifest) -> BackupView {
         created_at: m.created_at,
         berth_version: m.berth_version.clone(),
         apps: m.apps.clone(),
-        volumes: m
-            .volumes
-            .iter()
-            .map(|v| format!("{}/{}", v.app, v.name))
-            .collect(),
-        databases: m.databases.iter().map(|d| d.app.clone()).collect(),
+        volumes: m.volume_names(),
+        databases: m.database_apps(),
         bytes: m.total_bytes(),
         pruned: Vec::new(),
     }

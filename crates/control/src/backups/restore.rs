@@ -237,12 +237,8 @@ async fn stage(
         id: id.to_string(),
         data_dir: opts.data_dir.clone(),
         apps: m.apps.clone(),
-        volumes: m
-            .volumes
-            .iter()
-            .map(|v| format!("{}/{}", v.app, v.name))
-            .collect(),
-        databases: m.databases.iter().map(|d| d.app.clone()).collect(),
+        volumes: m.volume_names(),
+        databases: m.database_apps(),
         moved_aside: None,
     })
 }

@@ -154,6 +154,19 @@ impl Manifest {
             })
     }
 
+    /// The volumes it holds, as `app/name`.
+    pub fn volume_names(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .map(|v| format!("{}/{}", v.app, v.name))
+            .collect()
+    }
+
+    /// The apps whose database it holds.
+    pub fn database_apps(&self) -> Vec<String> {
+        self.databases.iter().map(|d| d.app.clone()).collect()
+    }
+
     /// Total bytes of the parts.
     pub fn total_bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.bytes).sum()
