@@ -162,6 +162,21 @@ pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
     });
 }
 
+/// The labels of an instance's log lines.
+pub fn log_labels(
+    inst: &crate::store::InstanceRow,
+    commit: Option<String>,
+) -> berth_observe::ingest::Labels {
+    berth_observe::ingest::Labels {
+        project: "default".into(),
+        app: inst.app.clone(),
+        release: inst.release,
+        process: inst.process.clone(),
+        index: inst.index,
+        commit,
+    }
+}
+
 /// What an uploaded source is.
 #[derive(Debug, Clone)]
 pub struct SourceRef {
@@ -976,7 +991,10 @@ impl Platform {
         self.policy.publish(&self.store).await?;
         for inst in &started {
             if let Ok(mut ing) = self.ingester.lock() {
-                ing.add(&inst.id, app, version, &inst.process, inst.index);
+                ing.add(
+                    &inst.id,
+                    log_labels(inst, release.image.commit().map(str::to_string)),
+                );
             }
             let (i, r, a) = (inst.clone(), release.clone(), attach.clone());
             match self.blocking(move |l| l.start(&i, &r, &a)).await {

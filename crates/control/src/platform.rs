@@ -365,10 +365,14 @@ impl Platform {
                 let mut ingester = Ingester::open(logs.clone());
                 ingester.add(
                     crate::config::EDGE_ACCESS_SOURCE,
-                    berth_observe::ingest::ACCESS_SOURCE_APP,
-                    0,
-                    "edge",
-                    0,
+                    berth_observe::ingest::Labels {
+                        project: "default".into(),
+                        app: berth_observe::ingest::ACCESS_SOURCE_APP.into(),
+                        release: 0,
+                        process: "edge".into(),
+                        index: 0,
+                        commit: None,
+                    },
                 );
                 ingester
             })),
@@ -465,8 +469,12 @@ impl Platform {
         let known: std::collections::HashSet<String> =
             instances.iter().map(|i| i.id.clone()).collect();
         for inst in &instances {
+            let commit = match self.store.release(&inst.app, inst.release).await {
+                Ok(Some(r)) => r.image.commit().map(str::to_string),
+                _ => None,
+            };
             if let Ok(mut ing) = self.ingester.lock() {
-                ing.add(&inst.id, &inst.app, inst.release, &inst.process, inst.index);
+                ing.add(&inst.id, crate::deploy::log_labels(inst, commit));
             }
             match inst.state {
                 berth_core::model::InstanceState::Stopped => {

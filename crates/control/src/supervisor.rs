@@ -29,7 +29,9 @@ pub fn backoff(restarts: u32) -> Duration {
 fn event(app: &str, release: u32, process: &str, index: u32, line: String) -> LogRecord {
     LogRecord {
         ts: berth_observe::now_millis(),
+        project: "default".into(),
         app: app.to_string(),
+        commit: None,
         release,
         process: process.to_string(),
         index,

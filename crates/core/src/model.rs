@@ -81,6 +81,13 @@ pub struct ImageRef {
     pub digest: String,
 }
 
+impl ImageRef {
+    /// The git commit the image was built from, when it was built from one.
+    pub fn commit(&self) -> Option<&str> {
+        (!self.tag.starts_with("sha256-") && !self.tag.is_empty()).then_some(self.tag.as_str())
+    }
+}
+
 /// Where a release is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -77,7 +77,17 @@ fn main() {
     let id = "bench-v1-web-0-x";
     std::fs::copy(&plain, store.raw_path(id)).expect("raw");
     let mut ing = Ingester::open(store.clone());
-    ing.add(id, "bench", 1, "web", 0);
+    ing.add(
+        id,
+        berth_observe::ingest::Labels {
+            project: "default".into(),
+            app: "bench".into(),
+            release: 1,
+            process: "web".into(),
+            index: 0,
+            commit: Some("4f2a9c1e".into()),
+        },
+    );
     let t = Instant::now();
     let mut n = 0;
     loop {
@@ -103,11 +113,12 @@ fn main() {
     let span = 10 * 3_600_000i64;
     let (recs, _) = store.tail("bench", usize::MAX).expect("read");
     let total = recs.len() as i64;
+    // Lines arrive in runs (what one pass of the ingester reads) of 50 sharing a time.
     for chunk in recs
         .into_iter()
         .enumerate()
         .map(|(k, mut r): (usize, LogRecord)| {
-            r.ts = now - span + span * k as i64 / total;
+            r.ts = now - span + span * (k as i64 / 50 * 50) / total;
             r
         })
         .collect::<Vec<_>>()

@@ -1,6 +1,7 @@
 //! Tails raw container output files by offset into the labelled app logs.
 
 use crate::redact::Redactor;
+use crate::store::block::Header;
 use crate::store::{LogRecord, LogStore};
 use crate::{io, now_millis, ObserveError};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,10 @@ use std::path::PathBuf;
 
 /// Labels of one container's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
+pub struct Labels {
+    /// Project of the app.
+    #[serde(default = "crate::store::block::default_project")]
+    pub project: String,
     /// App name.
     pub app: String,
     /// Release version.
@@ -19,6 +23,16 @@ pub struct Source {
     pub process: String,
     /// Instance index.
     pub index: u32,
+    /// The git commit the release was built from, when it came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// A followed container's output: its labels and how far it is ingested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    #[serde(flatten)]
+    pub labels: Labels,
     /// Bytes of the raw file already ingested.
     pub offset: u64,
 }
@@ -35,6 +49,9 @@ struct AccessLine {
     line: String,
 }
 
+/// Raw output read in one pass over a source at most.
+const READ_CHUNK: u64 = 4 << 20;
+
 /// Longest line kept; longer lines are split.
 const MAX_LINE: usize = 16 * 1024;
 
@@ -46,6 +63,8 @@ pub struct Ingester {
     state_file: PathBuf,
     /// Secret values to hide, per app.
     redactors: BTreeMap<String, Redactor>,
+    /// The read buffer, kept between passes.
+    buf: Vec<u8>,
 }
 
 impl Ingester {
@@ -59,10 +78,10 @@ impl Ingester {
         // Lines may have been stored after the offsets were last saved (a crash in between):
         // each record carries where its line ended, so resume after the last one stored.
         for (id, src) in sources.iter_mut() {
-            let apps = if src.app == ACCESS_SOURCE_APP {
+            let apps = if src.labels.app == ACCESS_SOURCE_APP {
                 store.apps()
             } else {
-                vec![src.app.clone()]
+                vec![src.labels.app.clone()]
             };
             for app in apps {
                 if let Some(stored) = store.last_source_offset(&app, id) {
@@ -75,6 +94,7 @@ impl Ingester {
             sources,
             state_file,
             redactors: BTreeMap::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -88,16 +108,10 @@ impl Ingester {
     }
 
     /// Starts following a container's output (keeps the offset if already followed).
-    pub fn add(&mut self, instance_id: &str, app: &str, release: u32, process: &str, index: u32) {
+    pub fn add(&mut self, instance_id: &str, labels: Labels) {
         self.sources
             .entry(instance_id.to_string())
-            .or_insert_with(|| Source {
-                app: app.to_string(),
-                release,
-                process: process.to_string(),
-                index,
-                offset: 0,
-            });
+            .or_insert_with(|| Source { labels, offset: 0 });
         self.persist();
     }
 
@@ -144,67 +158,55 @@ impl Ingester {
         }
         f.seek(SeekFrom::Start(src.offset))
             .map_err(io("reading raw log"))?;
-        let mut buf = Vec::with_capacity((len - src.offset).min(4 << 20) as usize);
-        (&mut f)
-            .take(4 << 20)
-            .read_to_end(&mut buf)
-            .map_err(io("reading raw log"))?;
-        if src.app == ACCESS_SOURCE_APP {
-            return self.ingest_access(id, &src, &f, &buf);
-        }
-        let mut consumed = 0usize;
-        let mut count = 0usize;
-        let ts = now_millis();
-        // Each line is written as a stored record straight away: the labels, the same for
-        // every line of this source, are encoded once.
-        let json = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
-        let head = format!("{{\"ts\":{ts},\"app\":{}", json(&src.app));
-        let labels = format!(
-            ",\"release\":{},\"process\":{},\"index\":{},\"stream\":\"runtime\",\"source\":[{},",
-            src.release,
-            json(&src.process),
-            src.index,
-            json(id)
-        );
-        let mut out: Vec<u8> = Vec::with_capacity(buf.len() * 2);
-        let redactor = self.redactors.get(&src.app);
-        let mut rest = &buf[..];
-        loop {
-            let cut = match memchr::memchr(b'\n', rest) {
-                Some(p) if p <= MAX_LINE => Some((p, p + 1)),
-                _ if rest.len() > MAX_LINE => Some((MAX_LINE, MAX_LINE)),
-                _ => None,
-            };
-            let Some((end, next)) = cut else { break };
-            let raw_line = String::from_utf8_lossy(&rest[..end]);
-            let raw_line = raw_line.trim_end_matches('\r');
-            consumed += next;
-            out.extend_from_slice(head.as_bytes());
-            out.extend_from_slice(labels.as_bytes());
-            out.extend_from_slice((src.offset + consumed as u64).to_string().as_bytes());
-            out.extend_from_slice(b"],\"line\":");
-            let written = match redactor {
-                Some(r) => serde_json::to_writer(&mut out, &r.apply(raw_line)),
-                None => serde_json::to_writer(&mut out, raw_line),
-            };
-            if written.is_err() {
-                out.extend_from_slice(b"\"\"");
-            }
-            out.extend_from_slice(b"}\n");
-            count += 1;
-            rest = &rest[next..];
-        }
-        if count == 0 {
+        // One read buffer for every pass (its pages are faulted in once).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let read = (&mut f).take(READ_CHUNK).read_to_end(&mut buf);
+        let result = match read {
+            Err(e) => Err(io("reading raw log")(e)),
+            Ok(_) if src.labels.app == ACCESS_SOURCE_APP => self.ingest_access(id, &src, &f, &buf),
+            Ok(_) => self.ingest_output(id, &src, &f, &buf),
+        };
+        self.buf = buf;
+        result
+    }
+
+    /// Stores the complete lines of a container's output as one block, then frees them
+    /// from the raw file.
+    fn ingest_output(
+        &mut self,
+        id: &str,
+        src: &Source,
+        f: &std::fs::File,
+        buf: &[u8],
+    ) -> Result<usize, ObserveError> {
+        let redactor = self.redactors.get(&src.labels.app);
+        let (lines, consumed) = complete_lines(buf, redactor);
+        if consumed == 0 {
             return Ok(0);
         }
-        self.store.append_encoded(&src.app, ts, &out)?;
+        let count = memchr::memchr_iter(b'\n', &lines).count();
         let offset = src.offset + consumed as u64;
+        let l = &src.labels;
+        let header = Header {
+            ts: now_millis(),
+            project: l.project.clone(),
+            release: l.release,
+            process: l.process.clone(),
+            index: l.index,
+            stream: "runtime".into(),
+            commit: l.commit.clone(),
+            source: Some(id.to_string()),
+            end: offset,
+            n: 0,
+        };
+        self.store.append_lines(&l.app, header, &lines)?;
         if let Some(s) = self.sources.get_mut(id) {
             s.offset = offset;
         }
         // The raw file is a buffer: what is ingested is freed (and no unredacted copy of a
         // line stays on disk). Offsets stay valid; the file keeps its length.
-        punch_hole(&f, src.offset, consumed as u64);
+        punch_hole(f, src.offset, consumed as u64);
         Ok(count)
     }
 
@@ -218,7 +220,7 @@ impl Ingester {
         buf: &[u8],
     ) -> Result<usize, ObserveError> {
         let complete = memchr::memrchr(b'\n', buf).map_or(0, |p| p + 1);
-        let mut records = Vec::new();
+        let mut records: Vec<LogRecord> = Vec::new();
         let mut end = 0usize;
         for raw in buf[..complete].split_inclusive(|b| *b == b'\n') {
             end += raw.len();
@@ -229,13 +231,21 @@ impl Ingester {
                 Some(r) => r.apply(&a.line),
                 None => a.line,
             };
+            // Lines of the same app and release within a second share one stored block
+            // (and its time).
+            let ts = match records.last() {
+                Some(p) if p.app == a.app && p.release == a.release && a.ts - p.ts < 1000 => p.ts,
+                _ => a.ts,
+            };
             records.push(LogRecord {
-                ts: a.ts,
+                ts,
+                project: crate::store::block::default_project(),
                 app: a.app,
                 release: a.release,
                 process: "edge".into(),
                 index: 0,
                 stream: "access".into(),
+                commit: None,
                 source: Some((id.to_string(), src.offset + end as u64)),
                 line,
             });
@@ -277,6 +287,52 @@ impl Ingester {
     }
 }
 
+/// The complete lines at the start of `buf` as they are stored (valid UTF-8, no carriage
+/// returns, secret values redacted, lines longer than [`MAX_LINE`] split), and how many
+/// bytes of `buf` they took. Output that needs none of that is stored as it came.
+fn complete_lines<'a>(
+    buf: &'a [u8],
+    redactor: Option<&Redactor>,
+) -> (std::borrow::Cow<'a, [u8]>, usize) {
+    let complete = memchr::memrchr(b'\n', buf).map_or(0, |p| p + 1);
+    let clean = &buf[..complete];
+    let plain = redactor.is_none()
+        && std::str::from_utf8(clean).is_ok()
+        && memchr::memchr(b'\r', clean).is_none()
+        && {
+            let mut last = 0usize;
+            memchr::memchr_iter(b'\n', clean).all(|p| {
+                let ok = p - last <= MAX_LINE;
+                last = p + 1;
+                ok
+            })
+        };
+    if plain && buf.len() - complete <= MAX_LINE {
+        return (std::borrow::Cow::Borrowed(clean), complete);
+    }
+    let mut out = Vec::with_capacity(buf.len() + 64);
+    let mut consumed = 0usize;
+    let mut rest = buf;
+    loop {
+        let cut = match memchr::memchr(b'\n', rest) {
+            Some(p) if p <= MAX_LINE => Some((p, p + 1)),
+            _ if rest.len() > MAX_LINE => Some((MAX_LINE, MAX_LINE)),
+            _ => None,
+        };
+        let Some((end, next)) = cut else { break };
+        let line = String::from_utf8_lossy(&rest[..end]);
+        let line = line.trim_end_matches('\r');
+        match redactor {
+            Some(r) => out.extend_from_slice(r.apply(line).as_bytes()),
+            None => out.extend_from_slice(line.as_bytes()),
+        }
+        out.push(b'\n');
+        consumed += next;
+        rest = &rest[next..];
+    }
+    (std::borrow::Cow::Owned(out), consumed)
+}
+
 /// Frees the blocks of `[offset, offset + len)` (zeroes partial blocks at the edges).
 fn punch_hole(f: &std::fs::File, offset: u64, len: u64) {
     use nix::fcntl::{fallocate, FallocateFlags};
@@ -298,12 +354,23 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn labels(app: &str) -> Labels {
+        Labels {
+            project: "default".into(),
+            app: app.into(),
+            release: 1,
+            process: "web".into(),
+            index: 0,
+            commit: Some("0123abcd".into()),
+        }
+    }
+
     #[test]
     fn ingests_complete_lines_once_across_restarts() {
         let d = tempfile::tempdir().unwrap();
         let store = LogStore::open(d.path()).unwrap();
         let mut ing = Ingester::open(store.clone());
-        ing.add("hello-v1-web-0-x", "hello", 1, "web", 0);
+        ing.add("hello-v1-web-0-x", labels("hello"));
         let raw = store.raw_path("hello-v1-web-0-x");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -336,7 +403,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = LogStore::open(d.path()).unwrap();
         let mut ing = Ingester::open(store.clone());
-        ing.add("w-v1-web-0-x", "w", 1, "web", 0);
+        ing.add("w-v1-web-0-x", labels("w"));
         let saved_before = std::fs::read(d.path().join("offsets.json")).unwrap();
         let raw = store.raw_path("w-v1-web-0-x");
         std::fs::write(&raw, "a\nb\n").unwrap();
@@ -366,6 +433,10 @@ mod tests {
             ),
             ("w", 1, "web")
         );
+        assert_eq!(
+            (recs[0].project.as_str(), recs[0].commit.as_deref()),
+            ("default", Some("0123abcd"))
+        );
     }
 
     #[test]
@@ -373,7 +444,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = LogStore::open(d.path()).unwrap();
         let mut ing = Ingester::open(store.clone());
-        ing.add("a-v1-web-0-x", "a", 1, "web", 0);
+        ing.add("a-v1-web-0-x", labels("a"));
         ing.set_redactor("a", Redactor::new([("TOKEN", "tok-12345")]));
         std::fs::write(store.raw_path("a-v1-web-0-x"), "token is tok-12345\n").unwrap();
         assert_eq!(ing.poll(), 1);
