@@ -79,6 +79,21 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
         "name = \"chatty\"\n[logs]\nretention = \"2d\"\nmax_size = \"64M\"\n",
     )
     .expect("toml");
+    // A git checkout: its lines carry the commit they were built from.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "chatty"]);
+    let sha = git(&["rev-parse", "HEAD"]);
     p.ok(&["deploy", &dir.display().to_string()]);
     // v1 says something; then v2 (an env change) says something else; then it crashes once.
     p.ok(&["env", "set", "chatty", "WORD=alpha"]);
@@ -110,6 +125,12 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
     assert!(alpha
         .iter()
         .all(|r| r["release"] == 2 && r["process"] == "web" && r["stream"] == "runtime"));
+    assert!(
+        alpha
+            .iter()
+            .all(|r| r["commit"] == sha.as_str() && r["project"] == "default"),
+        "every line names its project and commit {sha}: {alpha:?}"
+    );
     let either = lines(
         &p,
         &["chatty", "--grep", "(?i)SECRET IS (alpha|omega)", "-n", "2"],
