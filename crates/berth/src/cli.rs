@@ -576,6 +576,20 @@ pub struct UpArgs {
     /// File holding the webhook's signing secret (at least 16 characters).
     #[arg(long, env = "BERTH_ALERT_WEBHOOK_SECRET_FILE")]
     pub alert_webhook_secret_file: Option<PathBuf>,
+    /// Loki to push every app's log to (its push API), e.g. http://127.0.0.1:3100. Lines
+    /// carry project, app, release, process, instance, stream and commit as labels; what
+    /// Loki has not taken yet is sent when it is back.
+    #[arg(long, env = "BERTH_LOKI_URL")]
+    pub loki_url: Option<String>,
+    /// Tenant (X-Scope-OrgID) for a multi-tenant Loki.
+    #[arg(long, env = "BERTH_LOKI_TENANT", requires = "loki_url")]
+    pub loki_tenant: Option<String>,
+    /// OTLP/HTTP endpoint (base URL, e.g. http://127.0.0.1:4318) for traces of berth's
+    /// deploys, rollbacks and changes (a span per step). Apps get it as
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, with OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES set;
+    /// give an address the apps may reach (their network policy applies).
+    #[arg(long, env = "BERTH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Back the platform up on a schedule to this directory or s3://BUCKET/PREFIX (see
     /// `berth backup create --help`); needs --backup-passphrase-file.
     #[arg(long, env = "BERTH_BACKUP_TO", requires = "backup_passphrase_file")]

@@ -215,6 +215,11 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         },
     };
     cfg.alert_for = humantime::parse_duration(&a.alert_for).context("--alert-for")?;
+    cfg.loki = a.loki_url.map(|url| berth_observe::loki::LokiTarget {
+        url,
+        tenant: a.loki_tenant,
+    });
+    cfg.otlp_endpoint = a.otlp_endpoint;
     cfg.access_log = !a.no_access_log;
     cfg.log_retention = berth_observe::Retention {
         max_age_ms: humantime::parse_duration(&a.log_retention)
@@ -281,6 +286,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let backups = tokio::spawn(berth_control::backups::create::run_schedule(
         platform.clone(),
     ));
+    let loki = tokio::spawn(berth_control::export::run_loki(platform.clone()));
     let https = cfg
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
@@ -304,6 +310,10 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = renewals.await;
     let _ = backups.await;
     let _ = slos.await;
+    let _ = loki.await;
+    if let Some(t) = &platform.traces {
+        t.shutdown();
+    }
     eprintln!("control plane stopped; apps and the edge keep serving");
     Ok(0)
 }

@@ -9,76 +9,17 @@
 mod common;
 
 use common::{copy_dir, eventually, free_port, Platform};
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One webhook request: headers (lowercase names) and body.
-type Delivery = (std::collections::HashMap<String, String>, String);
+type Delivery = common::Received;
 
 /// A webhook receiver on loopback that answers 503 to its first request, 200 after.
 fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Delivery>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-    let seen = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten().take(200) {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (head, mut body) = loop {
-                let Ok(n) = stream.read(&mut chunk) else {
-                    break (String::new(), Vec::new());
-                };
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break (
-                        String::from_utf8_lossy(&buf[..i]).to_string(),
-                        buf[i + 4..].to_vec(),
-                    );
-                }
-            };
-            let headers: std::collections::HashMap<String, String> = head
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while body.len() < len {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => body.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let first = {
-                let mut g = seen.lock().expect("lock");
-                g.push((headers, String::from_utf8_lossy(&body).to_string()));
-                g.len() == 1
-            };
-            let status = if first {
-                "503 Service Unavailable"
-            } else {
-                "200 OK"
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-    });
-    (port, got)
+    common::receiver(1)
 }
 
 /// Debian's Alertmanager on loopback (no clustering), stopped on drop; its files live as
@@ -142,7 +83,7 @@ fn page_in_alertmanager(port: u16) -> bool {
 
 fn verify(delivery: &Delivery, secret: &str) -> bool {
     use hmac::Mac;
-    let (headers, body) = delivery;
+    let Delivery { headers, body, .. } = delivery;
     let (Some(ts), Some(sig)) = (
         headers.get("x-berth-timestamp"),
         headers.get("x-berth-signature"),
@@ -294,16 +235,16 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
     // again (same delivery id), signed.
     let delivered = || {
         let got = deliveries.lock().expect("lock").clone();
-        let page = got.iter().any(|(_, b)| {
+        let page = got.iter().any(|Delivery { body: b, .. }| {
             b.contains("\"slo_availability_page\"") && b.contains("\"status\":\"firing\"")
         });
         let first = got
             .first()
-            .and_then(|(h, _)| h.get("x-berth-delivery").cloned());
+            .and_then(|Delivery { headers: h, .. }| h.get("x-berth-delivery").cloned());
         let retried = got
             .iter()
             .skip(1)
-            .any(|(h, _)| h.get("x-berth-delivery") == first.as_ref());
+            .any(|Delivery { headers: h, .. }| h.get("x-berth-delivery") == first.as_ref());
         page && retried
     };
     assert!(
@@ -346,7 +287,8 @@ fn a_failing_release_pages_and_a_rollback_resolves_it() {
             .lock()
             .expect("lock")
             .iter()
-            .any(|(_, b)| b.contains("\"slo_availability_page\"")
+            .any(|Delivery { body: b, .. }| b
+                .contains("\"slo_availability_page\"")
                 && b.contains("\"status\":\"resolved\""))),
         "no resolved delivery: {:?}",
         deliveries.lock().expect("lock")

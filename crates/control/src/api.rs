@@ -168,8 +168,9 @@ fn ndjson<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(v)
 }
 
-/// Streams events to the client while `work` runs in a tracked task of its own.
-fn stream_workflow<F>(p: &Arc<Platform>, work: F) -> Response
+/// Streams events to the client while `work` runs in a tracked task of its own; with an
+/// OTLP endpoint, the events also make the operation's trace (a span per step).
+fn stream_workflow<F>(p: &Arc<Platform>, operation: &str, app: &str, work: F) -> Response
 where
     F: FnOnce(
         Events,
@@ -177,6 +178,10 @@ where
         -> futures_util::future::BoxFuture<'static, Result<(u32, String), DeployFailure>>,
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DeployEvent>();
+    let tx = match &p.traces {
+        Some(traces) => traced(traces.operation(operation, app), tx, &p.tasks),
+        None => tx,
+    };
     let fut = work(tx.clone());
     p.tasks.spawn(async move {
         let result = fut.await;
@@ -191,6 +196,30 @@ where
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A sender whose events pass through `trace` on their way to `to`: steps become spans,
+/// the end of the stream ends the trace with the release made or the error.
+fn traced(
+    mut trace: berth_observe::traces::Operation,
+    to: Events,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Events {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeployEvent>();
+    tasks.spawn(async move {
+        let (mut release, mut error) = (None, None);
+        while let Some(e) = rx.recv().await {
+            match &e {
+                DeployEvent::Step { step } => trace.step(step),
+                DeployEvent::Done { release: r, .. } => release = Some(*r),
+                DeployEvent::Failed { error: body, .. } => error = Some(body.message.clone()),
+                DeployEvent::Log { .. } | DeployEvent::Stored { .. } => {}
+            }
+            let _ = to.send(e);
+        }
+        trace.finish(release, error.as_deref());
+    });
+    tx
 }
 
 async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> {
@@ -259,7 +288,7 @@ async fn secrets_change(
     let name = existing_app(&p, &app).await?;
     let who = actor(&headers);
     let platform = p.clone();
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "secrets", &app, move |events| {
         Box::pin(async move {
             platform
                 .change_secrets(name.as_str(), change, who, events)
@@ -282,7 +311,7 @@ async fn database_create(
     let name = existing_app(&p, &app).await?;
     let who = actor(&headers);
     let platform = p.clone();
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "database", &app, move |events| {
         Box::pin(async move { platform.create_database(name.as_str(), who, events).await })
     }))
 }
@@ -436,7 +465,7 @@ async fn volumes_create(
     let name = existing_app(&p, &app).await?;
     let who = actor(&headers);
     let platform = p.clone();
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "volume_create", &app, move |events| {
         Box::pin(async move {
             platform
                 .create_volume(name.as_str(), req, who, events)
@@ -460,7 +489,7 @@ async fn volumes_destroy(
     let who = actor(&headers);
     let platform = p.clone();
     let force = q.force.unwrap_or(false);
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "volume_destroy", &app, move |events| {
         Box::pin(async move {
             platform
                 .destroy_volume(name.as_str(), &volume, force, who, events)
@@ -596,7 +625,7 @@ async fn deploy(
     };
     let who = actor(&headers);
     let platform = p.clone();
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "deploy", &app, move |events| {
         Box::pin(async move {
             platform
                 .deploy_source(
@@ -633,7 +662,7 @@ async fn rollback(
     let to = body.and_then(|b| b.0.to);
     let who = actor(&headers);
     let platform = p.clone();
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "rollback", &app, move |events| {
         Box::pin(async move { platform.rollback(name.as_str(), to, who, events).await })
     }))
 }
@@ -669,7 +698,7 @@ async fn env_change(
     let name = existing_app(&p, &app).await?;
     let who = actor(&headers);
     let platform = p.clone();
-    Ok(stream_workflow(&p, move |events| {
+    Ok(stream_workflow(&p, "env", &app, move |events| {
         Box::pin(async move {
             platform
                 .change_env(name.as_str(), change, who, events)

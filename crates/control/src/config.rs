@@ -80,6 +80,11 @@ pub struct PlatformConfig {
     pub alert_targets: crate::notify::AlertTargets,
     /// Scheduled backups (`None`: only those asked for).
     pub backup: Option<crate::backups::create::BackupSchedule>,
+    /// Loki to push every app's log to.
+    pub loki: Option<berth_observe::loki::LokiTarget>,
+    /// OTLP endpoint (base URL) for berth's traces; apps get it as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl PlatformConfig {
@@ -110,6 +115,8 @@ impl PlatformConfig {
             secrets_key: None,
             backup: None,
             alert_targets: crate::notify::AlertTargets::default(),
+            loki: None,
+            otlp_endpoint: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,
@@ -208,6 +215,16 @@ impl PlatformConfig {
                 problems.push(format!(
                     "--alertmanager: {am:?} must be an http:// or https:// URL"
                 ));
+            }
+        }
+        if let Some(loki) = &self.loki {
+            if let Err(e) = loki.push_url() {
+                problems.push(format!("--loki-url: {e}"));
+            }
+        }
+        if let Some(otlp) = &self.otlp_endpoint {
+            if let Err(e) = berth_observe::traces::traces_url(otlp) {
+                problems.push(format!("--otlp-endpoint: {e}"));
             }
         }
         if let Some((url, secret)) = &self.alert_targets.webhook {

@@ -321,6 +321,26 @@ impl Launcher {
         vars.insert("BERTH_RELEASE".into(), release.version.to_string());
         vars.insert("BERTH_PROCESS".into(), process.to_string());
         vars.insert("BERTH_INSTANCE".into(), index.to_string());
+        if let Some(endpoint) = &self.cfg.otlp_endpoint {
+            // OpenTelemetry SDKs read these; what the app sets itself wins.
+            let version = release
+                .image
+                .commit()
+                .map_or_else(|| format!("v{}", release.version), str::to_string);
+            for (k, v) in [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+                ("OTEL_SERVICE_NAME", app.to_string()),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    format!(
+                        "service.version={version},berth.release={},berth.process={process},berth.instance={index}",
+                        release.version
+                    ),
+                ),
+            ] {
+                vars.entry(k.into()).or_insert(v);
+            }
+        }
         env.retain(|e| e.split_once('=').is_none_or(|(k, _)| !vars.contains_key(k)));
         env.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
         let secret_mounts = self.secret_mounts(id, &attach.secrets)?;

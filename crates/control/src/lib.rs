@@ -39,6 +39,7 @@ pub mod deploy;
 pub mod domains;
 pub mod dora;
 pub mod error;
+pub mod export;
 pub mod health_alerts;
 pub mod launcher;
 pub mod metrics;

@@ -97,6 +97,8 @@ pub struct Platform {
     pub backup_lock: tokio::sync::Mutex<()>,
     /// Platform counters for `/metrics`.
     pub metrics: berth_observe::metrics::Metrics,
+    /// Traces of deploys and changes, when an OTLP endpoint is configured.
+    pub traces: Option<berth_observe::traces::Traces>,
     /// What the SLO sampler last saw of the edge's counters.
     pub slo_cursor: Mutex<crate::slo::SloCursor>,
     /// What the operational alerts remember between passes.
@@ -355,6 +357,7 @@ impl Platform {
             .await
             .map_err(|e| StartError::Other(e.to_string()))??;
         }
+        let cfg_otlp = cfg.otlp_endpoint.clone();
         let (cfg_acme, cert_check_interval, certs_file) = (
             cfg.acme.clone(),
             cfg.cert_check_interval,
@@ -398,6 +401,13 @@ impl Platform {
             idempotency_lock: tokio::sync::Mutex::new(()),
             backup_lock: tokio::sync::Mutex::new(()),
             metrics: berth_observe::metrics::Metrics::default(),
+            traces: match &cfg_otlp {
+                Some(endpoint) => Some(
+                    berth_observe::traces::Traces::start(endpoint)
+                        .map_err(|e| StartError::Other(format!("--otlp-endpoint: {e}")))?,
+                ),
+                None => None,
+            },
             slo_cursor: Mutex::new(crate::slo::SloCursor::default()),
             health_memory: Mutex::new(crate::health_alerts::HealthMemory::default()),
             next_address: std::sync::atomic::AtomicUsize::new(0),

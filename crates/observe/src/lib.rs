@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod ingest;
+pub mod loki;
 pub mod metrics;
 pub mod redact;
 pub mod store;
+pub mod traces;
 
 pub use store::{Cursor, LogFilter, LogRecord, LogStore, Retention};
 

@@ -347,3 +347,91 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// One HTTP request a [`receiver`] got: its path, headers (lowercase names) and body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+    pub raw: Vec<u8>,
+    /// Answered 503.
+    pub refused: bool,
+}
+
+/// An HTTP receiver on loopback (webhooks, Loki's push API, OTLP) that answers 503 to its
+/// first `refuse` requests and 200 after, keeping every request.
+#[allow(dead_code)]
+pub fn receiver(refuse: usize) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(2000) {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 16384];
+            let (head, mut body) = loop {
+                let Ok(n) = stream.read(&mut chunk) else {
+                    break (String::new(), Vec::new());
+                };
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (
+                        String::from_utf8_lossy(&buf[..i]).to_string(),
+                        buf[i + 4..].to_vec(),
+                    );
+                }
+            };
+            let path = head
+                .lines()
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .unwrap_or_default()
+                .to_string();
+            let headers: std::collections::HashMap<String, String> = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while body.len() < len {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let refused = {
+                let mut g = seen.lock().expect("lock");
+                let refused = g.len() < refuse;
+                g.push(Received {
+                    path,
+                    headers,
+                    body: String::from_utf8_lossy(&body).to_string(),
+                    raw: body,
+                    refused,
+                });
+                refused
+            };
+            let status = if refused {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, got)
+}

@@ -506,7 +506,7 @@ impl LogStore {
                 want = want.saturating_sub(hs[from].header.n as usize);
             }
             let Some(first) = hs.get(from) else { continue };
-            let (mut got, _) = self.read_segment(app, seg, first.start, 0)?;
+            let (mut got, _) = self.read_segment(app, seg, first.start, 0, usize::MAX)?;
             let skip = got.len().saturating_sub(n - out.len());
             let mut got: Vec<LogRecord> = got.drain(skip..).map(|(r, _)| r).collect();
             got.append(&mut out);
@@ -534,6 +534,7 @@ impl LogStore {
         seg: &Segment,
         offset: u64,
         skip: u32,
+        max: usize,
     ) -> Result<(Vec<(LogRecord, Cursor)>, Cursor), ObserveError> {
         let offset = offset.min(seg.len);
         let mut f = std::fs::File::open(&seg.path)
@@ -575,6 +576,9 @@ impl LogStore {
                     }
                 };
                 out.push((r, after));
+                if out.len() == max {
+                    return Ok((out, after));
+                }
             }
         }
         Ok((
@@ -594,6 +598,17 @@ impl LogStore {
         app: &str,
         from: Cursor,
     ) -> Result<(Vec<(LogRecord, Cursor)>, Cursor), ObserveError> {
+        self.entries_after(app, from, usize::MAX)
+    }
+
+    /// At most `max` records after `from`, each with the cursor just after it, and the
+    /// cursor after the last of them.
+    pub fn entries_after(
+        &self,
+        app: &str,
+        from: Cursor,
+        max: usize,
+    ) -> Result<(Vec<(LogRecord, Cursor)>, Cursor), ObserveError> {
         let mut out = Vec::new();
         let mut at = from;
         for seg in self
@@ -601,12 +616,15 @@ impl LogStore {
             .into_iter()
             .filter(|s| s.start >= from.segment)
         {
+            if out.len() >= max {
+                break;
+            }
             let (offset, skip) = if seg.start == from.segment {
                 (from.offset, from.line)
             } else {
                 (0, 0)
             };
-            let (mut got, after) = self.read_segment(app, &seg, offset, skip)?;
+            let (mut got, after) = self.read_segment(app, &seg, offset, skip, max - out.len())?;
             out.append(&mut got);
             at = after;
         }
