@@ -43,7 +43,7 @@ pub struct Proxy {
     table: SharedTable,
     pool: Arc<UpstreamPool>,
     https_port: Option<u16>,
-    access: Option<crate::access::AccessLog>,
+    access: Option<crate::access::WorkerLog>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -103,7 +103,7 @@ impl Proxy {
     }
 
     /// Also writes an access log.
-    pub fn with_access_log(mut self, access: Option<crate::access::AccessLog>) -> Self {
+    pub fn with_access_log(mut self, access: Option<crate::access::WorkerLog>) -> Self {
         self.access = access;
         self
     }
@@ -138,14 +138,11 @@ impl Proxy {
         };
         drop(table);
         let started = std::time::Instant::now();
-        let request_line = self.access.as_ref().map(|_| {
-            (
-                req.method().to_string(),
-                req.uri()
-                    .path_and_query()
-                    .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-            )
-        });
+        // Cheap clones (standard methods are constants, a URI shares its bytes).
+        let request_line = self
+            .access
+            .as_ref()
+            .map(|_| (req.method().clone(), req.uri().clone()));
         let resp = self.forward(req, &route, &host, remote, scheme).await;
         let elapsed = started.elapsed();
         route.series.record(resp.status().as_u16(), elapsed);
@@ -153,8 +150,8 @@ impl Proxy {
             log.record(
                 &route.route.app,
                 route.route.release,
-                &method,
-                &path,
+                method.as_str(),
+                path.path_and_query().map_or("/", |p| p.as_str()),
                 resp.status().as_u16(),
                 elapsed,
                 remote.ip(),

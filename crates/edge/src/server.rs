@@ -234,20 +234,36 @@ pub async fn run(
             _ => None,
         };
         let (table, shutdown) = (table.clone(), shutdown.clone());
-        let access = access.clone();
+        let access = access.as_ref().map(|a| a.worker());
         handles.push(std::thread::spawn(
             move || match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 Ok(rt) => rt.block_on(async move {
-                    let proxy = Proxy::new(table, https_port).with_access_log(access);
+                    if let Some(log) = access.clone() {
+                        let stop = shutdown.clone();
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::select! {
+                                    _ = stop.cancelled() => break,
+                                    _ = tokio::time::sleep(Duration::from_millis(100)) => log.flush(),
+                                }
+                            }
+                            log.flush();
+                        });
+                    }
+                    let proxy = Proxy::new(table, https_port).with_access_log(access.clone());
                     let plain = serve(l, None, proxy.clone(), shutdown.clone());
                     match tl {
                         Some((tl, acceptor)) => {
                             tokio::join!(plain, serve(tl, Some(acceptor), proxy, shutdown));
                         }
                         None => plain.await,
+                    }
+                    // What the drained connections logged last.
+                    if let Some(log) = &access {
+                        log.flush();
                     }
                 }),
                 Err(e) => tracing::error!(error = %e, "cannot start an edge worker"),

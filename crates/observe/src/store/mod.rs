@@ -745,14 +745,16 @@ fn search_blocks(
     mut keep: impl FnMut(LogRecord),
 ) {
     let mut hits = prefilter.map(|pre| pre.find_iter(buf).map(|m| m.start()).peekable());
+    let mut at: Vec<usize> = Vec::new();
     for e in block::extents(buf, 0) {
         if let Some(h) = hits.as_mut() {
-            let mut any = false;
-            while h.peek().is_some_and(|p| *p < e.next()) {
-                any = true;
-                h.next();
+            at.clear();
+            while let Some(p) = h.next_if(|p| *p < e.next()) {
+                if p >= e.body.start {
+                    at.push(p);
+                }
             }
-            if !any {
+            if at.is_empty() {
                 continue;
             }
         }
@@ -762,7 +764,30 @@ fn search_blocks(
         if !filter.admits(&h) {
             continue;
         }
-        for line in block::lines(&buf[e.body.clone()]) {
+        let body = &buf[e.body.clone()];
+        if prefilter.is_some() {
+            // Only the lines where the pattern occurs can match.
+            let mut last_line = None;
+            for p in &at {
+                let p = p - e.body.start;
+                let start = memchr::memrchr(b'\n', &body[..p]).map_or(0, |i| i + 1);
+                if last_line == Some(start) {
+                    continue;
+                }
+                last_line = Some(start);
+                let end = memchr::memchr(b'\n', &body[p..]).map_or(body.len(), |i| p + i);
+                let line = &body[start..end];
+                if filter
+                    .grep
+                    .as_ref()
+                    .is_none_or(|g| g.is_match(&String::from_utf8_lossy(line)))
+                {
+                    keep(LogRecord::from_block(app, &h, line));
+                }
+            }
+            continue;
+        }
+        for line in block::lines(body) {
             let text = String::from_utf8_lossy(line);
             if filter.grep.as_ref().is_none_or(|g| g.is_match(&text)) {
                 keep(LogRecord::from_block(app, &h, line));
