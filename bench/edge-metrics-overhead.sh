@@ -34,7 +34,8 @@ nginx -c "$DIR/nginx.conf"
 cat >"$DIR/routes.json" <<JSON
 {"generation": 1, "routes": {"bench.localhost": {"app": "bench", "release": 1, "upstreams": ["127.0.0.1:$BACKEND"]}}}
 JSON
-trap 'kill $EDGE_PID 2>/dev/null; kill "$(cat "$DIR/nginx.pid" 2>/dev/null)" 2>/dev/null; sleep 0.2; rm -rf "$DIR"; true' EXIT
+# (errexit holds in the trap too: every command in it may fail without cutting it short)
+trap 'kill $EDGE_PID 2>/dev/null || true; pkill -f "nginx -c $DIR/nginx.conf" || true; sleep 0.2; rm -rf "$DIR"' EXIT
 EDGE_PID=
 start() {
   rm -f "$DIR/applied"
