@@ -171,6 +171,29 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Make, list and revoke API tokens for people, CI and agents, each with a role:
+    /// viewer (reads), deployer (also deploys and changes apps), admin (everything).
+    ///
+    /// Example: berth tokens create ci --role deployer --expires 90d, then give CI
+    /// BERTH_TOKEN=<the token> and BERTH_API_URL=http://<host>:7070.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Who changed what: every call that changed something (or tried to), with its token,
+    /// client, request id, outcome and what it made. Append-only.
+    Audit {
+        /// Only entries newer than this (30m, 2d) or since a time (2026-11-29T10:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only calls by this token name (`admin` is the bootstrap token).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only calls on this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// At most this many (the most recent).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+    },
     /// Back up the whole platform (state, keys, volumes, databases, images) to a directory or
     /// an S3 bucket, and restore it onto a new machine.
     #[command(subcommand)]
@@ -381,6 +404,25 @@ pub enum DomainsCommand {
     List { app: String },
     /// Stop routing a domain to an app (its certificate is forgotten).
     Remove { app: String, domain: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token; it is printed once and never shown again (berth keeps only its hash).
+    Create {
+        /// A name people recognise (the actor in `berth audit`), e.g. ci or alice.
+        name: String,
+        /// viewer, deployer or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Valid for this long (30d, 12h); forever when not given.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secret): role, who made them, last use, revocation.
+    List,
+    /// Revoke a token at once; calls with it are refused (and audited).
+    Revoke { name: String },
 }
 
 /// Where the passphrase of a backup comes from.

@@ -133,6 +133,13 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Dora { app, window } => dora(g, app, window).await,
         Command::Slo { app, rules, out } => crate::slo::slo(g, app, rules, out).await,
         Command::Alerts { all } => crate::slo::alerts(g, all).await,
+        Command::Tokens(cmd) => crate::teams::tokens(g, cmd).await,
+        Command::Audit {
+            since,
+            actor,
+            app,
+            lines,
+        } => crate::teams::audit(g, since, actor, app, lines).await,
         Command::Destroy { app } => {
             let client = Client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
@@ -299,7 +306,11 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     );
     let shutdown = platform.shutdown.clone();
     let app = berth_control::api::router(platform.clone());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         wait_for_signal().await;
         shutdown.cancel();
     });

@@ -11,6 +11,7 @@ mod commands;
 mod domains;
 mod output;
 mod slo;
+mod teams;
 
 use clap::Parser;
 

@@ -10,14 +10,14 @@ use crate::error::ApiError;
 use crate::platform::Platform;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_core::api::{
-    AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest, ACTOR_HEADER,
+    AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest,
 };
 use berth_core::domains::{DomainAdd, DomainView};
 use berth_core::model::InstanceState;
@@ -95,7 +95,13 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/logs/events", get(log_events))
         .route("/v1/apps/{app}/builds/latest/log", get(build_log))
-        .route_layer(middleware::from_fn_with_state(platform.clone(), auth));
+        .route("/v1/tokens", get(tokens_list).post(tokens_create))
+        .route("/v1/tokens/{name}", axum::routing::delete(tokens_revoke))
+        .route("/v1/audit", get(audit_list))
+        .route_layer(middleware::from_fn_with_state(
+            platform.clone(),
+            crate::guard::guard,
+        ));
     Router::new()
         .route(
             "/v1/health",
@@ -109,41 +115,15 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .with_state(platform)
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn auth(State(p): Shared, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.trim().as_bytes(), p.token.as_bytes()) => next.run(req).await,
-        _ => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API token",
-        )
-        .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
-        .into_response(),
-    }
-}
-
+/// Who made a change, for the release record: the token's name and what the client said
+/// it was.
 fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get(ACTOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            s.chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "api".into())
+    let who = crate::audit::CallContext::current()
+        .map_or_else(|| "api".to_string(), |c| c.principal.name.clone());
+    match crate::guard::client_of(headers) {
+        Some(client) => format!("{who} ({client})"),
+        None => who,
+    }
 }
 
 fn app_name(raw: &str) -> Result<AppName, ApiError> {
@@ -178,9 +158,12 @@ where
         -> futures_util::future::BoxFuture<'static, Result<(u32, String), DeployFailure>>,
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DeployEvent>();
-    let tx = match &p.traces {
-        Some(traces) => traced(traces.operation(operation, app), tx, &p.tasks),
-        None => tx,
+    let trace = p.traces.as_ref().map(|t| t.operation(operation, app));
+    let call = crate::audit::CallContext::defer();
+    let tx = if trace.is_some() || call.is_some() {
+        observed(p.clone(), trace, call, tx)
+    } else {
+        tx
     };
     let fut = work(tx.clone());
     p.tasks.spawn(async move {
@@ -198,28 +181,110 @@ where
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// A sender whose events pass through `trace` on their way to `to`: steps become spans,
-/// the end of the stream ends the trace with the release made or the error.
-fn traced(
-    mut trace: berth_observe::traces::Operation,
+/// A sender whose events pass on to `to` and, on their way, make the operation's trace
+/// (steps become spans) and its audit entry (the outcome, the release made and its image).
+fn observed(
+    p: Arc<Platform>,
+    mut trace: Option<berth_observe::traces::Operation>,
+    call: Option<crate::audit::CallContext>,
     to: Events,
-    tasks: &tokio_util::task::TaskTracker,
 ) -> Events {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeployEvent>();
+    let tasks = p.tasks.clone();
     tasks.spawn(async move {
-        let (mut release, mut error) = (None, None);
+        let (mut release, mut error, mut stored) = (None, None, false);
         while let Some(e) = rx.recv().await {
             match &e {
-                DeployEvent::Step { step } => trace.step(step),
+                DeployEvent::Step { step } => {
+                    if let Some(t) = trace.as_mut() {
+                        t.step(step);
+                    }
+                }
                 DeployEvent::Done { release: r, .. } => release = Some(*r),
                 DeployEvent::Failed { error: body, .. } => error = Some(body.message.clone()),
-                DeployEvent::Log { .. } | DeployEvent::Stored { .. } => {}
+                DeployEvent::Stored { .. } => stored = true,
+                DeployEvent::Log { .. } => {}
             }
             let _ = to.send(e);
         }
-        trace.finish(release, error.as_deref());
+        if let Some(t) = trace {
+            t.finish(release, error.as_deref());
+        }
+        if let Some(call) = call {
+            let mut refs = serde_json::Map::new();
+            if let (Some(v), Some(app)) = (release, call.target()) {
+                refs.insert("release".into(), v.into());
+                if let Ok(Some(r)) = p.store.release(&app, v).await {
+                    refs.insert("image".into(), r.image.digest.into());
+                }
+            }
+            let outcome = match (&error, release.is_some() || stored) {
+                (Some(_), _) => "failed",
+                (None, true) => "succeeded",
+                (None, false) => "failed",
+            };
+            let mut entry = call.entry(outcome, Some(200), refs, error);
+            entry.outcome = outcome.to_string();
+            if let Err(e) = p.store.record_audit(&entry).await {
+                tracing::error!(error = %e, "writing the audit log failed");
+            }
+        }
     });
     tx
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    actor: Option<String>,
+    app: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit_list(
+    State(p): Shared,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<berth_core::auth::AuditEntry>>, ApiError> {
+    let since = q
+        .since
+        .as_deref()
+        .map(|t| log_time("since", t).map(|ms| ms / 1000))
+        .transpose()?;
+    let filter = crate::audit::AuditFilter {
+        since,
+        actor: q.actor,
+        target: q.app,
+        limit: q.limit.map(|l| l.min(100_000)),
+    };
+    Ok(Json(p.store.audit(&filter).await?))
+}
+
+async fn tokens_list(State(p): Shared) -> Result<Json<Vec<berth_core::auth::TokenView>>, ApiError> {
+    Ok(Json(p.store.tokens().await?))
+}
+
+async fn tokens_create(
+    State(p): Shared,
+    headers: HeaderMap,
+    body: Result<Json<berth_core::auth::TokenCreate>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<berth_core::auth::TokenCreated>), ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::invalid("invalid_token_request", e.body_text())
+            .hint(r#"send {"name": "ci", "role": "viewer" | "deployer" | "admin"}"#)
+    })?;
+    crate::audit::CallContext::set_target(&req.name);
+    let created = p
+        .store
+        .create_token(&req, &actor(&headers), crate::now_secs())
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn tokens_revoke(
+    State(p): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<berth_core::auth::TokenView>, ApiError> {
+    Ok(Json(p.store.revoke_token(&name, crate::now_secs()).await?))
 }
 
 async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> {

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod backups;
 pub mod certificates;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod domains;
 pub mod dora;
 pub mod error;
 pub mod export;
+pub mod guard;
 pub mod health_alerts;
 pub mod launcher;
 pub mod metrics;
@@ -52,6 +54,7 @@ pub mod slo;
 pub mod store;
 pub mod supervisor;
 pub mod tls_store;
+pub mod tokens;
 pub mod volumes;
 
 pub use config::PlatformConfig;

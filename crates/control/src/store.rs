@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_dora.sql")),
     (7, include_str!("../migrations/0007_slo_alerts.sql")),
     (8, include_str!("../migrations/0008_alert_outbox.sql")),
+    (9, include_str!("../migrations/0009_tokens_audit.sql")),
 ];
 
 /// Handle to the state store.

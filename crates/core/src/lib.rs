@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod domains;
 pub mod dora;
 pub mod limits;

@@ -196,10 +196,10 @@ impl Platform {
             .arg(self.data.path())
             .args(args)
             .stdin(Stdio::null());
+        cmd.env_remove("BERTH_API_URL").env_remove("BERTH_TOKEN");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.env_remove("BERTH_API_URL").env_remove("BERTH_TOKEN");
         cmd.output().expect("run berth")
     }
 

@@ -1,0 +1,224 @@
+//! The API's gate: every call is authenticated (the bootstrap token or a token from
+//! `berth tokens create`), authorized (the token's role against the endpoint), and — when it
+//! changes something — audited with its outcome, including calls that were refused.
+
+use crate::audit::{outcome_of, CallContext};
+use crate::error::ApiError;
+use crate::platform::Platform;
+use crate::tokens::{Presented, Principal};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use berth_core::api::ACTOR_HEADER;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The header that carries a request's id (taken from the client when it sends a sane one).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Largest error body read back for the audit log's detail.
+const DETAIL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the client says it is (`berth-cli (user@host)`, an MCP client), kept printable.
+pub fn client_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The app, token or other object a path acts on.
+fn target_of(path: &str) -> Option<String> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v1"), Some("apps" | "tokens"), Some(name)) if !name.is_empty() => {
+            Some(name.chars().take(128).collect())
+        }
+        _ => None,
+    }
+}
+
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
+        .map_or_else(|| crate::random_id(8), str::to_string)
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// Authenticates, authorizes and audits one call.
+pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let mutating = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    let id = request_id(&req);
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let (client, target) = (client_of(req.headers()), target_of(req.uri().path()));
+    let call = |who: Principal| {
+        CallContext::new(
+            who,
+            client.clone(),
+            id.clone(),
+            source.clone(),
+            format!("{method} {route}"),
+            target.clone(),
+        )
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let presented = match &given {
+        None => Presented::Unknown,
+        Some(t) if same(t.as_bytes(), p.token.as_bytes()) => {
+            Presented::Valid(Principal::bootstrap())
+        }
+        Some(t) => match p.store.presented_token(t, crate::now_secs()).await {
+            Ok(found) => found,
+            Err(e) => {
+                return with_request_id(ApiError::from(e).into_response(), &id);
+            }
+        },
+    };
+    let who = match presented {
+        Presented::Valid(who) => who,
+        Presented::Revoked(who) => {
+            let err = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                format!("token {:?} was revoked or has expired", who.name),
+            )
+            .hint("ask an admin for a new token (`berth tokens create`)");
+            if mutating {
+                record(&p, &call(who), 401, None, Some(err.message.clone())).await;
+            }
+            return with_request_id(err.into_response(), &id);
+        }
+        Presented::Unknown => {
+            if mutating {
+                tracing::warn!(%route, source = ?source, "an unauthenticated call was refused");
+            }
+            return with_request_id(
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong API token",
+                )
+                .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
+                .into_response(),
+                &id,
+            );
+        }
+    };
+    if !who.role.allows(&method, &route) {
+        let needed = berth_core::auth::Role::needed(&method, &route);
+        let err = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {:?} ({}) may not {method} {route}",
+                who.name,
+                who.role.as_str()
+            ),
+        )
+        .hint(format!(
+            "this needs a token with role {} or above",
+            needed.as_str()
+        ));
+        if mutating {
+            record(&p, &call(who), 403, None, Some(err.message.clone())).await;
+        }
+        return with_request_id(err.into_response(), &id);
+    }
+    if !mutating {
+        req.extensions_mut().insert(who);
+        return with_request_id(next.run(req).await, &id);
+    }
+    let ctx = call(who.clone());
+    req.extensions_mut().insert(who);
+    let resp = ctx.clone().scope(next.run(req)).await;
+    if ctx.is_deferred() {
+        return with_request_id(resp, &id);
+    }
+    let status = resp.status().as_u16();
+    let (resp, detail) = if status >= 400 {
+        // The error's message, for the log; the answer goes out unchanged.
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, DETAIL_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string));
+        (Response::from_parts(parts, Body::from(bytes)), detail)
+    } else {
+        (resp, None)
+    };
+    record(&p, &ctx, status, None, detail).await;
+    with_request_id(resp, &id)
+}
+
+/// Appends the outcome of a call to the audit log.
+pub async fn record(
+    p: &Platform,
+    ctx: &CallContext,
+    status: u16,
+    refs: Option<serde_json::Map<String, serde_json::Value>>,
+    detail: Option<String>,
+) {
+    let entry = ctx.entry(
+        outcome_of(status),
+        Some(status),
+        refs.unwrap_or_default(),
+        detail,
+    );
+    if let Err(e) = p.store.record_audit(&entry).await {
+        tracing::error!(error = %e, action = %entry.action, "writing the audit log failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_come_from_the_path() {
+        assert_eq!(target_of("/v1/apps/shop/deploys").as_deref(), Some("shop"));
+        assert_eq!(target_of("/v1/tokens/ci").as_deref(), Some("ci"));
+        assert_eq!(target_of("/v1/apps"), None);
+        assert_eq!(target_of("/v1/backups"), None);
+    }
+}
