@@ -1,7 +1,6 @@
 //! Commands for an app's state: `create`, `secrets`, `volumes`.
 
 use crate::cli::{DbCommand, Global, SecretsCommand, VolumesCommand};
-use crate::client::Client;
 use crate::commands::stream_workflow;
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
@@ -46,7 +45,7 @@ pub async fn create(g: &Global, args: CreateArgs<'_>) -> Result<i32> {
         "volumes": volumes,
         "database": args.database,
     });
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let headers: Vec<(&str, &str)> = args
         .idempotency_key
         .map(|k| ("idempotency-key", k))
@@ -148,7 +147,7 @@ fn secret_values(
 
 /// `berth secrets …`.
 pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         SecretsCommand::List { app } => {
             let list: Vec<SecretView> = client.get_json(&format!("/v1/apps/{app}/secrets")).await?;
@@ -240,7 +239,7 @@ fn confirm(prompt: &str, word: &str) -> Result<bool> {
 
 /// `berth volumes …`.
 pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         VolumesCommand::List { app } => {
             let list: Vec<VolumeView> = client.get_json(&format!("/v1/apps/{app}/volumes")).await?;
@@ -361,7 +360,7 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
 
 /// `berth db …`.
 pub async fn db(g: &Global, cmd: DbCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         DbCommand::Create { app } => {
             stream_workflow(

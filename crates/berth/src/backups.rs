@@ -2,7 +2,7 @@
 //! `restore` read the backups themselves, so they work when the platform is gone.
 
 use crate::cli::{BackupCommand, Global, PassphraseArgs};
-use crate::client::{data_dir, Client};
+use crate::client::data_dir;
 use crate::output;
 use anyhow::{anyhow, Result};
 use berth_control::backups;
@@ -76,7 +76,7 @@ pub async fn backup(g: &Global, cmd: BackupCommand) -> Result<i32> {
             keep_weekly,
         } => {
             let pass = passphrase(&pass)?;
-            let client = Client::discover(g)?;
+            let client = crate::client::discover(g)?;
             // A relative directory means the caller's, not the platform's working directory.
             let to = match location(&to)? {
                 Location::Dir(d) => d.display().to_string(),

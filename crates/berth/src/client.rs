@@ -1,238 +1,25 @@
-//! The HTTP API client the CLI uses: finds the API address and token, sends requests, and
-//! turns API errors into messages with hints.
+//! The API client (`berth-client`), found from the CLI's global flags.
 
 use crate::cli::Global;
-use anyhow::{anyhow, Context, Result};
-use berth_core::api::{ErrorBody, ACTOR_HEADER};
-use futures_util::StreamExt;
+pub use berth_client::{ApiFailure, Client};
 use std::path::PathBuf;
 
-/// An error the API returned.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .body.message)]
-pub struct ApiFailure {
-    /// Structured error.
-    pub body: ErrorBody,
-}
-
-/// The default data directory: `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("berth");
+/// Where the API is, from `--data-dir`, `--api-url` and `--token` (or their variables).
+pub fn target(g: &Global) -> berth_client::Target {
+    berth_client::Target {
+        data_dir: g.data_dir.clone(),
+        api_url: g.api_url.clone(),
+        token: g.token.clone(),
+        client: "cli".into(),
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/root".into());
-    home.join(".local/share/berth")
 }
 
 /// The data directory chosen by flags or environment, made absolute.
-pub fn data_dir(global: &Global) -> PathBuf {
-    let d = global.data_dir.clone().unwrap_or_else(default_data_dir);
-    if d.is_absolute() {
-        d
-    } else {
-        std::env::current_dir().map(|c| c.join(&d)).unwrap_or(d)
-    }
+pub fn data_dir(g: &Global) -> PathBuf {
+    target(g).data_dir()
 }
 
-/// API client.
-pub struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    actor: String,
-}
-
-impl Client {
-    /// Finds the API: `--api-url`/`BERTH_API_URL` and `--token`/`BERTH_TOKEN`, else the files
-    /// `berth up` wrote into the data directory.
-    pub fn discover(global: &Global) -> Result<Self> {
-        let dir = data_dir(global);
-        let base = match &global.api_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => {
-                let info = dir.join("api.json");
-                let text = std::fs::read_to_string(&info).map_err(|_| {
-                    anyhow!(
-                        "berth does not seem to be running: {} not found\nhint: start it with `berth up` (or pass --data-dir / BERTH_API_URL)",
-                        info.display()
-                    )
-                })?;
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .with_context(|| format!("reading {}", info.display()))?;
-                v["url"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("{} has no url", info.display()))?
-                    .to_string()
-            }
-        };
-        let token = match &global.token {
-            Some(t) => t.clone(),
-            None => {
-                let path = dir.join("api-token");
-                std::fs::read_to_string(&path)
-                    .map_err(|e| {
-                        anyhow!(
-                            "cannot read the API token {}: {e}\nhint: run as the user that runs `berth up`, or set BERTH_TOKEN",
-                            path.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string()
-            }
-        };
-        let user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .or_else(|| {
-                nix::unistd::User::from_uid(nix::unistd::getuid())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        Ok(Self {
-            base,
-            token,
-            http: reqwest::Client::builder()
-                .build()
-                .context("creating the HTTP client")?,
-            actor: format!("{user}@{}", host.trim()),
-        })
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header(ACTOR_HEADER, &self.actor)
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
-            anyhow!(
-                "cannot reach the berth API at {}: {e}\nhint: is `berth up` running?",
-                self.base
-            )
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Err(ApiFailure { body }.into()),
-            Err(_) => Err(anyhow!("the API answered {status}: {}", text.trim())),
-        }
-    }
-
-    /// GET returning JSON.
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
-        resp.json().await.context("reading the API's answer")
-    }
-
-    /// GET returning text.
-    pub async fn get_text(&self, path: &str) -> Result<String> {
-        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
-        resp.text().await.context("reading the API's answer")
-    }
-
-    /// POST JSON, returning JSON.
-    pub async fn post_json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<T> {
-        let resp = self
-            .send(self.request(reqwest::Method::POST, path).json(body))
-            .await?;
-        resp.json().await.context("reading the API's answer")
-    }
-
-    /// POST JSON with extra headers, returning JSON.
-    pub async fn post_json_with<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-        headers: &[(&str, &str)],
-    ) -> Result<T> {
-        let mut req = self.request(reqwest::Method::POST, path).json(body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self.send(req).await?;
-        resp.json().await.context("reading the API's answer")
-    }
-
-    /// POST JSON, expecting no content.
-    pub async fn post_empty(&self, path: &str, body: &serde_json::Value) -> Result<()> {
-        self.send(self.request(reqwest::Method::POST, path).json(body))
-            .await?;
-        Ok(())
-    }
-
-    /// DELETE.
-    pub async fn delete(&self, path: &str) -> Result<()> {
-        self.send(self.request(reqwest::Method::DELETE, path))
-            .await?;
-        Ok(())
-    }
-
-    /// POST (or `method`) a body; the answer is an NDJSON stream handed to `on_line` line by
-    /// line.
-    pub async fn send_lines(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<(reqwest::Body, &'static str)>,
-        json: Option<serde_json::Value>,
-        on_line: impl FnMut(&str) -> Result<()>,
-    ) -> Result<()> {
-        let mut req = self.request(method, path);
-        if let Some((b, ct)) = body {
-            req = req.header("content-type", ct).body(b);
-        }
-        if let Some(j) = json {
-            req = req.json(&j);
-        }
-        let resp = self.send(req).await?;
-        read_lines(resp, on_line).await
-    }
-
-    /// GET an NDJSON stream.
-    pub async fn get_lines(
-        &self,
-        path: &str,
-        on_line: impl FnMut(&str) -> Result<()>,
-    ) -> Result<()> {
-        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
-        read_lines(resp, on_line).await
-    }
-}
-
-async fn read_lines(
-    resp: reqwest::Response,
-    mut on_line: impl FnMut(&str) -> Result<()>,
-) -> Result<()> {
-    let mut stream = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("the connection to the API broke")?;
-        buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end();
-            if !text.is_empty() {
-                on_line(text)?;
-            }
-        }
-    }
-    if !buf.is_empty() {
-        on_line(String::from_utf8_lossy(&buf).trim_end())?;
-    }
-    Ok(())
+/// The API client for these flags.
+pub fn discover(g: &Global) -> anyhow::Result<Client> {
+    Client::discover(&target(g))
 }

@@ -5,8 +5,6 @@ use crate::client::{data_dir, ApiFailure, Client};
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
 use berth_core::api::{AppSummary, DeployEvent, InstanceView, ReleaseView};
-use berth_core::spec::BerthToml;
-use berth_core::AppName;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -86,7 +84,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
         Command::Rollback { app, to } => {
-            let client = Client::discover(g)?;
+            let client = crate::client::discover(g)?;
             let body = serde_json::json!({ "to": to });
             stream_workflow(
                 g,
@@ -141,7 +139,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             lines,
         } => crate::teams::audit(g, since, actor, app, lines).await,
         Command::Destroy { app } => {
-            let client = Client::discover(g)?;
+            let client = crate::client::discover(g)?;
             client.delete(&format!("/v1/apps/{app}")).await?;
             println!("destroyed {app}");
             Ok(0)
@@ -387,75 +385,35 @@ fn tokio_util_token() -> tokio_util::sync::CancellationToken {
 }
 
 /// Reads berth.toml of a directory, naming the file in errors.
-fn local_toml(dir: &Path) -> Result<BerthToml> {
-    let path = dir.join("berth.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => BerthToml::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.0)),
-        Err(_) => Ok(BerthToml::default()),
-    }
-}
-
 async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
-    let dir = path
-        .canonicalize()
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
-    let toml = local_toml(&dir)?;
-    let name = match app.or(toml.name.clone()) {
-        Some(n) => n,
-        None => AppName::suggest_from(
-            &dir.file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default(),
-        ),
-    };
-    let name = AppName::parse(&name).map_err(|e| {
-        anyhow!(
-            "{e}\nhint: app names are DNS labels (lowercase letters, digits, '-'); pass --app NAME"
-        )
-    })?;
-    let client = Client::discover(g)?;
     let limit = std::env::var("BERTH_UPLOAD_LIMIT")
         .ok()
         .and_then(|s| parse_size(&s).ok())
         .unwrap_or(berth_factory::source::DEFAULT_UPLOAD_LIMIT);
-    let dir2 = dir.clone();
-    let archive = tokio::task::spawn_blocking(move || berth_factory::source::pack(&dir2, limit))
-        .await?
-        .map_err(|e| match e {
-            berth_factory::source::SourceError::TooLarge { limit, .. } => anyhow!(
-                "{} packs to more than the upload limit of {limit} bytes\nhint: exclude build outputs and dependencies with .gitignore or .dockerignore",
-                dir.display()
-            ),
-            other => anyhow!("packing {}: {other}", dir.display()),
-        })?;
-    let commit = berth_factory::source::git_commit(&dir);
+    let dir = path.to_path_buf();
+    let upload =
+        tokio::task::spawn_blocking(move || berth_client::upload::prepare(&dir, app, limit))
+            .await??;
+    let client = crate::client::discover(g)?;
     if !g.json {
         eprintln!(
-            "Deploying {} as {name} ({} KiB{})",
-            dir.display(),
-            archive.len().div_ceil(1024),
-            commit
+            "Deploying {} as {} ({} KiB{})",
+            path.display(),
+            upload.app,
+            upload.archive.len().div_ceil(1024),
+            upload
+                .commit
                 .as_deref()
                 .map(|c| format!(", commit {}", &c[..12]))
                 .unwrap_or_default()
         );
     }
-    let mut path = format!("/v1/apps/{name}/deploys");
-    if let Some(c) = commit {
-        path.push_str(&format!("?commit={c}"));
-        if let Some(t) = berth_factory::source::git_commit_time(&dir) {
-            path.push_str(&format!("&commit_time={t}"));
-        }
-    }
     stream_workflow(
         g,
         &client,
         reqwest::Method::POST,
-        &path,
-        Some((reqwest::Body::from(archive), "application/gzip")),
+        &upload.path,
+        Some((reqwest::Body::from(upload.archive), "application/gzip")),
         None,
     )
     .await
@@ -477,35 +435,26 @@ pub(crate) async fn stream_workflow(
         s.set_message("starting");
         s
     });
-    let mut outcome: Option<DeployEvent> = None;
     let as_json = g.json;
-    client
-        .send_lines(method, path, body, json, |line| {
-            let event: DeployEvent = serde_json::from_str(line)
-                .with_context(|| format!("unexpected line from the API: {line}"))?;
-            match &event {
-                DeployEvent::Step { step } => match &spinner {
-                    Some(s) => s.set_message(step.clone()),
-                    None if !as_json => eprintln!("-----> step: {step}"),
-                    None => {}
-                },
-                DeployEvent::Log { line } if !as_json => match &spinner {
-                    Some(s) => s.println(line),
-                    None => eprintln!("{line}"),
-                },
-                DeployEvent::Log { .. } => {}
-                DeployEvent::Done { .. }
-                | DeployEvent::Failed { .. }
-                | DeployEvent::Stored { .. } => outcome = Some(event),
-            }
-            Ok(())
+    let outcome = client
+        .workflow(method, path, body, json, |event| match event {
+            DeployEvent::Step { step } => match &spinner {
+                Some(s) => s.set_message(step.clone()),
+                None if !as_json => eprintln!("-----> step: {step}"),
+                None => {}
+            },
+            DeployEvent::Log { line } if !as_json => match &spinner {
+                Some(s) => s.println(line),
+                None => eprintln!("{line}"),
+            },
+            _ => {}
         })
-        .await?;
+        .await;
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
-    match outcome {
-        Some(DeployEvent::Done { release, url }) => {
+    match outcome? {
+        DeployEvent::Done { release, url } => {
             if g.json {
                 output::json(&serde_json::json!({ "release": release, "url": url }));
             } else {
@@ -513,7 +462,7 @@ pub(crate) async fn stream_workflow(
             }
             Ok(0)
         }
-        Some(DeployEvent::Stored { message }) => {
+        DeployEvent::Stored { message } => {
             if g.json {
                 output::json(&serde_json::json!({ "stored": true, "message": message }));
             } else {
@@ -521,7 +470,7 @@ pub(crate) async fn stream_workflow(
             }
             Ok(0)
         }
-        Some(DeployEvent::Failed { error, log_tail }) => {
+        DeployEvent::Failed { error, log_tail } => {
             if g.json {
                 output::json(&serde_json::json!({ "error": error, "log_tail": log_tail }));
                 return Ok(1);
@@ -535,7 +484,7 @@ pub(crate) async fn stream_workflow(
             }
             Err(ApiFailure { body: error }.into())
         }
-        _ => bail!("the API closed the connection before the result arrived\nhint: see `berth releases` and the output of `berth up`"),
+        other => bail!("unexpected final event from the API: {other:?}"),
     }
 }
 
@@ -544,7 +493,7 @@ fn short_duration(secs: Option<f64>) -> String {
 }
 
 async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let mut query = Vec::new();
     if let Some(a) = &app {
         query.push(format!("app={a}"));
@@ -617,7 +566,7 @@ async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result
 }
 
 async fn apps(g: &Global) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let apps: Vec<AppSummary> = client.get_json("/v1/apps").await?;
     if g.json {
         output::json(&apps);
@@ -644,7 +593,7 @@ async fn apps(g: &Global) -> Result<i32> {
 }
 
 async fn ps(g: &Global, app: &str) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let list: Vec<InstanceView> = client
         .get_json(&format!("/v1/apps/{app}/instances"))
         .await?;
@@ -686,7 +635,7 @@ async fn ps(g: &Global, app: &str) -> Result<i32> {
 }
 
 async fn releases(g: &Global, app: &str) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let list: Vec<ReleaseView> = client.get_json(&format!("/v1/apps/{app}/releases")).await?;
     if g.json {
         output::json(&list);
@@ -721,7 +670,7 @@ async fn logs(
     lines: usize,
     filter: crate::cli::LogFilterArgs,
 ) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     if build {
         let text = client
             .get_text(&format!("/v1/apps/{app}/builds/latest/log"))
@@ -764,7 +713,7 @@ async fn logs(
 }
 
 async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         EnvCommand::List { app } => {
             let env: BTreeMap<String, String> =

@@ -1,7 +1,6 @@
 //! `berth domains …` and `berth ca …`.
 
 use crate::cli::{CaCommand, DomainsCommand, Global};
-use crate::client::Client;
 use crate::output;
 use anyhow::{Context, Result};
 use berth_core::domains::DomainView;
@@ -29,7 +28,7 @@ fn describe(d: &DomainView) -> String {
 
 /// `berth domains …`.
 pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         DomainsCommand::Add {
             app,
@@ -115,7 +114,7 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
 
 /// `berth ca …`.
 pub async fn ca(g: &Global, cmd: CaCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         CaCommand::Export { out } => {
             let v: serde_json::Value = client.get_json("/v1/ca").await?;

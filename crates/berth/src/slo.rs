@@ -1,7 +1,6 @@
 //! `berth slo` and `berth alerts`.
 
 use crate::cli::Global;
-use crate::client::Client;
 use crate::output;
 use anyhow::{anyhow, Context, Result};
 use berth_core::alerts::AlertView;
@@ -19,7 +18,7 @@ pub async fn slo(
     rules: bool,
     out: Option<PathBuf>,
 ) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     if rules {
         let path = match &app {
             Some(a) => format!("/v1/slo/rules?app={a}"),
@@ -104,7 +103,7 @@ pub async fn slo(
 
 /// `berth alerts [--all]`.
 pub async fn alerts(g: &Global, all: bool) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let path = if all {
         "/v1/alerts?all=true"
     } else {

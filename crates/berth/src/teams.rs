@@ -1,13 +1,12 @@
 //! `berth tokens` and `berth audit`.
 
 use crate::cli::{Global, TokensCommand};
-use crate::client::Client;
 use crate::output;
 use anyhow::{anyhow, Context, Result};
 use berth_core::auth::{AuditEntry, Role, TokenCreated, TokenView};
 
 pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     match cmd {
         TokensCommand::Create {
             name,
@@ -81,7 +80,7 @@ pub async fn audit(
     app: Option<String>,
     lines: u32,
 ) -> Result<i32> {
-    let client = Client::discover(g)?;
+    let client = crate::client::discover(g)?;
     let mut url = reqwest::Url::parse("http://berth/v1/audit").context("building the query")?;
     {
         let mut q = url.query_pairs_mut();
