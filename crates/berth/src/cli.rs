@@ -171,6 +171,13 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Serve MCP (Model Context Protocol) on stdin/stdout, for AI agents: the platform's API as
+    /// tools (list apps, deploy a directory, logs, rollback, env, secrets by name, SLOs,
+    /// DORA, …), acting with this CLI's token — give an agent a deployer token of its own
+    /// (`berth tokens create agent --role deployer`) and every change it makes is audited.
+    ///
+    /// Example agent config: {"command": "berth", "args": ["mcp"], "env": {"BERTH_TOKEN": "…"}}
+    Mcp,
     /// Make, list and revoke API tokens for people, CI and agents, each with a role:
     /// viewer (reads), deployer (also deploys and changes apps), admin (everything).
     ///

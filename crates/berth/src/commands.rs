@@ -132,6 +132,12 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Slo { app, rules, out } => crate::slo::slo(g, app, rules, out).await,
         Command::Alerts { all } => crate::slo::alerts(g, all).await,
         Command::Tokens(cmd) => crate::teams::tokens(g, cmd).await,
+        Command::Mcp => {
+            let mut target = crate::client::target(g);
+            target.client = "mcp".into();
+            berth_mcp::serve_stdio(berth_client::Client::discover(&target)?).await?;
+            Ok(0)
+        }
         Command::Audit {
             since,
             actor,

@@ -44,7 +44,9 @@ pub fn prepare(dir: &Path, app: Option<String>, limit: u64) -> Result<Upload> {
         ),
     };
     let app = AppName::parse(&name).map_err(|e| {
-        anyhow!("{e}\nhint: app names are DNS labels (lowercase letters, digits, '-'); pass --app NAME")
+        anyhow!(
+            "{e}\nhint: app names are DNS labels (lowercase letters, digits, '-'); pass --app NAME"
+        )
     })?;
     let archive = berth_factory::source::pack(&dir, limit).map_err(|e| match e {
         berth_factory::source::SourceError::TooLarge { limit, .. } => anyhow!(
