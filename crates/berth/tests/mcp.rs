@@ -257,4 +257,100 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
         "grep=from-agent",
     ]);
     assert!(logs.contains("the secret is from-agent"), "{logs}");
+
+    // Over streamable HTTP at /mcp on the API port, with the token in the header: the
+    // source comes as an archive (a path on the server is refused), and no token, no talk.
+    let url = format!("http://127.0.0.1:{}/mcp", p.api_port);
+    let over_http = |token: &str, args: &[&str]| {
+        let out = std::process::Command::new(INSPECTOR)
+            .arg("--cli")
+            .arg(&url)
+            .args(["--transport", "http", "--header"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(args)
+            .output()
+            .expect("run the MCP Inspector");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok_list, listed) = over_http(&agent, &["--method", "tools/list"]);
+    assert!(ok_list && listed.contains("\"deploy\""), "{listed}");
+    let archive = work.path().join("bot.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&dir)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    use base64::Engine as _;
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&archive).expect("archive"));
+    let (_, deployed) = over_http(
+        &agent,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "deploy",
+            "--tool-arg",
+            "app=remote",
+            "--tool-arg",
+            &format!("archive_base64={b64}"),
+        ],
+    );
+    assert!(
+        deployed.contains("\"release\": 1") || deployed.contains("\"release\":1"),
+        "{deployed}"
+    );
+    assert_eq!(p.answer("remote", "/env?name=BERTH_APP"), "remote");
+    let (_, by_path) = over_http(
+        &agent,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "deploy",
+            "--tool-arg",
+            "path=/etc",
+            "--tool-arg",
+            "app=etc",
+        ],
+    );
+    assert!(by_path.contains("path_not_allowed"), "{by_path}");
+    let (_, viewer_try) = over_http(
+        &peek,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "rollback",
+            "--tool-arg",
+            "app=remote",
+        ],
+    );
+    assert!(viewer_try.contains("forbidden"), "{viewer_try}");
+    let (anonymous, said) = over_http("not-a-token", &["--method", "tools/list"]);
+    assert!(!anonymous, "{said}");
+    let audit = p.json(&["audit", "--app", "remote"]);
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["actor"] == "agent"
+                && e["outcome"] == "succeeded"
+                && e["client"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("mcp-http"))),
+        "{audit:#}"
+    );
 }

@@ -120,6 +120,18 @@ impl Client {
         })
     }
 
+    /// A client of the API at `base` with `token`, calling itself `actor` in the audit log.
+    pub fn new(base: &str, token: &str, actor: &str) -> Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::builder()
+                .build()
+                .context("creating the HTTP client")?,
+            actor: actor.to_string(),
+        })
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))

@@ -98,6 +98,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/tokens", get(tokens_list).post(tokens_create))
         .route("/v1/tokens/{name}", axum::routing::delete(tokens_revoke))
         .route("/v1/audit", get(audit_list))
+        .nest_service("/mcp", mcp_service(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             crate::guard::guard,
@@ -113,6 +114,20 @@ pub fn router(platform: Arc<Platform>) -> Router {
                 .hint("the API lives under /v1/")
         })
         .with_state(platform)
+}
+
+/// MCP over streamable HTTP: its tools call this API over loopback with the caller's token.
+fn mcp_service(p: &Platform) -> berth_mcp::HttpService {
+    let listen = p.cfg.api_listen;
+    let ip = if listen.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen.ip()
+    };
+    let api = format!("http://{}", std::net::SocketAddr::new(ip, listen.port()));
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    hosts.push(ip.to_string());
+    berth_mcp::http_service(&api, hosts, p.shutdown.child_token())
 }
 
 /// Who made a change, for the release record: the token's name and what the client said

@@ -78,7 +78,9 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
-    let mutating = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    // MCP messages are not changes themselves: each tool's API call is audited on its own.
+    let mutating =
+        !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && !route.starts_with("/mcp");
     let id = request_id(&req);
     let source = req
         .extensions()

@@ -40,6 +40,10 @@ impl Role {
     /// The least role that may call `method` on the endpoint `route` (a route template
     /// such as `/v1/apps/{app}/deploys`).
     pub fn needed(method: &str, route: &str) -> Role {
+        // The MCP endpoint: any token may talk; each tool's API call is judged by itself.
+        if route == "/mcp" || route.starts_with("/mcp/") {
+            return Role::Viewer;
+        }
         let admin_only = [
             "/v1/tokens",
             "/v1/audit",
@@ -174,6 +178,7 @@ mod tests {
             assert!(Role::Admin.allows("DELETE", admin), "{admin}");
         }
         assert!(!Role::Viewer.allows("DELETE", "/v1/apps/{app}"));
+        assert!(Role::Viewer.allows("POST", "/mcp"));
         assert_eq!(Role::parse("deployer"), Ok(Role::Deployer));
         assert!(Role::parse("root")
             .unwrap_err()

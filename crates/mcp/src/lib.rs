@@ -10,6 +10,7 @@ use berth_core::api::DeployEvent;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ServerCapabilities, ServerConfig};
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler, ServiceExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,10 +19,20 @@ use std::sync::Arc;
 
 type ToolResult = Result<CallToolResult, ErrorData>;
 
-/// The MCP server over one API client.
+/// Whose API client a tool call uses.
+#[derive(Clone)]
+enum Caller {
+    /// `berth mcp` on stdio: the CLI's client (its token); deploys may name a directory.
+    Local(Arc<Client>),
+    /// `/mcp` over HTTP: a client of the API at this address with the token of each HTTP
+    /// request; deploys bring their source as an archive (never a path on the server).
+    Remote { api: String },
+}
+
+/// The MCP server.
 #[derive(Clone)]
 pub struct BerthMcp {
-    client: Arc<Client>,
+    caller: Caller,
     tool_router: ToolRouter<Self>,
 }
 
@@ -33,10 +44,15 @@ pub struct AppArg {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct DeployArgs {
-    /// A directory on this machine holding the app's source (a Procfile, berth.toml,
-    /// requirements.txt, package.json, Cargo.toml, index.html, …).
-    pub path: String,
-    /// The app's name (default: `name` in berth.toml, else the directory's name).
+    /// A directory holding the app's source (a Procfile, berth.toml, requirements.txt,
+    /// package.json, Cargo.toml, index.html, …), on the machine `berth mcp` runs on (stdio
+    /// only).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The source as a gzip-compressed tar archive, base64-encoded (needs `app`).
+    #[serde(default)]
+    pub archive_base64: Option<String>,
+    /// The app's name (default with `path`: `name` in berth.toml, else the directory's name).
     #[serde(default)]
     pub app: Option<String>,
 }
@@ -143,31 +159,140 @@ fn seg(app: &str) -> String {
     encode(app)
 }
 
+/// A tool's failure before the API was called.
+fn refused(code: &str, message: impl Into<String>, hint: &str) -> CallToolResult {
+    CallToolResult::structured_error(
+        json!({ "code": code, "message": message.into(), "hint": hint }),
+    )
+}
+
 impl BerthMcp {
-    /// A server whose tools call the API through `client`.
-    pub fn new(client: Client) -> Self {
+    /// A server whose tools call the API through `client` (stdio).
+    pub fn local(client: Client) -> Self {
         Self {
-            client: Arc::new(client),
+            caller: Caller::Local(Arc::new(client)),
             tool_router: Self::tool_router(),
         }
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.client.get_json(path).await
+    /// A server whose tools call the API at `api` with each HTTP request's token.
+    pub fn remote(api: &str) -> Self {
+        Self {
+            caller: Caller::Remote {
+                api: api.to_string(),
+            },
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The API client for this call.
+    fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Arc<Client>, CallToolResult> {
+        match &self.caller {
+            Caller::Local(c) => Ok(c.clone()),
+            Caller::Remote { api } => {
+                let parts = ctx.extensions.get::<http::request::Parts>();
+                let token = parts
+                    .and_then(|p| p.headers.get("authorization"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(|| {
+                        refused(
+                            "unauthorized",
+                            "no API token",
+                            "send Authorization: Bearer <token>",
+                        )
+                    })?;
+                let agent: String = parts
+                    .and_then(|p| p.headers.get("user-agent"))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                    .take(40)
+                    .collect();
+                Client::new(api, token.trim(), format!("mcp-http {agent}").trim())
+                    .map(Arc::new)
+                    .map_err(|e| refused("unavailable", format!("{e:#}"), "try again"))
+            }
+        }
+    }
+
+    /// The source a deploy brings: a packed directory (stdio) or an archive.
+    async fn source(&self, a: DeployArgs) -> Result<berth_client::upload::Upload, CallToolResult> {
+        match (a.path, a.archive_base64) {
+            (Some(_), Some(_)) => Err(refused(
+                "invalid_arguments",
+                "give either path or archive_base64, not both",
+                "path for a directory on this machine, archive_base64 for a .tar.gz",
+            )),
+            (Some(path), None) => {
+                if matches!(self.caller, Caller::Remote { .. }) {
+                    return Err(refused(
+                        "path_not_allowed",
+                        "a deploy over HTTP cannot name a directory on the server",
+                        "send the source as archive_base64 (a base64 .tar.gz) with app",
+                    ));
+                }
+                let limit = berth_factory::source::DEFAULT_UPLOAD_LIMIT;
+                let app = a.app;
+                tokio::task::spawn_blocking(move || {
+                    berth_client::upload::prepare(std::path::Path::new(&path), app, limit)
+                })
+                .await
+                .map_err(|e| failure(anyhow::anyhow!("packing failed: {e}")))?
+                .map_err(failure)
+            }
+            (None, Some(b64)) => {
+                let Some(app) = a.app else {
+                    return Err(refused(
+                        "invalid_arguments",
+                        "a deploy of an archive needs app",
+                        "name the app (a DNS label)",
+                    ));
+                };
+                let app = berth_core::AppName::parse(&app).map_err(|e| {
+                    refused(
+                        "invalid_app_name",
+                        e.to_string(),
+                        "app names are DNS labels",
+                    )
+                })?;
+                use base64::Engine as _;
+                let archive = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| {
+                        refused(
+                            "invalid_archive",
+                            format!("archive_base64: {e}"),
+                            "base64 of a .tar.gz",
+                        )
+                    })?;
+                Ok(berth_client::upload::Upload {
+                    path: format!("/v1/apps/{app}/deploys"),
+                    app,
+                    archive,
+                    commit: None,
+                })
+            }
+            (None, None) => Err(refused(
+                "invalid_arguments",
+                "a deploy needs path or archive_base64",
+                "path for a directory on this machine, archive_base64 for a .tar.gz",
+            )),
+        }
     }
 
     /// Runs a workflow and sums it up: the release and URL, or the error and the last lines
     /// of output.
     async fn workflow(
-        &self,
+        client: &Client,
         method: reqwest::Method,
         path: &str,
         body: Option<(reqwest::Body, &'static str)>,
         json_body: Option<Value>,
     ) -> anyhow::Result<Value> {
         let mut steps: Vec<String> = Vec::new();
-        let last = self
-            .client
+        let last = client
             .workflow(method, path, body, json_body, |e| {
                 if let DeployEvent::Step { step } = e {
                     steps.push(step.clone());
@@ -198,16 +323,32 @@ impl BerthMcp {
     #[tool(
         description = "List the apps: name, URL, serving release, running instances, isolation."
     )]
-    async fn list_apps(&self) -> ToolResult {
-        answer(self.get("/v1/apps").await)
+    async fn list_apps(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        answer(client.get_json::<Value>("/v1/apps").await)
     }
 
     #[tool(description = "One app's state: its releases (newest first) and its instances.")]
-    async fn app_status(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
+    async fn app_status(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         let app = seg(&a.app);
         let both = async {
-            let releases = self.get(&format!("/v1/apps/{app}/releases")).await?;
-            let instances = self.get(&format!("/v1/apps/{app}/instances")).await?;
+            let releases = client
+                .get_json::<Value>(&format!("/v1/apps/{app}/releases"))
+                .await?;
+            let instances = client
+                .get_json::<Value>(&format!("/v1/apps/{app}/instances"))
+                .await?;
             Ok(json!({ "releases": releases, "instances": instances }))
         };
         answer(both.await)
@@ -216,19 +357,22 @@ impl BerthMcp {
     #[tool(
         description = "Build and deploy a directory on this machine as an app (created if new). Zero-downtime; a failed build or health check leaves the serving release alone. Returns the release and its URL."
     )]
-    async fn deploy(&self, Parameters(a): Parameters<DeployArgs>) -> ToolResult {
-        let limit = berth_factory_limit();
-        let path = std::path::PathBuf::from(&a.path);
-        let prepared =
-            tokio::task::spawn_blocking(move || berth_client::upload::prepare(&path, a.app, limit))
-                .await;
-        let upload = match prepared {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => return Ok(failure(e)),
-            Err(e) => return Ok(failure(anyhow::anyhow!("packing failed: {e}"))),
+    async fn deploy(
+        &self,
+        Parameters(a): Parameters<DeployArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let upload = match self.source(a).await {
+            Ok(u) => u,
+            Err(r) => return Ok(r),
         };
         answer(
-            self.workflow(
+            Self::workflow(
+                &client,
                 reqwest::Method::POST,
                 &upload.path,
                 Some((reqwest::Body::from(upload.archive), "application/gzip")),
@@ -245,10 +389,19 @@ impl BerthMcp {
     #[tool(
         description = "Go back to an earlier release (default: the previous one) without rebuilding."
     )]
-    async fn rollback(&self, Parameters(a): Parameters<RollbackArgs>) -> ToolResult {
+    async fn rollback(
+        &self,
+        Parameters(a): Parameters<RollbackArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         let path = format!("/v1/apps/{}/rollback", seg(&a.app));
         answer(
-            self.workflow(
+            Self::workflow(
+                &client,
                 reqwest::Method::POST,
                 &path,
                 None,
@@ -259,9 +412,18 @@ impl BerthMcp {
     }
 
     #[tool(description = "An app's releases: version, image, what made it, status, who, when.")]
-    async fn releases(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
+    async fn releases(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         answer(
-            self.get(&format!("/v1/apps/{}/releases", seg(&a.app)))
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/releases", seg(&a.app)))
                 .await,
         )
     }
@@ -269,7 +431,15 @@ impl BerthMcp {
     #[tool(
         description = "Search an app's logs by time, text (regex), stream (runtime, build, access, platform), process and release; the most recent lines first limited by `lines`, returned oldest first."
     )]
-    async fn logs(&self, Parameters(a): Parameters<LogArgs>) -> ToolResult {
+    async fn logs(
+        &self,
+        Parameters(a): Parameters<LogArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         let path = format!(
             "/v1/apps/{}/logs{}",
             seg(&a.app),
@@ -284,8 +454,7 @@ impl BerthMcp {
             ])
         );
         let mut lines: Vec<Value> = Vec::new();
-        let read = self
-            .client
+        let read = client
             .get_lines(&path, |l| {
                 let v: Value = serde_json::from_str(l)?;
                 lines.push(json!({
@@ -299,75 +468,170 @@ impl BerthMcp {
     }
 
     #[tool(description = "The output of an app's last build.")]
-    async fn build_log(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
-        let text = self
-            .client
+    async fn build_log(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let text = client
             .get_text(&format!("/v1/apps/{}/builds/latest/log", seg(&a.app)))
             .await;
         answer(text.map(|t| json!({ "log": t })))
     }
 
     #[tool(description = "An app's environment variables (secrets are not among them).")]
-    async fn env_list(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
-        answer(self.get(&format!("/v1/apps/{}/env", seg(&a.app))).await)
-    }
-
-    #[tool(description = "Set and/or unset environment variables: a new release, zero downtime.")]
-    async fn env_change(&self, Parameters(a): Parameters<ChangeArgs>) -> ToolResult {
-        let path = format!("/v1/apps/{}/env", seg(&a.app));
-        let body = json!({ "set": a.set, "unset": a.unset });
+    async fn env_list(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         answer(
-            self.workflow(reqwest::Method::POST, &path, None, Some(body))
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/env", seg(&a.app)))
                 .await,
         )
     }
 
+    #[tool(description = "Set and/or unset environment variables: a new release, zero downtime.")]
+    async fn env_change(
+        &self,
+        Parameters(a): Parameters<ChangeArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let path = format!("/v1/apps/{}/env", seg(&a.app));
+        let body = json!({ "set": a.set, "unset": a.unset });
+        answer(Self::workflow(&client, reqwest::Method::POST, &path, None, Some(body)).await)
+    }
+
     #[tool(description = "An app's secrets: names and versions only (values never come out).")]
-    async fn secrets_list(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
-        answer(self.get(&format!("/v1/apps/{}/secrets", seg(&a.app))).await)
+    async fn secrets_list(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        answer(
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/secrets", seg(&a.app)))
+                .await,
+        )
     }
 
     #[tool(
         description = "Set and/or unset secrets (encrypted at rest, redacted from logs): a new release, zero downtime. The values are never shown again."
     )]
-    async fn secrets_change(&self, Parameters(a): Parameters<ChangeArgs>) -> ToolResult {
+    async fn secrets_change(
+        &self,
+        Parameters(a): Parameters<ChangeArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         let path = format!("/v1/apps/{}/secrets", seg(&a.app));
         let body = json!({ "set": a.set, "unset": a.unset });
+        answer(Self::workflow(&client, reqwest::Method::POST, &path, None, Some(body)).await)
+    }
+
+    #[tool(description = "An app's domains and their certificates.")]
+    async fn domains_list(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         answer(
-            self.workflow(reqwest::Method::POST, &path, None, Some(body))
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/domains", seg(&a.app)))
                 .await,
         )
     }
 
-    #[tool(description = "An app's domains and their certificates.")]
-    async fn domains_list(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
-        answer(self.get(&format!("/v1/apps/{}/domains", seg(&a.app))).await)
-    }
-
     #[tool(description = "An app's volumes: size, use, mount point, snapshots.")]
-    async fn volumes_list(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
-        answer(self.get(&format!("/v1/apps/{}/volumes", seg(&a.app))).await)
+    async fn volumes_list(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        answer(
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/volumes", seg(&a.app)))
+                .await,
+        )
     }
 
     #[tool(description = "An app's PostgreSQL database, if it has one (never its password).")]
-    async fn database_info(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
+    async fn database_info(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         answer(
-            self.get(&format!("/v1/apps/{}/database", seg(&a.app)))
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/database", seg(&a.app)))
                 .await,
         )
     }
 
     #[tool(description = "An app's SLOs: objectives, error budget left, burn rates.")]
-    async fn slo(&self, Parameters(a): Parameters<AppArg>) -> ToolResult {
-        answer(self.get(&format!("/v1/apps/{}/slo", seg(&a.app))).await)
+    async fn slo(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        answer(
+            client
+                .get_json::<Value>(&format!("/v1/apps/{}/slo", seg(&a.app)))
+                .await,
+        )
     }
 
     #[tool(
         description = "DORA four keys (deployment frequency, lead time, change failure rate, time to restore) with their performance band, for an app or the platform."
     )]
-    async fn dora(&self, Parameters(a): Parameters<DoraArgs>) -> ToolResult {
+    async fn dora(
+        &self,
+        Parameters(a): Parameters<DoraArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
         answer(
-            self.get(&format!("/v1/dora{}", query(&[("app", a.app)])))
+            client
+                .get_json::<Value>(&format!("/v1/dora{}", query(&[("app", a.app)])))
                 .await,
         )
     }
@@ -375,17 +639,13 @@ impl BerthMcp {
     #[tool(
         description = "Alerts firing now (SLO burn, app down, crash loops, disk, certificates, backups)."
     )]
-    async fn alerts(&self) -> ToolResult {
-        answer(self.get("/v1/alerts").await)
+    async fn alerts(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
+        let client = match self.client(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        answer(client.get_json::<Value>("/v1/alerts").await)
     }
-}
-
-/// The upload limit for deploys (as the CLI's).
-fn berth_factory_limit() -> u64 {
-    std::env::var("BERTH_UPLOAD_LIMIT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(berth_factory::source::DEFAULT_UPLOAD_LIMIT)
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -397,9 +657,33 @@ impl ServerHandler for BerthMcp {
     }
 }
 
+/// The MCP service mounted at `/mcp`.
+pub type HttpService = rmcp::transport::streamable_http_server::StreamableHttpService<
+    BerthMcp,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+>;
+
+/// The streamable-HTTP MCP service for `/mcp`: each tool call acts with the bearer token of
+/// the HTTP request that carries it, against the API at `api`. Requests whose Host is not
+/// one of `hosts` are refused (DNS rebinding).
+pub fn http_service(
+    api: &str,
+    hosts: Vec<String>,
+    stop: tokio_util::sync::CancellationToken,
+) -> HttpService {
+    let api = api.to_string();
+    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || Ok(BerthMcp::remote(&api)),
+        Default::default(),
+        rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+            .with_allowed_hosts(hosts)
+            .with_cancellation_token(stop),
+    )
+}
+
 /// Serves MCP over stdin/stdout until the client goes away.
 pub async fn serve_stdio(client: Client) -> anyhow::Result<()> {
-    let service = BerthMcp::new(client)
+    let service = BerthMcp::local(client)
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| anyhow::anyhow!("starting the MCP server: {e}"))?;
