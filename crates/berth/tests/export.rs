@@ -81,20 +81,7 @@ fn logs_go_to_loki_and_deploys_to_otlp_with_their_labels() {
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("traced");
     copy_dir(&common::fixture("stateful"), &dir);
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "traced"]);
-    let sha = git(&["rev-parse", "HEAD"]);
+    let sha = common::git_commit_all(&dir);
     p.ok(&["deploy", &dir.display().to_string()]);
     p.ok(&["env", "set", "traced", "WORD=exported-once"]);
     assert_eq!(p.get("traced", "/log?name=WORD").0, 200);

@@ -80,20 +80,7 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
     )
     .expect("toml");
     // A git checkout: its lines carry the commit they were built from.
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "chatty"]);
-    let sha = git(&["rev-parse", "HEAD"]);
+    let sha = common::git_commit_all(&dir);
     p.ok(&["deploy", &dir.display().to_string()]);
     // v1 says something; then v2 (an env change) says something else; then it crashes once.
     p.ok(&["env", "set", "chatty", "WORD=alpha"]);
@@ -236,13 +223,32 @@ fn logs_are_searchable_by_time_text_release_process_and_stream() {
 
     // A killed control plane loses nothing: after it comes back, the same lines are found,
     // once each.
+    // The app keeps serving and writing meanwhile: what it wrote while berth was down is
+    // ingested after, once.
     p.kill_control_plane();
+    assert_eq!(p.get("chatty", "/log?name=WORD").0, 200);
     p.up();
     assert_eq!(
         lines(&p, &["chatty", "--grep", "the secret is alpha"]).len(),
         3
     );
     assert_eq!(lines(&p, &["chatty", "--grep", "omega"]).len(), 1);
+    assert!(
+        eventually(Duration::from_secs(30), || lines(
+            &p,
+            &["chatty", "--grep", "the secret is late"]
+        )
+        .len()
+            == 2),
+        "{:?}",
+        lines(&p, &["chatty", "--grep", "the secret is late"])
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lines(&p, &["chatty", "--grep", "the secret is late"]).len(),
+        2,
+        "a line was stored twice"
+    );
 
     // berth.toml [logs] is checked.
     std::fs::write(

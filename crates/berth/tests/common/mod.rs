@@ -435,3 +435,22 @@ pub fn receiver(refuse: usize) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Rece
     });
     (port, got)
 }
+
+/// Makes `dir` a git repository with everything in one commit; returns the commit's sha.
+#[allow(dead_code)]
+pub fn git_commit_all(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "deploy me"]);
+    git(&["rev-parse", "HEAD"])
+}
