@@ -7,7 +7,6 @@
 mod common;
 
 use common::{copy_dir, Platform};
-use std::process::Command;
 
 fn as_token(p: &Platform, token: &str, args: &[&str]) -> std::process::Output {
     p.berth_env(args, &[("BERTH_TOKEN", token)])
@@ -15,24 +14,6 @@ fn as_token(p: &Platform, token: &str, args: &[&str]) -> std::process::Output {
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// A raw API call with curl: (status, headers and body).
-fn curl(p: &Platform, token: &str, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "-X", method, "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .args(extra)
-        .arg(format!("http://127.0.0.1:{}{path}", p.api_port))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 #[test]
@@ -109,7 +90,7 @@ fn roles_limit_tokens_and_the_audit_log_records_every_change() {
     );
 
     // A request id given by the client comes back and is logged.
-    let (status, answer) = curl(
+    let (status, answer) = common::curl(
         &p,
         &ci,
         "POST",
@@ -209,7 +190,7 @@ fn roles_limit_tokens_and_the_audit_log_records_every_change() {
 
     // Nothing deletes it, and it outlives a crash of the control plane.
     let token = std::fs::read_to_string(p.data.path().join("api-token")).expect("token");
-    let (status, _) = curl(&p, token.trim(), "DELETE", "/v1/audit", &[]);
+    let (status, _) = common::curl(&p, token.trim(), "DELETE", "/v1/audit", &[]);
     assert_eq!(status, 405);
     let before = entries.len();
     p.kill_control_plane();

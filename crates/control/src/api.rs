@@ -101,6 +101,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .nest_service("/mcp", mcp_service(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
+            crate::idempotency::idempotent,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            platform.clone(),
             crate::guard::guard,
         ));
     Router::new()

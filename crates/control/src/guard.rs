@@ -176,7 +176,15 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         return with_request_id(resp, &id);
     }
     let status = resp.status().as_u16();
-    let (resp, detail) = if status >= 400 {
+    let replayed = resp
+        .headers()
+        .contains_key(crate::idempotency::REPLAYED_HEADER);
+    let (resp, detail) = if replayed {
+        (
+            resp,
+            Some("a retry: the first answer given again (Idempotency-Key)".to_string()),
+        )
+    } else if status >= 400 {
         // The error's message, for the log; the answer goes out unchanged.
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, DETAIL_BODY_LIMIT)

@@ -43,6 +43,7 @@ pub mod error;
 pub mod export;
 pub mod guard;
 pub mod health_alerts;
+pub mod idempotency;
 pub mod launcher;
 pub mod metrics;
 pub mod notify;

@@ -97,6 +97,8 @@ pub struct Platform {
     pub backup_lock: tokio::sync::Mutex<()>,
     /// Platform counters for `/metrics`.
     pub metrics: berth_observe::metrics::Metrics,
+    /// Idempotency keys whose first attempt is running.
+    pub in_flight: crate::idempotency::InFlight,
     /// Traces of deploys and changes, when an OTLP endpoint is configured.
     pub traces: Option<berth_observe::traces::Traces>,
     /// What the SLO sampler last saw of the edge's counters.
@@ -401,6 +403,7 @@ impl Platform {
             idempotency_lock: tokio::sync::Mutex::new(()),
             backup_lock: tokio::sync::Mutex::new(()),
             metrics: berth_observe::metrics::Metrics::default(),
+            in_flight: Default::default(),
             traces: match &cfg_otlp {
                 Some(endpoint) => Some(
                     berth_observe::traces::Traces::start(endpoint)

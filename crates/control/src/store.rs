@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_slo_alerts.sql")),
     (8, include_str!("../migrations/0008_alert_outbox.sql")),
     (9, include_str!("../migrations/0009_tokens_audit.sql")),
+    (
+        10,
+        include_str!("../migrations/0010_idempotent_answers.sql"),
+    ),
 ];
 
 /// Handle to the state store.
@@ -1208,6 +1212,54 @@ impl Store {
             ))
         })
         .transpose()
+    }
+
+    /// The answer kept for a key with its content type: (request hash, status, content
+    /// type, body).
+    pub async fn idempotent_answer_typed(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, u16, Option<String>, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, content_type, response FROM idempotency_keys WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("request_hash")?,
+                r.try_get::<i64, _>("status")? as u16,
+                r.try_get("content_type")?,
+                r.try_get("response")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Keeps an answer with its content type.
+    pub async fn keep_idempotent_answer_typed(
+        &self,
+        key: &str,
+        request_hash: &str,
+        status: u16,
+        content_type: Option<&str>,
+        response: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, status, content_type, response, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(i64::from(status))
+        .bind(content_type)
+        .bind(response)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Keeps the answer given under an Idempotency-Key.

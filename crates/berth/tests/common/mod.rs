@@ -454,3 +454,31 @@ pub fn git_commit_all(dir: &Path) -> String {
     git(&["commit", "-qm", "deploy me"]);
     git(&["rev-parse", "HEAD"])
 }
+
+/// A raw API call with curl: (status, headers and body).
+#[allow(dead_code)]
+pub fn curl(p: &Platform, token: &str, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "-X", method, "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{}{path}", p.api_port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The bootstrap admin token of a platform.
+#[allow(dead_code)]
+pub fn admin_token(p: &Platform) -> String {
+    std::fs::read_to_string(p.data.path().join("api-token"))
+        .expect("token")
+        .trim()
+        .to_string()
+}
