@@ -448,27 +448,49 @@ impl Platform {
     /// running, marks dead ones crashed (the supervisor restarts them), removes orphans, and
     /// republishes routes.
     async fn recover(self: &Arc<Self>) -> Result<(), crate::ApiError> {
+        let cut = self
+            .store
+            .fail_interrupted_builds(crate::now_secs())
+            .await?;
+        if cut > 0 {
+            tracing::warn!(
+                builds = cut,
+                "builds interrupted by a restart are marked failed"
+            );
+        }
         for (deploy_id, app, version, step) in self.store.interrupted_deploys().await? {
-            tracing::warn!(%app, version, %step, "rolling back a deploy interrupted by a restart");
             let current = self.store.app(&app).await?.and_then(|a| a.current_release);
-            if current != Some(version) {
+            if current == Some(version) {
+                // It had switched: the release serves. Finish its drain (the older
+                // instances are stopped below) and count the deploy as done.
+                tracing::warn!(%app, version, %step, "finishing a deploy that had switched before a restart");
                 for inst in self.store.instances(Some(&app)).await? {
-                    if inst.release == version {
+                    if inst.release != version {
                         self.store.instance_stopping(&inst.id).await?;
-                        let id = inst.id.clone();
-                        let timeout = self.cfg.stop_timeout;
-                        self.blocking(move |l| l.stop(&id, timeout)).await;
-                        self.store.delete_instance(&inst.id).await?;
                     }
                 }
                 self.store
-                    .fail_release(
-                        &app,
-                        version,
-                        "interrupted by a platform restart; the previous release kept serving",
-                    )
+                    .finish_deploy(&deploy_id, "succeeded", None, crate::now_secs())
                     .await?;
+                continue;
             }
+            tracing::warn!(%app, version, %step, "rolling back a deploy interrupted by a restart");
+            for inst in self.store.instances(Some(&app)).await? {
+                if inst.release == version {
+                    self.store.instance_stopping(&inst.id).await?;
+                    let id = inst.id.clone();
+                    let timeout = self.cfg.stop_timeout;
+                    self.blocking(move |l| l.stop(&id, timeout)).await;
+                    self.store.delete_instance(&inst.id).await?;
+                }
+            }
+            self.store
+                .fail_release(
+                    &app,
+                    version,
+                    "interrupted by a platform restart; the previous release kept serving",
+                )
+                .await?;
             self.store
                 .finish_deploy(
                     &deploy_id,

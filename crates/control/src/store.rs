@@ -403,6 +403,17 @@ impl Store {
         Ok(())
     }
 
+    /// Marks the builds a restart cut off as failed; returns how many.
+    pub async fn fail_interrupted_builds(&self, now: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE builds SET status = 'failed', finished_at = ? WHERE status = 'running'",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records a build's end.
     pub async fn finish_build(&self, id: &str, status: &str, now: i64) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE builds SET status = ?, finished_at = ? WHERE id = ?")

@@ -19,6 +19,16 @@ use std::sync::Arc;
 
 type ToolResult = Result<CallToolResult, ErrorData>;
 
+/// The API client for a tool call, or the tool's answer saying why there is none.
+macro_rules! client_or_answer {
+    ($server:expr, $ctx:expr) => {
+        match $server.client(&$ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        }
+    };
+}
+
 /// Whose API client a tool call uses.
 #[derive(Clone)]
 enum Caller {
@@ -324,10 +334,7 @@ impl BerthMcp {
         description = "List the apps: name, URL, serving release, running instances, isolation."
     )]
     async fn list_apps(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(client.get_json::<Value>("/v1/apps").await)
     }
 
@@ -337,10 +344,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let app = seg(&a.app);
         let both = async {
             let releases = client
@@ -362,10 +366,7 @@ impl BerthMcp {
         Parameters(a): Parameters<DeployArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let upload = match self.source(a).await {
             Ok(u) => u,
             Err(r) => return Ok(r),
@@ -394,10 +395,7 @@ impl BerthMcp {
         Parameters(a): Parameters<RollbackArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let path = format!("/v1/apps/{}/rollback", seg(&a.app));
         answer(
             Self::workflow(
@@ -417,10 +415,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/releases", seg(&a.app)))
@@ -436,10 +431,7 @@ impl BerthMcp {
         Parameters(a): Parameters<LogArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let path = format!(
             "/v1/apps/{}/logs{}",
             seg(&a.app),
@@ -473,10 +465,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let text = client
             .get_text(&format!("/v1/apps/{}/builds/latest/log", seg(&a.app)))
             .await;
@@ -489,10 +478,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/env", seg(&a.app)))
@@ -506,10 +492,7 @@ impl BerthMcp {
         Parameters(a): Parameters<ChangeArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let path = format!("/v1/apps/{}/env", seg(&a.app));
         let body = json!({ "set": a.set, "unset": a.unset });
         answer(Self::workflow(&client, reqwest::Method::POST, &path, None, Some(body)).await)
@@ -521,10 +504,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/secrets", seg(&a.app)))
@@ -540,10 +520,7 @@ impl BerthMcp {
         Parameters(a): Parameters<ChangeArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         let path = format!("/v1/apps/{}/secrets", seg(&a.app));
         let body = json!({ "set": a.set, "unset": a.unset });
         answer(Self::workflow(&client, reqwest::Method::POST, &path, None, Some(body)).await)
@@ -555,10 +532,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/domains", seg(&a.app)))
@@ -572,10 +546,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/volumes", seg(&a.app)))
@@ -589,10 +560,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/database", seg(&a.app)))
@@ -606,10 +574,7 @@ impl BerthMcp {
         Parameters(a): Parameters<AppArg>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/apps/{}/slo", seg(&a.app)))
@@ -625,10 +590,7 @@ impl BerthMcp {
         Parameters(a): Parameters<DoraArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(
             client
                 .get_json::<Value>(&format!("/v1/dora{}", query(&[("app", a.app)])))
@@ -640,10 +602,7 @@ impl BerthMcp {
         description = "Alerts firing now (SLO burn, app down, crash loops, disk, certificates, backups)."
     )]
     async fn alerts(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
-        let client = match self.client(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
+        let client = client_or_answer!(self, ctx);
         answer(client.get_json::<Value>("/v1/alerts").await)
     }
 }
