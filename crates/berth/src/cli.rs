@@ -52,6 +52,9 @@ pub enum Command {
         /// App name (a DNS label).
         #[arg(long)]
         app: Option<String>,
+        /// The project a new app goes to (default: the token's, else `default`).
+        #[arg(long, env = "BERTH_PROJECT")]
+        project: Option<String>,
     },
     /// List apps with their URL and serving release.
     Apps,
@@ -185,6 +188,13 @@ pub enum Command {
     /// BERTH_TOKEN=<the token> and BERTH_API_URL=http://<host>:7070.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Projects group apps: a token can be limited to one project's apps (it cannot see or
+    /// touch the others), and a project can have quotas (apps, instances, memory, volumes).
+    ///
+    /// Example: berth projects create shop --max-apps 5 --max-memory 4G, then
+    /// berth tokens create shop-ci --role deployer --project shop
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
     /// Who changed what: every call that changed something (or tried to), with its token,
     /// client, request id, outcome and what it made. Append-only.
     Audit {
@@ -422,6 +432,9 @@ pub enum TokensCommand {
         /// viewer, deployer or admin.
         #[arg(long, default_value = "viewer")]
         role: String,
+        /// Limit the token to one project's apps.
+        #[arg(long)]
+        project: Option<String>,
         /// Valid for this long (30d, 12h); forever when not given.
         #[arg(long)]
         expires: Option<String>,
@@ -430,6 +443,29 @@ pub enum TokensCommand {
     List,
     /// Revoke a token at once; calls with it are refused (and audited).
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Make a project, with quotas if given.
+    Create {
+        /// A DNS label, e.g. shop.
+        name: String,
+        /// At most this many apps.
+        #[arg(long)]
+        max_apps: Option<u32>,
+        /// At most this many instances across its apps' serving releases.
+        #[arg(long)]
+        max_instances: Option<u32>,
+        /// At most this much memory (the instances' limits added up), e.g. 4G.
+        #[arg(long)]
+        max_memory: Option<String>,
+        /// At most this much volume space, e.g. 20G.
+        #[arg(long)]
+        max_volume: Option<String>,
+    },
+    /// List projects with their quotas and what they use.
+    List,
 }
 
 /// Where the passphrase of a backup comes from.

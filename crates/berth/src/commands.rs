@@ -79,7 +79,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::ContainerInit { .. } => Ok(0),
-        Command::Deploy { path, app } => deploy(g, &path, app).await,
+        Command::Deploy { path, app, project } => deploy(g, &path, app, project).await,
         Command::Apps => apps(g).await,
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
@@ -132,6 +132,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Slo { app, rules, out } => crate::slo::slo(g, app, rules, out).await,
         Command::Alerts { all } => crate::slo::alerts(g, all).await,
         Command::Tokens(cmd) => crate::teams::tokens(g, cmd).await,
+        Command::Projects(cmd) => crate::teams::projects(g, cmd).await,
         Command::Mcp => {
             let mut target = crate::client::target(g);
             target.client = "mcp".into();
@@ -391,7 +392,12 @@ fn tokio_util_token() -> tokio_util::sync::CancellationToken {
 }
 
 /// Reads berth.toml of a directory, naming the file in errors.
-async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
+async fn deploy(
+    g: &Global,
+    path: &Path,
+    app: Option<String>,
+    project: Option<String>,
+) -> Result<i32> {
     let limit = std::env::var("BERTH_UPLOAD_LIMIT")
         .ok()
         .and_then(|s| parse_size(&s).ok())
@@ -414,11 +420,16 @@ async fn deploy(g: &Global, path: &Path, app: Option<String>) -> Result<i32> {
                 .unwrap_or_default()
         );
     }
+    let mut path = upload.path.clone();
+    if let Some(p) = project {
+        path.push_str(if path.contains('?') { "&" } else { "?" });
+        path.push_str(&format!("project={p}"));
+    }
     stream_workflow(
         g,
         &client,
         reqwest::Method::POST,
-        &upload.path,
+        &path,
         Some((reqwest::Body::from(upload.archive), "application/gzip")),
         None,
     )

@@ -1,6 +1,6 @@
 //! `berth tokens` and `berth audit`.
 
-use crate::cli::{Global, TokensCommand};
+use crate::cli::{Global, ProjectsCommand, TokensCommand};
 use crate::output;
 use anyhow::{anyhow, Context, Result};
 use berth_core::auth::{AuditEntry, Role, TokenCreated, TokenView};
@@ -11,6 +11,7 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
         TokensCommand::Create {
             name,
             role,
+            project,
             expires,
         } => {
             let role = Role::parse(&role).map_err(|e| anyhow!("--role: {e}"))?;
@@ -19,7 +20,7 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
                 .map(|e| humantime::parse_duration(&e).context("--expires"))
                 .transpose()?
                 .map(|d| d.as_secs().max(1));
-            let body = serde_json::json!({ "name": name, "role": role, "expires_in": expires_in });
+            let body = serde_json::json!({ "name": name, "role": role, "project": project, "expires_in": expires_in });
             let created: TokenCreated = client.post_json("/v1/tokens", &body).await?;
             if g.json {
                 output::json(&created);
@@ -45,6 +46,7 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
                     vec![
                         t.name.clone(),
                         t.role.as_str().to_string(),
+                        t.scope.clone(),
                         t.created_by.clone(),
                         output::ago(t.created_at),
                         t.last_used_at.map_or_else(|| "never".into(), output::ago),
@@ -60,7 +62,15 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
                 })
                 .collect();
             output::table(
-                &["NAME", "ROLE", "MADE BY", "MADE", "LAST USED", "STATE"],
+                &[
+                    "NAME",
+                    "ROLE",
+                    "SCOPE",
+                    "MADE BY",
+                    "MADE",
+                    "LAST USED",
+                    "STATE",
+                ],
                 &rows,
             );
             Ok(0)
@@ -138,4 +148,82 @@ pub async fn audit(
         &rows,
     );
     Ok(0)
+}
+
+pub async fn projects(g: &Global, cmd: ProjectsCommand) -> Result<i32> {
+    use berth_core::projects::{ProjectView, Quota};
+    let client = crate::client::discover(g)?;
+    match cmd {
+        ProjectsCommand::Create {
+            name,
+            max_apps,
+            max_instances,
+            max_memory,
+            max_volume,
+        } => {
+            berth_core::projects::check_project_name(&name).map_err(|e| anyhow!(e))?;
+            let size = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
+                v.map(|s| berth_core::limits::parse_memory(&s).map_err(|e| anyhow!("{flag}: {e}")))
+                    .transpose()
+            };
+            let quota = Quota {
+                max_apps,
+                max_instances,
+                max_memory_bytes: size("--max-memory", max_memory)?,
+                max_volume_bytes: size("--max-volume", max_volume)?,
+            };
+            let view: ProjectView = client
+                .post_json(
+                    "/v1/projects",
+                    &serde_json::json!({ "name": name, "quota": quota }),
+                )
+                .await?;
+            if g.json {
+                output::json(&view);
+            } else {
+                println!("project {} made", view.name);
+            }
+            Ok(0)
+        }
+        ProjectsCommand::List => {
+            let list: Vec<ProjectView> = client.get_json("/v1/projects").await?;
+            if g.json {
+                output::json(&list);
+                return Ok(0);
+            }
+            let of = |used: String, max: Option<String>| match max {
+                Some(m) => format!("{used}/{m}"),
+                None => used,
+            };
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        of(
+                            p.usage.apps.to_string(),
+                            p.quota.max_apps.map(|m| m.to_string()),
+                        ),
+                        of(
+                            p.usage.instances.to_string(),
+                            p.quota.max_instances.map(|m| m.to_string()),
+                        ),
+                        of(
+                            format!("{}M", p.usage.memory_bytes >> 20),
+                            p.quota.max_memory_bytes.map(|m| format!("{}M", m >> 20)),
+                        ),
+                        of(
+                            format!("{}M", p.usage.volume_bytes >> 20),
+                            p.quota.max_volume_bytes.map(|m| format!("{}M", m >> 20)),
+                        ),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["PROJECT", "APPS", "INSTANCES", "MEMORY", "VOLUMES"],
+                &rows,
+            );
+            Ok(0)
+        }
+    }
 }

@@ -98,6 +98,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/tokens", get(tokens_list).post(tokens_create))
         .route("/v1/tokens/{name}", axum::routing::delete(tokens_revoke))
         .route("/v1/audit", get(audit_list))
+        .route("/v1/projects", get(projects_list).post(projects_create))
         .nest_service("/mcp", mcp_service(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
@@ -252,6 +253,43 @@ fn observed(
     tx
 }
 
+async fn projects_list(
+    State(p): Shared,
+    caller: Caller,
+) -> Result<Json<Vec<berth_core::projects::ProjectView>>, ApiError> {
+    let limited = caller_project(&caller);
+    let all = p.store.projects().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|v| limited.as_ref().is_none_or(|l| *l == v.name))
+            .collect(),
+    ))
+}
+
+async fn projects_create(
+    State(p): Shared,
+    body: Result<
+        Json<berth_core::projects::ProjectCreate>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<(StatusCode, Json<berth_core::projects::ProjectView>), ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::invalid("invalid_project_request", e.body_text()).hint(
+            r#"send {"name": "shop", "quota": {"max_apps": 5, "max_instances": 10, "max_memory_bytes": …, "max_volume_bytes": …}}"#,
+        )
+    })?;
+    crate::audit::CallContext::set_target(&req.name);
+    p.store.create_project(&req, crate::now_secs()).await?;
+    let view = p
+        .store
+        .projects()
+        .await?
+        .into_iter()
+        .find(|v| v.name == req.name)
+        .ok_or_else(|| ApiError::internal("projects", "the new project is missing"))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
 #[derive(Deserialize)]
 struct AuditQuery {
     since: Option<String>,
@@ -306,10 +344,23 @@ async fn tokens_revoke(
     Ok(Json(p.store.revoke_token(&name, crate::now_secs()).await?))
 }
 
-async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> {
+/// The caller (the guard puts it on every request).
+type Caller = Option<axum::Extension<crate::tokens::Principal>>;
+
+/// The project a caller is limited to.
+fn caller_project(c: &Caller) -> Option<String> {
+    c.as_ref().and_then(|axum::Extension(p)| p.project.clone())
+}
+
+async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSummary>>, ApiError> {
     let instances = p.store.instances(None).await?;
+    let limited = caller_project(&caller);
     let mut apps = Vec::new();
     for a in p.store.apps().await? {
+        let project = p.store.app_project(&a.name).await?.unwrap_or_default();
+        if limited.as_ref().is_some_and(|l| *l != project) {
+            continue;
+        }
         let isolation = match a.current_release {
             Some(v) => p
                 .store
@@ -327,6 +378,7 @@ async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> 
             current_release: a.current_release,
             created_at: a.created_at,
             isolation,
+            project,
             name: a.name,
         });
     }
@@ -335,9 +387,32 @@ async fn list_apps(State(p): Shared) -> Result<Json<Vec<AppSummary>>, ApiError> 
 
 async fn create_app(
     State(p): Shared,
+    caller: Caller,
     headers: HeaderMap,
-    Json(body): Json<AppCreate>,
+    Json(mut body): Json<AppCreate>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    crate::audit::CallContext::set_target(&body.name);
+    let project = crate::projects::project_for_new_app(
+        body.project.as_deref(),
+        caller_project(&caller).as_deref(),
+    )?;
+    if p.store.app(&body.name).await?.is_none() {
+        let mut volume_bytes = 0;
+        for v in &body.volumes {
+            volume_bytes += berth_core::limits::parse_memory(&v.size).unwrap_or(0);
+        }
+        p.store
+            .check_quota(
+                &project,
+                crate::projects::Growth {
+                    new_app: true,
+                    volume_bytes,
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    body.project = Some(project);
     let key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -547,6 +622,17 @@ async fn volumes_create(
     Json(req): Json<VolumeCreate>,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
+    if let Some(project) = p.store.app_project(name.as_str()).await? {
+        p.store
+            .check_quota(
+                &project,
+                crate::projects::Growth {
+                    volume_bytes: berth_core::limits::parse_memory(&req.size).unwrap_or(0),
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
     let who = actor(&headers);
     let platform = p.clone();
     Ok(stream_workflow(&p, "volume_create", &app, move |events| {
@@ -617,12 +703,15 @@ struct DeployQuery {
     commit: Option<String>,
     /// When that commit was made (Unix seconds), for lead time.
     commit_time: Option<i64>,
+    /// The project of a new app.
+    project: Option<String>,
 }
 
 async fn deploy(
     State(p): Shared,
     Path(app): Path<String>,
     Query(q): Query<DeployQuery>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -645,6 +734,35 @@ async fn deploy(
             "the upload is empty; send the app directory as a gzipped tar archive",
         ));
     }
+    // The project: an existing app's own; a new app's as asked, within its quota.
+    let project = match p.store.app_project(name.as_str()).await? {
+        Some(of) => {
+            if q.project.as_ref().is_some_and(|asked| *asked != of) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "app_in_other_project",
+                    format!("app {name} belongs to project {of:?}"),
+                ));
+            }
+            of
+        }
+        None => {
+            let project = crate::projects::project_for_new_app(
+                q.project.as_deref(),
+                caller_project(&caller).as_deref(),
+            )?;
+            p.store
+                .check_quota(
+                    &project,
+                    crate::projects::Growth {
+                        new_app: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            project
+        }
+    };
     let toml = match berth_factory::source::read_file(&body, "berth.toml") {
         Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
             ApiError::invalid("invalid_berth_toml", e.to_string())
@@ -718,6 +836,7 @@ async fn deploy(
                     crate::deploy::SourceRef {
                         id: source_id,
                         commit_time,
+                        project,
                     },
                     toml,
                     who,

@@ -176,7 +176,13 @@ impl Platform {
         let _one_at_a_time = self.create_lock.lock().await;
         self.check_create(req).await?;
         let app = req.name.as_str();
-        self.store.ensure_app(app, crate::now_secs()).await?;
+        let project = req
+            .project
+            .clone()
+            .unwrap_or_else(|| berth_core::projects::DEFAULT_PROJECT.to_string());
+        self.store
+            .ensure_app_in(app, &project, crate::now_secs())
+            .await?;
         if let Err(e) = self.create_steps(req, actor).await {
             self.undo_create(app).await;
             return Err(ApiError {

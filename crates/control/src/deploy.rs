@@ -184,6 +184,8 @@ pub struct SourceRef {
     pub id: String,
     /// When that commit was made (Unix seconds), for lead time.
     pub commit_time: Option<i64>,
+    /// The project of the app (a new app is made in it).
+    pub project: String,
 }
 
 impl Platform {
@@ -210,6 +212,7 @@ impl Platform {
         let SourceRef {
             id: source_id,
             commit_time,
+            project,
         } = source;
         let lock = self.app_lock(app.as_str());
         let _guard = lock.lock().await;
@@ -302,7 +305,7 @@ impl Platform {
             .await?;
 
         self.store
-            .ensure_app(app.as_str(), crate::now_secs())
+            .ensure_app_in(app.as_str(), &project, crate::now_secs())
             .await?;
         let app_row = self
             .store
@@ -355,6 +358,24 @@ impl Platform {
             slo: toml.slo(),
             log_retention: toml.log_retention(),
         };
+        // Within the project's quota, or nothing changes (a new app is not kept).
+        if let Err(e) = self
+            .store
+            .check_quota(
+                &project,
+                crate::projects::Growth {
+                    app: Some(app.as_str()),
+                    config: Some(&config),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            if !existed {
+                let _ = self.store.delete_app(app.as_str()).await;
+            }
+            return Err(e.into());
+        }
         let description = match source_id.strip_prefix("sha256-") {
             Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),
             None => format!("deploy of commit {}", &source_id[..source_id.len().min(12)]),

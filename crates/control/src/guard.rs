@@ -165,6 +165,14 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         }
         return with_request_id(err.into_response(), &id);
     }
+    if let Some(project) = who.project.clone() {
+        if let Err(err) = within_project(&p, &project, &route, req.uri()).await {
+            if mutating {
+                record(&p, &call(who), err.status, None, Some(err.message.clone())).await;
+            }
+            return with_request_id(err.into_response(), &id);
+        }
+    }
     if !mutating {
         req.extensions_mut().insert(who);
         return with_request_id(next.run(req).await, &id);
@@ -199,6 +207,50 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
     };
     record(&p, &ctx, status, None, detail).await;
     with_request_id(resp, &id)
+}
+
+/// Whether a token limited to `project` may make this call: calls on an app of another
+/// project are answered as if the app did not exist (names do not leak), and
+/// platform-wide endpoints are refused.
+async fn within_project(
+    p: &Platform,
+    project: &str,
+    route: &str,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let app = if route.starts_with("/v1/apps/{app}") {
+        target_of(uri.path())
+    } else if route == "/v1/dora" {
+        uri.query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("app="))
+            .map(str::to_string)
+            .or(Some(String::new()))
+    } else if matches!(route, "/v1/apps" | "/v1/projects") || route.starts_with("/mcp") {
+        None
+    } else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a token limited to project {project:?} may not use {route}: it is platform-wide"
+            ),
+        )
+        .hint("use a platform token"));
+    };
+    let Some(app) = app else { return Ok(()) };
+    if app.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a token limited to project {project:?} must name one of its apps"),
+        ));
+    }
+    match p.store.app_project(&app).await? {
+        Some(of) if of != project => Err(ApiError::app_not_found(&app)),
+        _ => Ok(()),
+    }
 }
 
 /// Appends the outcome of a call to the audit log.

@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod notify;
 pub mod platform;
 pub mod policy;
+pub mod projects;
 pub mod routing;
 pub mod secrets;
 pub mod slo;

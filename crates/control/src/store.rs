@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/0010_idempotent_answers.sql"),
     ),
+    (11, include_str!("../migrations/0011_project_quotas.sql")),
 ];
 
 /// Handle to the state store.

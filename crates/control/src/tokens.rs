@@ -23,6 +23,8 @@ pub struct Principal {
     /// The token's name: the actor in the audit log.
     pub name: String,
     pub role: Role,
+    /// The one project whose apps the token may reach (`None`: the whole platform).
+    pub project: Option<String>,
 }
 
 impl Principal {
@@ -32,6 +34,7 @@ impl Principal {
             token_id: BOOTSTRAP_ID.into(),
             name: "admin".into(),
             role: Role::Admin,
+            project: None,
         }
     }
 }
@@ -89,6 +92,7 @@ impl Store {
             token_id: v.id.clone(),
             name: v.name.clone(),
             role: v.role,
+            project: v.scope.strip_prefix("project:").map(str::to_string),
         };
         if v.revoked_at.is_some() || v.expires_at.is_some_and(|e| e <= now) {
             return Ok(Presented::Revoked(who));
@@ -118,12 +122,26 @@ impl Store {
                 "expires_in must be at least 1 second",
             ));
         }
+        let scope = match &req.project {
+            None => "platform".to_string(),
+            Some(project) => {
+                if self.project_quota(project).await?.is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "project_not_found",
+                        format!("no project named {project:?}"),
+                    )
+                    .hint("make it first: `berth projects create NAME`"));
+                }
+                format!("project:{project}")
+            }
+        };
         let token = format!("{TOKEN_PREFIX}{}", crate::random_id(32));
         let view = TokenView {
             id: crate::random_id(8),
             name: req.name.clone(),
             role: req.role,
-            scope: "platform".into(),
+            scope,
             created_at: now,
             created_by: created_by.to_string(),
             expires_at: req

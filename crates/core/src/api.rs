@@ -36,6 +36,9 @@ pub struct AppSummary {
     /// Isolation level of the serving release (`trusted` or `sandbox`).
     #[serde(default)]
     pub isolation: Option<String>,
+    /// The project it belongs to.
+    #[serde(default)]
+    pub project: String,
 }
 
 /// One release in `berth releases`.

@@ -44,7 +44,12 @@ impl Role {
         if route == "/mcp" || route.starts_with("/mcp/") {
             return Role::Viewer;
         }
+        // Anyone may see the projects they can reach; making them is an admin's.
+        if route == "/v1/projects" && method == "GET" {
+            return Role::Viewer;
+        }
         let admin_only = [
+            "/v1/projects",
             "/v1/tokens",
             "/v1/audit",
             "/v1/backups",
@@ -75,6 +80,9 @@ pub struct TokenCreate {
     /// A name for people to recognise it by (also the actor in the audit log).
     pub name: String,
     pub role: Role,
+    /// Limit the token to one project's apps (default: the whole platform).
+    #[serde(default)]
+    pub project: Option<String>,
     /// Seconds it stays valid; forever when absent.
     #[serde(default)]
     pub expires_in: Option<u64>,
@@ -86,7 +94,7 @@ pub struct TokenView {
     pub id: String,
     pub name: String,
     pub role: Role,
-    /// `platform` (projects and tenants come later).
+    /// `platform`, or `project:NAME` for a token limited to one project's apps.
     pub scope: String,
     pub created_at: i64,
     pub created_by: String,
@@ -179,6 +187,8 @@ mod tests {
         }
         assert!(!Role::Viewer.allows("DELETE", "/v1/apps/{app}"));
         assert!(Role::Viewer.allows("POST", "/mcp"));
+        assert!(Role::Viewer.allows("GET", "/v1/projects"));
+        assert!(!Role::Deployer.allows("POST", "/v1/projects"));
         assert_eq!(Role::parse("deployer"), Ok(Role::Deployer));
         assert!(Role::parse("root")
             .unwrap_err()

@@ -17,6 +17,7 @@ pub mod model;
 pub mod names;
 pub mod policy;
 pub mod procfile;
+pub mod projects;
 pub mod slo;
 pub mod spec;
 pub mod state;

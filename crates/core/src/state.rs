@@ -243,6 +243,9 @@ pub struct AppCreate {
     /// A PostgreSQL database (`DATABASE_URL`).
     #[serde(default)]
     pub database: bool,
+    /// The project it goes to (default: the token's, else `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// What `POST /v1/apps` created.

@@ -1,0 +1,215 @@
+//! Projects in the state store: making and listing them, which project an app is in, what a
+//! project uses, and its quotas — checked before anything is changed.
+
+use crate::error::ApiError;
+use crate::store::Store;
+use axum::http::StatusCode;
+use berth_core::model::ReleaseConfig;
+use berth_core::projects::{
+    check_project_name, ProjectCreate, ProjectView, Quota, Usage, DEFAULT_PROJECT,
+};
+use sqlx::Row;
+
+/// What a change would add to a project.
+#[derive(Debug, Clone, Default)]
+pub struct Growth<'a> {
+    /// A new app.
+    pub new_app: bool,
+    /// The app whose serving release `config` would replace.
+    pub app: Option<&'a str>,
+    /// The release to come.
+    pub config: Option<&'a ReleaseConfig>,
+    /// More volume bytes.
+    pub volume_bytes: u64,
+}
+
+fn footprint(config: &ReleaseConfig) -> (u32, u64) {
+    config.processes.values().fold((0, 0), |(n, m), p| {
+        (
+            n + p.instances,
+            m + u64::from(p.instances) * p.limits.memory_bytes,
+        )
+    })
+}
+
+impl Store {
+    /// Makes a project.
+    pub async fn create_project(&self, req: &ProjectCreate, now: i64) -> Result<(), ApiError> {
+        check_project_name(&req.name).map_err(|e| ApiError::invalid("invalid_project_name", e))?;
+        let quota = serde_json::to_string(&req.quota).unwrap_or_else(|_| "{}".into());
+        let inserted = sqlx::query(
+            "INSERT INTO projects (id, tenant_id, name, created_at, quota) VALUES (?, 'default', ?, ?, ?)",
+        )
+        .bind(&req.name)
+        .bind(&req.name)
+        .bind(now)
+        .bind(quota)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "project_exists",
+                format!("project {:?} exists", req.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A project's quota, if the project exists.
+    pub async fn project_quota(&self, name: &str) -> Result<Option<Quota>, sqlx::Error> {
+        let row = sqlx::query("SELECT quota FROM projects WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| {
+            r.try_get::<String, _>("quota")
+                .ok()
+                .and_then(|q| serde_json::from_str(&q).ok())
+                .unwrap_or_default()
+        }))
+    }
+
+    /// The project an app is in.
+    pub async fn app_project(&self, app: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT p.name AS project FROM apps a JOIN projects p ON a.project_id = p.id WHERE a.name = ?",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("project")).transpose()
+    }
+
+    /// Adds an app to a project if it does not exist yet.
+    pub async fn ensure_app_in(
+        &self,
+        app: &str,
+        project: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO apps (name, project_id, env, created_at) \
+             SELECT ?, id, '{}', ? FROM projects WHERE name = ? ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(app)
+        .bind(now)
+        .bind(project)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What a project's apps use now.
+    pub async fn project_usage(&self, project: &str) -> Result<Usage, sqlx::Error> {
+        let apps: Vec<String> = sqlx::query(
+            "SELECT a.name FROM apps a JOIN projects p ON a.project_id = p.id WHERE p.name = ?",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("name"))
+        .collect::<Result<_, _>>()?;
+        let mut usage = Usage {
+            apps: apps.len() as u32,
+            ..Default::default()
+        };
+        for app in &apps {
+            if let Some(v) = self.app(app).await?.and_then(|a| a.current_release) {
+                if let Some(r) = self.release(app, v).await? {
+                    let (n, m) = footprint(&r.config);
+                    usage.instances += n;
+                    usage.memory_bytes += m;
+                }
+            }
+            for vol in self.volumes(Some(app)).await? {
+                usage.volume_bytes += vol.size_bytes;
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Every project with its quota and use.
+    pub async fn projects(&self) -> Result<Vec<ProjectView>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, created_at, quota FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            let quota: String = r.try_get("quota")?;
+            out.push(ProjectView {
+                usage: self.project_usage(&name).await?,
+                created_at: r.try_get("created_at")?,
+                quota: serde_json::from_str(&quota).unwrap_or_default(),
+                name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Refuses a change that would take `project` past its quota (nothing is changed).
+    pub async fn check_quota(&self, project: &str, growth: Growth<'_>) -> Result<(), ApiError> {
+        let Some(quota) = self.project_quota(project).await? else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "project_not_found",
+                format!("no project named {project:?}"),
+            )
+            .hint(
+                "`berth projects list` shows them; an admin makes one with `berth projects create`",
+            ));
+        };
+        if quota == Quota::default() {
+            return Ok(());
+        }
+        let mut usage = self.project_usage(project).await?;
+        if growth.new_app {
+            usage.apps += 1;
+        }
+        if let Some(config) = growth.config {
+            if let Some(app) = growth.app {
+                if let Some(v) = self.app(app).await?.and_then(|a| a.current_release) {
+                    if let Some(r) = self.release(app, v).await? {
+                        let (n, m) = footprint(&r.config);
+                        usage.instances -= n.min(usage.instances);
+                        usage.memory_bytes -= m.min(usage.memory_bytes);
+                    }
+                }
+            }
+            let (n, m) = footprint(config);
+            usage.instances += n;
+            usage.memory_bytes += m;
+        }
+        usage.volume_bytes += growth.volume_bytes;
+        match quota.exceeded_by(&usage) {
+            Some(what) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "quota_exceeded",
+                format!("project {project:?} would have {what}"),
+            )
+            .hint("free something in the project, or ask an admin to raise its quota")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The project a new app goes to: the one asked for, else the token's, else `default`;
+/// a token limited to a project cannot put apps elsewhere.
+pub fn project_for_new_app(
+    asked: Option<&str>,
+    token_project: Option<&str>,
+) -> Result<String, ApiError> {
+    match (asked, token_project) {
+        (Some(a), Some(t)) if a != t => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token is limited to project {t:?}"),
+        )),
+        (Some(a), _) => Ok(a.to_string()),
+        (None, Some(t)) => Ok(t.to_string()),
+        (None, None) => Ok(DEFAULT_PROJECT.to_string()),
+    }
+}
