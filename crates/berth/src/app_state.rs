@@ -44,6 +44,7 @@ pub async fn create(g: &Global, args: CreateArgs<'_>) -> Result<i32> {
         "secrets": secrets,
         "volumes": volumes,
         "database": args.database,
+        "project": args.project,
     });
     let client = crate::client::discover(g)?;
     let headers: Vec<(&str, &str)> = args
@@ -97,6 +98,7 @@ pub struct CreateArgs<'a> {
     pub volumes: &'a [String],
     pub database: bool,
     pub idempotency_key: Option<&'a str>,
+    pub project: Option<&'a str>,
 }
 
 /// Collects NAME=VALUE pairs from the arguments, files and standard input.

@@ -114,6 +114,9 @@ pub enum Command {
         /// Makes retries safe: the same key returns the first result.
         #[arg(long, env = "BERTH_IDEMPOTENCY_KEY")]
         idempotency_key: Option<String>,
+        /// The project it goes to (default: the token's, else `default`).
+        #[arg(long, env = "BERTH_PROJECT")]
+        project: Option<String>,
     },
     /// Manage an app's secrets: encrypted at rest, never shown again, redacted from logs.
     ///

@@ -111,6 +111,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             volumes,
             database,
             idempotency_key,
+            project,
         } => {
             let args = crate::app_state::CreateArgs {
                 app: &app,
@@ -119,6 +120,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 volumes: &volumes,
                 database,
                 idempotency_key: idempotency_key.as_deref(),
+                project: project.as_deref(),
             };
             crate::app_state::create(g, args).await
         }

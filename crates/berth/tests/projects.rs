@@ -189,6 +189,20 @@ fn project_tokens_see_and_touch_only_their_project_within_its_quota() {
         stdout.contains("\"blog\"") && !stdout.contains("\"shop\""),
         "{stdout}"
     );
+    // `berth create` puts an app in a project too, and a project token cannot create
+    // elsewhere.
+    p.ok(&["create", "drafts", "--project", "blog"]);
+    assert!(
+        apps(&blog).contains(&"blog/drafts".to_string()),
+        "{:?}",
+        apps(&blog)
+    );
+    let (ok, _, err) = out(&as_token(
+        &p,
+        &shop,
+        &["create", "elsewhere", "--project", "blog"],
+    ));
+    assert!(!ok && err.contains("limited to project"), "{err}");
     // Making projects is an admin's.
     let (ok, _, err) = out(&as_token(&p, &shop, &["projects", "create", "mine"]));
     assert!(!ok && err.contains("admin"), "{err}");
