@@ -25,6 +25,9 @@ pub const KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Longest key.
 pub const MAX_KEY: usize = 255;
+/// How long answers are kept for retries (a day, as payment APIs do); a key older than that
+/// is new again.
+pub const KEEP_SECS: i64 = 86_400;
 
 /// Keys whose first attempt is running.
 #[derive(Debug, Default)]

@@ -243,6 +243,10 @@ pub async fn run_slo(platform: Arc<Platform>) {
                 .store
                 .prune_slo_samples(crate::now_secs() - keep)
                 .await;
+            let _ = platform
+                .store
+                .prune_idempotent_answers(crate::now_secs() - crate::idempotency::KEEP_SECS)
+                .await;
         }
     }
 }

@@ -1274,6 +1274,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the answers kept before `before` (Unix seconds); returns how many.
+    pub async fn prune_idempotent_answers(&self, before: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Keeps the answer given under an Idempotency-Key.
     pub async fn keep_idempotent_answer(
         &self,
@@ -1312,6 +1321,22 @@ fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idempotent_answers_are_forgotten_after_their_time() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("b.db")).await.unwrap();
+        s.keep_idempotent_answer_typed("t:old", "h", 200, None, "{}", 100)
+            .await
+            .unwrap();
+        s.keep_idempotent_answer_typed("t:new", "h", 200, Some("application/json"), "{}", 200)
+            .await
+            .unwrap();
+        assert_eq!(s.prune_idempotent_answers(150).await.unwrap(), 1);
+        assert!(s.idempotent_answer_typed("t:old").await.unwrap().is_none());
+        let kept = s.idempotent_answer_typed("t:new").await.unwrap().unwrap();
+        assert_eq!(kept.2.as_deref(), Some("application/json"));
+    }
 
     #[tokio::test]
     async fn releases_number_up_and_activation_supersedes() {
