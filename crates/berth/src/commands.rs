@@ -513,18 +513,10 @@ fn short_duration(secs: Option<f64>) -> String {
 
 async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result<i32> {
     let client = crate::client::discover(g)?;
-    let mut query = Vec::new();
-    if let Some(a) = &app {
-        query.push(format!("app={a}"));
-    }
-    if let Some(w) = &window {
-        query.push(format!("window={w}"));
-    }
-    let path = if query.is_empty() {
-        "/v1/dora".to_string()
-    } else {
-        format!("/v1/dora?{}", query.join("&"))
-    };
+    let path = berth_client::with_query(
+        "/v1/dora",
+        &[("app", app.clone()), ("window", window.clone())],
+    );
     let views: Vec<berth_core::dora::DoraView> = client.get_json(&path).await?;
     if g.json {
         output::json(&views);
@@ -697,25 +689,19 @@ async fn logs(
         print!("{text}");
         return Ok(0);
     }
-    let mut query = reqwest::Url::parse("http://berth/").context("building the query")?;
-    {
-        let mut pairs = query.query_pairs_mut();
-        pairs.append_pair("lines", &lines.to_string());
-        pairs.append_pair("follow", &follow.to_string());
-        for (key, value) in [
+    let path = berth_client::with_query(
+        &berth_client::app_path(app, "/logs"),
+        &[
+            ("lines", Some(lines.to_string())),
+            ("follow", Some(follow.to_string())),
             ("since", filter.since),
             ("until", filter.until),
             ("release", filter.release.map(|r| r.to_string())),
             ("grep", filter.grep),
             ("process", filter.process),
             ("stream", filter.stream),
-        ] {
-            if let Some(v) = value {
-                pairs.append_pair(key, &v);
-            }
-        }
-    }
-    let path = format!("/v1/apps/{app}/logs?{}", query.query().unwrap_or_default());
+        ],
+    );
     let as_json = g.json;
     client
         .get_lines(&path, |line| {

@@ -91,17 +91,15 @@ pub async fn audit(
     lines: u32,
 ) -> Result<i32> {
     let client = crate::client::discover(g)?;
-    let mut url = reqwest::Url::parse("http://berth/v1/audit").context("building the query")?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("limit", &lines.to_string());
-        for (k, v) in [("since", &since), ("actor", &actor), ("app", &app)] {
-            if let Some(v) = v {
-                q.append_pair(k, v);
-            }
-        }
-    }
-    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let path = berth_client::with_query(
+        "/v1/audit",
+        &[
+            ("limit", Some(lines.to_string())),
+            ("since", since),
+            ("actor", actor),
+            ("app", app),
+        ],
+    );
     let entries: Vec<AuditEntry> = client.get_json(&path).await?;
     if g.json {
         output::json(&entries);

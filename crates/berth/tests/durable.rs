@@ -27,15 +27,7 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
     .expect("Procfile");
     p.ok(&["deploy", &dir.display().to_string()]);
     let archive = work.path().join("durable.tar.gz");
-    assert!(std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&dir)
-        .arg(".")
-        .status()
-        .expect("tar")
-        .success());
+    common::tar_gz(&dir, &archive);
 
     // Clients of the app, bounded in time and count.
     let stop = Arc::new(AtomicBool::new(false));

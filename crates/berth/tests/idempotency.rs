@@ -81,15 +81,7 @@ fn retried_changes_happen_once_and_a_reused_key_changes_nothing() {
     )
     .expect("Procfile");
     let archive = work.path().join("idem.tar.gz");
-    assert!(std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&dir)
-        .arg(".")
-        .status()
-        .expect("tar")
-        .success());
+    common::tar_gz(&dir, &archive);
     let deploy = |extra: &[&str]| {
         let mut args = vec![
             "-H",

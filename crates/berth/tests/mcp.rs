@@ -282,15 +282,7 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
     let (ok_list, listed) = over_http(&agent, &["--method", "tools/list"]);
     assert!(ok_list && listed.contains("\"deploy\""), "{listed}");
     let archive = work.path().join("bot.tar.gz");
-    let tar = std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&dir)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(tar.success());
+    common::tar_gz(&dir, &archive);
     use base64::Engine as _;
     let b64 =
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&archive).expect("archive"));

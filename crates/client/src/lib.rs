@@ -17,6 +17,29 @@ pub struct ApiFailure {
     pub body: ErrorBody,
 }
 
+/// `path?key=value&…` with the pairs that have a value, encoded.
+pub fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+            any = true;
+        }
+    }
+    if any {
+        format!("{path}?{}", q.finish())
+    } else {
+        path.to_string()
+    }
+}
+
+/// An app's API path, `/v1/apps/<app>` then `rest` (the name encoded as a path segment).
+pub fn app_path(app: &str, rest: &str) -> String {
+    let app = percent_encoding::utf8_percent_encode(app, percent_encoding::NON_ALPHANUMERIC);
+    format!("/v1/apps/{app}{rest}")
+}
+
 /// The default data directory: `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -291,4 +314,27 @@ async fn read_lines(
         on_line(String::from_utf8_lossy(&buf).trim_end())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries_are_encoded() {
+        assert_eq!(
+            with_query(
+                "/v1/audit",
+                &[("since", Some("1h".into())), ("actor", None)]
+            ),
+            "/v1/audit?since=1h"
+        );
+        assert_eq!(
+            with_query("/x", &[("grep", Some("a b&c=(".into()))]),
+            "/x?grep=a+b%26c%3D%28"
+        );
+        assert_eq!(with_query("/x", &[("a", None)]), "/x");
+        assert_eq!(app_path("shop", "/logs"), "/v1/apps/shop/logs");
+        assert_eq!(app_path("a/../b", ""), "/v1/apps/a%2F%2E%2E%2Fb");
+    }
 }

@@ -243,8 +243,7 @@ fn observed(
                 (None, true) => "succeeded",
                 (None, false) => "failed",
             };
-            let mut entry = call.entry(outcome, Some(200), refs, error);
-            entry.outcome = outcome.to_string();
+            let entry = call.entry(outcome, Some(200), refs, error);
             if let Err(e) = p.store.record_audit(&entry).await {
                 tracing::error!(error = %e, "writing the audit log failed");
             }

@@ -240,7 +240,7 @@ impl Platform {
         let hash = request_hash(req);
         // Retries wait for the first attempt: creates take the same lock.
         let _serial = self.idempotency_lock.lock().await;
-        if let Some((h, status, response)) = self.store.idempotent_answer(key).await? {
+        if let Some((h, status, _, response)) = self.store.idempotent_answer(key).await? {
             if h != hash {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -260,6 +260,7 @@ impl Platform {
                 key,
                 &hash,
                 StatusCode::CREATED.as_u16(),
+                Some("application/json"),
                 &body.to_string(),
                 crate::now_secs(),
             )

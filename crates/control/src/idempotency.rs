@@ -110,7 +110,7 @@ pub async fn idempotent(State(p): State<Arc<Platform>>, req: Request, next: Next
     // One attempt per key at a time: a retry waits for the first to finish, then replays.
     let lock = p.in_flight.lock_for(&stored_key);
     let guard = lock.clone().lock_owned().await;
-    match p.store.idempotent_answer_typed(&stored_key).await {
+    match p.store.idempotent_answer(&stored_key).await {
         Ok(Some((h, status, content_type, answer))) => {
             if h != hash {
                 return ApiError::new(
@@ -160,7 +160,7 @@ pub async fn idempotent(State(p): State<Arc<Platform>>, req: Request, next: Next
         let text = String::from_utf8_lossy(&kept).to_string();
         if let Err(e) = platform
             .store
-            .keep_idempotent_answer_typed(
+            .keep_idempotent_answer(
                 &stored_key,
                 &hash,
                 status,

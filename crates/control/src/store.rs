@@ -1205,30 +1205,9 @@ impl Store {
 
     // ---- idempotency keys
 
-    /// The answer kept for an Idempotency-Key: (request hash, status, response JSON).
-    pub async fn idempotent_answer(
-        &self,
-        key: &str,
-    ) -> Result<Option<(String, u16, String)>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT request_hash, status, response FROM idempotency_keys WHERE key = ?",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get("request_hash")?,
-                r.try_get::<i64, _>("status")? as u16,
-                r.try_get("response")?,
-            ))
-        })
-        .transpose()
-    }
-
     /// The answer kept for a key with its content type: (request hash, status, content
     /// type, body).
-    pub async fn idempotent_answer_typed(
+    pub async fn idempotent_answer(
         &self,
         key: &str,
     ) -> Result<Option<(String, u16, Option<String>, String)>, sqlx::Error> {
@@ -1250,7 +1229,7 @@ impl Store {
     }
 
     /// Keeps an answer with its content type.
-    pub async fn keep_idempotent_answer_typed(
+    pub async fn keep_idempotent_answer(
         &self,
         key: &str,
         request_hash: &str,
@@ -1282,28 +1261,6 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
-
-    /// Keeps the answer given under an Idempotency-Key.
-    pub async fn keep_idempotent_answer(
-        &self,
-        key: &str,
-        request_hash: &str,
-        status: u16,
-        response: &str,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(key)
-        .bind(request_hash)
-        .bind(i64::from(status))
-        .bind(response)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 }
 
 fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
@@ -1326,15 +1283,15 @@ mod tests {
     async fn idempotent_answers_are_forgotten_after_their_time() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("b.db")).await.unwrap();
-        s.keep_idempotent_answer_typed("t:old", "h", 200, None, "{}", 100)
+        s.keep_idempotent_answer("t:old", "h", 200, None, "{}", 100)
             .await
             .unwrap();
-        s.keep_idempotent_answer_typed("t:new", "h", 200, Some("application/json"), "{}", 200)
+        s.keep_idempotent_answer("t:new", "h", 200, Some("application/json"), "{}", 200)
             .await
             .unwrap();
         assert_eq!(s.prune_idempotent_answers(150).await.unwrap(), 1);
-        assert!(s.idempotent_answer_typed("t:old").await.unwrap().is_none());
-        let kept = s.idempotent_answer_typed("t:new").await.unwrap().unwrap();
+        assert!(s.idempotent_answer("t:old").await.unwrap().is_none());
+        let kept = s.idempotent_answer("t:new").await.unwrap().unwrap();
         assert_eq!(kept.2.as_deref(), Some("application/json"));
     }
 

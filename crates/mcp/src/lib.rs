@@ -5,7 +5,7 @@
 //! codes. Secret values never come out, only their names.
 #![forbid(unsafe_code)]
 
-use berth_client::{ApiFailure, Client};
+use berth_client::{app_path, with_query, ApiFailure, Client};
 use berth_core::api::DeployEvent;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -138,35 +138,6 @@ fn answer(result: anyhow::Result<Value>) -> ToolResult {
         }),
         Err(e) => failure(e),
     })
-}
-
-fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let q: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if q.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", q.join("&"))
-    }
-}
-
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// An app name as a path segment: anything else is refused by the API as it is.
-fn seg(app: &str) -> String {
-    encode(app)
 }
 
 /// A tool's failure before the API was called.
@@ -345,13 +316,12 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        let app = seg(&a.app);
         let both = async {
             let releases = client
-                .get_json::<Value>(&format!("/v1/apps/{app}/releases"))
+                .get_json::<Value>(&app_path(&a.app, "/releases"))
                 .await?;
             let instances = client
-                .get_json::<Value>(&format!("/v1/apps/{app}/instances"))
+                .get_json::<Value>(&app_path(&a.app, "/instances"))
                 .await?;
             Ok(json!({ "releases": releases, "instances": instances }))
         };
@@ -396,7 +366,7 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        let path = format!("/v1/apps/{}/rollback", seg(&a.app));
+        let path = app_path(&a.app, "/rollback");
         answer(
             Self::workflow(
                 &client,
@@ -418,7 +388,7 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&format!("/v1/apps/{}/releases", seg(&a.app)))
+                .get_json::<Value>(&app_path(&a.app, "/releases"))
                 .await,
         )
     }
@@ -432,10 +402,9 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        let path = format!(
-            "/v1/apps/{}/logs{}",
-            seg(&a.app),
-            query(&[
+        let path = with_query(
+            &app_path(&a.app, "/logs"),
+            &[
                 ("lines", Some(a.lines.unwrap_or(100).to_string())),
                 ("since", a.since),
                 ("until", a.until),
@@ -443,7 +412,7 @@ impl BerthMcp {
                 ("stream", a.stream),
                 ("process", a.process),
                 ("release", a.release.map(|r| r.to_string())),
-            ])
+            ],
         );
         let mut lines: Vec<Value> = Vec::new();
         let read = client
@@ -467,7 +436,7 @@ impl BerthMcp {
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
         let text = client
-            .get_text(&format!("/v1/apps/{}/builds/latest/log", seg(&a.app)))
+            .get_text(&app_path(&a.app, "/builds/latest/log"))
             .await;
         answer(text.map(|t| json!({ "log": t })))
     }
@@ -479,11 +448,7 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        answer(
-            client
-                .get_json::<Value>(&format!("/v1/apps/{}/env", seg(&a.app)))
-                .await,
-        )
+        answer(client.get_json::<Value>(&app_path(&a.app, "/env")).await)
     }
 
     #[tool(description = "Set and/or unset environment variables: a new release, zero downtime.")]
@@ -493,7 +458,7 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        let path = format!("/v1/apps/{}/env", seg(&a.app));
+        let path = app_path(&a.app, "/env");
         let body = json!({ "set": a.set, "unset": a.unset });
         answer(Self::workflow(&client, reqwest::Method::POST, &path, None, Some(body)).await)
     }
@@ -507,7 +472,7 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&format!("/v1/apps/{}/secrets", seg(&a.app)))
+                .get_json::<Value>(&app_path(&a.app, "/secrets"))
                 .await,
         )
     }
@@ -521,7 +486,7 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        let path = format!("/v1/apps/{}/secrets", seg(&a.app));
+        let path = app_path(&a.app, "/secrets");
         let body = json!({ "set": a.set, "unset": a.unset });
         answer(Self::workflow(&client, reqwest::Method::POST, &path, None, Some(body)).await)
     }
@@ -535,7 +500,7 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&format!("/v1/apps/{}/domains", seg(&a.app)))
+                .get_json::<Value>(&app_path(&a.app, "/domains"))
                 .await,
         )
     }
@@ -549,7 +514,7 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&format!("/v1/apps/{}/volumes", seg(&a.app)))
+                .get_json::<Value>(&app_path(&a.app, "/volumes"))
                 .await,
         )
     }
@@ -563,7 +528,7 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&format!("/v1/apps/{}/database", seg(&a.app)))
+                .get_json::<Value>(&app_path(&a.app, "/database"))
                 .await,
         )
     }
@@ -575,11 +540,7 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
-        answer(
-            client
-                .get_json::<Value>(&format!("/v1/apps/{}/slo", seg(&a.app)))
-                .await,
-        )
+        answer(client.get_json::<Value>(&app_path(&a.app, "/slo")).await)
     }
 
     #[tool(
@@ -593,7 +554,7 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&format!("/v1/dora{}", query(&[("app", a.app)])))
+                .get_json::<Value>(&with_query("/v1/dora", &[("app", a.app)]))
                 .await,
         )
     }

@@ -130,11 +130,6 @@ impl Traces {
         }
     }
 
-    /// Sends what is waiting.
-    pub fn flush(&self) {
-        let _ = self.provider.force_flush();
-    }
-
     /// Sends what is waiting and stops.
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();

@@ -482,3 +482,17 @@ pub fn admin_token(p: &Platform) -> String {
         .trim()
         .to_string()
 }
+
+/// Packs `dir` as a gzip-compressed tar archive at `out` (what the API takes as an upload).
+#[allow(dead_code)]
+pub fn tar_gz(dir: &Path, out: &Path) {
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar of {}", dir.display());
+}
