@@ -33,9 +33,12 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    // What the test is doing, for failures to say when they happened.
+    let phase = Arc::new(Mutex::new(String::from("serving v1")));
     let mut clients = Vec::new();
     for _ in 0..2 {
         let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), p.edge_port);
+        let phase = phase.clone();
         clients.push(std::thread::spawn(move || {
             let started = Instant::now();
             while !stop.load(Ordering::SeqCst)
@@ -46,7 +49,20 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
                     Ok((200, body)) if body == "durable" => {
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
-                    other => failed.lock().expect("lock").push(format!("{other:?}")),
+                    Ok((status, _)) => {
+                        let during = phase.lock().expect("lock").clone();
+                        failed
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{status} while {during}"));
+                    }
+                    Err(e) => {
+                        let during = phase.lock().expect("lock").clone();
+                        failed
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{e} while {during}"));
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -55,6 +71,7 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
 
     let token = admin_token(&p);
     for step in ["build", "release_command", "start", "health", "switch"] {
+        *phase.lock().expect("lock") = format!("deploying to be killed at {step}");
         let before = p
             .json(&["releases", "durable"])
             .as_array()
@@ -87,10 +104,13 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
                 .any(|l| l.contains(&format!("\"step\":\"{step}\""))),
             "the deploy never reached {step}: {seen:?}"
         );
+        *phase.lock().expect("lock") = format!("berth is down (killed at {step})");
         p.kill_control_plane();
         let _ = curl.kill();
         let _ = curl.wait();
+        *phase.lock().expect("lock") = format!("berth starts again (killed at {step})");
         p.up();
+        *phase.lock().expect("lock") = format!("berth is back (killed at {step})");
 
         // Completed or rolled back, never half-applied. (A build cut off made no release.)
         let releases = p.json(&["releases", "durable"]);
@@ -131,6 +151,7 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
     }
 
     // The platform goes on as before.
+    *phase.lock().expect("lock") = "a last deploy".into();
     p.ok(&["deploy", &dir.display().to_string()]);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
@@ -138,6 +159,9 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
         c.join().expect("client");
     }
     let failed = failed.lock().expect("lock");
+    if !failed.is_empty() {
+        eprintln!("{}", p.up_log());
+    }
     assert!(
         failed.is_empty(),
         "{} of {} requests failed, e.g. {:?}",

@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -89,6 +90,20 @@ fn has_no_body(req: &Request<Incoming>) -> bool {
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
         )
+}
+
+/// Pauses between the tries of [`Proxy::settle`], and the most it waits in all.
+const SETTLE_PAUSES_MS: [u64; 5] = [50, 100, 200, 400, 800];
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// The request sent to an instance.
+fn outgoing(method: &Method, uri: &Uri, headers: &HeaderMap, body: EdgeBody) -> Request<EdgeBody> {
+    let mut out = Request::new(body);
+    *out.method_mut() = method.clone();
+    *out.uri_mut() = uri.clone();
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers.clone();
+    out
 }
 
 impl Proxy {
@@ -248,11 +263,7 @@ impl Proxy {
                     None => break,
                 }
             };
-            let mut out = Request::new(this_body);
-            *out.method_mut() = method.clone();
-            *out.uri_mut() = uri.clone();
-            *out.version_mut() = Version::HTTP_11;
-            *out.headers_mut() = headers.clone();
+            let out = outgoing(&method, &uri, &headers, this_body);
             match self.pool.send(upstream, out, fresh).await {
                 Ok((resp, _)) => return self.respond(resp, client_upgrade).await,
                 Err((e, reused)) => {
@@ -266,11 +277,44 @@ impl Proxy {
                 }
             }
         }
+        if last_failed && retryable && !upgrade {
+            if let Some(resp) = self.settle(&host, &method, &uri, &headers).await {
+                return self.respond(resp, None).await;
+            }
+        }
         if last_failed {
             pages::bad_gateway()
         } else {
             pages::unavailable()
         }
+    }
+
+    /// Every instance refused a body-less request: the app may be between two instances
+    /// (a restart, a platform recovering its routes). Asks the route table again a few
+    /// times over a moment, so that such a gap costs the client a short wait, not a 502.
+    async fn settle(
+        &self,
+        host: &str,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Option<Response<PooledBody>> {
+        let started = std::time::Instant::now();
+        for pause in SETTLE_PAUSES_MS {
+            if started.elapsed() >= SETTLE_LIMIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let route = self.table.load().lookup(host)?;
+            for upstream in route.pick() {
+                let empty = Empty::<Bytes>::new().map_err(|e| match e {}).boxed();
+                let out = outgoing(method, uri, headers, empty);
+                if let Ok((resp, _)) = self.pool.send(upstream, out, true).await {
+                    return Some(resp);
+                }
+            }
+        }
+        None
     }
 
     async fn respond(

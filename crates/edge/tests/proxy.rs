@@ -227,6 +227,29 @@ async fn dead_upstreams_get_a_502_that_leaks_nothing() {
 }
 
 #[tokio::test]
+async fn a_get_caught_between_two_instances_waits_for_the_new_one_instead_of_failing() {
+    let edge = Edge::start().await;
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    write_routes(&edge.routes(), 1, "moving.localhost", vec![dead]);
+    edge.wait_applied(1).await;
+    // The instance is gone; its replacement is routed a moment after the request arrives.
+    let routes = edge.routes();
+    let replace = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let new = upstream("replacement", Duration::ZERO).await;
+        write_routes(&routes, 2, "moving.localhost", vec![new]);
+    });
+    let (status, body) = edge.get("moving.localhost").await;
+    replace.await.expect("replace");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("replacement\n"), "{body}");
+}
+
+#[tokio::test]
 async fn upgrades_are_tunnelled_both_ways() {
     let edge = Edge::start().await;
     let a = upstream("ws", Duration::ZERO).await;
