@@ -7,10 +7,11 @@
 
 use crate::deploy::{finish, DeployFailure, Events};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::platform::Platform;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -109,10 +110,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
             crate::guard::guard,
         ));
     Router::new()
-        .route(
-            "/v1/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/v1/health", get(crate::openapi::health))
+        .route("/openapi.json", get(crate::openapi::document))
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
@@ -252,6 +251,12 @@ fn observed(
     tx
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    tag = "teams",
+    responses((status = 200, description = "Projects with their quotas and usage", body = [berth_core::projects::ProjectView]))
+)]
 async fn projects_list(
     State(p): Shared,
     caller: Caller,
@@ -265,6 +270,13 @@ async fn projects_list(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/projects",
+    tag = "teams",
+    request_body = berth_core::projects::ProjectCreate,
+    responses((status = 201, description = "Created", body = berth_core::projects::ProjectView))
+)]
 async fn projects_create(
     State(p): Shared,
     body: Result<
@@ -289,7 +301,8 @@ async fn projects_create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     since: Option<String>,
     actor: Option<String>,
@@ -297,9 +310,16 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "teams",
+    params(AuditQuery),
+    responses((status = 200, description = "Audit entries, newest first", body = [berth_core::auth::AuditEntry]))
+)]
 async fn audit_list(
     State(p): Shared,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<berth_core::auth::AuditEntry>>, ApiError> {
     let since = q
         .since
@@ -315,10 +335,23 @@ async fn audit_list(
     Ok(Json(p.store.audit(&filter).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "teams",
+    responses((status = 200, description = "Tokens (never their secrets)", body = [berth_core::auth::TokenView]))
+)]
 async fn tokens_list(State(p): Shared) -> Result<Json<Vec<berth_core::auth::TokenView>>, ApiError> {
     Ok(Json(p.store.tokens().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "teams",
+    request_body = berth_core::auth::TokenCreate,
+    responses((status = 201, description = "Created; the secret is shown this once", body = berth_core::auth::TokenCreated))
+)]
 async fn tokens_create(
     State(p): Shared,
     headers: HeaderMap,
@@ -336,9 +369,16 @@ async fn tokens_create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{name}",
+    tag = "teams",
+    params(("name" = String, Path, description = "The token")),
+    responses((status = 200, description = "Revoked", body = berth_core::auth::TokenView))
+)]
 async fn tokens_revoke(
     State(p): Shared,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<berth_core::auth::TokenView>, ApiError> {
     Ok(Json(p.store.revoke_token(&name, crate::now_secs()).await?))
 }
@@ -351,6 +391,12 @@ fn caller_project(c: &Caller) -> Option<String> {
     c.as_ref().and_then(|axum::Extension(p)| p.project.clone())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps",
+    tag = "apps",
+    responses((status = 200, description = "Apps the token can see", body = [AppSummary]))
+)]
 async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSummary>>, ApiError> {
     let instances = p.store.instances(None).await?;
     let limited = caller_project(&caller);
@@ -384,11 +430,18 @@ async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSumma
     Ok(Json(apps))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps",
+    tag = "apps",
+    request_body = AppCreate,
+    responses((status = 201, description = "Created with everything it asked for", body = berth_core::state::AppCreated), (status = 200, description = "It existed already with exactly this", body = berth_core::state::AppCreated))
+)]
 async fn create_app(
     State(p): Shared,
     caller: Caller,
     headers: HeaderMap,
-    Json(mut body): Json<AppCreate>,
+    ApiJson(mut body): ApiJson<AppCreate>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     crate::audit::CallContext::set_target(&body.name);
     let project = crate::projects::project_for_new_app(
@@ -429,19 +482,34 @@ async fn create_app(
     Ok((status, Json(body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/secrets",
+    tag = "secrets",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Secret names and versions, never values", body = [SecretView]))
+)]
 async fn secrets_list(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<SecretView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.list_secrets(name.as_str()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/secrets",
+    tag = "secrets",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = SecretChange,
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn secrets_change(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     headers: HeaderMap,
-    Json(change): Json<SecretChange>,
+    ApiJson(change): ApiJson<SecretChange>,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
     let who = actor(&headers);
@@ -455,15 +523,28 @@ async fn secrets_change(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/secrets/rotate-key",
+    tag = "secrets",
+    responses((status = 200, description = "Every value re-sealed with a new key", body = crate::secrets::RotationReport))
+)]
 async fn secrets_rotate_key(
     State(p): Shared,
 ) -> Result<Json<crate::secrets::RotationReport>, ApiError> {
     Ok(Json(p.rotate_secrets_key().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/database",
+    tag = "databases",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn database_create(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
@@ -474,18 +555,33 @@ async fn database_create(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/domains",
+    tag = "domains",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Custom domains and their certificates", body = [DomainView]))
+)]
 async fn domains_list(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<DomainView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.list_domains(name.as_str()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/domains",
+    tag = "domains",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = DomainAdd,
+    responses((status = 201, description = "Added; its certificate is issued", body = DomainView))
+)]
 async fn domains_add(
     State(p): Shared,
-    Path(app): Path<String>,
-    Json(req): Json<DomainAdd>,
+    ApiPath(app): ApiPath<String>,
+    ApiJson(req): ApiJson<DomainAdd>,
 ) -> Result<(StatusCode, Json<DomainView>), ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok((
@@ -494,30 +590,58 @@ async fn domains_add(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apps/{app}/domains/{name}",
+    tag = "domains",
+    params(("app" = String, Path, description = "The app's name"), ("name" = String, Path, description = "The domain")),
+    responses((status = 204, description = "Removed"))
+)]
 async fn domains_remove(
     State(p): Shared,
-    Path((app, domain)): Path<(String, String)>,
+    ApiPath((app, domain)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let name = existing_app(&p, &app).await?;
     p.remove_domain(name.as_str(), &domain).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn ca_certificate(State(p): Shared) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(
-        serde_json::json!({ "certificate_pem": p.ca_certificate().await? }),
-    ))
+/// The local CA's certificate, for clients to trust the edge's certificates.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CaCertificate {
+    /// PEM.
+    pub certificate_pem: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ca",
+    tag = "domains",
+    responses((status = 200, description = "The local CA's certificate (PEM)", body = CaCertificate))
+)]
+async fn ca_certificate(State(p): Shared) -> Result<Json<CaCertificate>, ApiError> {
+    Ok(Json(CaCertificate {
+        certificate_pem: p.ca_certificate().await?,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/database",
+    tag = "databases",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "The app's database", body = DatabaseView))
+)]
 async fn database_info(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<DatabaseView>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.database_info(name.as_str()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DoraQuery {
     /// One app (default: the whole platform).
     app: Option<String>,
@@ -525,27 +649,52 @@ struct DoraQuery {
     window: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/dora",
+    tag = "observe",
+    params(DoraQuery),
+    responses((status = 200, description = "The four keys per window", body = [berth_core::dora::DoraView]))
+)]
 async fn dora(
     State(p): Shared,
-    Query(q): Query<DoraQuery>,
+    ApiQuery(q): ApiQuery<DoraQuery>,
 ) -> Result<Json<Vec<berth_core::dora::DoraView>>, ApiError> {
     Ok(Json(p.dora(q.app.as_deref(), q.window.as_deref()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/slo",
+    tag = "observe",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Objectives, error budgets and burn rates", body = berth_core::slo::SloView))
+)]
 async fn slo(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<berth_core::slo::SloView>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.slo_view(name.as_str()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RulesQuery {
     app: Option<String>,
 }
 
-async fn slo_rules(State(p): Shared, Query(q): Query<RulesQuery>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/slo/rules",
+    tag = "observe",
+    params(RulesQuery),
+    responses((status = 200, description = "Prometheus recording and alerting rules", content_type = "application/yaml", body = Object))
+)]
+async fn slo_rules(
+    State(p): Shared,
+    ApiQuery(q): ApiQuery<RulesQuery>,
+) -> Result<Response, ApiError> {
     let rules = p.slo_rules(q.app.as_deref()).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
@@ -554,22 +703,36 @@ async fn slo_rules(State(p): Shared, Query(q): Query<RulesQuery>) -> Result<Resp
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AlertsQuery {
     /// Also alerts resolved in the last day.
     #[serde(default)]
     all: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "observe",
+    params(AlertsQuery),
+    responses((status = 200, description = "Firing alerts (and, with all, recently resolved ones)", body = [berth_core::alerts::AlertView]))
+)]
 async fn alerts(
     State(p): Shared,
-    Query(q): Query<AlertsQuery>,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<Json<Vec<berth_core::alerts::AlertView>>, ApiError> {
     let since = q.all.then(|| crate::now_secs() - 86_400);
     Ok(Json(p.store.alerts(since).await?))
 }
 
 /// Prometheus scrape: OpenMetrics when asked for, else the classic text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "observe",
+    responses((status = 200, description = "Prometheus text format, or OpenMetrics when asked", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(p): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     let format = berth_observe::metrics::Format::negotiate(
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
@@ -578,16 +741,30 @@ async fn metrics(State(p): Shared, headers: HeaderMap) -> Result<Response, ApiEr
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/backups",
+    tag = "backups",
+    request_body = berth_core::state::BackupCreate,
+    responses((status = 201, description = "Written and verified", body = berth_core::state::BackupView))
+)]
 async fn backup_create(
     State(p): Shared,
-    Json(req): Json<berth_core::state::BackupCreate>,
+    ApiJson(req): ApiJson<berth_core::state::BackupCreate>,
 ) -> Result<(StatusCode, Json<berth_core::state::BackupView>), ApiError> {
     Ok((StatusCode::CREATED, Json(p.create_backup(req).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/database/backups",
+    tag = "databases",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 201, description = "Backed up", body = DatabaseBackupView))
+)]
 async fn database_backup(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DatabaseBackupView>), ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok((
@@ -596,29 +773,52 @@ async fn database_backup(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/database/restore",
+    tag = "databases",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = DatabaseRestore,
+    responses((status = 204, description = "Restored"))
+)]
 async fn database_restore(
     State(p): Shared,
-    Path(app): Path<String>,
-    Json(req): Json<DatabaseRestore>,
+    ApiPath(app): ApiPath<String>,
+    ApiJson(req): ApiJson<DatabaseRestore>,
 ) -> Result<StatusCode, ApiError> {
     let name = existing_app(&p, &app).await?;
     p.restore_database(name.as_str(), &req.backup).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/volumes",
+    tag = "volumes",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "The app's volumes", body = [VolumeView]))
+)]
 async fn volumes_list(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<VolumeView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.list_volumes(name.as_str()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/volumes",
+    tag = "volumes",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = VolumeCreate,
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn volumes_create(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     headers: HeaderMap,
-    Json(req): Json<VolumeCreate>,
+    ApiJson(req): ApiJson<VolumeCreate>,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
     if let Some(project) = p.store.app_project(name.as_str()).await? {
@@ -643,15 +843,23 @@ async fn volumes_create(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ForceQuery {
     force: Option<bool>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apps/{app}/volumes/{name}",
+    tag = "volumes",
+    params(("app" = String, Path, description = "The app's name"), ("name" = String, Path, description = "The volume"), ForceQuery),
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn volumes_destroy(
     State(p): Shared,
-    Path((app, volume)): Path<(String, String)>,
-    Query(q): Query<ForceQuery>,
+    ApiPath((app, volume)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ForceQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
@@ -667,9 +875,16 @@ async fn volumes_destroy(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/volumes/{name}/snapshots",
+    tag = "volumes",
+    params(("app" = String, Path, description = "The app's name"), ("name" = String, Path, description = "The volume")),
+    responses((status = 201, description = "Snapshot taken", body = SnapshotView))
+)]
 async fn volumes_snapshot(
     State(p): Shared,
-    Path((app, volume)): Path<(String, String)>,
+    ApiPath((app, volume)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<SnapshotView>), ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok((
@@ -678,10 +893,18 @@ async fn volumes_snapshot(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/volumes/{name}/restore",
+    tag = "volumes",
+    params(("app" = String, Path, description = "The app's name"), ("name" = String, Path, description = "The volume")),
+    request_body = VolumeRestore,
+    responses((status = 204, description = "Restored"))
+)]
 async fn volumes_restore(
     State(p): Shared,
-    Path((app, volume)): Path<(String, String)>,
-    Json(req): Json<VolumeRestore>,
+    ApiPath((app, volume)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<VolumeRestore>,
 ) -> Result<StatusCode, ApiError> {
     let name = existing_app(&p, &app).await?;
     p.restore_volume(name.as_str(), &volume, &req.snapshot, req.force)
@@ -690,13 +913,24 @@ async fn volumes_restore(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn destroy_app(State(p): Shared, Path(app): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete,
+    path = "/v1/apps/{app}",
+    tag = "apps",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 204, description = "Destroyed with its instances, releases, volumes and database"))
+)]
+async fn destroy_app(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     let name = app_name(&app)?;
     p.destroy(name.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeployQuery {
     /// Git commit sha of the source, when it is a clean checkout.
     commit: Option<String>,
@@ -706,10 +940,18 @@ struct DeployQuery {
     project: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/deploys",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name"), DeployQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The source as a .tar.gz (the CLI sends it as application/gzip)"),
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn deploy(
     State(p): Shared,
-    Path(app): Path<String>,
-    Query(q): Query<DeployQuery>,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeployQuery>,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -846,22 +1088,47 @@ async fn deploy(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/releases",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Releases, newest first", body = [ReleaseView]))
+)]
 async fn releases(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.store.releases(name.as_str()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/rollback",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body(content = Option<RollbackRequest>, description = "Which release; none: the one before the current"),
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn rollback(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     headers: HeaderMap,
-    body: Option<Json<RollbackRequest>>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
-    let to = body.and_then(|b| b.0.to);
+    // The body is optional: none means the release before the current one.
+    let to = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<RollbackRequest>(&body)
+            .map_err(|e| {
+                ApiError::invalid("invalid_json", format!("the rollback request: {e}"))
+                    .hint(r#"send {"to": VERSION}, or no body for the release before"#)
+            })?
+            .to
+    };
     let who = actor(&headers);
     let platform = p.clone();
     Ok(stream_workflow(&p, "rollback", &app, move |events| {
@@ -869,9 +1136,16 @@ async fn rollback(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/env",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "The current release's environment", body = std::collections::BTreeMap<String, String>))
+)]
 async fn env_list(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     let row = p
@@ -891,11 +1165,19 @@ async fn env_list(
     Ok(Json(env))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/env",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = EnvChange,
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn env_change(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     headers: HeaderMap,
-    Json(change): Json<EnvChange>,
+    ApiJson(change): ApiJson<EnvChange>,
 ) -> Result<Response, ApiError> {
     let name = existing_app(&p, &app).await?;
     let who = actor(&headers);
@@ -909,9 +1191,16 @@ async fn env_change(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/instances",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Instances of the app", body = [InstanceView]))
+)]
 async fn instances(
     State(p): Shared,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(
@@ -925,7 +1214,8 @@ async fn instances(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
     lines: Option<usize>,
     follow: Option<bool>,
@@ -1009,10 +1299,17 @@ impl LogQuery {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/logs",
+    tag = "observe",
+    params(("app" = String, Path, description = "The app's name"), LogQuery),
+    responses((status = 200, description = "Log lines as newline-delimited JSON (with follow, the stream stays open)", content_type = "application/x-ndjson", body = String))
+)]
 async fn logs(
     State(p): Shared,
-    Path(app): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Response, ApiError> {
     let filter = q.filter()?;
     let name = existing_app(&p, &app).await?;
@@ -1073,21 +1370,30 @@ async fn logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
     /// Resume after this position (what `Last-Event-ID` carries); default: the end now.
     after: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     filter: LogQuery,
 }
 
 /// Live tail as server-sent events: each line an event whose id is the position after it,
 /// so a client that reconnects with `Last-Event-ID` (or `?after=`) gets exactly the lines it
 /// has not seen — none missed, none repeated.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/logs/events",
+    tag = "observe",
+    params(("app" = String, Path, description = "The app's name"), EventsQuery, LogQuery),
+    responses((status = 200, description = "Live tail as server-sent events; the id of each is where to resume (Last-Event-ID)", content_type = "text/event-stream", body = String))
+)]
 async fn log_events(
     State(p): Shared,
-    Path(app): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
@@ -1157,7 +1463,14 @@ async fn log_events(
         .into_response())
 }
 
-async fn build_log(State(p): Shared, Path(app): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/builds/latest/log",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "The latest build's log", content_type = "text/plain", body = String))
+)]
+async fn build_log(State(p): Shared, ApiPath(app): ApiPath<String>) -> Result<Response, ApiError> {
     let name = app_name(&app)?;
     let Some(build) = p.store.latest_build(name.as_str()).await? else {
         return Err(if p.store.app(name.as_str()).await?.is_none() {

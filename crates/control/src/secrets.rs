@@ -21,7 +21,7 @@ fn context(app: &str, name: &str, version: u32) -> String {
 }
 
 /// What `rotate-key` did.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RotationReport {
     /// The key now sealing every value.
     pub key_id: String,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An alert berth raised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertView {
     pub id: String,
     pub app: String,

@@ -9,7 +9,7 @@ pub const ACTOR_HEADER: &str = "x-berth-actor";
 
 /// Every API error: a stable machine-readable code, a human message naming the problem, and
 /// where possible a hint saying what to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable code, e.g. `invalid_app_name`, `app_not_found`, `build_failed`.
     pub code: String,
@@ -21,7 +21,7 @@ pub struct ErrorBody {
 }
 
 /// One app in `berth apps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppSummary {
     /// App name.
     pub name: String,
@@ -42,7 +42,7 @@ pub struct AppSummary {
 }
 
 /// One release in `berth releases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseView {
     /// App name.
     pub app: String,
@@ -66,7 +66,7 @@ pub struct ReleaseView {
 }
 
 /// One instance in `berth ps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceView {
     /// Container id.
     pub id: String,
@@ -93,7 +93,7 @@ pub struct InstanceView {
 }
 
 /// A line of the NDJSON stream that `POST /v1/apps/{app}/deploys` answers with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DeployEvent {
     /// The deploy moved to a new step.
@@ -114,14 +114,14 @@ pub enum DeployEvent {
 }
 
 /// Body of `POST /v1/apps/{app}/rollback`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RollbackRequest {
     /// Version to go back to; default: the release before the current one.
     pub to: Option<u32>,
 }
 
 /// Body of `POST /v1/apps/{app}/env`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvChange {
     /// Variables to set.
     #[serde(default)]

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads apps, releases, logs, metrics, SLOs, DORA and alerts.
@@ -74,10 +76,11 @@ impl Role {
 }
 
 /// Body of `POST /v1/tokens`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
     /// A name for people to recognise it by (also the actor in the audit log).
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub name: String,
     pub role: Role,
     /// Limit the token to one project's apps (default: the whole platform).
@@ -89,7 +92,7 @@ pub struct TokenCreate {
 }
 
 /// A token as listed (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -107,7 +110,7 @@ pub struct TokenView {
 }
 
 /// Answer of `POST /v1/tokens`: the token itself, this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     pub token: String,
     #[serde(flatten)]
@@ -131,7 +134,7 @@ pub fn check_token_name(name: &str) -> Result<(), String> {
 }
 
 /// One entry of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Its place in the log (1, 2, …).
     pub seq: i64,

@@ -62,7 +62,7 @@ pub fn is_local_only(name: &str) -> bool {
 }
 
 /// Body of `POST /v1/apps/{app}/domains`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainAdd {
     /// The domain.
     pub name: String,
@@ -76,7 +76,7 @@ fn yes() -> bool {
 }
 
 /// A certificate as `berth domains list` shows it (never its key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertificateView {
     /// `acme` or `local`.
     pub source: String,
@@ -91,7 +91,7 @@ pub struct CertificateView {
 }
 
 /// One of an app's domains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainView {
     /// The domain.
     pub name: String,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 const DAY: i64 = 86_400;
 
 /// What made a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReleaseKind {
     /// Built from an uploaded source: a change of code.
@@ -76,7 +76,9 @@ pub struct Page {
 pub const PAGE_WINDOW: i64 = 3_600;
 
 /// A performance band.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Band {
     Low,
@@ -98,7 +100,7 @@ impl Band {
 }
 
 /// Bands of each key and overall (`None`: nothing to judge yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Bands {
     pub deployment_frequency: Option<Band>,
     pub lead_time: Option<Band>,
@@ -108,7 +110,7 @@ pub struct Bands {
 }
 
 /// The four keys of one scope (an app, or the platform) over one window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DoraView {
     /// An app's name, or `platform`.
     pub scope: String,

@@ -24,7 +24,7 @@ pub const MIN_PIDS: u32 = 16;
 pub const MAX_PIDS: u32 = 32_768;
 
 /// The limits one instance runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limits {
     /// Memory, bytes; the kernel kills the instance when it goes past.
     pub memory_bytes: u64,

@@ -12,7 +12,7 @@ pub const RELEASE_PROCESS: &str = "release";
 pub const WEB_PROCESS: &str = "web";
 
 /// One long-running process type of a release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessSpec {
     /// Command, run with `sh -c` in the app directory.
     pub command: String,
@@ -24,7 +24,7 @@ pub struct ProcessSpec {
 }
 
 /// Everything about a release except its image: immutable once the release exists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct ReleaseConfig {
     /// Environment variables given to every process.
     pub env: BTreeMap<String, String>,
@@ -71,7 +71,7 @@ impl ReleaseConfig {
 }
 
 /// An OCI image in berth's local image store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageRef {
     /// Repository name inside the store (the app's name).
     pub repository: String,
@@ -89,7 +89,7 @@ impl ImageRef {
 }
 
 /// Where a release is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
     /// Being deployed.
@@ -126,7 +126,7 @@ impl ReleaseStatus {
 }
 
 /// State of one running (or once running) process instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     /// Container being created.

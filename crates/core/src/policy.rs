@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 /// How an app's containers are isolated from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// Linux containers (crun): namespaces, cgroups, seccomp, no capabilities.
@@ -38,7 +38,7 @@ impl Isolation {
 }
 
 /// What an app may reach outside its own network namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct NetworkPolicy {
     /// Apps this app may open connections to (by name). Others are unreachable.
     #[serde(default)]
@@ -53,7 +53,7 @@ pub struct NetworkPolicy {
 
 /// How egress beyond berth's bridge is filtered. The blocklist (cloud metadata, SMTP, the
 /// host itself) applies in every mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EgressMode {
     /// Anything but the blocklist.
@@ -80,9 +80,10 @@ impl EgressMode {
 }
 
 /// One allowed egress destination: an IPv4 network and optionally one TCP/UDP port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressRule {
     /// Network address.
+    #[schema(value_type = String, format = Ipv4)]
     pub addr: Ipv4Addr,
     /// Prefix length.
     pub prefix: u8,

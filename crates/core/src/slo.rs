@@ -25,7 +25,7 @@ pub const DEFAULT_LATENCY_MS: u64 = 300;
 pub const BUDGET_WINDOW: i64 = 30 * 86_400;
 
 /// An app's objectives.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SloSpec {
     /// Percent of responses that are not 5xx.
     pub availability: f64,
@@ -102,7 +102,19 @@ impl SloSpec {
 }
 
 /// What an objective is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sli {
     /// Responses that are not 5xx.
@@ -121,7 +133,19 @@ impl Sli {
 }
 
 /// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Ticket,
@@ -188,7 +212,7 @@ pub fn window_name(secs: i64) -> String {
 }
 
 /// Responses in a window: all, 5xx, slower than the latency threshold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counts {
     pub requests: u64,
     pub errors: u64,
@@ -213,7 +237,7 @@ pub fn burn_rate(counts: Counts, sli: Sli, objective: f64) -> Option<f64> {
 }
 
 /// The state of one SLI of one app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SliStatus {
     pub sli: Sli,
     /// The objective, as a share.
@@ -259,7 +283,7 @@ pub fn evaluate(spec: &SloSpec, sli: Sli, scale: f64, counts: &dyn Fn(i64) -> Co
 }
 
 /// `berth slo APP` as the API answers it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SloView {
     pub app: String,
     pub spec: SloSpec,

@@ -151,7 +151,7 @@ pub struct ProcessToml {
 pub struct SpecError(pub String);
 
 /// The health check a deploy applies to new instances.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthCheck {
     /// Path to GET, or `None` for "any HTTP response".
     pub path: Option<String>,

@@ -151,7 +151,7 @@ pub fn mount_paths_overlap(a: &str, b: &str) -> bool {
 }
 
 /// One secret in `berth secrets list`: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretView {
     /// Name.
     pub name: String,
@@ -166,7 +166,7 @@ pub struct SecretView {
 }
 
 /// Body of `POST /v1/apps/{app}/secrets`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretChange {
     /// Secrets to set (new versions).
     #[serde(default)]
@@ -177,7 +177,7 @@ pub struct SecretChange {
 }
 
 /// One volume in `berth volumes list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeView {
     /// App it belongs to.
     pub app: String,
@@ -200,7 +200,7 @@ pub struct VolumeView {
 }
 
 /// One snapshot of a volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SnapshotView {
     /// Snapshot id (`YYYYmmdd-HHMMSS-xxxx`).
     pub id: String,
@@ -211,7 +211,7 @@ pub struct SnapshotView {
 }
 
 /// Body of `POST /v1/apps/{app}/volumes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeCreate {
     /// Name.
     pub name: String,
@@ -226,10 +226,11 @@ pub struct VolumeCreate {
 
 /// Body of `POST /v1/apps`: an app with everything it needs, created all at once or not at
 /// all.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppCreate {
-    /// App name.
+    /// App name: a DNS label.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Custom domains.
     #[serde(default)]
@@ -249,7 +250,7 @@ pub struct AppCreate {
 }
 
 /// What `POST /v1/apps` created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppCreated {
     /// App name.
     pub name: String,
@@ -266,7 +267,7 @@ pub struct AppCreated {
 }
 
 /// Body of `POST /v1/apps/{app}/volumes/{name}/restore`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeRestore {
     /// Snapshot id.
     pub snapshot: String,
@@ -276,7 +277,7 @@ pub struct VolumeRestore {
 }
 
 /// An app's database in `berth db info`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatabaseView {
     /// App.
     pub app: String,
@@ -297,7 +298,7 @@ pub struct DatabaseView {
 }
 
 /// One database backup (pg_dump custom format).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatabaseBackupView {
     /// Backup id.
     pub id: String,
@@ -308,7 +309,7 @@ pub struct DatabaseBackupView {
 }
 
 /// Body of `POST /v1/apps/{app}/database/restore`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatabaseRestore {
     /// Backup id.
     pub backup: String,
@@ -387,7 +388,7 @@ mod tests {
 }
 
 /// `POST /v1/backups`: back the whole platform up to a directory or `s3://bucket/prefix`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupCreate {
     /// Where: a directory on the platform's machine, or `s3://bucket/prefix`.
     pub to: String,
@@ -413,7 +414,7 @@ impl std::fmt::Debug for BackupCreate {
 }
 
 /// A platform backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupView {
     /// Id (`<unix seconds>-<hex>`).
     pub id: String,
