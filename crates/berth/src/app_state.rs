@@ -152,7 +152,9 @@ pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
     let client = crate::client::discover(g)?;
     match cmd {
         SecretsCommand::List { app } => {
-            let list: Vec<SecretView> = client.get_json(&format!("/v1/apps/{app}/secrets")).await?;
+            let list: Vec<SecretView> = client
+                .get_json(&berth_client::app_path(&app, "/secrets"))
+                .await?;
             if g.json {
                 output::json(&list);
             } else if list.is_empty() {
@@ -186,7 +188,7 @@ pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/secrets"),
+                &berth_client::app_path(&app, "/secrets"),
                 None,
                 Some(body),
             )
@@ -201,7 +203,7 @@ pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/secrets"),
+                &berth_client::app_path(&app, "/secrets"),
                 None,
                 Some(body),
             )
@@ -244,7 +246,9 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
     let client = crate::client::discover(g)?;
     match cmd {
         VolumesCommand::List { app } => {
-            let list: Vec<VolumeView> = client.get_json(&format!("/v1/apps/{app}/volumes")).await?;
+            let list: Vec<VolumeView> = client
+                .get_json(&berth_client::app_path(&app, "/volumes"))
+                .await?;
             if g.json {
                 output::json(&list);
             } else if list.is_empty() {
@@ -289,7 +293,7 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/volumes"),
+                &berth_client::app_path(&app, "/volumes"),
                 None,
                 Some(body),
             )
@@ -298,7 +302,7 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
         VolumesCommand::Snapshot { app, name } => {
             let s: SnapshotView = client
                 .post_json(
-                    &format!("/v1/apps/{app}/volumes/{name}/snapshots"),
+                    &berth_client::app_path(&app, &format!("/volumes/{name}/snapshots")),
                     &serde_json::json!({}),
                 )
                 .await?;
@@ -322,7 +326,7 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
         } => {
             client
                 .post_empty(
-                    &format!("/v1/apps/{app}/volumes/{name}/restore"),
+                    &berth_client::app_path(&app, &format!("/volumes/{name}/restore")),
                     &serde_json::json!({ "snapshot": snapshot, "force": force }),
                 )
                 .await?;
@@ -351,7 +355,7 @@ pub async fn volumes(g: &Global, cmd: VolumesCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::DELETE,
-                &format!("/v1/apps/{app}/volumes/{name}?force={force}"),
+                &berth_client::app_path(&app, &format!("/volumes/{name}?force={force}")),
                 None,
                 None,
             )
@@ -369,14 +373,16 @@ pub async fn db(g: &Global, cmd: DbCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/database"),
+                &berth_client::app_path(&app, "/database"),
                 None,
                 None,
             )
             .await
         }
         DbCommand::Info { app } => {
-            let v: DatabaseView = client.get_json(&format!("/v1/apps/{app}/database")).await?;
+            let v: DatabaseView = client
+                .get_json(&berth_client::app_path(&app, "/database"))
+                .await?;
             if g.json {
                 output::json(&v);
             } else {
@@ -411,7 +417,7 @@ pub async fn db(g: &Global, cmd: DbCommand) -> Result<i32> {
         DbCommand::Backup { app } => {
             let b: DatabaseBackupView = client
                 .post_json(
-                    &format!("/v1/apps/{app}/database/backups"),
+                    &berth_client::app_path(&app, "/database/backups"),
                     &serde_json::json!({}),
                 )
                 .await?;
@@ -428,7 +434,7 @@ pub async fn db(g: &Global, cmd: DbCommand) -> Result<i32> {
         DbCommand::Restore { app, backup } => {
             client
                 .post_empty(
-                    &format!("/v1/apps/{app}/database/restore"),
+                    &berth_client::app_path(&app, "/database/restore"),
                     &serde_json::json!({ "backup": backup }),
                 )
                 .await?;
@@ -440,7 +446,9 @@ pub async fn db(g: &Global, cmd: DbCommand) -> Result<i32> {
             Ok(0)
         }
         DbCommand::Psql { app, args } => {
-            let v: DatabaseView = client.get_json(&format!("/v1/apps/{app}/database")).await?;
+            let v: DatabaseView = client
+                .get_json(&berth_client::app_path(&app, "/database"))
+                .await?;
             let data = crate::client::data_dir(g);
             let layout = berth_data::postgres::PgLayout {
                 data_root: data.join("postgres"),

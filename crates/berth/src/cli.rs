@@ -198,6 +198,13 @@ pub enum Command {
     /// berth tokens create shop-ci --role deployer --project shop
     #[command(subcommand)]
     Projects(ProjectsCommand),
+    /// Tenants are organisations above projects: a tenant's projects share its quotas
+    /// (apps, instances, memory, volumes), and a token can be limited to one tenant.
+    ///
+    /// Example: berth tenants create acme --max-apps 20, berth projects create shop
+    /// --tenant acme, then berth tokens create acme-admin --role admin --tenant acme
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
     /// Who changed what: every call that changed something (or tried to), with its token,
     /// client, request id, outcome and what it made. Append-only.
     Audit {
@@ -436,8 +443,11 @@ pub enum TokensCommand {
         #[arg(long, default_value = "viewer")]
         role: String,
         /// Limit the token to one project's apps.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tenant")]
         project: Option<String>,
+        /// Limit the token to the apps of one tenant's projects.
+        #[arg(long)]
+        tenant: Option<String>,
         /// Valid for this long (30d, 12h); forever when not given.
         #[arg(long)]
         expires: Option<String>,
@@ -448,26 +458,49 @@ pub enum TokensCommand {
     Revoke { name: String },
 }
 
+/// Quotas of a project or a tenant; absent ones do not limit.
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// At most this many apps.
+    #[arg(long)]
+    pub max_apps: Option<u32>,
+    /// At most this many instances across the apps' serving releases.
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+    /// At most this much memory (the instances' limits added up), e.g. 4G.
+    #[arg(long)]
+    pub max_memory: Option<String>,
+    /// At most this much volume space, e.g. 20G.
+    #[arg(long)]
+    pub max_volume: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProjectsCommand {
     /// Make a project, with quotas if given.
     Create {
         /// A DNS label, e.g. shop.
         name: String,
-        /// At most this many apps.
+        /// The tenant it belongs to (default: `default`, or your token's).
         #[arg(long)]
-        max_apps: Option<u32>,
-        /// At most this many instances across its apps' serving releases.
-        #[arg(long)]
-        max_instances: Option<u32>,
-        /// At most this much memory (the instances' limits added up), e.g. 4G.
-        #[arg(long)]
-        max_memory: Option<String>,
-        /// At most this much volume space, e.g. 20G.
-        #[arg(long)]
-        max_volume: Option<String>,
+        tenant: Option<String>,
+        #[command(flatten)]
+        quota: QuotaArgs,
     },
-    /// List projects with their quotas and what they use.
+    /// List projects with their tenant, quotas and what they use.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Make a tenant, with quotas over all of its projects if given.
+    Create {
+        /// A DNS label, e.g. acme.
+        name: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+    /// List tenants with their projects, quotas and what they use.
     List,
 }
 
@@ -678,6 +711,16 @@ pub struct UpArgs {
     /// give an address the apps may reach (their network policy applies).
     #[arg(long, env = "BERTH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// An OpenID Connect provider people sign in with (`berth login`), by issuer URL, e.g.
+    /// https://accounts.example.com. berth accepts the ID tokens it issues to
+    /// --oidc-client-id; what each person may do is the role an admin gives them (`berth
+    /// people add alice@example.com --role deployer`).
+    #[arg(long, env = "BERTH_OIDC_ISSUER", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// berth's client id at the OIDC provider (a public client: authorization code with
+    /// PKCE, redirect to http://127.0.0.1 on any port).
+    #[arg(long, env = "BERTH_OIDC_CLIENT_ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
     /// Back the platform up on a schedule to this directory or s3://BUCKET/PREFIX (see
     /// `berth backup create --help`); needs --backup-passphrase-file.
     #[arg(long, env = "BERTH_BACKUP_TO", requires = "backup_passphrase_file")]

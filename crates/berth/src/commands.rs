@@ -79,7 +79,16 @@ async fn run_async(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::ContainerInit { .. } => Ok(0),
-        Command::Deploy { path, app, project } => deploy(g, &path, app, project).await,
+        Command::Deploy { path, app, project } => {
+            let (app, project) = match app {
+                Some(a) => {
+                    let (p, a) = qualified(&a, project)?;
+                    (Some(a), p)
+                }
+                None => (None, project),
+            };
+            deploy(g, &path, app, project).await
+        }
         Command::Apps => apps(g).await,
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
@@ -90,7 +99,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/rollback"),
+                &berth_client::app_path(&app, "/rollback"),
                 None,
                 Some(body),
             )
@@ -113,6 +122,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             idempotency_key,
             project,
         } => {
+            let (project, app) = qualified(&app, project)?;
             let args = crate::app_state::CreateArgs {
                 app: &app,
                 domains: &domains,
@@ -135,6 +145,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Alerts { all } => crate::slo::alerts(g, all).await,
         Command::Tokens(cmd) => crate::teams::tokens(g, cmd).await,
         Command::Projects(cmd) => crate::teams::projects(g, cmd).await,
+        Command::Tenants(cmd) => crate::teams::tenants(g, cmd).await,
         Command::Mcp => {
             let mut target = crate::client::target(g);
             target.client = "mcp".into();
@@ -149,7 +160,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         } => crate::teams::audit(g, since, actor, app, lines).await,
         Command::Destroy { app } => {
             let client = crate::client::discover(g)?;
-            client.delete(&format!("/v1/apps/{app}")).await?;
+            client.delete(&berth_client::app_path(&app, "")).await?;
             println!("destroyed {app}");
             Ok(0)
         }
@@ -234,6 +245,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         tenant: a.loki_tenant,
     });
     cfg.otlp_endpoint = a.otlp_endpoint;
+    cfg.oidc = a.oidc_issuer.zip(a.oidc_client_id);
     cfg.access_log = !a.no_access_log;
     cfg.log_retention = berth_observe::Retention {
         max_age_ms: humantime::parse_duration(&a.log_retention)
@@ -391,6 +403,17 @@ async fn edge(
 
 fn tokio_util_token() -> tokio_util::sync::CancellationToken {
     tokio_util::sync::CancellationToken::new()
+}
+
+/// An app named `PROJECT/APP` and a `--project` flag, as one project and the app's name.
+fn qualified(app: &str, flag: Option<String>) -> Result<(Option<String>, String)> {
+    match (berth_core::names::split_qualified(app), flag) {
+        ((Some(named), _), Some(flag)) if named != flag => bail!(
+            "{app:?} names project {named:?} but --project says {flag:?}\nhint: give the project once"
+        ),
+        ((Some(named), name), _) => Ok((Some(named.to_string()), name.to_string())),
+        ((None, name), flag) => Ok((flag, name.to_string())),
+    }
 }
 
 /// Reads berth.toml of a directory, naming the file in errors.
@@ -606,7 +629,7 @@ async fn apps(g: &Global) -> Result<i32> {
 async fn ps(g: &Global, app: &str) -> Result<i32> {
     let client = crate::client::discover(g)?;
     let list: Vec<InstanceView> = client
-        .get_json(&format!("/v1/apps/{app}/instances"))
+        .get_json(&berth_client::app_path(app, "/instances"))
         .await?;
     if g.json {
         output::json(&list);
@@ -647,7 +670,9 @@ async fn ps(g: &Global, app: &str) -> Result<i32> {
 
 async fn releases(g: &Global, app: &str) -> Result<i32> {
     let client = crate::client::discover(g)?;
-    let list: Vec<ReleaseView> = client.get_json(&format!("/v1/apps/{app}/releases")).await?;
+    let list: Vec<ReleaseView> = client
+        .get_json(&berth_client::app_path(app, "/releases"))
+        .await?;
     if g.json {
         output::json(&list);
         return Ok(0);
@@ -684,7 +709,7 @@ async fn logs(
     let client = crate::client::discover(g)?;
     if build {
         let text = client
-            .get_text(&format!("/v1/apps/{app}/builds/latest/log"))
+            .get_text(&berth_client::app_path(app, "/builds/latest/log"))
             .await?;
         print!("{text}");
         return Ok(0);
@@ -721,8 +746,9 @@ async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
     let client = crate::client::discover(g)?;
     match cmd {
         EnvCommand::List { app } => {
-            let env: BTreeMap<String, String> =
-                client.get_json(&format!("/v1/apps/{app}/env")).await?;
+            let env: BTreeMap<String, String> = client
+                .get_json(&berth_client::app_path(&app, "/env"))
+                .await?;
             if g.json {
                 output::json(&env);
             } else {
@@ -746,7 +772,7 @@ async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/env"),
+                &berth_client::app_path(&app, "/env"),
                 None,
                 Some(body),
             )
@@ -761,7 +787,7 @@ async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
                 g,
                 &client,
                 reqwest::Method::POST,
-                &format!("/v1/apps/{app}/env"),
+                &berth_client::app_path(&app, "/env"),
                 None,
                 Some(body),
             )

@@ -42,7 +42,7 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
             }
             let d: DomainView = client
                 .post_json(
-                    &format!("/v1/apps/{app}/domains"),
+                    &berth_client::app_path(&app, "/domains"),
                     &serde_json::json!({ "name": domain, "https_redirect": !no_redirect }),
                 )
                 .await?;
@@ -57,7 +57,9 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
             Ok(0)
         }
         DomainsCommand::List { app } => {
-            let list: Vec<DomainView> = client.get_json(&format!("/v1/apps/{app}/domains")).await?;
+            let list: Vec<DomainView> = client
+                .get_json(&berth_client::app_path(&app, "/domains"))
+                .await?;
             if g.json {
                 output::json(&list);
             } else if list.is_empty() {
@@ -100,7 +102,7 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
         }
         DomainsCommand::Remove { app, domain } => {
             client
-                .delete(&format!("/v1/apps/{app}/domains/{domain}"))
+                .delete(&berth_client::app_path(&app, &format!("/domains/{domain}")))
                 .await?;
             if g.json {
                 output::json(&serde_json::json!({ "removed": domain, "app": app }));

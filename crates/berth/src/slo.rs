@@ -41,7 +41,9 @@ pub async fn slo(
     let app = app.ok_or_else(|| {
         anyhow!("which app?\nhint: berth slo APP, or berth slo --rules for every app")
     })?;
-    let v: SloView = client.get_json(&format!("/v1/apps/{app}/slo")).await?;
+    let v: SloView = client
+        .get_json(&berth_client::app_path(&app, "/slo"))
+        .await?;
     if g.json {
         output::json(&v);
         return Ok(0);

@@ -1,6 +1,6 @@
-//! `berth tokens` and `berth audit`.
+//! `berth tokens`, `berth audit`, `berth projects` and `berth tenants`.
 
-use crate::cli::{Global, ProjectsCommand, TokensCommand};
+use crate::cli::{Global, ProjectsCommand, QuotaArgs, TenantsCommand, TokensCommand};
 use crate::output;
 use anyhow::{anyhow, Context, Result};
 use berth_core::auth::{AuditEntry, Role, TokenCreated, TokenView};
@@ -12,6 +12,7 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
             name,
             role,
             project,
+            tenant,
             expires,
         } => {
             let role = Role::parse(&role).map_err(|e| anyhow!("--role: {e}"))?;
@@ -20,7 +21,7 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> Result<i32> {
                 .map(|e| humantime::parse_duration(&e).context("--expires"))
                 .transpose()?
                 .map(|d| d.as_secs().max(1));
-            let body = serde_json::json!({ "name": name, "role": role, "project": project, "expires_in": expires_in });
+            let body = serde_json::json!({ "name": name, "role": role, "project": project, "tenant": tenant, "expires_in": expires_in });
             let created: TokenCreated = client.post_json("/v1/tokens", &body).await?;
             if g.json {
                 output::json(&created);
@@ -148,38 +149,69 @@ pub async fn audit(
     Ok(0)
 }
 
+fn quota_of(q: QuotaArgs) -> Result<berth_core::projects::Quota> {
+    let size = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
+        v.map(|s| berth_core::limits::parse_memory(&s).map_err(|e| anyhow!("{flag}: {e}")))
+            .transpose()
+    };
+    Ok(berth_core::projects::Quota {
+        max_apps: q.max_apps,
+        max_instances: q.max_instances,
+        max_memory_bytes: size("--max-memory", q.max_memory)?,
+        max_volume_bytes: size("--max-volume", q.max_volume)?,
+    })
+}
+
+/// Use against quota, as a table's cells: apps, instances, memory, volumes.
+fn usage_cells(
+    usage: &berth_core::projects::Usage,
+    quota: &berth_core::projects::Quota,
+) -> Vec<String> {
+    let of = |used: String, max: Option<String>| match max {
+        Some(m) => format!("{used}/{m}"),
+        None => used,
+    };
+    vec![
+        of(
+            usage.apps.to_string(),
+            quota.max_apps.map(|m| m.to_string()),
+        ),
+        of(
+            usage.instances.to_string(),
+            quota.max_instances.map(|m| m.to_string()),
+        ),
+        of(
+            format!("{}M", usage.memory_bytes >> 20),
+            quota.max_memory_bytes.map(|m| format!("{}M", m >> 20)),
+        ),
+        of(
+            format!("{}M", usage.volume_bytes >> 20),
+            quota.max_volume_bytes.map(|m| format!("{}M", m >> 20)),
+        ),
+    ]
+}
+
 pub async fn projects(g: &Global, cmd: ProjectsCommand) -> Result<i32> {
-    use berth_core::projects::{ProjectView, Quota};
+    use berth_core::projects::ProjectView;
     let client = crate::client::discover(g)?;
     match cmd {
         ProjectsCommand::Create {
             name,
-            max_apps,
-            max_instances,
-            max_memory,
-            max_volume,
+            tenant,
+            quota,
         } => {
             berth_core::projects::check_project_name(&name).map_err(|e| anyhow!(e))?;
-            let size = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
-                v.map(|s| berth_core::limits::parse_memory(&s).map_err(|e| anyhow!("{flag}: {e}")))
-                    .transpose()
-            };
-            let quota = Quota {
-                max_apps,
-                max_instances,
-                max_memory_bytes: size("--max-memory", max_memory)?,
-                max_volume_bytes: size("--max-volume", max_volume)?,
-            };
+            let quota = quota_of(quota)?;
             let view: ProjectView = client
                 .post_json(
                     "/v1/projects",
-                    &serde_json::json!({ "name": name, "quota": quota }),
+                    &serde_json::json!({ "name": name, "quota": quota, "tenant": tenant }),
                 )
                 .await?;
             if g.json {
                 output::json(&view);
             } else {
-                println!("project {} made", view.name);
+                println!("project {} made in tenant {}", view.name, view.tenant);
             }
             Ok(0)
         }
@@ -189,36 +221,73 @@ pub async fn projects(g: &Global, cmd: ProjectsCommand) -> Result<i32> {
                 output::json(&list);
                 return Ok(0);
             }
-            let of = |used: String, max: Option<String>| match max {
-                Some(m) => format!("{used}/{m}"),
-                None => used,
-            };
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        of(
-                            p.usage.apps.to_string(),
-                            p.quota.max_apps.map(|m| m.to_string()),
-                        ),
-                        of(
-                            p.usage.instances.to_string(),
-                            p.quota.max_instances.map(|m| m.to_string()),
-                        ),
-                        of(
-                            format!("{}M", p.usage.memory_bytes >> 20),
-                            p.quota.max_memory_bytes.map(|m| format!("{}M", m >> 20)),
-                        ),
-                        of(
-                            format!("{}M", p.usage.volume_bytes >> 20),
-                            p.quota.max_volume_bytes.map(|m| format!("{}M", m >> 20)),
-                        ),
-                    ]
+                    let mut row = vec![p.name.clone(), p.tenant.clone()];
+                    row.extend(usage_cells(&p.usage, &p.quota));
+                    row
                 })
                 .collect();
             output::table(
-                &["PROJECT", "APPS", "INSTANCES", "MEMORY", "VOLUMES"],
+                &[
+                    "PROJECT",
+                    "TENANT",
+                    "APPS",
+                    "INSTANCES",
+                    "MEMORY",
+                    "VOLUMES",
+                ],
+                &rows,
+            );
+            Ok(0)
+        }
+    }
+}
+
+pub async fn tenants(g: &Global, cmd: TenantsCommand) -> Result<i32> {
+    use berth_core::projects::TenantView;
+    let client = crate::client::discover(g)?;
+    match cmd {
+        TenantsCommand::Create { name, quota } => {
+            berth_core::projects::check_tenant_name(&name).map_err(|e| anyhow!(e))?;
+            let quota = quota_of(quota)?;
+            let view: TenantView = client
+                .post_json(
+                    "/v1/tenants",
+                    &serde_json::json!({ "name": name, "quota": quota }),
+                )
+                .await?;
+            if g.json {
+                output::json(&view);
+            } else {
+                println!("tenant {} made", view.name);
+            }
+            Ok(0)
+        }
+        TenantsCommand::List => {
+            let list: Vec<TenantView> = client.get_json("/v1/tenants").await?;
+            if g.json {
+                output::json(&list);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    let mut row = vec![t.name.clone(), t.projects.join(",")];
+                    row.extend(usage_cells(&t.usage, &t.quota));
+                    row
+                })
+                .collect();
+            output::table(
+                &[
+                    "TENANT",
+                    "PROJECTS",
+                    "APPS",
+                    "INSTANCES",
+                    "MEMORY",
+                    "VOLUMES",
+                ],
                 &rows,
             );
             Ok(0)

@@ -120,6 +120,41 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
         let apps = ok(&call(&client, "list_apps", json!({})).await);
         assert!(apps.to_string().contains("\"bot\""), "{apps}");
 
+        // Each app's spec is a resource: the serving release's processes and environment,
+        // its secrets by name only.
+        let resources = client.list_all_resources().await.expect("resources");
+        assert!(
+            resources.iter().any(|r| r.uri == "berth://apps/bot"),
+            "{resources:?}"
+        );
+        let read = client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "berth://apps/bot",
+            ))
+            .await
+            .expect("read");
+        let text = match &read.contents[0] {
+            rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+            other => panic!("{other:?}"),
+        };
+        let spec: Value = serde_json::from_str(&text).expect("spec JSON");
+        assert_eq!(spec["release"]["version"], 3, "{spec}");
+        assert_eq!(spec["release"]["env"]["WORD"], "from-agent", "{spec}");
+        assert!(spec["release"]["processes"]["web"].is_object(), "{spec}");
+        assert_eq!(spec["secrets"], json!(["API_KEY"]), "{spec}");
+        assert!(!text.contains("sk-agent-0000000000"), "{text}");
+        let unknown = client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "berth://apps/nope",
+            ))
+            .await;
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("does not exist")),
+            "{unknown:?}"
+        );
+
         // Errors an agent can act on: stable codes and hints.
         let missing = err(&call(&client, "rollback", json!({ "app": "nope" })).await);
         assert_eq!(missing["code"], "app_not_found", "{missing}");
@@ -246,6 +281,13 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
     );
     let apps = inspector(&["--method", "tools/call", "--tool-name", "list_apps"]);
     assert!(apps.contains("bot"), "{apps}");
+    let spec = inspector(&["--method", "resources/read", "--uri", "berth://apps/bot"]);
+    assert!(
+        spec.contains("berth://apps/bot")
+            && spec.contains("processes")
+            && !spec.contains("sk-agent"),
+        "{spec}"
+    );
     let logs = inspector(&[
         "--method",
         "tools/call",

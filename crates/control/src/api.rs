@@ -100,6 +100,13 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/tokens/{name}", axum::routing::delete(tokens_revoke))
         .route("/v1/audit", get(audit_list))
         .route("/v1/projects", get(projects_list).post(projects_create))
+        .route("/v1/tenants", get(tenants_list).post(tenants_create))
+        .route("/v1/people", get(people_list).post(people_add))
+        .route(
+            "/v1/people/{identity}",
+            axum::routing::delete(people_remove),
+        )
+        .route("/v1/whoami", get(whoami))
         .nest_service("/mcp", mcp_service(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
@@ -109,15 +116,24 @@ pub fn router(platform: Arc<Platform>) -> Router {
             platform.clone(),
             crate::guard::guard,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/v1/health", get(crate::openapi::health))
         .route("/openapi.json", get(crate::openapi::document))
+        .route("/v1/login", get(login_info))
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
                 .hint("the API lives under /v1/")
         })
-        .with_state(platform)
+        .with_state(platform.clone());
+    // `PROJECT/APP` names are rewritten before the routes are matched: the inner router is
+    // the fallback of an outer one whose only layer does that.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(
+            platform,
+            crate::qualified::qualified,
+        ))
 }
 
 /// MCP over streamable HTTP: its tools call this API over loopback with the caller's token.
@@ -261,13 +277,13 @@ async fn projects_list(
     State(p): Shared,
     caller: Caller,
 ) -> Result<Json<Vec<berth_core::projects::ProjectView>>, ApiError> {
-    let limited = caller_project(&caller);
-    let all = p.store.projects().await?;
-    Ok(Json(
-        all.into_iter()
-            .filter(|v| limited.as_ref().is_none_or(|l| *l == v.name))
-            .collect(),
-    ))
+    let mut visible = Vec::new();
+    for v in p.store.projects().await? {
+        if reaches(&p, &caller, &v.name).await? {
+            visible.push(v);
+        }
+    }
+    Ok(Json(visible))
 }
 
 #[utoipa::path(
@@ -279,6 +295,7 @@ async fn projects_list(
 )]
 async fn projects_create(
     State(p): Shared,
+    caller: Caller,
     body: Result<
         Json<berth_core::projects::ProjectCreate>,
         axum::extract::rejection::JsonRejection,
@@ -289,7 +306,27 @@ async fn projects_create(
             r#"send {"name": "shop", "quota": {"max_apps": 5, "max_instances": 10, "max_memory_bytes": …, "max_volume_bytes": …}}"#,
         )
     })?;
+    let mut req = req;
     crate::audit::CallContext::set_target(&req.name);
+    if let Some(own) = caller_project(&caller) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a token limited to project {own:?} cannot make projects"),
+        ));
+    }
+    if let Some(tenant) = caller_tenant(&caller) {
+        match &req.tenant {
+            Some(asked) if *asked != tenant => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("a token limited to tenant {tenant:?} makes projects in it only"),
+                ))
+            }
+            _ => req.tenant = Some(tenant),
+        }
+    }
     p.store.create_project(&req, crate::now_secs()).await?;
     let view = p
         .store
@@ -299,6 +336,131 @@ async fn projects_create(
         .find(|v| v.name == req.name)
         .ok_or_else(|| ApiError::internal("projects", "the new project is missing"))?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "teams",
+    responses((status = 200, description = "Tenants with their quotas, projects and usage", body = [berth_core::projects::TenantView]))
+)]
+async fn tenants_list(
+    State(p): Shared,
+) -> Result<Json<Vec<berth_core::projects::TenantView>>, ApiError> {
+    Ok(Json(p.store.tenants().await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "teams",
+    request_body = berth_core::projects::TenantCreate,
+    responses((status = 201, description = "Created", body = berth_core::projects::TenantView))
+)]
+async fn tenants_create(
+    State(p): Shared,
+    ApiJson(req): ApiJson<berth_core::projects::TenantCreate>,
+) -> Result<(StatusCode, Json<berth_core::projects::TenantView>), ApiError> {
+    crate::audit::CallContext::set_target(&req.name);
+    p.store.create_tenant(&req, crate::now_secs()).await?;
+    let view = p
+        .store
+        .tenants()
+        .await?
+        .into_iter()
+        .find(|v| v.name == req.name)
+        .ok_or_else(|| ApiError::internal("tenants", "the new tenant is missing"))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/login",
+    tag = "teams",
+    security(()),
+    responses((status = 200, description = "How people sign in here", body = berth_core::auth::LoginInfo))
+)]
+async fn login_info(State(p): Shared) -> Json<berth_core::auth::LoginInfo> {
+    Json(berth_core::auth::LoginInfo {
+        oidc: p.oidc.as_ref().map(|o| berth_core::auth::OidcInfo {
+            issuer: o.issuer.clone(),
+            client_id: o.client_id.clone(),
+        }),
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "teams",
+    responses((status = 200, description = "Who the caller is to the platform", body = berth_core::auth::WhoAmI))
+)]
+async fn whoami(caller: Caller) -> Result<Json<berth_core::auth::WhoAmI>, ApiError> {
+    let Some(axum::Extension(who)) = caller else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API token",
+        ));
+    };
+    Ok(Json(berth_core::auth::WhoAmI {
+        name: who.name.clone(),
+        role: who.role,
+        scope: who.scope(),
+        via: if who.token_id.starts_with("oidc:") {
+            "oidc".into()
+        } else {
+            "token".into()
+        },
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/people",
+    tag = "teams",
+    responses((status = 200, description = "People with a role", body = [berth_core::auth::PersonView]))
+)]
+async fn people_list(
+    State(p): Shared,
+) -> Result<Json<Vec<berth_core::auth::PersonView>>, ApiError> {
+    Ok(Json(p.store.people().await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/people",
+    tag = "teams",
+    request_body = berth_core::auth::PersonAdd,
+    responses((status = 201, description = "They have this role now", body = berth_core::auth::PersonView))
+)]
+async fn people_add(
+    State(p): Shared,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<berth_core::auth::PersonAdd>,
+) -> Result<(StatusCode, Json<berth_core::auth::PersonView>), ApiError> {
+    crate::audit::CallContext::set_target(&req.identity);
+    let view = p
+        .store
+        .add_person(&req, &actor(&headers), crate::now_secs())
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/people/{identity}",
+    tag = "teams",
+    params(("identity" = String, Path, description = "The person's identity")),
+    responses((status = 204, description = "They have no role any more"))
+)]
+async fn people_remove(
+    State(p): Shared,
+    ApiPath(identity): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    crate::audit::CallContext::set_target(&identity);
+    p.store.remove_person(&identity).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -391,6 +553,23 @@ fn caller_project(c: &Caller) -> Option<String> {
     c.as_ref().and_then(|axum::Extension(p)| p.project.clone())
 }
 
+fn caller_tenant(c: &Caller) -> Option<String> {
+    c.as_ref().and_then(|axum::Extension(p)| p.tenant.clone())
+}
+
+fn caller_limit(c: &Caller) -> Option<crate::guard::Limit> {
+    c.as_ref()
+        .and_then(|axum::Extension(p)| crate::guard::Limit::of(p))
+}
+
+/// Whether the caller's token reaches `project`.
+async fn reaches(p: &Platform, caller: &Caller, project: &str) -> Result<bool, ApiError> {
+    match caller_limit(caller) {
+        None => Ok(true),
+        Some(limit) => Ok(limit.reaches(p, project).await?),
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/v1/apps",
@@ -399,11 +578,10 @@ fn caller_project(c: &Caller) -> Option<String> {
 )]
 async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSummary>>, ApiError> {
     let instances = p.store.instances(None).await?;
-    let limited = caller_project(&caller);
     let mut apps = Vec::new();
     for a in p.store.apps().await? {
         let project = p.store.app_project(&a.name).await?.unwrap_or_default();
-        if limited.as_ref().is_some_and(|l| *l != project) {
+        if !reaches(&p, &caller, &project).await? {
             continue;
         }
         let isolation = match a.current_release {
@@ -445,9 +623,12 @@ async fn create_app(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     crate::audit::CallContext::set_target(&body.name);
     let project = crate::projects::project_for_new_app(
+        &p.store,
         body.project.as_deref(),
         caller_project(&caller).as_deref(),
-    )?;
+        caller_tenant(&caller).as_deref(),
+    )
+    .await?;
     if p.store.app(&body.name).await?.is_none() {
         let mut volume_bytes = 0;
         for v in &body.volumes {
@@ -989,9 +1170,12 @@ async fn deploy(
         }
         None => {
             let project = crate::projects::project_for_new_app(
+                &p.store,
                 q.project.as_deref(),
                 caller_project(&caller).as_deref(),
-            )?;
+                caller_tenant(&caller).as_deref(),
+            )
+            .await?;
             p.store
                 .check_quota(
                     &project,

@@ -85,6 +85,8 @@ pub struct PlatformConfig {
     /// OTLP endpoint (base URL) for berth's traces; apps get it as
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub otlp_endpoint: Option<String>,
+    /// The OpenID Connect provider people sign in with: issuer URL and berth's client id.
+    pub oidc: Option<(String, String)>,
 }
 
 impl PlatformConfig {
@@ -117,6 +119,7 @@ impl PlatformConfig {
             alert_targets: crate::notify::AlertTargets::default(),
             loki: None,
             otlp_endpoint: None,
+            oidc: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,
@@ -220,6 +223,16 @@ impl PlatformConfig {
         if let Some(loki) = &self.loki {
             if let Err(e) = loki.push_url() {
                 problems.push(format!("--loki-url: {e}"));
+            }
+        }
+        if let Some((issuer, client_id)) = &self.oidc {
+            if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                problems.push(format!(
+                    "--oidc-issuer: {issuer:?} must be an https:// (or, on loopback, http://) URL"
+                ));
+            }
+            if client_id.trim().is_empty() {
+                problems.push("--oidc-client-id: empty".into());
             }
         }
         if let Some(otlp) = &self.otlp_endpoint {

@@ -40,13 +40,18 @@ pub fn client_of(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-/// The app, token or other object a path acts on.
+/// The app, token or other object a path acts on, decoded as the handlers see it (a name
+/// sent percent-encoded is the same name).
 fn target_of(path: &str) -> Option<String> {
     let mut parts = path.trim_start_matches('/').split('/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("v1"), Some("apps" | "tokens"), Some(name)) if !name.is_empty() => {
-            Some(name.chars().take(128).collect())
-        }
+        (Some("v1"), Some("apps" | "tokens"), Some(name)) if !name.is_empty() => Some(
+            percent_encoding::percent_decode_str(name)
+                .decode_utf8_lossy()
+                .chars()
+                .take(128)
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -108,6 +113,17 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         Some(t) if same(t.as_bytes(), p.token.as_bytes()) => {
             Presented::Valid(Principal::bootstrap())
         }
+        Some(t) if p.oidc.is_some() && crate::oidc::looks_like_jwt(t) => {
+            match signed_in(&p, t).await {
+                Ok(who) => Presented::Valid(who),
+                Err(err) => {
+                    if mutating {
+                        tracing::warn!(%route, source = ?source, error = %err.message, "a sign-in token was refused");
+                    }
+                    return with_request_id(err.into_response(), &id);
+                }
+            }
+        }
         Some(t) => match p.store.presented_token(t, crate::now_secs()).await {
             Ok(found) => found,
             Err(e) => {
@@ -165,8 +181,8 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         }
         return with_request_id(err.into_response(), &id);
     }
-    if let Some(project) = who.project.clone() {
-        if let Err(err) = within_project(&p, &project, &route, req.uri()).await {
+    if let Some(limit) = Limit::of(&who) {
+        if let Err(err) = within(&p, &limit, &route, req.uri()).await {
             if mutating {
                 record(&p, &call(who), err.status, None, Some(err.message.clone())).await;
             }
@@ -209,15 +225,87 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
     with_request_id(resp, &id)
 }
 
-/// Whether a token limited to `project` may make this call: calls on an app of another
-/// project are answered as if the app did not exist (names do not leak), and
-/// platform-wide endpoints are refused.
-async fn within_project(
+/// The person an OIDC ID token names, with the role an admin gave them.
+async fn signed_in(p: &Platform, token: &str) -> Result<Principal, ApiError> {
+    let Some(oidc) = &p.oidc else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API token",
+        ));
+    };
+    let identity = oidc.verify(token).await.map_err(|e| match e {
+        crate::oidc::OidcError::Expired => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string())
+                .hint("sign in again with `berth login`")
+        }
+        crate::oidc::OidcError::Invalid(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string())
+                .hint("sign in with `berth login`")
+        }
+        crate::oidc::OidcError::Provider(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "oidc_unavailable",
+            e.to_string(),
+        )
+        .hint("check that the OIDC provider answers, then try again"),
+    })?;
+    p.store.person(&identity).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no_role",
+            format!("{identity} signed in but has no role on this platform"),
+        )
+        .hint(format!(
+            "an admin gives one with `berth people add {identity} --role viewer`"
+        ))
+    })
+}
+
+/// What a limited token reaches: one project's apps, or the apps of one tenant's projects.
+pub enum Limit {
+    Project(String),
+    Tenant(String),
+}
+
+impl Limit {
+    /// The limit of a principal (`None`: the whole platform).
+    pub fn of(who: &Principal) -> Option<Self> {
+        match (&who.project, &who.tenant) {
+            (Some(project), _) => Some(Self::Project(project.clone())),
+            (None, Some(tenant)) => Some(Self::Tenant(tenant.clone())),
+            (None, None) => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Project(p) => format!("project {p:?}"),
+            Self::Tenant(t) => format!("tenant {t:?}"),
+        }
+    }
+
+    /// Whether the limit reaches `project`.
+    pub async fn reaches(&self, p: &Platform, project: &str) -> Result<bool, sqlx::Error> {
+        Ok(match self {
+            Self::Project(own) => own == project,
+            Self::Tenant(tenant) => {
+                p.store.project_tenant(project).await?.as_deref() == Some(tenant.as_str())
+            }
+        })
+    }
+}
+
+/// Whether a limited token may make this call: calls on an app beyond its reach are
+/// answered as if the app did not exist (names do not leak), and platform-wide endpoints are
+/// refused.
+async fn within(
     p: &Platform,
-    project: &str,
+    limit: &Limit,
     route: &str,
     uri: &axum::http::Uri,
 ) -> Result<(), ApiError> {
+    let project = limit.describe();
     let app = if route.starts_with("/v1/apps/{app}") {
         target_of(uri.path())
     } else if route == "/v1/dora" {
@@ -233,9 +321,7 @@ async fn within_project(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!(
-                "a token limited to project {project:?} may not use {route}: it is platform-wide"
-            ),
+            format!("a token limited to {project} may not use {route}: it is platform-wide"),
         )
         .hint("use a platform token"));
     };
@@ -244,11 +330,11 @@ async fn within_project(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("a token limited to project {project:?} must name one of its apps"),
+            format!("a token limited to {project} must name one of its apps"),
         ));
     }
     match p.store.app_project(&app).await? {
-        Some(of) if of != project => Err(ApiError::app_not_found(&app)),
+        Some(of) if !limit.reaches(p, &of).await? => Err(ApiError::app_not_found(&app)),
         _ => Ok(()),
     }
 }
@@ -280,6 +366,9 @@ mod tests {
     fn targets_come_from_the_path() {
         assert_eq!(target_of("/v1/apps/shop/deploys").as_deref(), Some("shop"));
         assert_eq!(target_of("/v1/tokens/ci").as_deref(), Some("ci"));
+        // As the handlers see it: a name sent percent-encoded is the same name.
+        assert_eq!(target_of("/v1/apps/%6Fne/env").as_deref(), Some("one"));
+        assert_eq!(target_of("/v1/apps/my%2Dapp").as_deref(), Some("my-app"));
         assert_eq!(target_of("/v1/apps"), None);
         assert_eq!(target_of("/v1/backups"), None);
     }

@@ -66,6 +66,13 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::audit_list,
         crate::api::projects_list,
         crate::api::projects_create,
+        crate::api::tenants_list,
+        crate::api::tenants_create,
+        crate::api::login_info,
+        crate::api::whoami,
+        crate::api::people_list,
+        crate::api::people_add,
+        crate::api::people_remove,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Shared)
@@ -103,12 +110,13 @@ pub async fn health() -> Json<Health> {
 struct Shared;
 
 /// Refusals any authenticated endpoint can answer with.
-const REFUSALS: [(&str, &str); 6] = [
+const REFUSALS: [(&str, &str); 7] = [
     ("400", "Bad input: the code names the problem"),
     ("401", "No token, or one that is unknown, revoked or expired"),
     ("403", "The token's role or project does not reach this"),
     ("404", "No such app or object (or one in another project)"),
     ("409", "A conflict: the Idempotency-Key was used for another request, or the object's state forbids it"),
+    ("422", "The change would take a project or tenant past its quota (the code is quota_exceeded)"),
     ("500", "The platform failed; the details are in its log"),
 ];
 
@@ -129,7 +137,7 @@ impl Modify for Shared {
             Vec::<String>::new(),
         )]);
         for (path, item) in doc.paths.paths.iter_mut() {
-            let public = path == "/v1/health";
+            let public = matches!(path.as_str(), "/v1/health" | "/v1/login");
             let ops = [
                 (false, item.get.as_mut()),
                 (true, item.post.as_mut()),

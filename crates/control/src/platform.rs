@@ -77,6 +77,8 @@ pub struct Platform {
     pub policy: PolicyPublisher,
     /// API bearer token.
     pub token: String,
+    /// The OIDC provider people sign in with, if one is configured.
+    pub oidc: Option<crate::oidc::Oidc>,
     /// Keys that seal secrets.
     pub keyring: tokio::sync::RwLock<berth_data::secrets::Keyring>,
     /// Volume images and mounts.
@@ -360,6 +362,7 @@ impl Platform {
             .map_err(|e| StartError::Other(e.to_string()))??;
         }
         let cfg_otlp = cfg.otlp_endpoint.clone();
+        let cfg_oidc = cfg.oidc.clone();
         let (cfg_acme, cert_check_interval, certs_file) = (
             cfg.acme.clone(),
             cfg.cert_check_interval,
@@ -389,6 +392,13 @@ impl Platform {
             routes,
             policy: PolicyPublisher::new(firewall),
             token,
+            oidc: match &cfg_oidc {
+                Some((issuer, client_id)) => Some(
+                    crate::oidc::Oidc::new(issuer, client_id)
+                        .map_err(|e| StartError::Other(format!("--oidc-issuer: {e}")))?,
+                ),
+                None => None,
+            },
             keyring: tokio::sync::RwLock::new(keyring),
             volumes,
             postgres,

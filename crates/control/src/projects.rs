@@ -1,12 +1,14 @@
-//! Projects in the state store: making and listing them, which project an app is in, what a
-//! project uses, and its quotas — checked before anything is changed.
+//! Tenants and projects in the state store: making and listing them, which project an app
+//! is in and which tenant a project is in, what each uses, and their quotas — a change is
+//! checked against its project's and its tenant's before anything is changed.
 
 use crate::error::ApiError;
 use crate::store::Store;
 use axum::http::StatusCode;
 use berth_core::model::ReleaseConfig;
 use berth_core::projects::{
-    check_project_name, ProjectCreate, ProjectView, Quota, Usage, DEFAULT_PROJECT,
+    check_project_name, check_tenant_name, ProjectCreate, ProjectView, Quota, TenantCreate,
+    TenantView, Usage, DEFAULT_PROJECT, DEFAULT_TENANT,
 };
 use sqlx::Row;
 
@@ -33,17 +35,105 @@ fn footprint(config: &ReleaseConfig) -> (u32, u64) {
 }
 
 impl Store {
+    /// Makes a tenant.
+    pub async fn create_tenant(&self, req: &TenantCreate, now: i64) -> Result<(), ApiError> {
+        check_tenant_name(&req.name).map_err(|e| ApiError::invalid("invalid_tenant_name", e))?;
+        let quota = serde_json::to_string(&req.quota).unwrap_or_else(|_| "{}".into());
+        let inserted =
+            sqlx::query("INSERT INTO tenants (id, name, created_at, quota) VALUES (?, ?, ?, ?)")
+                .bind(&req.name)
+                .bind(&req.name)
+                .bind(now)
+                .bind(quota)
+                .execute(&self.pool)
+                .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "tenant_exists",
+                format!("tenant {:?} exists", req.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A tenant's quota, if the tenant exists.
+    pub async fn tenant_quota(&self, name: &str) -> Result<Option<Quota>, sqlx::Error> {
+        let row = sqlx::query("SELECT quota FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| {
+            r.try_get::<String, _>("quota")
+                .ok()
+                .and_then(|q| serde_json::from_str(&q).ok())
+                .unwrap_or_default()
+        }))
+    }
+
+    /// The tenant a project is in.
+    pub async fn project_tenant(&self, project: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT t.name AS tenant FROM projects p JOIN tenants t ON p.tenant_id = t.id WHERE p.name = ?",
+        )
+        .bind(project)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("tenant")).transpose()
+    }
+
+    /// Every tenant with its quota, its projects and what they use.
+    pub async fn tenants(&self) -> Result<Vec<TenantView>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, created_at, quota FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let projects = self.projects().await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            let quota: String = r.try_get("quota")?;
+            let mut usage = Usage::default();
+            let mut names = Vec::new();
+            for p in projects.iter().filter(|p| p.tenant == name) {
+                usage.add(&p.usage);
+                names.push(p.name.clone());
+            }
+            out.push(TenantView {
+                created_at: r.try_get("created_at")?,
+                quota: serde_json::from_str(&quota).unwrap_or_default(),
+                usage,
+                projects: names,
+                name,
+            });
+        }
+        Ok(out)
+    }
+
     /// Makes a project.
     pub async fn create_project(&self, req: &ProjectCreate, now: i64) -> Result<(), ApiError> {
         check_project_name(&req.name).map_err(|e| ApiError::invalid("invalid_project_name", e))?;
+        let tenant = req.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+        if self.tenant_quota(tenant).await?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "tenant_not_found",
+                format!("no tenant named {tenant:?}"),
+            )
+            .hint(
+                "`berth tenants list` shows them; an admin makes one with `berth tenants create`",
+            ));
+        }
         let quota = serde_json::to_string(&req.quota).unwrap_or_else(|_| "{}".into());
         let inserted = sqlx::query(
-            "INSERT INTO projects (id, tenant_id, name, created_at, quota) VALUES (?, 'default', ?, ?, ?)",
+            "INSERT INTO projects (id, tenant_id, name, created_at, quota) \
+             SELECT ?, id, ?, ?, ? FROM tenants WHERE name = ?",
         )
         .bind(&req.name)
         .bind(&req.name)
         .bind(now)
         .bind(quota)
+        .bind(tenant)
         .execute(&self.pool)
         .await;
         match inserted {
@@ -133,14 +223,18 @@ impl Store {
 
     /// Every project with its quota and use.
     pub async fn projects(&self) -> Result<Vec<ProjectView>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name, created_at, quota FROM projects ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT p.name, p.created_at, p.quota, t.name AS tenant FROM projects p \
+             JOIN tenants t ON p.tenant_id = t.id ORDER BY p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::new();
         for r in rows {
             let name: String = r.try_get("name")?;
             let quota: String = r.try_get("quota")?;
             out.push(ProjectView {
+                tenant: r.try_get("tenant")?,
                 usage: self.project_usage(&name).await?,
                 created_at: r.try_get("created_at")?,
                 quota: serde_json::from_str(&quota).unwrap_or_default(),
@@ -162,10 +256,49 @@ impl Store {
                 "`berth projects list` shows them; an admin makes one with `berth projects create`",
             ));
         };
-        if quota == Quota::default() {
+        let tenant = self.project_tenant(project).await?;
+        let tenant_quota = match &tenant {
+            Some(t) => self.tenant_quota(t).await?.unwrap_or_default(),
+            None => Quota::default(),
+        };
+        if quota == Quota::default() && tenant_quota == Quota::default() {
             return Ok(());
         }
-        let mut usage = self.project_usage(project).await?;
+        let now = self.project_usage(project).await?;
+        let growth_usage = self.grown(&now, &growth).await?;
+        if let Some(what) = quota.exceeded_by(&growth_usage) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "quota_exceeded",
+                format!("project {project:?} would have {what}"),
+            )
+            .hint("free something in the project, or ask an admin to raise its quota"));
+        }
+        if let (Some(tenant), false) = (tenant, tenant_quota == Quota::default()) {
+            // The tenant's use: its other projects as they are, this one grown.
+            let mut usage = growth_usage;
+            for other in self.projects().await? {
+                if other.tenant == tenant && other.name != project {
+                    usage.add(&other.usage);
+                }
+            }
+            if let Some(what) = tenant_quota.exceeded_by(&usage) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "quota_exceeded",
+                    format!("tenant {tenant:?} would have {what}"),
+                )
+                .hint(
+                    "free something in the tenant's projects, or ask an admin to raise its quota",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A project's use after `growth`.
+    async fn grown(&self, now: &Usage, growth: &Growth<'_>) -> Result<Usage, ApiError> {
+        let mut usage = now.clone();
         if growth.new_app {
             usage.apps += 1;
         }
@@ -184,24 +317,36 @@ impl Store {
             usage.memory_bytes += m;
         }
         usage.volume_bytes += growth.volume_bytes;
-        match quota.exceeded_by(&usage) {
-            Some(what) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "quota_exceeded",
-                format!("project {project:?} would have {what}"),
-            )
-            .hint("free something in the project, or ask an admin to raise its quota")),
-            None => Ok(()),
-        }
+        Ok(usage)
     }
 }
 
 /// The project a new app goes to: the one asked for, else the token's, else `default`;
-/// a token limited to a project cannot put apps elsewhere.
-pub fn project_for_new_app(
+/// a token limited to a project cannot put apps elsewhere, and one limited to a tenant must
+/// name one of the tenant's projects.
+pub async fn project_for_new_app(
+    store: &Store,
     asked: Option<&str>,
     token_project: Option<&str>,
+    token_tenant: Option<&str>,
 ) -> Result<String, ApiError> {
+    if let Some(tenant) = token_tenant {
+        let Some(asked) = asked else {
+            return Err(ApiError::invalid(
+                "project_required",
+                format!("a token limited to tenant {tenant:?} must say which of its projects a new app goes to"),
+            )
+            .hint("add --project NAME"));
+        };
+        return match store.project_tenant(asked).await? {
+            Some(of) if of == tenant => Ok(asked.to_string()),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "project_not_found",
+                format!("tenant {tenant:?} has no project named {asked:?}"),
+            )),
+        };
+    }
     match (asked, token_project) {
         (Some(a), Some(t)) if a != t => Err(ApiError::new(
             StatusCode::FORBIDDEN,

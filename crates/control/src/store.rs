@@ -26,6 +26,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0010_idempotent_answers.sql"),
     ),
     (11, include_str!("../migrations/0011_project_quotas.sql")),
+    (12, include_str!("../migrations/0012_tenant_quotas.sql")),
+    (13, include_str!("../migrations/0013_people.sql")),
 ];
 
 /// Handle to the state store.

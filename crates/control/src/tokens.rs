@@ -25,9 +25,31 @@ pub struct Principal {
     pub role: Role,
     /// The one project whose apps the token may reach (`None`: the whole platform).
     pub project: Option<String>,
+    /// The one tenant whose projects the token may reach (`None`: the whole platform).
+    pub tenant: Option<String>,
 }
 
 impl Principal {
+    /// A principal with a stored scope (`platform`, `tenant:NAME`, `project:NAME`).
+    pub fn scoped(token_id: &str, name: &str, role: Role, scope: &str) -> Self {
+        Self {
+            token_id: token_id.to_string(),
+            name: name.to_string(),
+            role,
+            project: scope.strip_prefix("project:").map(str::to_string),
+            tenant: scope.strip_prefix("tenant:").map(str::to_string),
+        }
+    }
+
+    /// Its scope as stored.
+    pub fn scope(&self) -> String {
+        match (&self.project, &self.tenant) {
+            (Some(p), _) => format!("project:{p}"),
+            (None, Some(t)) => format!("tenant:{t}"),
+            (None, None) => "platform".into(),
+        }
+    }
+
     /// The bootstrap token's principal.
     pub fn bootstrap() -> Self {
         Self {
@@ -35,6 +57,7 @@ impl Principal {
             name: "admin".into(),
             role: Role::Admin,
             project: None,
+            tenant: None,
         }
     }
 }
@@ -88,12 +111,7 @@ impl Store {
             return Ok(Presented::Unknown);
         };
         let v = view_from_row(&row)?;
-        let who = Principal {
-            token_id: v.id.clone(),
-            name: v.name.clone(),
-            role: v.role,
-            project: v.scope.strip_prefix("project:").map(str::to_string),
-        };
+        let who = Principal::scoped(&v.id, &v.name, v.role, &v.scope);
         if v.revoked_at.is_some() || v.expires_at.is_some_and(|e| e <= now) {
             return Ok(Presented::Revoked(who));
         }
@@ -106,6 +124,46 @@ impl Store {
                 .await?;
         }
         Ok(Presented::Valid(who))
+    }
+
+    /// The scope of a token or a person: the whole platform, one tenant or one project
+    /// (which must exist).
+    pub async fn scope_of(
+        &self,
+        project: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<String, ApiError> {
+        Ok(match (project, tenant) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "invalid_scope",
+                    "a token or a person is limited to a project or to a tenant, not both",
+                ))
+            }
+            (None, None) => "platform".to_string(),
+            (None, Some(tenant)) => {
+                if self.tenant_quota(tenant).await?.is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "tenant_not_found",
+                        format!("no tenant named {tenant:?}"),
+                    )
+                    .hint("make it first: `berth tenants create NAME`"));
+                }
+                format!("tenant:{tenant}")
+            }
+            (Some(project), None) => {
+                if self.project_quota(project).await?.is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "project_not_found",
+                        format!("no project named {project:?}"),
+                    )
+                    .hint("make it first: `berth projects create NAME`"));
+                }
+                format!("project:{project}")
+            }
+        })
     }
 
     /// Makes a token; returns it (the only time it is seen).
@@ -122,20 +180,9 @@ impl Store {
                 "expires_in must be at least 1 second",
             ));
         }
-        let scope = match &req.project {
-            None => "platform".to_string(),
-            Some(project) => {
-                if self.project_quota(project).await?.is_none() {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "project_not_found",
-                        format!("no project named {project:?}"),
-                    )
-                    .hint("make it first: `berth projects create NAME`"));
-                }
-                format!("project:{project}")
-            }
-        };
+        let scope = self
+            .scope_of(req.project.as_deref(), req.tenant.as_deref())
+            .await?;
         let token = format!("{TOKEN_PREFIX}{}", crate::random_id(32));
         let view = TokenView {
             id: crate::random_id(8),

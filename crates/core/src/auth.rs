@@ -51,6 +51,8 @@ impl Role {
             return Role::Viewer;
         }
         let admin_only = [
+            "/v1/tenants",
+            "/v1/people",
             "/v1/projects",
             "/v1/tokens",
             "/v1/audit",
@@ -86,6 +88,9 @@ pub struct TokenCreate {
     /// Limit the token to one project's apps (default: the whole platform).
     #[serde(default)]
     pub project: Option<String>,
+    /// Limit the token to one tenant's projects (not with `project`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Seconds it stays valid; forever when absent.
     #[serde(default)]
     pub expires_in: Option<u64>,
@@ -97,7 +102,8 @@ pub struct TokenView {
     pub id: String,
     pub name: String,
     pub role: Role,
-    /// `platform`, or `project:NAME` for a token limited to one project's apps.
+    /// `platform`, `tenant:NAME` for a token limited to one tenant's projects, or
+    /// `project:NAME` for one limited to one project's apps.
     pub scope: String,
     pub created_at: i64,
     pub created_by: String,
@@ -200,4 +206,79 @@ mod tests {
         assert!(check_token_name("a b").is_err());
         assert!(check_token_name("").is_err());
     }
+}
+
+/// Body of `POST /v1/people`: a role for a person who signs in with the platform's OIDC
+/// provider, named by the identity the provider vouches for (their verified email, else
+/// their subject).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonAdd {
+    /// e.g. `alice@example.com`.
+    #[schema(pattern = "^[^\\s/]{1,254}$")]
+    pub identity: String,
+    pub role: Role,
+    /// Limit them to one project's apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Limit them to one tenant's projects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// A person with a role, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PersonView {
+    pub identity: String,
+    pub role: Role,
+    /// `platform`, `tenant:NAME` or `project:NAME`.
+    pub scope: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// An identity as people may be granted roles: printable, no spaces or slashes, at most
+/// 254 characters (an email address's limit).
+pub fn check_identity(identity: &str) -> Result<(), String> {
+    let ok = !identity.is_empty()
+        && identity.len() <= 254
+        && identity
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' || (!c.is_ascii() && !c.is_control()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "identity {identity:?} must be 1-254 printable characters without spaces or '/'"
+        ))
+    }
+}
+
+/// `GET /v1/login`: how people sign in to this platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LoginInfo {
+    /// The OpenID Connect provider people sign in with, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcInfo>,
+}
+
+/// The platform's OpenID Connect provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OidcInfo {
+    /// Issuer URL (its discovery document is `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// The client id berth is registered under (a public client: PKCE, no secret).
+    pub client_id: String,
+}
+
+/// `GET /v1/whoami`: who the caller is to the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// The token's name, or the person's identity.
+    pub name: String,
+    pub role: Role,
+    /// `platform`, `tenant:NAME` or `project:NAME`.
+    pub scope: String,
+    /// `token` or `oidc`.
+    pub via: String,
 }

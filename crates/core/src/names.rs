@@ -23,6 +23,15 @@ pub enum NameError {
 #[serde(try_from = "String", into = "String")]
 pub struct AppName(String);
 
+/// Splits `PROJECT/APP` (an app named with its project) into the project and the app;
+/// a plain name has no project. Neither part is checked here.
+pub fn split_qualified(raw: &str) -> (Option<&str>, &str) {
+    match raw.split_once('/') {
+        Some((project, app)) => (Some(project), app),
+        None => (None, raw),
+    }
+}
+
 impl AppName {
     /// Checks `raw` and wraps it.
     pub fn parse(raw: &str) -> Result<Self, NameError> {

@@ -69,12 +69,44 @@ pub struct ProjectCreate {
     pub name: String,
     #[serde(default)]
     pub quota: Quota,
+    /// The tenant it belongs to (default: `default`, or the token's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// The tenant projects belong to when none is named.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Body of `POST /v1/tenants`: an organisation above projects, with quotas over all of
+/// its projects' apps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantCreate {
+    /// A DNS label.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    #[serde(default)]
+    pub quota: Quota,
+}
+
+/// A tenant as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TenantView {
+    pub name: String,
+    pub created_at: i64,
+    pub quota: Quota,
+    /// The sum over its projects.
+    pub usage: Usage,
+    pub projects: Vec<String>,
 }
 
 /// A project as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectView {
     pub name: String,
+    /// The tenant it belongs to.
+    #[serde(default)]
+    pub tenant: String,
     pub created_at: i64,
     pub quota: Quota,
     pub usage: Usage,
@@ -85,6 +117,23 @@ pub fn check_project_name(name: &str) -> Result<(), String> {
     crate::AppName::parse(name)
         .map(|_| ())
         .map_err(|e| format!("project name: {e}"))
+}
+
+/// Tenant names are DNS labels too.
+pub fn check_tenant_name(name: &str) -> Result<(), String> {
+    crate::AppName::parse(name)
+        .map(|_| ())
+        .map_err(|e| format!("tenant name: {e}"))
+}
+
+impl Usage {
+    /// This use and `other` together.
+    pub fn add(&mut self, other: &Usage) {
+        self.apps += other.apps;
+        self.instances += other.instances;
+        self.memory_bytes += other.memory_bytes;
+        self.volume_bytes += other.volume_bytes;
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use crate::pages::{self, EdgeBody};
 use crate::routes::SharedTable;
-use crate::upstream::{PooledBody, UpstreamPool};
+use crate::upstream::{PooledBody, UpstreamError, UpstreamPool};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -245,6 +245,10 @@ impl Proxy {
 
         let mut body = Some(req.into_body().boxed());
         let mut last_failed = false;
+        // Whether every failure so far was a refused connection (or a pooled connection
+        // found dead, which is resent anyway): no instance saw the request, so waiting for
+        // one cannot make it happen twice.
+        let mut never_sent = true;
         let uri: Uri = match path.parse() {
             Ok(u) => u,
             Err(_) => return pages::bad_request(),
@@ -269,6 +273,7 @@ impl Proxy {
                 Err((e, reused)) => {
                     tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
                     last_failed = true;
+                    never_sent &= reused || matches!(e, UpstreamError::Connect(_));
                     // After a failure on a pooled connection, use a new one.
                     fresh = reused || fresh;
                     if !retryable {
@@ -277,7 +282,7 @@ impl Proxy {
                 }
             }
         }
-        if last_failed && retryable && !upgrade {
+        if last_failed && never_sent && retryable && !upgrade {
             if let Some(resp) = self.settle(&host, &method, &uri, &headers).await {
                 return self.respond(resp, None).await;
             }
@@ -309,8 +314,11 @@ impl Proxy {
             for upstream in route.pick() {
                 let empty = Empty::<Bytes>::new().map_err(|e| match e {}).boxed();
                 let out = outgoing(method, uri, headers, empty);
-                if let Ok((resp, _)) = self.pool.send(upstream, out, true).await {
-                    return Some(resp);
+                match self.pool.send(upstream, out, true).await {
+                    Ok((resp, _)) => return Some(resp),
+                    Err((UpstreamError::Connect(_), _)) => {}
+                    // It reached an instance this time: not to be sent again.
+                    Err(_) => return None,
                 }
             }
         }

@@ -5,6 +5,8 @@
 //! codes. Secret values never come out, only their names.
 #![forbid(unsafe_code)]
 
+pub mod resources;
+
 use berth_client::{app_path, with_query, ApiFailure, Client};
 use berth_core::api::DeployEvent;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -196,6 +198,18 @@ impl BerthMcp {
                     .map_err(|e| refused("unavailable", format!("{e:#}"), "try again"))
             }
         }
+    }
+
+    /// The API client for a resource request; without a token, an MCP error.
+    fn resource_client(&self, ctx: &RequestContext<RoleServer>) -> Result<Arc<Client>, ErrorData> {
+        self.client(ctx).map_err(|_| {
+            ErrorData::invalid_request(
+                "no usable API token",
+                Some(
+                    json!({ "code": "unauthorized", "hint": "send Authorization: Bearer <token>" }),
+                ),
+            )
+        })
     }
 
     /// The source a deploy brings: a packed directory (stdio) or an archive.
@@ -571,9 +585,41 @@ impl BerthMcp {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BerthMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
-            "berth runs apps on this platform: deploy a directory, read logs, roll back, change env and secrets, read SLOs and DORA. What you may do depends on your token's role (viewer, deployer, admin); every change is audited. Errors carry a stable `code`, a `message` and a `hint`.",
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
         )
+        .with_instructions(
+            "berth runs apps on this platform: deploy a directory, read logs, roll back, change env and secrets, read SLOs and DORA. Each app's spec is a resource, berth://apps/NAME. What you may do depends on your token's role (viewer, deployer, admin); every change is audited. Errors carry a stable `code`, a `message` and a `hint`.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let client = self.resource_client(&ctx)?;
+        resources::list(&client).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let client = self.resource_client(&ctx)?;
+        resources::read(&client, &request.uri).await.map(Into::into)
     }
 }
 
