@@ -205,6 +205,29 @@ pub enum Command {
     /// --tenant acme, then berth tokens create acme-admin --role admin --tenant acme
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Sign in with the platform's OpenID Connect provider: a browser page at the provider,
+    /// then the CLI acts as you, with the role an admin gave you (`berth people add`).
+    /// The sign-in is kept in ~/.config/berth/credentials.json until it expires.
+    Login {
+        /// Print the address to open instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// The port of the local address the browser comes back to
+        /// (http://127.0.0.1:PORT/callback), for providers that only send it back to a
+        /// redirect address registered exactly; any free port when not given.
+        #[arg(long)]
+        callback_port: Option<u16>,
+    },
+    /// Forget your sign-in to this platform.
+    Logout,
+    /// Who the platform takes you for: name, role, scope, and whether by token or sign-in.
+    Whoami,
+    /// Roles for people who sign in with the platform's OIDC provider, by the identity it
+    /// vouches for (their verified email, else their subject).
+    ///
+    /// Example: berth people add alice@example.com --role deployer --project shop
+    #[command(subcommand)]
+    People(PeopleCommand),
     /// Who changed what: every call that changed something (or tried to), with its token,
     /// client, request id, outcome and what it made. Append-only.
     Audit {
@@ -492,6 +515,28 @@ pub enum ProjectsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PeopleCommand {
+    /// Give a person a role (replacing the one they had).
+    Add {
+        /// e.g. alice@example.com.
+        identity: String,
+        /// viewer, deployer or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Limit them to one project's apps.
+        #[arg(long, conflicts_with = "tenant")]
+        project: Option<String>,
+        /// Limit them to the apps of one tenant's projects.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List people with a role.
+    List,
+    /// Take a person's role away; their sign-ins are refused from then on.
+    Remove { identity: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
     /// Make a tenant, with quotas over all of its projects if given.
     Create {
@@ -721,6 +766,10 @@ pub struct UpArgs {
     /// PKCE, redirect to http://127.0.0.1 on any port).
     #[arg(long, env = "BERTH_OIDC_CLIENT_ID", requires = "oidc_issuer")]
     pub oidc_client_id: Option<String>,
+    /// A file holding berth's client secret at the provider, when the provider wants one:
+    /// berth exchanges sign-in codes itself, so the secret never leaves this machine.
+    #[arg(long, env = "BERTH_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]
+    pub oidc_client_secret_file: Option<PathBuf>,
     /// Back the platform up on a schedule to this directory or s3://BUCKET/PREFIX (see
     /// `berth backup create --help`); needs --backup-passphrase-file.
     #[arg(long, env = "BERTH_BACKUP_TO", requires = "backup_passphrase_file")]

@@ -146,6 +146,13 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Tokens(cmd) => crate::teams::tokens(g, cmd).await,
         Command::Projects(cmd) => crate::teams::projects(g, cmd).await,
         Command::Tenants(cmd) => crate::teams::tenants(g, cmd).await,
+        Command::Login {
+            no_browser,
+            callback_port,
+        } => crate::login::login(g, no_browser, callback_port).await,
+        Command::Logout => crate::login::logout(g).await,
+        Command::Whoami => crate::login::whoami(g).await,
+        Command::People(cmd) => crate::login::people(g, cmd).await,
         Command::Mcp => {
             let mut target = crate::client::target(g);
             target.client = "mcp".into();
@@ -246,6 +253,14 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     });
     cfg.otlp_endpoint = a.otlp_endpoint;
     cfg.oidc = a.oidc_issuer.zip(a.oidc_client_id);
+    cfg.oidc_client_secret = a
+        .oidc_client_secret_file
+        .map(|f| {
+            std::fs::read_to_string(&f)
+                .map(|s| s.trim().to_string())
+                .with_context(|| format!("--oidc-client-secret-file {}", f.display()))
+        })
+        .transpose()?;
     cfg.access_log = !a.no_access_log;
     cfg.log_retention = berth_observe::Retention {
         max_age_ms: humantime::parse_duration(&a.log_retention)

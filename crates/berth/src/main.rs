@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod commands;
 mod domains;
+mod login;
 mod output;
 mod slo;
 mod teams;

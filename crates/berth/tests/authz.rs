@@ -121,6 +121,12 @@ fn endpoints() -> Vec<(&'static str, String, Option<&'static str>, Min, bool)> {
         ("POST", "/v1/tokens".into(), bad, Min::Admin, false),
         ("DELETE", "/v1/tokens/ghost".into(), None, Min::Admin, false),
         ("GET", "/v1/audit".into(), None, Min::Admin, false),
+        ("GET", "/v1/tenants".into(), None, Min::Admin, false),
+        ("POST", "/v1/tenants".into(), bad, Min::Admin, false),
+        ("GET", "/v1/people".into(), None, Min::Admin, false),
+        ("POST", "/v1/people".into(), bad, Min::Admin, false),
+        ("DELETE", "/v1/people/ghost".into(), None, Min::Admin, false),
+        ("GET", "/v1/whoami".into(), None, Min::Viewer, true),
         ("POST", "/v1/backups".into(), bad, Min::Admin, false),
         (
             "POST",

@@ -2,6 +2,7 @@
 //! sends requests, and turns API errors into messages with hints.
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod upload;
 
 use anyhow::{anyhow, Context, Result};
@@ -34,10 +35,14 @@ pub fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
+/// `text` encoded as one path segment.
+pub fn path_segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// An app's API path, `/v1/apps/<app>` then `rest` (the name encoded as a path segment).
 pub fn app_path(app: &str, rest: &str) -> String {
-    let app = percent_encoding::utf8_percent_encode(app, percent_encoding::NON_ALPHANUMERIC);
-    format!("/v1/apps/{app}{rest}")
+    format!("/v1/apps/{}{rest}", path_segment(app))
 }
 
 /// The default data directory: `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
@@ -65,6 +70,29 @@ pub struct Target {
 }
 
 impl Target {
+    /// The API's base URL: `--api-url`/`BERTH_API_URL`, else the data directory's api.json.
+    pub fn api_base(&self) -> Result<String> {
+        let dir = self.data_dir();
+        Ok(match &self.api_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let info = dir.join("api.json");
+                let text = std::fs::read_to_string(&info).map_err(|_| {
+                    anyhow!(
+                        "berth does not seem to be running: {} not found\nhint: start it with `berth up` (or pass --data-dir / BERTH_API_URL)",
+                        info.display()
+                    )
+                })?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("reading {}", info.display()))?;
+                v["url"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{} has no url", info.display()))?
+                    .to_string()
+            }
+        })
+    }
+
     /// The data directory, made absolute.
     pub fn data_dir(&self) -> PathBuf {
         let d = self.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -89,27 +117,14 @@ impl Client {
     /// `berth up` wrote into the data directory.
     pub fn discover(target: &Target) -> Result<Self> {
         let dir = target.data_dir();
-        let base = match &target.api_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => {
-                let info = dir.join("api.json");
-                let text = std::fs::read_to_string(&info).map_err(|_| {
-                    anyhow!(
-                        "berth does not seem to be running: {} not found\nhint: start it with `berth up` (or pass --data-dir / BERTH_API_URL)",
-                        info.display()
-                    )
-                })?;
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .with_context(|| format!("reading {}", info.display()))?;
-                v["url"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("{} has no url", info.display()))?
-                    .to_string()
-            }
-        };
-        let token = match &target.token {
-            Some(t) => t.clone(),
-            None => {
+        let base = target.api_base()?;
+        // A token given outright, else a person's sign-in (`berth login`) for this API, else
+        // the data directory's admin token.
+        let signed_in = || credentials::load(&base).ok().flatten();
+        let token = match (&target.token, signed_in()) {
+            (Some(t), _) => t.clone(),
+            (None, Some(login)) => login.id_token,
+            (None, None) => {
                 let path = dir.join("api-token");
                 std::fs::read_to_string(&path)
                     .map_err(|e| {

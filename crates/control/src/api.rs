@@ -120,6 +120,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/health", get(crate::openapi::health))
         .route("/openapi.json", get(crate::openapi::document))
         .route("/v1/login", get(login_info))
+        .route("/v1/login/token", post(login_token))
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
@@ -387,6 +388,47 @@ async fn login_info(State(p): Shared) -> Json<berth_core::auth::LoginInfo> {
             client_id: o.client_id.clone(),
         }),
     })
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/login/token",
+    tag = "teams",
+    security(()),
+    request_body = berth_core::auth::LoginExchange,
+    responses(
+        (status = 200, description = "The ID token for this sign-in", body = berth_core::auth::LoginToken),
+        (status = 400, description = "The exchange was refused", body = berth_core::api::ErrorBody),
+        (status = 404, description = "No sign-in provider is configured", body = berth_core::api::ErrorBody),
+        (status = 415, description = "Not a JSON body", body = berth_core::api::ErrorBody),
+        (status = 503, description = "The provider did not answer", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn login_token(
+    State(p): Shared,
+    ApiJson(req): ApiJson<berth_core::auth::LoginExchange>,
+) -> Result<Json<berth_core::auth::LoginToken>, ApiError> {
+    let Some(oidc) = &p.oidc else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_sign_in",
+            "this platform has no sign-in provider",
+        )
+        .hint("start it with --oidc-issuer and --oidc-client-id"));
+    };
+    match oidc
+        .exchange(&req.code, &req.redirect_uri, &req.code_verifier)
+        .await
+    {
+        Ok(id_token) => Ok(Json(berth_core::auth::LoginToken { id_token })),
+        Err(e @ crate::oidc::OidcError::Provider(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "oidc_unavailable",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::invalid("sign_in_refused", e.to_string())
+            .hint("sign in again with `berth login`")),
+    }
 }
 
 #[utoipa::path(

@@ -87,6 +87,8 @@ pub struct PlatformConfig {
     pub otlp_endpoint: Option<String>,
     /// The OpenID Connect provider people sign in with: issuer URL and berth's client id.
     pub oidc: Option<(String, String)>,
+    /// berth's client secret at that provider, when it has one (kept on the platform).
+    pub oidc_client_secret: Option<String>,
 }
 
 impl PlatformConfig {
@@ -120,6 +122,7 @@ impl PlatformConfig {
             loki: None,
             otlp_endpoint: None,
             oidc: None,
+            oidc_client_secret: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,

@@ -315,7 +315,9 @@ async fn within(
             .find_map(|kv| kv.strip_prefix("app="))
             .map(str::to_string)
             .or(Some(String::new()))
-    } else if matches!(route, "/v1/apps" | "/v1/projects") || route.starts_with("/mcp") {
+    } else if matches!(route, "/v1/apps" | "/v1/projects" | "/v1/whoami")
+        || route.starts_with("/mcp")
+    {
         None
     } else {
         return Err(ApiError::new(

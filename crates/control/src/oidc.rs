@@ -3,7 +3,10 @@
 //! tokens. Each is checked like a relying party must — signature against the provider's
 //! published keys (RS/ES/PS algorithms only), issuer, audience, expiry — and names a person
 //! by their verified email (else their subject); what they may do is the role an admin
-//! gave that identity (`berth people add`).
+//! gave that identity (`berth people add`). The platform is the provider's client: `berth
+//! login` hands it the authorization code (with its PKCE verifier), and the platform
+//! exchanges it — with the client secret, when there is one, which never leaves the
+//! platform.
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -31,6 +34,7 @@ pub struct Oidc {
     pub issuer: String,
     /// berth's client id: the audience of the tokens it accepts.
     pub client_id: String,
+    secret: Option<String>,
     http: reqwest::Client,
     keys: Mutex<Option<(JwkSet, Instant)>>,
 }
@@ -38,6 +42,14 @@ pub struct Oidc {
 #[derive(Deserialize)]
 struct Discovery {
     jwks_uri: String,
+    token_endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    id_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,7 +70,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 
 impl Oidc {
     /// The provider at `issuer`, for tokens issued to `client_id`.
-    pub fn new(issuer: &str, client_id: &str) -> Result<Self, OidcError> {
+    pub fn new(issuer: &str, client_id: &str, secret: Option<String>) -> Result<Self, OidcError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -66,14 +78,14 @@ impl Oidc {
         Ok(Self {
             issuer: issuer.trim_end_matches('/').to_string(),
             client_id: client_id.to_string(),
+            secret,
             http,
             keys: Mutex::new(None),
         })
     }
 
-    async fn fetch_keys(&self) -> Result<JwkSet, OidcError> {
-        let discovery: Discovery = self
-            .http
+    async fn discovery(&self) -> Result<Discovery, OidcError> {
+        self.http
             .get(format!("{}/.well-known/openid-configuration", self.issuer))
             .send()
             .await
@@ -81,7 +93,11 @@ impl Oidc {
             .map_err(|e| OidcError::Provider(format!("discovery: {e}")))?
             .json()
             .await
-            .map_err(|e| OidcError::Provider(format!("discovery: {e}")))?;
+            .map_err(|e| OidcError::Provider(format!("discovery: {e}")))
+    }
+
+    async fn fetch_keys(&self) -> Result<JwkSet, OidcError> {
+        let discovery = self.discovery().await?;
         self.http
             .get(&discovery.jwks_uri)
             .send()
@@ -121,6 +137,59 @@ impl Oidc {
                 OidcError::Invalid("it is signed with a key the provider does not publish".into())
             })?;
         DecodingKey::from_jwk(&jwk).map_err(|e| OidcError::Invalid(e.to_string()))
+    }
+
+    /// Exchanges an authorization code that came back to `redirect_uri` (a loopback address:
+    /// only the CLI's own listener) for an ID token, checked before it is handed over.
+    pub async fn exchange(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<String, OidcError> {
+        let loopback = redirect_uri
+            .strip_prefix("http://127.0.0.1:")
+            .or_else(|| redirect_uri.strip_prefix("http://localhost:"))
+            .is_some_and(|rest| {
+                rest.split_once('/')
+                    .is_some_and(|(port, _)| port.parse::<u16>().is_ok())
+            });
+        if !loopback {
+            return Err(OidcError::Invalid(format!(
+                "{redirect_uri:?} is not a loopback address; sign-ins come back to the CLI's own listener"
+            )));
+        }
+        let discovery = self.discovery().await?;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ];
+        let mut req = self.http.post(&discovery.token_endpoint);
+        match &self.secret {
+            Some(secret) => req = req.basic_auth(&self.client_id, Some(secret)),
+            None => form.push(("client_id", &self.client_id)),
+        }
+        let answer: TokenAnswer = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| OidcError::Provider(format!("token: {e}")))?
+            .json()
+            .await
+            .map_err(|e| OidcError::Provider(format!("token: {e}")))?;
+        let Some(id_token) = answer.id_token else {
+            return Err(OidcError::Invalid(format!(
+                "the provider gave no ID token: {}",
+                answer
+                    .error_description
+                    .or(answer.error)
+                    .unwrap_or_else(|| "no reason given".into())
+            )));
+        };
+        self.verify(&id_token).await?;
+        Ok(id_token)
     }
 
     /// The identity an ID token vouches for: the verified email, else the subject.

@@ -69,6 +69,7 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::tenants_list,
         crate::api::tenants_create,
         crate::api::login_info,
+        crate::api::login_token,
         crate::api::whoami,
         crate::api::people_list,
         crate::api::people_add,
@@ -137,7 +138,10 @@ impl Modify for Shared {
             Vec::<String>::new(),
         )]);
         for (path, item) in doc.paths.paths.iter_mut() {
-            let public = matches!(path.as_str(), "/v1/health" | "/v1/login");
+            let public = matches!(
+                path.as_str(),
+                "/v1/health" | "/v1/login" | "/v1/login/token"
+            );
             let ops = [
                 (false, item.get.as_mut()),
                 (true, item.post.as_mut()),
@@ -150,7 +154,7 @@ impl Modify for Shared {
                 if !public {
                     add_refusals(op, path);
                 }
-                if changes {
+                if changes && !public {
                     add_idempotency_key(op);
                 }
                 constrain_app_names(op);

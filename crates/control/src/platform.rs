@@ -363,6 +363,7 @@ impl Platform {
         }
         let cfg_otlp = cfg.otlp_endpoint.clone();
         let cfg_oidc = cfg.oidc.clone();
+        let cfg_oidc_secret = cfg.oidc_client_secret.clone();
         let (cfg_acme, cert_check_interval, certs_file) = (
             cfg.acme.clone(),
             cfg.cert_check_interval,
@@ -394,7 +395,7 @@ impl Platform {
             token,
             oidc: match &cfg_oidc {
                 Some((issuer, client_id)) => Some(
-                    crate::oidc::Oidc::new(issuer, client_id)
+                    crate::oidc::Oidc::new(issuer, client_id, cfg_oidc_secret.clone())
                         .map_err(|e| StartError::Other(format!("--oidc-issuer: {e}")))?,
                 ),
                 None => None,

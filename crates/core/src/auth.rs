@@ -271,6 +271,25 @@ pub struct OidcInfo {
     pub client_id: String,
 }
 
+/// Body of `POST /v1/login/token`: an authorization code the provider sent back to the
+/// CLI's loopback listener, for the platform to exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginExchange {
+    pub code: String,
+    /// Where the browser came back to: `http://127.0.0.1:PORT/callback`.
+    pub redirect_uri: String,
+    /// The PKCE verifier of the sign-in.
+    pub code_verifier: String,
+}
+
+/// Answer of `POST /v1/login/token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LoginToken {
+    /// The provider's ID token: the bearer token for this platform until it expires.
+    pub id_token: String,
+}
+
 /// `GET /v1/whoami`: who the caller is to the platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {

@@ -197,6 +197,8 @@ impl Platform {
             .args(args)
             .stdin(Stdio::null());
         cmd.env_remove("BERTH_API_URL").env_remove("BERTH_TOKEN");
+        // Sign-ins (`berth login`) of this platform's tests only.
+        cmd.env("XDG_CONFIG_HOME", self.data.path().join("config"));
         for (k, v) in env {
             cmd.env(k, v);
         }
