@@ -42,13 +42,22 @@ pub enum Command {
     Up(Box<UpArgs>),
     /// Stop every app container and the edge of a data directory, and remove its bridge.
     Down,
-    /// Build and deploy a directory (default: the current one). Redeploys are zero-downtime.
+    /// Build and deploy a directory (default: the current one), or a commit of a git
+    /// repository (--git URL --ref main). Redeploys are zero-downtime.
     ///
-    /// The app name comes from --app, else `name` in berth.toml, else the directory name.
+    /// The app name comes from --app, else `name` in berth.toml, else the directory's (or
+    /// repository's) name. Name an app with its project as PROJECT/APP.
     Deploy {
         /// Directory to deploy.
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// A git repository to deploy instead (https://, http://, git:// or ssh://); the
+        /// release records the commit.
+        #[arg(long, value_name = "URL")]
+        git: Option<String>,
+        /// With --git: the branch, tag or commit (default: the repository's default branch).
+        #[arg(long = "ref", value_name = "REF", requires = "git")]
+        git_ref: Option<String>,
         /// App name (a DNS label).
         #[arg(long)]
         app: Option<String>,

@@ -79,7 +79,13 @@ async fn run_async(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::ContainerInit { .. } => Ok(0),
-        Command::Deploy { path, app, project } => {
+        Command::Deploy {
+            path,
+            git,
+            git_ref,
+            app,
+            project,
+        } => {
             let (app, project) = match app {
                 Some(a) => {
                     let (p, a) = qualified(&a, project)?;
@@ -87,7 +93,10 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 }
                 None => (None, project),
             };
-            deploy(g, &path, app, project).await
+            match git {
+                Some(url) => deploy_git(g, &url, git_ref, app, project).await,
+                None => deploy(g, &path, app, project).await,
+            }
         }
         Command::Apps => apps(g).await,
         Command::Ps { app } => ps(g, &app).await,
@@ -422,6 +431,13 @@ fn tokio_util_token() -> tokio_util::sync::CancellationToken {
 
 /// An app named `PROJECT/APP` and a `--project` flag, as one project and the app's name.
 fn qualified(app: &str, flag: Option<String>) -> Result<(Option<String>, String)> {
+    if let (Some(project), name) = berth_core::names::split_qualified(app) {
+        let both_labels = berth_core::projects::check_project_name(project).is_ok()
+            && berth_core::AppName::parse(name).is_ok();
+        if !both_labels {
+            bail!("{app:?} is not an app name: use APP or PROJECT/APP, each a DNS label (lowercase letters, digits and '-')");
+        }
+    }
     match (berth_core::names::split_qualified(app), flag) {
         ((Some(named), _), Some(flag)) if named != flag => bail!(
             "{app:?} names project {named:?} but --project says {flag:?}\nhint: give the project once"
@@ -429,6 +445,31 @@ fn qualified(app: &str, flag: Option<String>) -> Result<(Option<String>, String)
         ((Some(named), name), _) => Ok((Some(named.to_string()), name.to_string())),
         ((None, name), flag) => Ok((flag, name.to_string())),
     }
+}
+
+/// `berth deploy --git URL [--ref REF]`: the commit fetched here, then deployed like a
+/// directory (named after the repository unless told otherwise).
+async fn deploy_git(
+    g: &Global,
+    url: &str,
+    git_ref: Option<String>,
+    app: Option<String>,
+    project: Option<String>,
+) -> Result<i32> {
+    let git_ref = git_ref.unwrap_or_else(|| "HEAD".into());
+    let dir = tempfile::tempdir().context("a work directory")?;
+    if !g.json {
+        eprintln!("Fetching {url} {git_ref}");
+    }
+    {
+        let (url, git_ref, into) = (url.to_string(), git_ref.clone(), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            berth_factory::git::fetch(&url, &git_ref, &into, Duration::from_secs(300))
+        })
+        .await??;
+    }
+    let app = app.or_else(|| berth_factory::git::suggested_app_name(url));
+    deploy(g, dir.path(), app, project).await
 }
 
 /// Reads berth.toml of a directory, naming the file in errors.

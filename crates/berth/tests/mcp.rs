@@ -388,3 +388,109 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
         "{audit:#}"
     );
 }
+
+/// A `git daemon` serving the bare repositories under a directory, on loopback.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git_daemon(base: &std::path::Path) -> GitDaemon {
+    let port = common::free_port();
+    let child = std::process::Command::new("git")
+        .arg("daemon")
+        .args(["--reuseaddr", "--listen=127.0.0.1", "--export-all"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.display()))
+        .arg(base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let d = GitDaemon { child, port };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "git daemon did not listen"
+    );
+    d
+}
+
+#[test]
+fn an_agent_deploys_a_commit_of_a_git_repository_and_nothing_but_remote_ones() {
+    let p = Platform::start();
+    let agent = p
+        .ok(&["tokens", "create", "agent", "--role", "deployer"])
+        .trim()
+        .to_string();
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    copy_dir(&common::fixture("stateful"), &src);
+    let sha = common::git_commit_all(&src);
+    let repos = work.path().join("repos");
+    std::fs::create_dir_all(&repos).expect("repos");
+    let cloned = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&src)
+        .arg(repos.join("shopfront.git"))
+        .status()
+        .expect("git clone");
+    assert!(cloned.success());
+    let daemon = git_daemon(&repos);
+    let url = format!("git://127.0.0.1:{}/shopfront.git", daemon.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = connect(&p, &agent).await;
+        // The default branch, named after the repository; the release records the commit.
+        let done = ok(&call(&client, "deploy", json!({ "git_url": url })).await);
+        assert_eq!(done["release"], 1, "{done}");
+        assert_eq!(done["app"], "shopfront", "{done}");
+        let releases = p.ok(&["--json", "releases", "shopfront"]);
+        assert!(releases.contains(&sha), "{releases}");
+        // The same commit by its id.
+        let again = ok(&call(
+            &client,
+            "deploy",
+            json!({ "git_url": url, "git_ref": sha, "app": "shopfront" }),
+        )
+        .await);
+        assert_eq!(again["release"], 2, "{again}");
+        // What does not exist, and what is not a remote repository: refused, nothing made.
+        let missing = err(&call(
+            &client,
+            "deploy",
+            json!({ "git_url": url, "git_ref": "no-such-branch" }),
+        )
+        .await);
+        assert_eq!(missing["code"], "git_fetch_failed", "{missing}");
+        for bad in [
+            format!("file://{}", repos.join("shopfront.git").display()),
+            repos.join("shopfront.git").display().to_string(),
+            "ext::sh -c touch% /tmp/berth-pwned".to_string(),
+        ] {
+            let refused =
+                err(&call(&client, "deploy", json!({ "git_url": bad, "app": "local" })).await);
+            assert_eq!(refused["code"], "invalid_git_url", "{bad}: {refused}");
+        }
+        let bad_ref = err(&call(
+            &client,
+            "deploy",
+            json!({ "git_url": url, "git_ref": "--upload-pack=touch /tmp/berth-pwned" }),
+        )
+        .await);
+        assert_eq!(bad_ref["code"], "invalid_git_ref", "{bad_ref}");
+        client.cancel().await.expect("close");
+    });
+    assert!(!std::path::Path::new("/tmp/berth-pwned").exists());
+    let apps = p.json(&["apps"]).to_string();
+    assert!(!apps.contains("\"local\""), "{apps}");
+    assert_eq!(p.answer("shopfront", "/env?name=BERTH_APP"), "shopfront");
+}

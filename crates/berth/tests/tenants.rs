@@ -2,11 +2,12 @@
 //! projects, two projects in it and a token limited to it. That token works across the
 //! tenant's projects and nowhere else — another tenant's app is as unknown as a missing
 //! one, platform-wide endpoints are refused — makes projects only in its tenant, and a
-//! change past the tenant's quota is refused with the tenant named and nothing left behind.
+//! change past the tenant's quota — a new app, or a rollback to a bigger release — is
+//! refused with the tenant named and nothing left behind.
 
 mod common;
 
-use common::Platform;
+use common::{copy_dir, Platform};
 
 fn as_token(p: &Platform, token: &str, args: &[&str]) -> (bool, String) {
     let o = p.berth_env(args, &[("BERTH_TOKEN", token)]);
@@ -155,4 +156,43 @@ fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
     }
     let audit = p.ok(&["audit", "--actor", "acme-admin"]);
     assert!(audit.contains("quota") || audit.contains("422"), "{audit}");
+}
+
+#[test]
+fn a_rollback_that_would_pass_the_tenant_memory_quota_is_refused() {
+    let p = Platform::start();
+    p.ok(&["tenants", "create", "small", "--max-memory", "600M"]);
+    p.ok(&["projects", "create", "front", "--tenant", "small"]);
+    p.ok(&["projects", "create", "back", "--tenant", "small"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let app = |name: &str, memory: &str| {
+        let dir = work.path().join(name);
+        if !dir.exists() {
+            copy_dir(&common::fixture("stateful"), &dir);
+        }
+        std::fs::write(
+            dir.join("berth.toml"),
+            format!("name = \"{name}\"\n[processes.web]\nmemory = \"{memory}\"\n"),
+        )
+        .expect("berth.toml");
+        dir.display().to_string()
+    };
+    // web: v1 at 512 MiB, then v2 at 128 MiB; api: 384 MiB beside it (512 in all).
+    p.ok(&["deploy", &app("web", "512M"), "--project", "front"]);
+    p.ok(&["deploy", &app("web", "128M")]);
+    p.ok(&["deploy", &app("api", "384M"), "--app", "back/api"]);
+    // Back to v1 would make 896 MiB.
+    let err = p.fails(&["rollback", "front/web"]);
+    assert!(
+        err.contains("tenant \"small\" would have 896 MiB of memory, the quota is 600 MiB"),
+        "{err}"
+    );
+    let releases = p.json(&["releases", "web"]);
+    assert_eq!(
+        releases.as_array().expect("releases").len(),
+        2,
+        "{releases}"
+    );
+    assert_eq!(releases[0]["version"], 2, "{releases}");
+    assert_eq!(releases[0]["status"], "active", "{releases}");
 }

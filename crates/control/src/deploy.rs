@@ -456,6 +456,20 @@ impl Platform {
                     .hint(format!("see `berth releases {app}`"))
                 })?,
         };
+        // The older release may run more, or bigger, instances than the project (or its
+        // tenant) has room for now.
+        if let Some(project) = self.store.app_project(app).await? {
+            self.store
+                .check_quota(
+                    &project,
+                    crate::projects::Growth {
+                        app: Some(app),
+                        config: Some(&target.config),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
         step(&events, "release");
         let version = self
             .store

@@ -245,9 +245,9 @@ impl Proxy {
 
         let mut body = Some(req.into_body().boxed());
         let mut last_failed = false;
-        // Whether every failure so far was a refused connection (or a pooled connection
-        // found dead, which is resent anyway): no instance saw the request, so waiting for
-        // one cannot make it happen twice.
+        // Whether every failure so far was a refused connection: no instance saw the
+        // request, so waiting for one cannot make it happen twice. (A pooled connection that
+        // fails may have delivered it: the app may have crashed on it.)
         let mut never_sent = true;
         let uri: Uri = match path.parse() {
             Ok(u) => u,
@@ -273,7 +273,7 @@ impl Proxy {
                 Err((e, reused)) => {
                     tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
                     last_failed = true;
-                    never_sent &= reused || matches!(e, UpstreamError::Connect(_));
+                    never_sent &= matches!(e, UpstreamError::Connect(_));
                     // After a failure on a pooled connection, use a new one.
                     fresh = reused || fresh;
                     if !retryable {

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod git;
 pub mod image;
 pub mod plan;
 pub mod providers;

@@ -21,6 +21,9 @@ use std::sync::Arc;
 
 type ToolResult = Result<CallToolResult, ErrorData>;
 
+/// The longest a deploy waits for a repository to be fetched.
+const GIT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The API client for a tool call, or the tool's answer saying why there is none.
 macro_rules! client_or_answer {
     ($server:expr, $ctx:expr) => {
@@ -64,6 +67,14 @@ pub struct DeployArgs {
     /// The source as a gzip-compressed tar archive, base64-encoded (needs `app`).
     #[serde(default)]
     pub archive_base64: Option<String>,
+    /// A git repository to build from (https://, http://, git:// or ssh://); the release
+    /// records the commit.
+    #[serde(default)]
+    pub git_url: Option<String>,
+    /// With `git_url`: the branch, tag or commit to build (default: the repository's
+    /// default branch).
+    #[serde(default)]
+    pub git_ref: Option<String>,
     /// The app's name (default with `path`: `name` in berth.toml, else the directory's name).
     #[serde(default)]
     pub app: Option<String>,
@@ -212,8 +223,45 @@ impl BerthMcp {
         })
     }
 
-    /// The source a deploy brings: a packed directory (stdio) or an archive.
+    /// One commit of a git repository, fetched and packed like a directory.
+    async fn from_git(
+        url: String,
+        git_ref: Option<String>,
+        app: Option<String>,
+    ) -> Result<berth_client::upload::Upload, CallToolResult> {
+        let git_ref = git_ref.unwrap_or_else(|| "HEAD".into());
+        // By default the app is named after the repository.
+        let app = app.or_else(|| berth_factory::git::suggested_app_name(&url));
+        tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().map_err(|e| failure(anyhow::anyhow!("a work directory: {e}")))?;
+            berth_factory::git::fetch(&url, &git_ref, dir.path(), GIT_FETCH_TIMEOUT).map_err(|e| {
+                let code = match e {
+                    berth_factory::git::GitError::BadUrl(_) => "invalid_git_url",
+                    berth_factory::git::GitError::BadRef(_) => "invalid_git_ref",
+                    _ => "git_fetch_failed",
+                };
+                refused(code, e.to_string(), "give a repository this platform can reach and a branch, tag or commit in it")
+            })?;
+            let limit = berth_factory::source::DEFAULT_UPLOAD_LIMIT;
+            berth_client::upload::prepare(dir.path(), app, limit).map_err(failure)
+        })
+        .await
+        .map_err(|e| failure(anyhow::anyhow!("fetching failed: {e}")))?
+    }
+
+    /// The source a deploy brings: a packed directory (stdio), an archive, or a commit of a
+    /// git repository.
     async fn source(&self, a: DeployArgs) -> Result<berth_client::upload::Upload, CallToolResult> {
+        if let Some(url) = a.git_url {
+            if a.path.is_some() || a.archive_base64.is_some() {
+                return Err(refused(
+                    "invalid_arguments",
+                    "give one of path, archive_base64 or git_url",
+                    "git_url (with git_ref) builds a commit of a repository",
+                ));
+            }
+            return Self::from_git(url, a.git_ref, a.app).await;
+        }
         match (a.path, a.archive_base64) {
             (Some(_), Some(_)) => Err(refused(
                 "invalid_arguments",
@@ -343,7 +391,7 @@ impl BerthMcp {
     }
 
     #[tool(
-        description = "Build and deploy a directory on this machine as an app (created if new). Zero-downtime; a failed build or health check leaves the serving release alone. Returns the release and its URL."
+        description = "Build and deploy an app (created if new) from a directory on this machine (stdio), a base64 .tar.gz archive, or a git repository URL and ref (the release records the commit). Zero-downtime; a failed build or health check leaves the serving release alone. Returns the release and its URL."
     )]
     async fn deploy(
         &self,

@@ -1,0 +1,215 @@
+//! Source from a git repository: one commit of a remote repository (a branch, a tag or a
+//! commit id), fetched shallow into a directory for a build. Only network transports are
+//! allowed (https, http, git, ssh): never a path or `file://` on the building machine, nor
+//! git's command-running `ext::` transport — the URL may come from someone else (an agent
+//! over MCP).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a repository could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error(
+        "{0:?} is not a repository URL berth fetches: use https://, http://, git:// or ssh://"
+    )]
+    BadUrl(String),
+    #[error("{0:?} is not a branch, tag or commit name")]
+    BadRef(String),
+    #[error("git is not installed (install the `git` package)")]
+    Missing,
+    #[error("fetching {url} {git_ref} failed: {detail}")]
+    Fetch {
+        url: String,
+        git_ref: String,
+        detail: String,
+    },
+    #[error("fetching {0} took longer than {1:?}")]
+    Timeout(String, Duration),
+}
+
+/// Checks that `url` names a remote repository over a network transport.
+pub fn check_url(url: &str) -> Result<(), GitError> {
+    let allowed = ["https://", "http://", "git://", "ssh://"];
+    let ok = allowed.iter().any(|p| url.starts_with(p))
+        && url.len() <= 2048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(GitError::BadUrl(url.to_string()))
+    }
+}
+
+/// The app name a repository suggests: its last path segment without `.git`.
+pub fn suggested_app_name(url: &str) -> Option<String> {
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .map(|last| berth_core::AppName::suggest_from(last.trim_end_matches(".git")))
+        .filter(|n| !n.is_empty())
+}
+
+/// Checks a branch, tag or commit name: no options in disguise, nothing git would refuse.
+pub fn check_ref(git_ref: &str) -> Result<(), GitError> {
+    let ok = !git_ref.is_empty()
+        && git_ref.len() <= 255
+        && !git_ref.starts_with('-')
+        && !git_ref.contains("..")
+        && git_ref
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(GitError::BadRef(git_ref.to_string()))
+    }
+}
+
+fn git(
+    dir: &Path,
+    args: &[&str],
+    deadline: Instant,
+    url: &str,
+    git_ref: &str,
+) -> Result<(), GitError> {
+    let mut child = Command::new("git")
+        .args([
+            "-c",
+            "protocol.file.allow=never",
+            "-c",
+            "protocol.ext.allow=never",
+        ])
+        .args(args)
+        .current_dir(dir)
+        // Submodules and redirects are held to the same transports.
+        .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => GitError::Missing,
+            _ => GitError::Fetch {
+                url: url.into(),
+                git_ref: git_ref.into(),
+                detail: e.to_string(),
+            },
+        })?;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(_)) => {
+                let mut detail = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut detail);
+                }
+                return Err(GitError::Fetch {
+                    url: url.into(),
+                    git_ref: git_ref.into(),
+                    detail: detail
+                        .trim()
+                        .lines()
+                        .last()
+                        .unwrap_or("git failed")
+                        .to_string(),
+                });
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(GitError::Timeout(url.into(), Duration::ZERO));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                return Err(GitError::Fetch {
+                    url: url.into(),
+                    git_ref: git_ref.into(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Fetches `git_ref` of `url` into the empty directory `into` (a checkout with one commit:
+/// the build sees a clean git working tree and records its commit).
+pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result<(), GitError> {
+    check_url(url)?;
+    check_ref(git_ref)?;
+    let deadline = Instant::now() + timeout;
+    let timed = |r: Result<(), GitError>| match r {
+        Err(GitError::Timeout(u, _)) => Err(GitError::Timeout(u, timeout)),
+        other => other,
+    };
+    timed(git(into, &["init", "-q"], deadline, url, git_ref))?;
+    timed(git(
+        into,
+        &[
+            "fetch",
+            "-q",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--",
+            url,
+            git_ref,
+        ],
+        deadline,
+        url,
+        git_ref,
+    ))?;
+    timed(git(
+        into,
+        &[
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "-q",
+            "FETCH_HEAD",
+        ],
+        deadline,
+        url,
+        git_ref,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_network_transports_and_plain_ref_names_are_fetched() {
+        for good in [
+            "https://git.example.com/a/b.git",
+            "git://127.0.0.1:9418/app.git",
+            "ssh://git@example.com/a.git",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "file:///etc",
+            "/srv/repo",
+            "ext::sh -c touch% /tmp/pwned",
+            "../repo",
+            "https://x/a b",
+            "",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            suggested_app_name("git://127.0.0.1:9418/Shop_Front.git").as_deref(),
+            Some("shop-front")
+        );
+        for good in ["main", "v1.2.3", "feature/x", "0123abcd"] {
+            assert!(check_ref(good).is_ok(), "{good}");
+        }
+        for bad in ["--upload-pack=evil", "a..b", "", "a b", "x;y"] {
+            assert!(check_ref(bad).is_err(), "{bad}");
+        }
+    }
+}
