@@ -161,6 +161,18 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
     let failed = failed.lock().expect("lock");
     if !failed.is_empty() {
         eprintln!("{}", p.up_log());
+        let edge = std::fs::read_to_string(p.data.path().join("edge/edge.log")).unwrap_or_default();
+        eprintln!(
+            "edge:\n{}",
+            edge.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     assert!(
         failed.is_empty(),

@@ -249,6 +249,61 @@ async fn a_get_caught_between_two_instances_waits_for_the_new_one_instead_of_fai
     assert!(body.starts_with("replacement\n"), "{body}");
 }
 
+/// An instance that reads each request, counts it and drops the connection unanswered
+/// (as an app that crashes on it).
+async fn dropping_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(m) => n += m,
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_get_an_instance_dropped_goes_only_to_another_instance() {
+    use std::sync::atomic::Ordering;
+    let edge = Edge::start().await;
+    // The instance stays: the request is not sent to it again and again.
+    let (a, seen_a) = dropping_upstream().await;
+    write_routes(&edge.routes(), 1, "drop.localhost", vec![a]);
+    edge.wait_applied(1).await;
+    assert_eq!(edge.get("drop.localhost").await.0, 502);
+    let first = seen_a.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&first), "sent {first} times");
+    // The app is replaced while the request waits: the new instance answers it.
+    let routes = edge.routes();
+    let replace = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let b = upstream("replacement", Duration::ZERO).await;
+        write_routes(&routes, 2, "drop.localhost", vec![b]);
+    });
+    let (status, body) = edge.get("drop.localhost").await;
+    replace.await.expect("replace");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("replacement\n"), "{body}");
+    let second = seen_a.load(Ordering::SeqCst) - first;
+    assert!(
+        (1..=2).contains(&second),
+        "sent {second} times to the dropping instance"
+    );
+}
+
 #[tokio::test]
 async fn upgrades_are_tunnelled_both_ways() {
     let edge = Edge::start().await;
