@@ -25,6 +25,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Where deploy progress goes (the API streams it to the client).
+/// The app's tests, as a deploy runs them.
+#[derive(Debug, Clone)]
+pub struct TestStep {
+    /// The command (`pytest -q`).
+    pub command: String,
+    /// How long they may take.
+    pub timeout: Duration,
+}
+
+/// A container a deploy runs to its end.
+#[derive(Debug, Clone, Copy)]
+enum OneOff {
+    /// The app's tests, with their time limit.
+    Tests(Duration),
+    /// The release command.
+    ReleaseCommand,
+}
+
+impl OneOff {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tests(_) => "test",
+            Self::ReleaseCommand => "release",
+        }
+    }
+}
+
 pub type Events = UnboundedSender<DeployEvent>;
 
 /// Lines of log shown with a failure.
@@ -342,6 +369,11 @@ impl Platform {
                 )
             })
             .collect();
+        // The app's tests run once, in this build's image, before it is rolled out.
+        let tests = out.meta.test_command.clone().map(|command| TestStep {
+            command,
+            timeout: toml.test_timeout(),
+        });
         let config = ReleaseConfig {
             env,
             processes,
@@ -399,9 +431,18 @@ impl Platform {
                 commit_time,
             )
             .await?;
+        let result = self
+            .rollout(
+                app.as_str(),
+                version,
+                Some(log_file.clone()),
+                tests,
+                &events,
+            )
+            .await;
+        // Stored once the release command and the tests have written theirs too.
         self.keep_build_log(app.as_str(), version, &log_file).await;
-        self.rollout(app.as_str(), version, Some(log_file), &events)
-            .await
+        result
     }
 
     /// Creates a new release from the one before the current (or `to`) and deploys it,
@@ -485,7 +526,7 @@ impl Platform {
         self.store
             .mark_release(app, version, berth_core::dora::ReleaseKind::Rollback, None)
             .await?;
-        let result = self.rollout(app, version, None, &events).await;
+        let result = self.rollout(app, version, None, None, &events).await;
         if result.is_ok() {
             // The app's own variables follow the release rolled back to.
             let env: BTreeMap<String, String> = app_row
@@ -603,7 +644,7 @@ impl Platform {
             .store
             .create_release(app, image, &config, description, actor, crate::now_secs())
             .await?;
-        self.rollout(app, version, None, events).await
+        self.rollout(app, version, None, None, events).await
     }
 
     /// What an instance of `release` gets besides its image: its secrets (opened) and the
@@ -669,12 +710,117 @@ impl Platform {
             })
     }
 
+    /// Runs a release's one-off container — its tests, or its release command — to its end
+    /// with the app's network policy, its output in `log` (streamed to the client when
+    /// `follow`); a non-zero exit, or tests outliving their timeout, fails the deploy.
+    #[allow(clippy::too_many_arguments)]
+    async fn one_off(
+        self: &Arc<Self>,
+        app: &str,
+        release: &ReleaseView,
+        kind: OneOff,
+        command: &str,
+        log: &Path,
+        follow: bool,
+        attach: &Arc<Attachments>,
+        events: &Events,
+    ) -> Result<(), DeployFailure> {
+        let version = release.version;
+        // It acts for the app: it reaches what the release allows (a database to migrate)
+        // and leaves by the app's egress policy. The address is taken under the allocation
+        // lock, so no other deploy takes it.
+        let (address, ip) = {
+            let _a = self.alloc_lock.lock().await;
+            let address = self.allocate_address(&mut HashSet::new()).await?;
+            let ip: Ipv4Addr = address
+                .parse()
+                .map_err(|e| ApiError::internal("one-off address", e))?;
+            self.policy.add_transient(app, version, ip);
+            (address, ip)
+        };
+        if let Err(e) = self.publish_network().await {
+            self.policy.forget(ip);
+            return Err(e.into());
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let follower = follow.then(|| follow_file(log.to_path_buf(), events.clone(), stop.clone()));
+        let id = crate::launcher::Launcher::one_off_id(app, version, kind.name());
+        // Tests that outlive their time are killed.
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = match kind {
+            OneOff::Tests(limit) => {
+                let (platform, id, timed_out) = (self.clone(), id.clone(), timed_out.clone());
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                    platform
+                        .blocking(move |l| {
+                            let _ = berth_runtime::Runtime::kill(l.runtime().as_ref(), &id, "KILL");
+                        })
+                        .await;
+                }))
+            }
+            OneOff::ReleaseCommand => None,
+        };
+        let (rel, app_s, log2, addr2, cmd, id2) = (
+            release.clone(),
+            app.to_string(),
+            log.to_path_buf(),
+            address.clone(),
+            command.to_string(),
+            id.clone(),
+        );
+        let attach2 = attach.clone();
+        let code = self
+            .blocking(move |l| l.run_one_off(&id2, &app_s, &rel, &cmd, &addr2, log2, &attach2))
+            .await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        self.policy.forget(ip);
+        if let Err(e) = self.publish_network().await {
+            tracing::warn!(error = %e, "network policy after a one-off container");
+        }
+        stop.cancel();
+        if let Some(f) = follower {
+            let _ = f.await;
+        }
+        let failed = |code: &'static str, message: String, hint: &str| DeployFailure {
+            error: ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).hint(hint),
+            log_tail: file_tail(log, TAIL_LINES),
+        };
+        match (kind, code) {
+            (_, Ok(0)) => Ok(()),
+            (OneOff::Tests(limit), Ok(_))
+                if timed_out.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Err(failed(
+                    "tests_timed_out",
+                    format!("the tests ran longer than {}", humantime::format_duration(limit)),
+                    "the previous release keeps serving; make the tests faster, or raise test_timeout under [deploy] in berth.toml",
+                ))
+            }
+            (OneOff::Tests(_), Ok(code)) => Err(failed(
+                "tests_failed",
+                format!("the tests failed (exit code {code})"),
+                "the previous release keeps serving; their output is above and in `berth logs APP --stream build`",
+            )),
+            (OneOff::ReleaseCommand, Ok(code)) => Err(failed(
+                "release_command_failed",
+                format!("the release command exited with code {code}"),
+                "the previous release keeps serving; fix the release command and deploy again",
+            )),
+            (_, Err(e)) => Err(ApiError::internal(kind.name(), e).into()),
+        }
+    }
+
     /// Rolls a release out: release command, new instances, health check, switch, drain.
     async fn rollout(
         self: &Arc<Self>,
         app: &str,
         version: u32,
         log_file: Option<PathBuf>,
+        tests: Option<TestStep>,
         events: &Events,
     ) -> Result<(u32, String), DeployFailure> {
         let deploy_id = crate::random_id(8);
@@ -688,6 +834,7 @@ impl Platform {
                 app,
                 version,
                 log_file,
+                tests,
                 events,
                 &deploy_id,
                 &mut stopped_first,
@@ -745,11 +892,13 @@ impl Platform {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn rollout_steps(
         self: &Arc<Self>,
         app: &str,
         version: u32,
         log_file: Option<PathBuf>,
+        tests: Option<TestStep>,
         events: &Events,
         deploy_id: &str,
         stopped_first: &mut Option<u32>,
@@ -759,6 +908,33 @@ impl Platform {
             .release(app, version)
             .await?
             .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
+
+        // The app's tests, before anything of the running release is touched.
+        if let Some(tests) = tests {
+            self.store.deploy_step(deploy_id, "test").await?;
+            step(events, "test");
+            let log = log_file
+                .clone()
+                .unwrap_or_else(|| self.logs.build_path(&format!("{app}-v{version}-test")));
+            let _ = events.send(DeployEvent::Log {
+                line: format!("-----> running the tests: {}", tests.command),
+            });
+            self.one_off(
+                app,
+                &release,
+                OneOff::Tests(tests.timeout),
+                &tests.command,
+                &log,
+                log_file.is_none(),
+                // No secrets, no volumes: tests do not touch what the running app holds.
+                &Arc::new(Attachments::default()),
+                events,
+            )
+            .await?;
+            let _ = events.send(DeployEvent::Log {
+                line: "-----> the tests passed".into(),
+            });
+        }
         let attach = self.attachments(app, &release).await?;
 
         // An exclusive volume is used by one instance at a time: the old release stops
@@ -812,63 +988,17 @@ impl Platform {
             let log = log_file
                 .clone()
                 .unwrap_or_else(|| self.logs.build_path(&format!("{app}-v{version}-release")));
-            // The release command acts for the app: it reaches the apps the release allows
-            // (a database to migrate) and leaves by the app's egress policy.
-            // Held under the allocation lock, so no other deploy takes the address.
-            let (address, ip) = {
-                let _a = self.alloc_lock.lock().await;
-                let address = self.allocate_address(&mut HashSet::new()).await?;
-                let ip: Ipv4Addr = address
-                    .parse()
-                    .map_err(|e| ApiError::internal("release command address", e))?;
-                self.policy.add_transient(app, version, ip);
-                (address, ip)
-            };
-            if let Err(e) = self.publish_network().await {
-                self.policy.forget(ip);
-                return Err(e.into());
-            }
-            let stop = tokio_util::sync::CancellationToken::new();
-            let follower = if log_file.is_none() {
-                Some(follow_file(log.clone(), events.clone(), stop.clone()))
-            } else {
-                None
-            };
-            let (rel, app_s, log2, addr2, att) = (
-                release.clone(),
-                app.to_string(),
-                log.clone(),
-                address.clone(),
-                attach.clone(),
-            );
-            let code = self
-                .blocking(move |l| {
-                    l.run_release_command(&app_s, &rel, &command, &addr2, log2, &att)
-                })
-                .await;
-            self.policy.forget(ip);
-            if let Err(e) = self.publish_network().await {
-                tracing::warn!(error = %e, "network policy after the release command");
-            }
-            stop.cancel();
-            if let Some(f) = follower {
-                let _ = f.await;
-            }
-            match code {
-                Ok(0) => {}
-                Ok(code) => {
-                    return Err(DeployFailure {
-                        error: ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "release_command_failed",
-                            format!("the release command exited with code {code}"),
-                        )
-                        .hint("the previous release keeps serving; fix the release command and deploy again"),
-                        log_tail: file_tail(&log, TAIL_LINES),
-                    })
-                }
-                Err(e) => return Err(ApiError::internal("release command", e).into()),
-            }
+            self.one_off(
+                app,
+                &release,
+                OneOff::ReleaseCommand,
+                &command,
+                &log,
+                log_file.is_none(),
+                &attach,
+                events,
+            )
+            .await?;
         }
 
         // Start every instance of the new release.

@@ -510,10 +510,17 @@ impl Launcher {
         }
     }
 
-    /// Runs a release's release command to completion in its own container and network
-    /// namespace; output goes to `log_file`. Returns the exit code.
-    pub fn run_release_command(
+    /// The container id of a one-off container (`release` command, `test`) of a release.
+    pub fn one_off_id(app: &str, version: u32, kind: &str) -> String {
+        format!("{app}-v{version}-{kind}-{}", crate::random_id(3))
+    }
+
+    /// Runs `command` in a one-off container of `release` (its release command, its
+    /// tests) to its end; its exit code.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_one_off(
         &self,
+        id: &str,
         app: &str,
         release: &ReleaseView,
         command: &str,
@@ -521,11 +528,10 @@ impl Launcher {
         log_file: PathBuf,
         attach: &Attachments,
     ) -> Result<i32, LaunchError> {
-        let id = format!("{app}-v{}-release-{}", release.version, crate::random_id(3));
-        let netns = self.netns(&id, address)?;
+        let netns = self.netns(id, address)?;
         let spec = self.spec(
             &What {
-                id: &id,
+                id,
                 app,
                 release,
                 process: "release",
@@ -541,8 +547,8 @@ impl Launcher {
         let mut spec = match spec {
             Ok(s) => s,
             Err(e) => {
-                self.network.detach(&id);
-                self.forget_secrets(&id);
+                self.network.detach(id);
+                self.forget_secrets(id);
                 return Err(e);
             }
         };
@@ -567,9 +573,9 @@ impl Launcher {
         if let Some(raw) = raw {
             let _ = std::fs::remove_file(raw);
         }
-        self.network.detach(&id);
-        self.forget_secrets(&id);
-        let _ = std::fs::remove_dir_all(self.instance_dir(&id));
+        self.network.detach(id);
+        self.forget_secrets(id);
+        let _ = std::fs::remove_dir_all(self.instance_dir(id));
         Ok(result?)
     }
 }

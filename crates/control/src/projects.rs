@@ -25,6 +25,36 @@ pub struct Growth<'a> {
     pub volume_bytes: u64,
 }
 
+/// The quota column of a tenant or project row (an unreadable one limits nothing).
+fn quota_of(row: &sqlx::sqlite::SqliteRow) -> Quota {
+    row.try_get::<String, _>("quota")
+        .ok()
+        .and_then(|q| serde_json::from_str(&q).ok())
+        .unwrap_or_default()
+}
+
+/// How making a tenant or project named `name` went: a name taken is a 409
+/// (`tenant_exists`, `project_exists`).
+fn made(
+    inserted: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+    kind: &'static str,
+    name: &str,
+) -> Result<(), ApiError> {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            if kind == "tenant" {
+                "tenant_exists"
+            } else {
+                "project_exists"
+            },
+            format!("{kind} {name:?} exists"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn footprint(config: &ReleaseConfig) -> (u32, u64) {
     config.processes.values().fold((0, 0), |(n, m), p| {
         (
@@ -47,15 +77,7 @@ impl Store {
                 .bind(quota)
                 .execute(&self.pool)
                 .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "tenant_exists",
-                format!("tenant {:?} exists", req.name),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        made(inserted, "tenant", &req.name)
     }
 
     /// A tenant's quota, if the tenant exists.
@@ -64,12 +86,7 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| {
-            r.try_get::<String, _>("quota")
-                .ok()
-                .and_then(|q| serde_json::from_str(&q).ok())
-                .unwrap_or_default()
-        }))
+        Ok(row.map(|r| quota_of(&r)))
     }
 
     /// The tenant a project is in.
@@ -136,15 +153,7 @@ impl Store {
         .bind(tenant)
         .execute(&self.pool)
         .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "project_exists",
-                format!("project {:?} exists", req.name),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        made(inserted, "project", &req.name)
     }
 
     /// A project's quota, if the project exists.
@@ -153,12 +162,7 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| {
-            r.try_get::<String, _>("quota")
-                .ok()
-                .and_then(|q| serde_json::from_str(&q).ok())
-                .unwrap_or_default()
-        }))
+        Ok(row.map(|r| quota_of(&r)))
     }
 
     /// The project an app is in.

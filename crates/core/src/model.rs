@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 /// Process type that runs once before a release starts; a failure fails the deploy.
 pub const RELEASE_PROCESS: &str = "release";
+
+/// The Procfile line holding the app's tests (run before a release, not a process).
+pub const TEST_PROCESS: &str = "test";
 /// Process type that receives HTTP traffic from the edge.
 pub const WEB_PROCESS: &str = "web";
 

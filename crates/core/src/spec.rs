@@ -37,6 +37,24 @@ pub struct BerthToml {
     pub slo: SloToml,
     /// How long the app's logs are kept (default: the platform's, 7 days and 1 GiB).
     pub logs: LogsToml,
+    /// What a deploy does besides building and starting.
+    pub deploy: DeployToml,
+}
+
+/// The longest a test step may take when berth.toml does not say.
+pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 600;
+/// The longest it may be told to take.
+pub const MAX_TEST_TIMEOUT_SECS: u64 = 3600;
+
+/// `[deploy]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployToml {
+    /// The app's tests (e.g. `pytest -q`), run in the freshly built image before anything
+    /// starts; a failure fails the deploy. Overrides a Procfile `test:` line.
+    pub test: Option<String>,
+    /// How long the tests may take (default 10m).
+    pub test_timeout: Option<String>,
 }
 
 /// `[logs]`.
@@ -196,6 +214,23 @@ impl BerthToml {
     /// Every problem found, each naming its field.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(t) = &self.deploy.test {
+            if t.trim().is_empty() {
+                problems.push(
+                    "deploy.test: empty; remove it or give the command that runs the tests".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.deploy.test_timeout {
+            match humantime::parse_duration(t) {
+                Ok(d) if d.as_secs() >= 1 && d.as_secs() <= MAX_TEST_TIMEOUT_SECS => {}
+                Ok(_) => problems.push(format!(
+                    "deploy.test_timeout: {t:?} must be between 1s and {}m",
+                    MAX_TEST_TIMEOUT_SECS / 60
+                )),
+                Err(e) => problems.push(format!("deploy.test_timeout: {t:?}: {e}")),
+            }
+        }
         if let Some(name) = &self.name {
             if let Err(e) = AppName::parse(name) {
                 problems.push(format!("name: {e}"));
@@ -398,6 +433,15 @@ impl BerthToml {
                 .as_deref()
                 .and_then(|t| crate::limits::parse_memory(t).ok()),
         )
+    }
+
+    /// How long the test step may take.
+    pub fn test_timeout(&self) -> std::time::Duration {
+        self.deploy
+            .test_timeout
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .unwrap_or(std::time::Duration::from_secs(DEFAULT_TEST_TIMEOUT_SECS))
     }
 
     /// The objectives this file asks for, with defaults filled in.

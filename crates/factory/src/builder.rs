@@ -213,6 +213,7 @@ impl Factory {
         let meta = ImageMeta {
             processes: plan.processes.clone(),
             release_command: plan.release_command.clone(),
+            test_command: plan.test_command.clone(),
             env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         };
         let image = self.images.write(&req.app, &req.tag, &app_dir, &meta)?;

@@ -26,6 +26,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const PROCESS_LABEL: &str = "dev.berth.process.";
 /// Label of the release command.
 const RELEASE_LABEL: &str = "dev.berth.release-command";
+const TEST_LABEL: &str = "dev.berth.test-command";
 
 /// Errors of the image store.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct ImageMeta {
     pub processes: BTreeMap<String, String>,
     /// Release command, if any.
     pub release_command: Option<String>,
+    /// The app's tests, if any.
+    pub test_command: Option<String>,
     /// `KEY=VALUE` environment.
     pub env: Vec<String>,
 }
@@ -197,6 +200,9 @@ impl ImageStore {
         if let Some(r) = &meta.release_command {
             labels.insert(RELEASE_LABEL.into(), r.clone());
         }
+        if let Some(t) = &meta.test_command {
+            labels.insert(TEST_LABEL.into(), t.clone());
+        }
         let mut cfg = ConfigBuilder::default()
             .env(meta.env.clone())
             .working_dir("/app")
@@ -298,6 +304,7 @@ impl ImageStore {
                 })
                 .collect(),
             release_command: labels.get(RELEASE_LABEL).cloned(),
+            test_command: labels.get(TEST_LABEL).cloned(),
             env: cfg.env().clone().unwrap_or_default(),
         })
     }
@@ -376,6 +383,7 @@ mod tests {
         let meta = ImageMeta {
             processes,
             release_command: Some("./migrate".into()),
+            test_command: None,
             env: vec!["A=1".into()],
         };
         let a = store

@@ -15,6 +15,9 @@ pub struct BuildPlan {
     pub processes: BTreeMap<String, String>,
     /// Command run once before each release starts (Procfile `release`).
     pub release_command: Option<String>,
+    /// The app's tests, run in the built image before anything starts (Procfile `test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_command: Option<String>,
     /// Extra environment for build and run (e.g. `PATH` additions).
     pub env: BTreeMap<String, String>,
 }

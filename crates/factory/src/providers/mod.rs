@@ -8,7 +8,7 @@ mod rust;
 mod static_site;
 
 use crate::plan::BuildPlan;
-use berth_core::model::RELEASE_PROCESS;
+use berth_core::model::{RELEASE_PROCESS, TEST_PROCESS};
 use berth_core::procfile;
 use berth_core::spec::BerthToml;
 use std::collections::BTreeMap;
@@ -59,6 +59,7 @@ fn plan_with_no_language(processes: BTreeMap<String, String>) -> BuildPlan {
         build_commands: vec![],
         processes,
         release_command: None,
+        test_command: None,
         env: BTreeMap::new(),
     }
 }
@@ -85,6 +86,7 @@ pub fn detect(dir: &Path, toml: &BerthToml) -> Result<BuildPlan, DetectError> {
     };
     if let Some(mut pf) = procfile {
         plan.release_command = pf.remove(RELEASE_PROCESS);
+        plan.test_command = pf.remove(TEST_PROCESS);
         plan.processes = pf;
     }
     for (kind, p) in &toml.processes {
@@ -95,6 +97,9 @@ pub fn detect(dir: &Path, toml: &BerthToml) -> Result<BuildPlan, DetectError> {
                 plan.processes.insert(kind.clone(), cmd.clone());
             }
         }
+    }
+    if let Some(test) = &toml.deploy.test {
+        plan.test_command = Some(test.clone());
     }
     if plan.processes.is_empty() {
         return Err(DetectError::NoWebProcess {
@@ -194,5 +199,13 @@ mod tests {
         assert_eq!(plan.processes["web"], "./serve");
         assert_eq!(plan.release_command.as_deref(), Some("./migrate"));
         assert!(!plan.processes.contains_key("release"));
+        // A `test:` line is the tests, not a process; berth.toml's [deploy] test wins.
+        std::fs::write(d.path().join("Procfile"), "web: ./serve\ntest: ./check\n").unwrap();
+        let plan = detect(d.path(), &BerthToml::default()).unwrap();
+        assert_eq!(plan.test_command.as_deref(), Some("./check"));
+        assert!(!plan.processes.contains_key("test"));
+        let toml = BerthToml::parse("[deploy]\ntest = \"./check --all\"\n").unwrap();
+        let plan = detect(d.path(), &toml).unwrap();
+        assert_eq!(plan.test_command.as_deref(), Some("./check --all"));
     }
 }

@@ -23,6 +23,7 @@ pub(super) fn build_only(dir: &Path) -> BuildPlan {
         build_commands: vec![cached_install("node_modules", keys, install)],
         processes: BTreeMap::new(),
         release_command: None,
+        test_command: None,
         env,
     }
 }

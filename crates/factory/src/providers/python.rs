@@ -32,6 +32,7 @@ pub(super) fn build_only(dir: &Path) -> BuildPlan {
         )],
         processes: BTreeMap::new(),
         release_command: None,
+        test_command: None,
         env,
     }
 }

@@ -52,6 +52,7 @@ impl Provider for Rust {
             ],
             processes,
             release_command: None,
+            test_command: None,
             env,
         })
     }

@@ -26,6 +26,7 @@ impl Provider for StaticSite {
             build_commands: vec![],
             processes,
             release_command: None,
+            test_command: None,
             env: BTreeMap::new(),
         })
     }
