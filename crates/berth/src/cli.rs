@@ -775,6 +775,11 @@ pub struct UpArgs {
     /// PKCE, redirect to http://127.0.0.1 on any port).
     #[arg(long, env = "BERTH_OIDC_CLIENT_ID", requires = "oidc_issuer")]
     pub oidc_client_id: Option<String>,
+    /// An OCI registry every built image is pushed to, tagged with its git commit (or
+    /// source digest), with the digest berth runs: HOST[:PORT][/PATH] over HTTPS, or
+    /// http://HOST:PORT[/PATH] for one without TLS. A push that fails fails the deploy.
+    #[arg(long, env = "BERTH_REGISTRY")]
+    pub registry: Option<String>,
     /// A file holding berth's client secret at the provider, when the provider wants one:
     /// berth exchanges sign-in codes itself, so the secret never leaves this machine.
     #[arg(long, env = "BERTH_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]

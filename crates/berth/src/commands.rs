@@ -262,6 +262,12 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     });
     cfg.otlp_endpoint = a.otlp_endpoint;
     cfg.oidc = a.oidc_issuer.zip(a.oidc_client_id);
+    cfg.registry = a
+        .registry
+        .as_deref()
+        .map(berth_factory::registry::Registry::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--registry: {e}"))?;
     cfg.oidc_client_secret = a
         .oidc_client_secret_file
         .map(|f| {

@@ -89,6 +89,8 @@ pub struct PlatformConfig {
     pub oidc: Option<(String, String)>,
     /// berth's client secret at that provider, when it has one (kept on the platform).
     pub oidc_client_secret: Option<String>,
+    /// The registry every built image is pushed to.
+    pub registry: Option<berth_factory::registry::Registry>,
 }
 
 impl PlatformConfig {
@@ -123,6 +125,7 @@ impl PlatformConfig {
             otlp_endpoint: None,
             oidc: None,
             oidc_client_secret: None,
+            registry: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,

@@ -25,6 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Where deploy progress goes (the API streams it to the client).
+/// The longest a push to the registry may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The app's tests, as a deploy runs them.
 #[derive(Debug, Clone)]
 pub struct TestStep {
@@ -330,6 +333,7 @@ impl Platform {
         self.store
             .finish_build(&build_id, "succeeded", crate::now_secs())
             .await?;
+        self.push_image(&out.image, &log_file, &events).await?;
 
         self.store
             .ensure_app_in(app.as_str(), &project, crate::now_secs())
@@ -708,6 +712,43 @@ impl Platform {
                 )
                 .hint("remove unused apps, or start berth with a larger --subnet")
             })
+    }
+
+    /// Pushes a built image to the platform's registry, when it has one; a push that fails
+    /// fails the deploy (whatever pulls from there would not find the release).
+    async fn push_image(
+        &self,
+        image: &berth_core::model::ImageRef,
+        log_file: &Path,
+        events: &Events,
+    ) -> Result<(), DeployFailure> {
+        let Some(registry) = self.cfg.registry.clone() else {
+            return Ok(());
+        };
+        step(events, "push");
+        let say = |line: String| {
+            berth_factory::builder::log_step(log_file, &line);
+            let _ = events.send(DeployEvent::Log {
+                line: format!("-----> {line}"),
+            });
+        };
+        say(format!("Pushing to {}", registry.reference(image)));
+        let (images, image2) = (self.factory.images().clone(), image.clone());
+        let pushed =
+            tokio::task::spawn_blocking(move || registry.push(&images, &image2, PUSH_TIMEOUT))
+                .await
+                .map_err(|e| ApiError::internal("push", e))?;
+        match pushed {
+            Ok(reference) => {
+                say(format!("Pushed {reference} ({})", image.digest));
+                Ok(())
+            }
+            Err(e) => Err(DeployFailure {
+                error: ApiError::new(StatusCode::BAD_GATEWAY, "push_failed", e.to_string())
+                    .hint("check that the registry (berth up --registry) answers and takes pushes; the serving release is untouched"),
+                log_tail: file_tail(log_file, TAIL_LINES),
+            }),
+        }
     }
 
     /// Runs a release's one-off container — its tests, or its release command — to its end

@@ -15,4 +15,5 @@ pub mod git;
 pub mod image;
 pub mod plan;
 pub mod providers;
+pub mod registry;
 pub mod source;
