@@ -249,7 +249,6 @@ impl Proxy {
         // request, so waiting for one cannot make it happen twice. (A pooled connection that
         // fails may have delivered it: the app may have crashed on it.)
         let mut never_sent = true;
-        let mut tried: Vec<SocketAddr> = Vec::new();
         let uri: Uri = match path.parse() {
             Ok(u) => u,
             Err(_) => return pages::bad_request(),
@@ -260,7 +259,6 @@ impl Proxy {
         let attempts = route.pick().chain(route.pick().take(1));
         let mut fresh = upgrade;
         for upstream in attempts {
-            tried.push(upstream);
             let this_body = if retryable {
                 Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
             } else {
@@ -285,10 +283,10 @@ impl Proxy {
             }
         }
         if last_failed && retryable && !upgrade {
-            // Once an instance may have seen it, only another instance (the app was
-            // replaced) may get it again.
-            let avoid = if never_sent { Vec::new() } else { tried };
-            if let Some(resp) = self.settle(&host, &method, &uri, &headers, &avoid).await {
+            // Once an instance may have seen it, only another release (the app was
+            // replaced, not merely restarted) may get it again.
+            let seen_by = (!never_sent).then_some(route.route.release);
+            if let Some(resp) = self.settle(&host, &method, &uri, &headers, seen_by).await {
                 return self.respond(resp, None).await;
             }
         }
@@ -302,14 +300,15 @@ impl Proxy {
     /// Every instance failed a body-less request: the app may be between two instances (a
     /// restart, a replaced release, a platform recovering its routes). Asks the route
     /// table again a few times over a moment, so that such a gap costs the client a short
-    /// wait, not a 502; instances in `avoid` (which may have seen it) are not asked again.
+    /// wait, not a 502. A request instances of release `seen_by` may have seen (and perhaps
+    /// crashed on) goes only to another release's.
     async fn settle(
         &self,
         host: &str,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-        avoid: &[SocketAddr],
+        seen_by: Option<u32>,
     ) -> Option<Response<PooledBody>> {
         let started = std::time::Instant::now();
         for pause in SETTLE_PAUSES_MS {
@@ -318,7 +317,10 @@ impl Proxy {
             }
             tokio::time::sleep(Duration::from_millis(pause)).await;
             let route = self.table.load().lookup(host)?;
-            for upstream in route.pick().filter(|u| !avoid.contains(u)) {
+            if seen_by == Some(route.route.release) {
+                continue;
+            }
+            for upstream in route.pick() {
                 let empty = Empty::<Bytes>::new().map_err(|e| match e {}).boxed();
                 let out = outgoing(method, uri, headers, empty);
                 match self.pool.send(upstream, out, true).await {

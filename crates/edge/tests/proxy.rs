@@ -65,6 +65,34 @@ fn write_routes(path: &Path, generation: u64, host: &str, upstreams: Vec<SocketA
     write_table(path, generation, &[(host, upstreams, false)], &[]);
 }
 
+/// A table whose one route serves `release` (a later generation of the same release is a
+/// restart, not a new deploy).
+fn write_release(
+    path: &Path,
+    generation: u64,
+    release: u32,
+    host: &str,
+    upstreams: Vec<SocketAddr>,
+) {
+    let mut routes = BTreeMap::new();
+    routes.insert(
+        host.to_string(),
+        Route {
+            app: "app".into(),
+            release,
+            upstreams,
+            https_redirect: false,
+        },
+    );
+    RouteSnapshot {
+        generation,
+        routes,
+        acme_challenges: BTreeMap::new(),
+    }
+    .save(path)
+    .expect("save routes");
+}
+
 fn write_table(
     path: &Path,
     generation: u64,
@@ -301,6 +329,27 @@ async fn a_get_an_instance_dropped_goes_only_to_another_instance() {
     assert!(
         (1..=2).contains(&second),
         "sent {second} times to the dropping instance"
+    );
+
+    // Restarted (same release) at another address: the request it may have crashed on is
+    // not sent to it again.
+    let (c, seen_c) = dropping_upstream().await;
+    write_release(&edge.routes(), 3, 7, "drop.localhost", vec![c]);
+    edge.wait_applied(3).await;
+    let routes = edge.routes();
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (d, seen_d) = dropping_upstream().await;
+        write_release(&routes, 4, 7, "drop.localhost", vec![d]);
+        seen_d
+    });
+    assert_eq!(edge.get("drop.localhost").await.0, 502);
+    let seen_d = restart.await.expect("restart");
+    assert!((1..=2).contains(&seen_c.load(Ordering::SeqCst)));
+    assert_eq!(
+        seen_d.load(Ordering::SeqCst),
+        0,
+        "sent again after a restart"
     );
 }
 
