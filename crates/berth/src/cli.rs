@@ -27,7 +27,7 @@ pub struct Global {
     /// API address, e.g. http://127.0.0.1:7070 (default: read from the data directory).
     #[arg(long, env = "BERTH_API_URL", global = true)]
     pub api_url: Option<String>,
-    /// API token (default: read from <data dir>/api-token).
+    /// API token (default: your sign-in from `berth login`, else <data dir>/api-token).
     #[arg(long, env = "BERTH_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Print machine-readable JSON instead of tables.
