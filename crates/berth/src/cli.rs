@@ -237,6 +237,12 @@ pub enum Command {
     /// Example: berth people add alice@example.com --role deployer --project shop
     #[command(subcommand)]
     People(PeopleCommand),
+    /// Credentials for the registry built images are pushed to (`berth up --registry`):
+    /// kept sealed like secrets, used for each push, never shown again.
+    ///
+    /// Example: echo "$TOKEN" | berth registry login registry.example.com --username ci --password-stdin
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Who changed what: every call that changed something (or tried to), with its token,
     /// client, request id, outcome and what it made. Append-only.
     Audit {
@@ -521,6 +527,23 @@ pub enum ProjectsCommand {
     },
     /// List projects with their tenant, quotas and what they use.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Keep credentials for a registry host (HOST or HOST:PORT), replacing earlier ones.
+    Login {
+        host: String,
+        #[arg(long)]
+        username: String,
+        /// Read the password (or token) from standard input (else BERTH_REGISTRY_PASSWORD).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the registries berth holds credentials for (never the passwords).
+    List,
+    /// Forget a registry's credentials.
+    Logout { host: String },
 }
 
 #[derive(Debug, Subcommand)]

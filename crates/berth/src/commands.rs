@@ -162,6 +162,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Logout => crate::login::logout(g).await,
         Command::Whoami => crate::login::whoami(g).await,
         Command::People(cmd) => crate::login::people(g, cmd).await,
+        Command::Registry(cmd) => crate::teams::registry(g, cmd).await,
         Command::Mcp => {
             let mut target = crate::client::target(g);
             target.client = "mcp".into();

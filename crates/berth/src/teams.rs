@@ -1,6 +1,8 @@
 //! `berth tokens`, `berth audit`, `berth projects` and `berth tenants`.
 
-use crate::cli::{Global, ProjectsCommand, QuotaArgs, TenantsCommand, TokensCommand};
+use crate::cli::{
+    Global, ProjectsCommand, QuotaArgs, RegistryCommand, TenantsCommand, TokensCommand,
+};
 use crate::output;
 use anyhow::{anyhow, Context, Result};
 use berth_core::auth::{AuditEntry, Role, TokenCreated, TokenView};
@@ -290,6 +292,67 @@ pub async fn tenants(g: &Global, cmd: TenantsCommand) -> Result<i32> {
                 ],
                 &rows,
             );
+            Ok(0)
+        }
+    }
+}
+
+/// `berth registry …`.
+pub async fn registry(g: &Global, cmd: RegistryCommand) -> Result<i32> {
+    use berth_core::registries::{RegistryLogin, RegistryView};
+    let client = crate::client::discover(g)?;
+    match cmd {
+        RegistryCommand::Login {
+            host,
+            username,
+            password_stdin,
+        } => {
+            let password = if password_stdin {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("reading the password from standard input")?;
+                text.trim_end_matches(['\n', '\r']).to_string()
+            } else {
+                std::env::var("BERTH_REGISTRY_PASSWORD").map_err(|_| {
+                    anyhow!("no password: pass --password-stdin, or set BERTH_REGISTRY_PASSWORD")
+                })?
+            };
+            let login = RegistryLogin {
+                host,
+                username,
+                password,
+            };
+            berth_core::registries::check_login(&login).map_err(|e| anyhow!(e))?;
+            let body = serde_json::json!({ "host": login.host, "username": login.username, "password": login.password });
+            let v: RegistryView = client.post_json("/v1/registries", &body).await?;
+            if g.json {
+                output::json(&v);
+            } else {
+                println!("credentials for {} ({}) kept", v.host, v.username);
+            }
+            Ok(0)
+        }
+        RegistryCommand::List => {
+            let list: Vec<RegistryView> = client.get_json("/v1/registries").await?;
+            if g.json {
+                output::json(&list);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|r| vec![r.host.clone(), r.username.clone(), r.created_by.clone()])
+                .collect();
+            output::table(&["REGISTRY", "USER", "GIVEN BY"], &rows);
+            Ok(0)
+        }
+        RegistryCommand::Logout { host } => {
+            client
+                .delete(&format!(
+                    "/v1/registries/{}",
+                    berth_client::path_segment(&host)
+                ))
+                .await?;
+            println!("credentials for {host} forgotten");
             Ok(0)
         }
     }

@@ -127,6 +127,15 @@ fn endpoints() -> Vec<(&'static str, String, Option<&'static str>, Min, bool)> {
         ("POST", "/v1/people".into(), bad, Min::Admin, false),
         ("DELETE", "/v1/people/ghost".into(), None, Min::Admin, false),
         ("GET", "/v1/whoami".into(), None, Min::Viewer, true),
+        ("GET", "/v1/registries".into(), None, Min::Admin, false),
+        ("POST", "/v1/registries".into(), bad, Min::Admin, false),
+        (
+            "DELETE",
+            "/v1/registries/ghost.example.com".into(),
+            None,
+            Min::Admin,
+            false,
+        ),
         ("POST", "/v1/backups".into(), bad, Min::Admin, false),
         (
             "POST",

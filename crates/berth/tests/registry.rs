@@ -1,7 +1,8 @@
 //! End-to-end: every built image is pushed to the platform's registry — a real one, Debian's
 //! `docker-registry` (CNCF Distribution) on loopback — tagged with its git commit and with
 //! the very digest berth runs, as `skopeo inspect` shows. When the registry is gone, the
-//! deploy fails naming it and the serving release stays.
+//! deploy fails naming it and the serving release stays. A registry that wants a password
+//! gets the one `berth registry login` kept sealed, which never shows again.
 
 mod common;
 
@@ -22,18 +23,29 @@ impl Drop for RegistryServer {
     }
 }
 
-fn registry() -> RegistryServer {
+/// The user and password of the registry that wants one; the bcrypt hash of the password
+/// was made once for this test (`htpasswd -B` would make an equivalent one).
+const PUSHER: &str = "pusher";
+const PASSWORD: &str = "reg1stry-pass-2026";
+const PASSWORD_BCRYPT: &str = "$2b$10$TeeeXBWgnKfOQsFnMtCzCeyWJxC3z3C56HbLjL2yuTCYIEiq4mIsO";
+
+fn registry(with_password: bool) -> RegistryServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .expect("config");
+    let mut text = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.path().join("data").display()
+    );
+    if with_password {
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{PUSHER}:{PASSWORD_BCRYPT}\n")).expect("htpasswd");
+        text.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            htpasswd.display()
+        ));
+    }
+    std::fs::write(&config, text).expect("config");
     let child = Command::new("docker-registry")
         .arg("serve")
         .arg(&config)
@@ -48,10 +60,12 @@ fn registry() -> RegistryServer {
     };
     assert!(
         common::eventually(Duration::from_secs(30), || {
+            // 200, or 401 from one that wants a password: either way it answers.
             Command::new("curl")
-                .args(["-sf", &format!("http://127.0.0.1:{port}/v2/")])
-                .status()
-                .is_ok_and(|s| s.success())
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{port}/v2/"))
+                .output()
+                .is_ok_and(|o| matches!(&o.stdout[..], b"200" | b"401"))
         }),
         "the registry did not start"
     );
@@ -60,7 +74,7 @@ fn registry() -> RegistryServer {
 
 #[test]
 fn built_images_are_pushed_with_their_commit_and_digest() {
-    let mut reg = registry();
+    let mut reg = registry(false);
     let p = Platform::start_with(&["--registry", &format!("http://127.0.0.1:{}/team", reg.port)]);
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("pushed");
@@ -107,4 +121,58 @@ fn built_images_are_pushed_with_their_commit_and_digest() {
         "{releases}"
     );
     assert_eq!(p.answer("pushed", "/env?name=BERTH_APP"), "pushed");
+}
+
+#[test]
+fn a_registry_that_wants_a_password_gets_the_sealed_one() {
+    let reg = registry(true);
+    let p = Platform::start_with(&["--registry", &format!("http://127.0.0.1:{}", reg.port)]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("private");
+    copy_dir(&common::fixture("stateful"), &dir);
+    common::git_commit_all(&dir);
+
+    // Without credentials the registry refuses the push, and the deploy with it.
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(err.contains("pushing 127.0.0.1:"), "{err}");
+    assert!(p.json(&["apps"]).as_array().expect("apps").is_empty());
+
+    // Kept through the API, sealed; the next deploy pushes.
+    let host = format!("127.0.0.1:{}", reg.port);
+    let out = p.berth_env(
+        &["registry", "login", &host, "--username", PUSHER],
+        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    p.ok(&["deploy", &dir.display().to_string()]);
+    let listed = p.ok(&["--json", "registry", "list"]);
+    assert!(
+        listed.contains(PUSHER) && !listed.contains(PASSWORD),
+        "{listed}"
+    );
+    // The password is nowhere in the data directory in the clear.
+    let found = Command::new("grep")
+        .args(["-rlaF", PASSWORD])
+        .arg(p.data.path())
+        .output()
+        .expect("grep");
+    assert!(
+        found.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    // A key rotation re-seals it; pushes go on working.
+    let rotated = p.json(&["secrets", "rotate-key"]);
+    assert_eq!(rotated["registry_credentials"], 1, "{rotated}");
+    std::fs::write(dir.join("NEWS"), "v2\n").expect("change");
+    common::git_commit_all(&dir);
+    p.ok(&["deploy", &dir.display().to_string()]);
+    // Forgotten: refused again.
+    p.ok(&["registry", "logout", &host]);
+    std::fs::write(dir.join("NEWS"), "v3\n").expect("change");
+    common::git_commit_all(&dir);
+    p.fails(&["deploy", &dir.display().to_string()]);
+    let releases = p.json(&["releases", "private"]);
+    assert_eq!(releases[0]["version"], 2, "{releases}");
+    assert_eq!(releases[0]["status"], "active", "{releases}");
 }

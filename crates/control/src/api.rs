@@ -107,6 +107,14 @@ pub fn router(platform: Arc<Platform>) -> Router {
             axum::routing::delete(people_remove),
         )
         .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/registries",
+            get(registries_list).post(registries_login),
+        )
+        .route(
+            "/v1/registries/{host}",
+            axum::routing::delete(registries_logout),
+        )
         .nest_service("/mcp", mcp_service(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
@@ -455,6 +463,51 @@ async fn whoami(caller: Caller) -> Result<Json<berth_core::auth::WhoAmI>, ApiErr
             "token".into()
         },
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/registries",
+    tag = "factory",
+    responses((status = 200, description = "Registries berth holds credentials for (never the passwords)", body = [berth_core::registries::RegistryView]))
+)]
+async fn registries_list(
+    State(p): Shared,
+) -> Result<Json<Vec<berth_core::registries::RegistryView>>, ApiError> {
+    Ok(Json(p.registries().await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/registries",
+    tag = "factory",
+    request_body = berth_core::registries::RegistryLogin,
+    responses((status = 201, description = "Kept, sealed", body = berth_core::registries::RegistryView))
+)]
+async fn registries_login(
+    State(p): Shared,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<berth_core::registries::RegistryLogin>,
+) -> Result<(StatusCode, Json<berth_core::registries::RegistryView>), ApiError> {
+    crate::audit::CallContext::set_target(&req.host);
+    let view = p.registry_login(&req, &actor(&headers)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/registries/{host}",
+    tag = "factory",
+    params(("host" = String, Path, description = "The registry's host[:port]")),
+    responses((status = 204, description = "Forgotten"))
+)]
+async fn registries_logout(
+    State(p): Shared,
+    ApiPath(host): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    crate::audit::CallContext::set_target(&host);
+    p.registry_logout(&host).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(

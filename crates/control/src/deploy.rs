@@ -733,11 +733,14 @@ impl Platform {
             });
         };
         say(format!("Pushing to {}", registry.reference(image)));
+        let auth = self.registry_auth_file(registry.host()).await?;
         let (images, image2) = (self.factory.images().clone(), image.clone());
-        let pushed =
-            tokio::task::spawn_blocking(move || registry.push(&images, &image2, PUSH_TIMEOUT))
-                .await
-                .map_err(|e| ApiError::internal("push", e))?;
+        let pushed = tokio::task::spawn_blocking(move || {
+            let path = auth.as_ref().map(|a| a.0.as_path());
+            registry.push(&images, &image2, path, PUSH_TIMEOUT)
+        })
+        .await
+        .map_err(|e| ApiError::internal("push", e))?;
         match pushed {
             Ok(reference) => {
                 say(format!("Pushed {reference} ({})", image.digest));

@@ -55,6 +55,7 @@ pub mod platform;
 pub mod policy;
 pub mod projects;
 pub mod qualified;
+pub mod registries;
 pub mod routing;
 pub mod secrets;
 pub mod slo;

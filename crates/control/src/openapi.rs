@@ -74,6 +74,9 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::people_list,
         crate::api::people_add,
         crate::api::people_remove,
+        crate::api::registries_list,
+        crate::api::registries_login,
+        crate::api::registries_logout,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Shared)

@@ -29,6 +29,9 @@ pub struct RotationReport {
     pub resealed: usize,
     /// How many TLS private keys (certificates, local CA, ACME accounts) were re-sealed.
     pub tls_keys: usize,
+    /// How many registry passwords were re-sealed.
+    #[serde(default)]
+    pub registry_credentials: usize,
 }
 
 impl Platform {
@@ -295,12 +298,14 @@ impl Platform {
         let n = resealed.len();
         self.store.reseal_secrets(&resealed).await?;
         let tls_keys = self.reseal_tls(&ring).await?;
+        let registry_credentials = self.reseal_registry_credentials(&ring).await?;
         ring.retire_all_but_active()
             .map_err(|e| ApiError::internal("retiring the old key", e))?;
         Ok(RotationReport {
             key_id,
             resealed: n,
             tls_keys,
+            registry_credentials,
         })
     }
 }

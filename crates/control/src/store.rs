@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_project_quotas.sql")),
     (12, include_str!("../migrations/0012_tenant_quotas.sql")),
     (13, include_str!("../migrations/0013_people.sql")),
+    (
+        14,
+        include_str!("../migrations/0014_registry_credentials.sql"),
+    ),
 ];
 
 /// Handle to the state store.

@@ -53,6 +53,7 @@ impl Role {
         let admin_only = [
             "/v1/tenants",
             "/v1/people",
+            "/v1/registries",
             "/v1/projects",
             "/v1/tokens",
             "/v1/audit",

@@ -18,6 +18,7 @@ pub mod names;
 pub mod policy;
 pub mod procfile;
 pub mod projects;
+pub mod registries;
 pub mod slo;
 pub mod spec;
 pub mod state;

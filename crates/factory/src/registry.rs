@@ -61,10 +61,18 @@ impl Registry {
     }
 
     /// Pushes `image` from `store`; the reference it now has there.
+    /// The registry's host (`host[:port]`), which credentials are kept under.
+    pub fn host(&self) -> &str {
+        self.base.split('/').next().unwrap_or_default()
+    }
+
+    /// Pushes `image` from `store` (signing in with the auth file `auth`, if given); the
+    /// reference it now has there.
     pub fn push(
         &self,
         store: &ImageStore,
         image: &ImageRef,
+        auth: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<String, RegistryError> {
         let reference = self.reference(image);
@@ -73,15 +81,19 @@ impl Registry {
             store.layout(&image.repository).display(),
             image.tag
         );
-        let mut child = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--preserve-digests",
-                "--retry-times",
-                "2",
-            ])
-            .arg(format!("--dest-tls-verify={}", !self.plain_http))
+        let mut cmd = Command::new("skopeo");
+        cmd.args([
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--retry-times",
+            "2",
+        ])
+        .arg(format!("--dest-tls-verify={}", !self.plain_http));
+        if let Some(auth) = auth {
+            cmd.arg("--dest-authfile").arg(auth);
+        }
+        let mut child = cmd
             .arg(&source)
             .arg(format!("docker://{reference}"))
             .stdin(Stdio::null())
@@ -152,6 +164,7 @@ mod tests {
             r.reference(&image),
             "registry.example.com/berth/shop:0123abc"
         );
+        assert_eq!(r.host(), "registry.example.com");
         for bad in [
             "",
             "ftp://x",
