@@ -323,8 +323,9 @@ pub async fn registry(g: &Global, cmd: RegistryCommand) -> Result<i32> {
                 password,
             };
             berth_core::registries::check_login(&login).map_err(|e| anyhow!(e))?;
-            let body = serde_json::json!({ "host": login.host, "username": login.username, "password": login.password });
-            let v: RegistryView = client.post_json("/v1/registries", &body).await?;
+            let v: RegistryView = client
+                .post_json("/v1/registries", &serde_json::to_value(&login)?)
+                .await?;
             if g.json {
                 output::json(&v);
             } else {

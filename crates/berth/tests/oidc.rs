@@ -235,7 +235,11 @@ fn people_sign_in_with_oidc_and_act_with_the_role_they_were_given() {
     let (ok, text) = as_person(&p, &["apps"]);
     assert!(ok && text.contains("shop"), "{text}");
     let (ok, text) = as_person(&p, &["destroy", "shop"]);
-    assert!(!ok && text.contains("role deployer or above"), "{text}");
+    assert!(
+        !ok && text.contains("alice@example.com (viewer) may not DELETE")
+            && text.contains("berth people add alice@example.com --role deployer"),
+        "{text}"
+    );
 
     // A deployer: changes, audited under the person's identity.
     as_admin(&["people", "add", "alice@example.com", "--role", "deployer"]);

@@ -457,7 +457,7 @@ async fn whoami(caller: Caller) -> Result<Json<berth_core::auth::WhoAmI>, ApiErr
         name: who.name.clone(),
         role: who.role,
         scope: who.scope(),
-        via: if who.token_id.starts_with("oidc:") {
+        via: if who.is_person() {
             "oidc".into()
         } else {
             "token".into()

@@ -167,15 +167,21 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "token {:?} ({}) may not {method} {route}",
-                who.name,
+                "{} ({}) may not {method} {route}",
+                who.describe(),
                 who.role.as_str()
             ),
         )
-        .hint(format!(
-            "this needs a token with role {} or above",
-            needed.as_str()
-        ));
+        .hint(if who.is_person() {
+            format!(
+                "this needs role {} or above; an admin gives it with `berth people add {} --role {}`",
+                needed.as_str(),
+                who.name,
+                needed.as_str()
+            )
+        } else {
+            format!("this needs a token with role {} or above", needed.as_str())
+        });
         if mutating {
             record(&p, &call(who), 403, None, Some(err.message.clone())).await;
         }

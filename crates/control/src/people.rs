@@ -89,7 +89,7 @@ impl Store {
         row.map(|r| {
             let v = view_from_row(&r)?;
             Ok(Principal::scoped(
-                &format!("oidc:{}", v.identity),
+                &format!("{}{}", crate::tokens::PERSON_ID_PREFIX, v.identity),
                 &v.identity,
                 v.role,
                 &v.scope,

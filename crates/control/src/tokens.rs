@@ -13,6 +13,9 @@ use sqlx::Row;
 /// Tokens start with this, so that a leaked one is recognisable (secret scanners).
 pub const TOKEN_PREFIX: &str = "berth_";
 
+/// What the token id of a signed-in person starts with (`oidc:alice@example.com`).
+pub const PERSON_ID_PREFIX: &str = "oidc:";
+
 /// The id of the bootstrap token (in the audit log).
 pub const BOOTSTRAP_ID: &str = "bootstrap";
 
@@ -38,6 +41,20 @@ impl Principal {
             role,
             project: scope.strip_prefix("project:").map(str::to_string),
             tenant: scope.strip_prefix("tenant:").map(str::to_string),
+        }
+    }
+
+    /// Whether it is a person signed in with the OIDC provider (not a token).
+    pub fn is_person(&self) -> bool {
+        self.token_id.starts_with(PERSON_ID_PREFIX)
+    }
+
+    /// How messages name it: `token "ci"`, or the person's identity.
+    pub fn describe(&self) -> String {
+        if self.is_person() {
+            self.name.clone()
+        } else {
+            format!("token {:?}", self.name)
         }
     }
 

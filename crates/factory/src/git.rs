@@ -4,8 +4,9 @@
 //! git's command-running `ext::` transport — the URL may come from someone else (an agent
 //! over MCP).
 
+use crate::tool::Ran;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Why a repository could not be fetched.
@@ -74,65 +75,30 @@ fn git(
     url: &str,
     git_ref: &str,
 ) -> Result<(), GitError> {
-    let mut child = Command::new("git")
-        .args([
-            "-c",
-            "protocol.file.allow=never",
-            "-c",
-            "protocol.ext.allow=never",
-        ])
-        .args(args)
-        .current_dir(dir)
-        // Submodules and redirects are held to the same transports.
-        .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => GitError::Missing,
-            _ => GitError::Fetch {
-                url: url.into(),
-                git_ref: git_ref.into(),
-                detail: e.to_string(),
-            },
-        })?;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(_)) => {
-                let mut detail = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut detail);
-                }
-                return Err(GitError::Fetch {
-                    url: url.into(),
-                    git_ref: git_ref.into(),
-                    detail: detail
-                        .trim()
-                        .lines()
-                        .last()
-                        .unwrap_or("git failed")
-                        .to_string(),
-                });
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(GitError::Timeout(url.into(), Duration::ZERO));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => {
-                return Err(GitError::Fetch {
-                    url: url.into(),
-                    git_ref: git_ref.into(),
-                    detail: e.to_string(),
-                })
-            }
-        }
+    let mut cmd = Command::new("git");
+    cmd.args([
+        "-c",
+        "protocol.file.allow=never",
+        "-c",
+        "protocol.ext.allow=never",
+    ])
+    .args(args)
+    .current_dir(dir)
+    // Submodules and redirects are held to the same transports.
+    .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
+    .env("GIT_TERMINAL_PROMPT", "0")
+    .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    let failed = |detail: String| GitError::Fetch {
+        url: url.into(),
+        git_ref: git_ref.into(),
+        detail,
+    };
+    match crate::tool::run_until(&mut cmd, deadline) {
+        Ok(Ran::Succeeded) => Ok(()),
+        Ok(Ran::Failed(why)) => Err(failed(why)),
+        Ok(Ran::TimedOut) => Err(GitError::Timeout(url.into(), Duration::ZERO)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GitError::Missing),
+        Err(e) => Err(failed(e.to_string())),
     }
 }
 

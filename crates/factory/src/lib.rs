@@ -17,3 +17,4 @@ pub mod plan;
 pub mod providers;
 pub mod registry;
 pub mod source;
+pub mod tool;

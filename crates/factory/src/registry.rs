@@ -3,8 +3,9 @@
 //! like there: the git commit, or `sha256-<source digest>`. skopeo does the transfer.
 
 use crate::image::ImageStore;
+use crate::tool::Ran;
 use berth_core::model::ImageRef;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Why an image could not be pushed.
@@ -93,53 +94,16 @@ impl Registry {
         if let Some(auth) = auth {
             cmd.arg("--dest-authfile").arg(auth);
         }
-        let mut child = cmd
-            .arg(&source)
-            .arg(format!("docker://{reference}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => RegistryError::Missing,
-                _ => RegistryError::Push {
-                    reference: reference.clone(),
-                    detail: e.to_string(),
-                },
-            })?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(reference),
-                Ok(Some(_)) => {
-                    let mut said = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        use std::io::Read;
-                        let _ = e.read_to_string(&mut said);
-                    }
-                    return Err(RegistryError::Push {
-                        reference,
-                        detail: said
-                            .trim()
-                            .lines()
-                            .last()
-                            .unwrap_or("skopeo failed")
-                            .to_string(),
-                    });
-                }
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(RegistryError::Timeout(reference, timeout));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => {
-                    return Err(RegistryError::Push {
-                        reference,
-                        detail: e.to_string(),
-                    })
-                }
-            }
+        cmd.arg(&source).arg(format!("docker://{reference}"));
+        match crate::tool::run_until(&mut cmd, Instant::now() + timeout) {
+            Ok(Ran::Succeeded) => Ok(reference),
+            Ok(Ran::Failed(detail)) => Err(RegistryError::Push { reference, detail }),
+            Ok(Ran::TimedOut) => Err(RegistryError::Timeout(reference, timeout)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RegistryError::Missing),
+            Err(e) => Err(RegistryError::Push {
+                reference,
+                detail: e.to_string(),
+            }),
         }
     }
 }
