@@ -42,11 +42,19 @@ pub enum Command {
     Up(Box<UpArgs>),
     /// Stop every app container and the edge of a data directory, and remove its bridge.
     Down,
-    /// Build and deploy a directory (default: the current one), or a commit of a git
-    /// repository (--git URL --ref main). Redeploys are zero-downtime.
+    /// Build and deploy a directory (default: the current one), a commit of a git
+    /// repository (--git URL --ref main), or an image from an OCI registry (--image REF).
+    /// Redeploys are zero-downtime.
     ///
-    /// The app name comes from --app, else `name` in berth.toml, else the directory's (or
-    /// repository's) name. Name an app with its project as PROJECT/APP.
+    /// A directory is built with its Dockerfile when it has one (buildah, unprivileged),
+    /// else by the language berth detects. The app name comes from --app, else `name` in
+    /// berth.toml, else the directory's (repository's, image's) name. Name an app with its
+    /// project as PROJECT/APP.
+    ///
+    /// Examples:
+    ///   berth deploy examples/hello
+    ///   berth deploy --image registry.example.com/team/web:1.4 --app web
+    ///   berth registry login registry.example.com --username ci --password-stdin < token
     Deploy {
         /// Directory to deploy.
         #[arg(default_value = ".")]
@@ -58,6 +66,11 @@ pub enum Command {
         /// With --git: the branch, tag or commit (default: the repository's default branch).
         #[arg(long = "ref", value_name = "REF", requires = "git")]
         git_ref: Option<String>,
+        /// An image to deploy from a registry (HOST[:PORT]/PATH:TAG or …@sha256:…), pulled
+        /// with the credentials of `berth registry login` and pinned by digest in the
+        /// release; berth.toml of PATH, if there is one, still applies.
+        #[arg(long, value_name = "REF", conflicts_with = "git")]
+        image: Option<String>,
         /// App name (a DNS label).
         #[arg(long)]
         app: Option<String>,
@@ -803,6 +816,10 @@ pub struct UpArgs {
     /// http://HOST:PORT[/PATH] for one without TLS. A push that fails fails the deploy.
     #[arg(long, env = "BERTH_REGISTRY")]
     pub registry: Option<String>,
+    /// A registry that mirrors Docker Hub: images named without a host (`debian:bookworm`,
+    /// in `FROM` or --image) are pulled from it instead, as HOST[:PORT].
+    #[arg(long, env = "BERTH_REGISTRY_MIRROR", value_name = "HOST")]
+    pub registry_mirror: Option<String>,
     /// A file holding berth's client secret at the provider, when the provider wants one:
     /// berth exchanges sign-in codes itself, so the secret never leaves this machine.
     #[arg(long, env = "BERTH_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]

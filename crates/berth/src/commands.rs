@@ -83,6 +83,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             path,
             git,
             git_ref,
+            image,
             app,
             project,
         } => {
@@ -93,9 +94,10 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 }
                 None => (None, project),
             };
-            match git {
-                Some(url) => deploy_git(g, &url, git_ref, app, project).await,
-                None => deploy(g, &path, app, project).await,
+            match (git, image) {
+                (Some(url), _) => deploy_git(g, &url, git_ref, app, project).await,
+                (None, Some(image)) => deploy_image(g, &path, &image, app, project).await,
+                (None, None) => deploy(g, &path, app, project).await,
             }
         }
         Command::Apps => apps(g).await,
@@ -269,6 +271,18 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         .map(berth_factory::registry::Registry::parse)
         .transpose()
         .map_err(|e| anyhow!("--registry: {e}"))?;
+    cfg.registry_mirror = a
+        .registry_mirror
+        .map(|m| {
+            berth_core::registries::parse_reference(&format!("{m}/probe"))
+                .ok()
+                .filter(|r| r.registry == m)
+                .map(|_| m.clone())
+                .ok_or_else(|| {
+                    anyhow!("--registry-mirror: {m:?} is not a registry host: give HOST[:PORT]")
+                })
+        })
+        .transpose()?;
     cfg.oidc_client_secret = a
         .oidc_client_secret_file
         .map(|f| {
@@ -477,6 +491,54 @@ async fn deploy_git(
     }
     let app = app.or_else(|| berth_factory::git::suggested_app_name(url));
     deploy(g, dir.path(), app, project).await
+}
+
+/// `berth deploy --image REF`: the platform pulls the image; berth.toml of `path`, when
+/// there is one, comes along.
+async fn deploy_image(
+    g: &Global,
+    path: &Path,
+    image: &str,
+    app: Option<String>,
+    project: Option<String>,
+) -> Result<i32> {
+    let reference = berth_core::registries::parse_reference(image).map_err(|e| anyhow!(e))?;
+    let toml_path = path.join("berth.toml");
+    let berth_toml = match std::fs::read_to_string(&toml_path) {
+        Ok(text) => {
+            let parsed = berth_core::spec::BerthToml::parse(&text)
+                .map_err(|e| anyhow!("{}: {e}", toml_path.display()))?;
+            Some((text, parsed.name))
+        }
+        Err(_) => None,
+    };
+    let app = app
+        .or_else(|| berth_toml.as_ref().and_then(|(_, n)| n.clone()))
+        .unwrap_or_else(|| reference.name().to_string());
+    berth_core::names::AppName::parse(&app).map_err(|e| {
+        anyhow!(
+            "{e}; the image's name {:?} is no app name, give one with --app",
+            reference.name()
+        )
+    })?;
+    let client = crate::client::discover(g)?;
+    if !g.json {
+        eprintln!("Deploying image {} as {app}", reference.whole());
+    }
+    let body = serde_json::json!({
+        "image": image,
+        "project": project,
+        "berth_toml": berth_toml.map(|(t, _)| t),
+    });
+    stream_workflow(
+        g,
+        &client,
+        reqwest::Method::POST,
+        &berth_client::app_path(&app, "/deploys/image"),
+        None,
+        Some(body),
+    )
+    .await
 }
 
 /// Reads berth.toml of a directory, naming the file in errors.

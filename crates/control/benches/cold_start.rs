@@ -321,6 +321,7 @@ fn release_of(
             log_file: cfg.data_dir.join("build.log"),
             timeout: Duration::from_secs(60),
             isolation: Isolation::Trusted,
+            access: Default::default(),
         },
         &archive,
     )?;

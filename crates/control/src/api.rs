@@ -89,6 +89,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/v1/apps/{app}/deploys",
             post(deploy).layer(DefaultBodyLimit::max(limit)),
         )
+        .route("/v1/apps/{app}/deploys/image", post(deploy_image))
         .route("/v1/apps/{app}/releases", get(releases))
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
@@ -1251,10 +1252,72 @@ async fn deploy(
             "the upload is empty; send the app directory as a gzipped tar archive",
         ));
     }
+    let toml = match berth_factory::source::read_file(&body, "berth.toml") {
+        Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
+            ApiError::invalid("invalid_berth_toml", e.to_string())
+                .hint("fix berth.toml and deploy again")
+        })?,
+        Ok(None) => BerthToml::default(),
+        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    };
+    let project = deploy_checks(&p, &name, q.project.as_deref(), &caller, &toml).await?;
+    let source_id = match q.commit {
+        Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => {
+            c.to_ascii_lowercase()
+        }
+        Some(c) => {
+            return Err(ApiError::invalid(
+                "invalid_commit",
+                format!("commit {c:?} is not a 40-character hex sha"),
+            ))
+        }
+        None => berth_factory::source::content_id(&body),
+    };
+    let commit_time = match q.commit_time {
+        Some(t) if t <= 0 || t > crate::now_secs() + 86_400 => {
+            return Err(ApiError::invalid(
+                "invalid_commit_time",
+                format!("commit_time {t} is not a time in the past (Unix seconds)"),
+            ))
+        }
+        t => t,
+    };
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, "deploy", &app, move |events| {
+        Box::pin(async move {
+            platform
+                .deploy_source(
+                    name,
+                    body,
+                    crate::deploy::SourceRef {
+                        id: source_id,
+                        commit_time,
+                        project,
+                    },
+                    toml,
+                    who,
+                    events,
+                )
+                .await
+        })
+    }))
+}
+
+/// What every deploy checks before it starts: the app's project (an existing app's own; a
+/// new app's as asked, within its quota), the isolation level's runtime, the apps its
+/// network policy names. The project.
+async fn deploy_checks(
+    p: &Arc<Platform>,
+    name: &AppName,
+    asked_project: Option<&str>,
+    caller: &Caller,
+    toml: &BerthToml,
+) -> Result<String, ApiError> {
     // The project: an existing app's own; a new app's as asked, within its quota.
     let project = match p.store.app_project(name.as_str()).await? {
         Some(of) => {
-            if q.project.as_ref().is_some_and(|asked| *asked != of) {
+            if asked_project.is_some_and(|asked| asked != of) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "app_in_other_project",
@@ -1266,9 +1329,9 @@ async fn deploy(
         None => {
             let project = crate::projects::project_for_new_app(
                 &p.store,
-                q.project.as_deref(),
-                caller_project(&caller).as_deref(),
-                caller_tenant(&caller).as_deref(),
+                asked_project,
+                caller_project(caller).as_deref(),
+                caller_tenant(caller).as_deref(),
             )
             .await?;
             p.store
@@ -1282,14 +1345,6 @@ async fn deploy(
                 .await?;
             project
         }
-    };
-    let toml = match berth_factory::source::read_file(&body, "berth.toml") {
-        Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
-            ApiError::invalid("invalid_berth_toml", e.to_string())
-                .hint("fix berth.toml and deploy again")
-        })?,
-        Ok(None) => BerthToml::default(),
-        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     };
     let isolation = toml.isolation().unwrap_or(p.cfg.default_isolation);
     if isolation == Isolation::Sandbox {
@@ -1324,27 +1379,61 @@ async fn deploy(
             }
         }
     }
-    let source_id = match q.commit {
-        Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => {
-            c.to_ascii_lowercase()
-        }
-        Some(c) => {
-            return Err(ApiError::invalid(
-                "invalid_commit",
-                format!("commit {c:?} is not a 40-character hex sha"),
-            ))
-        }
-        None => berth_factory::source::content_id(&body),
+    Ok(project)
+}
+
+/// Body of `POST /v1/apps/{app}/deploys/image`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ImageDeploy {
+    /// The image: `HOST[:PORT]/PATH:TAG` or `…@sha256:…`.
+    image: String,
+    /// The project of a new app.
+    #[serde(default)]
+    project: Option<String>,
+    /// berth.toml text (its `image` is replaced by the one above).
+    #[serde(default)]
+    berth_toml: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/deploys/image",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = ImageDeploy,
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
+async fn deploy_image(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ImageDeploy>,
+) -> Result<Response, ApiError> {
+    let name = app_name(&app)?;
+    let mut toml = match &req.berth_toml {
+        Some(text) => BerthToml::parse(text).map_err(|e| {
+            ApiError::invalid("invalid_berth_toml", e.to_string())
+                .hint("fix berth.toml and deploy again")
+        })?,
+        None => BerthToml::default(),
     };
-    let commit_time = match q.commit_time {
-        Some(t) if t <= 0 || t > crate::now_secs() + 86_400 => {
-            return Err(ApiError::invalid(
-                "invalid_commit_time",
-                format!("commit_time {t} is not a time in the past (Unix seconds)"),
-            ))
-        }
-        t => t,
-    };
+    toml.image = Some(req.image.clone());
+    toml.build = Default::default();
+    let problems = toml.validate();
+    if !problems.is_empty() {
+        return Err(
+            ApiError::invalid("invalid_image_reference", problems.join("; "))
+                .hint("give HOST[:PORT]/PATH:TAG, e.g. registry.example.com/team/web:1.4"),
+        );
+    }
+    let project = deploy_checks(&p, &name, req.project.as_deref(), &caller, &toml).await?;
+    use sha2::Digest as _;
+    let source_id = format!(
+        "sha256-{}",
+        hex::encode(sha2::Sha256::digest(req.image.as_bytes()))
+    );
     let who = actor(&headers);
     let platform = p.clone();
     Ok(stream_workflow(&p, "deploy", &app, move |events| {
@@ -1352,10 +1441,10 @@ async fn deploy(
             platform
                 .deploy_source(
                     name,
-                    body,
+                    Bytes::new(),
                     crate::deploy::SourceRef {
                         id: source_id,
-                        commit_time,
+                        commit_time: None,
                         project,
                     },
                     toml,

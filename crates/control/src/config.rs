@@ -91,6 +91,8 @@ pub struct PlatformConfig {
     pub oidc_client_secret: Option<String>,
     /// The registry every built image is pushed to.
     pub registry: Option<berth_factory::registry::Registry>,
+    /// Where Docker Hub names are pulled from instead (`--registry-mirror`).
+    pub registry_mirror: Option<String>,
 }
 
 impl PlatformConfig {
@@ -126,6 +128,7 @@ impl PlatformConfig {
             oidc: None,
             oidc_client_secret: None,
             registry: None,
+            registry_mirror: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,

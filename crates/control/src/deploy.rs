@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Where deploy progress goes (the API streams it to the client).
 /// The longest a push to the registry may take.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -152,6 +151,104 @@ async fn probe(address: &str, port: u16, path: Option<&str>) -> bool {
     path.is_none() || (200..400).contains(&code)
 }
 
+/// The answer to a build that failed: status, code and what to do about it.
+fn build_refusal(e: &BuildError) -> (StatusCode, &'static str, String) {
+    use berth_factory::providers::DetectError;
+    use berth_factory::registry::RegistryError;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    match e {
+        BuildError::Detect(DetectError::Unrecognised) => (
+            unprocessable,
+            "nothing_to_build",
+            "add a Procfile with a `web:` line, a Dockerfile, or one of the files berth looks for".into(),
+        ),
+        BuildError::Detect(DetectError::Procfile(_)) => (
+            unprocessable,
+            "invalid_procfile",
+            "fix the Procfile line named above and deploy again".into(),
+        ),
+        BuildError::Detect(_) => (
+            unprocessable,
+            "invalid_app_files",
+            "fix the file named above and deploy again".into(),
+        ),
+        BuildError::Source(_) => (unprocessable, "bad_source", "check the uploaded directory".into()),
+        BuildError::Failed { .. } => (
+            unprocessable,
+            "build_failed",
+            "fix the error shown in the build output and deploy again".into(),
+        ),
+        BuildError::TimedOut(_) => (
+            unprocessable,
+            "build_timeout",
+            "make the build faster, or start berth with a larger --build-timeout".into(),
+        ),
+        BuildError::Dockerfile(_) => (
+            unprocessable,
+            "invalid_dockerfile",
+            "fix the Dockerfile and deploy again".into(),
+        ),
+        BuildError::Privileged(_) => (
+            unprocessable,
+            "privileged_build_step",
+            "builds run without privileges; remove the flag named above".into(),
+        ),
+        BuildError::Base { .. } => (
+            unprocessable,
+            "base_image_unavailable",
+            "name a base image in a registry berth can reach (berth registry login HOST for one that needs credentials, berth up --registry-mirror for Docker Hub names)".into(),
+        ),
+        BuildError::BadReference(_) => (
+            unprocessable,
+            "invalid_image_reference",
+            "give HOST/PATH:TAG or HOST/PATH@sha256:…".into(),
+        ),
+        BuildError::WrongPlatform { .. } => (
+            unprocessable,
+            "wrong_architecture",
+            "deploy an image built for this machine's platform (a multi-platform image works too)".into(),
+        ),
+        BuildError::Ports(_) => (
+            unprocessable,
+            "ambiguous_port",
+            "add port = N to berth.toml".into(),
+        ),
+        BuildError::NoCommand => (
+            unprocessable,
+            "image_without_command",
+            "set [processes.web] command in berth.toml".into(),
+        ),
+        BuildError::Registry(RegistryError::NotFound { .. }) => (
+            unprocessable,
+            "image_not_found",
+            "check the image's name and tag (skopeo list-tags docker://HOST/PATH)".into(),
+        ),
+        BuildError::Registry(RegistryError::Unauthorized { reference, .. }) => (
+            unprocessable,
+            "registry_unauthorized",
+            format!(
+                "give berth credentials for that registry: berth registry login {} --username USER --password-stdin",
+                reference.split('/').next().unwrap_or_default()
+            ),
+        ),
+        BuildError::Registry(RegistryError::Missing) | BuildError::MissingTool(..) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "tool_missing",
+            "install what the message names on the berth host (scripts/install-deps does)".into(),
+        ),
+        BuildError::Registry(_) => (
+            StatusCode::BAD_GATEWAY,
+            "pull_failed",
+            "check that the registry answers; the serving release is untouched".into(),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "build_error",
+            "see `berth logs --build` and the output of `berth up`".into(),
+        ),
+    }
+}
+
 /// A deploy failure: what the API reports, plus the log tail that explains it.
 #[derive(Debug)]
 pub struct DeployFailure {
@@ -256,6 +353,19 @@ impl Platform {
         let stop = tokio_util::sync::CancellationToken::new();
         let follower = follow_file(log_file.clone(), events.clone(), stop.clone());
         let factory = self.factory.clone();
+        // Registry credentials reach the pull (never the build itself) for its duration.
+        let auth = self.registries_auth_file().await?;
+        let access = berth_factory::registry::Access {
+            auth_file: auth.as_ref().map(|a| a.0.clone()),
+            plain_http: self
+                .cfg
+                .registry
+                .iter()
+                .filter(|r| r.plain_http)
+                .map(|r| r.host().to_string())
+                .collect(),
+            docker_hub_mirror: self.cfg.registry_mirror.clone(),
+        };
         let req = BuildRequest {
             app: app.to_string(),
             build_id: build_id.clone(),
@@ -264,9 +374,11 @@ impl Platform {
             log_file: log_file.clone(),
             timeout: self.cfg.build_timeout,
             isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
+            access,
         };
         let build_started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;
+        drop(auth);
         self.metrics.build_finished(
             app.as_str(),
             if matches!(built, Ok(Ok(_))) {
@@ -288,41 +400,7 @@ impl Platform {
                 if !existed {
                     let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app.as_str()));
                 }
-                use berth_factory::providers::DetectError;
-                let (code, hint) = match &e {
-                    BuildError::Detect(DetectError::Unrecognised) => (
-                        "nothing_to_build",
-                        "add a Procfile with a `web:` line, or one of the files berth looks for",
-                    ),
-                    BuildError::Detect(DetectError::Procfile(_)) => (
-                        "invalid_procfile",
-                        "fix the Procfile line named above and deploy again",
-                    ),
-                    BuildError::Detect(_) => (
-                        "invalid_app_files",
-                        "fix the file named above and deploy again",
-                    ),
-                    BuildError::Source(_) => ("bad_source", "check the uploaded directory"),
-                    BuildError::Failed { .. } => (
-                        "build_failed",
-                        "fix the error shown in the build output and deploy again",
-                    ),
-                    BuildError::TimedOut(_) => (
-                        "build_timeout",
-                        "make the build faster, or start berth with a larger --build-timeout",
-                    ),
-                    _ => (
-                        "build_error",
-                        "see `berth logs --build` and the output of `berth up`",
-                    ),
-                };
-                let status = match &e {
-                    BuildError::Detect(_)
-                    | BuildError::Source(_)
-                    | BuildError::Failed { .. }
-                    | BuildError::TimedOut(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
+                let (status, code, hint) = build_refusal(&e);
                 return Err(DeployFailure {
                     error: ApiError::new(status, code, e.to_string()).hint(hint),
                     log_tail: file_tail(&log_file, TAIL_LINES),
@@ -393,6 +471,8 @@ impl Platform {
             secret_files: toml.secrets.files.clone(),
             slo: toml.slo(),
             log_retention: toml.log_retention(),
+            port: berth_factory::foreign::web_port(&out.meta, &toml),
+            own_root: out.meta.own_root.clone(),
         };
         // Within the project's quota, or nothing changes (a new app is not kept).
         if let Err(e) = self
@@ -412,9 +492,17 @@ impl Platform {
             }
             return Err(e.into());
         }
-        let description = match source_id.strip_prefix("sha256-") {
-            Some(digest) => format!("deploy of directory {}", &digest[..digest.len().min(12)]),
-            None => format!("deploy of commit {}", &source_id[..source_id.len().min(12)]),
+        let description = match (&toml.image, source_id.strip_prefix("sha256-")) {
+            (Some(image), _) => format!(
+                "deploy of image {}",
+                berth_core::registries::parse_reference(image)
+                    .map(|r| r.pinned(&out.image.digest))
+                    .unwrap_or_else(|_| image.clone())
+            ),
+            (None, Some(digest)) => {
+                format!("deploy of directory {}", &digest[..digest.len().min(12)])
+            }
+            (None, None) => format!("deploy of commit {}", &source_id[..source_id.len().min(12)]),
         };
         let version = self
             .store
@@ -1183,7 +1271,7 @@ impl Platform {
                         process: kind.clone(),
                         index,
                         address,
-                        port: APP_PORT,
+                        port: release.config.port.unwrap_or(APP_PORT),
                         state: InstanceState::Starting,
                         restarts: 0,
                         last_exit: None,

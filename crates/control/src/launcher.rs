@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 const STATUS_DIR: &str = "/.berth/status";
 /// Where berth's init finds the secrets that become environment variables.
 const SECRETS_ENV_DIR: &str = "/.berth/secrets";
+/// Where the host's `/usr` is mounted in an image's own root, for berth's init to run from.
+const HOST_USR: &str = "/.berth/host/usr";
+const HOST_USR_IN_ROOT: &str = ".berth/host/usr";
 
 /// The decrypted secrets one release runs with. Never written to the data directory.
 #[derive(Default)]
@@ -71,6 +74,8 @@ pub enum LaunchError {
     BadAddress(String),
     #[error(transparent)]
     Secrets(#[from] berth_data::secret_files::SecretFilesError),
+    #[error("this host's dynamic loader was not found: berth cannot start an image's own root filesystem here")]
+    NoLoader,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
@@ -116,9 +121,138 @@ pub fn command_argv(command: &str) -> Vec<String> {
     }
 }
 
+/// The argv of a command in an image's own root: the plain words, or the image's shell
+/// for a shell command (a command with quotes split by shell rules when it has no shell).
+fn own_root_argv(command: &str, rootfs: &std::path::Path) -> Vec<String> {
+    let argv = command_argv(command);
+    if argv.first().is_some_and(|a| a == "/bin/sh") && !rootfs.join("bin/sh").exists() {
+        return shlex::split(command).unwrap_or(argv);
+    }
+    argv
+}
+
+/// How berth's init is started in an image's own root: the host's dynamic loader, from
+/// the host's `/usr` mounted at [`HOST_USR`], with the host's libraries.
+fn host_loader_argv() -> Option<Vec<String>> {
+    let interpreter = match std::env::consts::ARCH {
+        "x86_64" => "/lib64/ld-linux-x86-64.so.2",
+        "aarch64" => "/lib/ld-linux-aarch64.so.1",
+        _ => return None,
+    };
+    let real = std::fs::canonicalize(interpreter).ok()?;
+    // Merged /usr: /lib is /usr/lib.
+    let under_usr = real
+        .strip_prefix("/usr")
+        .or_else(|_| real.strip_prefix("/"))
+        .ok()?
+        .to_path_buf();
+    let loader = std::path::Path::new(HOST_USR).join(&under_usr);
+    let libdir = loader.parent()?.to_path_buf();
+    Some(vec![
+        loader.display().to_string(),
+        "--inhibit-cache".into(),
+        "--library-path".into(),
+        libdir.display().to_string(),
+    ])
+}
+
 /// The cgroup of a container, relative to the hierarchy roots.
 pub fn cgroup_path(id: &str) -> String {
     format!("/berth/{id}")
+}
+
+/// Files every container's root filesystem has: resolver, hosts and name-service files.
+fn berth_files() -> [(&'static str, String); 5] {
+    [
+        ("etc/passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\napp:x:{APP_UID}:{APP_GID}:app:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
+        ("etc/group", format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n")),
+        ("etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost\n".into()),
+        ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+        // Apps have no route to the host's resolver; with no nameserver line the resolver
+        // asks 127.0.0.1 inside the app's namespace and fails at once instead of timing
+        // out (Python's HTTPServer, for one, looks up its own address at startup).
+        ("etc/resolv.conf", "# berth: no DNS resolver is reachable from apps\noptions timeout:1 attempts:1\n".into()),
+    ]
+}
+
+/// Mount points berth's own mounts need in every root filesystem.
+const BERTH_MOUNT_POINTS: &[&str] = &[".berth/status", ".berth/secrets", "run/secrets"];
+
+/// A berth build's root: the app under `/app`, the host's `/usr` mounted beneath it.
+fn prepare_host_stack_root(tmp: &std::path::Path) -> Result<(), LaunchError> {
+    // The app's own files belong to the unprivileged app user (the root filesystem is
+    // mounted read-only, so owning them only means being able to read them).
+    berth_runtime::ownership::chown_tree(&tmp.join("app"), APP_UID, APP_GID)?;
+    host_stack_skeleton(tmp)?;
+    for d in BERTH_MOUNT_POINTS
+        .iter()
+        .chain(&["etc/ssl", "etc/alternatives", "app"])
+    {
+        std::fs::create_dir_all(tmp.join(d)).map_err(io("preparing the root filesystem"))?;
+    }
+    std::fs::write(tmp.join(".berth/berth"), b"").map_err(io("preparing the root filesystem"))?;
+    for (path, content) in berth_files() {
+        std::fs::write(tmp.join(path), content).map_err(io("preparing the root filesystem"))?;
+    }
+    Ok(())
+}
+
+/// An image's own root: berth's mount points and network files added, the app user made
+/// known; berth's init runs from the host's `/usr` mounted at [`HOST_USR`].
+fn prepare_own_root(tmp: &std::path::Path) -> Result<(), LaunchError> {
+    for d in
+        BERTH_MOUNT_POINTS
+            .iter()
+            .chain(&["proc", "dev", "sys", "tmp", "etc", HOST_USR_IN_ROOT])
+    {
+        let p = tmp.join(d);
+        // A link in the image must not steer berth's files elsewhere.
+        if p.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(&p).map_err(io("preparing the image's root filesystem"))?;
+        }
+        std::fs::create_dir_all(&p).map_err(io("preparing the image's root filesystem"))?;
+    }
+    let replace = |rel: &str, content: &str| -> std::io::Result<()> {
+        let p = tmp.join(rel);
+        if p.symlink_metadata().is_ok() {
+            std::fs::remove_file(&p)?;
+        }
+        std::fs::write(&p, content)
+    };
+    replace(".berth/berth", "").map_err(io("preparing the image's root filesystem"))?;
+    for (path, content) in berth_files() {
+        match path {
+            "etc/passwd" | "etc/group" => {
+                let p = tmp.join(path);
+                let existing = match p.symlink_metadata() {
+                    Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let id = if path == "etc/passwd" {
+                    APP_UID
+                } else {
+                    APP_GID
+                };
+                let known = existing
+                    .lines()
+                    .any(|l| l.split(':').nth(2) == Some(id.to_string().as_str()));
+                let line = content
+                    .lines()
+                    .find(|l| l.starts_with("app:"))
+                    .unwrap_or_default();
+                let text = match (existing.is_empty(), known) {
+                    (true, _) => content.clone(),
+                    (false, true) => existing,
+                    (false, false) => format!("{}\n{line}\n", existing.trim_end()),
+                };
+                replace(path, &text)
+            }
+            "etc/nsswitch.conf" if tmp.join(path).is_file() => Ok(()),
+            _ => replace(path, &content),
+        }
+        .map_err(io("preparing the image's root filesystem"))?;
+    }
+    Ok(())
 }
 
 /// What one container runs.
@@ -218,8 +352,9 @@ impl Launcher {
     }
 
     /// The image's root filesystem, unpacked on first use and shared read-only by every
-    /// instance of it.
-    pub fn rootfs(&self, image: &ImageRef) -> Result<PathBuf, LaunchError> {
+    /// instance of it. `own_root`: the image brings a whole root filesystem (else it holds
+    /// the app under `/app`, on the host's `/usr`).
+    pub fn rootfs(&self, image: &ImageRef, own_root: bool) -> Result<PathBuf, LaunchError> {
         let hex = image.digest.trim_start_matches("sha256:");
         let dir = self.cfg.rootfs_dir().join(hex);
         if dir.join(".berth-ready").exists() {
@@ -230,34 +365,14 @@ impl Launcher {
             .rootfs_dir()
             .join(format!("{hex}.tmp-{}", crate::random_id(4)));
         self.images.unpack(image, &tmp)?;
-        // The app's own files belong to the unprivileged app user (the root filesystem is
-        // mounted read-only, so owning them only means being able to read them).
-        berth_runtime::ownership::chown_tree(&tmp.join("app"), APP_UID, APP_GID)?;
-        host_stack_skeleton(&tmp)?;
-        for d in [
-            ".berth/status",
-            ".berth/secrets",
-            "run/secrets",
-            "etc/ssl",
-            "etc/alternatives",
-            "app",
-        ] {
-            std::fs::create_dir_all(tmp.join(d)).map_err(io("preparing the root filesystem"))?;
-        }
-        std::fs::write(tmp.join(".berth/berth"), b"")
-            .map_err(io("preparing the root filesystem"))?;
-        let files: [(&str, String); 5] = [
-            ("etc/passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\napp:x:{APP_UID}:{APP_GID}:app:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
-            ("etc/group", format!("root:x:0:\napp:x:{APP_GID}:\nnogroup:x:65534:\n")),
-            ("etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost\n".into()),
-            ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-            // Apps have no route to the host's resolver; with no nameserver line the resolver
-            // asks 127.0.0.1 inside the app's namespace and fails at once instead of timing
-            // out (Python's HTTPServer, for one, looks up its own address at startup).
-            ("etc/resolv.conf", "# berth: no DNS resolver is reachable from apps\noptions timeout:1 attempts:1\n".into()),
-        ];
-        for (path, content) in files {
-            std::fs::write(tmp.join(path), content).map_err(io("preparing the root filesystem"))?;
+        let prepared = if own_root {
+            prepare_own_root(&tmp)
+        } else {
+            prepare_host_stack_root(&tmp)
+        };
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
         std::fs::write(tmp.join(".berth-ready"), b"")
             .map_err(io("preparing the root filesystem"))?;
@@ -302,7 +417,8 @@ impl Launcher {
             wait_for_network,
             attach,
         } = *w;
-        let rootfs = self.rootfs(&release.image)?;
+        let own_root = release.config.own_root.as_ref();
+        let rootfs = self.rootfs(&release.image, own_root.is_some())?;
         let dir = self.instance_dir(id);
         let status = dir.join("status");
         std::fs::create_dir_all(&status).map_err(io(format!("creating {}", status.display())))?;
@@ -350,10 +466,21 @@ impl Launcher {
                 format!("{SECRETS_ENV_DIR}/{}", berth_data::secret_files::ENV_FILE),
             ]
         });
-        let mut mounts = vec![
-            BindMount::ro_same("/usr"),
-            BindMount::ro_same("/etc/ssl"),
-            BindMount::ro_same("/etc/alternatives"),
+        let host_stack = if own_root.is_some() {
+            vec![BindMount {
+                source: "/usr".into(),
+                destination: HOST_USR.into(),
+                readonly: true,
+            }]
+        } else {
+            vec![
+                BindMount::ro_same("/usr"),
+                BindMount::ro_same("/etc/ssl"),
+                BindMount::ro_same("/etc/alternatives"),
+            ]
+        };
+        let mut mounts = host_stack;
+        mounts.extend([
             BindMount {
                 source: self.cfg.berth_binary.clone(),
                 destination: BERTH_IN_CONTAINER.into(),
@@ -364,8 +491,19 @@ impl Launcher {
                 destination: STATUS_DIR.into(),
                 readonly: false,
             },
-        ];
+        ]);
         mounts.extend(secret_mounts);
+        // In an image's own root, berth's init runs through the host's dynamic loader from
+        // the host's /usr (the image may have another C library, or none); the app it
+        // starts is the image's own.
+        let (launch, argv) = match own_root {
+            Some(_) => (
+                host_loader_argv().ok_or(LaunchError::NoLoader)?,
+                own_root_argv(command, &rootfs),
+            ),
+            None => (Vec::new(), command_argv(command)),
+        };
+        let cwd = own_root.map_or_else(|| "/app".to_string(), |r| r.workdir.clone());
         mounts.extend(attach.volumes.iter().map(|v| BindMount {
             source: v.source.clone(),
             destination: v.destination.clone().into(),
@@ -376,20 +514,21 @@ impl Launcher {
             bundle_dir: dir.join("bundle"),
             rootfs,
             readonly_rootfs: true,
-            args: vec![
-                BERTH_IN_CONTAINER.into(),
-                "container-init".into(),
-                "--status-file".into(),
-                format!("{STATUS_DIR}/exit"),
-            ]
-            .into_iter()
-            .chain(wait_for_network.then(|| "--wait-for-network".to_string()))
-            .chain(secrets_env.into_iter().flatten())
-            .chain(["--".to_string()])
-            .chain(command_argv(command))
-            .collect(),
+            args: launch
+                .into_iter()
+                .chain([
+                    BERTH_IN_CONTAINER.into(),
+                    "container-init".into(),
+                    "--status-file".into(),
+                    format!("{STATUS_DIR}/exit"),
+                ])
+                .chain(wait_for_network.then(|| "--wait-for-network".to_string()))
+                .chain(secrets_env.into_iter().flatten())
+                .chain(["--".to_string()])
+                .chain(argv)
+                .collect(),
             env,
-            cwd: "/app".into(),
+            cwd,
             hostname: app.to_string(),
             mounts,
             network: NetworkMode::Namespace(netns),
@@ -537,7 +676,7 @@ impl Launcher {
                 process: "release",
                 index: 0,
                 command,
-                port: crate::config::APP_PORT,
+                port: release.config.port.unwrap_or(crate::config::APP_PORT),
                 limits: release.config.release_limits,
                 wait_for_network: false,
                 attach,

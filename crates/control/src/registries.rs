@@ -1,6 +1,7 @@
-//! Credentials for the registries berth pushes to (`berth registry login`): the password
-//! sealed by the platform's keyring (re-sealed by key rotation, carried by backups), opened
-//! only to write a short-lived auth file for one push, in the RAM-backed secrets directory.
+//! Credentials for the registries berth pushes to and pulls from (`berth registry login`):
+//! the password sealed by the platform's keyring (re-sealed by key rotation, carried by
+//! backups), opened only to write a short-lived auth file for one push or pull, in the
+//! RAM-backed secrets directory.
 
 use crate::error::ApiError;
 use crate::platform::Platform;
@@ -99,34 +100,50 @@ impl Platform {
     /// An auth file (containers-auth.json) for pushing to `host`, if berth holds
     /// credentials for it.
     pub async fn registry_auth_file(&self, host: &str) -> Result<Option<AuthFile>, ApiError> {
-        let row =
-            sqlx::query("SELECT username, key_id, sealed FROM registry_credentials WHERE host = ?")
-                .bind(host)
-                .fetch_optional(&self.store.pool)
-                .await?;
-        let Some(row) = row else { return Ok(None) };
-        let username: String = row.try_get("username")?;
-        let password = self
-            .keyring
-            .read()
-            .await
-            .open_sealed(
-                &context(host),
-                &Sealed {
-                    key_id: row.try_get("key_id")?,
-                    data: row.try_get("sealed")?,
-                },
-            )
-            .map_err(|e| ApiError::internal("opening registry credentials", e))?;
+        self.auth_file_for(Some(host)).await
+    }
+
+    /// An auth file with every registry credential berth holds (pulls of images and
+    /// Dockerfile bases), if it holds any.
+    pub async fn registries_auth_file(&self) -> Result<Option<AuthFile>, ApiError> {
+        self.auth_file_for(None).await
+    }
+
+    async fn auth_file_for(&self, host: Option<&str>) -> Result<Option<AuthFile>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT host, username, key_id, sealed FROM registry_credentials \
+             WHERE ?1 IS NULL OR host = ?1",
+        )
+        .bind(host)
+        .fetch_all(&self.store.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
         use base64::Engine as _;
-        let mut pair = zeroize::Zeroizing::new(username.into_bytes());
-        pair.push(b':');
-        pair.extend_from_slice(&password);
-        let auth =
-            zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*pair));
-        let body = zeroize::Zeroizing::new(
-            serde_json::json!({ "auths": { host: { "auth": auth.as_str() } } }).to_string(),
-        );
+        let mut auths = serde_json::Map::new();
+        for row in rows {
+            let host: String = row.try_get("host")?;
+            let username: String = row.try_get("username")?;
+            let password = self
+                .keyring
+                .read()
+                .await
+                .open_sealed(
+                    &context(&host),
+                    &Sealed {
+                        key_id: row.try_get("key_id")?,
+                        data: row.try_get("sealed")?,
+                    },
+                )
+                .map_err(|e| ApiError::internal("opening registry credentials", e))?;
+            let mut pair = zeroize::Zeroizing::new(username.into_bytes());
+            pair.push(b':');
+            pair.extend_from_slice(&password);
+            let auth = base64::engine::general_purpose::STANDARD.encode(&*pair);
+            auths.insert(host, serde_json::json!({ "auth": auth }));
+        }
+        let body = zeroize::Zeroizing::new(serde_json::json!({ "auths": auths }).to_string());
         let dir = self.cfg.secrets_runtime_dir();
         let path = dir.join(format!("registry-auth-{}.json", crate::random_id(6)));
         {

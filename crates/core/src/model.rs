@@ -64,6 +64,21 @@ pub struct ReleaseConfig {
     /// platform's.
     #[serde(default)]
     pub log_retention: (Option<i64>, Option<u64>),
+    /// The port the `web` process listens on (unset: 8000, told to the app as `$PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Set when the image brings its whole root filesystem (a Dockerfile build, an image
+    /// from a registry); unset for berth's own builds, which run on the host's `/usr` with
+    /// the app in `/app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_root: Option<OwnRoot>,
+}
+
+/// How a release whose image brings its own root filesystem runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OwnRoot {
+    /// The image's working directory.
+    pub workdir: String,
 }
 
 impl ReleaseConfig {

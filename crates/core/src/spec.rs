@@ -39,6 +39,26 @@ pub struct BerthToml {
     pub logs: LogsToml,
     /// What a deploy does besides building and starting.
     pub deploy: DeployToml,
+    /// An image to deploy from an OCI registry instead of building the directory
+    /// (`registry.example.com/team/app:1.4`, or pinned `…@sha256:…`).
+    pub image: Option<String>,
+    /// The port the `web` process listens on (default: the image's one `EXPOSE`d port, else
+    /// 8000, told to the app as `$PORT`).
+    pub port: Option<u16>,
+    /// How a Dockerfile is built.
+    pub build: BuildToml,
+}
+
+/// `[build]`: a Dockerfile build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildToml {
+    /// The Dockerfile, relative to the app directory (default `Dockerfile` when there is one).
+    pub dockerfile: Option<String>,
+    /// Build arguments (`ARG`).
+    pub args: BTreeMap<String, String>,
+    /// The stage to build (`--target`; default the last).
+    pub target: Option<String>,
 }
 
 /// The longest a test step may take when berth.toml does not say.
@@ -229,6 +249,46 @@ impl BerthToml {
                     MAX_TEST_TIMEOUT_SECS / 60
                 )),
                 Err(e) => problems.push(format!("deploy.test_timeout: {t:?}: {e}")),
+            }
+        }
+        if let Some(image) = &self.image {
+            if let Err(e) = crate::registries::parse_reference(image) {
+                problems.push(format!("image: {e}"));
+            }
+            if self.build.dockerfile.is_some() {
+                problems.push(
+                    "image: an app is either an image from a registry or a Dockerfile build; remove image or build.dockerfile"
+                        .into(),
+                );
+            }
+        }
+        if self.port == Some(0) {
+            problems.push("port: 0 is not a port; give the port the web process listens on".into());
+        }
+        if let Some(f) = &self.build.dockerfile {
+            let ok = !f.is_empty()
+                && !f.starts_with('/')
+                && std::path::Path::new(f)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !ok {
+                problems.push(format!(
+                    "build.dockerfile: {f:?} must be a path inside the app directory"
+                ));
+            }
+        }
+        for key in self.build.args.keys() {
+            if let Err(e) = crate::names::validate_env_key(key) {
+                problems.push(format!("build.args.{key}: {e}"));
+            }
+        }
+        if let Some(t) = &self.build.target {
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                problems.push(format!("build.target: {t:?} is not a stage name"));
             }
         }
         if let Some(name) = &self.name {

@@ -73,6 +73,26 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Dockerfile: {0}")]
+    Dockerfile(String),
+    #[error("Dockerfile: {0}")]
+    Privileged(String),
+    #[error("Dockerfile: FROM {image}: {reason}")]
+    Base { image: String, reason: String },
+    #[error("preparing the build user: {0}")]
+    BuildUser(String),
+    #[error("{0} is not installed ({1})")]
+    MissingTool(&'static str, &'static str),
+    #[error("{0}")]
+    BadReference(String),
+    #[error("the image is for {image}, and this machine runs {host}")]
+    WrongPlatform { image: String, host: String },
+    #[error("the image says no command to run (no Entrypoint or Cmd); give one as [processes.web] command in berth.toml")]
+    NoCommand,
+    #[error("the image exposes ports {0:?}: say which one the web process listens on with port = N in berth.toml")]
+    Ports(Vec<u16>),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// Where builds happen on the host.
@@ -101,6 +121,8 @@ pub struct BuildRequest {
     pub timeout: Duration,
     /// Isolation of the build container: a sandboxed app is built in gVisor too.
     pub isolation: Isolation,
+    /// How registries are reached (image deploys, Dockerfile bases).
+    pub access: crate::registry::Access,
 }
 
 /// What a build produced.
@@ -168,6 +190,13 @@ impl Factory {
     /// Builds `archive` (a packed source) into an image, or reuses the image already built
     /// from the same source.
     pub fn build(&self, req: &BuildRequest, archive: &[u8]) -> Result<BuildOutput, BuildError> {
+        if let Some(reference) = &req.toml.image {
+            // An image from a registry: nothing is built, and a tag may have moved since.
+            let work = self.paths.work_root.join(&req.build_id);
+            let result = crate::foreign::pull(&self.images, req, reference, &work);
+            let _ = std::fs::remove_dir_all(&work);
+            return result;
+        }
         if let Some(image) = self.images.find(&req.app, &req.tag)? {
             log_step(
                 &req.log_file,
@@ -177,6 +206,9 @@ impl Factory {
                 ),
             );
             let meta = self.images.meta(&image)?;
+            if meta.own_root.is_some() {
+                return crate::foreign::adopt(&self.images, req, image, true);
+            }
             return Ok(BuildOutput {
                 image,
                 meta,
@@ -197,6 +229,28 @@ impl Factory {
     ) -> Result<BuildOutput, BuildError> {
         let app_dir = work.join("app");
         source::unpack(archive, &app_dir)?;
+        if let Some(dockerfile) = crate::dockerfile::dockerfile_of(&app_dir, &req.toml) {
+            if !dockerfile.is_file() {
+                return Err(BuildError::Dockerfile(format!(
+                    "build.dockerfile names {}, which is not in the directory",
+                    dockerfile
+                        .strip_prefix(&app_dir)
+                        .unwrap_or(&dockerfile)
+                        .display()
+                )));
+            }
+            let mut out = crate::dockerfile::build(
+                &self.images,
+                &self.paths.cache_root,
+                req,
+                &app_dir,
+                &dockerfile,
+                work,
+            )?;
+            // The source tag, so that the same source is not built twice.
+            out.image = self.images.tag(&out.image, &req.tag)?;
+            return Ok(out);
+        }
         let plan = providers::detect(&app_dir, &req.toml)?;
         log_step(&req.log_file, &format!("Detected a {} app", plan.provider));
         for (kind, cmd) in &plan.processes {
@@ -210,12 +264,12 @@ impl Factory {
         for (k, v) in &req.toml.env {
             env.insert(k.clone(), v.clone());
         }
-        let meta = ImageMeta {
-            processes: plan.processes.clone(),
-            release_command: plan.release_command.clone(),
-            test_command: plan.test_command.clone(),
-            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        };
+        let meta = ImageMeta::host_stack(
+            plan.processes.clone(),
+            plan.release_command.clone(),
+            plan.test_command.clone(),
+            env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        );
         let image = self.images.write(&req.app, &req.tag, &app_dir, &meta)?;
         log_step(
             &req.log_file,

@@ -2,8 +2,11 @@
 //! `oci-layout`, `index.json` and `blobs/sha256/`), readable by any OCI tool
 //! (`skopeo inspect oci:<root>/<app>:<tag>`).
 //!
-//! An image holds one layer with the built app under `/app`; the image config carries the
-//! web command as `Cmd`, the environment, and every process type as labels.
+//! An image berth builds itself holds one layer with the app under `/app` (it runs on the
+//! host's `/usr`); the image config carries the web command as `Cmd`, the environment, and
+//! every process type as labels. Images from Dockerfile builds and registries bring their
+//! own root filesystem and say how to run in the usual config fields (`Entrypoint`, `Cmd`,
+//! `WorkingDir`, `ExposedPorts`, `User`).
 
 use crate::source::append_entry;
 use berth_core::model::ImageRef;
@@ -27,12 +30,20 @@ const PROCESS_LABEL: &str = "dev.berth.process.";
 /// Label of the release command.
 const RELEASE_LABEL: &str = "dev.berth.release-command";
 const TEST_LABEL: &str = "dev.berth.test-command";
+/// Label of berth's own builds, which run on the host's `/usr`.
+const HOST_STACK_LABEL: &str = "dev.berth.host-stack";
+/// Whiteout file name prefix of OCI layers: the named entry of a lower layer is deleted.
+const WHITEOUT: &str = ".wh.";
+/// Opaque whiteout: the directory's entries from lower layers are deleted.
+const OPAQUE: &str = ".wh..wh..opq";
 
 /// Errors of the image store.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("image {0} not found in the local image store")]
     NotFound(String),
+    #[error("image layer of type {0} cannot be unpacked (tar, tar+gzip and tar+zstd can)")]
+    LayerType(String),
     #[error("OCI image data: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
     #[error("{context}: {source}")]
@@ -59,6 +70,41 @@ pub struct ImageMeta {
     pub test_command: Option<String>,
     /// `KEY=VALUE` environment.
     pub env: Vec<String>,
+    /// Set when the image brings its own root filesystem: its working directory.
+    pub own_root: Option<berth_core::model::OwnRoot>,
+    /// The TCP ports the image exposes (`EXPOSE`).
+    pub ports: Vec<u16>,
+    /// The user the image asks to run as (`User`), which berth never honours for root.
+    pub user: Option<String>,
+}
+
+impl ImageMeta {
+    /// The metadata of an image berth built from a plan.
+    pub fn host_stack(
+        processes: BTreeMap<String, String>,
+        release_command: Option<String>,
+        test_command: Option<String>,
+        env: Vec<String>,
+    ) -> Self {
+        Self {
+            processes,
+            release_command,
+            test_command,
+            env,
+            own_root: None,
+            ports: Vec::new(),
+            user: None,
+        }
+    }
+}
+
+/// What an image was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`, …
+    pub architecture: String,
 }
 
 /// The store.
@@ -197,6 +243,7 @@ impl ImageStore {
             .iter()
             .map(|(k, v)| (format!("{PROCESS_LABEL}{k}"), v.clone()))
             .collect();
+        labels.insert(HOST_STACK_LABEL.into(), "true".into());
         if let Some(r) = &meta.release_command {
             labels.insert(RELEASE_LABEL.into(), r.clone());
         }
@@ -241,6 +288,36 @@ impl ImageStore {
         let (manifest_hex, manifest_size) =
             self.write_blob(repository, &canonical_json(&manifest)?)?;
 
+        let digest = format!("sha256:{manifest_hex}");
+        self.add_to_index(repository, tag, &digest, manifest_size)?;
+        Ok(ImageRef {
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+            digest,
+        })
+    }
+
+    /// Gives `image` another tag in its repository; the image under that tag.
+    pub fn tag(&self, image: &ImageRef, tag: &str) -> Result<ImageRef, ImageError> {
+        let size = std::fs::metadata(self.blob_path(&image.repository, &image.digest))
+            .map_err(io(format!("reading {}", image.digest)))?
+            .len();
+        self.add_to_index(&image.repository, tag, &image.digest, size)?;
+        Ok(ImageRef {
+            tag: tag.to_string(),
+            ..image.clone()
+        })
+    }
+
+    /// Records `tag` → the manifest `digest` in `index.json` (replacing an older `tag`).
+    fn add_to_index(
+        &self,
+        repository: &str,
+        tag: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), ImageError> {
+        let layout = self.layout(repository);
         let mut manifests: Vec<Descriptor> = self
             .read_index(repository)?
             .map(|i| i.manifests().clone())
@@ -256,8 +333,8 @@ impl ImageStore {
         manifests.push(
             DescriptorBuilder::default()
                 .media_type(MediaType::ImageManifest)
-                .digest(sha256_digest(&manifest_hex)?)
-                .size(manifest_size)
+                .digest(Digest::from_str(digest)?)
+                .size(size)
                 .annotations(ann)
                 .build()?,
         );
@@ -269,11 +346,7 @@ impl ImageStore {
         let tmp = layout.join("index.json.tmp");
         std::fs::write(&tmp, canonical_json(&index)?).map_err(io("writing index.json"))?;
         std::fs::rename(&tmp, layout.join("index.json")).map_err(io("writing index.json"))?;
-        Ok(ImageRef {
-            repository: repository.to_string(),
-            tag: tag.to_string(),
-            digest: format!("sha256:{manifest_hex}"),
-        })
+        Ok(())
     }
 
     fn manifest(&self, image: &ImageRef) -> Result<ImageManifest, ImageError> {
@@ -287,39 +360,162 @@ impl ImageStore {
         Ok(ImageManifest::from_file(path)?)
     }
 
-    /// Reads the process commands and environment of an image.
-    pub fn meta(&self, image: &ImageRef) -> Result<ImageMeta, ImageError> {
+    fn config(&self, image: &ImageRef) -> Result<ImageConfiguration, ImageError> {
         let manifest = self.manifest(image)?;
-        let config = ImageConfiguration::from_file(
-            self.blob_path(&image.repository, manifest.config().digest().as_ref()),
-        )?;
-        let cfg = config.config().clone().unwrap_or_default();
-        let labels = cfg.labels().clone().unwrap_or_default();
-        Ok(ImageMeta {
-            processes: labels
-                .iter()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(PROCESS_LABEL)
-                        .map(|p| (p.to_string(), v.clone()))
-                })
-                .collect(),
-            release_command: labels.get(RELEASE_LABEL).cloned(),
-            test_command: labels.get(TEST_LABEL).cloned(),
-            env: cfg.env().clone().unwrap_or_default(),
+        Ok(ImageConfiguration::from_file(self.blob_path(
+            &image.repository,
+            manifest.config().digest().as_ref(),
+        ))?)
+    }
+
+    /// The OS and CPU architecture an image was made for.
+    pub fn platform(&self, image: &ImageRef) -> Result<Platform, ImageError> {
+        let config = self.config(image)?;
+        Ok(Platform {
+            os: config.os().to_string(),
+            architecture: config.architecture().to_string(),
         })
     }
 
-    /// Unpacks an image's layers into `dest` (a root filesystem).
+    /// Reads how to run an image: berth's labels for its own builds, the usual config
+    /// fields (`Entrypoint` + `Cmd` as the web process) for any other image.
+    pub fn meta(&self, image: &ImageRef) -> Result<ImageMeta, ImageError> {
+        let cfg = self.config(image)?.config().clone().unwrap_or_default();
+        let labels = cfg.labels().clone().unwrap_or_default();
+        let processes: BTreeMap<String, String> = labels
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(PROCESS_LABEL)
+                    .map(|p| (p.to_string(), v.clone()))
+            })
+            .collect();
+        let env = cfg.env().clone().unwrap_or_default();
+        if labels.contains_key(HOST_STACK_LABEL) || !processes.is_empty() {
+            return Ok(ImageMeta::host_stack(
+                processes,
+                labels.get(RELEASE_LABEL).cloned(),
+                labels.get(TEST_LABEL).cloned(),
+                env,
+            ));
+        }
+        let argv: Vec<String> = cfg
+            .entrypoint()
+            .iter()
+            .flatten()
+            .chain(cfg.cmd().iter().flatten())
+            .cloned()
+            .collect();
+        let mut processes = BTreeMap::new();
+        if !argv.is_empty() {
+            let command =
+                shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+            processes.insert(berth_core::model::WEB_PROCESS.to_string(), command);
+        }
+        let mut ports: Vec<u16> = cfg
+            .exposed_ports()
+            .iter()
+            .flatten()
+            .filter_map(|p| match p.split_once('/') {
+                Some((n, "tcp")) => n.parse().ok(),
+                Some(_) => None,
+                None => p.parse().ok(),
+            })
+            .collect();
+        ports.sort_unstable();
+        let workdir = cfg
+            .working_dir()
+            .clone()
+            .filter(|w| w.starts_with('/'))
+            .unwrap_or_else(|| "/".into());
+        Ok(ImageMeta {
+            processes,
+            release_command: None,
+            test_command: None,
+            env,
+            own_root: Some(berth_core::model::OwnRoot { workdir }),
+            ports,
+            user: cfg.user().clone().filter(|u| !u.is_empty()),
+        })
+    }
+
+    /// Copies the image tagged `tag` in another OCI layout (`src`) into `repository`,
+    /// tagged `sha256-<manifest digest>`: the digest does not change.
+    pub fn import(&self, repository: &str, src: &Path, tag: &str) -> Result<ImageRef, ImageError> {
+        let index = ImageIndex::from_file(src.join("index.json"))?;
+        let entry = index
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|r| r == tag)
+            })
+            .ok_or_else(|| ImageError::NotFound(format!("{}:{tag}", src.display())))?
+            .clone();
+        let src_blob = |digest: &str| {
+            src.join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
+        let manifest = ImageManifest::from_file(src_blob(entry.digest().as_ref()))?;
+        let layout = self.layout(repository);
+        let blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).map_err(io(format!("creating {}", blobs.display())))?;
+        std::fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .map_err(io("writing oci-layout"))?;
+        let digests = manifest
+            .layers()
+            .iter()
+            .chain(std::iter::once(manifest.config()))
+            .map(|d| d.digest().to_string())
+            .chain(std::iter::once(entry.digest().to_string()));
+        for digest in digests {
+            let to = self.blob_path(repository, &digest);
+            if to.exists() {
+                continue;
+            }
+            let tmp = to.with_extension("tmp");
+            std::fs::copy(src_blob(&digest), &tmp).map_err(io(format!("copying blob {digest}")))?;
+            std::fs::rename(&tmp, &to).map_err(io(format!("storing blob {digest}")))?;
+        }
+        let new_tag = format!("sha256-{}", entry.digest().digest());
+        self.add_to_index(repository, &new_tag, entry.digest().as_ref(), entry.size())?;
+        Ok(ImageRef {
+            repository: repository.to_string(),
+            tag: new_tag,
+            digest: entry.digest().to_string(),
+        })
+    }
+
+    /// Unpacks an image's layers into `dest` (a root filesystem), in order, applying each
+    /// layer's whiteouts to the layers below. Device nodes are never created, and nothing
+    /// is written outside `dest` whatever the layers' paths and links say.
     pub fn unpack(&self, image: &ImageRef, dest: &Path) -> Result<(), ImageError> {
         let manifest = self.manifest(image)?;
         std::fs::create_dir_all(dest).map_err(io(format!("creating {}", dest.display())))?;
+        let root = dest
+            .canonicalize()
+            .map_err(io(format!("reading {}", dest.display())))?;
         for layer in manifest.layers() {
             let f = std::fs::File::open(self.blob_path(&image.repository, layer.digest().as_ref()))
                 .map_err(io("opening layer"))?;
-            let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-            tar.set_preserve_permissions(true);
-            tar.unpack(dest)
-                .map_err(io(format!("unpacking into {}", dest.display())))?;
+            let reader: Box<dyn std::io::Read> = match layer.media_type() {
+                MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
+                    Box::new(flate2::read::MultiGzDecoder::new(f))
+                }
+                MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Box::new(f),
+                MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => Box::new(
+                    zstd::stream::read::Decoder::new(f).map_err(io("reading a zstd layer"))?,
+                ),
+                MediaType::Other(t) if t.ends_with("tar.gzip") || t.ends_with("tar+gzip") => {
+                    Box::new(flate2::read::MultiGzDecoder::new(f))
+                }
+                other => return Err(ImageError::LayerType(other.to_string())),
+            };
+            apply_layer(reader, &root).map_err(io(format!("unpacking into {}", dest.display())))?;
         }
         Ok(())
     }
@@ -331,6 +527,86 @@ impl ImageStore {
             std::fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
         }
         Ok(())
+    }
+}
+
+/// Applies one layer (a tar stream) on top of `root` (canonical).
+fn apply_layer(reader: impl std::io::Read, root: &Path) -> std::io::Result<()> {
+    let mut tar = tar::Archive::new(reader);
+    tar.set_preserve_permissions(true);
+    tar.set_overwrite(true);
+    // What this layer itself put in place: an opaque whiteout hides only lower layers.
+    let mut added: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut opaque: Vec<PathBuf> = Vec::new();
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let rel: PathBuf = entry
+            .path()?
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        let Some(name) = rel.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        if name == OPAQUE {
+            opaque.push(parent);
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            remove_inside(root, &parent.join(hidden))?;
+            continue;
+        }
+        if matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Char | tar::EntryType::Block
+        ) {
+            continue;
+        }
+        added.insert(rel.clone());
+        entry.unpack_in(root)?;
+    }
+    for dir in opaque {
+        let Some(full) = inside(root, &dir)? else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(&full) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let rel = dir.join(e.file_name());
+            if !added.iter().any(|a| a.starts_with(&rel)) {
+                remove_inside(root, &rel)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `root/rel` when its parent directory resolves inside `root` (links included).
+fn inside(root: &Path, rel: &Path) -> std::io::Result<Option<PathBuf>> {
+    let full = root.join(rel);
+    let parent = match full.parent() {
+        Some(p) => p,
+        None => return Ok(None),
+    };
+    match parent.canonicalize() {
+        Ok(p) if p.starts_with(root) => Ok(Some(p.join(full.file_name().unwrap_or_default()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `root/rel` (a file, link or whole directory) if it is there and inside `root`.
+fn remove_inside(root: &Path, rel: &Path) -> std::io::Result<()> {
+    let Some(path) = inside(root, rel)? else {
+        return Ok(());
+    };
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+        Ok(_) => std::fs::remove_file(&path),
+        Err(_) => Ok(()),
     }
 }
 
@@ -380,12 +656,12 @@ mod tests {
         let store = ImageStore::new(store_dir.path());
         let mut processes = BTreeMap::new();
         processes.insert("web".to_string(), "python3 app.py".to_string());
-        let meta = ImageMeta {
+        let meta = ImageMeta::host_stack(
             processes,
-            release_command: Some("./migrate".into()),
-            test_command: None,
-            env: vec!["A=1".into()],
-        };
+            Some("./migrate".into()),
+            None,
+            vec!["A=1".into()],
+        );
         let a = store
             .write("hello", "sha256-abc", app.path(), &meta)
             .unwrap();

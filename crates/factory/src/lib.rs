@@ -7,10 +7,15 @@
 //! - [`builder`] executes a plan inside a container on the same runtime as apps, sharing the
 //!   host's network and toolchains ("host stack") with a per-app build cache.
 //! - [`image`] writes and reads OCI image layouts: the built app as a layer, its processes in
-//!   the image config, tagged immutably.
+//!   the image config, tagged immutably; images that bring their own root filesystem too.
+//! - [`dockerfile`] builds Dockerfiles with buildah, unprivileged, every `FROM` resolved by
+//!   berth; [`foreign`] takes in pulled and Dockerfile-built images and reads how to run
+//!   them; [`registry`] pulls and pushes with skopeo.
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod dockerfile;
+pub mod foreign;
 pub mod git;
 pub mod image;
 pub mod plan;

@@ -1,10 +1,13 @@
-//! Pushing built images to an OCI registry (Distribution API) — the registry a cluster or a
-//! team pulls from. Images go as they are in berth's store (same manifest digest), tagged
-//! like there: the git commit, or `sha256-<source digest>`. skopeo does the transfer.
+//! OCI registries (Distribution API): pushing built images to the registry a cluster or a
+//! team pulls from — as they are in berth's store (same manifest digest), tagged like
+//! there: the git commit, or `sha256-<source digest>` — and pulling images to deploy or to
+//! build on. skopeo does the transfers, with the credentials berth holds and never those
+//! of the user running it.
 
 use crate::image::ImageStore;
 use crate::tool::Ran;
 use berth_core::model::ImageRef;
+use berth_core::registries::ImageReference;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,8 +20,96 @@ pub enum RegistryError {
     Missing,
     #[error("pushing {reference} failed: {detail}")]
     Push { reference: String, detail: String },
-    #[error("pushing {0} took longer than {1:?}")]
+    #[error("copying {0} took longer than {1:?}")]
     Timeout(String, Duration),
+    #[error("{reference} was not found in its registry: {detail}")]
+    NotFound { reference: String, detail: String },
+    #[error("the registry refused access to {reference}: {detail}")]
+    Unauthorized { reference: String, detail: String },
+    #[error("pulling {reference} failed: {detail}")]
+    Pull { reference: String, detail: String },
+}
+
+/// How berth reaches registries it pulls from.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// An auth file (`{"auths": {HOST: {"auth": …}}}`) with the credentials berth holds.
+    pub auth_file: Option<std::path::PathBuf>,
+    /// Registry hosts spoken to without TLS (besides those on loopback).
+    pub plain_http: Vec<String>,
+    /// Where Docker Hub names (`debian:bookworm`) are pulled from instead of Docker Hub.
+    pub docker_hub_mirror: Option<String>,
+}
+
+impl Access {
+    /// Whether `reference`'s registry is spoken to with TLS verified.
+    pub fn tls_verify(&self, reference: &ImageReference) -> bool {
+        !(reference.on_loopback() || self.plain_http.contains(&reference.registry))
+    }
+}
+
+/// Copies the image `reference` names (this machine's platform, from a multi-platform
+/// index) into the OCI layout `layout` as `tag`, digests unchanged where the image is
+/// already in OCI form.
+pub fn pull(
+    reference: &ImageReference,
+    layout: &std::path::Path,
+    tag: &str,
+    access: &Access,
+    timeout: Duration,
+) -> Result<(), RegistryError> {
+    let whole = reference.whole();
+    let deadline = Instant::now() + timeout;
+    let attempt = |preserve: bool| {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--retry-times", "2"])
+            .arg(format!("--src-tls-verify={}", access.tls_verify(reference)));
+        if preserve {
+            cmd.arg("--preserve-digests");
+        }
+        if let Some(auth) = &access.auth_file {
+            cmd.arg("--src-authfile").arg(auth);
+        } else {
+            // Never the credentials of whoever runs berth.
+            cmd.arg("--src-no-creds");
+        }
+        cmd.arg(format!("docker://{whole}"))
+            .arg(format!("oci:{}:{tag}", layout.display()));
+        crate::tool::run_until(&mut cmd, deadline)
+    };
+    let mut ran = attempt(true);
+    if let Ok(Ran::Failed(why)) = &ran {
+        // A Docker-format image becomes an OCI one on the way: its digest changes.
+        if why.contains("preserve") || why.contains("digest") {
+            ran = attempt(false);
+        }
+    }
+    match ran {
+        Ok(Ran::Succeeded) => Ok(()),
+        Ok(Ran::Failed(detail)) => {
+            let lower = detail.to_ascii_lowercase();
+            let reference = whole;
+            if lower.contains("manifest unknown")
+                || lower.contains("not found")
+                || lower.contains("name unknown")
+            {
+                Err(RegistryError::NotFound { reference, detail })
+            } else if lower.contains("unauthorized")
+                || lower.contains("authentication required")
+                || lower.contains("denied")
+            {
+                Err(RegistryError::Unauthorized { reference, detail })
+            } else {
+                Err(RegistryError::Pull { reference, detail })
+            }
+        }
+        Ok(Ran::TimedOut) => Err(RegistryError::Timeout(whole, timeout)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RegistryError::Missing),
+        Err(e) => Err(RegistryError::Pull {
+            reference: whole,
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// A registry images are pushed to.

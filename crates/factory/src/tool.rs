@@ -58,6 +58,43 @@ pub fn run_until(cmd: &mut Command, deadline: Instant) -> std::io::Result<Ran> {
     }
 }
 
+/// Runs `cmd` until it exits or `deadline` passes, its standard output and error appended
+/// to `log` as they come (a build's live log). An error only when it could not be started.
+pub fn run_logged(
+    cmd: &mut Command,
+    log: &std::path::Path,
+    deadline: Instant,
+) -> std::io::Result<Ran> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    use std::os::unix::process::CommandExt as _;
+    // Its own process group, so that a timeout stops what it started too.
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()?;
+    loop {
+        match child.try_wait()? {
+            Some(status) if status.success() => return Ok(Ran::Succeeded),
+            Some(status) => return Ok(Ran::Failed(format!("exited with {status}"))),
+            None if Instant::now() >= deadline => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(Ran::TimedOut);
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

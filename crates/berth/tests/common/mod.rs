@@ -3,6 +3,8 @@
 //! and a tiny HTTP client that talks to the edge on loopback.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

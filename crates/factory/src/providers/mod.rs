@@ -22,7 +22,7 @@ pub const BERTH_IN_CONTAINER: &str = "/.berth/berth";
 pub enum DetectError {
     #[error(
         "berth does not know how to build this directory: it looked for Procfile, \
-         requirements.txt, pyproject.toml, package.json, Cargo.toml and index.html and found none"
+         requirements.txt, pyproject.toml, package.json, Cargo.toml, index.html and a Dockerfile and found none"
     )]
     Unrecognised,
     #[error(transparent)]

@@ -1,0 +1,314 @@
+//! End-to-end: images berth did not build from a language — an image deployed from a
+//! registry, and a Dockerfile built by buildah — against a real registry on loopback
+//! (Debian's `docker-registry`, wanting a password) holding a base image this test makes
+//! from busybox with buildah. Such images bring their own root filesystem (no host `/usr`),
+//! run as berth's unprivileged user whatever they ask for, and anything wrong with them —
+//! no credentials, a missing tag, another CPU architecture, a failing or privileged build
+//! step, a base nobody can resolve — is refused with the reason while the serving release
+//! keeps serving.
+
+mod common;
+
+use common::registry::{registry, RegistryServer, PASSWORD, PUSHER};
+use common::Platform;
+use std::path::Path;
+use std::process::Command;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A busybox image (httpd, a shell, a CGI script that says who runs it) as an OCI layout,
+/// made for `arch`, asking to run as root; its reference for skopeo.
+fn busybox_image(work: &Path, arch: &str) -> String {
+    let root = work.join(format!("rootfs-{arch}"));
+    std::fs::create_dir_all(root.join("bin")).expect("rootfs");
+    std::fs::create_dir_all(root.join("www/cgi-bin")).expect("rootfs");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox (scripts/install-deps installs busybox-static)");
+    for applet in [
+        "sh", "httpd", "id", "echo", "mkdir", "cat", "ls", "printf", "chmod",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("applet");
+    }
+    std::fs::write(root.join("www/index.html"), "hello from the registry\n").expect("page");
+    let cgi = root.join("www/cgi-bin/whoami");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho Content-Type: text/plain\necho\nid -u\n",
+    )
+    .expect("cgi");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir_all(root.join("etc")).expect("etc");
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+    // buildah (as root, with storage of its own) turns the tree into an OCI image.
+    let storage = work.join("buildah");
+    let buildah = || {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    let out = buildah()
+        .args(["from", "scratch"])
+        .output()
+        .expect("buildah");
+    assert!(out.status.success(), "{out:?}");
+    let container = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    run(buildah().args(["copy", &container]).arg(&root).arg("/"));
+    run(buildah().args([
+        "config",
+        "--arch",
+        arch,
+        "--os",
+        "linux",
+        "--user",
+        "root",
+        "--workingdir",
+        "/www",
+        "--port",
+        "8080/tcp",
+        "--cmd",
+        r#"["httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+        &container,
+    ]));
+    let layout = work.join(format!("layout-{arch}"));
+    let reference = format!("oci:{}:1", layout.display());
+    run(buildah().args([
+        "commit", "--quiet", "--format", "oci", &container, &reference,
+    ]));
+    run(buildah().args(["rm", &container]));
+    reference
+}
+
+/// Pushes a layout's image to the test registry as `path`.
+fn push(reg: &RegistryServer, source: &str, path: &str) -> String {
+    let reference = format!("127.0.0.1:{}/{path}", reg.port);
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("--dest-creds={PUSHER}:{PASSWORD}"))
+        .arg(source)
+        .arg(format!("docker://{reference}")));
+    reference
+}
+
+fn registry_digest(reference: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("--creds={PUSHER}:{PASSWORD}"))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "{out:?}");
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+    seen["Digest"].as_str().expect("digest").to_string()
+}
+
+fn login(p: &Platform, reg: &RegistryServer) {
+    let out = p.berth_env(
+        &[
+            "registry",
+            "login",
+            &format!("127.0.0.1:{}", reg.port),
+            "--username",
+            PUSHER,
+        ],
+        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Runs a berth command that must succeed; all it printed.
+fn deploys(p: &Platform, args: &[&str]) -> String {
+    let out = p.berth(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {text}\n{}",
+        p.up_log()
+    );
+    text
+}
+
+/// The user id the image's CGI script reports (the edge may answer it chunked).
+fn uid_serving(p: &Platform, app: &str) -> String {
+    let body = p.answer(app, "/cgi-bin/whoami");
+    body.lines()
+        .map(str::trim)
+        .find(|l| l.len() > 1 && l.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no user id in {body:?}"))
+        .to_string()
+}
+
+fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
+    p.json(&["releases", app])
+        .as_array()
+        .expect("releases")
+        .clone()
+}
+
+#[test]
+fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
+    let reg = registry(true);
+    let work = tempfile::tempdir().expect("tempdir");
+    let web = push(&reg, &busybox_image(work.path(), "amd64"), "team/web:1");
+    let arm = push(&reg, &busybox_image(work.path(), "arm64"), "team/web:arm");
+    let p = Platform::start();
+
+    // Without credentials the registry refuses, and nothing is made.
+    let err = p.fails(&["deploy", "--image", &web, "--app", "web"]);
+    assert!(
+        err.contains("refused access") && err.contains("berth registry login 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(p.json(&["apps"]).as_array().expect("apps").is_empty());
+
+    login(&p, &reg);
+    let out = deploys(&p, &["deploy", "--image", &web, "--app", "web"]);
+    assert!(
+        out.contains("runs every app as the unprivileged user 10001"),
+        "{out}"
+    );
+    assert_eq!(p.answer("web", "/"), "hello from the registry\n");
+    // Asked for root, runs as berth's app user.
+    assert_eq!(uid_serving(&p, "web"), "10001");
+    let listed = releases(&p, "web");
+    let digest = registry_digest(&web);
+    assert_eq!(listed[0]["image"]["digest"], digest.as_str(), "{listed:?}");
+    let description = listed[0]["description"].as_str().expect("description");
+    assert!(
+        description.contains(&format!("team/web@{digest}")),
+        "{description}"
+    );
+
+    // A tag that does not exist, an image for another CPU, a malformed reference:
+    // refused, v1 keeps serving.
+    let missing = web.replace(":1", ":404");
+    let err = p.fails(&["deploy", "--image", &missing, "--app", "web"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = p.fails(&["deploy", "--image", &arm, "--app", "web"]);
+    assert!(
+        err.contains("linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    let err = p.fails(&["deploy", "--image", "http://Bad Ref", "--app", "web"]);
+    assert!(err.contains("not an image reference"), "{err}");
+    assert_eq!(releases(&p, "web").len(), 1);
+    assert_eq!(p.answer("web", "/"), "hello from the registry\n");
+
+    // The same image in gVisor, with berth.toml beside it.
+    let dir = work.path().join("sandboxed");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("berth.toml"),
+        "name = \"boxed\"\nisolation = \"sandbox\"\n",
+    )
+    .expect("berth.toml");
+    deploys(&p, &["deploy", &dir.display().to_string(), "--image", &web]);
+    assert_eq!(p.answer("boxed", "/"), "hello from the registry\n");
+    assert_eq!(uid_serving(&p, "boxed"), "10001");
+    assert_eq!(p.json(&["apps"]).as_array().expect("apps").len(), 2);
+}
+
+#[test]
+fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
+    let reg = registry(true);
+    let work = tempfile::tempdir().expect("tempdir");
+    let base = push(&reg, &busybox_image(work.path(), "amd64"), "base/busybox:1");
+    let p = Platform::start();
+    login(&p, &reg);
+
+    let dir = work.path().join("site");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("message.txt"), "from the context\n").expect("file");
+    std::fs::write(dir.join("secret.txt"), "never in the image\n").expect("file");
+    std::fs::write(dir.join(".dockerignore"), "secret.txt\n").expect("file");
+    // The base exposes 8080 and this image 9090 too: berth asks which one serves.
+    let dockerfile = |last_step: &str| {
+        format!(
+            "ARG BASE={base}\n\
+             FROM ${{BASE}} AS build\n\
+             COPY . /ctx\n\
+             RUN mkdir -p /out/cgi-bin && echo \"built as $(id -u)\" > /out/index.html \\\n\
+             \x20 && ls /ctx > /out/files.txt \\\n\
+             \x20 && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nid -u\\n' > /out/cgi-bin/whoami \\\n\
+             \x20 && chmod 755 /out/cgi-bin/whoami\n\
+             {last_step}\n\
+             FROM ${{BASE}}\n\
+             COPY --from=build /out /site\n\
+             USER root\n\
+             EXPOSE 9090\n\
+             WORKDIR /site\n\
+             CMD [\"httpd\", \"-f\", \"-p\", \"9090\", \"-h\", \"/site\"]\n"
+        )
+    };
+    std::fs::write(dir.join("Dockerfile"), dockerfile("")).expect("Dockerfile");
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(err.contains("exposes ports [8080, 9090]"), "{err}");
+    std::fs::write(dir.join("berth.toml"), "port = 9090\n").expect("berth.toml");
+    let out = deploys(&p, &["deploy", &dir.display().to_string()]);
+    assert!(out.contains("buildah (unprivileged)"), "{out}");
+    assert!(out.contains("Pulling base image 127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("runs every app as the unprivileged user 10001"),
+        "{out}"
+    );
+    // Built as root inside the build's own user namespace; serving as the app user, on the
+    // port the image exposes, from its working directory.
+    assert_eq!(p.answer("site", "/"), "built as 0\n");
+    assert_eq!(uid_serving(&p, "site"), "10001");
+    let files = p.answer("site", "/files.txt");
+    assert!(
+        files.contains("message.txt") && files.contains("Dockerfile"),
+        "{files}"
+    );
+    assert!(
+        !files.contains("secret.txt"),
+        ".dockerignore honoured: {files}"
+    );
+    let release = &releases(&p, "site")[0];
+    assert_eq!(release["config"]["port"], 9090, "{release}");
+
+    // Broken builds are refused with their reason; v1 keeps serving.
+    for (step, expected) in [
+        ("RUN false", "build command failed"),
+        (
+            "RUN --security=insecure mount -t tmpfs none /mnt",
+            "--security=insecure",
+        ),
+    ] {
+        std::fs::write(dir.join("Dockerfile"), dockerfile(step)).expect("Dockerfile");
+        let err = p.fails(&["deploy", &dir.display().to_string()]);
+        assert!(err.contains(expected), "{step}: {err}");
+    }
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM 127.0.0.1:{}/nobody/has-this:1\nCMD [\"true\"]\n",
+            reg.port
+        ),
+    )
+    .expect("Dockerfile");
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(
+        err.contains("FROM 127.0.0.1:") && err.contains("not found"),
+        "{err}"
+    );
+    assert_eq!(releases(&p, "site").len(), 1);
+    assert_eq!(p.answer("site", "/"), "built as 0\n");
+}

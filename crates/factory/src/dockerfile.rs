@@ -1,0 +1,414 @@
+//! Dockerfile builds with buildah, run unprivileged: buildah runs as the build user (uid
+//! 10001) in a user namespace of its own (`--isolation chroot`, rootless storage), never as
+//! root. berth resolves every `FROM` itself — pulled with the platform's registry
+//! credentials into a local OCI layout the build reads (`--pull-never`) — so that no
+//! credential ever reaches the build and a base nobody can resolve fails before it starts.
+//! Intermediate layers are cached per app (`--layers`).
+
+use crate::builder::{log_step, BuildError, BuildOutput, BuildRequest};
+use crate::foreign::{self, PULL_TIMEOUT};
+use crate::image::ImageStore;
+use crate::registry;
+use crate::tool::{run_logged, Ran};
+use berth_runtime::bundle::{APP_GID, APP_UID};
+use berth_runtime::ownership::chown_tree;
+use dockerfile_parser::{Dockerfile, Instruction};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The host account builds run as: buildah needs a name for its uid and subordinate ids.
+pub const BUILD_USER: &str = "berth-build";
+/// The OCI layout of the pulled bases, in the app's build cache.
+const BASES: &str = "bases";
+/// First subordinate id handed to the build user when none is configured.
+const SUBID_START: u64 = 1_000_000;
+const SUBID_COUNT: u64 = 65_536;
+
+/// The Dockerfile a directory is built with, when it is built with one.
+pub fn dockerfile_of(dir: &Path, toml: &berth_core::spec::BerthToml) -> Option<PathBuf> {
+    match &toml.build.dockerfile {
+        Some(f) => Some(dir.join(f)),
+        None => ["Dockerfile", "Containerfile"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file()),
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// Builds `app_dir` with its Dockerfile `dockerfile`; the image, in berth's store.
+pub fn build(
+    images: &ImageStore,
+    cache_root: &Path,
+    req: &BuildRequest,
+    app_dir: &Path,
+    dockerfile: &Path,
+    work: &Path,
+) -> Result<BuildOutput, BuildError> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(dockerfile).map_err(|e| {
+        BuildError::Dockerfile(format!(
+            "{}: {e}",
+            dockerfile
+                .strip_prefix(app_dir)
+                .unwrap_or(dockerfile)
+                .display()
+        ))
+    })?;
+    let parsed = Dockerfile::parse(&text)
+        .map_err(|e| BuildError::Dockerfile(format!("the Dockerfile does not parse: {e}")))?;
+    refuse_privileged(&parsed)?;
+    log_step(
+        &req.log_file,
+        "Building the Dockerfile with buildah (unprivileged)",
+    );
+    ensure_build_user()?;
+
+    let cache = cache_root.join(&req.app).join("buildah");
+    let bases = cache.join(BASES);
+    std::fs::create_dir_all(&bases).map_err(io(format!("creating {}", bases.display())))?;
+    let rewritten = resolve_bases(&parsed, &req.toml.build.args, &bases, req)?;
+    let file = work.join("Dockerfile.berth");
+    std::fs::write(&file, rewritten).map_err(io("writing the resolved Dockerfile"))?;
+
+    let run = work.join("run");
+    let out = work.join("out");
+    std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
+    // The build user owns its scratch (with the source) and its storage; it only reads the
+    // bases berth pulled.
+    chown_tree(work, APP_UID, APP_GID)?;
+    for d in [cache.join("home"), cache.join("storage")] {
+        if !d.exists() {
+            std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
+            std::os::unix::fs::chown(&d, Some(APP_UID), Some(APP_GID))
+                .map_err(io(format!("handing {} to the build user", d.display())))?;
+        }
+    }
+
+    let deadline = Instant::now() + req.timeout;
+    let tag = format!("localhost/berth-build/{}", req.build_id);
+    let mut bud = buildah(&cache, &run);
+    bud.args(["bud", "--isolation", "chroot", "--pull-never", "--layers"])
+        .args(["--format", "oci"])
+        .arg("-f")
+        .arg(&file)
+        .args(["-t", &tag]);
+    for (k, v) in &req.toml.build.args {
+        bud.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    if let Some(target) = &req.toml.build.target {
+        bud.args(["--target", target]);
+    }
+    bud.arg(app_dir);
+    match run_logged(&mut bud, &req.log_file, deadline) {
+        Ok(Ran::Succeeded) => {}
+        Ok(Ran::Failed(_)) => return Err(BuildError::Failed { code: 1 }),
+        Ok(Ran::TimedOut) => return Err(BuildError::TimedOut(req.timeout.as_secs())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BuildError::MissingTool(
+                "buildah",
+                "apt-get install buildah uidmap",
+            ))
+        }
+        Err(e) => return Err(io("running buildah")(e)),
+    }
+    let mut push = buildah(&cache, &run);
+    push.args(["push", "--quiet", &tag])
+        .arg(format!("oci:{}:image", out.display()));
+    let pushed = run_logged(&mut push, &req.log_file, deadline);
+    let mut rmi = buildah(&cache, &run);
+    rmi.args(["rmi", &tag]);
+    let _ = crate::tool::run_until(
+        &mut rmi,
+        Instant::now() + std::time::Duration::from_secs(60),
+    );
+    match pushed {
+        Ok(Ran::Succeeded) => {}
+        Ok(Ran::TimedOut) => return Err(BuildError::TimedOut(req.timeout.as_secs())),
+        Ok(Ran::Failed(why)) => {
+            return Err(BuildError::Dockerfile(format!(
+                "storing the built image: {why}"
+            )))
+        }
+        Err(e) => return Err(io("running buildah push")(e)),
+    }
+    let image = images.import(&req.app, &out, "image")?;
+    log_step(
+        &req.log_file,
+        &format!("Built in {:.1}s", started.elapsed().as_secs_f64()),
+    );
+    foreign::adopt(images, req, image, false)
+}
+
+/// buildah as the build user, with this app's storage.
+fn buildah(cache: &Path, run: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &APP_UID.to_string(),
+        "--regid",
+        &APP_GID.to_string(),
+        "--clear-groups",
+        "--",
+        "buildah",
+        "--storage-driver",
+        "vfs",
+    ])
+    .arg("--root")
+    .arg(cache.join("storage"))
+    .arg("--runroot")
+    .arg(run.join("storage"))
+    .env_clear()
+    .env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    )
+    .env("HOME", cache.join("home"))
+    .env("XDG_RUNTIME_DIR", run)
+    .env("BUILDAH_ISOLATION", "chroot")
+    // No registries to search: every FROM is resolved by berth beforehand.
+    .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
+    .current_dir(cache);
+    cmd
+}
+
+/// A build step that asks for more than an unprivileged build has is refused up front.
+fn refuse_privileged(df: &Dockerfile) -> Result<(), BuildError> {
+    for ins in &df.instructions {
+        if let Instruction::Run(run) = ins {
+            let text = &df.content[run.span.start..run.span.end.min(df.content.len())];
+            for flag in ["--security=insecure", "--device", "--privileged"] {
+                if text.contains(flag) {
+                    let line = df.content[..run.span.start].lines().count() + 1;
+                    return Err(BuildError::Privileged(format!(
+                        "line {line}: RUN {flag}: berth builds without privileges; remove it"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each `FROM` (and `COPY --from`) naming an image with a local copy of it,
+/// pulled by berth; stage names and `scratch` stay.
+fn resolve_bases(
+    df: &Dockerfile,
+    build_args: &BTreeMap<String, String>,
+    bases: &Path,
+    req: &BuildRequest,
+) -> Result<String, BuildError> {
+    let mut args: BTreeMap<String, String> = df
+        .global_args
+        .iter()
+        .filter_map(|a| {
+            a.value
+                .as_ref()
+                .map(|v| (a.name.content.clone(), v.content.clone()))
+        })
+        .collect();
+    args.extend(build_args.clone());
+    let mut stages: HashSet<String> = HashSet::new();
+    let mut splices: Vec<(dockerfile_parser::Span, String)> = Vec::new();
+    let mut pulled: BTreeMap<String, String> = BTreeMap::new();
+    let mut base_of =
+        |image: &str, splices_at: dockerfile_parser::Span| -> Result<(), BuildError> {
+            let name = substitute(image, &args)?;
+            let local = match pulled.get(&name) {
+                Some(l) => l.clone(),
+                None => {
+                    let reference = foreign::resolve(&name, &req.access)
+                        .map_err(|e| BuildError::Dockerfile(format!("FROM {name}: {e}")))?;
+                    log_step(
+                        &req.log_file,
+                        &format!("Pulling base image {}", reference.whole()),
+                    );
+                    let tag = format!("b{}", pulled.len());
+                    registry::pull(
+                        &reference,
+                        bases,
+                        &tag,
+                        &req.access,
+                        PULL_TIMEOUT.min(req.timeout),
+                    )
+                    .map_err(|e| BuildError::Base {
+                        image: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    // Relative to buildah's working directory (the app's build cache): buildah
+                    // names the base after its path, which must be lowercase.
+                    let local = format!("oci:{BASES}:{tag}");
+                    pulled.insert(name.clone(), local.clone());
+                    local
+                }
+            };
+            splices.push((splices_at, local));
+            Ok(())
+        };
+    for ins in &df.instructions {
+        match ins {
+            Instruction::From(from) => {
+                let image = from.image.content.as_str();
+                if !stages.contains(image) && image != "scratch" {
+                    base_of(image, from.image.span)?;
+                }
+                if let Some(alias) = &from.alias {
+                    stages.insert(alias.content.clone());
+                }
+            }
+            Instruction::Copy(copy) => {
+                for flag in &copy.flags {
+                    let value = flag.value.content.as_str();
+                    if flag.name.content == "from"
+                        && !stages.contains(value)
+                        && value.parse::<usize>().is_err()
+                    {
+                        base_of(value, flag.value.span)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut splicer = df.splicer();
+    // Later spans first, so earlier offsets stay valid.
+    splices.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
+    for (span, replacement) in splices {
+        splicer.splice(&span, &replacement);
+    }
+    Ok(splicer.content)
+}
+
+/// `$NAME` and `${NAME}` in a `FROM` from the build's arguments.
+fn substitute(text: &str, args: &BTreeMap<String, String>) -> Result<String, BuildError> {
+    let mut out = text.to_string();
+    for (k, v) in args {
+        out = out
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
+    }
+    if out.contains('$') {
+        return Err(BuildError::Dockerfile(format!(
+            "FROM {text}: an argument it uses has no value; give it in [build.args] of berth.toml or as ARG NAME=default before the first FROM"
+        )));
+    }
+    Ok(out)
+}
+
+/// Makes the host account buildah runs as (uid 10001) and its subordinate ids, once.
+fn ensure_build_user() -> Result<(), BuildError> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("reading /etc/passwd"))?;
+    let uid = APP_UID.to_string();
+    let existing = passwd
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some(uid.as_str()))
+        .and_then(|l| l.split(':').next())
+        .map(str::to_string);
+    let user = match existing {
+        Some(u) => u,
+        None => {
+            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            let gid = APP_GID.to_string();
+            if !group
+                .lines()
+                .any(|l| l.split(':').nth(2) == Some(gid.as_str()))
+            {
+                admin(Command::new("groupadd").args(["--system", "--gid", &gid, BUILD_USER]))?;
+            }
+            admin(Command::new("useradd").args([
+                "--system",
+                "--uid",
+                &uid,
+                "--gid",
+                &gid,
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                BUILD_USER,
+            ]))?;
+            BUILD_USER.to_string()
+        }
+    };
+    for (file, flag) in [
+        ("/etc/subuid", "--add-subuids"),
+        ("/etc/subgid", "--add-subgids"),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let has = text.lines().any(|l| {
+            let owner = l.split(':').next().unwrap_or_default();
+            owner == user || owner == uid
+        });
+        if has {
+            continue;
+        }
+        let start = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(':').skip(1);
+                let s: u64 = f.next()?.parse().ok()?;
+                let c: u64 = f.next()?.parse().ok()?;
+                Some(s + c)
+            })
+            .max()
+            .unwrap_or(0)
+            .max(SUBID_START);
+        admin(Command::new("usermod").args([
+            flag,
+            &format!("{start}-{}", start + SUBID_COUNT - 1),
+            &user,
+        ]))?;
+    }
+    Ok(())
+}
+
+fn admin(cmd: &mut Command) -> Result<(), BuildError> {
+    let out = cmd
+        .output()
+        .map_err(io(format!("running {:?}", cmd.get_program())))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::BuildUser(format!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privileged_steps_are_refused_with_their_line() {
+        let df = Dockerfile::parse(
+            "FROM base\nRUN echo ok\nRUN --security=insecure mount -t tmpfs x /mnt\n",
+        )
+        .unwrap();
+        let e = refuse_privileged(&df).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3") && e.contains("--security=insecure"),
+            "{e}"
+        );
+        let df = Dockerfile::parse("FROM base\nRUN echo fine\n").unwrap();
+        assert!(refuse_privileged(&df).is_ok());
+    }
+
+    #[test]
+    fn base_arguments_are_substituted_or_named() {
+        let mut args = BTreeMap::new();
+        args.insert("BASE".to_string(), "reg.local/base:1".to_string());
+        assert_eq!(substitute("${BASE}", &args).unwrap(), "reg.local/base:1");
+        assert_eq!(substitute("$BASE", &args).unwrap(), "reg.local/base:1");
+        assert!(substitute("${OTHER}", &args).is_err());
+    }
+}
