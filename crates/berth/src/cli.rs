@@ -84,6 +84,18 @@ pub enum Command {
     Ps { app: String },
     /// Show an app's releases: version, image, what made it, status, who, when.
     Releases { app: String },
+    /// Show an app's images: digest, size, the releases that run them, SBOM and signature.
+    ///
+    /// Every image berth builds or pulls gets an SPDX 2.3 SBOM (from the package databases
+    /// in it) and a cosign-format signature by the platform's key (<data>/signing/cosign.pub).
+    Images { app: String },
+    /// Print the SPDX 2.3 SBOM of an app's serving release (or --release N).
+    Sbom {
+        app: String,
+        /// The release (default: the one serving).
+        #[arg(long)]
+        release: Option<u32>,
+    },
     /// Go back to the previous release (or --to N) without rebuilding.
     Rollback {
         app: String,
@@ -820,6 +832,11 @@ pub struct UpArgs {
     /// in `FROM` or --image) are pulled from it instead, as HOST[:PORT].
     #[arg(long, env = "BERTH_REGISTRY_MIRROR", value_name = "HOST")]
     pub registry_mirror: Option<String>,
+    /// Start only images whose signature verifies with the platform's key (every image
+    /// berth builds or pulls is signed; see `berth images APP`). Deploys, rollbacks and
+    /// restarts of anything else are refused.
+    #[arg(long, env = "BERTH_REQUIRE_SIGNED")]
+    pub require_signed: bool,
     /// A file holding berth's client secret at the provider, when the provider wants one:
     /// berth exchanges sign-in codes itself, so the secret never leaves this machine.
     #[arg(long, env = "BERTH_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]

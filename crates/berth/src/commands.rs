@@ -103,6 +103,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Apps => apps(g).await,
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
+        Command::Images { app } => images(g, &app).await,
+        Command::Sbom { app, release } => sbom(g, &app, release).await,
         Command::Rollback { app, to } => {
             let client = crate::client::discover(g)?;
             let body = serde_json::json!({ "to": to });
@@ -283,6 +285,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
                 })
         })
         .transpose()?;
+    cfg.require_signed = a.require_signed;
     cfg.oidc_client_secret = a
         .oidc_client_secret_file
         .map(|f| {
@@ -820,6 +823,61 @@ async fn releases(g: &Global, app: &str) -> Result<i32> {
         &["VERSION", "STATUS", "IMAGE", "SOURCE", "BY", "CREATED"],
         &rows,
     );
+    Ok(0)
+}
+
+async fn images(g: &Global, app: &str) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let list: Vec<berth_core::api::ImageView> = client
+        .get_json(&berth_client::app_path(app, "/images"))
+        .await?;
+    if g.json {
+        output::json(&list);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            let digest = i.digest.trim_start_matches("sha256:");
+            vec![
+                format!("sha256:{}", &digest[..digest.len().min(12)]),
+                format!("{:.1} MiB", i.size as f64 / (1024.0 * 1024.0)),
+                i.releases
+                    .iter()
+                    .map(|v| format!("v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                i.sbom_packages
+                    .map_or_else(|| "-".to_string(), |n| format!("{n} packages")),
+                i.signature.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["IMAGE", "SIZE", "RELEASES", "SBOM", "SIGNATURE"], &rows);
+    Ok(0)
+}
+
+async fn sbom(g: &Global, app: &str, release: Option<u32>) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let version = match release {
+        Some(v) => v,
+        None => {
+            let list: Vec<ReleaseView> = client
+                .get_json(&berth_client::app_path(app, "/releases"))
+                .await?;
+            list.iter()
+                .find(|r| r.status == berth_core::model::ReleaseStatus::Active)
+                .map(|r| r.version)
+                .ok_or_else(|| anyhow!("{app} has no serving release; name one with --release N"))?
+        }
+    };
+    let doc: serde_json::Value = client
+        .get_json(&berth_client::app_path(
+            app,
+            &format!("/releases/{version}/sbom"),
+        ))
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(0)
 }
 

@@ -49,6 +49,13 @@ fn busybox_image(work: &Path, arch: &str) -> String {
     std::fs::create_dir_all(root.join("etc")).expect("etc");
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
     std::fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+    // What the SBOM reads: the image's package database.
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).expect("dpkg");
+    std::fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: busybox-static\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.35.0-4\n",
+    )
+    .expect("dpkg status");
     // buildah (as root, with storage of its own) turns the tree into an OCI image.
     let storage = work.join("buildah");
     let buildah = || {
@@ -153,6 +160,59 @@ fn uid_serving(p: &Platform, app: &str) -> String {
         .find(|l| l.len() > 1 && l.chars().all(|c| c.is_ascii_digit()))
         .unwrap_or_else(|| panic!("no user id in {body:?}"))
         .to_string()
+}
+
+/// Checks the image's cosign-format signature with openssl and the platform's public key:
+/// the signature artifact's payload names the image's digest and verifies.
+fn signature_verifies_with_openssl(p: &Platform, app: &str, digest: &str) {
+    let layout = p.data.path().join("images").join(app);
+    let tag = format!("{}.sig", digest.replace(':', "-"));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "no signature artifact: {out:?}");
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).expect("manifest");
+    let layer = &manifest["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    let blob = layout.join("blobs/sha256").join(
+        layer["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:"),
+    );
+    let payload: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&blob).expect("payload")).expect("payload JSON");
+    assert_eq!(
+        payload["critical"]["image"]["docker-manifest-digest"], digest,
+        "{payload}"
+    );
+    use base64::Engine as _;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .expect("signature"),
+        )
+        .expect("base64");
+    let sig_file = p.data.path().join("sig.der");
+    std::fs::write(&sig_file, sig).expect("sig");
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(p.data.path().join("signing/cosign.pub"))
+        .arg("-signature")
+        .arg(&sig_file)
+        .arg(&blob)
+        .output()
+        .expect("openssl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Verified OK"),
+        "{out:?}"
+    );
 }
 
 fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
@@ -284,6 +344,21 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     let release = &releases(&p, "site")[0];
     assert_eq!(release["config"]["port"], 9090, "{release}");
 
+    // Every image shows its SBOM and its signature.
+    let images = p.json(&["images", "site"]);
+    assert_eq!(images[0]["signature"], "verified", "{images}");
+    assert_eq!(images[0]["sbom_packages"], 1, "{images}");
+    let digest = release["image"]["digest"].as_str().expect("digest");
+    assert_eq!(images[0]["digest"], digest, "{images}");
+    let sbom: serde_json::Value = serde_json::from_str(&p.ok(&["sbom", "site"])).expect("SPDX");
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(
+        sbom["packages"][0]["externalRefs"][0]["referenceLocator"],
+        "pkg:deb/debian/busybox-static@1%3A1.35.0-4?arch=amd64",
+        "{sbom}"
+    );
+    signature_verifies_with_openssl(&p, "site", digest);
+
     // Broken builds are refused with their reason; v1 keeps serving.
     for (step, expected) in [
         ("RUN false", "build command failed"),
@@ -311,4 +386,40 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     );
     assert_eq!(releases(&p, "site").len(), 1);
     assert_eq!(p.answer("site", "/"), "built as 0\n");
+}
+
+#[test]
+fn with_require_signed_an_image_whose_signature_is_gone_never_starts() {
+    let reg = registry(true);
+    let work = tempfile::tempdir().expect("tempdir");
+    let one = push(&reg, &busybox_image(work.path(), "amd64"), "team/web:1");
+    let p = Platform::start_with(&["--require-signed"]);
+    login(&p, &reg);
+    let out = deploys(&p, &["deploy", "--image", &one, "--app", "web"]);
+    assert!(out.contains("signature of sha256:"), "{out}");
+    let listed = releases(&p, "web");
+    let digest = listed[0]["image"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    signature_verifies_with_openssl(&p, "web", &digest);
+
+    // Someone with write access to the image store drops the signature of the image v1
+    // runs: a new release of it (an env change) is refused, and v1 keeps serving.
+    let index_path = p.data.path().join("images/web/index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).expect("index")).expect("index JSON");
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    index["manifests"]
+        .as_array_mut()
+        .expect("manifests")
+        .retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != sig_tag.as_str());
+    std::fs::write(&index_path, index.to_string()).expect("index");
+    let images = p.json(&["images", "web"]);
+    assert_eq!(images[0]["signature"], "unsigned", "{images}");
+    let err = p.fails(&["env", "set", "web", "COLOUR=blue"]);
+    assert!(err.contains("not signed"), "{err}");
+    assert_eq!(releases(&p, "web").len(), 2);
+    assert_eq!(releases(&p, "web")[0]["status"], "failed");
+    assert_eq!(p.answer("web", "/"), "hello from the registry\n");
 }

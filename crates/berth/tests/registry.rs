@@ -41,6 +41,16 @@ fn built_images_are_pushed_with_their_commit_and_digest() {
     assert!(inspect.status.success(), "{inspect:?}");
     let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
     assert_eq!(seen["Digest"], digest.as_str(), "{seen}");
+    // Its signature and SBOM went along, under the tags cosign looks for.
+    for suffix in ["sig", "sbom"] {
+        let tag = format!("{}.{suffix}", digest.replace(':', "-"));
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://127.0.0.1:{}/team/pushed:{tag}", reg.port))
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "{tag}: {out:?}");
+    }
 
     // The registry goes away: the next deploy fails saying so; the release serving stays.
     let _ = reg.child.kill();

@@ -91,6 +91,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/apps/{app}/deploys/image", post(deploy_image))
         .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/images", get(images))
+        .route("/v1/apps/{app}/releases/{version}/sbom", get(release_sbom))
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
         .route("/v1/apps/{app}/instances", get(instances))
@@ -1469,6 +1471,98 @@ async fn releases(
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.store.releases(name.as_str()).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/images",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "The app's images, newest release first: digest, size, SBOM and signature", body = [berth_core::api::ImageView]))
+)]
+async fn images(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<Vec<berth_core::api::ImageView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let releases = p.store.releases(name.as_str()).await?;
+    let factory = p.factory.clone();
+    let views = tokio::task::spawn_blocking(move || {
+        let mut views: Vec<berth_core::api::ImageView> = Vec::new();
+        for r in releases {
+            if let Some(v) = views.iter_mut().find(|v| v.digest == r.image.digest) {
+                v.releases.push(r.version);
+                continue;
+            }
+            let images = factory.images();
+            let signature = match factory.verify(&r.image) {
+                Ok(berth_factory::signing::Verdict::Verified) => "verified".to_string(),
+                Ok(berth_factory::signing::Verdict::Unsigned) => "unsigned".to_string(),
+                Ok(berth_factory::signing::Verdict::Invalid(why)) => format!("invalid: {why}"),
+                Err(e) => format!("invalid: {e}"),
+            };
+            views.push(berth_core::api::ImageView {
+                digest: r.image.digest.clone(),
+                tag: r.image.tag.clone(),
+                size: images.size(&r.image).unwrap_or(0),
+                releases: vec![r.version],
+                sbom_packages: factory
+                    .sbom(&r.image)
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d["packages"].as_array().map(Vec::len)),
+                signature,
+            });
+        }
+        views
+    })
+    .await
+    .map_err(|e| ApiError::internal("listing images", e))?;
+    Ok(Json(views))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/releases/{version}/sbom",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name"), ("version" = u32, Path, description = "The release")),
+    responses((status = 200, description = "The SPDX 2.3 JSON document of the release's image", content_type = "application/spdx+json", body = Object))
+)]
+async fn release_sbom(
+    State(p): Shared,
+    ApiPath((app, version)): ApiPath<(String, u32)>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let release = p
+        .store
+        .release(name.as_str(), version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "release_not_found",
+                format!("{name} has no release v{version}"),
+            )
+            .hint(format!("see `berth releases {name}`"))
+        })?;
+    let factory = p.factory.clone();
+    let doc = tokio::task::spawn_blocking(move || factory.sbom(&release.image))
+        .await
+        .map_err(|e| ApiError::internal("reading the SBOM", e))?
+        .map_err(|e| ApiError::internal("reading the SBOM", e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "sbom_not_found",
+                format!("the image of {name} v{version} has no SBOM (it was built before berth made them)"),
+            )
+            .hint("deploy again to build an image with an SBOM")
+        })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/spdx+json")],
+        doc.to_string(),
+    )
+        .into_response())
 }
 
 #[utoipa::path(

@@ -93,9 +93,16 @@ pub struct PlatformConfig {
     pub registry: Option<berth_factory::registry::Registry>,
     /// Where Docker Hub names are pulled from instead (`--registry-mirror`).
     pub registry_mirror: Option<String>,
+    /// Only images whose signature verifies with the platform's key may start.
+    pub require_signed: bool,
 }
 
 impl PlatformConfig {
+    /// Where the platform's image signing key lives (`cosign.key`, `cosign.pub`).
+    pub fn signing_dir(&self) -> PathBuf {
+        self.data_dir.join("signing")
+    }
+
     /// Defaults for a data directory.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
@@ -129,6 +136,7 @@ impl PlatformConfig {
             oidc_client_secret: None,
             registry: None,
             registry_mirror: None,
+            require_signed: false,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,

@@ -1041,6 +1041,31 @@ impl Platform {
             .await?
             .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
 
+        // With --require-signed, an image whose signature does not verify never starts.
+        if self.cfg.require_signed {
+            let (factory, image) = (self.factory.clone(), release.image.clone());
+            let verdict = tokio::task::spawn_blocking(move || factory.verify(&image))
+                .await
+                .map_err(|e| ApiError::internal("verifying the image", e))?
+                .map_err(|e| ApiError::internal("verifying the image", e))?;
+            let why = match verdict {
+                berth_factory::signing::Verdict::Verified => None,
+                berth_factory::signing::Verdict::Unsigned => Some("it is not signed".to_string()),
+                berth_factory::signing::Verdict::Invalid(why) => Some(why),
+            };
+            if let Some(why) = why {
+                return Err(ApiError::invalid(
+                    "unsigned_image",
+                    format!("image {} of v{version} may not run: {why}", release.image.digest),
+                )
+                .hint("this platform runs only images it signed (berth up --require-signed); deploy from source or a registry again to sign a new image")
+                .into());
+            }
+            let _ = events.send(DeployEvent::Log {
+                line: format!("-----> signature of {} verified", release.image.digest),
+            });
+        }
+
         // The app's tests, before anything of the running release is touched.
         if let Some(tests) = tests {
             self.store.deploy_step(deploy_id, "test").await?;

@@ -31,6 +31,8 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::destroy_app,
         crate::api::deploy,
         crate::api::deploy_image,
+        crate::api::images,
+        crate::api::release_sbom,
         crate::api::releases,
         crate::api::rollback,
         crate::api::env_list,

@@ -344,14 +344,19 @@ impl Platform {
             )
             .with_secret_files(secret_files),
         );
-        let factory = Arc::new(Factory::new(
-            FactoryPaths {
-                work_root: cfg.builds_dir(),
-                cache_root: cfg.cache_dir(),
-            },
-            images,
-            runtime,
-        ));
+        let signer = berth_factory::signing::Signer::load_or_create(&cfg.signing_dir())
+            .map_err(|e| StartError::Other(format!("the image signing key: {e}")))?;
+        let factory = Arc::new(
+            Factory::new(
+                FactoryPaths {
+                    work_root: cfg.builds_dir(),
+                    cache_root: cfg.cache_dir(),
+                },
+                images,
+                runtime,
+            )
+            .with_signer(signer),
+        );
         let routes = RoutePublisher::new(cfg.clone());
         {
             let cfg = cfg.clone();

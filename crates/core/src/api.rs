@@ -41,6 +41,25 @@ pub struct AppSummary {
     pub project: String,
 }
 
+/// One image of an app in `berth images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImageView {
+    /// Manifest digest (`sha256:…`).
+    pub digest: String,
+    /// The tag it has in berth's store (a commit, or `sha256-…`).
+    pub tag: String,
+    /// Bytes stored: config and compressed layers.
+    pub size: u64,
+    /// The releases that run it, newest first.
+    pub releases: Vec<u32>,
+    /// Packages in its SBOM (SPDX 2.3), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_packages: Option<usize>,
+    /// `verified` (cosign-format signature by the platform's key), `unsigned`, or
+    /// `invalid: why`.
+    pub signature: String,
+}
+
 /// One release in `berth releases`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseView {

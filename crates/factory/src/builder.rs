@@ -93,6 +93,16 @@ pub enum BuildError {
     Ports(Vec<u16>),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("signing the image: {0}")]
+    Signing(String),
+}
+
+/// Media type of an SPDX JSON document.
+pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
+
+/// The tag of an image's SBOM (as `cosign attach sbom` names it).
+pub fn sbom_tag(digest: &str) -> String {
+    format!("{}.sbom", digest.replace(':', "-"))
 }
 
 /// Where builds happen on the host.
@@ -141,6 +151,7 @@ pub struct Factory {
     paths: FactoryPaths,
     images: ImageStore,
     runtime: Arc<dyn Runtime>,
+    signer: Option<crate::signing::Signer>,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -179,7 +190,67 @@ impl Factory {
             paths,
             images,
             runtime,
+            signer: None,
         }
+    }
+
+    /// Signs every image it builds or pulls with `signer`.
+    pub fn with_signer(mut self, signer: crate::signing::Signer) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Checks `image`'s signature against the platform's key.
+    pub fn verify(
+        &self,
+        image: &ImageRef,
+    ) -> Result<crate::signing::Verdict, crate::signing::SigningError> {
+        match &self.signer {
+            Some(s) => crate::signing::verify(&self.images, image, s.public_pem()),
+            None => Ok(crate::signing::Verdict::Unsigned),
+        }
+    }
+
+    /// Writes the image's SBOM and signature beside it, once.
+    fn attest(&self, req: &BuildRequest, image: &ImageRef) -> Result<(), BuildError> {
+        let sbom_tag = sbom_tag(&image.digest);
+        if self.images.find(&image.repository, &sbom_tag)?.is_none() {
+            let inventory = self.images.inventory(image)?;
+            let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            let doc = inventory.spdx(&image.repository, &image.digest, &created.to_string());
+            let bytes = serde_json::to_vec(&doc).map_err(|e| BuildError::Io {
+                context: "writing the SBOM".into(),
+                source: std::io::Error::other(e),
+            })?;
+            self.images.write_artifact(
+                &image.repository,
+                &sbom_tag,
+                SPDX_MEDIA_TYPE,
+                &bytes,
+                &[],
+            )?;
+            log_step(
+                &req.log_file,
+                &format!("SBOM: {} packages (SPDX 2.3)", inventory.packages.len()),
+            );
+        }
+        if let Some(signer) = &self.signer {
+            if self.verify(image).ok() != Some(crate::signing::Verdict::Verified) {
+                signer
+                    .sign(&self.images, image, &image.repository)
+                    .map_err(|e| BuildError::Signing(e.to_string()))?;
+                log_step(&req.log_file, &format!("Signed {}", image.digest));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SPDX document of an image, if it has one.
+    pub fn sbom(&self, image: &ImageRef) -> Result<Option<serde_json::Value>, BuildError> {
+        Ok(self
+            .images
+            .read_artifact(&image.repository, &sbom_tag(&image.digest))?
+            .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok()))
     }
 
     /// The image store the factory writes to.
@@ -190,6 +261,12 @@ impl Factory {
     /// Builds `archive` (a packed source) into an image, or reuses the image already built
     /// from the same source.
     pub fn build(&self, req: &BuildRequest, archive: &[u8]) -> Result<BuildOutput, BuildError> {
+        let out = self.build_or_pull(req, archive)?;
+        self.attest(req, &out.image)?;
+        Ok(out)
+    }
+
+    fn build_or_pull(&self, req: &BuildRequest, archive: &[u8]) -> Result<BuildOutput, BuildError> {
         if let Some(reference) = &req.toml.image {
             // An image from a registry: nothing is built, and a tag may have moved since.
             let work = self.paths.work_root.join(&req.build_id);

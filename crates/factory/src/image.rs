@@ -98,6 +98,9 @@ impl ImageMeta {
     }
 }
 
+/// An artifact's payload and its layer's annotations.
+pub type Artifact = (Vec<u8>, HashMap<String, String>);
+
 /// What an image was made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -309,6 +312,120 @@ impl ImageStore {
         })
     }
 
+    /// Stores `payload` as a one-layer OCI artifact tagged `tag` (a signature, an SBOM),
+    /// the layer of media type `media_type` carrying `annotations`.
+    pub fn write_artifact(
+        &self,
+        repository: &str,
+        tag: &str,
+        media_type: &str,
+        payload: &[u8],
+        annotations: &[(&str, &str)],
+    ) -> Result<(), ImageError> {
+        let layout = self.layout(repository);
+        std::fs::create_dir_all(layout.join("blobs/sha256"))
+            .map_err(io(format!("creating {}", layout.display())))?;
+        let (payload_hex, payload_size) = self.write_blob(repository, payload)?;
+        let config = serde_json::json!({
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{payload_hex}")] },
+        });
+        let config_bytes = canonical_json(&config)?;
+        let (config_hex, config_size) = self.write_blob(repository, &config_bytes)?;
+        let ann: HashMap<String, String> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageConfig)
+                    .digest(sha256_digest(&config_hex)?)
+                    .size(config_size)
+                    .build()?,
+            )
+            .layers(vec![DescriptorBuilder::default()
+                .media_type(MediaType::Other(media_type.to_string()))
+                .digest(sha256_digest(&payload_hex)?)
+                .size(payload_size)
+                .annotations(ann)
+                .build()?])
+            .build()?;
+        let (manifest_hex, manifest_size) =
+            self.write_blob(repository, &canonical_json(&manifest)?)?;
+        self.add_to_index(
+            repository,
+            tag,
+            &format!("sha256:{manifest_hex}"),
+            manifest_size,
+        )
+    }
+
+    /// The payload and layer annotations of the artifact tagged `tag`, if there is one.
+    pub fn read_artifact(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<Artifact>, ImageError> {
+        let Some(found) = self.find(repository, tag)? else {
+            return Ok(None);
+        };
+        let manifest = self.manifest(&found)?;
+        let Some(layer) = manifest.layers().first() else {
+            return Ok(None);
+        };
+        let payload = std::fs::read(self.blob_path(repository, layer.digest().as_ref()))
+            .map_err(io(format!("reading {}", layer.digest())))?;
+        Ok(Some((
+            payload,
+            layer.annotations().clone().unwrap_or_default(),
+        )))
+    }
+
+    /// The image's size: its manifest, config and layers as stored (compressed).
+    pub fn size(&self, image: &ImageRef) -> Result<u64, ImageError> {
+        let manifest = self.manifest(image)?;
+        Ok(manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>())
+    }
+
+    /// The packages the image's layers hold (for its SBOM).
+    pub fn inventory(&self, image: &ImageRef) -> Result<crate::sbom::Inventory, ImageError> {
+        let manifest = self.manifest(image)?;
+        let mut inv = crate::sbom::Inventory::default();
+        for layer in manifest.layers() {
+            let reader = self.layer_reader(&image.repository, layer)?;
+            inv.add_layer(reader)
+                .map_err(io(format!("reading layer {}", layer.digest())))?;
+        }
+        Ok(inv)
+    }
+
+    fn layer_reader(
+        &self,
+        repository: &str,
+        layer: &Descriptor,
+    ) -> Result<Box<dyn std::io::Read>, ImageError> {
+        let f = std::fs::File::open(self.blob_path(repository, layer.digest().as_ref()))
+            .map_err(io("opening layer"))?;
+        Ok(match layer.media_type() {
+            MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
+                Box::new(flate2::read::MultiGzDecoder::new(f))
+            }
+            MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Box::new(f),
+            MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => {
+                Box::new(zstd::stream::read::Decoder::new(f).map_err(io("reading a zstd layer"))?)
+            }
+            MediaType::Other(t) if t.ends_with("tar.gzip") || t.ends_with("tar+gzip") => {
+                Box::new(flate2::read::MultiGzDecoder::new(f))
+            }
+            other => return Err(ImageError::LayerType(other.to_string())),
+        })
+    }
+
     /// Records `tag` → the manifest `digest` in `index.json` (replacing an older `tag`).
     fn add_to_index(
         &self,
@@ -500,21 +617,7 @@ impl ImageStore {
             .canonicalize()
             .map_err(io(format!("reading {}", dest.display())))?;
         for layer in manifest.layers() {
-            let f = std::fs::File::open(self.blob_path(&image.repository, layer.digest().as_ref()))
-                .map_err(io("opening layer"))?;
-            let reader: Box<dyn std::io::Read> = match layer.media_type() {
-                MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
-                    Box::new(flate2::read::MultiGzDecoder::new(f))
-                }
-                MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Box::new(f),
-                MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => Box::new(
-                    zstd::stream::read::Decoder::new(f).map_err(io("reading a zstd layer"))?,
-                ),
-                MediaType::Other(t) if t.ends_with("tar.gzip") || t.ends_with("tar+gzip") => {
-                    Box::new(flate2::read::MultiGzDecoder::new(f))
-                }
-                other => return Err(ImageError::LayerType(other.to_string())),
-            };
+            let reader = self.layer_reader(&image.repository, layer)?;
             apply_layer(reader, &root).map_err(io(format!("unpacking into {}", dest.display())))?;
         }
         Ok(())

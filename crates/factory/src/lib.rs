@@ -11,6 +11,8 @@
 //! - [`dockerfile`] builds Dockerfiles with buildah, unprivileged, every `FROM` resolved by
 //!   berth; [`foreign`] takes in pulled and Dockerfile-built images and reads how to run
 //!   them; [`registry`] pulls and pushes with skopeo.
+//! - [`sbom`] the SPDX inventory of an image's package databases; [`signing`] cosign-format
+//!   signatures of images with the platform's key.
 #![forbid(unsafe_code)]
 
 pub mod builder;
@@ -21,5 +23,7 @@ pub mod image;
 pub mod plan;
 pub mod providers;
 pub mod registry;
+pub mod sbom;
+pub mod signing;
 pub mod source;
 pub mod tool;

@@ -152,13 +152,13 @@ impl Registry {
         format!("{}/{}:{}", self.base, image.repository, image.tag)
     }
 
-    /// Pushes `image` from `store`; the reference it now has there.
     /// The registry's host (`host[:port]`), which credentials are kept under.
     pub fn host(&self) -> &str {
         self.base.split('/').next().unwrap_or_default()
     }
 
-    /// Pushes `image` from `store` (signing in with the auth file `auth`, if given); the
+    /// Pushes `image` from `store` (signing in with the auth file `auth`, if given), with
+    /// its signature and SBOM under cosign's tags (`sha256-<hex>.sig`, `.sbom`); the
     /// reference it now has there.
     pub fn push(
         &self,
@@ -167,12 +167,42 @@ impl Registry {
         auth: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<String, RegistryError> {
+        let deadline = Instant::now() + timeout;
         let reference = self.reference(image);
-        let source = format!(
-            "oci:{}:{}",
-            store.layout(&image.repository).display(),
-            image.tag
-        );
+        self.push_tag(
+            store,
+            &image.repository,
+            &image.tag,
+            &reference,
+            auth,
+            deadline,
+            timeout,
+        )?;
+        for tag in [
+            crate::signing::signature_tag(&image.digest),
+            crate::builder::sbom_tag(&image.digest),
+        ] {
+            if store.find(&image.repository, &tag).ok().flatten().is_some() {
+                let to = format!("{}/{}:{tag}", self.base, image.repository);
+                self.push_tag(store, &image.repository, &tag, &to, auth, deadline, timeout)?;
+            }
+        }
+        Ok(reference)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_tag(
+        &self,
+        store: &ImageStore,
+        repository: &str,
+        tag: &str,
+        reference: &str,
+        auth: Option<&std::path::Path>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), RegistryError> {
+        let reference = reference.to_string();
+        let source = format!("oci:{}:{tag}", store.layout(repository).display());
         let mut cmd = Command::new("skopeo");
         cmd.args([
             "copy",
@@ -186,8 +216,8 @@ impl Registry {
             cmd.arg("--dest-authfile").arg(auth);
         }
         cmd.arg(&source).arg(format!("docker://{reference}"));
-        match crate::tool::run_until(&mut cmd, Instant::now() + timeout) {
-            Ok(Ran::Succeeded) => Ok(reference),
+        match crate::tool::run_until(&mut cmd, deadline) {
+            Ok(Ran::Succeeded) => Ok(()),
             Ok(Ran::Failed(detail)) => Err(RegistryError::Push { reference, detail }),
             Ok(Ran::TimedOut) => Err(RegistryError::Timeout(reference, timeout)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RegistryError::Missing),
