@@ -837,6 +837,21 @@ pub struct UpArgs {
     /// restarts of anything else are refused.
     #[arg(long, env = "BERTH_REQUIRE_SIGNED")]
     pub require_signed: bool,
+    /// A vulnerability database to check every new image's SBOM against: a directory of
+    /// OSV JSON records (osv.dev's schema; e.g. the per-ecosystem all.zip exports of
+    /// osv.dev, unpacked: Debian, Alpine, PyPI, npm, crates.io). Images with findings at or
+    /// above --vuln-gate are refused.
+    #[arg(long, env = "BERTH_VULN_DB", value_name = "DIR")]
+    pub vuln_db: Option<PathBuf>,
+    /// The least severity that fails a deploy: low, medium, high or critical. A record
+    /// without a severity counts as critical.
+    #[arg(
+        long,
+        env = "BERTH_VULN_GATE",
+        default_value = "high",
+        requires = "vuln_db"
+    )]
+    pub vuln_gate: String,
     /// A file holding berth's client secret at the provider, when the provider wants one:
     /// berth exchanges sign-in codes itself, so the secret never leaves this machine.
     #[arg(long, env = "BERTH_OIDC_CLIENT_SECRET_FILE", requires = "oidc_issuer")]

@@ -286,6 +286,18 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         })
         .transpose()?;
     cfg.require_signed = a.require_signed;
+    cfg.vuln_gate = match a.vuln_db {
+        Some(db) => Some(berth_factory::builder::VulnGate {
+            db,
+            threshold: berth_factory::vulns::Severity::parse(&a.vuln_gate).ok_or_else(|| {
+                anyhow!(
+                    "--vuln-gate: {:?} is not a severity: use low, medium, high or critical",
+                    a.vuln_gate
+                )
+            })?,
+        }),
+        None => None,
+    };
     cfg.oidc_client_secret = a
         .oidc_client_secret_file
         .map(|f| {

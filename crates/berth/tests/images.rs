@@ -53,7 +53,7 @@ fn busybox_image(work: &Path, arch: &str) -> String {
     std::fs::create_dir_all(root.join("var/lib/dpkg")).expect("dpkg");
     std::fs::write(
         root.join("var/lib/dpkg/status"),
-        "Package: busybox-static\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.35.0-4\n",
+        "Package: busybox-static\nStatus: install ok installed\nSource: busybox\nArchitecture: amd64\nVersion: 1:1.35.0-4\n",
     )
     .expect("dpkg status");
     // buildah (as root, with storage of its own) turns the tree into an OCI image.
@@ -289,8 +289,11 @@ fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
 fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     let reg = registry(true);
     let work = tempfile::tempdir().expect("tempdir");
-    let base = push(&reg, &busybox_image(work.path(), "amd64"), "base/busybox:1");
-    let p = Platform::start();
+    let image = busybox_image(work.path(), "amd64");
+    let base = push(&reg, &image, "base/busybox:1");
+    // The same registry mirrors Docker Hub: `FROM busybox-mirrored:1` is pulled from it.
+    push(&reg, &image, "library/busybox-mirrored:1");
+    let p = Platform::start_with(&["--registry-mirror", &format!("127.0.0.1:{}", reg.port)]);
     login(&p, &reg);
 
     let dir = work.path().join("site");
@@ -309,7 +312,7 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
              \x20 && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nid -u\\n' > /out/cgi-bin/whoami \\\n\
              \x20 && chmod 755 /out/cgi-bin/whoami\n\
              {last_step}\n\
-             FROM ${{BASE}}\n\
+             FROM busybox-mirrored:1\n\
              COPY --from=build /out /site\n\
              USER root\n\
              EXPOSE 9090\n\
@@ -324,6 +327,13 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     let out = deploys(&p, &["deploy", &dir.display().to_string()]);
     assert!(out.contains("buildah (unprivileged)"), "{out}");
     assert!(out.contains("Pulling base image 127.0.0.1:"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "Pulling base image 127.0.0.1:{}/library/busybox-mirrored:1",
+            reg.port
+        )),
+        "a Docker Hub name goes to the mirror: {out}"
+    );
     assert!(
         out.contains("runs every app as the unprivileged user 10001"),
         "{out}"
@@ -422,4 +432,79 @@ fn with_require_signed_an_image_whose_signature_is_gone_never_starts() {
     assert_eq!(releases(&p, "web").len(), 2);
     assert_eq!(releases(&p, "web")[0]["status"], "failed");
     assert_eq!(p.answer("web", "/"), "hello from the registry\n");
+}
+
+#[test]
+fn the_vulnerability_gate_refuses_an_image_with_a_known_critical_vulnerability() {
+    let reg = registry(true);
+    let work = tempfile::tempdir().expect("tempdir");
+    let web = push(&reg, &busybox_image(work.path(), "amd64"), "team/web:1");
+    // An offline OSV database, as Debian's OSV export writes its records (source package,
+    // ECOSYSTEM range, CVSS vector), with one record fixed long ago beside it.
+    let db = work.path().join("osv");
+    std::fs::create_dir_all(db.join("Debian")).expect("db");
+    std::fs::write(
+        db.join("Debian/DEBIAN-CVE-2022-48174.json"),
+        r#"{"id": "DEBIAN-CVE-2022-48174", "aliases": ["CVE-2022-48174"],
+            "summary": "stack overflow in ash of busybox",
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+            "affected": [{"package": {"ecosystem": "Debian:12", "name": "busybox"},
+              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:1.35.0-4+deb12u1"}]}]}]}"#,
+    )
+    .expect("record");
+    std::fs::write(
+        db.join("Debian/DEBIAN-CVE-2011-5325.json"),
+        r#"{"id": "DEBIAN-CVE-2011-5325", "affected": [{"package": {"ecosystem": "Debian:12", "name": "busybox"},
+              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:1.22.0-1"}]}]}]}"#,
+    )
+    .expect("record");
+    let p = Platform::start_with(&[
+        "--vuln-db",
+        &db.display().to_string(),
+        "--vuln-gate",
+        "high",
+    ]);
+    login(&p, &reg);
+
+    let err = p.fails(&["deploy", "--image", &web, "--app", "web"]);
+    assert!(
+        err.contains(
+            "CVE-2022-48174 (critical) in busybox-static 1:1.35.0-4, fixed in 1:1.35.0-4+deb12u1"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("CVE-2011-5325"), "{err}");
+    assert!(p.json(&["apps"]).as_array().expect("apps").is_empty());
+
+    // Judged and accepted in berth.toml: it deploys, and the deploy says what it let through.
+    let dir = work.path().join("accepted");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("berth.toml"),
+        "name = \"web\"\n[security]\naccept_vulnerabilities = [\"CVE-2022-48174\"]\n",
+    )
+    .expect("berth.toml");
+    let out = deploys(&p, &["deploy", &dir.display().to_string(), "--image", &web]);
+    assert!(
+        out.contains("Vulnerability: CVE-2022-48174 (critical)")
+            && out.contains("(accepted in berth.toml)"),
+        "{out}"
+    );
+    assert_eq!(p.answer("web", "/"), "hello from the registry\n");
+
+    // A gate that is not a severity stops `berth up` with the reason.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(common::berth_bin())
+        .arg("--data-dir")
+        .arg(elsewhere.path())
+        .args(["up", "--vuln-db"])
+        .arg(&db)
+        .args(["--vuln-gate", "severe"])
+        .output()
+        .expect("berth up");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a severity"),
+        "{out:?}"
+    );
 }

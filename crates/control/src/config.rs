@@ -95,6 +95,8 @@ pub struct PlatformConfig {
     pub registry_mirror: Option<String>,
     /// Only images whose signature verifies with the platform's key may start.
     pub require_signed: bool,
+    /// The vulnerability gate every new image passes (`--vuln-db`, `--vuln-gate`).
+    pub vuln_gate: Option<berth_factory::builder::VulnGate>,
 }
 
 impl PlatformConfig {
@@ -137,6 +139,7 @@ impl PlatformConfig {
             registry: None,
             registry_mirror: None,
             require_signed: false,
+            vuln_gate: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,

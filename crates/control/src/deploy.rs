@@ -208,6 +208,11 @@ fn build_refusal(e: &BuildError) -> (StatusCode, &'static str, String) {
             "wrong_architecture",
             "deploy an image built for this machine's platform (a multi-platform image works too)".into(),
         ),
+        BuildError::Vulnerable { .. } => (
+            unprocessable,
+            "vulnerable_image",
+            "upgrade the packages named (a newer base image, newer dependencies), or accept a finding you have judged with [security] accept_vulnerabilities = [\"CVE-…\"] in berth.toml".into(),
+        ),
         BuildError::Ports(_) => (
             unprocessable,
             "ambiguous_port",

@@ -346,17 +346,23 @@ impl Platform {
         );
         let signer = berth_factory::signing::Signer::load_or_create(&cfg.signing_dir())
             .map_err(|e| StartError::Other(format!("the image signing key: {e}")))?;
-        let factory = Arc::new(
-            Factory::new(
-                FactoryPaths {
-                    work_root: cfg.builds_dir(),
-                    cache_root: cfg.cache_dir(),
-                },
-                images,
-                runtime,
-            )
-            .with_signer(signer),
-        );
+        let mut factory = Factory::new(
+            FactoryPaths {
+                work_root: cfg.builds_dir(),
+                cache_root: cfg.cache_dir(),
+            },
+            images,
+            runtime,
+        )
+        .with_signer(signer);
+        if let Some(gate) = &cfg.vuln_gate {
+            // A database that does not read stops the start, not the first deploy.
+            let db = berth_factory::vulns::VulnDb::load(&gate.db)
+                .map_err(|e| StartError::Other(format!("--vuln-db: {e}")))?;
+            tracing::info!(records = db.len(), threshold = %gate.threshold, "vulnerability gate");
+            factory = factory.with_vuln_gate(gate.clone());
+        }
+        let factory = Arc::new(factory);
         let routes = RoutePublisher::new(cfg.clone());
         {
             let cfg = cfg.clone();

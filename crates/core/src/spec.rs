@@ -126,6 +126,8 @@ pub struct NetworkToml {
 pub struct SecurityToml {
     /// Capabilities to keep (all others are dropped); trusted apps only.
     pub capabilities: Vec<String>,
+    /// Known vulnerabilities (advisory ids or CVEs) the vulnerability gate lets through.
+    pub accept_vulnerabilities: Vec<String>,
 }
 
 /// A memory size in `berth.toml`: bytes, or a string with a unit (`"256M"`).

@@ -95,6 +95,26 @@ pub enum BuildError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("signing the image: {0}")]
     Signing(String),
+    #[error("{}", vulnerable_message(*.threshold, .found))]
+    Vulnerable {
+        threshold: crate::vulns::Severity,
+        found: Vec<String>,
+    },
+    #[error("the vulnerability database: {0}")]
+    VulnDb(String),
+}
+
+fn vulnerable_message(threshold: crate::vulns::Severity, found: &[String]) -> String {
+    format!(
+        "the image has {} known {} vulnerabilities (the gate is {threshold}): {}",
+        found.len(),
+        if threshold == crate::vulns::Severity::Critical {
+            "critical".to_string()
+        } else {
+            format!("{threshold} or worse")
+        },
+        found.join("; ")
+    )
 }
 
 /// Media type of an SPDX JSON document.
@@ -152,6 +172,16 @@ pub struct Factory {
     images: ImageStore,
     runtime: Arc<dyn Runtime>,
     signer: Option<crate::signing::Signer>,
+    gate: Option<VulnGate>,
+}
+
+/// The vulnerability gate: an OSV database and the least severity that fails a deploy.
+#[derive(Debug, Clone)]
+pub struct VulnGate {
+    /// A directory of OSV JSON records.
+    pub db: PathBuf,
+    /// Findings at or above this fail the deploy.
+    pub threshold: crate::vulns::Severity,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -191,7 +221,14 @@ impl Factory {
             images,
             runtime,
             signer: None,
+            gate: None,
         }
+    }
+
+    /// Checks every image against `gate` before it may run.
+    pub fn with_vuln_gate(mut self, gate: VulnGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Signs every image it builds or pulls with `signer`.
@@ -234,6 +271,9 @@ impl Factory {
                 &format!("SBOM: {} packages (SPDX 2.3)", inventory.packages.len()),
             );
         }
+        if let Some(gate) = &self.gate {
+            self.check_vulnerabilities(req, image, gate)?;
+        }
         if let Some(signer) = &self.signer {
             if self.verify(image).ok() != Some(crate::signing::Verdict::Verified) {
                 signer
@@ -243,6 +283,52 @@ impl Factory {
             }
         }
         Ok(())
+    }
+
+    /// Scans the image's packages against the gate's database; findings at or above its
+    /// threshold, unless berth.toml accepts them, fail the build.
+    fn check_vulnerabilities(
+        &self,
+        req: &BuildRequest,
+        image: &ImageRef,
+        gate: &VulnGate,
+    ) -> Result<(), BuildError> {
+        let db =
+            crate::vulns::VulnDb::load(&gate.db).map_err(|e| BuildError::VulnDb(e.to_string()))?;
+        let inventory = self.images.inventory(image)?;
+        let found = db.scan(&inventory);
+        let accepted = &req.toml.security.accept_vulnerabilities;
+        let mut blocking = Vec::new();
+        for f in &found {
+            let note = if f.accepted(accepted) {
+                " (accepted in berth.toml)"
+            } else if f.severity >= gate.threshold {
+                blocking.push(f.to_string());
+                ""
+            } else {
+                " (below the gate)"
+            };
+            log_step(&req.log_file, &format!("Vulnerability: {f}{note}"));
+        }
+        log_step(
+            &req.log_file,
+            &format!(
+                "Vulnerability scan: {} packages against {} OSV records, {} found, {} at or above {}",
+                inventory.packages.len(),
+                db.len(),
+                found.len(),
+                blocking.len(),
+                gate.threshold
+            ),
+        );
+        if blocking.is_empty() {
+            Ok(())
+        } else {
+            Err(BuildError::Vulnerable {
+                threshold: gate.threshold,
+                found: blocking,
+            })
+        }
     }
 
     /// The SPDX document of an image, if it has one.

@@ -12,7 +12,8 @@
 //!   berth; [`foreign`] takes in pulled and Dockerfile-built images and reads how to run
 //!   them; [`registry`] pulls and pushes with skopeo.
 //! - [`sbom`] the SPDX inventory of an image's package databases; [`signing`] cosign-format
-//!   signatures of images with the platform's key.
+//!   signatures of images with the platform's key; [`vulns`] the gate of an SBOM against an
+//!   offline OSV database.
 #![forbid(unsafe_code)]
 
 pub mod builder;
@@ -27,3 +28,4 @@ pub mod sbom;
 pub mod signing;
 pub mod source;
 pub mod tool;
+pub mod vulns;

@@ -19,6 +19,9 @@ pub struct Package {
     pub version: String,
     /// Package URL (`pkg:deb/debian/curl@7.88.1-10`).
     pub purl: String,
+    /// The source package it was built from, where the database says (Debian, Alpine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The packages of an image, deduplicated and sorted.
@@ -33,6 +36,7 @@ fn package(ecosystem: &str, name: &str, version: &str, purl: String) -> Package 
         name: name.into(),
         version: version.into(),
         purl,
+        source: None,
     }
 }
 
@@ -69,12 +73,18 @@ impl Inventory {
                 (field("Package"), field("Version"), installed)
             {
                 let arch = field("Architecture").unwrap_or("all");
-                self.packages.insert(package(
-                    "deb",
-                    name,
-                    version,
-                    format!("pkg:deb/debian/{name}@{}?arch={arch}", purl_escape(version)),
-                ));
+                let source = field("Source")
+                    .and_then(|s| s.split_whitespace().next())
+                    .map(str::to_string);
+                self.packages.insert(Package {
+                    source,
+                    ..package(
+                        "deb",
+                        name,
+                        version,
+                        format!("pkg:deb/debian/{name}@{}?arch={arch}", purl_escape(version)),
+                    )
+                });
             }
         }
     }
@@ -87,12 +97,15 @@ impl Inventory {
                     .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')))
             };
             if let (Some(name), Some(version)) = (field("P"), field("V")) {
-                self.packages.insert(package(
-                    "apk",
-                    name,
-                    version,
-                    format!("pkg:apk/alpine/{name}@{}", purl_escape(version)),
-                ));
+                self.packages.insert(Package {
+                    source: field("o").map(str::to_string),
+                    ..package(
+                        "apk",
+                        name,
+                        version,
+                        format!("pkg:apk/alpine/{name}@{}", purl_escape(version)),
+                    )
+                });
             }
         }
     }
