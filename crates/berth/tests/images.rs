@@ -282,7 +282,22 @@ fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
     deploys(&p, &["deploy", &dir.display().to_string(), "--image", &web]);
     assert_eq!(p.answer("boxed", "/"), "hello from the registry\n");
     assert_eq!(uid_serving(&p, "boxed"), "10001");
-    assert_eq!(p.json(&["apps"]).as_array().expect("apps").len(), 2);
+
+    // Or named in berth.toml: a plain `berth deploy DIR` deploys the image.
+    let dir = work.path().join("declared");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("berth.toml"),
+        format!("name = \"declared\"\nimage = \"{web}\"\n"),
+    )
+    .expect("berth.toml");
+    deploys(&p, &["deploy", &dir.display().to_string()]);
+    assert_eq!(p.answer("declared", "/"), "hello from the registry\n");
+    assert_eq!(
+        releases(&p, "declared")[0]["image"]["digest"],
+        digest.as_str()
+    );
+    assert_eq!(p.json(&["apps"]).as_array().expect("apps").len(), 3);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The reverse proxy: routes each request by `Host` to one of the app's instances.
 
 use crate::pages::{self, EdgeBody};
-use crate::routes::SharedTable;
+use crate::routes::{InFlight, SharedTable};
 use crate::upstream::{PooledBody, UpstreamError, UpstreamPool};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -256,9 +256,10 @@ impl Proxy {
         // A body-less request is retried once more than there are instances: a pooled
         // connection can die under us (the instance behind it was replaced), and like nginx
         // we then try again on a fresh connection or another instance.
-        let attempts = route.pick().chain(route.pick().take(1));
+        let order = route.pick();
+        let attempts = order.iter().chain(order.first()).cloned();
         let mut fresh = upgrade;
-        for upstream in attempts {
+        for (upstream, state) in attempts {
             let this_body = if retryable {
                 Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
             } else {
@@ -268,10 +269,19 @@ impl Proxy {
                 }
             };
             let out = outgoing(&method, &uri, &headers, this_body);
+            let under_way = state.begin();
             match self.pool.send(upstream, out, fresh).await {
-                Ok((resp, _)) => return self.respond(resp, client_upgrade).await,
+                Ok((resp, _)) => {
+                    if matches!(resp.status().as_u16(), 502..=504) {
+                        state.failed();
+                    } else {
+                        state.succeeded();
+                    }
+                    return self.respond(resp, client_upgrade, Some(under_way)).await;
+                }
                 Err((e, reused)) => {
                     tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
+                    state.failed();
                     last_failed = true;
                     never_sent &= matches!(e, UpstreamError::Connect(_));
                     // After a failure on a pooled connection, use a new one.
@@ -287,7 +297,7 @@ impl Proxy {
             // replaced, not merely restarted) may get it again.
             let seen_by = (!never_sent).then_some(route.route.release);
             if let Some(resp) = self.settle(&host, &method, &uri, &headers, seen_by).await {
-                return self.respond(resp, None).await;
+                return self.respond(resp, None, None).await;
             }
         }
         if last_failed {
@@ -320,7 +330,7 @@ impl Proxy {
             if seen_by == Some(route.route.release) {
                 continue;
             }
-            for upstream in route.pick() {
+            for (upstream, _) in route.pick() {
                 let empty = Empty::<Bytes>::new().map_err(|e| match e {}).boxed();
                 let out = outgoing(method, uri, headers, empty);
                 match self.pool.send(upstream, out, true).await {
@@ -334,10 +344,13 @@ impl Proxy {
         None
     }
 
+    /// The instance's response as the client's; `under_way` counts it as an outstanding
+    /// request of its instance until its body has gone (or the tunnel closed).
     async fn respond(
         &self,
         mut resp: Response<PooledBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        under_way: Option<InFlight>,
     ) -> Response<EdgeBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -350,13 +363,47 @@ impl Proxy {
                     let mut upstream = TokioIo::new(upstream);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
+                drop(under_way);
             });
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
         }
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, body.boxed())
+        Response::from_parts(
+            parts,
+            Holding {
+                inner: body,
+                _under_way: under_way,
+            }
+            .boxed(),
+        )
+    }
+}
+
+/// A response body that keeps its request counted as under way until it is done.
+struct Holding {
+    inner: PooledBody,
+    _under_way: Option<InFlight>,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

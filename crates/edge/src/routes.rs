@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Where one host name's traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,22 +68,108 @@ impl RouteSnapshot {
     }
 }
 
-/// A compiled route: upstreams plus a round-robin cursor.
+/// Gateway failures in a row that eject an instance.
+pub const EJECT_AFTER_FAILURES: u32 = 3;
+/// How long a first ejection lasts; each further one in a row doubles it, up to
+/// [`MAX_EJECTION`].
+pub const BASE_EJECTION: Duration = Duration::from_secs(5);
+/// The longest an instance stays ejected.
+pub const MAX_EJECTION: Duration = Duration::from_secs(60);
+
+/// Milliseconds since the edge started: the clock ejections are kept in.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// What the edge knows of one instance: its requests under way and whether it is ejected
+/// (outlier detection: after [`EJECT_AFTER_FAILURES`] gateway failures in a row it gets no
+/// traffic for a while, then one request decides whether it is back).
+#[derive(Debug, Default)]
+pub struct UpstreamState {
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until: AtomicU64,
+}
+
+impl UpstreamState {
+    /// Requests sent to it and not yet answered in full.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is ejected now.
+    pub fn ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms()
+    }
+
+    /// Counts a request as under way until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A gateway failure (no connection, a broken one, or a 502/503/504 from the app).
+    pub fn failed(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= EJECT_AFTER_FAILURES {
+            let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(8);
+            let lasts = (BASE_EJECTION * 2u32.pow(n)).min(MAX_EJECTION);
+            self.ejected_until
+                .store(now_ms() + lasts.as_millis() as u64, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// An answer: the instance is fine again.
+    pub fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if self.ejections.load(Ordering::Relaxed) > 0 && !self.ejected() {
+            self.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One request under way to an instance; dropping it ends it.
+#[derive(Debug)]
+pub struct InFlight(Arc<UpstreamState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A compiled route: upstreams with what the edge knows of each, and a rotating start for
+/// ties.
 #[derive(Debug)]
 pub struct LiveRoute {
     /// The route.
     pub route: Route,
     /// Its release's request counters.
     pub series: Arc<crate::metrics::Series>,
+    /// One per upstream, in the same order.
+    states: Vec<Arc<UpstreamState>>,
     next: AtomicUsize,
 }
 
 impl LiveRoute {
-    /// Upstreams starting at the next round-robin position (the rest follow, for retries).
-    pub fn pick(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        let n = self.route.upstreams.len().max(1);
+    /// Upstreams in the order to try them: instances that are not ejected, fewest requests
+    /// under way first (ties in turn), then the ejected ones as a last resort (so that an
+    /// app whose every instance failed is still tried).
+    pub fn pick(&self) -> Vec<(SocketAddr, Arc<UpstreamState>)> {
+        let n = self.route.upstreams.len();
+        if n == 0 {
+            return Vec::new();
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..self.route.upstreams.len()).map(move |i| self.route.upstreams[(start + i) % n])
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        order.sort_by_key(|&i| (self.states[i].ejected(), self.states[i].in_flight()));
+        order
+            .into_iter()
+            .map(|i| (self.route.upstreams[i], self.states[i].clone()))
+            .collect()
     }
 }
 
@@ -96,23 +183,43 @@ pub struct Table {
 }
 
 impl Table {
-    /// Compiles a snapshot; its routes count into `metrics`.
-    pub fn from_snapshot(s: &RouteSnapshot, metrics: &crate::metrics::EdgeMetrics) -> Self {
+    /// Compiles a snapshot; its routes count into `metrics`. What `previous` knew of an
+    /// instance (requests under way, ejection) carries over to the same host and address.
+    pub fn from_snapshot(
+        s: &RouteSnapshot,
+        metrics: &crate::metrics::EdgeMetrics,
+        previous: Option<&Table>,
+    ) -> Self {
         let series = metrics.for_routes(s.routes.values().map(|r| (r.app.as_str(), r.release)));
+        let known = |host: &str, addr: &SocketAddr| -> Arc<UpstreamState> {
+            previous
+                .and_then(|t| t.hosts.get(host))
+                .and_then(|live| {
+                    live.route
+                        .upstreams
+                        .iter()
+                        .position(|a| a == addr)
+                        .map(|i| live.states[i].clone())
+                })
+                .unwrap_or_default()
+        };
         Self {
             generation: s.generation,
             hosts: s
                 .routes
                 .iter()
                 .map(|(h, r)| {
+                    let host = h.to_ascii_lowercase();
+                    let states = r.upstreams.iter().map(|a| known(&host, a)).collect();
                     (
-                        h.to_ascii_lowercase(),
+                        host,
                         Arc::new(LiveRoute {
                             route: r.clone(),
                             series: series
                                 .get(&(r.app.clone(), r.release))
                                 .cloned()
                                 .unwrap_or_default(),
+                            states,
                             next: AtomicUsize::new(0),
                         }),
                     )
@@ -172,7 +279,7 @@ mod tests {
 
     #[test]
     fn lookup_ignores_port_case_and_trailing_dot() {
-        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default());
+        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default(), None);
         assert!(t.lookup("hello.localhost:8080").is_some());
         assert!(t.lookup("HELLO.localhost.").is_some());
         assert!(t.lookup("other.localhost").is_none());
@@ -181,13 +288,54 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_covers_all_upstreams() {
-        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default());
+    fn idle_instances_take_turns_and_busy_ones_wait() {
+        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default(), None);
         let r = t.lookup("hello.localhost").unwrap();
-        let a: Vec<_> = r.pick().collect();
-        let b: Vec<_> = r.pick().collect();
+        let a = r.pick();
+        let b = r.pick();
         assert_eq!(a.len(), 2);
-        assert_ne!(a[0], b[0]);
+        assert_ne!(a[0].0, b[0].0, "idle instances take turns");
+        // One request under way on the first: the next ones go to the other.
+        let busy = a[0].1.begin();
+        for _ in 0..4 {
+            assert_eq!(r.pick()[0].0, a[1].0);
+        }
+        drop(busy);
+        assert_eq!(a[0].1.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_instance_failing_in_a_row_is_ejected_then_tried_again() {
+        let t = Table::from_snapshot(&snapshot(), &crate::metrics::EdgeMetrics::default(), None);
+        let r = t.lookup("hello.localhost").unwrap();
+        let (bad, state) = r.pick()[0].clone();
+        for _ in 0..EJECT_AFTER_FAILURES - 1 {
+            state.failed();
+        }
+        assert!(
+            !state.ejected(),
+            "not before {EJECT_AFTER_FAILURES} failures"
+        );
+        state.failed();
+        assert!(state.ejected());
+        for _ in 0..4 {
+            let order = r.pick();
+            assert_ne!(order[0].0, bad, "the ejected instance goes last");
+            assert_eq!(order[1].0, bad, "but stays as a last resort");
+        }
+        // A new table (another deploy) keeps what the edge knew of the same instance.
+        let t2 = Table::from_snapshot(
+            &snapshot(),
+            &crate::metrics::EdgeMetrics::default(),
+            Some(&t),
+        );
+        let r2 = t2.lookup("hello.localhost").unwrap();
+        assert_eq!(r2.pick()[1].0, bad);
+        // Its time served, it is back.
+        state.ejected_until.store(1, Ordering::Relaxed);
+        state.succeeded();
+        assert!(!state.ejected());
+        assert_eq!(state.ejections.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -90,7 +90,8 @@ fn write_applied(path: &Path, generation: u64) {
 fn reload(cfg: &EdgeConfig, table: &SharedTable, metrics: &EdgeMetrics) {
     match RouteSnapshot::load(&cfg.routes_file) {
         Ok(s) => {
-            table.store(Arc::new(Table::from_snapshot(&s, metrics)));
+            let previous = table.load();
+            table.store(Arc::new(Table::from_snapshot(&s, metrics, Some(&previous))));
             write_applied(&cfg.applied_file, s.generation);
             tracing::info!(
                 generation = s.generation,

@@ -75,6 +75,11 @@ pub struct DeployArgs {
     /// default branch).
     #[serde(default)]
     pub git_ref: Option<String>,
+    /// An image in an OCI registry to deploy instead of building (`HOST[:PORT]/PATH:TAG`
+    /// or `…@sha256:…`); the platform pulls it with the credentials it holds and pins the
+    /// release to its digest (needs `app`).
+    #[serde(default)]
+    pub image: Option<String>,
     /// The app's name (default with `path`: `name` in berth.toml, else the directory's name).
     #[serde(default)]
     pub app: Option<String>,
@@ -391,7 +396,7 @@ impl BerthMcp {
     }
 
     #[tool(
-        description = "Build and deploy an app (created if new) from a directory on this machine (stdio), a base64 .tar.gz archive, or a git repository URL and ref (the release records the commit). Zero-downtime; a failed build or health check leaves the serving release alone. Returns the release and its URL."
+        description = "Build and deploy an app (created if new) from a directory on this machine (stdio), a base64 .tar.gz archive (a Dockerfile in it is built with buildah), or a git repository URL and ref (the release records the commit); or deploy an image from an OCI registry (`image`, pinned by digest). Zero-downtime; a failed build or health check leaves the serving release alone. Returns the release and its URL."
     )]
     async fn deploy(
         &self,
@@ -399,6 +404,36 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let client = client_or_answer!(self, ctx);
+        if let Some(image) = a.image.clone() {
+            if a.path.is_some() || a.archive_base64.is_some() || a.git_url.is_some() {
+                return Ok(refused(
+                    "invalid_arguments",
+                    "give either image or a source (path, archive_base64, git_url), not both",
+                    "image deploys an image from a registry; the others build a source",
+                ));
+            }
+            let Some(app) = a.app.clone() else {
+                return Ok(refused(
+                    "invalid_arguments",
+                    "deploying an image needs app",
+                    "name the app, e.g. {\"image\": \"registry.example.com/team/web:1.4\", \"app\": \"web\"}",
+                ));
+            };
+            return answer(
+                Self::workflow(
+                    &client,
+                    reqwest::Method::POST,
+                    &app_path(&app, "/deploys/image"),
+                    None,
+                    Some(json!({ "image": image })),
+                )
+                .await
+                .map(|mut v| {
+                    v["app"] = json!(app);
+                    v
+                }),
+            );
+        }
         let upload = match self.source(a).await {
             Ok(u) => u,
             Err(r) => return Ok(r),
