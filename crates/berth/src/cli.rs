@@ -84,6 +84,17 @@ pub enum Command {
     Ps { app: String },
     /// Show an app's releases: version, image, what made it, status, who, when.
     Releases { app: String },
+    /// Run more or fewer instances of an app's process types (a new release of the same
+    /// image, rolled out without downtime; the edge spreads requests over the web
+    /// instances, fewest outstanding requests first).
+    ///
+    /// Example: berth scale shop web=3 worker=1
+    Scale {
+        app: String,
+        /// TYPE=COUNT pairs (web at least 1, any type at most 16).
+        #[arg(required = true, value_name = "TYPE=COUNT")]
+        counts: Vec<String>,
+    },
     /// Show an app's images: digest, size, the releases that run them, SBOM and signature.
     ///
     /// Every image berth builds or pulls gets an SPDX 2.3 SBOM (from the package databases

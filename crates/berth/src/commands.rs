@@ -104,6 +104,26 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
         Command::Images { app } => images(g, &app).await,
+        Command::Scale { app, counts } => {
+            let mut processes = std::collections::BTreeMap::new();
+            for pair in &counts {
+                let (kind, count) = pair
+                    .split_once('=')
+                    .and_then(|(k, c)| c.parse::<u32>().ok().map(|c| (k.to_string(), c)))
+                    .ok_or_else(|| anyhow!("{pair:?} is not TYPE=COUNT, e.g. web=3"))?;
+                processes.insert(kind, count);
+            }
+            let client = crate::client::discover(g)?;
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &berth_client::app_path(&app, "/scale"),
+                None,
+                Some(serde_json::json!({ "processes": processes })),
+            )
+            .await
+        }
         Command::Sbom { app, release } => sbom(g, &app, release).await,
         Command::Rollback { app, to } => {
             let client = crate::client::discover(g)?;

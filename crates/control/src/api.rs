@@ -95,6 +95,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/releases/{version}/sbom", get(release_sbom))
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
+        .route("/v1/apps/{app}/scale", post(scale))
         .route("/v1/apps/{app}/instances", get(instances))
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/logs/events", get(log_events))
@@ -1650,6 +1651,28 @@ async fn env_change(
                 .change_env(name.as_str(), change, who, events)
                 .await
         })
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/scale",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = berth_core::api::ScaleChange,
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
+async fn scale(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(change): ApiJson<berth_core::api::ScaleChange>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, "scale", &app, move |events| {
+        Box::pin(async move { platform.scale(name.as_str(), change, who, events).await })
     }))
 }
 

@@ -117,7 +117,7 @@ fn follow_file(
 }
 
 /// Checks one instance: any HTTP response (no path) or a 2xx/3xx answer (path given).
-async fn probe(address: &str, port: u16, path: Option<&str>) -> bool {
+pub(crate) async fn probe(address: &str, port: u16, path: Option<&str>) -> bool {
     let connect = tokio::net::TcpStream::connect((address, port));
     let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else {
         return false;
@@ -642,6 +642,84 @@ impl Platform {
     /// Changes environment variables: a new release with the current image and the new
     /// environment, deployed with zero downtime. The app's stored environment changes only
     /// when that deploy succeeds.
+    /// Changes how many instances each process type runs: a new release of the same image
+    /// and configuration, rolled out like any other (within the project's quota).
+    pub async fn scale(
+        self: &Arc<Self>,
+        app: &str,
+        change: berth_core::api::ScaleChange,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        let release = self.serving_release(app).await?.ok_or_else(|| {
+            ApiError::invalid("no_release", format!("{app} has no release serving yet"))
+                .hint("deploy it first with `berth deploy`")
+        })?;
+        let mut problems = Vec::new();
+        if change.processes.is_empty() {
+            problems.push("nothing to change: give TYPE=COUNT, e.g. web=3".to_string());
+        }
+        let mut config = release.config.clone();
+        for (kind, count) in &change.processes {
+            let Some(p) = config.processes.get_mut(kind) else {
+                let known: Vec<&str> = release
+                    .config
+                    .processes
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                problems.push(format!(
+                    "{app} has no process type {kind:?} (it has {})",
+                    known.join(", ")
+                ));
+                continue;
+            };
+            if *count > berth_core::spec::MAX_INSTANCES {
+                problems.push(format!(
+                    "{kind}={count} is more than the maximum of {} instances",
+                    berth_core::spec::MAX_INSTANCES
+                ));
+            } else if kind == berth_core::model::WEB_PROCESS && *count == 0 {
+                problems.push("web=0 would take the app offline; keep at least 1".to_string());
+            }
+            p.instances = *count;
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("invalid_scale", problems.join("; "))
+                .hint(format!("see `berth releases {app}` for its process types"))
+                .into());
+        }
+        if config == release.config {
+            return Ok((release.version, self.cfg.app_url(app)));
+        }
+        if let Some(project) = self.store.app_project(app).await? {
+            self.store
+                .check_quota(
+                    &project,
+                    crate::projects::Growth {
+                        app: Some(app),
+                        config: Some(&config),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+        step(&events, "release");
+        let description = format!(
+            "scale {}",
+            change
+                .processes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        self.deploy_config(app, &release.image, config, &description, &actor, &events)
+            .await
+    }
+
     pub async fn change_env(
         self: &Arc<Self>,
         app: &str,

@@ -4,7 +4,7 @@
 //! drives the log ingester.
 
 use crate::platform::Platform;
-use berth_core::model::InstanceState;
+use berth_core::model::{InstanceState, WEB_PROCESS};
 use berth_observe::LogRecord;
 use berth_runtime::proc::ProcessIdentity;
 use std::collections::HashMap;
@@ -208,8 +208,43 @@ async fn check(
                         continue;
                     }
                 };
+                let health = release.config.health.clone();
                 let (i, r) = (inst.clone(), release);
                 match platform.blocking(move |l| l.start(&i, &r, &attach)).await {
+                    Ok(pid) if inst.process == WEB_PROCESS => {
+                        // Routed only once it answers, as a deploy's instances are: until
+                        // then it stays `starting`, which the edge does not see.
+                        let (platform, inst) = (platform.clone(), inst.clone());
+                        tokio::spawn(async move {
+                            let deadline =
+                                Instant::now() + Duration::from_secs(health.timeout_secs);
+                            while Instant::now() < deadline
+                                && !crate::deploy::probe(
+                                    &inst.address,
+                                    inst.port,
+                                    health.path.as_deref(),
+                                )
+                                .await
+                            {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            // Answering or not, the supervisor watches it from here: one that
+                            // died is restarted, one that lives is routed.
+                            let marked = platform
+                                .store
+                                .instance_running(
+                                    &inst.id,
+                                    pid.map(|p| (p.pid, p.start_ticks)),
+                                    crate::now_secs(),
+                                )
+                                .await;
+                            if marked.is_ok() {
+                                if let Err(e) = platform.publish_network().await {
+                                    tracing::warn!(error = %e.message, "publishing routes failed");
+                                }
+                            }
+                        });
+                    }
                     Ok(pid) => {
                         platform
                             .store

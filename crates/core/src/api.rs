@@ -139,6 +139,14 @@ pub struct RollbackRequest {
     pub to: Option<u32>,
 }
 
+/// Body of `POST /v1/apps/{app}/scale`: instances per process type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleChange {
+    /// Process type → how many instances (0 stops the type; `web` keeps at least 1).
+    pub processes: std::collections::BTreeMap<String, u32>,
+}
+
 /// Body of `POST /v1/apps/{app}/env`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvChange {

@@ -245,49 +245,64 @@ impl Proxy {
 
         let mut body = Some(req.into_body().boxed());
         let mut last_failed = false;
-        // Whether every failure so far was a refused connection: no instance saw the
-        // request, so waiting for one cannot make it happen twice. (A pooled connection that
-        // fails may have delivered it: the app may have crashed on it.)
+        // Whether every failure so far left the request unsent (no connection, or one hyper
+        // closed before writing it): only then may another instance get it. A request an
+        // instance may have seen (and perhaps crashed on) is not handed to the next one —
+        // one bad request must not take every instance down.
         let mut never_sent = true;
         let uri: Uri = match path.parse() {
             Ok(u) => u,
             Err(_) => return pages::bad_request(),
         };
-        // A body-less request is retried once more than there are instances: a pooled
-        // connection can die under us (the instance behind it was replaced), and like nginx
-        // we then try again on a fresh connection or another instance.
-        let order = route.pick();
-        let attempts = order.iter().chain(order.first()).cloned();
-        let mut fresh = upgrade;
-        for (upstream, state) in attempts {
-            let this_body = if retryable {
-                Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
-            } else {
-                match body.take() {
-                    Some(b) => b,
-                    None => break,
-                }
-            };
-            let out = outgoing(&method, &uri, &headers, this_body);
-            let under_way = state.begin();
-            match self.pool.send(upstream, out, fresh).await {
-                Ok((resp, _)) => {
-                    if matches!(resp.status().as_u16(), 502..=504) {
-                        state.failed();
-                    } else {
-                        state.succeeded();
+        // Instances in the order to try: fewest requests under way first, ejected last.
+        'instances: for (upstream, state) in route.pick() {
+            let mut fresh = upgrade;
+            loop {
+                let this_body = if retryable {
+                    Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
+                } else {
+                    match body.take() {
+                        Some(b) => b,
+                        None => break 'instances,
                     }
-                    return self.respond(resp, client_upgrade, Some(under_way)).await;
-                }
-                Err((e, reused)) => {
-                    tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
-                    state.failed();
-                    last_failed = true;
-                    never_sent &= matches!(e, UpstreamError::Connect(_));
-                    // After a failure on a pooled connection, use a new one.
-                    fresh = reused || fresh;
-                    if !retryable {
-                        break;
+                };
+                let out = outgoing(&method, &uri, &headers, this_body);
+                let under_way = state.begin();
+                match self.pool.send(upstream, out, fresh).await {
+                    Ok((resp, _)) => {
+                        if matches!(resp.status().as_u16(), 502..=504) {
+                            state.failed();
+                        } else {
+                            state.succeeded();
+                        }
+                        return self.respond(resp, client_upgrade, Some(under_way)).await;
+                    }
+                    Err((e, reused)) => {
+                        tracing::debug!(app = %route.route.app, %upstream, error = %e, "upstream failed");
+                        last_failed = true;
+                        let unsent = match &e {
+                            UpstreamError::Connect(_) => true,
+                            UpstreamError::Request(e) => e.is_canceled(),
+                        };
+                        // A pooled connection that died under us is the pool's doing, not
+                        // the instance's.
+                        if !(reused && !unsent) {
+                            state.failed();
+                        }
+                        if !retryable {
+                            break 'instances;
+                        }
+                        if unsent && never_sent {
+                            continue 'instances;
+                        }
+                        never_sent = false;
+                        if reused && !fresh {
+                            // Perhaps only a kept-alive connection the instance had just
+                            // closed: once more, on a new connection to the same instance.
+                            fresh = true;
+                            continue;
+                        }
+                        break 'instances;
                     }
                 }
             }
