@@ -286,7 +286,7 @@ impl Proxy {
                         };
                         // A pooled connection that died under us is the pool's doing, not
                         // the instance's.
-                        if !(reused && !unsent) {
+                        if !reused || unsent {
                             state.failed();
                         }
                         if !retryable {
