@@ -74,6 +74,7 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
             "deploy",
             "logs",
             "rollback",
+            "scale",
             "env_change",
             "secrets_list",
             "dora",

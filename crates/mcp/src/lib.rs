@@ -86,6 +86,13 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ScaleArgs {
+    pub app: String,
+    /// Instances per process type, e.g. {"web": 3} (web at least 1, any type at most 16).
+    pub processes: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RollbackArgs {
     pub app: String,
     /// The release to return to (default: the one before the serving one).
@@ -471,6 +478,27 @@ impl BerthMcp {
                 &path,
                 None,
                 Some(json!({ "to": a.to })),
+            )
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Run more or fewer instances of an app's process types, e.g. {\"app\": \"shop\", \"processes\": {\"web\": 3}}: a new release of the same image, rolled out without downtime; the edge spreads requests over the web instances."
+    )]
+    async fn scale(
+        &self,
+        Parameters(a): Parameters<ScaleArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = client_or_answer!(self, ctx);
+        answer(
+            Self::workflow(
+                &client,
+                reqwest::Method::POST,
+                &app_path(&a.app, "/scale"),
+                None,
+                Some(json!({ "processes": a.processes })),
             )
             .await,
         )
