@@ -71,12 +71,13 @@ build_sum() {
   curl -fsS -H "Authorization: Bearer $token" "http://127.0.0.1:$API/metrics" \
     | awk '/^berth_build_duration_seconds_sum\{app="site",outcome="succeeded"\}/ {print $2}'
 }
-"${B[@]}" deploy "$app" >/dev/null 2>&1   # cold: pulls the base, fills the layer cache
+run() { "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log" "$work/up.log" >&2; exit 1; }; }
+run "${B[@]}" deploy "$app"   # cold: pulls the base, fills the layer cache
 berth_ms=()
 for i in 1 2 3 4 5; do
   echo "$i" > "$app/page.txt"
   before=$(build_sum)
-  "${B[@]}" deploy "$app" >/dev/null 2>&1
+  run "${B[@]}" deploy "$app"
   after=$(build_sum)
   berth_ms+=("$(awk -v a="$after" -v b="$before" 'BEGIN {printf "%d", (a - b) * 1000}')")
 done
@@ -102,7 +103,7 @@ ref="127.0.0.1:$REG/base/busybox:1"
 pull_ms=()
 for i in 1 2 3 4 5; do
   start=$(now_ms)
-  "${B[@]}" deploy --image "$ref" --app "pulled$i" >/dev/null 2>&1
+  run "${B[@]}" deploy --image "$ref" --app "pulled$i"
   until curl -fsS -H "Host: pulled$i.localhost" "http://127.0.0.1:$EDGE/" 2>/dev/null | grep -q hello; do sleep 0.005; done
   pull_ms+=($(( $(now_ms) - start )))
 done

@@ -95,6 +95,10 @@ pub enum Command {
         #[arg(required = true, value_name = "TYPE=COUNT")]
         counts: Vec<String>,
     },
+    /// Give a canary under way all the requests now (skipping its remaining steps).
+    Promote { app: String },
+    /// Roll a canary under way back now; the serving release keeps serving.
+    Abort { app: String },
     /// Show an app's images: digest, size, the releases that run them, SBOM and signature.
     ///
     /// Every image berth builds or pulls gets an SPDX 2.3 SBOM (from the package databases

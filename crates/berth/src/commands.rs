@@ -104,6 +104,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
         Command::Images { app } => images(g, &app).await,
+        Command::Promote { app } => canary_command(g, &app, "promote").await,
+        Command::Abort { app } => canary_command(g, &app, "abort").await,
         Command::Scale { app, counts } => {
             let mut processes = std::collections::BTreeMap::new();
             for pair in &counts {
@@ -855,6 +857,29 @@ async fn releases(g: &Global, app: &str) -> Result<i32> {
         &["VERSION", "STATUS", "IMAGE", "SOURCE", "BY", "CREATED"],
         &rows,
     );
+    Ok(0)
+}
+
+async fn canary_command(g: &Global, app: &str, action: &str) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let answer: serde_json::Value = client
+        .post_json(
+            &berth_client::app_path(app, &format!("/canary/{action}")),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if g.json {
+        output::json(&answer);
+    } else {
+        println!(
+            "{} handed to the canary of {app}; its deploy says what happened",
+            if action == "promote" {
+                "Promotion"
+            } else {
+                "Abort"
+            }
+        );
+    }
     Ok(0)
 }
 

@@ -308,6 +308,7 @@ fn release_of(
         FactoryPaths {
             work_root: cfg.builds_dir(),
             cache_root: cfg.cache_dir(),
+            build_user_root: cfg.build_user_dir(),
         },
         images.clone(),
         runtime,

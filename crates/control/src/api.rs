@@ -96,6 +96,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
         .route("/v1/apps/{app}/scale", post(scale))
+        .route("/v1/apps/{app}/canary/{action}", post(canary_command))
         .route("/v1/apps/{app}/instances", get(instances))
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/logs/events", get(log_events))
@@ -1673,6 +1674,59 @@ async fn scale(
     let platform = p.clone();
     Ok(stream_workflow(&p, "scale", &app, move |events| {
         Box::pin(async move { platform.scale(name.as_str(), change, who, events).await })
+    }))
+}
+
+/// Answer of a canary command.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct CanaryAnswer {
+    app: String,
+    /// `promote` or `abort`, handed to the canary under way.
+    action: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/canary/{action}",
+    tag = "deploys",
+    params(
+        ("app" = String, Path, description = "The app's name"),
+        ("action" = String, Path, description = "`promote` (all requests to the canary now) or `abort` (roll it back now)")
+    ),
+    responses(
+        (status = 200, description = "Handed to the canary; its deploy stream says what happened (409 when none is under way)", body = CanaryAnswer)
+    )
+)]
+async fn canary_command(
+    State(p): Shared,
+    ApiPath((app, action)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<CanaryAnswer>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let command = match action.as_str() {
+        "promote" => crate::canary::Command::Promote(who),
+        "abort" => crate::canary::Command::Abort(who),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                format!("{other:?} is not a canary action"),
+            )
+            .hint("use promote or abort"))
+        }
+    };
+    if !p.canaries.signal(name.as_str(), command) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_canary",
+            format!("{name} has no canary under way"),
+        )
+        .hint("a canary runs during a deploy with strategy = \"canary\" in berth.toml"));
+    }
+    Ok(Json(CanaryAnswer {
+        app: name.to_string(),
+        action,
     }))
 }
 

@@ -321,6 +321,16 @@ impl PlatformConfig {
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache")
     }
+    /// Where Dockerfile builds work and keep their layer caches: outside the data
+    /// directory (which the unprivileged build user must not be able to enter), one per
+    /// data directory.
+    pub fn build_user_dir(&self) -> PathBuf {
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(
+            self.data_dir.as_os_str().as_encoded_bytes(),
+        ));
+        PathBuf::from("/var/cache/berth").join(format!("builds-{}", &digest[..12]))
+    }
     /// Build scratch space.
     pub fn builds_dir(&self) -> PathBuf {
         self.data_dir.join("builds")

@@ -404,6 +404,9 @@ impl Platform {
                 self.keep_build_log(app.as_str(), 0, &log_file).await;
                 if !existed {
                     let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app.as_str()));
+                    let _ = std::fs::remove_dir_all(
+                        self.cfg.build_user_dir().join("cache").join(app.as_str()),
+                    );
                 }
                 let (status, code, hint) = build_refusal(&e);
                 return Err(DeployFailure {
@@ -534,6 +537,7 @@ impl Platform {
                 version,
                 Some(log_file.clone()),
                 tests,
+                toml.canary(),
                 &events,
             )
             .await;
@@ -623,7 +627,7 @@ impl Platform {
         self.store
             .mark_release(app, version, berth_core::dora::ReleaseKind::Rollback, None)
             .await?;
-        let result = self.rollout(app, version, None, None, &events).await;
+        let result = self.rollout(app, version, None, None, None, &events).await;
         if result.is_ok() {
             // The app's own variables follow the release rolled back to.
             let env: BTreeMap<String, String> = app_row
@@ -819,7 +823,7 @@ impl Platform {
             .store
             .create_release(app, image, &config, description, actor, crate::now_secs())
             .await?;
-        self.rollout(app, version, None, None, events).await
+        self.rollout(app, version, None, None, None, events).await
     }
 
     /// What an instance of `release` gets besides its image: its secrets (opened) and the
@@ -1036,6 +1040,7 @@ impl Platform {
         version: u32,
         log_file: Option<PathBuf>,
         tests: Option<TestStep>,
+        canary: Option<berth_core::canary::CanarySpec>,
         events: &Events,
     ) -> Result<(u32, String), DeployFailure> {
         let deploy_id = crate::random_id(8);
@@ -1050,6 +1055,7 @@ impl Platform {
                 version,
                 log_file,
                 tests,
+                canary,
                 events,
                 &deploy_id,
                 &mut stopped_first,
@@ -1114,6 +1120,7 @@ impl Platform {
         version: u32,
         log_file: Option<PathBuf>,
         tests: Option<TestStep>,
+        canary: Option<berth_core::canary::CanarySpec>,
         events: &Events,
         deploy_id: &str,
         stopped_first: &mut Option<u32>,
@@ -1325,6 +1332,24 @@ impl Platform {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
+        // A canary gets a growing share of the requests first, each step analysed.
+        if let Some(spec) = canary {
+            let serving = self.store.app(app).await?.and_then(|a| a.current_release);
+            match serving {
+                Some(stable) if stable != version => {
+                    self.store.deploy_step(deploy_id, "canary").await?;
+                    step(events, "canary");
+                    self.canary_steps(app, &release, stable, &spec, events)
+                        .await?;
+                }
+                _ => {
+                    let _ = events.send(DeployEvent::Log {
+                        line: format!("-----> canary: no release serving yet to compare with; v{version} takes all requests"),
+                    });
+                }
+            }
+        }
+
         // Switch traffic, then drain the old release in the background.
         self.store.deploy_step(deploy_id, "switch").await?;
         step(events, "switch");
@@ -1506,6 +1531,7 @@ impl Platform {
             );
         }
         let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));
+        let _ = std::fs::remove_dir_all(self.cfg.build_user_dir().join("cache").join(app));
         self.logs.remove_app(app);
         Ok(())
     }

@@ -32,6 +32,7 @@
 pub mod api;
 pub mod audit;
 pub mod backups;
+pub mod canary;
 pub mod certificates;
 pub mod config;
 pub mod create;

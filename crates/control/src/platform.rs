@@ -109,6 +109,8 @@ pub struct Platform {
     pub health_memory: Mutex<crate::health_alerts::HealthMemory>,
     /// Where the next address search starts.
     pub next_address: std::sync::atomic::AtomicUsize,
+    /// Canary rollouts under way.
+    pub canaries: crate::canary::CanaryControls,
     /// Background work (drains) that shutdown waits for.
     pub tasks: TaskTracker,
     /// Fires on shutdown.
@@ -350,6 +352,7 @@ impl Platform {
             FactoryPaths {
                 work_root: cfg.builds_dir(),
                 cache_root: cfg.cache_dir(),
+                build_user_root: cfg.build_user_dir(),
             },
             images,
             runtime,
@@ -436,6 +439,7 @@ impl Platform {
             slo_cursor: Mutex::new(crate::slo::SloCursor::default()),
             health_memory: Mutex::new(crate::health_alerts::HealthMemory::default()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
+            canaries: crate::canary::CanaryControls::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

@@ -22,6 +22,8 @@ pub struct RoutePublisher {
     lock: tokio::sync::Mutex<()>,
     /// ACME HTTP-01 answers the edge serves while an order is validated.
     challenges: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Releases under canary analysis: app → (release, percent of requests).
+    canaries: std::sync::Mutex<BTreeMap<String, (u32, u8)>>,
 }
 
 impl RoutePublisher {
@@ -35,6 +37,22 @@ impl RoutePublisher {
             last_generation: AtomicU64::new(last),
             lock: tokio::sync::Mutex::new(()),
             challenges: std::sync::Mutex::new(BTreeMap::new()),
+            canaries: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Gives `release` of `app` `weight` percent of its requests from the next publish on
+    /// (`None`: none, the canary is over).
+    pub fn set_canary(&self, app: &str, canary: Option<(u32, u8)>) {
+        if let Ok(mut c) = self.canaries.lock() {
+            match canary {
+                Some(c2) => {
+                    c.insert(app.to_string(), c2);
+                }
+                None => {
+                    c.remove(app);
+                }
+            }
         }
     }
 
@@ -85,16 +103,30 @@ impl RoutePublisher {
             let Some(current) = app.current_release else {
                 continue;
             };
-            let upstreams = instances
-                .iter()
-                .filter(|i| {
-                    i.app == app.name
-                        && i.release == current
-                        && i.process == WEB_PROCESS
-                        && i.state == InstanceState::Running
-                })
-                .filter_map(|i| format!("{}:{}", i.address, i.port).parse().ok())
-                .collect::<Vec<_>>();
+            let web_of = |release: u32| {
+                instances
+                    .iter()
+                    .filter(|i| {
+                        i.app == app.name
+                            && i.release == release
+                            && i.process == WEB_PROCESS
+                            && i.state == InstanceState::Running
+                    })
+                    .filter_map(|i| format!("{}:{}", i.address, i.port).parse().ok())
+                    .collect::<Vec<_>>()
+            };
+            let upstreams = web_of(current);
+            let canary = self
+                .canaries
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&app.name).copied())
+                .filter(|(release, _)| *release != current)
+                .map(|(release, weight)| berth_edge::routes::CanaryRoute {
+                    release,
+                    upstreams: web_of(release),
+                    weight,
+                });
             let own = self
                 .cfg
                 .app_hosts(&app.name)
@@ -112,6 +144,7 @@ impl RoutePublisher {
                         release: current,
                         upstreams: upstreams.clone(),
                         https_redirect: https_redirect && self.cfg.edge_tls_listen.is_some(),
+                        canary: canary.clone(),
                     },
                 );
             }

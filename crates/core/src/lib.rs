@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod canary;
 pub mod domains;
 pub mod dora;
 pub mod limits;

@@ -75,6 +75,13 @@ pub struct DeployToml {
     pub test: Option<String>,
     /// How long the tests may take (default 10m).
     pub test_timeout: Option<String>,
+    /// `"canary"`: the new release gets a growing share of requests (`steps`), each step
+    /// analysed against the stable release; default: all at once once healthy.
+    pub strategy: Option<String>,
+    /// Canary steps: percent of requests, growing (default [10, 50]).
+    pub steps: Option<Vec<u8>>,
+    /// How long each canary step lasts (default 30s).
+    pub step_pause: Option<String>,
 }
 
 /// `[logs]`.
@@ -209,6 +216,23 @@ impl Default for HealthCheck {
 }
 
 impl BerthToml {
+    /// The canary rollout berth.toml asks for, if any.
+    pub fn canary(&self) -> Option<crate::canary::CanarySpec> {
+        (self.deploy.strategy.as_deref() == Some("canary")).then(|| crate::canary::CanarySpec {
+            steps: self
+                .deploy
+                .steps
+                .clone()
+                .unwrap_or_else(|| crate::canary::DEFAULT_STEPS.to_vec()),
+            step_secs: self
+                .deploy
+                .step_pause
+                .as_deref()
+                .and_then(|p| humantime::parse_duration(p).ok())
+                .map_or(crate::canary::DEFAULT_STEP_SECS, |d| d.as_secs()),
+        })
+    }
+
     /// Parses and validates `berth.toml` text. Errors carry line and column from the TOML
     /// parser, or the dotted field path from validation; all validation errors are joined.
     pub fn parse(text: &str) -> Result<Self, SpecError> {
@@ -292,6 +316,33 @@ impl BerthToml {
             {
                 problems.push(format!("build.target: {t:?} is not a stage name"));
             }
+        }
+        match self.deploy.strategy.as_deref() {
+            None | Some("canary") | Some("all-at-once") => {}
+            Some(other) => problems.push(format!(
+                "deploy.strategy: {other:?} is not a strategy; use \"canary\" or \"all-at-once\""
+            )),
+        }
+        if let Some(steps) = &self.deploy.steps {
+            if let Err(e) = crate::canary::validate_steps(steps) {
+                problems.push(e);
+            }
+        }
+        if let Some(p) = &self.deploy.step_pause {
+            match humantime::parse_duration(p) {
+                Ok(d) if d.as_secs() >= 1 && d.as_secs() <= 3600 => {}
+                _ => problems.push(format!(
+                    "deploy.step_pause: {p:?} must be a duration between 1s and 1h, e.g. \"30s\""
+                )),
+            }
+        }
+        if self.deploy.strategy.as_deref() != Some("canary")
+            && (self.deploy.steps.is_some() || self.deploy.step_pause.is_some())
+        {
+            problems.push(
+                "deploy.steps and deploy.step_pause are for strategy = \"canary\"; set it or remove them"
+                    .into(),
+            );
         }
         if let Some(name) = &self.name {
             if let Err(e) = AppName::parse(name) {

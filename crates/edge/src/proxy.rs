@@ -158,13 +158,16 @@ impl Proxy {
             .access
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().clone()));
-        let resp = self.forward(req, &route, &host, remote, scheme).await;
+        let group = route.choose();
+        let resp = self
+            .forward(req, &route, group, &host, remote, scheme)
+            .await;
         let elapsed = started.elapsed();
-        route.series.record(resp.status().as_u16(), elapsed);
+        group.series.record(resp.status().as_u16(), elapsed);
         if let (Some(log), Some((method, path))) = (&self.access, request_line) {
             log.record(
                 &route.route.app,
-                route.route.release,
+                group.release,
                 method.as_str(),
                 path.path_and_query().map_or("/", |p| p.as_str()),
                 resp.status().as_u16(),
@@ -180,6 +183,7 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         route: &crate::routes::LiveRoute,
+        group: &crate::routes::Group,
         host: &str,
         remote: SocketAddr,
         scheme: Scheme,
@@ -197,7 +201,7 @@ impl Proxy {
                 return pages::redirect(&format!("https://{authority}{path}"));
             }
         }
-        if route.route.upstreams.is_empty() {
+        if group.is_empty() {
             return pages::unavailable();
         }
 
@@ -255,7 +259,7 @@ impl Proxy {
             Err(_) => return pages::bad_request(),
         };
         // Instances in the order to try: fewest requests under way first, ejected last.
-        'instances: for (upstream, state) in route.pick() {
+        'instances: for (upstream, state) in group.pick() {
             let mut fresh = upgrade;
             loop {
                 let this_body = if retryable {
@@ -310,7 +314,7 @@ impl Proxy {
         if last_failed && retryable && !upgrade {
             // Once an instance may have seen it, only another release (the app was
             // replaced, not merely restarted) may get it again.
-            let seen_by = (!never_sent).then_some(route.route.release);
+            let seen_by = (!never_sent).then_some(group.release);
             if let Some(resp) = self.settle(&host, &method, &uri, &headers, seen_by).await {
                 return self.respond(resp, None, None).await;
             }

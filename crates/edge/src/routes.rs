@@ -22,6 +22,19 @@ pub struct Route {
     /// Plain-HTTP requests for this name are redirected to HTTPS.
     #[serde(default)]
     pub https_redirect: bool,
+    /// A release under canary analysis, which gets a share of the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryRoute>,
+}
+
+/// The canary side of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryRoute {
+    pub release: u32,
+    /// Its healthy instances.
+    pub upstreams: Vec<SocketAddr>,
+    /// Percent of requests it gets (1-99).
+    pub weight: u8,
 }
 
 /// What the control plane hands the edge: a numbered, complete table.
@@ -141,25 +154,25 @@ impl Drop for InFlight {
     }
 }
 
-/// A compiled route: upstreams with what the edge knows of each, and a rotating start for
-/// ties.
+/// One release's instances in a route, with what the edge knows of each.
 #[derive(Debug)]
-pub struct LiveRoute {
-    /// The route.
-    pub route: Route,
-    /// Its release's request counters.
+pub struct Group {
+    /// The release.
+    pub release: u32,
+    /// Its request counters.
     pub series: Arc<crate::metrics::Series>,
+    upstreams: Vec<SocketAddr>,
     /// One per upstream, in the same order.
     states: Vec<Arc<UpstreamState>>,
     next: AtomicUsize,
 }
 
-impl LiveRoute {
+impl Group {
     /// Upstreams in the order to try them: instances that are not ejected, fewest requests
     /// under way first (ties in turn), then the ejected ones as a last resort (so that an
     /// app whose every instance failed is still tried).
     pub fn pick(&self) -> Vec<(SocketAddr, Arc<UpstreamState>)> {
-        let n = self.route.upstreams.len();
+        let n = self.upstreams.len();
         if n == 0 {
             return Vec::new();
         }
@@ -168,8 +181,49 @@ impl LiveRoute {
         order.sort_by_key(|&i| (self.states[i].ejected(), self.states[i].in_flight()));
         order
             .into_iter()
-            .map(|i| (self.route.upstreams[i], self.states[i].clone()))
+            .map(|i| (self.upstreams[i], self.states[i].clone()))
             .collect()
+    }
+
+    /// Whether it has no instance.
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+}
+
+/// A compiled route: the serving release's instances, and a canary's when there is one.
+#[derive(Debug)]
+pub struct LiveRoute {
+    /// The route.
+    pub route: Route,
+    /// The serving release.
+    pub stable: Group,
+    /// A release under canary analysis and its share of requests (percent).
+    pub canary: Option<(Group, u8)>,
+    requests: AtomicUsize,
+}
+
+impl LiveRoute {
+    /// The group this request goes to: the canary for its share of requests (spread
+    /// evenly over them), else the serving release.
+    pub fn choose(&self) -> &Group {
+        match &self.canary {
+            Some((group, weight)) if !group.is_empty() => {
+                let n = self.requests.fetch_add(1, Ordering::Relaxed);
+                // 37 is prime to 100: consecutive requests land all over 0..100.
+                if (n * 37) % 100 < usize::from(*weight) {
+                    group
+                } else {
+                    &self.stable
+                }
+            }
+            _ => &self.stable,
+        }
+    }
+
+    /// The serving release's upstreams in the order to try them.
+    pub fn pick(&self) -> Vec<(SocketAddr, Arc<UpstreamState>)> {
+        self.stable.pick()
     }
 }
 
@@ -190,18 +244,31 @@ impl Table {
         metrics: &crate::metrics::EdgeMetrics,
         previous: Option<&Table>,
     ) -> Self {
-        let series = metrics.for_routes(s.routes.values().map(|r| (r.app.as_str(), r.release)));
+        let series = metrics.for_routes(s.routes.values().flat_map(|r| {
+            std::iter::once((r.app.as_str(), r.release))
+                .chain(r.canary.as_ref().map(|c| (r.app.as_str(), c.release)))
+        }));
         let known = |host: &str, addr: &SocketAddr| -> Arc<UpstreamState> {
-            previous
-                .and_then(|t| t.hosts.get(host))
-                .and_then(|live| {
-                    live.route
-                        .upstreams
+            let live = previous.and_then(|t| t.hosts.get(host));
+            live.into_iter()
+                .flat_map(|l| std::iter::once(&l.stable).chain(l.canary.as_ref().map(|c| &c.0)))
+                .find_map(|g| {
+                    g.upstreams
                         .iter()
                         .position(|a| a == addr)
-                        .map(|i| live.states[i].clone())
+                        .map(|i| g.states[i].clone())
                 })
                 .unwrap_or_default()
+        };
+        let group = |host: &str, app: &str, release: u32, upstreams: &[SocketAddr]| Group {
+            release,
+            series: series
+                .get(&(app.to_string(), release))
+                .cloned()
+                .unwrap_or_default(),
+            upstreams: upstreams.to_vec(),
+            states: upstreams.iter().map(|a| known(host, a)).collect(),
+            next: AtomicUsize::new(0),
         };
         Self {
             generation: s.generation,
@@ -210,19 +277,16 @@ impl Table {
                 .iter()
                 .map(|(h, r)| {
                     let host = h.to_ascii_lowercase();
-                    let states = r.upstreams.iter().map(|a| known(&host, a)).collect();
-                    (
-                        host,
-                        Arc::new(LiveRoute {
-                            route: r.clone(),
-                            series: series
-                                .get(&(r.app.clone(), r.release))
-                                .cloned()
-                                .unwrap_or_default(),
-                            states,
-                            next: AtomicUsize::new(0),
-                        }),
-                    )
+                    let live = LiveRoute {
+                        stable: group(&host, &r.app, r.release, &r.upstreams),
+                        canary: r
+                            .canary
+                            .as_ref()
+                            .map(|c| (group(&host, &r.app, c.release, &c.upstreams), c.weight)),
+                        route: r.clone(),
+                        requests: AtomicUsize::new(0),
+                    };
+                    (host, Arc::new(live))
                 })
                 .collect(),
             challenges: s.acme_challenges.clone(),
@@ -268,6 +332,7 @@ mod tests {
                     "10.0.0.3:8000".parse().unwrap(),
                 ],
                 https_redirect: false,
+                canary: None,
             },
         );
         RouteSnapshot {
@@ -336,6 +401,23 @@ mod tests {
         state.succeeded();
         assert!(!state.ejected());
         assert_eq!(state.ejections.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_canary_gets_its_share_of_requests() {
+        let mut snap = snapshot();
+        if let Some(r) = snap.routes.get_mut("hello.localhost") {
+            r.canary = Some(CanaryRoute {
+                release: 4,
+                upstreams: vec!["10.0.0.9:8000".parse().unwrap()],
+                weight: 10,
+            });
+        }
+        let t = Table::from_snapshot(&snap, &crate::metrics::EdgeMetrics::default(), None);
+        let r = t.lookup("hello.localhost").unwrap();
+        let to_canary = (0..1000).filter(|_| r.choose().release == 4).count();
+        assert_eq!(to_canary, 100);
+        assert_eq!(r.pick().len(), 2, "retries stay on the serving release");
     }
 
     #[test]

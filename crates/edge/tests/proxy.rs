@@ -82,6 +82,7 @@ fn write_release(
             release,
             upstreams,
             https_redirect: false,
+            canary: None,
         },
     );
     RouteSnapshot {
@@ -108,6 +109,7 @@ fn write_table(
                 release: generation as u32,
                 upstreams: upstreams.clone(),
                 https_redirect: *https_redirect,
+                canary: None,
             },
         );
     }

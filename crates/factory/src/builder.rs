@@ -132,6 +132,9 @@ pub struct FactoryPaths {
     pub work_root: PathBuf,
     /// Build caches: one directory per app.
     pub cache_root: PathBuf,
+    /// Dockerfile builds' scratch space and layer caches, which the build user can reach
+    /// (each directory on the way is traversable, no more).
+    pub build_user_root: PathBuf,
 }
 
 /// One build to run.
@@ -378,7 +381,16 @@ impl Factory {
                 reused: true,
             });
         }
-        let work = self.paths.work_root.join(&req.build_id);
+        let dockerfile_build = req.toml.build.dockerfile.is_some()
+            || ["Dockerfile", "Containerfile"]
+                .iter()
+                .any(|f| matches!(source::read_file(archive, f), Ok(Some(_))));
+        let work = if dockerfile_build {
+            crate::dockerfile::traversable(&self.paths.build_user_root.join("work"))?;
+            self.paths.build_user_root.join("work").join(&req.build_id)
+        } else {
+            self.paths.work_root.join(&req.build_id)
+        };
         let result = self.build_in(req, archive, &work);
         let _ = std::fs::remove_dir_all(&work);
         result
@@ -404,7 +416,7 @@ impl Factory {
             }
             let mut out = crate::dockerfile::build(
                 &self.images,
-                &self.paths.cache_root,
+                &self.paths.build_user_root.join("cache"),
                 req,
                 &app_dir,
                 &dockerfile,

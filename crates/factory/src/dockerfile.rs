@@ -20,6 +20,8 @@ use std::time::Instant;
 
 /// The host account builds run as: buildah needs a name for its uid and subordinate ids.
 pub const BUILD_USER: &str = "berth-build";
+/// Where the build user's directories live (one tree per data directory).
+pub const BUILD_USER_AREA: &str = "/var/cache/berth";
 /// The OCI layout of the pulled bases, in the app's build cache.
 const BASES: &str = "bases";
 /// First subordinate id handed to the build user when none is configured.
@@ -72,6 +74,7 @@ pub fn build(
 
     let cache = cache_root.join(&req.app).join("buildah");
     let bases = cache.join(BASES);
+    traversable(&cache)?;
     std::fs::create_dir_all(&bases).map_err(io(format!("creating {}", bases.display())))?;
     let rewritten = resolve_bases(&parsed, &req.toml.build.args, &bases, req)?;
     let file = work.join("Dockerfile.berth");
@@ -87,6 +90,9 @@ pub fn build(
         if !d.exists() {
             std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
             std::os::unix::fs::chown(&d, Some(APP_UID), Some(APP_GID))
+                .map_err(io(format!("handing {} to the build user", d.display())))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
                 .map_err(io(format!("handing {} to the build user", d.display())))?;
         }
     }
@@ -299,6 +305,32 @@ fn substitute(text: &str, args: &BTreeMap<String, String>) -> Result<String, Bui
         )));
     }
     Ok(out)
+}
+
+/// Creates `dir` (under `/var/cache/berth`) and its parents there, each traversable by
+/// the build user (mode 0711: it may pass through, not list).
+pub fn traversable(dir: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    for d in dir.ancestors() {
+        if !d.starts_with(BUILD_USER_AREA) {
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(d) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            std::fs::set_permissions(
+                d,
+                std::fs::Permissions::from_mode(meta.permissions().mode() | 0o711),
+            )
+            .map_err(io(format!(
+                "letting the build user through {}",
+                d.display()
+            )))?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the host account buildah runs as (uid 10001) and its subordinate ids, once.

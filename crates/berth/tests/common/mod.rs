@@ -193,6 +193,15 @@ impl Platform {
 
     /// Runs the CLI with extra environment.
     pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.berth_command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run berth")
+    }
+
+    /// The CLI against this platform, ready to run (e.g. on another thread).
+    pub fn berth_command(&self, args: &[&str]) -> Command {
         let mut cmd = self.command(berth_bin());
         cmd.arg("--data-dir")
             .arg(self.data.path())
@@ -201,10 +210,7 @@ impl Platform {
         cmd.env_remove("BERTH_API_URL").env_remove("BERTH_TOKEN");
         // Sign-ins (`berth login`) of this platform's tests only.
         cmd.env("XDG_CONFIG_HOME", self.data.path().join("config"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run berth")
+        cmd
     }
 
     /// Runs the CLI and requires success; returns stdout.
