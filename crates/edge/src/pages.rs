@@ -6,7 +6,10 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{header, Response, StatusCode};
 
 /// Body type of edge responses.
-pub type EdgeBody = BoxBody<Bytes, hyper::Error>;
+pub type EdgeBody = BoxBody<Bytes, BoxError>;
+
+/// Any error a body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn page(status: StatusCode, title: &str, detail: &str) -> Response<EdgeBody> {
     let html = format!(
@@ -101,6 +104,18 @@ pub fn bad_request() -> Response<EdgeBody> {
         StatusCode::BAD_REQUEST,
         "Bad request",
         "The request has no Host header, so berth cannot tell which app it is for.",
+    )
+}
+
+/// 413: the request body is larger than the edge takes.
+pub fn too_large(limit: u64) -> Response<EdgeBody> {
+    page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request too large",
+        &format!(
+            "The request body is larger than the {} MiB berth accepts.",
+            limit >> 20
+        ),
     )
 }
 

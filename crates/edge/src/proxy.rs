@@ -92,6 +92,9 @@ fn has_no_body(req: &Request<Incoming>) -> bool {
         )
 }
 
+/// Largest request body the edge passes on to an app.
+pub const MAX_BODY_BYTES: u64 = 100 << 20;
+
 /// Pauses between the tries of [`Proxy::settle`], and the most it waits in all.
 const SETTLE_PAUSES_MS: [u64; 5] = [50, 100, 200, 400, 800];
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
@@ -204,6 +207,14 @@ impl Proxy {
         if group.is_empty() {
             return pages::unavailable();
         }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+            return pages::too_large(MAX_BODY_BYTES);
+        }
 
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -247,7 +258,9 @@ impl Proxy {
             }),
         );
 
-        let mut body = Some(req.into_body().boxed());
+        // A body of unknown length is cut off at the limit (the app sees an aborted upload).
+        let mut body =
+            Some(http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES as usize).boxed());
         let mut last_failed = false;
         // Whether every failure so far left the request unsent (no connection, or one hyper
         // closed before writing it): only then may another instance get it. A request an
@@ -395,6 +408,7 @@ impl Proxy {
                 inner: body,
                 _under_way: under_way,
             }
+            .map_err(crate::pages::BoxError::from)
             .boxed(),
         )
     }

@@ -329,11 +329,21 @@ async fn serve(
                 Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Http).await)
             }
         });
-        let conn = http1::Builder::new()
+        // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the first bytes.
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
         connections.spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             serve_until!(conn, stop);
         });
     }
@@ -347,6 +357,11 @@ async fn serve(
 
 /// Longest a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to send a request's head (slowloris clients are closed).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) the edge reads; a larger one is
+/// answered 431 (HTTP/1.1) or refused (HTTP/2).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// One HTTPS connection: handshake, then HTTP/2 or HTTP/1.1 as ALPN chose.
 async fn serve_tls(
@@ -372,6 +387,8 @@ async fn serve_tls(
     // ALPN already chose the protocol: no need to sniff the first bytes.
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
             .serve_connection(TokioIo::new(tls), service);
         serve_until!(conn, stop);
     } else {
@@ -379,6 +396,9 @@ async fn serve_tls(
         let conn = http1::Builder::new()
             .keep_alive(true)
             .writev(false)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
             .serve_connection(TokioIo::new(tls), service)
             .with_upgrades();
         serve_until!(conn, stop);

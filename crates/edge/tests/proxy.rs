@@ -673,3 +673,91 @@ async fn plain_http_redirects_to_https_per_domain_and_answers_acme_challenges() 
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn oversized_heads_and_bodies_are_refused_before_any_app_sees_them() {
+    let edge = Edge::start().await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_routes(&edge.routes(), 1, "alpha.test", vec![a]);
+    edge.wait_applied(1).await;
+
+    // A head over the limit: 431.
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    let big = "x".repeat(100 * 1024);
+    let req =
+        format!("GET / HTTP/1.1\r\nHost: alpha.test\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    // A body declared over the limit: 413, nothing sent on.
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: alpha.test\r\nContent-Length: 209715200\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("larger than the 100 MiB"), "{text}");
+    assert!(!text.contains("alpha"), "the app never answered: {text}");
+
+    // The edge still serves.
+    assert_eq!(edge.get("alpha.test").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_closed() {
+    let edge = Edge::start().await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_routes(&edge.routes(), 1, "alpha.test", vec![a]);
+    edge.wait_applied(1).await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: alph")
+        .await
+        .expect("write");
+    // Nothing more: the edge closes the connection (after HEADER_READ_TIMEOUT) instead
+    // of holding it open for as long as the client likes.
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "the edge kept a slow client's connection open"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http2_with_prior_knowledge_is_served() {
+    let edge = Edge::start().await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_routes(&edge.routes(), 1, "alpha.test", vec![a]);
+    edge.wait_applied(1).await;
+    let stream = TcpStream::connect(edge.addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri("http://alpha.test/h2c")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2c request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("alpha\nGET /h2c HTTP/1.1"), "{body}");
+}
