@@ -395,6 +395,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         platform.clone(),
     ));
     let loki = tokio::spawn(berth_control::export::run_loki(platform.clone()));
+    let idle = tokio::spawn(berth_control::idle::run_idle(platform.clone()));
     let https = cfg
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
@@ -423,6 +424,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = backups.await;
     let _ = slos.await;
     let _ = loki.await;
+    let _ = idle.await;
     if let Some(t) = &platform.traces {
         t.shutdown();
     }
@@ -777,7 +779,11 @@ async fn apps(g: &Global) -> Result<i32> {
                     a.current_release
                         .map(|v| format!("v{v}"))
                         .unwrap_or_else(|| "-".into()),
-                    a.running.to_string(),
+                    if a.sleeping {
+                        "0 (asleep)".to_string()
+                    } else {
+                        a.running.to_string()
+                    },
                     a.isolation.clone().unwrap_or_else(|| "-".into()),
                     a.url.clone(),
                 ]

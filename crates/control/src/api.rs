@@ -702,6 +702,11 @@ async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSumma
             created_at: a.created_at,
             isolation,
             project,
+            // Asleep once its web instances are gone, not while they are being stopped.
+            sleeping: p.routes.is_sleeping(&a.name)
+                && !instances
+                    .iter()
+                    .any(|i| i.app == a.name && i.process == berth_core::model::WEB_PROCESS),
             name: a.name,
         });
     }

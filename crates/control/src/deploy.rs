@@ -481,6 +481,7 @@ impl Platform {
             log_retention: toml.log_retention(),
             port: berth_factory::foreign::web_port(&out.meta, &toml),
             own_root: out.meta.own_root.clone(),
+            idle_secs: toml.idle_secs(),
         };
         // Within the project's quota, or nothing changes (a new app is not kept).
         if let Err(e) = self
@@ -1383,7 +1384,7 @@ impl Platform {
     }
 
     /// Creates and starts every instance of `release` (its network policy in force first).
-    async fn start_instances(
+    pub(crate) async fn start_instances(
         self: &Arc<Self>,
         app: &str,
         release: &ReleaseView,

@@ -46,6 +46,7 @@ pub mod extract;
 pub mod guard;
 pub mod health_alerts;
 pub mod idempotency;
+pub mod idle;
 pub mod launcher;
 pub mod metrics;
 pub mod notify;

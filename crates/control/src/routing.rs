@@ -24,6 +24,8 @@ pub struct RoutePublisher {
     challenges: std::sync::Mutex<BTreeMap<String, String>>,
     /// Releases under canary analysis: app → (release, percent of requests).
     canaries: std::sync::Mutex<BTreeMap<String, (u32, u8)>>,
+    /// Apps asleep: no web instance while idle, woken by the next request.
+    sleeping: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl RoutePublisher {
@@ -38,7 +40,29 @@ impl RoutePublisher {
             lock: tokio::sync::Mutex::new(()),
             challenges: std::sync::Mutex::new(BTreeMap::new()),
             canaries: std::sync::Mutex::new(BTreeMap::new()),
+            sleeping: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    /// Marks `app` asleep (its routes wake it) or awake, from the next publish on.
+    pub fn set_sleeping(&self, app: &str, asleep: bool) {
+        if let Ok(mut s) = self.sleeping.lock() {
+            if asleep {
+                s.insert(app.to_string());
+            } else {
+                s.remove(app);
+            }
+        }
+    }
+
+    /// Whether `app` is asleep.
+    pub fn is_sleeping(&self, app: &str) -> bool {
+        self.sleeping.lock().is_ok_and(|s| s.contains(app))
+    }
+
+    /// The file the edge writes to wake `app`, and the directory of them.
+    pub fn wake_dir_of(cfg: &PlatformConfig) -> PathBuf {
+        cfg.edge_dir().join("wake")
     }
 
     /// Gives `release` of `app` `weight` percent of its requests from the next publish on
@@ -116,6 +140,13 @@ impl RoutePublisher {
                     .collect::<Vec<_>>()
             };
             let upstreams = web_of(current);
+            // An app that has instances again (a deploy, a wake-up) is awake.
+            let sleeping = if upstreams.is_empty() {
+                self.is_sleeping(&app.name)
+            } else {
+                self.set_sleeping(&app.name, false);
+                false
+            };
             let canary = self
                 .canaries
                 .lock()
@@ -145,6 +176,7 @@ impl RoutePublisher {
                         upstreams: upstreams.clone(),
                         https_redirect: https_redirect && self.cfg.edge_tls_listen.is_some(),
                         canary: canary.clone(),
+                        sleeping,
                     },
                 );
             }

@@ -39,6 +39,9 @@ pub struct AppSummary {
     /// The project it belongs to.
     #[serde(default)]
     pub project: String,
+    /// Asleep: idle, its web instances stopped until the next request (`[scale] min = 0`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sleeping: bool,
 }
 
 /// One image of an app in `berth images`.

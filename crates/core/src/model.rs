@@ -72,6 +72,10 @@ pub struct ReleaseConfig {
     /// the app in `/app`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_root: Option<OwnRoot>,
+    /// Seconds without requests after which the web instances stop (`[scale] min = 0`);
+    /// the next request starts one again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_secs: Option<u64>,
 }
 
 /// How a release whose image brings its own root filesystem runs.

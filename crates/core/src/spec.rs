@@ -47,7 +47,26 @@ pub struct BerthToml {
     pub port: Option<u16>,
     /// How a Dockerfile is built.
     pub build: BuildToml,
+    /// Scaling: `min = 0` with `idle` stops the web instances of an idle app; the next
+    /// request wakes it.
+    pub scale: ScaleToml,
 }
+
+/// `[scale]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScaleToml {
+    /// Fewest web instances: 0 lets the app sleep when idle (default: the instances set).
+    pub min: Option<u32>,
+    /// How long without requests before an app with `min = 0` sleeps (default 5m).
+    pub idle: Option<String>,
+}
+
+/// The shortest and longest idle time before an app sleeps.
+pub const MIN_IDLE_SECS: u64 = 1;
+pub const MAX_IDLE_SECS: u64 = 7 * 86_400;
+/// Default idle time before an app with `[scale] min = 0` sleeps.
+pub const DEFAULT_IDLE_SECS: u64 = 300;
 
 /// `[build]`: a Dockerfile build.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +235,17 @@ impl Default for HealthCheck {
 }
 
 impl BerthToml {
+    /// How long an idle app waits before its web instances stop (`[scale] min = 0`).
+    pub fn idle_secs(&self) -> Option<u64> {
+        (self.scale.min == Some(0)).then(|| {
+            self.scale
+                .idle
+                .as_deref()
+                .and_then(|i| humantime::parse_duration(i).ok())
+                .map_or(DEFAULT_IDLE_SECS, |d| d.as_secs())
+        })
+    }
+
     /// The canary rollout berth.toml asks for, if any.
     pub fn canary(&self) -> Option<crate::canary::CanarySpec> {
         (self.deploy.strategy.as_deref() == Some("canary")).then(|| crate::canary::CanarySpec {
@@ -315,6 +345,24 @@ impl BerthToml {
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 problems.push(format!("build.target: {t:?} is not a stage name"));
+            }
+        }
+        if let Some(min) = self.scale.min {
+            if min > 0 && self.scale.idle.is_some() {
+                problems.push("scale.idle: only an app with scale.min = 0 sleeps when idle".into());
+            }
+            if min > MAX_INSTANCES {
+                problems.push(format!(
+                    "scale.min: {min} is more than the maximum of {MAX_INSTANCES}"
+                ));
+            }
+        }
+        if let Some(idle) = &self.scale.idle {
+            match humantime::parse_duration(idle) {
+                Ok(d) if (MIN_IDLE_SECS..=MAX_IDLE_SECS).contains(&d.as_secs()) => {}
+                _ => problems.push(format!(
+                    "scale.idle: {idle:?} must be a duration between 1s and 7d, e.g. \"5m\""
+                )),
             }
         }
         match self.deploy.strategy.as_deref() {

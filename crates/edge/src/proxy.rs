@@ -45,6 +45,7 @@ pub struct Proxy {
     pool: Arc<UpstreamPool>,
     https_port: Option<u16>,
     access: Option<crate::access::WorkerLog>,
+    wake_dir: Option<std::path::PathBuf>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -92,6 +93,9 @@ fn has_no_body(req: &Request<Incoming>) -> bool {
         )
 }
 
+/// Longest a request waits for a sleeping app to wake.
+pub const WAKE_LIMIT: Duration = Duration::from_secs(60);
+
 /// Largest request body the edge passes on to an app.
 pub const MAX_BODY_BYTES: u64 = 100 << 20;
 
@@ -117,7 +121,34 @@ impl Proxy {
             pool: Arc::new(UpstreamPool::default()),
             https_port,
             access: None,
+            wake_dir: None,
         }
+    }
+
+    /// Wakes sleeping apps by writing their name in `dir` (the control plane starts them).
+    pub fn with_wake_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.wake_dir = dir;
+        self
+    }
+
+    /// A sleeping app: asks the control plane to wake it, and waits (at most
+    /// [`WAKE_LIMIT`]) for its route to have instances.
+    async fn wake(&self, host: &str, app: &str) -> Option<Arc<crate::routes::LiveRoute>> {
+        let dir = self.wake_dir.as_ref()?;
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(dir.join(app), b"");
+        let started = std::time::Instant::now();
+        while started.elapsed() < WAKE_LIMIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let route = self.table.load().lookup(host)?;
+            if !route.stable.is_empty() {
+                return Some(route);
+            }
+            if !route.route.sleeping {
+                return None;
+            }
+        }
+        None
     }
 
     /// Also writes an access log.
@@ -151,10 +182,17 @@ impl Proxy {
                 };
             }
         }
-        let Some(route) = table.lookup(&host) else {
+        let Some(mut route) = table.lookup(&host) else {
             return pages::not_found(&host);
         };
         drop(table);
+        if route.route.sleeping && route.stable.is_empty() {
+            // Held, not failed: the app starts for this request.
+            match self.wake(&host, &route.route.app.clone()).await {
+                Some(awake) => route = awake,
+                None => return pages::unavailable(),
+            }
+        }
         let started = std::time::Instant::now();
         // Cheap clones (standard methods are constants, a URI shares its bytes).
         let request_line = self

@@ -25,6 +25,9 @@ pub struct Route {
     /// A release under canary analysis, which gets a share of the requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryRoute>,
+    /// The app sleeps (no instances while idle): a request wakes it and waits for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sleeping: bool,
 }
 
 /// The canary side of a route.
@@ -333,6 +336,7 @@ mod tests {
                 ],
                 https_redirect: false,
                 canary: None,
+                sleeping: false,
             },
         );
         RouteSnapshot {

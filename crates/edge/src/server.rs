@@ -219,6 +219,8 @@ pub async fn run(
         None => None,
     };
     let https_port = cfg.tls.as_ref().map(|t| t.listen.port());
+    // Beside the route snapshot: where requests for sleeping apps ask for them.
+    let wake_dir = cfg.routes_file.parent().map(|d| d.join("wake"));
     let access = cfg.access_log.clone().map(crate::access::AccessLog::start);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
@@ -234,7 +236,7 @@ pub async fn run(
             (Some(t), Some(a)) => Some((share(t)?, a.clone())),
             _ => None,
         };
-        let (table, shutdown) = (table.clone(), shutdown.clone());
+        let (table, shutdown, wake_dir) = (table.clone(), shutdown.clone(), wake_dir.clone());
         let access = access.as_ref().map(|a| a.worker());
         handles.push(std::thread::spawn(
             move || match tokio::runtime::Builder::new_current_thread()
@@ -254,7 +256,9 @@ pub async fn run(
                             log.flush();
                         });
                     }
-                    let proxy = Proxy::new(table, https_port).with_access_log(access.clone());
+                    let proxy = Proxy::new(table, https_port)
+                        .with_access_log(access.clone())
+                        .with_wake_dir(wake_dir.clone());
                     let plain = serve(l, None, proxy.clone(), shutdown.clone());
                     match tl {
                         Some((tl, acceptor)) => {

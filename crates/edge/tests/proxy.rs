@@ -83,6 +83,7 @@ fn write_release(
             upstreams,
             https_redirect: false,
             canary: None,
+            sleeping: false,
         },
     );
     RouteSnapshot {
@@ -110,6 +111,7 @@ fn write_table(
                 upstreams: upstreams.clone(),
                 https_redirect: *https_redirect,
                 canary: None,
+                sleeping: false,
             },
         );
     }

@@ -1,0 +1,65 @@
+//! End-to-end: an app with `[scale] min = 0` sleeps when idle — its web instances stop —
+//! and the next request is held by the edge (not failed) while an instance starts, then
+//! served; at both isolation levels.
+
+mod common;
+
+use common::{copy_dir, http_get, Platform};
+use std::time::Duration;
+
+fn asleep(p: &Platform, app: &str) -> bool {
+    p.json(&["apps"])
+        .as_array()
+        .expect("apps")
+        .iter()
+        .any(|a| a["name"] == app && a["sleeping"] == true)
+}
+
+fn web_instances(p: &Platform, app: &str) -> usize {
+    p.json(&["ps", app])
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|i| i["process"] == "web")
+        .count()
+}
+
+#[test]
+fn an_idle_app_sleeps_and_the_next_request_wakes_it() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    for (app, isolation) in [("nap", "trusted"), ("napbox", "sandbox")] {
+        let dir = work.path().join(app);
+        copy_dir(&common::fixture("stateful"), &dir);
+        std::fs::write(
+            dir.join("berth.toml"),
+            format!("isolation = \"{isolation}\"\n\n[scale]\nmin = 0\nidle = \"2s\"\n"),
+        )
+        .expect("berth.toml");
+        p.ok(&["deploy", &dir.display().to_string()]);
+        assert_eq!(p.answer(app, "/env?name=BERTH_APP"), app);
+    }
+    for app in ["nap", "napbox"] {
+        // Idle: its web instances stop.
+        assert!(
+            common::eventually(Duration::from_secs(60), || asleep(&p, app)),
+            "{app} never slept\n{}",
+            p.up_log()
+        );
+        // One request, not retried by the test: held while the app starts, then served.
+        let (code, body) = http_get(
+            p.edge_port,
+            &format!("{app}.localhost"),
+            "/env?name=BERTH_APP",
+        )
+        .expect("GET");
+        assert_eq!((code, body.as_str()), (200, app), "{}", p.up_log());
+        assert!(!asleep(&p, app));
+        assert_eq!(web_instances(&p, app), 1, "{}", p.up_log());
+    }
+    // A bad idle time is refused before anything is built.
+    let dir = work.path().join("nap");
+    std::fs::write(dir.join("berth.toml"), "[scale]\nmin = 0\nidle = \"0s\"\n").expect("toml");
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(err.contains("scale.idle"), "{err}");
+}

@@ -1,0 +1,195 @@
+//! Scale to zero: an app whose serving release says `[scale] min = 0` has its web
+//! instances stopped once no request reached it for its idle time; its routes then say it
+//! sleeps, and the edge holds the next request, asks for the app (a file named after it in
+//! `<data>/edge/wake/`), and forwards the request once an instance answers.
+
+use crate::platform::Platform;
+use crate::routing::RoutePublisher;
+use berth_core::model::{InstanceState, WEB_PROCESS};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often wake requests are looked for.
+const WAKE_POLL: Duration = Duration::from_millis(50);
+/// How often idleness is checked.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// What the loop remembers of an app: its request count and when it last changed.
+struct Seen {
+    requests: u64,
+    changed: Instant,
+}
+
+/// Runs until shutdown: wakes apps the edge asks for, and puts idle ones to sleep.
+pub async fn run_idle(platform: Arc<Platform>) {
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut last_check = Instant::now();
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = platform.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(WAKE_POLL) => {}
+        }
+        if let Err(e) = wake_requested(&platform, &mut seen).await {
+            tracing::warn!(error = %e.message, "waking an app failed");
+        }
+        if last_check.elapsed() >= IDLE_CHECK {
+            last_check = Instant::now();
+            if let Err(e) = sleep_idle(&platform, &mut seen, first).await {
+                tracing::warn!(error = %e.message, "putting an idle app to sleep failed");
+            }
+            first = false;
+        }
+    }
+}
+
+async fn wake_requested(
+    platform: &Arc<Platform>,
+    seen: &mut HashMap<String, Seen>,
+) -> Result<(), crate::ApiError> {
+    let dir = RoutePublisher::wake_dir_of(&platform.cfg);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let _ = std::fs::remove_file(entry.path());
+        let Some(app) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !platform.routes.is_sleeping(&app) {
+            continue;
+        }
+        let started = Instant::now();
+        platform.wake(&app).await?;
+        tracing::info!(%app, took_ms = started.elapsed().as_millis() as u64, "woke a sleeping app");
+        seen.insert(
+            app,
+            Seen {
+                requests: u64::MAX,
+                changed: Instant::now(),
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn sleep_idle(
+    platform: &Arc<Platform>,
+    seen: &mut HashMap<String, Seen>,
+    first: bool,
+) -> Result<(), crate::ApiError> {
+    let file = platform.cfg.edge_metrics_file();
+    let counters = tokio::task::spawn_blocking(move || berth_edge::metrics::read_snapshot(&file))
+        .await
+        .ok()
+        .flatten();
+    let mut totals: HashMap<&str, u64> = HashMap::new();
+    for s in counters.iter().flat_map(|c| c.series.iter()) {
+        *totals.entry(s.app.as_str()).or_default() += s.count();
+    }
+    let instances = platform.store.instances(None).await?;
+    for app in platform.store.apps().await? {
+        let Some(current) = app.current_release else {
+            continue;
+        };
+        let Some(release) = platform.store.release(&app.name, current).await? else {
+            continue;
+        };
+        let Some(idle) = release.config.idle_secs else {
+            continue;
+        };
+        let web = instances
+            .iter()
+            .filter(|i| i.app == app.name && i.release == current && i.process == WEB_PROCESS)
+            .count();
+        if platform.routes.is_sleeping(&app.name) {
+            continue;
+        }
+        if web == 0 {
+            if first {
+                // Asleep when the control plane stopped: its routes wake it again.
+                platform.routes.set_sleeping(&app.name, true);
+                platform.publish_network().await?;
+            }
+            continue;
+        }
+        let requests = totals.get(app.name.as_str()).copied().unwrap_or(0);
+        let entry = seen.entry(app.name.clone()).or_insert(Seen {
+            requests,
+            changed: Instant::now(),
+        });
+        if entry.requests != requests {
+            entry.requests = requests;
+            entry.changed = Instant::now();
+            continue;
+        }
+        if entry.changed.elapsed() >= Duration::from_secs(idle) {
+            platform.put_to_sleep(&app.name).await?;
+            seen.remove(&app.name);
+        }
+    }
+    Ok(())
+}
+
+impl Platform {
+    /// Stops `app`'s web instances and marks it asleep (unless a deploy holds it now).
+    pub async fn put_to_sleep(self: &Arc<Self>, app: &str) -> Result<(), crate::ApiError> {
+        let lock = self.app_lock(app);
+        let Ok(_guard) = lock.try_lock() else {
+            return Ok(());
+        };
+        let Some(current) = self.store.app(app).await?.and_then(|a| a.current_release) else {
+            return Ok(());
+        };
+        let web: Vec<_> = self
+            .store
+            .instances(Some(app))
+            .await?
+            .into_iter()
+            .filter(|i| i.release == current && i.process == WEB_PROCESS)
+            .collect();
+        // Routed away first, then stopped.
+        self.routes.set_sleeping(app, true);
+        for inst in &web {
+            self.store.instance_stopping(&inst.id).await?;
+        }
+        self.publish_network().await?;
+        self.stop_instances(&web, self.cfg.stop_timeout).await?;
+        tracing::info!(%app, instances = web.len(), "idle: the app sleeps until its next request");
+        Ok(())
+    }
+
+    /// Starts `app`'s web instances again and routes to them once they answer.
+    pub async fn wake(self: &Arc<Self>, app: &str) -> Result<(), crate::ApiError> {
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        if !self.routes.is_sleeping(app) {
+            return Ok(());
+        }
+        let Some(mut release) = self.serving_release(app).await? else {
+            return Ok(());
+        };
+        release
+            .config
+            .processes
+            .retain(|kind, _| kind == WEB_PROCESS);
+        let attach = Arc::new(self.attachments(app, &release).await?);
+        let started = self
+            .start_instances(app, &release, &attach)
+            .await
+            .map_err(|f| f.error)?;
+        let health = release.config.health.clone();
+        let deadline = Instant::now() + Duration::from_secs(health.timeout_secs);
+        for inst in &started {
+            while Instant::now() < deadline
+                && inst.state != InstanceState::Crashed
+                && !crate::deploy::probe(&inst.address, inst.port, health.path.as_deref()).await
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.routes.set_sleeping(app, false);
+        self.publish_network().await
+    }
+}
