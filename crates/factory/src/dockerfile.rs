@@ -80,13 +80,14 @@ pub fn build(
     let file = work.join("Dockerfile.berth");
     std::fs::write(&file, rewritten).map_err(io("writing the resolved Dockerfile"))?;
 
-    let run = work.join("run");
+    // buildah's run state lives with its storage (an image removed after the build, in the
+    // background, still finds it).
+    let run = cache.join("run");
     let out = work.join("out");
-    std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
     // The build user owns its scratch (with the source) and its storage; it only reads the
     // bases berth pulled.
     chown_tree(work, APP_UID, APP_GID)?;
-    for d in [cache.join("home"), cache.join("storage")] {
+    for d in [cache.join("home"), cache.join("storage"), run.clone()] {
         if !d.exists() {
             std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
             std::os::unix::fs::chown(&d, Some(APP_UID), Some(APP_GID))
@@ -231,22 +232,32 @@ fn resolve_bases(
                 None => {
                     let reference = foreign::resolve(&name, &req.access)
                         .map_err(|e| BuildError::Dockerfile(format!("FROM {name}: {e}")))?;
-                    log_step(
-                        &req.log_file,
-                        &format!("Pulling base image {}", reference.whole()),
-                    );
-                    let tag = format!("b{}", pulled.len());
-                    registry::pull(
-                        &reference,
-                        bases,
-                        &tag,
-                        &req.access,
-                        PULL_TIMEOUT.min(req.timeout),
-                    )
-                    .map_err(|e| BuildError::Base {
-                        image: name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    // One tag per reference: a base already here is used as it is (like
+                    // `docker build`'s default), unless it is pinned to another digest.
+                    let tag = base_tag(&reference.whole());
+                    let have = crate::image::ImageStore::has_tag(bases, &tag);
+                    if have {
+                        log_step(
+                            &req.log_file,
+                            &format!("Base image {} (already pulled)", reference.whole()),
+                        );
+                    } else {
+                        log_step(
+                            &req.log_file,
+                            &format!("Pulling base image {}", reference.whole()),
+                        );
+                        registry::pull(
+                            &reference,
+                            bases,
+                            &tag,
+                            &req.access,
+                            PULL_TIMEOUT.min(req.timeout),
+                        )
+                        .map_err(|e| BuildError::Base {
+                            image: name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    }
                     // Relative to buildah's working directory (the app's build cache): buildah
                     // names the base after its path, which must be lowercase.
                     let local = format!("oci:{BASES}:{tag}");
@@ -289,6 +300,15 @@ fn resolve_bases(
         splicer.splice(&span, &replacement);
     }
     Ok(splicer.content)
+}
+
+/// The tag a base image is kept under in the app's bases layout.
+fn base_tag(reference: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "b-{}",
+        &hex::encode(sha2::Sha256::digest(reference.as_bytes()))[..16]
+    )
 }
 
 /// `$NAME` and `${NAME}` in a `FROM` from the build's arguments.

@@ -162,6 +162,18 @@ impl ImageStore {
         Ok(Some(ImageIndex::from_file(&path)?))
     }
 
+    /// Whether the OCI layout at `layout` has an image tagged `tag`.
+    pub fn has_tag(layout: &Path, tag: &str) -> bool {
+        ImageIndex::from_file(layout.join("index.json")).is_ok_and(|index| {
+            index.manifests().iter().any(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|r| r == tag)
+            })
+        })
+    }
+
     /// The image tagged `tag`, if the store has it.
     pub fn find(&self, repository: &str, tag: &str) -> Result<Option<ImageRef>, ImageError> {
         let Some(index) = self.read_index(repository)? else {
