@@ -396,6 +396,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     ));
     let loki = tokio::spawn(berth_control::export::run_loki(platform.clone()));
     let idle = tokio::spawn(berth_control::idle::run_idle(platform.clone()));
+    let autoscale = tokio::spawn(berth_control::autoscale::run_autoscale(platform.clone()));
     let https = cfg
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
@@ -425,6 +426,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = slos.await;
     let _ = loki.await;
     let _ = idle.await;
+    let _ = autoscale.await;
     if let Some(t) = &platform.traces {
         t.shutdown();
     }

@@ -482,6 +482,7 @@ impl Platform {
             port: berth_factory::foreign::web_port(&out.meta, &toml),
             own_root: out.meta.own_root.clone(),
             idle_secs: toml.idle_secs(),
+            autoscale: toml.autoscale(),
         };
         // Within the project's quota, or nothing changes (a new app is not kept).
         if let Err(e) = self
@@ -1252,7 +1253,7 @@ impl Platform {
         // Start every instance of the new release.
         self.store.deploy_step(deploy_id, "start").await?;
         step(events, "start");
-        let started = self.start_instances(app, &release, &attach).await?;
+        let started = self.start_instances(app, &release, &attach, 0).await?;
 
         // Health: every web instance must answer; every other instance must stay up.
         self.store.deploy_step(deploy_id, "health").await?;
@@ -1389,6 +1390,7 @@ impl Platform {
         app: &str,
         release: &ReleaseView,
         attach: &Arc<Attachments>,
+        first_index: u32,
     ) -> Result<Vec<InstanceRow>, DeployFailure> {
         let version = release.version;
         let mut started: Vec<InstanceRow> = Vec::new();
@@ -1396,7 +1398,7 @@ impl Platform {
             let _a = self.alloc_lock.lock().await;
             let mut taken = HashSet::new();
             for (kind, p) in &release.config.processes {
-                for index in 0..p.instances {
+                for index in first_index..first_index + p.instances {
                     let address = self.allocate_address(&mut taken).await?;
                     let inst = InstanceRow {
                         id: instance_id(app, version, kind, index, &crate::random_id(3)),
@@ -1487,7 +1489,7 @@ impl Platform {
             .await?
             .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
         let attach = self.attachments(app, &release).await?;
-        self.start_instances(app, &release, &attach).await?;
+        self.start_instances(app, &release, &attach, 0).await?;
         self.publish_network().await?;
         Ok(())
     }

@@ -176,7 +176,7 @@ impl Platform {
             .retain(|kind, _| kind == WEB_PROCESS);
         let attach = Arc::new(self.attachments(app, &release).await?);
         let started = self
-            .start_instances(app, &release, &attach)
+            .start_instances(app, &release, &attach, 0)
             .await
             .map_err(|f| f.error)?;
         let health = release.config.health.clone();

@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod autoscale;
 pub mod backups;
 pub mod canary;
 pub mod certificates;

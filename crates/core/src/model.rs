@@ -76,6 +76,30 @@ pub struct ReleaseConfig {
     /// the next request starts one again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_secs: Option<u64>,
+    /// How the web instances follow the load (`[scale] target_concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// The autoscaler's settings for a release's web instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Autoscale {
+    /// Fewest web instances (at least 1; sleeping is `[scale] min = 0` without this).
+    pub min: u32,
+    /// Most web instances.
+    pub max: u32,
+    /// Requests under way per instance aimed for.
+    pub target_concurrency: u32,
+    /// How long the load stays low before instances are removed, seconds.
+    pub cooldown_secs: u64,
+}
+
+impl Autoscale {
+    /// How many instances `concurrency` requests under way (on average) call for.
+    pub fn desired(&self, concurrency: f64) -> u32 {
+        let wanted = (concurrency / f64::from(self.target_concurrency.max(1))).ceil();
+        (wanted.max(0.0) as u32).clamp(self.min.max(1), self.max.max(self.min.max(1)))
+    }
 }
 
 /// How a release whose image brings its own root filesystem runs.

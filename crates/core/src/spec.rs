@@ -60,7 +60,18 @@ pub struct ScaleToml {
     pub min: Option<u32>,
     /// How long without requests before an app with `min = 0` sleeps (default 5m).
     pub idle: Option<String>,
+    /// Most web instances the autoscaler runs.
+    pub max: Option<u32>,
+    /// Requests under way per web instance the autoscaler aims for: it adds instances
+    /// (up to `max`) when there are more, and removes them (down to `min`) when there have
+    /// been fewer for `cooldown`.
+    pub target_concurrency: Option<u32>,
+    /// How long the load must stay low before instances are removed (default 60s).
+    pub cooldown: Option<String>,
 }
+
+/// Default time the load must stay low before the autoscaler removes instances.
+pub const DEFAULT_COOLDOWN_SECS: u64 = 60;
 
 /// The shortest and longest idle time before an app sleeps.
 pub const MIN_IDLE_SECS: u64 = 1;
@@ -235,6 +246,23 @@ impl Default for HealthCheck {
 }
 
 impl BerthToml {
+    /// The autoscaler's settings, when `[scale] target_concurrency` is set.
+    pub fn autoscale(&self) -> Option<crate::model::Autoscale> {
+        let target = self.scale.target_concurrency?;
+        let min = self.scale.min.unwrap_or(1).max(1);
+        Some(crate::model::Autoscale {
+            min,
+            max: self.scale.max.unwrap_or(min),
+            target_concurrency: target,
+            cooldown_secs: self
+                .scale
+                .cooldown
+                .as_deref()
+                .and_then(|c| humantime::parse_duration(c).ok())
+                .map_or(DEFAULT_COOLDOWN_SECS, |d| d.as_secs()),
+        })
+    }
+
     /// How long an idle app waits before its web instances stop (`[scale] min = 0`).
     pub fn idle_secs(&self) -> Option<u64> {
         (self.scale.min == Some(0)).then(|| {
@@ -355,6 +383,35 @@ impl BerthToml {
                 problems.push(format!(
                     "scale.min: {min} is more than the maximum of {MAX_INSTANCES}"
                 ));
+            }
+        }
+        if let Some(t) = self.scale.target_concurrency {
+            if t == 0 {
+                problems.push("scale.target_concurrency: must be at least 1".into());
+            }
+            let min = self.scale.min.unwrap_or(1).max(1);
+            match self.scale.max {
+                None => problems.push(
+                    "scale.max: the autoscaler needs a most, e.g. max = 5 (with target_concurrency)"
+                        .into(),
+                ),
+                Some(max) if max < min || max > MAX_INSTANCES => problems.push(format!(
+                    "scale.max: {max} must be between {min} and {MAX_INSTANCES}"
+                )),
+                Some(_) => {}
+            }
+        } else if self.scale.max.is_some() || self.scale.cooldown.is_some() {
+            problems.push(
+                "scale.max and scale.cooldown are the autoscaler's: set scale.target_concurrency too"
+                    .into(),
+            );
+        }
+        if let Some(c) = &self.scale.cooldown {
+            match humantime::parse_duration(c) {
+                Ok(d) if (1..=3600).contains(&d.as_secs()) => {}
+                _ => problems.push(format!(
+                    "scale.cooldown: {c:?} must be a duration between 1s and 1h, e.g. \"60s\""
+                )),
             }
         }
         if let Some(idle) = &self.scale.idle {
