@@ -112,6 +112,7 @@ fn a_registry_that_wants_a_password_gets_the_sealed_one() {
     // A key rotation re-seals it; pushes go on working.
     let rotated = p.json(&["secrets", "rotate-key"]);
     assert_eq!(rotated["registry_credentials"], 1, "{rotated}");
+    assert_eq!(rotated["signing_keys"], 1, "{rotated}");
     std::fs::write(dir.join("NEWS"), "v2\n").expect("change");
     common::git_commit_all(&dir);
     p.ok(&["deploy", &dir.display().to_string()]);

@@ -61,6 +61,7 @@ pub mod qualified;
 pub mod registries;
 pub mod routing;
 pub mod secrets;
+pub mod signing_key;
 pub mod slo;
 pub mod store;
 pub mod supervisor;

@@ -346,7 +346,13 @@ impl Platform {
             )
             .with_secret_files(secret_files),
         );
-        let signer = berth_factory::signing::Signer::load_or_create(&cfg.signing_dir())
+        let pkcs8 = crate::signing_key::load_or_create(&store, &keyring)
+            .await
+            .map_err(StartError::Other)?;
+        let signer = berth_factory::signing::Signer::from_pkcs8(&pkcs8)
+            .map_err(|e| StartError::Other(format!("the image signing key: {e}")))?;
+        signer
+            .write_public(&cfg.signing_dir())
             .map_err(|e| StartError::Other(format!("the image signing key: {e}")))?;
         let mut factory = Factory::new(
             FactoryPaths {

@@ -32,6 +32,9 @@ pub struct RotationReport {
     /// How many registry passwords were re-sealed.
     #[serde(default)]
     pub registry_credentials: usize,
+    /// How many image signing keys were re-sealed.
+    #[serde(default)]
+    pub signing_keys: usize,
 }
 
 impl Platform {
@@ -299,6 +302,7 @@ impl Platform {
         self.store.reseal_secrets(&resealed).await?;
         let tls_keys = self.reseal_tls(&ring).await?;
         let registry_credentials = self.reseal_registry_credentials(&ring).await?;
+        let signing_keys = self.reseal_signing_key(&ring).await?;
         ring.retire_all_but_active()
             .map_err(|e| ApiError::internal("retiring the old key", e))?;
         Ok(RotationReport {
@@ -306,6 +310,7 @@ impl Platform {
             resealed: n,
             tls_keys,
             registry_credentials,
+            signing_keys,
         })
     }
 }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../migrations/0014_registry_credentials.sql"),
     ),
+    (15, include_str!("../migrations/0015_signing_key.sql")),
 ];
 
 /// Handle to the state store.

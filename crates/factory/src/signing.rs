@@ -2,8 +2,9 @@
 //! payload that names the image's manifest digest, kept as an OCI artifact tagged
 //! `sha256-<hex>.sig` beside the image (where `cosign verify --key` looks for it, once
 //! pushed to a registry). berth signs every image it builds or pulls with the platform's
-//! key (`<data>/signing/cosign.key`, 0600; `cosign.pub` is the key to verify with), and
-//! with `--require-signed` refuses to start an image whose signature does not verify.
+//! key (kept sealed by the keyring in the state store; `<data>/signing/cosign.pub` is the
+//! key to verify with), and with `--require-signed` refuses to start an image whose
+//! signature does not verify.
 
 use crate::image::{ImageError, ImageStore};
 use base64::Engine as _;
@@ -31,8 +32,8 @@ pub enum SigningError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the signing key {0} is not a PKCS#8 P-256 key")]
-    BadKey(PathBuf),
+    #[error("the signing key is not a PKCS#8 P-256 key")]
+    BadKey,
     #[error("the public key is not a PEM P-256 public key")]
     BadPublicKey,
     #[error("making a signing key failed")]
@@ -82,51 +83,40 @@ fn unpem(text: &str, label: &str) -> Option<Vec<u8>> {
 }
 
 impl Signer {
-    /// Loads the key in `dir`, making one (and its public half) the first time.
-    pub fn load_or_create(dir: &Path) -> Result<Self, SigningError> {
-        let key_path = dir.join("cosign.key");
-        let io = |context: String| move |source| SigningError::Io { context, source };
-        let rng = SystemRandom::new();
-        let alg = &signature::ECDSA_P256_SHA256_ASN1_SIGNING;
-        let pkcs8 = match std::fs::read_to_string(&key_path) {
-            Ok(text) => {
-                unpem(&text, "PRIVATE KEY").ok_or(SigningError::BadKey(key_path.clone()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-                let doc = EcdsaKeyPair::generate_pkcs8(alg, &rng)
-                    .map_err(|_| SigningError::KeyGeneration)?;
-                let tmp = dir.join("cosign.key.tmp");
-                {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .map_err(io(format!("writing {}", tmp.display())))?;
-                    f.write_all(pem("PRIVATE KEY", doc.as_ref()).as_bytes())
-                        .map_err(io(format!("writing {}", tmp.display())))?;
-                }
-                std::fs::rename(&tmp, &key_path)
-                    .map_err(io(format!("writing {}", key_path.display())))?;
-                doc.as_ref().to_vec()
-            }
-            Err(e) => return Err(io(format!("reading {}", key_path.display()))(e)),
-        };
-        let pair = EcdsaKeyPair::from_pkcs8(alg, &pkcs8, &rng)
-            .map_err(|_| SigningError::BadKey(key_path.clone()))?;
+    /// A new key, PKCS#8 (to be kept sealed by whoever holds it).
+    pub fn generate_pkcs8() -> Result<zeroize::Zeroizing<Vec<u8>>, SigningError> {
+        let doc = EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| SigningError::KeyGeneration)?;
+        Ok(zeroize::Zeroizing::new(doc.as_ref().to_vec()))
+    }
+
+    /// The signer of a PKCS#8 P-256 key.
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, SigningError> {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            pkcs8,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| SigningError::BadKey)?;
         let mut spki = P256_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(pair.public_key().as_ref());
         let public_pem = pem("PUBLIC KEY", &spki);
-        let pub_path = dir.join("cosign.pub");
-        if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(public_pem.as_str()) {
-            std::fs::write(&pub_path, &public_pem)
-                .map_err(io(format!("writing {}", pub_path.display())))?;
-        }
         Ok(Self { pair, public_pem })
+    }
+
+    /// Writes the public key to `dir/cosign.pub` (what `cosign verify --key` takes).
+    pub fn write_public(&self, dir: &Path) -> Result<PathBuf, SigningError> {
+        let io = |context: String| move |source| SigningError::Io { context, source };
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let path = dir.join("cosign.pub");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(self.public_pem.as_str()) {
+            std::fs::write(&path, &self.public_pem)
+                .map_err(io(format!("writing {}", path.display())))?;
+        }
+        Ok(path)
     }
 
     /// The public key, PEM (what `cosign verify --key` takes).
