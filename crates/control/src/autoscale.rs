@@ -45,23 +45,12 @@ async fn tick(
     platform: &Arc<Platform>,
     loads: &mut HashMap<String, Load>,
 ) -> Result<(), crate::ApiError> {
-    let file = platform.cfg.edge_metrics_file();
-    let Some(counters) =
-        tokio::task::spawn_blocking(move || berth_edge::metrics::read_snapshot(&file))
-            .await
-            .ok()
-            .flatten()
-    else {
+    let Some(counters) = platform.edge_counters().await else {
         return Ok(());
     };
     let instances = platform.store.instances(None).await?;
-    for app in platform.store.apps().await? {
-        let Some(current) = app.current_release else {
-            continue;
-        };
-        let Some(release) = platform.store.release(&app.name, current).await? else {
-            continue;
-        };
+    for (app, release) in platform.serving_releases().await? {
+        let current = release.version;
         let Some(scale) = release.config.autoscale else {
             loads.remove(&app.name);
             continue;

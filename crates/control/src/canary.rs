@@ -63,7 +63,8 @@ fn log(events: &Events, line: String) {
 }
 
 impl Platform {
-    async fn edge_counters(&self) -> Option<EdgeMetricsSnapshot> {
+    /// The edge's latest request counters, if it wrote any.
+    pub(crate) async fn edge_counters(&self) -> Option<EdgeMetricsSnapshot> {
         let file = self.cfg.edge_metrics_file();
         tokio::task::spawn_blocking(move || berth_edge::metrics::read_snapshot(&file))
             .await

@@ -802,6 +802,22 @@ impl Platform {
         result
     }
 
+    /// Every app that has a release serving, with that release.
+    pub(crate) async fn serving_releases(
+        &self,
+    ) -> Result<Vec<(crate::store::AppRow, ReleaseView)>, ApiError> {
+        let mut out = Vec::new();
+        for app in self.store.apps().await? {
+            let Some(current) = app.current_release else {
+                continue;
+            };
+            if let Some(release) = self.store.release(&app.name, current).await? {
+                out.push((app, release));
+            }
+        }
+        Ok(out)
+    }
+
     /// The release an app serves now, if any.
     pub async fn serving_release(&self, app: &str) -> Result<Option<ReleaseView>, ApiError> {
         match self.store.app(app).await?.and_then(|a| a.current_release) {

@@ -79,23 +79,14 @@ async fn sleep_idle(
     seen: &mut HashMap<String, Seen>,
     first: bool,
 ) -> Result<(), crate::ApiError> {
-    let file = platform.cfg.edge_metrics_file();
-    let counters = tokio::task::spawn_blocking(move || berth_edge::metrics::read_snapshot(&file))
-        .await
-        .ok()
-        .flatten();
+    let counters = platform.edge_counters().await;
     let mut totals: HashMap<&str, u64> = HashMap::new();
     for s in counters.iter().flat_map(|c| c.series.iter()) {
         *totals.entry(s.app.as_str()).or_default() += s.count();
     }
     let instances = platform.store.instances(None).await?;
-    for app in platform.store.apps().await? {
-        let Some(current) = app.current_release else {
-            continue;
-        };
-        let Some(release) = platform.store.release(&app.name, current).await? else {
-            continue;
-        };
+    for (app, release) in platform.serving_releases().await? {
+        let current = release.version;
         let Some(idle) = release.config.idle_secs else {
             continue;
         };

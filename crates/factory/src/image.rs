@@ -283,25 +283,13 @@ impl ImageStore {
                     .build()?,
             )
             .build()?;
-        let (config_hex, config_size) = self.write_blob(repository, &canonical_json(&config)?)?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageConfig)
-                    .digest(sha256_digest(&config_hex)?)
-                    .size(config_size)
-                    .build()?,
-            )
-            .layers(vec![DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayerGzip)
-                .digest(sha256_digest(&layer_hex)?)
-                .size(layer_size)
-                .build()?])
+        let layer = DescriptorBuilder::default()
+            .media_type(MediaType::ImageLayerGzip)
+            .digest(sha256_digest(&layer_hex)?)
+            .size(layer_size)
             .build()?;
         let (manifest_hex, manifest_size) =
-            self.write_blob(repository, &canonical_json(&manifest)?)?;
+            self.write_manifest(repository, &canonical_json(&config)?, layer)?;
 
         let digest = format!("sha256:{manifest_hex}");
         self.add_to_index(repository, tag, &digest, manifest_size)?;
@@ -344,31 +332,19 @@ impl ImageStore {
             "config": {},
             "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{payload_hex}")] },
         });
-        let config_bytes = canonical_json(&config)?;
-        let (config_hex, config_size) = self.write_blob(repository, &config_bytes)?;
-        let ann: HashMap<String, String> = annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageConfig)
-                    .digest(sha256_digest(&config_hex)?)
-                    .size(config_size)
-                    .build()?,
+        let layer = DescriptorBuilder::default()
+            .media_type(MediaType::Other(media_type.to_string()))
+            .digest(sha256_digest(&payload_hex)?)
+            .size(payload_size)
+            .annotations(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<String, String>>(),
             )
-            .layers(vec![DescriptorBuilder::default()
-                .media_type(MediaType::Other(media_type.to_string()))
-                .digest(sha256_digest(&payload_hex)?)
-                .size(payload_size)
-                .annotations(ann)
-                .build()?])
             .build()?;
         let (manifest_hex, manifest_size) =
-            self.write_blob(repository, &canonical_json(&manifest)?)?;
+            self.write_manifest(repository, &canonical_json(&config)?, layer)?;
         self.add_to_index(
             repository,
             tag,
@@ -436,6 +412,29 @@ impl ImageStore {
             }
             other => return Err(ImageError::LayerType(other.to_string())),
         })
+    }
+
+    /// Writes an image manifest of `config` and one `layer`; its digest (hex) and size.
+    fn write_manifest(
+        &self,
+        repository: &str,
+        config: &[u8],
+        layer: Descriptor,
+    ) -> Result<(String, u64), ImageError> {
+        let (config_hex, config_size) = self.write_blob(repository, config)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageConfig)
+                    .digest(sha256_digest(&config_hex)?)
+                    .size(config_size)
+                    .build()?,
+            )
+            .layers(vec![layer])
+            .build()?;
+        self.write_blob(repository, &canonical_json(&manifest)?)
     }
 
     /// Records `tag` → the manifest `digest` in `index.json` (replacing an older `tag`).
