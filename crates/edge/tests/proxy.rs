@@ -358,7 +358,7 @@ async fn a_get_an_instance_dropped_goes_only_to_another_instance() {
 }
 
 #[tokio::test]
-async fn upgrades_are_tunnelled_both_ways() {
+async fn upgrades_are_tunnelled_both_ways_and_outlive_route_changes() {
     let edge = Edge::start().await;
     let a = upstream("ws", Duration::ZERO).await;
     write_routes(&edge.routes(), 5, "ws.localhost", vec![a]);
@@ -377,6 +377,27 @@ async fn upgrades_are_tunnelled_both_ways() {
         s.read_exact(&mut back).await.expect("echo");
         assert_eq!(back, msg);
     }
+    // Other apps deploy (new tables, one without this app's old instances even): the
+    // tunnel stays open.
+    let other = upstream("other", Duration::ZERO).await;
+    write_table(
+        &edge.routes(),
+        6,
+        &[
+            ("ws.localhost", vec![a], false),
+            ("other.localhost", vec![other], false),
+        ],
+        &[],
+    );
+    edge.wait_applied(6).await;
+    write_routes(&edge.routes(), 7, "other.localhost", vec![other]);
+    edge.wait_applied(7).await;
+    s.write_all(b"after the deploys").await.expect("write");
+    let mut back = vec![0u8; 17];
+    s.read_exact(&mut back)
+        .await
+        .expect("echo after route changes");
+    assert_eq!(&back, b"after the deploys");
 }
 
 #[tokio::test]
