@@ -76,17 +76,12 @@ pub fn build(
     let bases = cache.join(BASES);
     traversable(&cache)?;
     std::fs::create_dir_all(&bases).map_err(io(format!("creating {}", bases.display())))?;
-    let rewritten = resolve_bases(&parsed, &req.toml.build.args, &bases, req)?;
-    let file = work.join("Dockerfile.berth");
-    std::fs::write(&file, rewritten).map_err(io("writing the resolved Dockerfile"))?;
-
     // buildah's run state lives with its storage (an image removed after the build, in the
     // background, still finds it).
     let run = cache.join("run");
     let out = work.join("out");
     // The build user owns its scratch (with the source) and its storage; it only reads the
     // bases berth pulled.
-    chown_tree(work, APP_UID, APP_GID)?;
     for d in [cache.join("home"), cache.join("storage"), run.clone()] {
         if !d.exists() {
             std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
@@ -97,6 +92,10 @@ pub fn build(
                 .map_err(io(format!("handing {} to the build user", d.display())))?;
         }
     }
+    let rewritten = resolve_bases(&parsed, &req.toml.build.args, &bases, &cache, &run, req)?;
+    let file = work.join("Dockerfile.berth");
+    std::fs::write(&file, rewritten).map_err(io("writing the resolved Dockerfile"))?;
+    chown_tree(work, APP_UID, APP_GID)?;
 
     let deadline = Instant::now() + req.timeout;
     let tag = format!("localhost/berth-build/{}", req.build_id);
@@ -209,6 +208,8 @@ fn resolve_bases(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
     bases: &Path,
+    cache: &Path,
+    run: &Path,
     req: &BuildRequest,
 ) -> Result<String, BuildError> {
     let mut args: BTreeMap<String, String> = df
@@ -224,50 +225,67 @@ fn resolve_bases(
     let mut stages: HashSet<String> = HashSet::new();
     let mut splices: Vec<(dockerfile_parser::Span, String)> = Vec::new();
     let mut pulled: BTreeMap<String, String> = BTreeMap::new();
-    let mut base_of =
-        |image: &str, splices_at: dockerfile_parser::Span| -> Result<(), BuildError> {
-            let name = substitute(image, &args)?;
-            let local = match pulled.get(&name) {
-                Some(l) => l.clone(),
-                None => {
-                    let reference = foreign::resolve(&name, &req.access)
-                        .map_err(|e| BuildError::Dockerfile(format!("FROM {name}: {e}")))?;
-                    // One tag per reference: a base already here is used as it is (like
-                    // `docker build`'s default), unless it is pinned to another digest.
-                    let tag = base_tag(&reference.whole());
-                    let have = crate::image::ImageStore::has_tag(bases, &tag);
-                    if have {
-                        log_step(
-                            &req.log_file,
-                            &format!("Base image {} (already pulled)", reference.whole()),
-                        );
-                    } else {
-                        log_step(
-                            &req.log_file,
-                            &format!("Pulling base image {}", reference.whole()),
-                        );
-                        registry::pull(
-                            &reference,
-                            bases,
-                            &tag,
-                            &req.access,
-                            PULL_TIMEOUT.min(req.timeout),
-                        )
-                        .map_err(|e| BuildError::Base {
-                            image: name.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    }
-                    // Relative to buildah's working directory (the app's build cache): buildah
-                    // names the base after its path, which must be lowercase.
-                    let local = format!("oci:{BASES}:{tag}");
-                    pulled.insert(name.clone(), local.clone());
-                    local
+    let mut base_of = |image: &str,
+                       splices_at: dockerfile_parser::Span|
+     -> Result<(), BuildError> {
+        let name = substitute(image, &args)?;
+        let local = match pulled.get(&name) {
+            Some(l) => l.clone(),
+            None => {
+                let reference = foreign::resolve(&name, &req.access)
+                    .map_err(|e| BuildError::Dockerfile(format!("FROM {name}: {e}")))?;
+                // One tag per reference: a base already here is used as it is (like
+                // `docker build`'s default), unless it is pinned to another digest.
+                let tag = base_tag(&reference.whole());
+                let have = crate::image::ImageStore::has_tag(bases, &tag);
+                if have {
+                    log_step(
+                        &req.log_file,
+                        &format!("Base image {} (already pulled)", reference.whole()),
+                    );
+                } else {
+                    log_step(
+                        &req.log_file,
+                        &format!("Pulling base image {}", reference.whole()),
+                    );
+                    registry::pull(
+                        &reference,
+                        bases,
+                        &tag,
+                        &req.access,
+                        PULL_TIMEOUT.min(req.timeout),
+                    )
+                    .map_err(|e| BuildError::Base {
+                        image: name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 }
-            };
-            splices.push((splices_at, local));
-            Ok(())
+                // Into buildah's own storage once (from the layout, no network), under
+                // a name of its own: later builds find it there, as `docker build` finds
+                // a base it pulled before.
+                let local = format!("localhost/berth-base:{tag}");
+                let mut inspect = buildah(cache, run);
+                inspect.args(["inspect", "--type", "image", &local]);
+                let stored = matches!(
+                    crate::tool::run_until(
+                        &mut inspect,
+                        Instant::now() + std::time::Duration::from_secs(60)
+                    ),
+                    Ok(Ran::Succeeded)
+                );
+                if !have || !stored {
+                    store_base(cache, run, &tag, &local).map_err(|reason| BuildError::Base {
+                        image: name.clone(),
+                        reason,
+                    })?;
+                }
+                pulled.insert(name.clone(), local.clone());
+                local
+            }
         };
+        splices.push((splices_at, local));
+        Ok(())
+    };
     for ins in &df.instructions {
         match ins {
             Instruction::From(from) => {
@@ -300,6 +318,40 @@ fn resolve_bases(
         splicer.splice(&span, &replacement);
     }
     Ok(splicer.content)
+}
+
+/// Copies the base tagged `tag` in the bases layout into buildah's storage as `local`.
+fn store_base(cache: &Path, run: &Path, tag: &str, local: &str) -> Result<(), String> {
+    // Relative to buildah's working directory (the app's build cache): buildah names an
+    // OCI layout after its path, which must be lowercase.
+    let out = buildah(cache, run)
+        .args(["pull", "--quiet", "--policy", "always"])
+        .arg(format!("oci:{BASES}:{tag}"))
+        .output()
+        .map_err(|e| format!("running buildah: {e}"))?;
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if !out.status.success() || id.is_empty() {
+        return Err(format!(
+            "buildah could not store it: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let tagged = buildah(cache, run)
+        .args(["tag", &id, local])
+        .output()
+        .map_err(|e| format!("running buildah: {e}"))?;
+    if !tagged.status.success() {
+        return Err(format!(
+            "buildah could not name it: {}",
+            String::from_utf8_lossy(&tagged.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// The tag a base image is kept under in the app's bases layout.
