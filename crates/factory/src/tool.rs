@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How a tool's run ended.
 #[derive(Debug)]
@@ -39,23 +39,40 @@ pub fn run_until(cmd: &mut Command, deadline: Instant) -> std::io::Result<Ran> {
             .filter(|l| !l.is_empty())
             .unwrap_or_else(|| fallback.to_string())
     };
-    loop {
-        match child.try_wait()? {
-            Some(status) if status.success() => return Ok(Ran::Succeeded),
-            Some(status) => {
-                return Ok(Ran::Failed(last_line(
-                    reader,
-                    &format!("exited with {status}"),
-                )))
-            }
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(Ran::TimedOut);
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
+    let (status, timed_out) = wait_until(&mut child, deadline, false)?;
+    Ok(match status {
+        _ if timed_out => Ran::TimedOut,
+        s if s.success() => Ran::Succeeded,
+        s => Ran::Failed(last_line(reader, &format!("exited with {s}"))),
+    })
+}
+
+/// Waits for `child` to exit; at `deadline` kills it (and its process group when it leads
+/// one). Whether it was killed for the deadline.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+    group: bool,
+) -> std::io::Result<(std::process::ExitStatus, bool)> {
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if finished.recv_timeout(left).is_ok() {
+            return false;
         }
-    }
+        let target = if group {
+            format!("-{pid}")
+        } else {
+            pid.to_string()
+        };
+        let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
+        true
+    });
+    let status = child.wait();
+    let _ = done.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    Ok((status?, timed_out))
 }
 
 /// Runs `cmd` until it exits or `deadline` passes, its standard output and error appended
@@ -78,26 +95,18 @@ pub fn run_logged(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()?;
-    loop {
-        match child.try_wait()? {
-            Some(status) if status.success() => return Ok(Ran::Succeeded),
-            Some(status) => return Ok(Ran::Failed(format!("exited with {status}"))),
-            None if Instant::now() >= deadline => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(Ran::TimedOut);
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    let (status, timed_out) = wait_until(&mut child, deadline, true)?;
+    Ok(match status {
+        _ if timed_out => Ran::TimedOut,
+        s if s.success() => Ran::Succeeded,
+        s => Ran::Failed(format!("exited with {s}")),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn failures_say_their_last_line_and_slow_runs_are_stopped() {
