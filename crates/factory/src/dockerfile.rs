@@ -98,7 +98,9 @@ pub fn build(
     chown_tree(work, APP_UID, APP_GID)?;
 
     let deadline = Instant::now() + req.timeout;
-    let tag = format!("localhost/berth-build/{}", req.build_id);
+    // One name per app, moved by every build: the images it no longer names stay as the
+    // layer cache of the next build (removing them would remove that cache too).
+    let tag = format!("localhost/berth-build/{}", req.app);
     let mut bud = buildah(&cache, &run);
     bud.args(["bud", "--isolation", "chroot", "--pull-never", "--layers"])
         .args(["--format", "oci"])
@@ -128,12 +130,6 @@ pub fn build(
     push.args(["push", "--quiet", &tag])
         .arg(format!("oci:{}:image", out.display()));
     let pushed = run_logged(&mut push, &req.log_file, deadline);
-    let mut rmi = buildah(&cache, &run);
-    rmi.args(["rmi", &tag]);
-    let _ = crate::tool::run_until(
-        &mut rmi,
-        Instant::now() + std::time::Duration::from_secs(60),
-    );
     match pushed {
         Ok(Ran::Succeeded) => {}
         Ok(Ran::TimedOut) => return Err(BuildError::TimedOut(req.timeout.as_secs())),
