@@ -40,15 +40,22 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Up(args) => up(g, *args).await,
         Command::Down => {
             let mut cfg = berth_control::PlatformConfig::new(data_dir(g));
-            // `berth up` recorded which bridge and subnet it used.
-            if let Ok(text) = std::fs::read_to_string(cfg.api_info_path()) {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                if let Some(b) = v["bridge"].as_str() {
-                    cfg.bridge = b.to_string();
-                }
-                if let Some(s) = v["subnet"].as_str().and_then(|s| s.parse().ok()) {
-                    cfg.subnet = s;
-                }
+            // `berth up` recorded which bridge and subnet it used. Without that record no
+            // platform ever ran from this data directory: nothing of anyone else's (a
+            // bridge of the same name, say) is touched.
+            let Ok(text) = std::fs::read_to_string(cfg.api_info_path()) else {
+                println!(
+                    "no platform ran from {} (no berth up recorded there): nothing to stop",
+                    cfg.data_dir.display()
+                );
+                return Ok(0);
+            };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(b) = v["bridge"].as_str() {
+                cfg.bridge = b.to_string();
+            }
+            if let Some(s) = v["subnet"].as_str().and_then(|s| s.parse().ok()) {
+                cfg.subnet = s;
             }
             tokio::task::spawn_blocking(move || berth_control::platform::Platform::teardown(&cfg))
                 .await?;

@@ -251,11 +251,19 @@ fn berth_up_explains_what_stops_it() {
         .output()
         .expect("ip");
     assert!(!bridge.status.success(), "bridge btport left behind");
-    let _ = Command::new(berth_bin())
+    // `down` on it touches nothing (before, it took down the default bridge berth0, which
+    // may be another platform's).
+    let down = Command::new(berth_bin())
         .arg("--data-dir")
         .arg(data.path())
         .arg("down")
-        .output();
+        .output()
+        .expect("berth down");
+    assert!(down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stdout).contains("nothing to stop"),
+        "{down:?}"
+    );
     // Bad settings: every problem named.
     let out = up(
         &[
