@@ -15,7 +15,8 @@ BERTH="$PWD/target/release/berth"
 work=$(mktemp -d /tmp/berth-images.XXXX)
 API=17371; EDGE=18371; REG=15371
 cleanup() {
-  [ -n "${UP:-}" ] && { "$BERTH" --data-dir "$work/data" down >/dev/null 2>&1 || true; kill "$UP" 2>/dev/null || true; }
+  # The control plane first (its supervisor would restart what `down` stops), then the rest.
+  [ -n "${UP:-}" ] && { kill "$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; "$BERTH" --data-dir "$work/data" down >/dev/null 2>&1 || true; }
   [ -n "${REGPID:-}" ] && kill "$REGPID" 2>/dev/null || true
   rm -rf "$work"
 }

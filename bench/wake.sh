@@ -11,7 +11,8 @@ BERTH="$PWD/target/release/berth"
 work=$(mktemp -d /tmp/berth-wake.XXXX)
 API=17372; EDGE=18372
 cleanup() {
-  [ -n "${UP:-}" ] && { "$BERTH" --data-dir "$work/data" down >/dev/null 2>&1 || true; kill "$UP" 2>/dev/null || true; }
+  # The control plane first (its supervisor would restart what `down` stops), then the rest.
+  [ -n "${UP:-}" ] && { kill "$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; "$BERTH" --data-dir "$work/data" down >/dev/null 2>&1 || true; }
   rm -rf "$work"
 }
 trap cleanup EXIT
