@@ -127,32 +127,7 @@ impl Platform {
         let Ok(_guard) = lock.try_lock() else {
             return Ok(());
         };
-        let Some(mut release) = self.serving_release(app).await? else {
-            return Ok(());
-        };
-        release
-            .config
-            .processes
-            .retain(|kind, _| kind == WEB_PROCESS);
-        if let Some(web) = release.config.processes.get_mut(WEB_PROCESS) {
-            web.instances = count;
-        }
-        let attach = Arc::new(self.attachments(app, &release).await?);
-        let started = self
-            .start_instances(app, &release, &attach, first_index)
-            .await
-            .map_err(|f| f.error)?;
-        // Only answering instances get traffic: routed once every new one answers (or
-        // its health check's time is up; the supervisor looks after one that died).
-        let health = release.config.health.clone();
-        let deadline = Instant::now() + Duration::from_secs(health.timeout_secs);
-        for inst in &started {
-            while Instant::now() < deadline
-                && !crate::deploy::probe(&inst.address, inst.port, health.path.as_deref()).await
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        self.start_web(app, Some(count), first_index).await?;
         self.publish_network().await
     }
 

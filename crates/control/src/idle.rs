@@ -5,7 +5,7 @@
 
 use crate::platform::Platform;
 use crate::routing::RoutePublisher;
-use berth_core::model::{InstanceState, WEB_PROCESS};
+use berth_core::model::WEB_PROCESS;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +124,43 @@ async fn sleep_idle(
 }
 
 impl Platform {
+    /// Starts web instances of `app`'s serving release outside a rollout (a wake-up, the
+    /// autoscaler): `count` of them (default: the release's), numbered from `first_index`,
+    /// and waits — at most the health check's time — until each answers, so that the next
+    /// publish routes only answering instances (the supervisor looks after one that died).
+    pub(crate) async fn start_web(
+        self: &Arc<Self>,
+        app: &str,
+        count: Option<u32>,
+        first_index: u32,
+    ) -> Result<(), crate::ApiError> {
+        let Some(mut release) = self.serving_release(app).await? else {
+            return Ok(());
+        };
+        release
+            .config
+            .processes
+            .retain(|kind, _| kind == WEB_PROCESS);
+        if let (Some(n), Some(web)) = (count, release.config.processes.get_mut(WEB_PROCESS)) {
+            web.instances = n;
+        }
+        let attach = Arc::new(self.attachments(app, &release).await?);
+        let started = self
+            .start_instances(app, &release, &attach, first_index)
+            .await
+            .map_err(|f| f.error)?;
+        let health = release.config.health.clone();
+        let deadline = Instant::now() + Duration::from_secs(health.timeout_secs);
+        for inst in &started {
+            while Instant::now() < deadline
+                && !crate::deploy::probe(&inst.address, inst.port, health.path.as_deref()).await
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops `app`'s web instances and marks it asleep (unless a deploy holds it now).
     pub async fn put_to_sleep(self: &Arc<Self>, app: &str) -> Result<(), crate::ApiError> {
         let lock = self.app_lock(app);
@@ -158,28 +195,7 @@ impl Platform {
         if !self.routes.is_sleeping(app) {
             return Ok(());
         }
-        let Some(mut release) = self.serving_release(app).await? else {
-            return Ok(());
-        };
-        release
-            .config
-            .processes
-            .retain(|kind, _| kind == WEB_PROCESS);
-        let attach = Arc::new(self.attachments(app, &release).await?);
-        let started = self
-            .start_instances(app, &release, &attach, 0)
-            .await
-            .map_err(|f| f.error)?;
-        let health = release.config.health.clone();
-        let deadline = Instant::now() + Duration::from_secs(health.timeout_secs);
-        for inst in &started {
-            while Instant::now() < deadline
-                && inst.state != InstanceState::Crashed
-                && !crate::deploy::probe(&inst.address, inst.port, health.path.as_deref()).await
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        self.start_web(app, None, 0).await?;
         self.routes.set_sleeping(app, false);
         self.publish_network().await
     }
