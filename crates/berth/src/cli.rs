@@ -95,6 +95,40 @@ pub enum Command {
         #[arg(required = true, value_name = "TYPE=COUNT")]
         counts: Vec<String>,
     },
+    /// Roll the serving release out again: a new release of the same image and settings,
+    /// with new instances, health checks and a drain of the old ones (no downtime).
+    Redeploy { app: String },
+    /// Kill one instance abruptly (SIGKILL, as a crash); the supervisor restarts it, and
+    /// the edge sends requests to the app's other instances meanwhile.
+    ///
+    /// Example: berth kill shop web.0
+    Kill {
+        app: String,
+        /// The instance: `PROCESS.INDEX` of the serving release (see `berth ps`), or its id.
+        instance: String,
+    },
+    /// Rehearse failures under load: a bounded load against the app's URL while berth
+    /// kills one of its instances, then the control plane (started again as it was), then
+    /// redeploys the app; reports requests failed, latency and SLO burn rate per phase.
+    ///
+    /// Needs the platform on this machine for the control-plane phase (skipped otherwise).
+    /// Example: berth drill shop --phase 10s --rate 100
+    Drill {
+        app: String,
+        /// How long each phase lasts (steady, instance killed, control plane killed,
+        /// redeploy).
+        #[arg(long, default_value = "10s", value_parser = parse_phase)]
+        phase: std::time::Duration,
+        /// Clients sending at once (kept-alive connections).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Requests per second, all clients together.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Path requested.
+        #[arg(long, default_value = "/")]
+        path: String,
+    },
     /// Give a canary under way all the requests now (skipping its remaining steps).
     Promote { app: String },
     /// Roll a canary under way back now; the serving release keeps serving.
@@ -323,6 +357,13 @@ pub enum Command {
         /// Where the access log is appended.
         #[arg(long)]
         access_log: Option<PathBuf>,
+        /// Unix socket where this edge offers its listening sockets to a successor.
+        #[arg(long)]
+        handover: Option<PathBuf>,
+        /// Take the listening sockets over from the edge offering them at --handover (a
+        /// graceful upgrade); bind them afresh when none does.
+        #[arg(long, requires = "handover")]
+        take_over: bool,
     },
     /// (internal) Init process inside app containers.
     #[command(hide = true)]
@@ -887,4 +928,9 @@ pub struct UpArgs {
     /// … and one for each of this many recent weeks.
     #[arg(long, default_value_t = 4)]
     pub backup_keep_weekly: u32,
+}
+
+/// A drill phase's length: `10s`, `2m`, `500ms`.
+fn parse_phase(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 10s, 2m)"))
 }

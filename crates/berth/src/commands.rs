@@ -51,6 +51,12 @@ async fn run_async(cli: Cli) -> Result<i32> {
                 return Ok(0);
             };
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            // The control plane first, or its supervisor restarts what is stopped here.
+            if let Some(pid) =
+                berth_control::control_plane::stop(&cfg, std::time::Duration::from_secs(15))
+            {
+                println!("stopped the control plane (pid {pid})");
+            }
             if let Some(b) = v["bridge"].as_str() {
                 cfg.bridge = b.to_string();
             }
@@ -70,14 +76,22 @@ async fn run_async(cli: Cli) -> Result<i32> {
             certs,
             metrics,
             access_log,
+            handover,
+            take_over,
         } => {
             edge(
-                listen,
-                routes,
-                applied,
-                tls_listen.zip(certs),
-                metrics,
-                access_log,
+                berth_edge::server::EdgeConfig {
+                    listen,
+                    routes_file: routes,
+                    applied_file: applied,
+                    tls: tls_listen.zip(certs).map(|(listen, certs_file)| {
+                        berth_edge::server::TlsSettings { listen, certs_file }
+                    }),
+                    metrics_file: metrics,
+                    access_log,
+                    handover,
+                },
+                take_over,
             )
             .await
         }
@@ -111,6 +125,58 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
         Command::Images { app } => images(g, &app).await,
+        Command::Redeploy { app } => {
+            let client = crate::client::discover(g)?;
+            stream_workflow(
+                g,
+                &client,
+                reqwest::Method::POST,
+                &berth_client::app_path(&app, "/redeploy"),
+                None,
+                None,
+            )
+            .await
+        }
+        Command::Kill { app, instance } => {
+            let client = crate::client::discover(g)?;
+            let killed: serde_json::Value = client
+                .post_json(
+                    &berth_client::app_path(
+                        &app,
+                        &format!("/instances/{}/kill", berth_client::path_segment(&instance)),
+                    ),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if g.json {
+                output::json(&killed);
+            } else {
+                println!(
+                    "killed {app} {instance} ({}); the supervisor restarts it",
+                    killed["instance"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(0)
+        }
+        Command::Drill {
+            app,
+            phase,
+            concurrency,
+            rate,
+            path,
+        } => {
+            crate::drill::drill(
+                g,
+                &app,
+                crate::drill::DrillSettings {
+                    phase,
+                    concurrency,
+                    rate,
+                    path,
+                },
+            )
+            .await
+        }
         Command::Promote { app } => canary_command(g, &app, "promote").await,
         Command::Abort { app } => canary_command(g, &app, "abort").await,
         Command::Scale { app, counts } => {
@@ -392,6 +458,10 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
             "edge_port": cfg.edge_listen.port(),
             "edge_tls_port": cfg.edge_tls_listen.map(|l| l.port()),
             "default_isolation": cfg.default_isolation.as_str(),
+            // Who serves it: `berth down` stops this process with the platform.
+            "pid": std::process::id(),
+            "start_ticks": berth_runtime::proc::ProcessIdentity::of(std::process::id())
+                .map(|id| id.start_ticks),
         }))?,
     )
     .context("writing api.json")?;
@@ -453,44 +523,50 @@ async fn wait_for_signal() {
     }
 }
 
-async fn edge(
-    listen: std::net::SocketAddr,
-    routes: std::path::PathBuf,
-    applied: std::path::PathBuf,
-    tls: Option<(std::net::SocketAddr, std::path::PathBuf)>,
-    metrics_file: Option<std::path::PathBuf>,
-    access_log: Option<std::path::PathBuf>,
-) -> Result<i32> {
+async fn edge(cfg: berth_edge::server::EdgeConfig, take_over: bool) -> Result<i32> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let listener = berth_edge::server::bind(listen).await?;
-    let tls_listener = match &tls {
-        Some((addr, _)) => Some(berth_edge::server::bind(*addr).await?),
+    // A graceful upgrade: the listeners of the running edge, shared with it.
+    let (predecessor, mut taken) = match (&cfg.handover, take_over) {
+        (Some(path), true) => match berth_edge::handover::Successor::take_over(path) {
+            Ok((p, listeners)) => (Some(p), listeners),
+            Err(e) => {
+                tracing::warn!(error = %e, "binding the listeners afresh");
+                (None, Vec::new())
+            }
+        },
+        _ => (None, Vec::new()),
+    };
+    let mut listen_on = |addr: std::net::SocketAddr| {
+        let position = taken
+            .iter()
+            .position(|l| l.local_addr().is_ok_and(|a| a == addr));
+        position.map(|i| taken.swap_remove(i))
+    };
+    let listener = match listen_on(cfg.listen) {
+        Some(l) => tokio::net::TcpListener::from_std(l)?,
+        None => berth_edge::server::bind(cfg.listen).await?,
+    };
+    let tls_listener = match cfg.tls.as_ref().map(|t| t.listen) {
+        Some(addr) => Some(match listen_on(addr) {
+            Some(l) => tokio::net::TcpListener::from_std(l)?,
+            None => berth_edge::server::bind(addr).await?,
+        }),
         None => None,
     };
+    drop(taken);
     let shutdown = tokio_util_token();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         stop.cancel();
     });
-    berth_edge::server::run(
-        berth_edge::server::EdgeConfig {
-            listen,
-            routes_file: routes,
-            applied_file: applied,
-            tls: tls
-                .map(|(listen, certs_file)| berth_edge::server::TlsSettings { listen, certs_file }),
-            metrics_file,
-            access_log,
-        },
-        listener,
-        tls_listener,
-        shutdown,
-    )
-    .await?;
+    berth_edge::server::run_after(cfg, listener, tls_listener, predecessor, shutdown).await?;
     Ok(0)
 }
 

@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod commands;
 mod domains;
+mod drill;
 mod login;
 mod output;
 mod slo;

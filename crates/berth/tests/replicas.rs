@@ -22,7 +22,7 @@ fn running_web(p: &Platform, app: &str) -> usize {
 
 #[test]
 fn scaled_instances_share_the_load_and_survive_a_crash() {
-    let p = Platform::start();
+    let p = Platform::start_env(None, &[], &[("RUST_LOG", "info,berth_edge=debug,hyper=debug")]);
     let dir = common::fixture("stateful");
     p.ok(&["deploy", &dir.display().to_string(), "--app", "rep"]);
 
@@ -64,7 +64,13 @@ fn scaled_instances_share_the_load_and_survive_a_crash() {
         .collect();
     let busy: BTreeSet<String> = slow
         .into_iter()
-        .map(|t| t.join().expect("thread").expect("slow GET").1)
+        .map(|t| match t.join().expect("thread") {
+            Ok(r) => r.1,
+            Err(e) => {
+                let sh = |c: &str| String::from_utf8_lossy(&std::process::Command::new("sh").arg("-c").arg(c).output().unwrap().stdout).to_string();
+                panic!("slow GET: {e}\nSS:\n{}\nNEIGH:\n{}\nROUTE:\n{}\nPS:\n{}\nLOGS:\n{}\nNFT:\n{}", sh(&format!("ss -tnio | grep -A1 {}", p.subnet.trim_end_matches("0/24"))), sh("ip neigh"), sh("ip route"), p.ok(&["ps", "rep"]), p.ok(&["logs", "rep"]), sh("nft list ruleset | grep -n . | head -150"))
+            }
+        })
         .collect();
     assert_eq!(
         busy.len(),

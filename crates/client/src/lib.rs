@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod load;
 pub mod upload;
 
 use anyhow::{anyhow, Context, Result};

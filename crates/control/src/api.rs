@@ -96,6 +96,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
         .route("/v1/apps/{app}/scale", post(scale))
+        .route("/v1/apps/{app}/redeploy", post(redeploy))
+        .route("/v1/apps/{app}/instances/{instance}/kill", post(kill_instance))
         .route("/v1/apps/{app}/canary/{action}", post(canary_command))
         .route("/v1/apps/{app}/instances", get(instances))
         .route("/v1/apps/{app}/logs", get(logs))
@@ -1680,6 +1682,92 @@ async fn scale(
     Ok(stream_workflow(&p, "scale", &app, move |events| {
         Box::pin(async move { platform.scale(name.as_str(), change, who, events).await })
     }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/redeploy",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "A new release of the serving one's image and settings, rolled out like a deploy (new instances, health checks, switch, drain). Progress as newline-delimited JSON events; the last one is `done`, `stored` or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
+async fn redeploy(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    Ok(stream_workflow(&p, "redeploy", &app, move |events| {
+        Box::pin(async move { platform.redeploy(name.as_str(), who, events).await })
+    }))
+}
+
+/// Answer of `POST /v1/apps/{app}/instances/{instance}/kill`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Killed {
+    app: String,
+    /// The container killed.
+    instance: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/instances/{instance}/kill",
+    tag = "apps",
+    params(
+        ("app" = String, Path, description = "The app's name"),
+        ("instance" = String, Path, description = "The instance: its id, or `PROCESS.INDEX` of the serving release (`web.0`)")
+    ),
+    responses(
+        (status = 200, description = "Killed (SIGKILL, as a crash): the supervisor restarts it as it would a crashed instance", body = Killed),
+        (status = 404, description = "No running instance of that name", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn kill_instance(
+    State(p): Shared,
+    ApiPath((app, instance)): ApiPath<(String, String)>,
+) -> Result<Json<Killed>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let serving = p.serving_release(name.as_str()).await?.map(|r| r.version);
+    let running: Vec<_> = p
+        .store
+        .instances(Some(name.as_str()))
+        .await?
+        .into_iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .collect();
+    let found = running.iter().find(|i| {
+        i.id == instance
+            || (Some(i.release) == serving && format!("{}.{}", i.process, i.index) == instance)
+    });
+    let Some(found) = found else {
+        let names: Vec<String> = running
+            .iter()
+            .filter(|i| Some(i.release) == serving)
+            .map(|i| format!("{}.{}", i.process, i.index))
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "instance_not_found",
+            format!("{app} has no running instance {instance:?}"),
+        )
+        .hint(if names.is_empty() {
+            format!("{app} has no running instance; see `berth ps {app}`")
+        } else {
+            format!("its running instances: {}", names.join(", "))
+        }));
+    };
+    let id = found.id.clone();
+    let launcher = p.launcher.clone();
+    let target = id.clone();
+    tokio::task::spawn_blocking(move || launcher.kill(&target))
+        .await
+        .map_err(|e| ApiError::internal("killing an instance", e))?
+        .map_err(|e| ApiError::internal("killing an instance", e))?;
+    tracing::info!(app = %app, instance = %id, "instance killed on request");
+    Ok(Json(Killed { app, instance: id }))
 }
 
 /// Answer of a canary command.

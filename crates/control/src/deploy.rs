@@ -726,6 +726,31 @@ impl Platform {
             .await
     }
 
+    /// A new release of the serving one's image and settings, rolled out like a deploy.
+    pub async fn redeploy(
+        self: &Arc<Self>,
+        app: &str,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        let release = self.serving_release(app).await?.ok_or_else(|| {
+            ApiError::invalid("no_release", format!("{app} has no release serving yet"))
+                .hint("deploy it first with `berth deploy`")
+        })?;
+        step(&events, "release");
+        self.deploy_config(
+            app,
+            &release.image,
+            release.config.clone(),
+            "redeploy",
+            &actor,
+            &events,
+        )
+        .await
+    }
+
     pub async fn change_env(
         self: &Arc<Self>,
         app: &str,

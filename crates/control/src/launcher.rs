@@ -623,6 +623,12 @@ impl Launcher {
         }
     }
 
+    /// Kills an instance abruptly (SIGKILL), as a crash would; its container stays for the
+    /// supervisor to restart.
+    pub fn kill(&self, id: &str) -> Result<(), berth_runtime::RuntimeError> {
+        self.runtime.kill(id, "KILL")
+    }
+
     /// Stops an instance: SIGTERM, up to `timeout` to exit, then SIGKILL; removes the
     /// container, its network namespace and its files.
     pub fn stop(&self, id: &str, timeout: Duration) {

@@ -36,6 +36,7 @@ pub mod backups;
 pub mod canary;
 pub mod certificates;
 pub mod config;
+pub mod control_plane;
 pub mod create;
 pub mod databases;
 pub mod deploy;

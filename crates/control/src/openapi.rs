@@ -33,6 +33,8 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::deploy_image,
         crate::api::images,
         crate::api::scale,
+        crate::api::redeploy,
+        crate::api::kill_instance,
         crate::api::canary_command,
         crate::api::release_sbom,
         crate::api::releases,

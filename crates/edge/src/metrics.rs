@@ -6,7 +6,7 @@
 use berth_core::metrics::{status_class, EdgeMetricsSnapshot, RequestSeries, LATENCY_BUCKETS};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,20 @@ impl Series {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Adds counts read from another edge's snapshot (a predecessor's, after an upgrade).
+    fn add(&self, counts: &RequestSeries) {
+        for (mine, theirs) in self.responses.iter().zip(counts.responses) {
+            mine.fetch_add(theirs, Ordering::Relaxed);
+        }
+        for (mine, theirs) in self.buckets.iter().zip(&counts.latency_buckets) {
+            mine.fetch_add(*theirs, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(
+            (counts.latency_sum_seconds * 1e6).round() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
     fn read(&self, app: &str, release: u32) -> RequestSeries {
         RequestSeries {
             app: app.to_string(),
@@ -68,14 +82,14 @@ struct Entry {
 
 /// Every release's counters.
 pub struct EdgeMetrics {
-    started_at: i64,
+    started_at: AtomicI64,
     series: Mutex<BTreeMap<(String, u32), Entry>>,
 }
 
 impl Default for EdgeMetrics {
     fn default() -> Self {
         Self {
-            started_at: crate::now_millis() / 1000,
+            started_at: AtomicI64::new(crate::now_millis() / 1000),
             series: Mutex::default(),
         }
     }
@@ -112,6 +126,26 @@ impl EdgeMetrics {
         out
     }
 
+    /// Carries on from a predecessor's final counts: they are added to this edge's, and
+    /// the counters keep the predecessor's start (to readers, one edge that never
+    /// restarted). Series no route points at are kept as retired.
+    pub fn carry_on(&self, from: &EdgeMetricsSnapshot) {
+        let Ok(mut all) = self.series.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for counts in &from.series {
+            let e = all
+                .entry((counts.app.clone(), counts.release))
+                .or_insert_with(|| Entry {
+                    series: Arc::default(),
+                    retired: Some(now),
+                });
+            e.series.add(counts);
+        }
+        self.started_at.store(from.started_at, Ordering::Relaxed);
+    }
+
     /// Every series' counts now.
     pub fn snapshot(&self) -> EdgeMetricsSnapshot {
         let series = self
@@ -120,7 +154,7 @@ impl EdgeMetrics {
             .map(|all| all.iter().map(|((a, r), e)| e.series.read(a, *r)).collect())
             .unwrap_or_default();
         EdgeMetricsSnapshot {
-            started_at: self.started_at,
+            started_at: self.started_at.load(Ordering::Relaxed),
             written_at: crate::now_millis() / 1000,
             series,
         }
@@ -173,5 +207,27 @@ mod tests {
         m.write(&path).unwrap();
         assert_eq!(read_snapshot(&path).unwrap().series.len(), 3);
         assert!(read_snapshot(&d.path().join("none.json")).is_none());
+    }
+
+    #[test]
+    fn a_successor_carries_on_from_its_predecessors_counts() {
+        let old = EdgeMetrics::default();
+        let routes = old.for_routes([("shop", 1), ("blog", 2)].into_iter());
+        routes[&("shop".to_string(), 1)].record(200, Duration::from_millis(3));
+        routes[&("blog".to_string(), 2)].record(500, Duration::from_millis(30));
+        let mut final_counts = old.snapshot();
+        final_counts.started_at -= 3600;
+
+        let new = EdgeMetrics::default();
+        let routes = new.for_routes([("shop", 1)].into_iter());
+        routes[&("shop".to_string(), 1)].record(404, Duration::from_millis(1));
+        new.carry_on(&final_counts);
+        let snap = new.snapshot();
+        assert_eq!(snap.started_at, final_counts.started_at);
+        let shop = snap.series.iter().find(|s| s.app == "shop").unwrap();
+        assert_eq!(shop.responses, [0, 1, 0, 1, 0]);
+        assert!((shop.latency_sum_seconds - 0.004).abs() < 1e-9);
+        let blog = snap.series.iter().find(|s| s.app == "blog").unwrap();
+        assert_eq!(blog.responses, [0, 0, 0, 0, 1], "an unrouted release is kept");
     }
 }

@@ -2,6 +2,7 @@
 //! the route snapshot file the control plane writes.
 
 use crate::certs::CertSnapshot;
+use crate::handover::{self, Successor};
 use crate::metrics::EdgeMetrics;
 use crate::proxy::{Proxy, Scheme};
 use crate::routes::{RouteSnapshot, SharedTable, Table};
@@ -38,6 +39,9 @@ pub struct EdgeConfig {
     pub metrics_file: Option<PathBuf>,
     /// Where the access log is appended (`None`: no access log).
     pub access_log: Option<PathBuf>,
+    /// Where this edge offers its listening sockets to a successor (a graceful upgrade,
+    /// see [`crate::handover`]); `None`: it does not.
+    pub handover: Option<PathBuf>,
 }
 
 /// How often the request counts are written.
@@ -137,6 +141,19 @@ pub async fn run(
     tls_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), EdgeError> {
+    run_after(cfg, listener, tls_listener, None, shutdown).await
+}
+
+/// [`run`], for an edge that took its listeners over from `predecessor` (a graceful
+/// upgrade): once it serves, the predecessor is told to stop accepting, and the request
+/// counts carry on from the predecessor's final ones.
+pub async fn run_after(
+    cfg: EdgeConfig,
+    listener: TcpListener,
+    tls_listener: Option<TcpListener>,
+    predecessor: Option<Successor>,
+    shutdown: CancellationToken,
+) -> Result<(), EdgeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(Table::default()));
     let metrics = Arc::new(EdgeMetrics::default());
@@ -155,24 +172,6 @@ pub async fn run(
         )),
         _ => None,
     };
-
-    let metrics_writer = cfg.metrics_file.clone().map(|path| {
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                let stop = tokio::select! {
-                    _ = shutdown.cancelled() => true,
-                    _ = tokio::time::sleep(METRICS_INTERVAL) => false,
-                };
-                if let Err(e) = metrics.write(&path) {
-                    tracing::warn!(error = %e, path = %path.display(), "writing request metrics failed");
-                }
-                if stop {
-                    break;
-                }
-            }
-        })
-    });
 
     let watcher = {
         let cfg = cfg.clone();
@@ -225,15 +224,9 @@ pub async fn run(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let share = |l: &std::net::TcpListener| {
-            l.try_clone().map_err(|source| EdgeError::Io {
-                context: "sharing the listener".into(),
-                source,
-            })
-        };
-        let l = share(&std_listener)?;
+        let l = shared(&std_listener)?;
         let tl = match (&std_tls_listener, &acceptor) {
-            (Some(t), Some(a)) => Some((share(t)?, a.clone())),
+            (Some(t), Some(a)) => Some((shared(t)?, a.clone())),
             _ => None,
         };
         let (table, shutdown, wake_dir) = (table.clone(), shutdown.clone(), wake_dir.clone());
@@ -275,12 +268,55 @@ pub async fn run(
             },
         ));
     }
+    // Serving: a predecessor may stop accepting now; its counts come once it has drained.
+    let carried = predecessor.map(|mut p| {
+        if let Err(e) = p.ready() {
+            tracing::warn!(error = %e, "the previous edge could not be told to stop");
+        }
+        tokio::task::spawn_blocking(move || p.final_counts(DRAIN_DEADLINE + PREDECESSOR_SLACK))
+    });
+    let handed_over = match &cfg.handover {
+        Some(path) => {
+            let mut fds = vec![std::os::fd::OwnedFd::from(shared(&std_listener)?)];
+            if let Some(t) = &std_tls_listener {
+                fds.push(std::os::fd::OwnedFd::from(shared(t)?));
+            }
+            match handover::offer(path.clone(), fds, shutdown.clone()) {
+                Ok(slot) => Some(slot),
+                Err(e) => {
+                    tracing::warn!(error = %e, "this edge cannot be upgraded gracefully");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     drop(std_listener);
     drop(std_tls_listener);
+
+    let metrics_writer = cfg.metrics_file.clone().map(|path| {
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // Written only once the predecessor's counts are in: a reader never sees the
+            // counters go back.
+            if let Some(carried) = carried {
+                match carried.await {
+                    Ok(Some(counts)) => metrics.carry_on(&counts),
+                    _ => tracing::warn!("the previous edge sent no final counts; counting from zero"),
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(METRICS_INTERVAL) => {}
+                }
+                if let Err(e) = metrics.write(&path) {
+                    tracing::warn!(error = %e, path = %path.display(), "writing request metrics failed");
+                }
+            }
+        })
+    });
     let _ = watcher.await;
-    if let Some(w) = metrics_writer {
-        let _ = w.await;
-    }
     // The workers stop with the same token; wait for their drain off the async threads.
     let _ = tokio::task::spawn_blocking(move || {
         for h in handles {
@@ -288,7 +324,30 @@ pub async fn run(
         }
     })
     .await;
+    if let Some(w) = metrics_writer {
+        let _ = w.await;
+    }
+    // The final counts, drained requests included: to the successor that took over, or to
+    // the file.
+    let sent = handed_over
+        .as_ref()
+        .is_some_and(|slot| handover::send_final_counts(slot, &metrics.snapshot()));
+    if let (false, Some(path)) = (sent, &cfg.metrics_file) {
+        if let Err(e) = metrics.write(path) {
+            tracing::warn!(error = %e, path = %path.display(), "writing request metrics failed");
+        }
+    }
     Ok(())
+}
+
+/// How much longer than its drain a successor waits for the predecessor's counts.
+const PREDECESSOR_SLACK: Duration = Duration::from_secs(5);
+
+fn shared(l: &std::net::TcpListener) -> Result<std::net::TcpListener, EdgeError> {
+    l.try_clone().map_err(|source| EdgeError::Io {
+        context: "sharing the listener".into(),
+        source,
+    })
 }
 
 /// Accepts and serves connections (over TLS when given an acceptor) until shutdown, then

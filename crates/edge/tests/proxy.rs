@@ -155,6 +155,7 @@ impl Edge {
             }),
             metrics_file: Some(dir.path().join("metrics.json")),
             access_log: Some(dir.path().join("access.log")),
+            handover: None,
         };
         let stop = CancellationToken::new();
         tokio::spawn(run(cfg, listener, Some(tls_listener), stop.clone()));
