@@ -157,12 +157,97 @@ impl EdgeProcess {
         id.alive().then_some(id)
     }
 
-    /// Adopts the running edge or starts a new one, and waits until it serves.
+    /// Where the running edge offers its sockets to a successor.
+    pub fn handover_socket(cfg: &PlatformConfig) -> PathBuf {
+        cfg.edge_dir().join("handover.sock")
+    }
+
+    /// The edge's command line for this platform's settings.
+    fn arguments(cfg: &PlatformConfig, routes: &RoutePublisher) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "edge".into(),
+            "--listen".into(),
+            cfg.edge_listen.to_string().into(),
+            "--routes".into(),
+            routes.routes_file().into(),
+            "--applied".into(),
+            routes.applied_file().into(),
+            "--metrics".into(),
+            cfg.edge_metrics_file().into(),
+            "--handover".into(),
+            Self::handover_socket(cfg).into(),
+        ];
+        if cfg.access_log {
+            args.extend(["--access-log".into(), cfg.edge_access_log().into()]);
+        }
+        if let Some(tls) = cfg.edge_tls_listen {
+            args.extend([
+                "--tls-listen".into(),
+                tls.to_string().into(),
+                "--certs".into(),
+                cfg.edge_certs_file().into(),
+            ]);
+        }
+        args
+    }
+
+    /// Why the running edge `id` is not the one this platform would start: another berth
+    /// binary (an upgrade) or other settings. `None`: it is.
+    fn outdated(
+        cfg: &PlatformConfig,
+        routes: &RoutePublisher,
+        id: &ProcessIdentity,
+    ) -> Option<&'static str> {
+        use std::os::unix::fs::MetadataExt;
+        let running = std::fs::metadata(format!("/proc/{}/exe", id.pid)).ok()?;
+        let ours = std::fs::metadata(&cfg.berth_binary).ok()?;
+        if (running.dev(), running.ino()) != (ours.dev(), ours.ino()) {
+            return Some("berth was upgraded");
+        }
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", id.pid)).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        let wanted = Self::arguments(cfg, routes);
+        let same = args
+            .iter()
+            .skip(1)
+            .copied()
+            .filter(|a| *a != b"--take-over")
+            .eq(wanted.iter().map(|w| w.as_encoded_bytes()));
+        (!same).then_some("its settings changed")
+    }
+
+    /// Adopts the running edge or starts a new one, and waits until it serves. A running
+    /// edge of another berth binary or other settings is replaced gracefully: the new edge
+    /// takes its listening sockets over, and the old one drains (no connection refused or
+    /// dropped); an edge too old to hand over is stopped, then replaced.
     pub fn ensure(cfg: &PlatformConfig, routes: &RoutePublisher) -> Result<(), StartError> {
         if let Some(id) = Self::running(cfg) {
-            tracing::info!(pid = id.pid, "edge already running; adopting it");
-            return Ok(());
+            let Some(reason) = Self::outdated(cfg, routes, &id) else {
+                tracing::info!(pid = id.pid, "edge already running; adopting it");
+                return Ok(());
+            };
+            tracing::info!(pid = id.pid, reason, "replacing the running edge; it hands its sockets over");
+            match Self::spawn(cfg, routes, true) {
+                Ok(new) => {
+                    tracing::info!(old = id.pid, new, "edge replaced; the old one drains its connections");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the running edge did not hand over; restarting it");
+                    Self::stop(cfg);
+                }
+            }
         }
+        Self::spawn(cfg, routes, false).map(|_| ())
+    }
+
+    /// Starts an edge (taking the running one's sockets over when `take_over`), waits until
+    /// it serves, and records it; returns its pid.
+    fn spawn(
+        cfg: &PlatformConfig,
+        routes: &RoutePublisher,
+        take_over: bool,
+    ) -> Result<u32, StartError> {
         let log_path = cfg.edge_dir().join("edge.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -173,25 +258,9 @@ impl EdgeProcess {
         let log2 = log.try_clone().map_err(io("opening the edge log"))?;
         let _ = std::fs::remove_file(routes.applied_file());
         let mut command = Command::new(&cfg.berth_binary);
-        command
-            .arg("edge")
-            .arg("--listen")
-            .arg(cfg.edge_listen.to_string())
-            .arg("--routes")
-            .arg(routes.routes_file())
-            .arg("--applied")
-            .arg(routes.applied_file())
-            .arg("--metrics")
-            .arg(cfg.edge_metrics_file());
-        if cfg.access_log {
-            command.arg("--access-log").arg(cfg.edge_access_log());
-        }
-        if let Some(tls) = cfg.edge_tls_listen {
-            command
-                .arg("--tls-listen")
-                .arg(tls.to_string())
-                .arg("--certs")
-                .arg(cfg.edge_certs_file());
+        command.args(Self::arguments(cfg, routes));
+        if take_over {
+            command.arg("--take-over");
         }
         let mut child = command
             .stdin(Stdio::null())
@@ -235,7 +304,7 @@ impl EdgeProcess {
         .map_err(io("writing the edge pid file"))?;
         // The edge is not our child to wait for: it must outlive us.
         std::mem::forget(child);
-        Ok(())
+        Ok(id.pid)
     }
 
     /// Stops the edge of this data dir.

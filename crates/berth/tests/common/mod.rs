@@ -45,6 +45,8 @@ pub struct Platform {
     pub netns: Option<String>,
     /// Environment of `berth up` besides the test's own.
     pub up_env: Vec<(String, String)>,
+    /// The berth binary `berth up` runs (default: the one under test).
+    pub binary: Option<PathBuf>,
     up: Option<Child>,
 }
 
@@ -91,6 +93,7 @@ impl Platform {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            binary: None,
             up: None,
         }
     }
@@ -127,7 +130,7 @@ impl Platform {
             .open(self.data.path().join("up.log"))
             .expect("up.log");
         let child = self
-            .command(berth_bin())
+            .command(self.binary.clone().unwrap_or_else(berth_bin))
             .args(self.up_args())
             .envs(self.up_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
