@@ -39,4 +39,13 @@ for isolation in trusted sandbox; do
   sorted=$(printf '%s\n' "${times[@]}" | sort -n | tr '\n' ' ')
   median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print (a[5]+a[6])/2}')
   echo "$isolation: wake-up to first byte (ms): $sorted; median $median"
+  eval "wake_$isolation=$median"
 done
+# The same server started bare, in the same run: the floor a wake-up is compared with.
+gcc -static -O2 -o "$work/server" "$work/server.c"
+bare=$(cargo bench --locked -p berth-control --bench cold_start -- "$work/server" 2>/dev/null)
+echo "$bare" | sed -n '/cold start to first/,/bare runsc/p'
+crun=$(echo "$bare" | awk '/bare crun/ {print $3}')
+runsc=$(echo "$bare" | awk '/bare runsc/ {print $3}')
+awk -v w="$wake_trusted" -v b="$crun" 'BEGIN {printf "trusted: wake-up %.0f ms = %.2fx a bare crun run to first 200 (%.1f ms; target <= 1.5x)\n", w, w / b, b}'
+awk -v w="$wake_sandbox" -v b="$runsc" 'BEGIN {printf "sandbox: wake-up %.0f ms = %.2fx a bare runsc run to first 200 (%.1f ms; target <= 2x)\n", w, w / b, b}'

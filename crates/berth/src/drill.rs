@@ -79,7 +79,12 @@ fn resolve(url: &reqwest::Url) -> Option<(String, std::net::SocketAddr)> {
     let host = url.host_str()?;
     let local = host == "localhost" || host.ends_with(".localhost");
     let port = url.port_or_known_default()?;
-    local.then(|| (host.to_string(), std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+    local.then(|| {
+        (
+            host.to_string(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    })
 }
 
 async fn wait_for_api(client: &berth_client::Client) -> Result<Duration> {
@@ -165,7 +170,13 @@ pub async fn drill(g: &Global, app: &str, s: DrillSettings) -> Result<i32> {
     progress(g, &format!("steady: {} req/s to {url} for {secs}s", s.rate));
     let start = Instant::now();
     rest_of(s.phase, start).await;
-    phases.push(phase("steady", "nothing".into(), load.window().summary(), objective, None));
+    phases.push(phase(
+        "steady",
+        "nothing".into(),
+        load.window().summary(),
+        objective,
+        None,
+    ));
 
     progress(g, &format!("instance killed: {victim} (SIGKILL)"));
     let start = Instant::now();
@@ -190,10 +201,9 @@ pub async fn drill(g: &Global, app: &str, s: DrillSettings) -> Result<i32> {
     progress(g, "control plane killed (SIGKILL), then started again");
     let start = Instant::now();
     let cfg = berth_control::PlatformConfig::new(crate::client::data_dir(g));
-    let restarted = tokio::task::spawn_blocking(move || {
-        berth_control::control_plane::crash_and_restart(&cfg)
-    })
-    .await?;
+    let restarted =
+        tokio::task::spawn_blocking(move || berth_control::control_plane::crash_and_restart(&cfg))
+            .await?;
     let (action, skipped) = match restarted {
         Ok((old, new)) => {
             let back = wait_for_api(&client).await?;
@@ -279,7 +289,15 @@ pub async fn drill(g: &Global, app: &str, s: DrillSettings) -> Result<i32> {
         })
         .collect();
     output::table(
-        &["PHASE", "REQUESTS", "FAILED", "P50", "P99", "SLO BURN", "WHAT HAPPENED"],
+        &[
+            "PHASE",
+            "REQUESTS",
+            "FAILED",
+            "P50",
+            "P99",
+            "SLO BURN",
+            "WHAT HAPPENED",
+        ],
         &rows,
     );
     println!(

@@ -34,7 +34,12 @@ fn a_drill_kills_an_instance_and_the_control_plane_and_redeploys_under_load() {
     let names: Vec<&str> = phases.iter().filter_map(|p| p["phase"].as_str()).collect();
     assert_eq!(
         names,
-        ["steady", "instance killed", "control plane killed", "redeploy"],
+        [
+            "steady",
+            "instance killed",
+            "control plane killed",
+            "redeploy"
+        ],
         "{report}"
     );
     for phase in phases {
@@ -71,16 +76,31 @@ fn a_drill_kills_an_instance_and_the_control_plane_and_redeploys_under_load() {
     // Bad input changes nothing.
     for (args, says) in [
         (&["drill", "nope"][..], "no app named \"nope\""),
-        (&["drill", "dr", "--phase", "0s"][..], "--phase must be between"),
-        (&["drill", "dr", "--path", "env"][..], "--path must start with '/'"),
-        (&["kill", "dr", "web.9"][..], "has no running instance \"web.9\""),
+        (
+            &["drill", "dr", "--phase", "0s"][..],
+            "--phase must be between",
+        ),
+        (
+            &["drill", "dr", "--path", "env"][..],
+            "--path must start with '/'",
+        ),
+        (
+            &["kill", "dr", "web.9"][..],
+            "has no running instance \"web.9\"",
+        ),
     ] {
         let err = p.fails(args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
     let err = p.fails(&["kill", "dr", "web.9"]);
-    assert!(err.contains("web.0"), "the hint names the running ones: {err}");
-    assert_eq!(p.json(&["releases", "dr"]).as_array().map(Vec::len), Some(3));
+    assert!(
+        err.contains("web.0"),
+        "the hint names the running ones: {err}"
+    );
+    assert_eq!(
+        p.json(&["releases", "dr"]).as_array().map(Vec::len),
+        Some(3)
+    );
 
     // An app without a web process cannot be drilled.
     let worker = p.data.path().join("worker-app");

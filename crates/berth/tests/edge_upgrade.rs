@@ -64,8 +64,7 @@ fn a_new_berth_binary_replaces_the_edge_without_failing_a_request() {
             std::thread::spawn(move || {
                 let started = Instant::now();
                 for _ in 0..5000 {
-                    if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(90)
-                    {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(90) {
                         break;
                     }
                     match http_get(port, "shop.localhost", "/env?name=BERTH_APP") {

@@ -129,7 +129,8 @@ impl Load {
                 let (url, max) = (spec.url.clone(), spec.max_requests);
                 tokio::spawn(async move {
                     let mut next = tokio::time::Instant::now();
-                    while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < max
+                    while !stop.load(Ordering::Relaxed)
+                        && sent.fetch_add(1, Ordering::Relaxed) < max
                     {
                         let started = Instant::now();
                         let outcome = match http.get(url.clone()).send().await {

@@ -97,7 +97,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/apps/{app}/env", get(env_list).post(env_change))
         .route("/v1/apps/{app}/scale", post(scale))
         .route("/v1/apps/{app}/redeploy", post(redeploy))
-        .route("/v1/apps/{app}/instances/{instance}/kill", post(kill_instance))
+        .route(
+            "/v1/apps/{app}/instances/{instance}/kill",
+            post(kill_instance),
+        )
         .route("/v1/apps/{app}/canary/{action}", post(canary_command))
         .route("/v1/apps/{app}/instances", get(instances))
         .route("/v1/apps/{app}/logs", get(logs))

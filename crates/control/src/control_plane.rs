@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 /// Why the control plane could not be restarted.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
-    #[error("no control plane of {0} runs on this machine (none recorded in api.json, or it exited)")]
+    #[error(
+        "no control plane of {0} runs on this machine (none recorded in api.json, or it exited)"
+    )]
     NotRunning(String),
     #[error("cannot read how the control plane was started: {0}")]
     Unreadable(String),
@@ -84,7 +86,10 @@ fn launch_of(pid: u32) -> Result<Launch, ControlPlaneError> {
     }
     let env = nul_separated(&std::fs::read(proc("environ")).map_err(unreadable)?)
         .into_iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     let cwd = std::fs::read_link(proc("cwd")).map_err(unreadable)?;
     let output = std::fs::read_link(proc("fd/1"))

@@ -205,7 +205,10 @@ impl EdgeProcess {
             return Some("berth was upgraded");
         }
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", id.pid)).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        let args: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .collect();
         let wanted = Self::arguments(cfg, routes);
         let same = args
             .iter()
@@ -226,10 +229,18 @@ impl EdgeProcess {
                 tracing::info!(pid = id.pid, "edge already running; adopting it");
                 return Ok(());
             };
-            tracing::info!(pid = id.pid, reason, "replacing the running edge; it hands its sockets over");
+            tracing::info!(
+                pid = id.pid,
+                reason,
+                "replacing the running edge; it hands its sockets over"
+            );
             match Self::spawn(cfg, routes, true) {
                 Ok(new) => {
-                    tracing::info!(old = id.pid, new, "edge replaced; the old one drains its connections");
+                    tracing::info!(
+                        old = id.pid,
+                        new,
+                        "edge replaced; the old one drains its connections"
+                    );
                     return Ok(());
                 }
                 Err(e) => {

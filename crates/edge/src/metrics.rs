@@ -228,6 +228,10 @@ mod tests {
         assert_eq!(shop.responses, [0, 1, 0, 1, 0]);
         assert!((shop.latency_sum_seconds - 0.004).abs() < 1e-9);
         let blog = snap.series.iter().find(|s| s.app == "blog").unwrap();
-        assert_eq!(blog.responses, [0, 0, 0, 0, 1], "an unrouted release is kept");
+        assert_eq!(
+            blog.responses,
+            [0, 0, 0, 0, 1],
+            "an unrouted release is kept"
+        );
     }
 }

@@ -93,17 +93,12 @@ impl UpstreamPool {
         fresh: bool,
     ) -> Result<(Response<PooledBody>, bool), (UpstreamError, bool)> {
         let mut reused = None;
-        let dbg_path = req.uri().to_string();
-        tracing::info!(%addr, path = %dbg_path, fresh, "DBG send");
         if !fresh {
             while let Some(mut s) = self.take_idle(addr) {
                 if s.is_closed() {
                     continue;
                 }
-                tracing::info!(%addr, path = %dbg_path, "DBG idle taken, waiting ready");
-                let r = s.ready().await;
-                tracing::info!(%addr, path = %dbg_path, ok = r.is_ok(), "DBG ready");
-                if r.is_ok() {
+                if s.ready().await.is_ok() {
                     reused = Some(s);
                     break;
                 }
@@ -114,12 +109,10 @@ impl UpstreamPool {
             Some(s) => s,
             None => Self::connect(addr).await.map_err(|e| (e, false))?,
         };
-        tracing::info!(%addr, path = %dbg_path, was_reused, "DBG sending");
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| (UpstreamError::Request(e), was_reused))?;
-        tracing::info!(%addr, path = %dbg_path, status = %resp.status(), "DBG response head");
         let upgrade = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
         let (parts, body) = resp.into_parts();
         let mut body = PooledBody {

@@ -206,7 +206,36 @@ fn short_hash(s: &str) -> String {
     format!("{h:08x}")
 }
 
+/// A locally administered unicast MAC address of its own for bridge `name`.
+fn bridge_mac(name: &str) -> String {
+    let h = short_hash(name);
+    format!("02:be:{}:{}:{}:{}", &h[0..2], &h[2..4], &h[4..6], &h[6..8])
+}
+
 impl Network {
+    /// Gives the bridge a fixed MAC address. A Linux bridge left to itself takes the lowest
+    /// MAC of its ports and changes it when that port goes: every instance would then send
+    /// to the gateway's old address until its ARP entry expires (some 30 s in which no
+    /// answer reaches the edge). A new bridge gets an address derived from its name; one
+    /// made by an older berth keeps the address it has now.
+    fn pin_bridge_address(&self) -> Result<(), RuntimeError> {
+        let sys = format!("/sys/class/net/{}", self.bridge);
+        // 3: NET_ADDR_SET, an address given by hand, which the bridge keeps.
+        let pinned = std::fs::read_to_string(format!("{sys}/addr_assign_type"))
+            .is_ok_and(|t| t.trim() == "3");
+        if pinned {
+            return Ok(());
+        }
+        let ports = std::fs::read_dir(format!("{sys}/brif"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let mac = match std::fs::read_to_string(format!("{sys}/address")) {
+            Ok(current) if ports > 0 => current.trim().to_string(),
+            _ => bridge_mac(&self.bridge),
+        };
+        run(&["link", "set", "dev", &self.bridge, "address", &mac])
+    }
+
     /// Checks a bridge name: an interface name of 1 to 15 letters, digits, `-` or `_`.
     pub fn validate_bridge_name(name: &str) -> Result<(), String> {
         if name.is_empty()
@@ -233,6 +262,7 @@ impl Network {
         if !exists {
             run(&["link", "add", "name", &self.bridge, "type", "bridge"])?;
         }
+        self.pin_bridge_address()?;
         let gw = format!("{}/{}", self.subnet.gateway(), self.subnet.prefix);
         let has_addr = Command::new("ip")
             .args(["-4", "addr", "show", "dev", &self.bridge])
@@ -371,6 +401,18 @@ mod tests {
         assert!("10.0.0.0/8".parse::<Subnet>().is_err());
         assert!("10.0.0.0".parse::<Subnet>().is_err());
         assert!("banana/24".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn a_bridge_gets_a_local_unicast_address_of_its_own() {
+        let mac = bridge_mac("berth0");
+        assert_eq!(mac.len(), 17);
+        assert!(
+            mac.starts_with("02:"),
+            "locally administered, unicast: {mac}"
+        );
+        assert_eq!(mac, bridge_mac("berth0"));
+        assert_ne!(mac, bridge_mac("berth1"));
     }
 
     #[test]
