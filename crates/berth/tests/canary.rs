@@ -114,4 +114,34 @@ fn a_bad_canary_is_rolled_back_and_a_good_one_promoted() {
     assert!(err.contains("was aborted by"), "{err}");
     assert_eq!(releases(&p)[0]["status"], "failed");
     assert_eq!(p.answer("can", "/flaky"), "ok release=3\n");
+
+    // `sticky` without a canary is refused, and changes nothing.
+    std::fs::write(dir.join("berth.toml"), "[deploy]\nsticky = true\n").expect("toml");
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(err.contains("deploy.sticky are for strategy"), "{err}");
+    assert_eq!(releases(&p).len(), 4);
+
+    // A sticky canary: a client stays on its side for the whole step (this test is one
+    // client), so once the new release answered it, the old one never does again.
+    std::fs::write(
+        dir.join("berth.toml"),
+        "[deploy]\nstrategy = \"canary\"\nsteps = [50]\nstep_pause = \"3s\"\nsticky = true\n",
+    )
+    .expect("toml");
+    let (out, answers) = deploy_under_load(&p, &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bodies: Vec<&str> = answers.iter().map(|(_, b)| b.as_str()).collect();
+    let first_new = bodies.iter().position(|b| b.contains("release=5"));
+    assert!(first_new.is_some(), "{bodies:?}");
+    assert!(
+        bodies[first_new.unwrap_or(0)..]
+            .iter()
+            .all(|b| b.contains("release=5")),
+        "the client went back and forth: {bodies:?}"
+    );
+    assert_eq!(p.answer("can", "/flaky"), "ok release=5\n");
 }

@@ -108,7 +108,14 @@ impl Platform {
         let objective = release.config.slo.availability / 100.0;
         for &weight in &spec.steps {
             let before = self.edge_counters().await;
-            self.routes.set_canary(app, Some((version, weight)));
+            self.routes.set_canary(
+                app,
+                Some(crate::routing::CanaryShare {
+                    release: version,
+                    weight,
+                    sticky: spec.sticky,
+                }),
+            );
             self.publish_network().await?;
             log(
                 events,

@@ -14,6 +14,15 @@ use std::time::{Duration, Instant};
 /// How long to wait for the edge to confirm a new table.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A canary's place in an app's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryShare {
+    pub release: u32,
+    /// Percent of requests (or of clients, when sticky).
+    pub weight: u8,
+    pub sticky: bool,
+}
+
 /// Writes route snapshots for the edge.
 #[derive(Debug)]
 pub struct RoutePublisher {
@@ -23,7 +32,7 @@ pub struct RoutePublisher {
     /// ACME HTTP-01 answers the edge serves while an order is validated.
     challenges: std::sync::Mutex<BTreeMap<String, String>>,
     /// Releases under canary analysis: app → (release, percent of requests).
-    canaries: std::sync::Mutex<BTreeMap<String, (u32, u8)>>,
+    canaries: std::sync::Mutex<BTreeMap<String, CanaryShare>>,
     /// Apps asleep: no web instance while idle, woken by the next request.
     sleeping: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -67,7 +76,7 @@ impl RoutePublisher {
 
     /// Gives `release` of `app` `weight` percent of its requests from the next publish on
     /// (`None`: none, the canary is over).
-    pub fn set_canary(&self, app: &str, canary: Option<(u32, u8)>) {
+    pub fn set_canary(&self, app: &str, canary: Option<CanaryShare>) {
         if let Ok(mut c) = self.canaries.lock() {
             match canary {
                 Some(c2) => {
@@ -152,11 +161,12 @@ impl RoutePublisher {
                 .lock()
                 .ok()
                 .and_then(|c| c.get(&app.name).copied())
-                .filter(|(release, _)| *release != current)
-                .map(|(release, weight)| berth_edge::routes::CanaryRoute {
-                    release,
-                    upstreams: web_of(release),
-                    weight,
+                .filter(|c| c.release != current)
+                .map(|c| berth_edge::routes::CanaryRoute {
+                    release: c.release,
+                    upstreams: web_of(c.release),
+                    weight: c.weight,
+                    sticky: c.sticky,
                 });
             let own = self
                 .cfg

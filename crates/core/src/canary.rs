@@ -24,6 +24,9 @@ pub struct CanarySpec {
     pub steps: Vec<u8>,
     /// How long each step lasts before its analysis, seconds.
     pub step_secs: u64,
+    /// Clients keep their side (by address) across requests and steps.
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 impl Default for CanarySpec {
@@ -31,6 +34,7 @@ impl Default for CanarySpec {
         Self {
             steps: DEFAULT_STEPS.to_vec(),
             step_secs: DEFAULT_STEP_SECS,
+            sticky: false,
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct DeployToml {
     pub steps: Option<Vec<u8>>,
     /// How long each canary step lasts (default 30s).
     pub step_pause: Option<String>,
+    /// Each client stays on one side of a canary (by its address), and a client on the
+    /// canary stays there as its share grows; default: requests spread one by one.
+    pub sticky: Option<bool>,
 }
 
 /// `[logs]`.
@@ -288,6 +291,7 @@ impl BerthToml {
                 .as_deref()
                 .and_then(|p| humantime::parse_duration(p).ok())
                 .map_or(crate::canary::DEFAULT_STEP_SECS, |d| d.as_secs()),
+            sticky: self.deploy.sticky.unwrap_or(false),
         })
     }
 
@@ -442,10 +446,12 @@ impl BerthToml {
             }
         }
         if self.deploy.strategy.as_deref() != Some("canary")
-            && (self.deploy.steps.is_some() || self.deploy.step_pause.is_some())
+            && (self.deploy.steps.is_some()
+                || self.deploy.step_pause.is_some()
+                || self.deploy.sticky.is_some())
         {
             problems.push(
-                "deploy.steps and deploy.step_pause are for strategy = \"canary\"; set it or remove them"
+                "deploy.steps, deploy.step_pause and deploy.sticky are for strategy = \"canary\"; set it or remove them"
                     .into(),
             );
         }

@@ -199,7 +199,7 @@ impl Proxy {
             .access
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().clone()));
-        let group = route.choose();
+        let group = route.choose(remote.ip());
         let resp = self
             .forward(req, &route, group, &host, remote, scheme)
             .await;

@@ -38,6 +38,10 @@ pub struct CanaryRoute {
     pub upstreams: Vec<SocketAddr>,
     /// Percent of requests it gets (1-99).
     pub weight: u8,
+    /// By client: a client's requests all go to one side, chosen by its address, and a
+    /// client on the canary stays there as the weight grows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sticky: bool,
 }
 
 /// What the control plane hands the edge: a numbered, complete table.
@@ -201,20 +205,31 @@ pub struct LiveRoute {
     pub route: Route,
     /// The serving release.
     pub stable: Group,
-    /// A release under canary analysis and its share of requests (percent).
-    pub canary: Option<(Group, u8)>,
+    /// A release under canary analysis, its share of requests (percent), and whether a
+    /// client sticks to its side.
+    pub canary: Option<(Group, u8, bool)>,
     requests: AtomicUsize,
 }
 
 impl LiveRoute {
-    /// The group this request goes to: the canary for its share of requests (spread
-    /// evenly over them), else the serving release.
-    pub fn choose(&self) -> &Group {
+    /// The group a request from `client` goes to: the canary for its share of requests
+    /// (spread evenly over them, or by client when sticky), else the serving release.
+    pub fn choose(&self, client: std::net::IpAddr) -> &Group {
         match &self.canary {
-            Some((group, weight)) if !group.is_empty() => {
-                let n = self.requests.fetch_add(1, Ordering::Relaxed);
-                // 37 is prime to 100: consecutive requests land all over 0..100.
-                if (n * 37) % 100 < usize::from(*weight) {
+            Some((group, weight, sticky)) if !group.is_empty() => {
+                let slot = if *sticky {
+                    // The client's place in 0..100, the same for every request and step
+                    // of this canary (another canary draws other clients).
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (client, group.release).hash(&mut h);
+                    (h.finish() % 100) as usize
+                } else {
+                    let n = self.requests.fetch_add(1, Ordering::Relaxed);
+                    // 37 is prime to 100: consecutive requests land all over 0..100.
+                    (n * 37) % 100
+                };
+                if slot < usize::from(*weight) {
                     group
                 } else {
                     &self.stable
@@ -282,10 +297,13 @@ impl Table {
                     let host = h.to_ascii_lowercase();
                     let live = LiveRoute {
                         stable: group(&host, &r.app, r.release, &r.upstreams),
-                        canary: r
-                            .canary
-                            .as_ref()
-                            .map(|c| (group(&host, &r.app, c.release, &c.upstreams), c.weight)),
+                        canary: r.canary.as_ref().map(|c| {
+                            (
+                                group(&host, &r.app, c.release, &c.upstreams),
+                                c.weight,
+                                c.sticky,
+                            )
+                        }),
                         route: r.clone(),
                         requests: AtomicUsize::new(0),
                     };
@@ -415,13 +433,54 @@ mod tests {
                 release: 4,
                 upstreams: vec!["10.0.0.9:8000".parse().unwrap()],
                 weight: 10,
+                sticky: false,
             });
         }
         let t = Table::from_snapshot(&snap, &crate::metrics::EdgeMetrics::default(), None);
         let r = t.lookup("hello.localhost").unwrap();
-        let to_canary = (0..1000).filter(|_| r.choose().release == 4).count();
+        let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let to_canary = (0..1000).filter(|_| r.choose(client).release == 4).count();
         assert_eq!(to_canary, 100);
         assert_eq!(r.pick().len(), 2, "retries stay on the serving release");
+    }
+
+    #[test]
+    fn a_sticky_canary_keeps_each_client_on_its_side_as_it_grows() {
+        let at = |weight: u8| {
+            let mut snap = snapshot();
+            if let Some(r) = snap.routes.get_mut("hello.localhost") {
+                r.canary = Some(CanaryRoute {
+                    release: 4,
+                    upstreams: vec!["10.0.0.9:8000".parse().unwrap()],
+                    weight,
+                    sticky: true,
+                });
+            }
+            Table::from_snapshot(&snap, &crate::metrics::EdgeMetrics::default(), None)
+        };
+        let clients: Vec<std::net::IpAddr> = (0..2000u32)
+            .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).into())
+            .collect();
+        let on_canary = |t: &Table| -> Vec<bool> {
+            let r = t.lookup("hello.localhost").unwrap();
+            clients
+                .iter()
+                .map(|c| {
+                    let first = r.choose(*c).release == 4;
+                    // Every request of a client goes the same way.
+                    assert!((0..5).all(|_| (r.choose(*c).release == 4) == first));
+                    first
+                })
+                .collect()
+        };
+        let (ten, fifty) = (on_canary(&at(10)), on_canary(&at(50)));
+        let share = |v: &[bool]| v.iter().filter(|b| **b).count() as f64 / v.len() as f64;
+        assert!((share(&ten) - 0.10).abs() < 0.03, "{}", share(&ten));
+        assert!((share(&fifty) - 0.50).abs() < 0.05, "{}", share(&fifty));
+        assert!(
+            ten.iter().zip(&fifty).all(|(a, b)| !a || *b),
+            "a client on the canary at 10% is still on it at 50%"
+        );
     }
 
     #[test]
