@@ -73,4 +73,56 @@ fn web_instances_follow_the_load_between_min_and_max() {
         "never scaled in: {}",
         p.json(&["ps", "auto"])
     );
+
+    // CPU as the signal: instances of a quarter CPU aimed at half of it. A target past
+    // 100% is refused first.
+    std::fs::write(
+        dir.join("berth.toml"),
+        "[processes.web]\ncpus = 0.25\n[scale]\nmin = 1\nmax = 3\ntarget_cpu = 150\n",
+    )
+    .expect("toml");
+    let err = p.fails(&["deploy", &dir.display().to_string()]);
+    assert!(err.contains("scale.target_cpu: 150"), "{err}");
+    std::fs::write(
+        dir.join("berth.toml"),
+        "[processes.web]\ncpus = 0.25\n[scale]\nmin = 1\nmax = 3\ntarget_cpu = 50\ncooldown = \"3s\"\n",
+    )
+    .expect("toml");
+    p.ok(&["deploy", &dir.display().to_string()]);
+    assert_eq!(web_instances(&p), 1);
+    // Two clients keep the instance's CPU busy (few requests under way, so only CPU asks
+    // for more).
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
+                    let _ = http_get(port, "auto.localhost", "/burn?ms=200");
+                }
+            })
+        })
+        .collect();
+    let grew = common::eventually(Duration::from_secs(60), || web_instances(&p) >= 2);
+    stop.store(true, Ordering::Relaxed);
+    for b in burners {
+        b.join().expect("burner");
+    }
+    assert!(
+        grew,
+        "CPU never scaled it out: {}\n{}",
+        p.json(&["ps", "auto"]),
+        p.up_log()
+    );
+    assert!(
+        p.up_log().contains("autoscale: adding web instances"),
+        "{}",
+        p.up_log()
+    );
+    assert!(
+        common::eventually(Duration::from_secs(60), || web_instances(&p) == 1),
+        "never scaled in after the CPU load: {}",
+        p.json(&["ps", "auto"])
+    );
 }

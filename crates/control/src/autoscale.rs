@@ -1,7 +1,8 @@
 //! The autoscaler: the web instances of an app whose serving release has `[scale]
-//! target_concurrency` follow its load. The load is the edge's own count: the time its
-//! requests spent under way per second of wall time is, by Little's law, how many were under
-//! way on average. More than `target_concurrency` per instance adds instances at once (up to
+//! target_concurrency` or `target_cpu` follow its load. Requests: the edge's own count —
+//! the time its requests spent under way per second of wall time is, by Little's law, how
+//! many were under way on average. CPU: the CPU time the web instances' cgroups used per
+//! second. More than the target per instance (either signal) adds instances at once (up to
 //! `max`); less for `cooldown` removes them (down to `min`), drained like a deploy's.
 
 use crate::platform::Platform;
@@ -22,6 +23,10 @@ struct Load {
     read_at: Option<Instant>,
     /// Smoothed requests under way.
     concurrency: f64,
+    /// CPU seconds each web instance had used, as last read.
+    cpu_seconds: HashMap<String, f64>,
+    /// Smoothed CPUs busy, all web instances together.
+    cpu_used: f64,
     /// Since when fewer instances would do.
     low_since: Option<Instant>,
     last_change: Option<Instant>,
@@ -66,13 +71,6 @@ async fn tick(
             .sum();
         let load = loads.entry(app.name.clone()).or_default();
         let now = Instant::now();
-        if let Some(at) = load.read_at {
-            let elapsed = now.duration_since(at).as_secs_f64().max(0.001);
-            let sample = ((busy - load.busy_seconds) / elapsed).max(0.0);
-            load.concurrency = 0.5 * load.concurrency + 0.5 * sample;
-        }
-        load.busy_seconds = busy;
-        load.read_at = Some(now);
         let web: Vec<_> = instances
             .iter()
             .filter(|i| {
@@ -85,14 +83,44 @@ async fn tick(
                     )
             })
             .collect();
+        let cpu_now: HashMap<String, f64> = if scale.target_cpu.is_some() {
+            web.iter()
+                .filter_map(|i| {
+                    berth_runtime::cgroups::usage(&crate::launcher::cgroup_path(&i.id))
+                        .map(|u| (i.id.clone(), u.cpu_seconds))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        if let Some(at) = load.read_at {
+            let elapsed = now.duration_since(at).as_secs_f64().max(0.001);
+            let sample = ((busy - load.busy_seconds) / elapsed).max(0.0);
+            load.concurrency = 0.5 * load.concurrency + 0.5 * sample;
+            // Per instance: a new or restarted one counts from its first reading.
+            let cpu: f64 = cpu_now
+                .iter()
+                .filter_map(|(id, s)| load.cpu_seconds.get(id).map(|before| (s - before).max(0.0)))
+                .sum::<f64>()
+                / elapsed;
+            load.cpu_used = 0.5 * load.cpu_used + 0.5 * cpu;
+        }
+        load.busy_seconds = busy;
+        load.cpu_seconds = cpu_now;
+        load.read_at = Some(now);
         let have = web.len() as u32;
-        let want = scale.desired(load.concurrency);
+        let cpu_limit = release
+            .config
+            .processes
+            .get(WEB_PROCESS)
+            .map_or(1.0, |p| f64::from(p.limits.cpu_millis) / 1000.0);
+        let want = scale.desired(load.concurrency, load.cpu_used, cpu_limit);
         let settled = load.last_change.is_none_or(|t| t.elapsed() >= SETTLE);
         if want > have && settled {
             load.low_since = None;
             load.last_change = Some(now);
             let next_index = web.iter().map(|i| i.index + 1).max().unwrap_or(0);
-            tracing::info!(app = %app.name, concurrency = load.concurrency, from = have, to = want, "autoscale: adding web instances");
+            tracing::info!(app = %app.name, concurrency = load.concurrency, cpu = load.cpu_used, from = have, to = want, "autoscale: adding web instances");
             platform
                 .scale_out(&app.name, want - have, next_index)
                 .await?;
@@ -101,7 +129,7 @@ async fn tick(
             if low_since.elapsed() >= Duration::from_secs(scale.cooldown_secs) && settled {
                 load.low_since = None;
                 load.last_change = Some(now);
-                tracing::info!(app = %app.name, concurrency = load.concurrency, from = have, to = want, "autoscale: removing web instances");
+                tracing::info!(app = %app.name, concurrency = load.concurrency, cpu = load.cpu_used, from = have, to = want, "autoscale: removing web instances");
                 let mut newest: Vec<_> = web.into_iter().cloned().collect();
                 newest.sort_by_key(|i| std::cmp::Reverse(i.index));
                 newest.truncate((have - want) as usize);
@@ -166,12 +194,39 @@ mod tests {
             min: 1,
             max: 4,
             target_concurrency: 10,
+            target_cpu: None,
             cooldown_secs: 60,
         };
-        assert_eq!(s.desired(0.0), 1);
-        assert_eq!(s.desired(10.0), 1);
-        assert_eq!(s.desired(10.5), 2);
-        assert_eq!(s.desired(35.0), 4);
-        assert_eq!(s.desired(1000.0), 4);
+        assert_eq!(s.desired(0.0, 9.0, 1.0), 1, "CPU is no signal here");
+        assert_eq!(s.desired(10.0, 0.0, 1.0), 1);
+        assert_eq!(s.desired(10.5, 0.0, 1.0), 2);
+        assert_eq!(s.desired(35.0, 0.0, 1.0), 4);
+        assert_eq!(s.desired(1000.0, 0.0, 1.0), 4);
+    }
+
+    #[test]
+    fn cpu_asks_for_instances_by_the_share_of_their_limit_in_use() {
+        let s = Autoscale {
+            min: 1,
+            max: 6,
+            target_concurrency: 0,
+            target_cpu: Some(50),
+            cooldown_secs: 60,
+        };
+        // Instances of half a CPU each, aimed at 50%: a quarter CPU per instance.
+        assert_eq!(s.desired(100.0, 0.2, 0.5), 1, "requests are no signal here");
+        assert_eq!(s.desired(0.0, 0.3, 0.5), 2);
+        assert_eq!(s.desired(0.0, 1.0, 0.5), 4);
+        assert_eq!(s.desired(0.0, 9.0, 0.5), 6);
+        let both = Autoscale {
+            target_concurrency: 10,
+            ..s
+        };
+        assert_eq!(
+            both.desired(35.0, 0.3, 0.5),
+            4,
+            "the larger of the two wins"
+        );
+        assert_eq!(both.desired(5.0, 1.2, 0.5), 5);
     }
 }

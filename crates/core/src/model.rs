@@ -88,17 +88,34 @@ pub struct Autoscale {
     pub min: u32,
     /// Most web instances.
     pub max: u32,
-    /// Requests under way per instance aimed for.
+    /// Requests under way per instance aimed for (0: not a signal).
+    #[serde(default)]
     pub target_concurrency: u32,
+    /// CPU use per instance aimed for, percent of its CPU limit (`None`: not a signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cpu: Option<u32>,
     /// How long the load stays low before instances are removed, seconds.
     pub cooldown_secs: u64,
 }
 
 impl Autoscale {
-    /// How many instances `concurrency` requests under way (on average) call for.
-    pub fn desired(&self, concurrency: f64) -> u32 {
-        let wanted = (concurrency / f64::from(self.target_concurrency.max(1))).ceil();
-        (wanted.max(0.0) as u32).clamp(self.min.max(1), self.max.max(self.min.max(1)))
+    /// How many instances the load calls for: `concurrency` requests under way (on
+    /// average) and `cpu_used` CPUs busy in all, each instance having `cpu_limit` CPUs;
+    /// whichever signal asks for more wins.
+    pub fn desired(&self, concurrency: f64, cpu_used: f64, cpu_limit: f64) -> u32 {
+        let by_requests = if self.target_concurrency > 0 {
+            (concurrency / f64::from(self.target_concurrency)).ceil()
+        } else {
+            0.0
+        };
+        let by_cpu = match self.target_cpu {
+            Some(t) if t > 0 && cpu_limit > 0.0 => {
+                (cpu_used / (cpu_limit * f64::from(t) / 100.0)).ceil()
+            }
+            _ => 0.0,
+        };
+        let wanted = by_requests.max(by_cpu).max(0.0);
+        (wanted as u32).clamp(self.min.max(1), self.max.max(self.min.max(1)))
     }
 }
 

@@ -66,6 +66,9 @@ pub struct ScaleToml {
     /// (up to `max`) when there are more, and removes them (down to `min`) when there have
     /// been fewer for `cooldown`.
     pub target_concurrency: Option<u32>,
+    /// CPU use per web instance the autoscaler aims for, percent of the instance's CPU
+    /// limit (e.g. 70); with `target_concurrency` too, whichever asks for more wins.
+    pub target_cpu: Option<u32>,
     /// How long the load must stay low before instances are removed (default 60s).
     pub cooldown: Option<String>,
 }
@@ -249,14 +252,17 @@ impl Default for HealthCheck {
 }
 
 impl BerthToml {
-    /// The autoscaler's settings, when `[scale] target_concurrency` is set.
+    /// The autoscaler's settings, when `[scale] target_concurrency` or `target_cpu` is set.
     pub fn autoscale(&self) -> Option<crate::model::Autoscale> {
-        let target = self.scale.target_concurrency?;
+        if self.scale.target_concurrency.is_none() && self.scale.target_cpu.is_none() {
+            return None;
+        }
         let min = self.scale.min.unwrap_or(1).max(1);
         Some(crate::model::Autoscale {
             min,
             max: self.scale.max.unwrap_or(min),
-            target_concurrency: target,
+            target_concurrency: self.scale.target_concurrency.unwrap_or(0),
+            target_cpu: self.scale.target_cpu,
             cooldown_secs: self
                 .scale
                 .cooldown
@@ -389,14 +395,21 @@ impl BerthToml {
                 ));
             }
         }
-        if let Some(t) = self.scale.target_concurrency {
-            if t == 0 {
+        if let Some(t) = self.scale.target_cpu {
+            if !(1..=100).contains(&t) {
+                problems.push(format!(
+                    "scale.target_cpu: {t} must be a percent of the instance's CPU limit, 1 to 100"
+                ));
+            }
+        }
+        if self.scale.target_concurrency.is_some() || self.scale.target_cpu.is_some() {
+            if self.scale.target_concurrency == Some(0) {
                 problems.push("scale.target_concurrency: must be at least 1".into());
             }
             let min = self.scale.min.unwrap_or(1).max(1);
             match self.scale.max {
                 None => problems.push(
-                    "scale.max: the autoscaler needs a most, e.g. max = 5 (with target_concurrency)"
+                    "scale.max: the autoscaler needs a most, e.g. max = 5 (with target_concurrency or target_cpu)"
                         .into(),
                 ),
                 Some(max) if max < min || max > MAX_INSTANCES => problems.push(format!(
@@ -406,7 +419,7 @@ impl BerthToml {
             }
         } else if self.scale.max.is_some() || self.scale.cooldown.is_some() {
             problems.push(
-                "scale.max and scale.cooldown are the autoscaler's: set scale.target_concurrency too"
+                "scale.max and scale.cooldown are the autoscaler's: set scale.target_concurrency or scale.target_cpu too"
                     .into(),
             );
         }
