@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# berth's edge vs nginx as a reverse proxy for the same backend (nginx `return 200`), on
-# loopback, measured in one run with wrk (1 thread, 64 keep-alive connections, 10 s each).
+# berth's edge vs nginx, HAProxy and Caddy as reverse proxies for the same backend (nginx
+# serving a small answer and a 64 KiB file), on loopback, measured in one run with wrk (1
+# thread, 64 connections, BENCH_SECS=10 s each): kept-alive connections, then a new
+# connection per request, for the small and the 64 KiB response. Each proxy gets the same
+# number of worker threads or processes (one per core). Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v nginx >/dev/null && command -v wrk >/dev/null || {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
-}
-BERTH="$PWD/target/release/berth"
+need=()
+for tool in nginx wrk haproxy caddy; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+BERTH="${BERTH:-$PWD/target/release/berth}"
 [ -x "$BERTH" ] || cargo build --release --locked --bin berth
 DIR=$(mktemp -d /tmp/berth-edge-bench.XXXX)
-BACKEND=18481; NGINX=18482; EDGE=18483
+BACKEND=18481; NGINX=18482; EDGE=18483; HAPROXY=18484; CADDY=18485
+CORES=$(nproc)
+head -c 65536 /dev/urandom > "$DIR/big.bin"
+chmod 755 "$DIR"; chmod 644 "$DIR/big.bin"
 cat >"$DIR/nginx.conf" <<CONF
-worker_processes auto;
+worker_processes $CORES;
 pid $DIR/nginx.pid;
 error_log $DIR/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from backend\n"; } }
+  server {
+    listen 127.0.0.1:$BACKEND;
+    keepalive_requests 1000000;
+    location / { return 200 "hello from backend\n"; }
+    location = /big { alias $DIR/big.bin; }
+  }
   server {
     listen 127.0.0.1:$NGINX;
+    keepalive_requests 1000000;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -31,22 +45,72 @@ http {
   }
 }
 CONF
-nginx -c "$DIR/nginx.conf"
+cat >"$DIR/haproxy.cfg" <<CONF
+global
+  nbthread $CORES
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend front
+  bind 127.0.0.1:$HAPROXY
+  default_backend back
+backend back
+  server b1 127.0.0.1:$BACKEND
+CONF
+cat >"$DIR/Caddyfile" <<CONF
+{
+  admin off
+  auto_https off
+}
+http://:$CADDY {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:$BACKEND
+}
+CONF
 cat >"$DIR/routes.json" <<JSON
 {"generation": 1, "routes": {"bench.localhost": {"app": "bench", "release": 1, "upstreams": ["127.0.0.1:$BACKEND"]}}}
 JSON
-"$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" 2>"$DIR/edge.log" &
-EDGE_PID=$!
-trap 'kill $EDGE_PID 2>/dev/null; nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 1 100); do [ -f "$DIR/applied" ] && break; sleep 0.05; done
-run() {
-  wrk -t1 -c64 -d${BENCH_SECS:-10}s --latency -H "Host: bench.localhost" "http://127.0.0.1:$1/" >"$DIR/$2.txt"
-  rps=$(awk '/Requests\/sec/ {print $2}' "$DIR/$2.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$DIR/$2.txt")
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$DIR/$2.txt")
-  printf '%-8s %12s req/s   p99 %8s   %s\n' "$2" "$rps" "$p99" "$errs"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null || true
+  rm -rf "$DIR"
 }
-wrk -t1 -c64 -d2s -H "Host: bench.localhost" "http://127.0.0.1:$EDGE/" >/dev/null   # warm-up
-run $BACKEND direct
-run $NGINX nginx
-run $EDGE berth
+trap cleanup EXIT
+nginx -c "$DIR/nginx.conf"
+haproxy -q -f "$DIR/haproxy.cfg" & PIDS+=($!)
+GOMAXPROCS=$CORES XDG_DATA_HOME="$DIR" XDG_CONFIG_HOME="$DIR" caddy run --adapter caddyfile --config "$DIR/Caddyfile" >"$DIR/caddy.log" 2>&1 & PIDS+=($!)
+"$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" 2>"$DIR/edge.log" & PIDS+=($!)
+for _ in $(seq 1 100); do [ -f "$DIR/applied" ] && break; sleep 0.05; done
+for port in $HAPROXY $CADDY $EDGE; do
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" -H "Host: bench.localhost" && break; sleep 0.05; done
+done
+SECS=${BENCH_SECS:-10}
+run() { # port name path extra-wrk-args...
+  local port=$1 name=$2 path=$3; shift 3
+  wrk -t1 -c64 -d"${SECS}s" --latency -H "Host: bench.localhost" "$@" "http://127.0.0.1:$port$path" >"$DIR/out.txt"
+  rps=$(awk '/Requests\/sec/ {print $2}' "$DIR/out.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$DIR/out.txt")
+  errs=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' "$DIR/out.txt")
+  printf '  %-8s %12s req/s   p99 %9s   %s\n' "$name" "$rps" "$p99" "$errs"
+  echo "$rps" > "$DIR/rps-$name"
+}
+for load in keepalive new-connection; do
+  extra=()
+  [ "$load" = new-connection ] && extra=(-H "Connection: close")
+  for path in / /big; do
+    size=small; [ "$path" = /big ] && size=64KiB
+    echo "$load, $size response:"
+    for target in "$BACKEND direct" "$NGINX nginx" "$HAPROXY haproxy" "$CADDY caddy" "$EDGE berth"; do
+      set -- $target
+      wrk -t1 -c16 -d1s -H "Host: bench.localhost" "${extra[@]}" "http://127.0.0.1:$1$path" >/dev/null 2>&1 || true
+      run "$1" "$2" "$path" "${extra[@]}"
+    done
+    awk -v b="$(cat "$DIR/rps-berth")" -v n="$(cat "$DIR/rps-nginx")" 'BEGIN {printf "  berth / nginx: %.2fx\n", b / n}'
+  done
+done
