@@ -42,6 +42,40 @@ pub enum Command {
     Up(Box<UpArgs>),
     /// Stop every app container and the edge of a data directory, and remove its bridge.
     Down,
+    /// The platform of a data directory at a glance: control plane, edge, runtimes, bridge,
+    /// firewall, disk, database server and certificates, each with its health (read from
+    /// the machine, so it answers when the control plane does not). Exit 1 when something
+    /// is down.
+    Status,
+    /// Check this machine before berth runs on it: privileges, kernel, cgroups, crun and
+    /// runsc, nftables, iproute2, buildah, skopeo, PostgreSQL, the ports berth listens on,
+    /// disk — each problem with its fix. Exit 1 when berth could not run.
+    Doctor {
+        /// The API port berth up will use.
+        #[arg(long, default_value_t = 7070)]
+        api_port: u16,
+        /// The edge's HTTP port.
+        #[arg(long, default_value_t = 8080)]
+        edge_port: u16,
+        /// The edge's HTTPS port (0: not served).
+        #[arg(long, default_value_t = 8443)]
+        edge_tls_port: u16,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: berth completions bash > /etc/bash_completion.d/berth (zsh: into a
+    /// directory of $fpath as _berth; fish: ~/.config/fish/completions/berth.fish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (berth.1, berth-deploy.1, …) into a directory.
+    ///
+    /// Example: berth man --out /usr/local/share/man/man1
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Build and deploy a directory (default: the current one), a commit of a git
     /// repository (--git URL --ref main), or an image from an OCI registry (--image REF).
     /// Redeploys are zero-downtime.

@@ -125,6 +125,23 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Ps { app } => ps(g, &app).await,
         Command::Releases { app } => releases(g, &app).await,
         Command::Images { app } => images(g, &app).await,
+        Command::Status => crate::ops::status(g),
+        Command::Doctor {
+            api_port,
+            edge_port,
+            edge_tls_port,
+        } => crate::ops::doctor(g, api_port, edge_port, edge_tls_port),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut crate::cli::Cli::command(),
+                "berth",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man { out } => crate::ops::man_pages(&out),
         Command::Redeploy { app } => {
             let client = crate::client::discover(g)?;
             stream_workflow(

@@ -11,6 +11,7 @@ mod commands;
 mod domains;
 mod drill;
 mod login;
+mod ops;
 mod output;
 mod slo;
 mod teams;

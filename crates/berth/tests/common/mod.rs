@@ -181,6 +181,13 @@ impl Platform {
         std::fs::read_to_string(self.data.path().join("up.log")).unwrap_or_default()
     }
 
+    /// Whether the `berth up` this harness started has exited.
+    pub fn up_exited(&mut self) -> bool {
+        self.up
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// SIGKILLs `berth up` (apps and edge must survive).
     pub fn kill_control_plane(&mut self) {
         if let Some(mut c) = self.up.take() {

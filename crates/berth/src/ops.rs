@@ -1,0 +1,95 @@
+//! Commands for operating berth on a machine: `status`, `doctor`, `man`.
+
+use crate::cli::Global;
+use crate::output;
+use anyhow::{Context, Result};
+use berth_control::doctor::{Check, Level};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    healthy: bool,
+    checks: &'a [Check],
+}
+
+/// Prints checks as a table (or JSON); exit 1 when one failed.
+fn report(g: &Global, checks: &[Check]) -> i32 {
+    let healthy = checks.iter().all(|c| c.level != Level::Fail);
+    if g.json {
+        output::json(&Report { healthy, checks });
+    } else {
+        let rows: Vec<Vec<String>> = checks
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.level.as_str().to_string(),
+                    c.detail.clone(),
+                    c.fix.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        output::table(&["CHECK", "STATUS", "DETAIL", "FIX"], &rows);
+    }
+    if healthy {
+        0
+    } else {
+        1
+    }
+}
+
+pub fn status(g: &Global) -> Result<i32> {
+    let cfg = berth_control::PlatformConfig::new(crate::client::data_dir(g));
+    match berth_control::status::status(&cfg) {
+        Some(checks) => Ok(report(g, &checks)),
+        None => {
+            if g.json {
+                output::json(
+                    &serde_json::json!({ "healthy": false, "checks": [], "running": false }),
+                );
+            } else {
+                println!(
+                    "no platform ran from {} (no berth up recorded there)\nhint: start one with `berth up`, or pass --data-dir",
+                    cfg.data_dir.display()
+                );
+            }
+            Ok(1)
+        }
+    }
+}
+
+pub fn doctor(g: &Global, api_port: u16, edge_port: u16, edge_tls_port: u16) -> Result<i32> {
+    let mut ports = vec![("API", api_port), ("edge (HTTP)", edge_port)];
+    if edge_tls_port != 0 {
+        ports.push(("edge (HTTPS)", edge_tls_port));
+    }
+    let checks = berth_control::doctor::check_host(&crate::client::data_dir(g), &ports);
+    Ok(report(g, &checks))
+}
+
+/// One man page per command and subcommand (`berth.1`, `berth-deploy.1`, …).
+pub fn man_pages(out: &Path) -> Result<i32> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = 0;
+    let mut stack = vec![(String::from("berth"), crate::cli::Cli::command())];
+    while let Some((name, cmd)) = stack.pop() {
+        if cmd.is_hide_set() {
+            continue;
+        }
+        let cmd = cmd.name(name.clone());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .render(&mut page)
+            .with_context(|| format!("rendering the man page of {name}"))?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
+        for sub in cmd.get_subcommands() {
+            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+    }
+    println!("wrote {written} man pages to {}", out.display());
+    Ok(0)
+}

@@ -1,0 +1,183 @@
+//! End-to-end: operating berth on a machine. `berth doctor` checks the host and names the
+//! fix of each problem; `berth status` sees the whole platform of a data directory, also
+//! when it is down; `berth down` stops all of it, the control plane included; completions
+//! and man pages come from the CLI itself.
+
+mod common;
+
+use common::{berth_bin, Platform};
+use std::time::Duration;
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {report}"))
+}
+
+#[test]
+fn doctor_status_and_down_see_the_whole_platform() {
+    let mut p = Platform::start();
+    let ports = [
+        "--api-port".to_string(),
+        p.api_port.to_string(),
+        "--edge-port".to_string(),
+        p.edge_port.to_string(),
+        "--edge-tls-port".to_string(),
+        p.tls_port.to_string(),
+    ];
+    let mut args = vec!["doctor"];
+    args.extend(ports.iter().map(String::as_str));
+
+    // This machine has what berth needs; the platform's own ports are its own.
+    let doctor = p.json(&args);
+    assert_eq!(doctor["healthy"], true, "{doctor}");
+    for name in [
+        "privileges",
+        "crun",
+        "runsc",
+        "nftables",
+        "iproute2",
+        "cgroups",
+    ] {
+        assert_eq!(check(&doctor, name)["level"], "ok", "{doctor}");
+    }
+    let api = check(&doctor, &format!("port {}", p.api_port));
+    assert!(
+        api["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("berth runs")),
+        "{api}"
+    );
+
+    // Without the tools on PATH: each missing one named with its package, exit 1.
+    let out = p.berth_env(&args, &[("PATH", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "crun not found",
+        "apt-get install crun",
+        "apt-get install nftables",
+        "apt-get install runsc",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+
+    // Status of a running platform with an app.
+    p.ok(&[
+        "deploy",
+        &common::fixture("stateful").display().to_string(),
+        "--app",
+        "op",
+    ]);
+    let status = p.json(&["status"]);
+    assert_eq!(status["healthy"], true, "{status}");
+    for name in [
+        "control plane",
+        "edge",
+        "runtime trusted",
+        "bridge",
+        "firewall",
+        "disk",
+    ] {
+        assert_eq!(check(&status, name)["level"], "ok", "{status}");
+    }
+    assert!(
+        check(&status, "bridge")["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&p.bridge) && d.contains("1 instance port")),
+        "{status}"
+    );
+    let table = p.ok(&["status"]);
+    assert!(
+        table.contains("CHECK") && table.contains("control plane"),
+        "{table}"
+    );
+
+    // `berth down` stops all of it, the control plane first.
+    let down = p.ok(&["down"]);
+    assert!(down.contains("stopped the control plane"), "{down}");
+    assert!(common::eventually(Duration::from_secs(10), || p.up_exited()));
+    std::thread::sleep(Duration::from_secs(2));
+    let out = p.berth(&["--json", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for name in ["control plane", "edge", "bridge", "firewall"] {
+        assert_eq!(check(&status, name)["level"], "fail", "{status}");
+    }
+    assert!(
+        check(&status, "control plane")["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("berth up")),
+        "{status}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{}", p.bridge)).exists(),
+        "nothing restarted behind down"
+    );
+
+    // A data directory no platform ran from.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(berth_bin())
+        .arg("--data-dir")
+        .arg(empty.path())
+        .arg("status")
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no platform ran from"));
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(berth_bin())
+            .args(args)
+            .output()
+            .expect("berth")
+    };
+    for (shell, marker) in [
+        ("bash", "_berth()"),
+        ("zsh", "#compdef berth"),
+        ("fish", "complete -c berth"),
+    ] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..text.len().min(300)]
+        );
+        assert!(text.contains("deploy") && text.contains("drill"), "{shell}");
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&["man", "--out", &dir.path().display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = std::fs::read_to_string(dir.path().join("berth.1")).expect("berth.1");
+    assert!(
+        main.contains(".TH berth"),
+        "{}",
+        &main[..200.min(main.len())]
+    );
+    let deploy = std::fs::read_to_string(dir.path().join("berth-deploy.1")).expect("deploy");
+    assert!(
+        deploy.contains(r"\-\-image"),
+        "the deploy page documents its flags"
+    );
+    assert!(dir.path().join("berth-secrets-set.1").exists());
+    assert!(
+        !dir.path().join("berth-container-init.1").exists(),
+        "internal commands get no page"
+    );
+}
