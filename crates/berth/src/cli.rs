@@ -42,6 +42,13 @@ pub enum Command {
     Up(Box<UpArgs>),
     /// Stop every app container and the edge of a data directory, and remove its bridge.
     Down,
+    /// The settings `berth up` would run with here: each one's value and where it comes
+    /// from (flag, environment, config file and line, or default).
+    Config {
+        /// The config file (default: <data dir>/berth.toml, else /etc/berth/berth.toml).
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// The platform of a data directory at a glance: control plane, edge, runtimes, bridge,
     /// firewall, disk, database server and certificates, each with its health (read from
     /// the machine, so it answers when the control plane does not). Exit 1 when something
@@ -829,10 +836,10 @@ pub struct UpArgs {
     #[arg(long, env = "BERTH_UPLOAD_LIMIT", default_value = "256M")]
     pub upload_limit: String,
     /// How long old instances keep serving after traffic moved, e.g. 2s.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, env = "BERTH_DRAIN_GRACE", default_value = "2s")]
     pub drain_grace: String,
     /// Longest a build may run, e.g. 20m.
-    #[arg(long, default_value = "20m")]
+    #[arg(long, env = "BERTH_BUILD_TIMEOUT", default_value = "20m")]
     pub build_timeout: String,
     /// Isolation of apps whose berth.toml does not choose: `trusted` (crun: Linux namespaces,
     /// cgroups, seccomp, no capabilities) or `sandbox` (gVisor: the app never talks to the
@@ -957,11 +964,16 @@ pub struct UpArgs {
     #[arg(long, env = "BERTH_BACKUP_PASSPHRASE_FILE")]
     pub backup_passphrase_file: Option<PathBuf>,
     /// Scheduled backups keep one backup for each of this many recent days …
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, env = "BERTH_BACKUP_KEEP_DAILY", default_value_t = 7)]
     pub backup_keep_daily: u32,
     /// … and one for each of this many recent weeks.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "BERTH_BACKUP_KEEP_WEEKLY", default_value_t = 4)]
     pub backup_keep_weekly: u32,
+    /// The platform's config file: these settings in TOML, `api-port = 7070` (default:
+    /// <data dir>/berth.toml, else /etc/berth/berth.toml). Flags and environment variables
+    /// override it.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// A drill phase's length: `10s`, `2m`, `500ms`.

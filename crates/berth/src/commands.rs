@@ -126,6 +126,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Releases { app } => releases(g, &app).await,
         Command::Images { app } => images(g, &app).await,
         Command::Status => crate::ops::status(g),
+        Command::Config { config } => crate::ops::config(g, config.as_deref()),
         Command::Doctor {
             api_port,
             edge_port,

@@ -13,13 +13,35 @@ mod drill;
 mod login;
 mod ops;
 mod output;
+mod platform_config;
 mod slo;
 mod teams;
 
 use clap::Parser;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    if let cli::Command::Up(args) = &cli.command {
+        // The config file's settings go in before anything else runs.
+        let data_dir = client::data_dir(&cli.global);
+        if let Some(path) = platform_config::path(args.config.as_deref(), &data_dir) {
+            match platform_config::load(&path) {
+                Ok(settings) => {
+                    platform_config::apply(&settings);
+                    cli = platform_config::reparse();
+                }
+                Err(problems) => {
+                    eprintln!(
+                        "error: the config file {} has {} problem(s); nothing was started:\n  {}\nhint: its keys are berth up's flags without the dashes in front (api-port = 7070); see berth up --help",
+                        path.display(),
+                        problems.len(),
+                        problems.join("\n  ")
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

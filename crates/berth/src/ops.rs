@@ -68,6 +68,47 @@ pub fn doctor(g: &Global, api_port: u16, edge_port: u16, edge_tls_port: u16) -> 
     Ok(report(g, &checks))
 }
 
+/// `berth config`: what `berth up` would run with here, and where each setting comes from.
+pub fn config(g: &Global, explicit: Option<&Path>) -> Result<i32> {
+    use crate::platform_config as pc;
+    let path = pc::path(explicit, &crate::client::data_dir(g));
+    let settings = match &path {
+        Some(p) => pc::load(p).map_err(|problems| {
+            anyhow::anyhow!(
+                "the config file {} has {} problem(s):\n  {}",
+                p.display(),
+                problems.len(),
+                problems.join("\n  ")
+            )
+        })?,
+        None => Vec::new(),
+    };
+    let effective = pc::effective(&settings, path.as_deref());
+    if g.json {
+        output::json(&serde_json::json!({ "file": path, "settings": effective }));
+        return Ok(0);
+    }
+    match &path {
+        Some(p) => println!("config file: {}", p.display()),
+        None => println!(
+            "config file: none (<data dir>/berth.toml or {} would be read)",
+            pc::SYSTEM_CONFIG
+        ),
+    }
+    let rows: Vec<Vec<String>> = effective
+        .iter()
+        .map(|e| {
+            vec![
+                e.key.clone(),
+                e.value.clone().unwrap_or_else(|| "-".into()),
+                e.source.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["SETTING", "VALUE", "FROM"], &rows);
+    Ok(0)
+}
+
 /// One man page per command and subcommand (`berth.1`, `berth-deploy.1`, …).
 pub fn man_pages(out: &Path) -> Result<i32> {
     use clap::CommandFactory;

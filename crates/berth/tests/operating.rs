@@ -181,3 +181,71 @@ fn completions_and_man_pages_come_from_the_cli() {
         "internal commands get no page"
     );
 }
+
+#[test]
+fn berth_up_reads_its_config_file_under_flags_and_environment() {
+    // A file with mistakes: every one named with its line, nothing started.
+    let bad = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        bad.path().join("berth.toml"),
+        "api-port = \"seventy\"\nedge-prot = 8081\ndefault-isolation = \"vm\"\n",
+    )
+    .expect("toml");
+    let out = std::process::Command::new(berth_bin())
+        .arg("--data-dir")
+        .arg(bad.path())
+        .arg("up")
+        .output()
+        .expect("berth up");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "has 3 problem(s); nothing was started",
+        "line 1: api-port",
+        "line 2: unknown setting \"edge-prot\" (did you mean \"edge-port\"?)",
+        "line 3: default-isolation",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!bad.path().join("api.json").exists());
+
+    // A good one: its settings reach berth up (the harness gives the ports as flags).
+    let mut p = Platform::unstarted(None, &[], &[]);
+    std::fs::write(
+        p.data.path().join("berth.toml"),
+        "# the platform's settings\nbase-domain = \"apps.test\"\napi-port = 1\n",
+    )
+    .expect("toml");
+    p.up();
+    p.ok(&[
+        "deploy",
+        &common::fixture("stateful").display().to_string(),
+        "--app",
+        "cfg",
+    ]);
+    let (code, body) =
+        common::http_get(p.edge_port, "cfg.apps.test", "/env?name=BERTH_APP").expect("GET");
+    assert_eq!((code, body.as_str()), (200, "cfg"));
+
+    // `berth config`: each setting's value and where it comes from.
+    let shown = p.berth_env(&["--json", "config"], &[("BERTH_BRIDGE", "bx1")]);
+    assert!(shown.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    let setting = |key: &str| {
+        shown["settings"]
+            .as_array()
+            .expect("settings")
+            .iter()
+            .find(|s| s["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key}: {shown}"))
+    };
+    assert_eq!(setting("base-domain")["value"], "apps.test");
+    assert!(setting("base-domain")["source"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("berth.toml:2")));
+    assert_eq!(setting("api-port")["value"], "1");
+    assert_eq!(setting("bridge")["value"], "bx1");
+    assert_eq!(setting("bridge")["source"], "environment (BERTH_BRIDGE)");
+    assert_eq!(setting("drain-grace")["source"], "default");
+}
