@@ -68,6 +68,28 @@ pub enum Command {
         #[arg(long, default_value_t = 8443)]
         edge_tls_port: u16,
     },
+    /// Run berth as a systemd service: writes berth.service (`berth up` for --data-dir,
+    /// default /var/lib/berth; journald logging; restarted on failure; stopping it leaves
+    /// apps and the edge serving), the shell completions and the man pages, then enables and
+    /// starts it.
+    ///
+    /// Example: sudo berth install; journalctl -u berth
+    Install {
+        /// Write the files under this directory instead (for a package or an image); nothing
+        /// is enabled.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The berth binary the service runs (default: this one).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+    },
+    /// Stop and disable the systemd service and remove what `berth install` wrote (the apps,
+    /// the edge and the data directory stay).
+    Uninstall {
+        /// Remove the files from under this directory instead.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     ///
     /// Example: berth completions bash > /etc/bash_completion.d/berth (zsh: into a

@@ -143,6 +143,8 @@ async fn run_async(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Man { out } => crate::ops::man_pages(&out),
+        Command::Install { root, bin } => crate::install::install(g, root.as_deref(), bin),
+        Command::Uninstall { root } => crate::install::uninstall(root.as_deref()),
         Command::Redeploy { app } => {
             let client = crate::client::discover(g)?;
             stream_workflow(

@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod domains;
 mod drill;
+mod install;
 mod login;
 mod ops;
 mod output;

@@ -111,6 +111,13 @@ pub fn config(g: &Global, explicit: Option<&Path>) -> Result<i32> {
 
 /// One man page per command and subcommand (`berth.1`, `berth-deploy.1`, …).
 pub fn man_pages(out: &Path) -> Result<i32> {
+    let written = man_pages_quiet(out)?;
+    println!("wrote {written} man pages to {}", out.display());
+    Ok(0)
+}
+
+/// [`man_pages`] without a word; returns how many it wrote.
+pub fn man_pages_quiet(out: &Path) -> Result<usize> {
     use clap::CommandFactory;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = 0;
@@ -131,6 +138,5 @@ pub fn man_pages(out: &Path) -> Result<i32> {
             stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
         }
     }
-    println!("wrote {written} man pages to {}", out.display());
-    Ok(0)
+    Ok(written)
 }

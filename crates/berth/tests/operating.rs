@@ -249,3 +249,73 @@ fn berth_up_reads_its_config_file_under_flags_and_environment() {
     assert_eq!(setting("bridge")["source"], "environment (BERTH_BRIDGE)");
     assert_eq!(setting("drain-grace")["source"], "default");
 }
+
+#[test]
+fn install_writes_a_valid_unit_completions_and_man_pages() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(berth_bin())
+            .args(args)
+            .output()
+            .expect("berth")
+    };
+    // This machine does not run systemd: a clear refusal, nothing written.
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        let unit = std::path::Path::new("/etc/systemd/system/berth.service");
+        let before = unit.exists();
+        let out = run(&["install"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("does not run systemd") && err.contains("--root"),
+            "{err}"
+        );
+        assert_eq!(unit.exists(), before);
+    }
+
+    // For a package: the files under a root, the unit valid to systemd itself.
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path().display().to_string();
+    let out = run(&["--data-dir", "/srv/berth", "install", "--root", &r]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit_path = root.path().join("etc/systemd/system/berth.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("unit");
+    let bin = common::berth_bin().display().to_string();
+    assert!(
+        unit.contains(&format!("ExecStart={bin} --data-dir /srv/berth up")),
+        "{unit}"
+    );
+    assert!(unit.contains("KillMode=process") && unit.contains("Restart=on-failure"));
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    for f in [
+        "usr/share/bash-completion/completions/berth",
+        "usr/share/zsh/vendor-completions/_berth",
+        "usr/share/fish/vendor_completions.d/berth.fish",
+        "usr/share/man/man1/berth.1",
+        "usr/share/man/man1/berth-up.1",
+    ] {
+        assert!(root.path().join(f).is_file(), "{f}");
+    }
+
+    // Uninstall takes all of it away again.
+    let out = run(&["uninstall", "--root", &r]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!unit_path.exists());
+    assert!(!root.path().join("usr/share/man/man1/berth.1").exists());
+}
