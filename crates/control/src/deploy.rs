@@ -659,10 +659,7 @@ impl Platform {
     ) -> Result<(u32, String), DeployFailure> {
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
-        let release = self.serving_release(app).await?.ok_or_else(|| {
-            ApiError::invalid("no_release", format!("{app} has no release serving yet"))
-                .hint("deploy it first with `berth deploy`")
-        })?;
+        let release = self.serving_or_refuse(app).await?;
         let mut problems = Vec::new();
         if change.processes.is_empty() {
             problems.push("nothing to change: give TYPE=COUNT, e.g. web=3".to_string());
@@ -735,10 +732,7 @@ impl Platform {
     ) -> Result<(u32, String), DeployFailure> {
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
-        let release = self.serving_release(app).await?.ok_or_else(|| {
-            ApiError::invalid("no_release", format!("{app} has no release serving yet"))
-                .hint("deploy it first with `berth deploy`")
-        })?;
+        let release = self.serving_or_refuse(app).await?;
         step(&events, "release");
         self.deploy_config(
             app,
@@ -844,6 +838,14 @@ impl Platform {
     }
 
     /// The release an app serves now, if any.
+    /// The release serving `app`, or a refusal that says to deploy it first.
+    pub async fn serving_or_refuse(&self, app: &str) -> Result<ReleaseView, ApiError> {
+        self.serving_release(app).await?.ok_or_else(|| {
+            ApiError::invalid("no_release", format!("{app} has no release serving yet"))
+                .hint("deploy it first with `berth deploy`")
+        })
+    }
+
     pub async fn serving_release(&self, app: &str) -> Result<Option<ReleaseView>, ApiError> {
         match self.store.app(app).await?.and_then(|a| a.current_release) {
             Some(v) => Ok(self.store.release(app, v).await?),
