@@ -40,7 +40,7 @@ fn control_plane(cfg: &PlatformConfig, info: Option<&serde_json::Value>) -> Chec
         _ => Check::problem(
             name,
             Level::Fail,
-            "not running (apps and the edge keep serving without it, but nothing is supervised)",
+            "not running: nothing is supervised or deployed (running apps and the edge serve on without it)",
             "start it: berth up (or systemctl start berth)",
         ),
     }
