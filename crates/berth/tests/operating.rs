@@ -319,3 +319,47 @@ fn install_writes_a_valid_unit_completions_and_man_pages() {
     assert!(!unit_path.exists());
     assert!(!root.path().join("usr/share/man/man1/berth.1").exists());
 }
+
+#[test]
+fn a_data_directory_of_a_newer_berth_is_refused_and_left_alone() {
+    let mut p = Platform::start();
+    p.ok(&["apps"]);
+    p.kill_control_plane();
+    p.ok(&["down"]);
+    // A newer berth's migration, as far as this one can tell.
+    let db = p.data.path().join("berth.db");
+    let python = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('INSERT INTO schema_migrations (version) VALUES (99)'); c.commit()")
+        .arg(&db)
+        .status()
+        .expect("python3");
+    assert!(python.success());
+    let out = p
+        .command(berth_bin())
+        .args(p.up_args())
+        .output()
+        .expect("berth up");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("written by a newer berth (state schema 99"),
+        "{err}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{}", p.bridge)).exists(),
+        "a refused start leaves no bridge"
+    );
+    assert!(
+        !p.data.path().join("edge/edge.pid").exists(),
+        "no edge was started"
+    );
+    // The store is as the newer berth left it.
+    let check = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT MAX(version) FROM schema_migrations').fetchone()[0])")
+        .arg(&db)
+        .output()
+        .expect("python3");
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "99");
+}

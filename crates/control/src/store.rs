@@ -176,6 +176,20 @@ impl Store {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&self.pool)
             .await?;
+        // A store a newer berth wrote may hold what this one does not understand: it is
+        // left as it is.
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if let Some(newest) = newest.filter(|n| *n > known) {
+            return Err(sqlx::Error::Configuration(
+                format!(
+                    "it was written by a newer berth (state schema {newest}; this berth knows up to {known}): refusing to start rather than risk it; run the newer berth again, or restore a backup this berth made"
+                )
+                .into(),
+            ));
+        }
         for (version, sql) in MIGRATIONS {
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
@@ -1285,6 +1299,72 @@ fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store as the previous berth (schema 14) left it, with an app and a release.
+    async fn previous_schema_store(path: &Path) {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        sqlx::query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for (version, sql) in &MIGRATIONS[..14] {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query("INSERT INTO apps (name, project_id, env, current_release, created_at) VALUES ('shop', 'default', '{}', NULL, 5)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_store_of_the_previous_schema_is_migrated_forward_with_its_data() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        previous_schema_store(&path).await;
+        let s = Store::open(&path).await.unwrap();
+        let apps = s.apps().await.unwrap();
+        assert_eq!(apps.len(), 1);
+        assert_eq!(apps[0].name, "shop");
+        let newest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(newest, MIGRATIONS.last().unwrap().0);
+        // The new table is there and usable.
+        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_key")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(keys, 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_of_a_newer_berth_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        let s = Store::open(&path).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES (99)")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        s.pool.close().await;
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path).await.unwrap_err().to_string();
+        assert!(
+            err.contains("written by a newer berth (state schema 99; this berth knows up to"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "left as it was");
+    }
 
     #[tokio::test]
     async fn idempotent_answers_are_forgotten_after_their_time() {
