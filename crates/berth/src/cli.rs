@@ -90,6 +90,15 @@ pub enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// Free disk space: the images of old releases (beyond each app's last 10, and never one
+    /// a current release or a running instance uses), root filesystems no kept image needs,
+    /// and build caches of removed apps or over 2 GiB. The control plane also does this
+    /// every hour.
+    Gc {
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a shell completion script.
     ///
     /// Example: berth completions bash > /etc/bash_completion.d/berth (zsh: into a
@@ -863,6 +872,10 @@ pub struct UpArgs {
     /// Longest a build may run, e.g. 20m.
     #[arg(long, env = "BERTH_BUILD_TIMEOUT", default_value = "20m")]
     pub build_timeout: String,
+    /// Free space the data directory's disk must have for a build to start; a deploy is
+    /// refused below it (instead of failing half-way).
+    #[arg(long, env = "BERTH_MIN_FREE_DISK", default_value = "1G")]
+    pub min_free_disk: String,
     /// Isolation of apps whose berth.toml does not choose: `trusted` (crun: Linux namespaces,
     /// cgroups, seccomp, no capabilities) or `sandbox` (gVisor: the app never talks to the
     /// host's kernel; recommended when apps come from people you do not fully trust).

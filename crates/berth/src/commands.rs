@@ -126,6 +126,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Releases { app } => releases(g, &app).await,
         Command::Images { app } => images(g, &app).await,
         Command::Status => crate::ops::status(g),
+        Command::Gc { dry_run } => crate::ops::gc(g, dry_run).await,
         Command::Config { config } => crate::ops::config(g, config.as_deref()),
         Command::Doctor {
             api_port,
@@ -353,6 +354,8 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     cfg.upload_limit = parse_size(&a.upload_limit).context("--upload-limit")?;
     cfg.drain_grace = humantime::parse_duration(&a.drain_grace).context("--drain-grace")?;
     cfg.build_timeout = humantime::parse_duration(&a.build_timeout).context("--build-timeout")?;
+    cfg.min_free_disk = berth_core::limits::parse_memory(&a.min_free_disk)
+        .map_err(|e| anyhow!("--min-free-disk: {e}"))?;
     cfg.default_isolation = berth_core::policy::Isolation::parse(&a.default_isolation)
         .map_err(|e| anyhow!("--default-isolation: {e}"))?;
     cfg.secrets_key = match (a.secrets_key_file, a.secrets_key) {
@@ -494,6 +497,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let loki = tokio::spawn(berth_control::export::run_loki(platform.clone()));
     let idle = tokio::spawn(berth_control::idle::run_idle(platform.clone()));
     let autoscale = tokio::spawn(berth_control::autoscale::run_autoscale(platform.clone()));
+    let gc = tokio::spawn(berth_control::gc::run_gc(platform.clone()));
     let https = cfg
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
@@ -524,6 +528,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = loki.await;
     let _ = idle.await;
     let _ = autoscale.await;
+    let _ = gc.await;
     if let Some(t) = &platform.traces {
         t.shutdown();
     }

@@ -109,6 +109,44 @@ pub fn config(g: &Global, explicit: Option<&Path>) -> Result<i32> {
     Ok(0)
 }
 
+/// `berth gc`: what was (or would be) collected.
+pub async fn gc(g: &Global, dry_run: bool) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let report: serde_json::Value = client
+        .post_json("/v1/gc", &serde_json::json!({ "dry_run": dry_run }))
+        .await?;
+    if g.json {
+        output::json(&report);
+        return Ok(0);
+    }
+    let items = report["items"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i["kind"].as_str().unwrap_or("").to_string(),
+                i["app"].as_str().unwrap_or("-").to_string(),
+                i["name"].as_str().unwrap_or("").to_string(),
+                berth_control::doctor::human(i["bytes"].as_u64().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        output::table(&["KIND", "APP", "WHAT", "SIZE"], &rows);
+    }
+    let freed = berth_control::doctor::human(report["freed_bytes"].as_u64().unwrap_or(0));
+    match (dry_run, rows.is_empty()) {
+        (_, true) => println!("nothing to collect"),
+        (true, false) => println!("would free {freed} (dry run: nothing removed)"),
+        (false, false) => println!("freed {freed}"),
+    }
+    if let Some(busy) = report["busy"].as_array().filter(|b| !b.is_empty()) {
+        let names: Vec<&str> = busy.iter().filter_map(|b| b.as_str()).collect();
+        println!("skipped while they deploy: {}", names.join(", "));
+    }
+    Ok(0)
+}
+
 /// One man page per command and subcommand (`berth.1`, `berth-deploy.1`, …).
 pub fn man_pages(out: &Path) -> Result<i32> {
     let written = man_pages_quiet(out)?;

@@ -47,6 +47,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             get(secrets_list).post(secrets_change),
         )
         .route("/v1/secrets/rotate-key", post(secrets_rotate_key))
+        .route("/v1/gc", post(gc))
         .route(
             "/v1/apps/{app}/domains",
             get(domains_list).post(domains_add),
@@ -814,6 +815,29 @@ async fn secrets_change(
     }))
 }
 
+/// Body of `POST /v1/gc`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct GcRequest {
+    /// Only say what would go.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/gc",
+    tag = "platform",
+    request_body = GcRequest,
+    responses((status = 200, description = "What was collected (or, with dry_run, would be): old releases' images, unneeded root filesystems, oversized or orphaned build caches", body = crate::gc::GcReport))
+)]
+async fn gc(
+    State(p): Shared,
+    ApiJson(request): ApiJson<GcRequest>,
+) -> Result<Json<crate::gc::GcReport>, ApiError> {
+    Ok(Json(p.gc(request.dry_run).await?))
+}
+
 #[utoipa::path(
     post,
     path = "/v1/secrets/rotate-key",
@@ -1507,6 +1531,10 @@ async fn images(
                 continue;
             }
             let images = factory.images();
+            // Collected by `berth gc`: no longer held.
+            if !images.holds(&r.image) {
+                continue;
+            }
             let signature = match factory.verify(&r.image) {
                 Ok(berth_factory::signing::Verdict::Verified) => "verified".to_string(),
                 Ok(berth_factory::signing::Verdict::Unsigned) => "unsigned".to_string(),

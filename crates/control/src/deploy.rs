@@ -348,6 +348,22 @@ impl Platform {
         } = source;
         let lock = self.app_lock(app.as_str());
         let _guard = lock.lock().await;
+        // A build that would fill the disk fails half-way; refuse it before it starts.
+        if let Some(free) = crate::doctor::free_bytes(&self.cfg.data_dir) {
+            if free < self.cfg.min_free_disk {
+                return Err(ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "disk_full",
+                    format!(
+                        "only {} free on the data directory's disk; a build needs at least {}",
+                        crate::doctor::human(free),
+                        crate::doctor::human(self.cfg.min_free_disk)
+                    ),
+                )
+                .hint("free space: `berth gc` drops old releases' images and oversized build caches; `berth status` shows the disk")
+                .into());
+            }
+        }
         let existed = self.store.app(app.as_str()).await?.is_some();
         let build_id = format!("{}-{}", app, crate::random_id(6));
         let log_file = self.logs.build_path(&build_id);
@@ -600,6 +616,18 @@ impl Platform {
                     .hint(format!("see `berth releases {app}`"))
                 })?,
         };
+        if !self.factory.images().holds(&target.image) {
+            return Err(ApiError::invalid(
+                "image_collected",
+                format!(
+                    "v{}'s image was garbage-collected (berth keeps the images of each app's last {} releases and of any release in use)",
+                    target.version,
+                    crate::gc::KEEP_RELEASES
+                ),
+            )
+            .hint("deploy that release's source again, or roll back to a newer release")
+            .into());
+        }
         // The older release may run more, or bigger, instances than the project (or its
         // tenant) has room for now.
         if let Some(project) = self.store.app_project(app).await? {

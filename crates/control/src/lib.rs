@@ -46,6 +46,7 @@ pub mod dora;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod gc;
 pub mod guard;
 pub mod health_alerts;
 pub mod idempotency;

@@ -46,6 +46,7 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::secrets_list,
         crate::api::secrets_change,
         crate::api::secrets_rotate_key,
+        crate::api::gc,
         crate::api::domains_list,
         crate::api::domains_add,
         crate::api::domains_remove,

@@ -59,6 +59,7 @@ impl Role {
             "/v1/audit",
             "/v1/backups",
             "/v1/secrets/rotate-key",
+            "/v1/gc",
         ];
         if admin_only
             .iter()

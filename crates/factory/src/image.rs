@@ -110,6 +110,15 @@ pub struct Platform {
     pub architecture: String,
 }
 
+/// What a garbage collection of one layout dropped (or would drop).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// The images dropped: tag and manifest digest.
+    pub images: Vec<(String, String)>,
+    /// The bytes of the blobs removed.
+    pub bytes: u64,
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -438,6 +447,95 @@ impl ImageStore {
     }
 
     /// Records `tag` → the manifest `digest` in `index.json` (replacing an older `tag`).
+    /// Garbage-collects an app's layout: drops the images whose manifest digest is not in
+    /// `keep` (with their signature and SBOM artifacts), then every blob no kept manifest
+    /// reaches. With `dry_run`, only says what would go. The caller holds the app's lock
+    /// (no build may be writing blobs meanwhile).
+    pub fn collect(
+        &self,
+        repository: &str,
+        keep: &std::collections::HashSet<String>,
+        dry_run: bool,
+    ) -> Result<Collected, ImageError> {
+        let Some(index) = self.read_index(repository)? else {
+            return Ok(Collected::default());
+        };
+        let tag_of = |d: &Descriptor| {
+            d.annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .cloned()
+                .unwrap_or_default()
+        };
+        // An artifact (`sha256-<hex>.sig`, `.sbom`) goes with the image it describes.
+        let described = |tag: &str| -> Option<String> {
+            let stem = tag
+                .strip_suffix(".sig")
+                .or_else(|| tag.strip_suffix(".sbom"))?;
+            Some(stem.replacen('-', ":", 1))
+        };
+        let (kept, dropped): (Vec<Descriptor>, Vec<Descriptor>) =
+            index.manifests().iter().cloned().partition(|d| {
+                let tag = tag_of(d);
+                match described(&tag) {
+                    Some(image) => keep.contains(&image),
+                    None => keep.contains(d.digest().as_ref()),
+                }
+            });
+        let mut collected = Collected::default();
+        for d in &dropped {
+            let tag = tag_of(d);
+            if described(&tag).is_none() {
+                collected.images.push((tag, d.digest().to_string()));
+            }
+        }
+        // Every blob a kept manifest reaches.
+        let mut reachable = std::collections::HashSet::new();
+        for d in &kept {
+            let digest = d.digest().to_string();
+            if let Ok(m) = ImageManifest::from_file(self.blob_path(repository, &digest)) {
+                reachable.insert(m.config().digest().to_string());
+                for l in m.layers() {
+                    reachable.insert(l.digest().to_string());
+                }
+            }
+            reachable.insert(digest);
+        }
+        let blobs = self.layout(repository).join("blobs/sha256");
+        let entries =
+            std::fs::read_dir(&blobs).map_err(io(format!("reading {}", blobs.display())))?;
+        let mut doomed = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !reachable.contains(&format!("sha256:{name}")) {
+                collected.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                doomed.push(e.path());
+            }
+        }
+        if dry_run || (dropped.is_empty() && doomed.is_empty()) {
+            return Ok(collected);
+        }
+        // The index first: a blob is never removed while the index still names it.
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(kept)
+            .build()?;
+        let layout = self.layout(repository);
+        let tmp = layout.join("index.json.tmp");
+        std::fs::write(&tmp, canonical_json(&index)?).map_err(io("writing index.json"))?;
+        std::fs::rename(&tmp, layout.join("index.json")).map_err(io("writing index.json"))?;
+        for path in doomed {
+            std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+        }
+        Ok(collected)
+    }
+
+    /// Whether the store still holds `image` (its manifest).
+    pub fn holds(&self, image: &ImageRef) -> bool {
+        self.blob_path(&image.repository, &image.digest).exists()
+    }
+
     fn add_to_index(
         &self,
         repository: &str,
@@ -797,5 +895,71 @@ mod tests {
         )
         .unwrap();
         assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn collecting_drops_unkept_images_their_artifacts_and_blobs_only() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let meta = ImageMeta::host_stack(BTreeMap::new(), None, None, vec![]);
+        let mut images = Vec::new();
+        for n in 0..3 {
+            let app = tempfile::tempdir().unwrap();
+            std::fs::write(app.path().join("v"), format!("version {n}")).unwrap();
+            let image = store
+                .write("shop", &format!("sha256-{n}"), app.path(), &meta)
+                .unwrap();
+            store
+                .write_artifact(
+                    "shop",
+                    &crate::signing::signature_tag(&image.digest),
+                    "application/vnd.dev.cosign.simplesigning.v1+json",
+                    format!("sig {n}").as_bytes(),
+                    &[],
+                )
+                .unwrap();
+            images.push(image);
+        }
+        let keep: std::collections::HashSet<String> =
+            [images[1].digest.clone(), images[2].digest.clone()].into();
+        let blobs = || {
+            std::fs::read_dir(store.layout("shop").join("blobs/sha256"))
+                .unwrap()
+                .count()
+        };
+        let before = blobs();
+
+        let dry = store.collect("shop", &keep, true).unwrap();
+        assert_eq!(
+            dry.images,
+            vec![("sha256-0".to_string(), images[0].digest.clone())]
+        );
+        assert!(dry.bytes > 0);
+        assert_eq!(blobs(), before, "a dry run removes nothing");
+        assert!(store.holds(&images[0]));
+
+        let done = store.collect("shop", &keep, false).unwrap();
+        assert_eq!(done, dry);
+        assert!(!store.holds(&images[0]));
+        assert!(blobs() < before);
+        assert_eq!(store.find("shop", "sha256-0").unwrap(), None);
+        assert!(store
+            .read_artifact("shop", &crate::signing::signature_tag(&images[0].digest))
+            .unwrap()
+            .is_none());
+        // What is kept still reads and unpacks, its signature included.
+        for kept in &images[1..] {
+            let root = tempfile::tempdir().unwrap();
+            store.unpack(kept, root.path()).unwrap();
+            assert!(store
+                .read_artifact("shop", &crate::signing::signature_tag(&kept.digest))
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(
+            store.collect("shop", &keep, false).unwrap(),
+            Collected::default(),
+            "nothing left to collect"
+        );
     }
 }
