@@ -90,6 +90,10 @@ pub enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// The blackbox probes of an app: its public URLs requested through the edge on a
+    /// schedule (`berth up --probe-interval`), with status, latency and, over HTTPS, when
+    /// the certificate served expires.
+    Probes { app: String },
     /// Free disk space: the images of old releases (beyond each app's last 10, and never one
     /// a current release or a running instance uses), root filesystems no kept image needs,
     /// and build caches of removed apps or over 2 GiB. The control plane also does this
@@ -876,6 +880,9 @@ pub struct UpArgs {
     /// refused below it (instead of failing half-way).
     #[arg(long, env = "BERTH_MIN_FREE_DISK", default_value = "1G")]
     pub min_free_disk: String,
+    /// How often every app's public URLs are probed through the edge (`berth probes APP`).
+    #[arg(long, env = "BERTH_PROBE_INTERVAL", default_value = "30s")]
+    pub probe_interval: String,
     /// Isolation of apps whose berth.toml does not choose: `trusted` (crun: Linux namespaces,
     /// cgroups, seccomp, no capabilities) or `sandbox` (gVisor: the app never talks to the
     /// host's kernel; recommended when apps come from people you do not fully trust).

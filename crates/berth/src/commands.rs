@@ -127,6 +127,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Images { app } => images(g, &app).await,
         Command::Status => crate::ops::status(g),
         Command::Gc { dry_run } => crate::ops::gc(g, dry_run).await,
+        Command::Probes { app } => crate::ops::probes(g, &app).await,
         Command::Config { config } => crate::ops::config(g, config.as_deref()),
         Command::Doctor {
             api_port,
@@ -356,6 +357,8 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     cfg.build_timeout = humantime::parse_duration(&a.build_timeout).context("--build-timeout")?;
     cfg.min_free_disk = berth_core::limits::parse_memory(&a.min_free_disk)
         .map_err(|e| anyhow!("--min-free-disk: {e}"))?;
+    cfg.probe_interval =
+        humantime::parse_duration(&a.probe_interval).context("--probe-interval")?;
     cfg.default_isolation = berth_core::policy::Isolation::parse(&a.default_isolation)
         .map_err(|e| anyhow!("--default-isolation: {e}"))?;
     cfg.secrets_key = match (a.secrets_key_file, a.secrets_key) {
@@ -498,6 +501,10 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let idle = tokio::spawn(berth_control::idle::run_idle(platform.clone()));
     let autoscale = tokio::spawn(berth_control::autoscale::run_autoscale(platform.clone()));
     let gc = tokio::spawn(berth_control::gc::run_gc(platform.clone()));
+    let probes = tokio::spawn(berth_control::probes::run_probes(
+        platform.clone(),
+        cfg.probe_interval,
+    ));
     let https = cfg
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
@@ -529,6 +536,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = idle.await;
     let _ = autoscale.await;
     let _ = gc.await;
+    let _ = probes.await;
     if let Some(t) = &platform.traces {
         t.shutdown();
     }

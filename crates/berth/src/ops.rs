@@ -109,6 +109,59 @@ pub fn config(g: &Global, explicit: Option<&Path>) -> Result<i32> {
     Ok(0)
 }
 
+/// `berth probes APP`: each public URL's last probe and its success over the kept ones.
+pub async fn probes(g: &Global, app: &str) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let urls: serde_json::Value = client
+        .get_json(&berth_client::app_path(app, "/probes"))
+        .await?;
+    if g.json {
+        output::json(&urls);
+        return Ok(0);
+    }
+    let list = urls.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("{app} has not been probed yet (every --probe-interval, 30s by default; a sleeping app is not probed)");
+        return Ok(0);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|u| {
+            let results = u["results"].as_array().cloned().unwrap_or_default();
+            let last = results.last().cloned().unwrap_or_default();
+            let outcome = match (last["status"].as_u64(), last["error"].as_str()) {
+                (Some(s), _) => s.to_string(),
+                (None, Some(e)) => e.to_string(),
+                _ => "-".into(),
+            };
+            let tls = last["tls_expires_at"].as_i64().map_or_else(
+                || "-".to_string(),
+                |t| format!("{} days", (t - now) / 86_400),
+            );
+            vec![
+                u["url"].as_str().unwrap_or("").to_string(),
+                outcome,
+                format!("{:.1} ms", last["latency_ms"].as_f64().unwrap_or(0.0)),
+                format!(
+                    "{:.0}% of {}",
+                    u["success_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+                    results.len()
+                ),
+                tls,
+                last["at"].as_i64().map_or_else(String::new, output::ago),
+            ]
+        })
+        .collect();
+    output::table(
+        &["URL", "LAST", "LATENCY", "SUCCESS", "CERT EXPIRES", "WHEN"],
+        &rows,
+    );
+    Ok(0)
+}
+
 /// `berth gc`: what was (or would be) collected.
 pub async fn gc(g: &Global, dry_run: bool) -> Result<i32> {
     let client = crate::client::discover(g)?;

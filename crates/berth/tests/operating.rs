@@ -363,3 +363,88 @@ fn a_data_directory_of_a_newer_berth_is_refused_and_left_alone() {
         .expect("python3");
     assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "99");
 }
+
+#[test]
+fn public_urls_are_probed_through_the_edge() {
+    let p = Platform::start_with(&["--probe-interval", "1s"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let good = work.path().join("pgood");
+    common::copy_dir(&common::fixture("stateful"), &good);
+    std::fs::write(
+        good.join("berth.toml"),
+        "[health]\npath = \"/env?name=BERTH_APP\"\n",
+    )
+    .expect("toml");
+    p.ok(&["deploy", &good.display().to_string()]);
+    // This one answers its root with a server error (it has no /data volume to count in).
+    p.ok(&[
+        "deploy",
+        &common::fixture("stateful").display().to_string(),
+        "--app",
+        "pbad",
+    ]);
+    let urls_of = |app: &str| p.json(&["probes", app]);
+    let probed = |app: &str, scheme: &str| {
+        urls_of(app)
+            .as_array()
+            .expect("urls")
+            .iter()
+            .find(|u| u["url"].as_str().is_some_and(|s| s.starts_with(scheme)))
+            .cloned()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            probed("pgood", "https://").is_some() && probed("pbad", "http://").is_some()
+        }),
+        "{} {}",
+        urls_of("pgood"),
+        p.up_log()
+    );
+    let http = probed("pgood", "http://").expect("http");
+    assert_eq!(
+        http["url"],
+        format!("http://pgood.localhost:{}/env?name=BERTH_APP", p.edge_port)
+    );
+    let last = http["results"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .expect("result");
+    assert_eq!(last["status"], 200, "{http}");
+    assert!(last["latency_ms"].as_f64().unwrap_or(-1.0) > 0.0);
+    let https = probed("pgood", "https://").expect("https");
+    let last = https["results"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .expect("result");
+    assert_eq!(last["status"], 200, "{https}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let expires = last["tls_expires_at"].as_i64().expect("certificate expiry");
+    assert!(expires > now + 86_400, "{last}");
+
+    let last_status = |app: &str| {
+        probed(app, "http://")
+            .and_then(|u| u["results"].as_array().and_then(|r| r.last()).cloned())
+            .map(|r| r["status"].clone())
+    };
+    assert!(
+        common::eventually(Duration::from_secs(20), || last_status("pbad")
+            == Some(serde_json::json!(500))),
+        "{}",
+        urls_of("pbad")
+    );
+    let bad = probed("pbad", "http://").expect("bad");
+    assert!(bad["success_ratio"].as_f64().unwrap_or(1.0) < 1.0, "{bad}");
+    assert!(p.up_log().contains("probe failed"));
+    let table = p.ok(&["probes", "pgood"]);
+    assert!(
+        table.contains("CERT EXPIRES") && table.contains("days"),
+        "{table}"
+    );
+    let err = p.fails(&["probes", "nope"]);
+    assert!(err.contains("nope"), "{err}");
+}

@@ -104,6 +104,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/apps/{app}/canary/{action}", post(canary_command))
         .route("/v1/apps/{app}/instances", get(instances))
+        .route("/v1/apps/{app}/probes", get(probes))
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/logs/events", get(log_events))
         .route("/v1/apps/{app}/builds/latest/log", get(build_log))
@@ -813,6 +814,42 @@ async fn secrets_change(
                 .await
         })
     }))
+}
+
+/// One public URL of an app and its last probes.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct ProbedUrl {
+    url: String,
+    /// Share of its kept probes that got an answer that is not a server error.
+    success_ratio: f64,
+    /// Oldest first.
+    results: Vec<berth_core::api::ProbeResult>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/probes",
+    tag = "apps",
+    params(("app" = String, Path, description = "The app's name")),
+    responses((status = 200, description = "Each public URL with its last blackbox probes (through the edge, on `--probe-interval`)", body = [ProbedUrl]))
+)]
+async fn probes(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<Vec<ProbedUrl>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(
+        p.probes
+            .of(name.as_str())
+            .into_iter()
+            .map(|(url, results)| ProbedUrl {
+                success_ratio: results.iter().filter(|r| r.ok()).count() as f64
+                    / results.len().max(1) as f64,
+                url,
+                results,
+            })
+            .collect(),
+    ))
 }
 
 /// Body of `POST /v1/gc`.

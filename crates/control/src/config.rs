@@ -61,6 +61,8 @@ pub struct PlatformConfig {
     pub build_timeout: Duration,
     /// Free space the data directory's disk must have for a build to start (bytes).
     pub min_free_disk: u64,
+    /// How often every app's public URLs are probed.
+    pub probe_interval: Duration,
     /// The berth binary, mounted into containers (init, static server).
     pub berth_binary: PathBuf,
     /// Isolation of apps whose berth.toml does not choose one.
@@ -130,6 +132,7 @@ impl PlatformConfig {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             build_timeout: DEFAULT_BUILD_TIMEOUT,
             min_free_disk: 1 << 30,
+            probe_interval: Duration::from_secs(30),
             berth_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
             default_isolation: Isolation::Trusted,
             secrets_key: None,

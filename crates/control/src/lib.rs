@@ -59,6 +59,7 @@ pub mod openapi;
 pub mod people;
 pub mod platform;
 pub mod policy;
+pub mod probes;
 pub mod projects;
 pub mod qualified;
 pub mod registries;

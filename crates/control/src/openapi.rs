@@ -47,6 +47,7 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::secrets_change,
         crate::api::secrets_rotate_key,
         crate::api::gc,
+        crate::api::probes,
         crate::api::domains_list,
         crate::api::domains_add,
         crate::api::domains_remove,

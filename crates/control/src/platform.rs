@@ -111,6 +111,8 @@ pub struct Platform {
     pub next_address: std::sync::atomic::AtomicUsize,
     /// Canary rollouts under way.
     pub canaries: crate::canary::CanaryControls,
+    /// The last blackbox probes of each app's URLs.
+    pub probes: crate::probes::ProbeLog,
     /// Background work (drains) that shutdown waits for.
     pub tasks: TaskTracker,
     /// Fires on shutdown.
@@ -526,6 +528,7 @@ impl Platform {
             health_memory: Mutex::new(crate::health_alerts::HealthMemory::default()),
             next_address: std::sync::atomic::AtomicUsize::new(0),
             canaries: crate::canary::CanaryControls::default(),
+            probes: crate::probes::ProbeLog::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

@@ -160,3 +160,26 @@ pub struct EnvChange {
     #[serde(default)]
     pub unset: Vec<String>,
 }
+
+/// One probe's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProbeResult {
+    /// Unix seconds.
+    pub at: i64,
+    pub url: String,
+    /// The HTTP status, when an answer came.
+    pub status: Option<u16>,
+    /// Until the answer's head, milliseconds.
+    pub latency_ms: f64,
+    /// What went wrong, when nothing usable came back.
+    pub error: Option<String>,
+    /// When the certificate served for the name expires (Unix seconds), over HTTPS.
+    pub tls_expires_at: Option<i64>,
+}
+
+impl ProbeResult {
+    /// An answer that is not a server error.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| s < 500)
+    }
+}

@@ -100,7 +100,12 @@ pub fn facts(chain_pem: &str) -> Result<CertFacts, TlsError> {
         .next()
         .ok_or_else(|| TlsError::Certificate("no certificate in the PEM chain".into()))?
         .map_err(|e| TlsError::Certificate(format!("unreadable PEM: {e}")))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
+    facts_der(&leaf)
+}
+
+/// Reads one DER certificate.
+pub fn facts_der(der: &[u8]) -> Result<CertFacts, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| TlsError::Certificate(format!("unreadable certificate: {e}")))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {

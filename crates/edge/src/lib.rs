@@ -20,6 +20,7 @@ pub mod handover;
 pub mod local_ca;
 pub mod metrics;
 pub mod pages;
+pub mod probe;
 pub mod proxy;
 pub mod routes;
 pub mod server;

@@ -132,6 +132,9 @@ impl Platform {
         let child = self
             .command(self.binary.clone().unwrap_or_else(berth_bin))
             .args(self.up_args())
+            // Probes count as requests at the edge: only the tests that look for them get
+            // them (with --probe-interval).
+            .env("BERTH_PROBE_INTERVAL", "1h")
             .envs(self.up_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
