@@ -1357,13 +1357,22 @@ mod tests {
             .await
             .unwrap();
         s.pool.close().await;
-        let before = std::fs::read(&path).unwrap();
         let err = Store::open(&path).await.unwrap_err().to_string();
         assert!(
             err.contains("written by a newer berth (state schema 99; this berth knows up to"),
             "{err}"
         );
-        assert_eq!(std::fs::read(&path).unwrap(), before, "left as it was");
+        // Left as it was: the newer berth's record of its schema is still there.
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap();
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let mut expected: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        expected.push(99);
+        assert_eq!(versions, expected);
     }
 
     #[tokio::test]
