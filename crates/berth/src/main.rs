@@ -20,7 +20,28 @@ mod teams;
 
 use clap::Parser;
 
+/// Output cut short by its reader (`berth status | head -3`) ends berth quietly, as it
+/// ends other Unix tools: exit status 141 (SIGPIPE's), no panic message.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // `println!`'s "failed printing to stdout: Broken pipe", or a generator's
+        // `expect` on the same write.
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    quiet_on_closed_stdout();
     let mut cli = cli::Cli::parse();
     if let cli::Command::Up(args) = &cli.command {
         // The config file's settings go in before anything else runs.
