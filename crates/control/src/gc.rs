@@ -100,13 +100,12 @@ impl Platform {
                     .await
                     .map_err(|e| ApiError::internal("collecting images", e))?
                     .map_err(|e| ApiError::internal("collecting images", e))?;
-            let per_image = collected.bytes / (collected.images.len().max(1) as u64);
-            for (tag, digest) in collected.images {
+            for (tag, digest, bytes) in collected.images {
                 report.items.push(GcItem {
                     kind: "image".into(),
                     app: Some(app.name.clone()),
                     name: format!("{tag} ({digest})"),
-                    bytes: per_image,
+                    bytes,
                 });
             }
             report.freed_bytes += collected.bytes;

@@ -113,9 +113,9 @@ pub struct Platform {
 /// What a garbage collection of one layout dropped (or would drop).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Collected {
-    /// The images dropped: tag and manifest digest.
-    pub images: Vec<(String, String)>,
-    /// The bytes of the blobs removed.
+    /// The images dropped: tag, manifest digest, and the bytes of the blobs only it used.
+    pub images: Vec<(String, String, u64)>,
+    /// The bytes of all the blobs removed (also artifacts' and orphans').
     pub bytes: u64,
 }
 
@@ -483,12 +483,6 @@ impl ImageStore {
                 }
             });
         let mut collected = Collected::default();
-        for d in &dropped {
-            let tag = tag_of(d);
-            if described(&tag).is_none() {
-                collected.images.push((tag, d.digest().to_string()));
-            }
-        }
         // Every blob a kept manifest reaches.
         let mut reachable = std::collections::HashSet::new();
         for d in &kept {
@@ -505,12 +499,31 @@ impl ImageStore {
         let entries =
             std::fs::read_dir(&blobs).map_err(io(format!("reading {}", blobs.display())))?;
         let mut doomed = Vec::new();
+        let mut doomed_sizes: HashMap<String, u64> = HashMap::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !reachable.contains(&format!("sha256:{name}")) {
-                collected.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                collected.bytes += size;
+                doomed_sizes.insert(format!("sha256:{name}"), size);
                 doomed.push(e.path());
             }
+        }
+        // Each dropped image with the bytes of the removed blobs it reached (a blob two
+        // dropped images shared counts for the first).
+        for d in &dropped {
+            let tag = tag_of(d);
+            if described(&tag).is_some() {
+                continue;
+            }
+            let digest = d.digest().to_string();
+            let mut blobs = vec![digest.clone()];
+            if let Ok(m) = ImageManifest::from_file(self.blob_path(repository, &digest)) {
+                blobs.push(m.config().digest().to_string());
+                blobs.extend(m.layers().iter().map(|l| l.digest().to_string()));
+            }
+            let bytes = blobs.iter().filter_map(|b| doomed_sizes.remove(b)).sum();
+            collected.images.push((tag, digest, bytes));
         }
         if dry_run || (dropped.is_empty() && doomed.is_empty()) {
             return Ok(collected);
@@ -930,11 +943,15 @@ mod tests {
         let before = blobs();
 
         let dry = store.collect("shop", &keep, true).unwrap();
-        assert_eq!(
-            dry.images,
-            vec![("sha256-0".to_string(), images[0].digest.clone())]
-        );
-        assert!(dry.bytes > 0);
+        assert_eq!(dry.images.len(), 1);
+        let (tag, digest, bytes) = &dry.images[0];
+        assert_eq!((tag.as_str(), digest), ("sha256-0", &images[0].digest));
+        // Its config and layers, and its manifest.
+        let manifest = std::fs::metadata(store.blob_path("shop", &images[0].digest))
+            .unwrap()
+            .len();
+        assert_eq!(*bytes, store.size(&images[0]).unwrap() + manifest);
+        assert!(dry.bytes > *bytes, "the signature's blobs go too");
         assert_eq!(blobs(), before, "a dry run removes nothing");
         assert!(store.holds(&images[0]));
 
