@@ -94,6 +94,10 @@ pub enum Command {
     /// schedule (`berth up --probe-interval`), with status, latency and, over HTTPS, when
     /// the certificate served expires.
     Probes { app: String },
+    /// The DNS records berth publishes for app names (`berth up --dns`): the zone, what names
+    /// point at, and each name's state (published, pending, failed with the server's reason).
+    /// Exits 1 while a name fails.
+    Dns,
     /// Free disk space: the images of old releases (beyond each app's last 10, and never one
     /// a current release or a running instance uses), root filesystems no kept image needs,
     /// and build caches of removed apps or over 2 GiB. The control plane also does this
@@ -883,6 +887,31 @@ pub struct UpArgs {
     /// How often every app's public URLs are probed through the edge (`berth probes APP`).
     #[arg(long, env = "BERTH_PROBE_INTERVAL", default_value = "30s")]
     pub probe_interval: String,
+    /// Publish app names in DNS by RFC 2136 dynamic updates (the ExternalDNS role): every
+    /// custom domain and APP.<base domain> inside ZONE points at TARGET (addresses: A/AAAA
+    /// records; one host name: a CNAME), e.g.
+    /// rfc2136://192.0.2.53?zone=example.com&target=203.0.113.10[&ttl=60]. berth only claims
+    /// names that hold no records yet, and removes only what it published.
+    #[arg(long, env = "BERTH_DNS", verbatim_doc_comment)]
+    pub dns: Option<String>,
+    /// The TSIG key updates are signed with, [ALGORITHM:]NAME:SECRET as nsupdate -y takes it
+    /// (hmac-sha256 by default; the secret in base64).
+    #[arg(
+        long,
+        env = "BERTH_DNS_TSIG_KEY",
+        hide_env_values = true,
+        requires = "dns"
+    )]
+    pub dns_tsig_key: Option<String>,
+    /// A file holding the TSIG key: [ALGORITHM:]NAME:SECRET, or the key block `tsig-keygen`
+    /// (BIND) or `keymgr -t` (Knot) print.
+    #[arg(
+        long,
+        env = "BERTH_DNS_TSIG_KEY_FILE",
+        requires = "dns",
+        conflicts_with = "dns_tsig_key"
+    )]
+    pub dns_tsig_key_file: Option<PathBuf>,
     /// Isolation of apps whose berth.toml does not choose: `trusted` (crun: Linux namespaces,
     /// cgroups, seccomp, no capabilities) or `sandbox` (gVisor: the app never talks to the
     /// host's kernel; recommended when apps come from people you do not fully trust).

@@ -128,6 +128,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Status => crate::ops::status(g),
         Command::Gc { dry_run } => crate::ops::gc(g, dry_run).await,
         Command::Probes { app } => crate::ops::probes(g, &app).await,
+        Command::Dns => crate::domains::dns(g).await,
         Command::Config { config } => crate::ops::config(g, config.as_deref()),
         Command::Doctor {
             api_port,
@@ -359,6 +360,21 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         .map_err(|e| anyhow!("--min-free-disk: {e}"))?;
     cfg.probe_interval =
         humantime::parse_duration(&a.probe_interval).context("--probe-interval")?;
+    cfg.dns = match a.dns {
+        Some(url) => {
+            let mut settings = berth_edge::dns_update::DnsSettings::parse(&url)?;
+            settings.key = match (a.dns_tsig_key, a.dns_tsig_key_file) {
+                (Some(k), _) => Some(berth_edge::dns_update::TsigKey::parse(&k)?),
+                (None, Some(f)) => Some(berth_edge::dns_update::TsigKey::from_file_text(
+                    &std::fs::read_to_string(&f)
+                        .with_context(|| format!("--dns-tsig-key-file {}", f.display()))?,
+                )?),
+                (None, None) => None,
+            };
+            Some(settings)
+        }
+        None => None,
+    };
     cfg.default_isolation = berth_core::policy::Isolation::parse(&a.default_isolation)
         .map_err(|e| anyhow!("--default-isolation: {e}"))?;
     cfg.secrets_key = match (a.secrets_key_file, a.secrets_key) {
@@ -501,6 +517,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let idle = tokio::spawn(berth_control::idle::run_idle(platform.clone()));
     let autoscale = tokio::spawn(berth_control::autoscale::run_autoscale(platform.clone()));
     let gc = tokio::spawn(berth_control::gc::run_gc(platform.clone()));
+    let dns = tokio::spawn(berth_control::dns_records::run_dns(platform.clone()));
     let probes = tokio::spawn(berth_control::probes::run_probes(
         platform.clone(),
         cfg.probe_interval,
@@ -537,6 +554,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = autoscale.await;
     let _ = gc.await;
     let _ = probes.await;
+    let _ = dns.await;
     if let Some(t) = &platform.traces {
         t.shutdown();
     }

@@ -82,7 +82,18 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
                                 .map(|c| output::until(c.not_after))
                                 .unwrap_or_else(|| "-".into()),
                             if d.https_redirect { "yes" } else { "no" }.into(),
-                            d.error.clone().unwrap_or_default(),
+                            d.dns
+                                .as_ref()
+                                .map(|r| r.state.clone())
+                                .unwrap_or_else(|| "-".into()),
+                            [
+                                d.error.as_deref(),
+                                d.dns.as_ref().and_then(|r| r.error.as_deref()),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join("; "),
                         ]
                     })
                     .collect();
@@ -93,6 +104,7 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
                         "CERTIFICATE",
                         "EXPIRES",
                         "REDIRECT",
+                        "DNS",
                         "ERROR",
                     ],
                     &rows,
@@ -112,6 +124,48 @@ pub async fn domains(g: &Global, cmd: DomainsCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `berth dns`: where berth publishes records and how each name stands.
+pub async fn dns(g: &Global) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let status: berth_core::domains::DnsStatus = client.get_json("/v1/dns").await?;
+    if g.json {
+        output::json(&status);
+        return Ok(0);
+    }
+    println!(
+        "zone {} at {} ({}), names point at {}",
+        status.zone,
+        status.server,
+        status
+            .key
+            .as_deref()
+            .map_or("unsigned".to_string(), |k| format!("TSIG key {k}")),
+        status.records.join(", ")
+    );
+    if status.names.is_empty() {
+        println!("no names in the zone yet: add a domain in it with `berth domains add APP NAME`");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = status
+        .names
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.app.clone(),
+                n.state.clone(),
+                n.records.join(", "),
+                match (&n.error, n.attempts) {
+                    (Some(e), a) => format!("{e} (failed {a}×, retried)"),
+                    (None, _) => String::new(),
+                },
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "APP", "STATE", "RECORDS", "ERROR"], &rows);
+    Ok(i32::from(status.names.iter().any(|n| n.state == "failed")))
 }
 
 /// `berth ca …`.

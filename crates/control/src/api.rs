@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use berth_core::api::{
     AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest,
 };
-use berth_core::domains::{DomainAdd, DomainView};
+use berth_core::domains::{DnsStatus, DomainAdd, DomainView};
 use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
@@ -48,6 +48,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/secrets/rotate-key", post(secrets_rotate_key))
         .route("/v1/gc", post(gc))
+        .route("/v1/dns", get(dns_status))
         .route(
             "/v1/apps/{app}/domains",
             get(domains_list).post(domains_add),
@@ -905,6 +906,26 @@ async fn database_create(
     Ok(stream_workflow(&p, "database", &app, move |events| {
         Box::pin(async move { platform.create_database(name.as_str(), who, events).await })
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/dns",
+    tag = "domains",
+    responses(
+        (status = 200, description = "Where berth publishes DNS records and the state of each name", body = DnsStatus),
+        (status = 404, description = "berth publishes no DNS records (no `--dns`)", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn dns_status(State(p): Shared) -> Result<Json<DnsStatus>, ApiError> {
+    p.dns_status().await?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "dns_not_configured",
+            "berth publishes no DNS records on this platform",
+        )
+        .hint("start berth up with --dns rfc2136://SERVER?zone=ZONE&target=ADDRESS and --dns-tsig-key")
+    })
 }
 
 #[utoipa::path(

@@ -133,6 +133,7 @@ impl Platform {
                 issued_at: c.issued_at,
             }
         });
+        let dns = self.domain_dns(&d.name, &d.app).await?;
         Ok(DomainView {
             url: self
                 .cfg
@@ -143,6 +144,7 @@ impl Platform {
             https_redirect: d.https_redirect,
             certificate,
             error: d.cert_error,
+            dns,
             created_at: d.created_at,
         })
     }

@@ -40,6 +40,7 @@ pub mod control_plane;
 pub mod create;
 pub mod databases;
 pub mod deploy;
+pub mod dns_records;
 pub mod doctor;
 pub mod domains;
 pub mod dora;

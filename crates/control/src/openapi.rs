@@ -68,6 +68,7 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::dora,
         crate::api::slo,
         crate::api::slo_rules,
+        crate::api::dns_status,
         crate::api::alerts,
         crate::api::tokens_list,
         crate::api::tokens_create,

@@ -113,6 +113,10 @@ pub struct Platform {
     pub canaries: crate::canary::CanaryControls,
     /// The last blackbox probes of each app's URLs.
     pub probes: crate::probes::ProbeLog,
+    /// Publishes app names in DNS, when `--dns` is set.
+    pub dns: Option<berth_edge::dns_update::DnsUpdater>,
+    /// Wakes the DNS task after routes change.
+    pub dns_wake: tokio::sync::Notify,
     /// Background work (drains) that shutdown waits for.
     pub tasks: TaskTracker,
     /// Fires on shutdown.
@@ -464,6 +468,12 @@ impl Platform {
             .map_err(|e| StartError::Other(e.to_string()))??;
         }
         let cfg_otlp = cfg.otlp_endpoint.clone();
+        let cfg_dns = cfg
+            .dns
+            .clone()
+            .map(berth_edge::dns_update::DnsUpdater::new)
+            .transpose()
+            .map_err(|e| StartError::Other(e.to_string()))?;
         let cfg_oidc = cfg.oidc.clone();
         let cfg_oidc_secret = cfg.oidc_client_secret.clone();
         let (cfg_acme, cert_check_interval, certs_file) = (
@@ -529,6 +539,8 @@ impl Platform {
             next_address: std::sync::atomic::AtomicUsize::new(0),
             canaries: crate::canary::CanaryControls::default(),
             probes: crate::probes::ProbeLog::default(),
+            dns: cfg_dns,
+            dns_wake: tokio::sync::Notify::new(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -693,6 +705,7 @@ impl Platform {
             tracing::warn!(error = %e.message, "updating certificates failed");
         }
         self.routes.publish(&self.store).await?;
+        self.dns_wake.notify_one();
         Ok(())
     }
 

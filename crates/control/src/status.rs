@@ -192,6 +192,46 @@ fn certificates(cfg: &PlatformConfig) -> Option<Check> {
     })
 }
 
+/// The DNS records berth publishes, as the control plane last wrote them.
+fn dns(cfg: &PlatformConfig) -> Option<Check> {
+    let status: berth_core::domains::DnsStatus =
+        serde_json::from_slice(&std::fs::read(cfg.data_dir.join("dns.json")).ok()?).ok()?;
+    let name = "dns records";
+    let failing: Vec<_> = status
+        .names
+        .iter()
+        .filter(|n| n.state == "failed")
+        .collect();
+    let published = status
+        .names
+        .iter()
+        .filter(|n| n.state == "published")
+        .count();
+    Some(match failing.first() {
+        None => Check::ok(
+            name,
+            format!(
+                "{published} of {} names published in {} at {}",
+                status.names.len(),
+                status.zone,
+                status.server
+            ),
+        ),
+        Some(first) => Check::problem(
+            name,
+            Level::Warn,
+            format!(
+                "{} of {} names failing (the names still answer through the edge); {}: {}",
+                failing.len(),
+                status.names.len(),
+                first.name,
+                first.error.as_deref().unwrap_or("?")
+            ),
+            "see berth dns; berth retries on its own",
+        ),
+    })
+}
+
 /// The platform of `cfg.data_dir`; `None` when no platform ever ran from it.
 pub fn status(cfg: &PlatformConfig) -> Option<Vec<Check>> {
     let info = recorded(cfg)?;
@@ -210,5 +250,6 @@ pub fn status(cfg: &PlatformConfig) -> Option<Vec<Check>> {
     ];
     checks.extend(database(&cfg));
     checks.extend(certificates(&cfg));
+    checks.extend(dns(&cfg));
     Some(checks)
 }

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0014_registry_credentials.sql"),
     ),
     (15, include_str!("../migrations/0015_signing_key.sql")),
+    (16, include_str!("../migrations/0016_dns_records.sql")),
 ];
 
 /// Handle to the state store.
@@ -1300,7 +1301,7 @@ fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
 mod tests {
     use super::*;
 
-    /// A store as the previous berth (schema 14) left it, with an app and a release.
+    /// A store as the previous berth (schema 15) left it, with an app.
     async fn previous_schema_store(path: &Path) {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .unwrap()
@@ -1310,7 +1311,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        for (version, sql) in &MIGRATIONS[..14] {
+        for (version, sql) in &MIGRATIONS[..MIGRATIONS.len() - 1] {
             sqlx::raw_sql(sql).execute(&pool).await.unwrap();
             sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
                 .bind(version)
@@ -1340,11 +1341,11 @@ mod tests {
             .unwrap();
         assert_eq!(newest, MIGRATIONS.last().unwrap().0);
         // The new table is there and usable.
-        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_key")
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dns_records")
             .fetch_one(&s.pool)
             .await
             .unwrap();
-        assert_eq!(keys, 0);
+        assert_eq!(rows, 0);
     }
 
     #[tokio::test]

@@ -60,6 +60,7 @@ impl Role {
             "/v1/backups",
             "/v1/secrets/rotate-key",
             "/v1/gc",
+            "/v1/dns",
         ];
         if admin_only
             .iter()

@@ -105,8 +105,45 @@ pub struct DomainView {
     pub certificate: Option<CertificateView>,
     /// Why the last issuance failed, if it did (it is retried).
     pub error: Option<String>,
+    /// Its DNS records, when berth publishes records (`berth up --dns`).
+    pub dns: Option<DnsRecordView>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// A name berth publishes in DNS (RFC 2136), and how that stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DnsRecordView {
+    /// The name.
+    pub name: String,
+    /// The app it routes to.
+    pub app: String,
+    /// `published`, `pending` (not yet sent), `failed` (retried) or `outside zone` (berth
+    /// publishes only names in its zone).
+    pub state: String,
+    /// The records published (`A 203.0.113.10`), or to be published.
+    pub records: Vec<String>,
+    /// Why the last update failed.
+    pub error: Option<String>,
+    /// Failed attempts since the last success.
+    pub attempts: i64,
+    /// Unix seconds of the last change or attempt.
+    pub updated_at: i64,
+}
+
+/// `GET /v1/dns`: where berth publishes records, and each name's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DnsStatus {
+    /// The authoritative server updates go to.
+    pub server: String,
+    /// The zone updated.
+    pub zone: String,
+    /// Whether updates are signed (TSIG) and with which key name.
+    pub key: Option<String>,
+    /// What every name points at.
+    pub records: Vec<String>,
+    /// The names, in order.
+    pub names: Vec<DnsRecordView>,
 }
 
 #[cfg(test)]
