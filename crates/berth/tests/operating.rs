@@ -366,7 +366,7 @@ fn a_data_directory_of_a_newer_berth_is_refused_and_left_alone() {
 
 #[test]
 fn public_urls_are_probed_through_the_edge() {
-    let p = Platform::start_with(&["--probe-interval", "1s"]);
+    let p = Platform::start_with(&["--probe-interval", "1s", "--alert-for", "1s"]);
     let work = tempfile::tempdir().expect("tempdir");
     let good = work.path().join("pgood");
     common::copy_dir(&common::fixture("stateful"), &good);
@@ -447,6 +447,40 @@ fn public_urls_are_probed_through_the_edge() {
     );
     let err = p.fails(&["probes", "nope"]);
     assert!(err.contains("nope"), "{err}");
+
+    // The results are metrics (as blackbox_exporter names them) and a failing URL pages.
+    let token = common::admin_token(&p);
+    let (code, metrics) = common::curl(&p, &token, "GET", "/metrics", &[]);
+    assert_eq!(code, 200, "{metrics}");
+    let port = p.edge_port;
+    for sample in [
+        format!("berth_probe_success{{app=\"pgood\",url=\"http://pgood.localhost:{port}/env?name=BERTH_APP\"}} 1"),
+        format!("berth_probe_success{{app=\"pbad\",url=\"http://pbad.localhost:{port}/\"}} 0"),
+        format!("berth_probe_http_status_code{{app=\"pbad\",url=\"http://pbad.localhost:{port}/\"}} 500"),
+    ] {
+        assert!(metrics.contains(&sample), "missing {sample} in\n{metrics}");
+    }
+    assert!(metrics.contains("berth_probe_ssl_earliest_cert_expiry{app=\"pgood\""));
+    let alert = |app: &str| {
+        p.json(&["alerts", "--all"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a["app"] == app && a["name"] == "probe_failing")
+    };
+    assert!(
+        common::eventually(Duration::from_secs(30), || alert("pbad").is_some()),
+        "{}",
+        p.json(&["alerts", "--all"])
+    );
+    let a = alert("pbad").expect("alert");
+    assert!(a["resolved_at"].is_null(), "{a}");
+    assert!(
+        a["summary"].as_str().unwrap_or("").contains("HTTP 500"),
+        "{a}"
+    );
+    assert!(alert("pgood").is_none());
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! - `certificate_expiring` (ticket): a certificate berth serves expires within 7 days
 //!   (renewal starts well before, so this means renewals fail);
 //! - `disk_filling` (ticket at 90% used, page at 95%): the data directory's filesystem;
-//! - `backup_failing` (ticket): the last scheduled backup failed (raised by the schedule).
+//! - `backup_failing` (ticket): the last scheduled backup failed (raised by the schedule);
+//! - `probe_failing` (page): the last blackbox probe of one of an app's public URLs got no
+//!   answer or a server error (see `berth probes APP`).
 //!
 //! A condition must hold for `--alert-for` before it is raised, so a restart in progress
 //! does not page; it resolves as soon as it stops holding.
@@ -121,6 +123,34 @@ impl Platform {
             }
         }
 
+        let mut failing: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (app, r) in self.probes.latest() {
+            if !r.ok() {
+                let why = match (&r.error, r.status) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(s)) => format!("HTTP {s}"),
+                    (None, None) => "no answer".into(),
+                };
+                failing
+                    .entry(app)
+                    .or_default()
+                    .push(format!("{} ({why})", r.url));
+            }
+        }
+        for (app, urls) in failing {
+            holds.push(Holds {
+                summary: format!(
+                    "{app}: {} of its public URLs fail{} when probed through the edge: {}",
+                    urls.len(),
+                    if urls.len() == 1 { "s" } else { "" },
+                    urls.join(", ")
+                ),
+                app,
+                name: "probe_failing",
+                severity: "page",
+            });
+        }
+
         let domains = self.store.domains(None).await?;
         for cert in self.store.certificates().await? {
             if cert.not_after - now < CERT_WARNING {
@@ -199,7 +229,12 @@ impl Platform {
         for open in self.store.alerts(None).await? {
             let ours = matches!(
                 open.name.as_str(),
-                "app_down" | "crash_loop" | "oom_loop" | "certificate_expiring" | "disk_filling"
+                "app_down"
+                    | "crash_loop"
+                    | "oom_loop"
+                    | "certificate_expiring"
+                    | "disk_filling"
+                    | "probe_failing"
             );
             if ours
                 && !held.contains(&(open.app.clone(), open.name.as_str()))

@@ -19,6 +19,7 @@ impl Platform {
             .collect();
         let rows = self.store.instances(None).await?;
         let dora = self.dora_everywhere().await?;
+        let probes = self.probes.latest();
         let edge_file = self.cfg.edge_metrics_file();
         let scrape = tokio::task::spawn_blocking(move || {
             let instances = rows
@@ -43,6 +44,7 @@ impl Platform {
                 instances,
                 apps,
                 dora,
+                probes,
             }
         })
         .await

@@ -49,6 +49,21 @@ impl ProbeLog {
             .unwrap_or_default()
     }
 
+    /// The latest result of every URL of every app: (app, result).
+    pub fn latest(&self) -> Vec<(String, ProbeResult)> {
+        self.0
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .flat_map(|(app, urls)| {
+                        urls.values()
+                            .filter_map(|r| r.back().map(|r| (app.clone(), r.clone())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn forget_others(&self, apps: &[String]) {
         if let Ok(mut all) = self.0.lock() {
             all.retain(|a, _| apps.contains(a));

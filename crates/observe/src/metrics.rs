@@ -58,6 +58,8 @@ pub struct Scrape {
     pub apps: Vec<(String, Option<u32>)>,
     /// DORA four keys per scope and window.
     pub dora: Vec<berth_core::dora::DoraView>,
+    /// The latest blackbox probe of each app's public URLs: (app, result).
+    pub probes: Vec<(String, berth_core::api::ProbeResult)>,
 }
 
 /// Exposition formats.
@@ -378,8 +380,51 @@ impl Collector for ScrapeCollector {
                 ConstCounter::new(n).encode(m.encode_family(&instance_labels(i))?)?;
             }
         }
+        encode_probes(&mut encoder, &s.probes)?;
         encode_dora(&mut encoder, &s.dora)
     }
+}
+
+/// The latest probe of each public URL, as blackbox_exporter names its series.
+fn encode_probes(
+    encoder: &mut DescriptorEncoder,
+    probes: &[(String, berth_core::api::ProbeResult)],
+) -> Result<(), std::fmt::Error> {
+    let labels = |app: &String, r: &berth_core::api::ProbeResult| -> Labels {
+        vec![("app", app.clone()), ("url", r.url.clone())]
+    };
+    type Pick = fn(&berth_core::api::ProbeResult) -> Option<f64>;
+    let gauges: [(&str, &str, Pick); 4] = [
+        (
+            "berth_probe_success",
+            "Whether the last blackbox probe of the URL (through the edge) got an answer that is not a server error",
+            |r| Some(if r.ok() { 1.0 } else { 0.0 }),
+        ),
+        (
+            "berth_probe_duration_seconds",
+            "Time of the last blackbox probe of the URL until the answer's head",
+            |r| Some(r.latency_ms / 1000.0),
+        ),
+        (
+            "berth_probe_http_status_code",
+            "HTTP status of the last blackbox probe of the URL (0: no answer)",
+            |r| Some(f64::from(r.status.unwrap_or(0))),
+        ),
+        (
+            "berth_probe_ssl_earliest_cert_expiry",
+            "When the certificate served for the URL expires, Unix seconds (HTTPS URLs)",
+            |r| r.tls_expires_at.map(|t| t as f64),
+        ),
+    ];
+    for (name, help, pick) in gauges {
+        let mut m = family(encoder, name, help, MetricType::Gauge)?;
+        for (app, r) in probes {
+            if let Some(x) = pick(r) {
+                ConstGauge::new(x).encode(m.encode_family(&labels(app, r))?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn encode_dora(
@@ -482,6 +527,30 @@ mod tests {
                 &[],
                 &[],
             )],
+            probes: vec![
+                (
+                    "shop".into(),
+                    berth_core::api::ProbeResult {
+                        at: 1_790_000_000,
+                        url: "https://shop.localhost:8443/".into(),
+                        status: Some(200),
+                        latency_ms: 12.5,
+                        error: None,
+                        tls_expires_at: Some(1_800_000_000),
+                    },
+                ),
+                (
+                    "shop".into(),
+                    berth_core::api::ProbeResult {
+                        at: 1_790_000_000,
+                        url: "http://shop.localhost:8080/".into(),
+                        status: None,
+                        latency_ms: 10_000.0,
+                        error: Some("timed out".into()),
+                        tls_expires_at: None,
+                    },
+                ),
+            ],
         }
     }
 
@@ -506,6 +575,11 @@ mod tests {
             "berth_instance_memory_bytes{app=\"shop\",release=\"3\",process=\"web\",instance=\"shop-v3-web-0-abc\"} 10485760",
             "berth_app_release{app=\"shop\"} 3",
             "berth_dora_deployments{scope=\"shop\",window=\"7d\"} 0",
+            "berth_probe_success{app=\"shop\",url=\"https://shop.localhost:8443/\"} 1",
+            "berth_probe_success{app=\"shop\",url=\"http://shop.localhost:8080/\"} 0",
+            "berth_probe_http_status_code{app=\"shop\",url=\"http://shop.localhost:8080/\"} 0",
+            "berth_probe_duration_seconds{app=\"shop\",url=\"https://shop.localhost:8443/\"} 0.0125",
+            "berth_probe_ssl_earliest_cert_expiry{app=\"shop\",url=\"https://shop.localhost:8443/\"} 1800000000",
         ] {
             assert!(om.contains(sample), "missing {sample} in\n{om}");
         }
@@ -523,6 +597,7 @@ mod tests {
         let empty = m.render(Scrape::default(), Format::OpenMetrics);
         assert!(!empty.contains("berth_http_requests_total{"), "{empty}");
         assert!(empty.contains("berth_deploys_total{"));
+        assert!(!empty.contains("berth_probe_success{"), "{empty}");
     }
 
     #[test]
