@@ -1,7 +1,8 @@
 //! End-to-end: disk hygiene. An app with twelve releases of twelve images keeps the newest
 //! ten; `berth gc --dry-run` says what would go and removes nothing, `berth gc` frees it,
 //! a rollback to a collected release is refused with the reason, a kept one still works.
-//! A platform whose disk is nearly full refuses builds before they start.
+//! A platform whose disk is nearly full refuses builds before they start. Over fifty deploys
+//! (with `berth gc` after every tenth) the disk used stops growing once the retention is full.
 
 mod common;
 
@@ -72,4 +73,53 @@ fn a_nearly_full_disk_refuses_builds_before_they_start() {
         "the hint names the way out: {err}"
     );
     assert!(p.json(&["apps"]).as_array().expect("apps").is_empty());
+}
+
+/// Bytes under `dir` (files only; what `du --apparent-size` counts).
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn the_disk_stays_bounded_over_fifty_deploys() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("churn");
+    copy_dir(&common::fixture("stateful"), &dir);
+    // What deploys leave on disk: images, unpacked roots, build directories and caches,
+    // instance directories (logs have their own retention).
+    let footprint = || -> u64 {
+        ["images", "rootfs", "builds", "cache", "instances"]
+            .iter()
+            .map(|d| bytes_under(&p.data.path().join(d)))
+            .sum()
+    };
+    let mut after = Vec::new();
+    for n in 1..=50 {
+        std::fs::write(dir.join("version.txt"), format!("{n}\n")).expect("version");
+        p.ok(&["deploy", &dir.display().to_string()]);
+        if n % 10 == 0 {
+            p.ok(&["gc"]);
+            after.push(footprint());
+        }
+    }
+    eprintln!("footprint after 10, 20, …, 50 deploys (bytes): {after:?}");
+    assert_eq!(images(&p, "churn"), 10);
+    assert_eq!(p.answer("churn", "/env?name=BERTH_RELEASE"), "50");
+    // Once the retention is full (after 20 deploys), the footprint stops growing.
+    let (at20, at50) = (after[1], after[4]);
+    assert!(
+        at50 <= at20 + at20 / 20,
+        "the footprint grew from {at20} bytes after 20 deploys to {at50} after 50: {after:?}"
+    );
 }
