@@ -96,6 +96,28 @@ fn doctor_status_and_down_see_the_whole_platform() {
         "{table}"
     );
 
+    // A bridge deleted by hand: status tells, with the way back.
+    let del = std::process::Command::new("ip")
+        .args(["link", "del", &p.bridge])
+        .status()
+        .expect("ip");
+    assert!(del.success());
+    let out = p.berth(&["--json", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let broken: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let bridge = check(&broken, "bridge");
+    assert_eq!(bridge["level"], "fail", "{broken}");
+    assert!(
+        bridge["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("does not exist"))
+            && bridge["fix"]
+                .as_str()
+                .is_some_and(|f| f.contains("berth down, then berth up")),
+        "{bridge}"
+    );
+    assert_eq!(check(&broken, "control plane")["level"], "ok", "{broken}");
+
     // `berth down` stops all of it, the control plane first.
     let down = p.ok(&["down"]);
     assert!(down.contains("stopped the control plane"), "{down}");

@@ -93,7 +93,7 @@ fn bridge(bridge: &str) -> Check {
             "bridge",
             Level::Fail,
             format!("{bridge} does not exist: instances have no network"),
-            "berth up makes it again",
+            "restart the platform (berth down, then berth up): the bridge is made again and the apps start on it",
         );
     }
     let mac = std::fs::read_to_string(sys.join("address")).unwrap_or_default();
