@@ -417,7 +417,17 @@ pub enum Command {
     /// an S3 bucket, and restore it onto a new machine.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Deploy with `git push`: berth serves a git repository per app (smart HTTP at the API,
+    /// your token as the password); a push to `main` builds and deploys that commit, streams
+    /// the build to you, and is rejected when the deploy fails.
+    ///
+    /// Example: berth git remote shop --add berth && git push berth main
+    #[command(subcommand)]
+    Git(GitCommand),
 
+    /// (internal) The pre-receive hook of berth's git repositories.
+    #[command(hide = true)]
+    GitHook,
     /// (internal) Run the edge process.
     #[command(hide = true)]
     Edge {
@@ -611,6 +621,25 @@ pub struct LogFilterArgs {
     /// restarts).
     #[arg(long)]
     pub stream: Option<String>,
+}
+
+/// `berth git …`.
+#[derive(Debug, Subcommand)]
+pub enum GitCommand {
+    /// The git remote of an app (`http://HOST:7070/git/APP.git`); with --add [NAME] it is
+    /// added to the repository here (default name `berth`) with a credential helper that
+    /// hands git your berth token.
+    Remote {
+        app: String,
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "berth")]
+        add: Option<String>,
+    },
+    /// A git credential helper answering with the CLI's token (what `remote --add` sets up):
+    /// `git config credential.URL.helper '!berth git credential'`.
+    Credential {
+        /// What git asks: get, store or erase.
+        operation: String,
+    },
 }
 
 /// `berth domains …`.

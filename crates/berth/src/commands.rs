@@ -269,6 +269,13 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Volumes(cmd) => crate::app_state::volumes(g, cmd).await,
         Command::Db(cmd) => crate::app_state::db(g, cmd).await,
         Command::Domains(cmd) => crate::domains::domains(g, cmd).await,
+        Command::Git(crate::cli::GitCommand::Remote { app, add }) => {
+            crate::git::remote(g, &app, add).await
+        }
+        Command::Git(crate::cli::GitCommand::Credential { operation }) => {
+            crate::git::credential(g, &operation).await
+        }
+        Command::GitHook => crate::git::hook(g).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Backup(cmd) => crate::backups::backup(g, cmd).await,
         Command::Dora { app, window } => dora(g, app, window).await,

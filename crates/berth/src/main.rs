@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod domains;
 mod drill;
+mod git;
 mod install;
 mod login;
 mod ops;

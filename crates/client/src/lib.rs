@@ -159,6 +159,16 @@ impl Client {
         })
     }
 
+    /// The API's base URL (`http://127.0.0.1:7070`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The token this client presents.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// A client of the API at `base` with `token`, calling itself `actor` in the audit log.
     pub fn new(base: &str, token: &str, actor: &str) -> Result<Self> {
         Ok(Self {

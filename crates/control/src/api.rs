@@ -128,6 +128,15 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/v1/registries/{host}",
             axum::routing::delete(registries_logout),
         )
+        .route("/git/{repo}/info/refs", get(crate::git_http::info_refs))
+        .route(
+            "/git/{repo}/git-upload-pack",
+            post(crate::git_http::upload_pack).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/git/{repo}/git-receive-pack",
+            post(crate::git_http::receive_pack).layer(DefaultBodyLimit::max(limit)),
+        )
         .nest_service("/mcp", mcp_service(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),

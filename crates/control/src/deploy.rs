@@ -1606,6 +1606,9 @@ impl Platform {
         }
         let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));
         let _ = std::fs::remove_dir_all(self.cfg.build_user_dir().join("cache").join(app));
+        if let Err(e) = self.git_repos.remove(app) {
+            tracing::warn!(%app, error = %e, "removing the app's git repository failed");
+        }
         self.logs.remove_app(app);
         Ok(())
     }

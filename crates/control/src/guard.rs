@@ -52,8 +52,38 @@ fn target_of(path: &str) -> Option<String> {
                 .take(128)
                 .collect(),
         ),
+        (Some("git"), Some(repo), _) if !repo.is_empty() => Some(
+            percent_encoding::percent_decode_str(repo.strip_suffix(".git").unwrap_or(repo))
+                .decode_utf8_lossy()
+                .chars()
+                .take(128)
+                .collect(),
+        ),
         _ => None,
     }
+}
+
+/// The password of an HTTP Basic `Authorization` value (git sends the token that way).
+pub fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.trim().to_string()).filter(|p| !p.is_empty())
+}
+
+/// Asks a git client for credentials on a refusal (else it gives up without asking).
+fn ask_git_for_credentials(mut resp: Response, route: &str) -> Response {
+    if route.starts_with("/git/") && resp.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"berth\", charset=\"UTF-8\""),
+        );
+    }
+    resp
 }
 
 fn request_id(req: &Request) -> String {
@@ -84,8 +114,10 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     // MCP messages are not changes themselves: each tool's API call is audited on its own.
-    let mutating =
-        !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && !route.starts_with("/mcp");
+    // Nor is a git fetch, which git sends as a POST.
+    let mutating = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        && !route.starts_with("/mcp")
+        && !route.ends_with("/git-upload-pack");
     let id = request_id(&req);
     let source = req
         .extensions()
@@ -106,8 +138,16 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .map(|t| t.trim().to_string())
+                .or_else(|| {
+                    route
+                        .starts_with("/git/")
+                        .then(|| basic_password(v))
+                        .flatten()
+                })
+        });
     let presented = match &given {
         None => Presented::Unknown,
         Some(t) if same(t.as_bytes(), p.token.as_bytes()) => {
@@ -143,20 +183,23 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
             if mutating {
                 record(&p, &call(who), 401, None, Some(err.message.clone())).await;
             }
-            return with_request_id(err.into_response(), &id);
+            return with_request_id(ask_git_for_credentials(err.into_response(), &route), &id);
         }
         Presented::Unknown => {
             if mutating {
                 tracing::warn!(%route, source = ?source, "an unauthenticated call was refused");
             }
             return with_request_id(
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong API token",
-                )
-                .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
-                .into_response(),
+                ask_git_for_credentials(
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing or wrong API token",
+                    )
+                    .hint("the CLI reads the token from <data dir>/api-token; or set BERTH_TOKEN")
+                    .into_response(),
+                    &route,
+                ),
                 &id,
             );
         }
@@ -312,7 +355,7 @@ async fn within(
     uri: &axum::http::Uri,
 ) -> Result<(), ApiError> {
     let project = limit.describe();
-    let app = if route.starts_with("/v1/apps/{app}") {
+    let app = if route.starts_with("/v1/apps/{app}") || route.starts_with("/git/{repo}") {
         target_of(uri.path())
     } else if route == "/v1/dora" {
         uri.query()

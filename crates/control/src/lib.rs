@@ -48,6 +48,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod gc;
+pub mod git_http;
 pub mod guard;
 pub mod health_alerts;
 pub mod idempotency;

@@ -117,6 +117,8 @@ pub struct Platform {
     pub dns: Option<berth_edge::dns_update::DnsUpdater>,
     /// Wakes the DNS task after routes change.
     pub dns_wake: tokio::sync::Notify,
+    /// The app repositories `git push` goes to.
+    pub git_repos: berth_factory::git_repos::GitRepos,
     /// Background work (drains) that shutdown waits for.
     pub tasks: TaskTracker,
     /// Fires on shutdown.
@@ -468,6 +470,7 @@ impl Platform {
             .map_err(|e| StartError::Other(e.to_string()))??;
         }
         let cfg_otlp = cfg.otlp_endpoint.clone();
+        let cfg_git_root = cfg.data_dir.join("git");
         let cfg_dns = cfg
             .dns
             .clone()
@@ -541,6 +544,7 @@ impl Platform {
             probes: crate::probes::ProbeLog::default(),
             dns: cfg_dns,
             dns_wake: tokio::sync::Notify::new(),
+            git_repos: berth_factory::git_repos::GitRepos::new(cfg_git_root),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

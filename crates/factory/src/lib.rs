@@ -20,6 +20,7 @@ pub mod builder;
 pub mod dockerfile;
 pub mod foreign;
 pub mod git;
+pub mod git_repos;
 pub mod image;
 pub mod plan;
 pub mod providers;

@@ -1,0 +1,217 @@
+//! `git push` to berth, the CLI's side: `berth git remote APP` (the remote, and with `--add`
+//! the remote and credential helper set up in the current repository), `berth git
+//! credential` (a git credential helper that answers with the CLI's token) and the hidden
+//! `berth git-hook`, the `pre-receive` hook of berth's repositories, which deploys a push
+//! to `main` through the API as the pusher and streams the build back to them.
+
+use crate::cli::Global;
+use crate::output;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::Command;
+
+/// The remote URL of an app's repository at the API `base`.
+fn remote_url(base: &str, app: &str) -> String {
+    format!("{}/git/{app}.git", base.trim_end_matches('/'))
+}
+
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `berth git remote APP [--add NAME]`.
+pub async fn remote(g: &Global, app: &str, add: Option<String>) -> Result<i32> {
+    berth_core::AppName::parse(app).map_err(|e| anyhow!("{e}"))?;
+    let client = crate::client::discover(g)?;
+    let url = remote_url(client.base(), app);
+    // The helper runs this berth with the same way to the platform.
+    let exe = std::env::current_exe().context("finding the berth binary")?;
+    let mut helper = format!("!{}", quoted(&exe.display().to_string()));
+    if let Some(d) = &g.data_dir {
+        let d = if d.is_absolute() {
+            d.clone()
+        } else {
+            std::env::current_dir()?.join(d)
+        };
+        helper.push_str(&format!(" --data-dir {}", quoted(&d.display().to_string())));
+    }
+    if let Some(u) = &g.api_url {
+        helper.push_str(&format!(" --api-url {}", quoted(u)));
+    }
+    helper.push_str(" git credential");
+    if let Some(name) = &add {
+        let git = |args: &[&str]| -> Result<bool> {
+            Ok(Command::new("git")
+                .args(args)
+                .status()
+                .context("running git (is it installed?)")?
+                .success())
+        };
+        if !git(&["rev-parse", "--git-dir"])? {
+            bail!("the current directory is not in a git repository\nhint: run it inside the repository you will push, or run `git init` first");
+        }
+        if !git(&["remote", "add", name, &url])? && !git(&["remote", "set-url", name, &url])? {
+            bail!("could not add the remote {name:?}");
+        }
+        if !git(&["config", &format!("credential.{url}.helper"), &helper])? {
+            bail!("could not set the credential helper for {url}");
+        }
+    }
+    if g.json {
+        output::json(
+            &serde_json::json!({ "app": app, "url": url, "credential_helper": helper, "added": add }),
+        );
+    } else if let Some(name) = add {
+        println!("added the remote {name} ({url}); push with: git push {name} main");
+    } else {
+        println!("{url}");
+        eprintln!(
+            "hint: `berth git remote {app} --add berth` adds it here with a credential helper; then git push berth main"
+        );
+    }
+    Ok(0)
+}
+
+/// `berth git credential get`: git's credential helper protocol — the request on stdin
+/// (`key=value` lines), the answer on stdout. Only `get` answers; `store` and `erase` are
+/// no-ops (the token lives with berth).
+pub async fn credential(g: &Global, operation: &str) -> Result<i32> {
+    let mut request = std::collections::BTreeMap::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            request.insert(k.to_string(), v.to_string());
+        }
+    }
+    if operation != "get" {
+        return Ok(0);
+    }
+    let client = crate::client::discover(g)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "username=berth")?;
+    writeln!(out, "password={}", client.token())?;
+    Ok(0)
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// The commit's tree, exported into `into`.
+fn export(commit: &str, into: &Path) -> Result<()> {
+    let tar = into.join(".berth-push.tar");
+    let out = Command::new("git")
+        .args(["archive", "--format=tar", "-o"])
+        .arg(&tar)
+        .arg(commit)
+        .output()
+        .context("running git archive")?;
+    if !out.status.success() {
+        bail!(
+            "git archive {commit}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let src = into.join("src");
+    std::fs::create_dir_all(&src)?;
+    let file = std::fs::File::open(&tar)?;
+    tar::Archive::new(file)
+        .unpack(&src)
+        .context("unpacking the pushed commit")?;
+    std::fs::remove_file(&tar)?;
+    Ok(())
+}
+
+fn commit_time(commit: &str) -> Option<i64> {
+    let out = Command::new("git")
+        .args(["show", "-s", "--format=%ct", commit])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The `pre-receive` hook: each pushed ref on stdin (`OLD NEW REF`); a push to `main`
+/// deploys NEW; exit 1 rejects the whole push.
+pub async fn hook(g: &Global) -> Result<i32> {
+    let app = std::env::var("BERTH_GIT_APP").map_err(|_| {
+        anyhow!("berth git-hook runs as the pre-receive hook of berth's repositories")
+    })?;
+    let deploy_ref = format!("refs/heads/{}", berth_factory::git_repos::DEPLOY_BRANCH);
+    let mut pushed = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let [old, new, name] = parts.as_slice() {
+            pushed.push((old.to_string(), new.to_string(), name.to_string()));
+        }
+    }
+    let mut deploy = None;
+    for (_, new, name) in &pushed {
+        if *name != deploy_ref {
+            eprintln!("berth: {name} is kept, not deployed (pushes to {deploy_ref} deploy)");
+        } else if new == ZERO {
+            eprintln!("berth: {deploy_ref} cannot be deleted: it is what {app} serves");
+            return Ok(1);
+        } else {
+            deploy = Some(new.clone());
+        }
+    }
+    let Some(commit) = deploy else {
+        return Ok(0);
+    };
+    let work = tempfile::tempdir().context("a work directory")?;
+    export(&commit, work.path())?;
+    let limit = std::env::var("BERTH_UPLOAD_LIMIT")
+        .ok()
+        .and_then(|s| berth_core::limits::parse_memory(&s).ok())
+        .unwrap_or(berth_factory::source::DEFAULT_UPLOAD_LIMIT);
+    let src = work.path().join("src");
+    let upload = {
+        let (src, app) = (src.clone(), app.clone());
+        tokio::task::spawn_blocking(move || berth_client::upload::prepare(&src, Some(app), limit))
+            .await??
+    };
+    let mut path = berth_client::app_path(&app, &format!("/deploys?commit={commit}"));
+    if let Some(t) = commit_time(&commit) {
+        path.push_str(&format!("&commit_time={t}"));
+    }
+    eprintln!(
+        "berth: deploying {} as {app} ({} KiB)",
+        &commit[..12],
+        upload.archive.len().div_ceil(1024)
+    );
+    let client = crate::client::discover(g)?;
+    let outcome = crate::commands::stream_workflow(
+        g,
+        &client,
+        reqwest::Method::POST,
+        &path,
+        Some((reqwest::Body::from(upload.archive), "application/gzip")),
+        None,
+    )
+    .await;
+    match outcome {
+        Ok(0) => Ok(0),
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("berth: the deploy failed, so the push is rejected: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remotes_and_quotes() {
+        assert_eq!(
+            remote_url("http://127.0.0.1:7070/", "shop"),
+            "http://127.0.0.1:7070/git/shop.git"
+        );
+        assert_eq!(quoted("/opt/it's/berth"), "'/opt/it'\\''s/berth'");
+    }
+}

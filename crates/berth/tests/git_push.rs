@@ -1,0 +1,218 @@
+//! End-to-end: `git push` deploys. A real git client pushes to the repository berth serves
+//! (smart HTTP, the token handed over by `berth git credential`); the push streams the build
+//! and the release records the commit; a commit whose deploy fails is rejected and the branch
+//! stays where it was; fetching needs a viewer, pushing a deployer, and nothing at all gets
+//! nothing.
+
+mod common;
+
+use common::{copy_dir, fixture, Platform};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
+        .args(args)
+        .current_dir(dir)
+        // Never ask a person for a password.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .output()
+        .expect("git")
+}
+
+fn git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir, args);
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
+    p.json(&["releases", app])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("shop");
+    copy_dir(&fixture("stateful"), &repo);
+    let first = common::git_commit_all(&repo);
+    git_ok(&repo, &["branch", "-M", "main"]);
+
+    // The remote, with berth's credential helper, set up by berth.
+    let out = p
+        .berth_command(&["git", "remote", "pushed", "--add"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let url = git_ok(&repo, &["remote", "get-url", "berth"]);
+    assert_eq!(
+        url,
+        format!("http://127.0.0.1:{}/git/pushed.git", p.api_port)
+    );
+
+    // The push builds and deploys, and the pusher sees it happen.
+    let out = git(&repo, &["push", "berth", "main"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}\n{}", p.up_log());
+    eprintln!("{said}");
+    assert!(said.contains("remote: berth: deploying"), "{said}");
+    assert!(
+        said.contains("remote: Release v1 is serving at http://pushed.localhost"),
+        "{said}"
+    );
+    assert_eq!(p.answer("pushed", "/env?name=BERTH_APP"), "pushed");
+    let rel = releases(&p, "pushed");
+    assert_eq!(rel.len(), 1);
+    assert!(
+        rel[0].to_string().contains(&first),
+        "the release records the commit: {}",
+        rel[0]
+    );
+
+    // A commit whose deploy fails: the push is rejected with the reason, main stays.
+    std::fs::write(repo.join("berth.toml"), "isolation = \"nope\"\n").unwrap();
+    git_ok(&repo, &["add", "-A"]);
+    git_ok(&repo, &["commit", "-qm", "break it"]);
+    let out = git(&repo, &["push", "berth", "main"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("pre-receive hook declined"), "{said}");
+    assert!(
+        said.contains("isolation"),
+        "the reason reaches the pusher: {said}"
+    );
+    let remote_main = git_ok(&repo, &["ls-remote", "berth", "refs/heads/main"]);
+    assert!(remote_main.starts_with(&first), "{remote_main}");
+    assert_eq!(releases(&p, "pushed").len(), 1);
+    assert_eq!(p.answer("pushed", "/env?name=BERTH_RELEASE"), "1");
+
+    // A fix: deploys as v2.
+    std::fs::remove_file(repo.join("berth.toml")).unwrap();
+    std::fs::write(repo.join("version.txt"), "2\n").unwrap();
+    git_ok(&repo, &["add", "-A"]);
+    git_ok(&repo, &["commit", "-qm", "fix it"]);
+    let second = git_ok(&repo, &["rev-parse", "HEAD"]);
+    let out = git(&repo, &["push", "berth", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.answer("pushed", "/env?name=BERTH_RELEASE"), "2");
+    assert!(releases(&p, "pushed")
+        .iter()
+        .any(|r| r.to_string().contains(&second)));
+
+    // Another branch is kept, not deployed.
+    git_ok(&repo, &["checkout", "-qb", "feature"]);
+    std::fs::write(repo.join("version.txt"), "3\n").unwrap();
+    git_ok(&repo, &["commit", "-qam", "wip"]);
+    let out = git(&repo, &["push", "berth", "feature"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("kept, not deployed"), "{said}");
+    assert_eq!(releases(&p, "pushed").len(), 2);
+
+    // main cannot be deleted.
+    let out = git(&repo, &["push", "berth", ":main"]);
+    assert!(!out.status.success());
+    assert_eq!(p.answer("pushed", "/env?name=BERTH_RELEASE"), "2");
+
+    // The pushes are in the audit log as the token that made them.
+    let audit = p.ok(&["audit"]);
+    assert!(audit.contains("git-receive-pack"), "{audit}");
+}
+
+#[test]
+fn fetching_needs_a_viewer_and_pushing_a_deployer() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("src");
+    copy_dir(&fixture("stateful"), &repo);
+    common::git_commit_all(&repo);
+    git_ok(&repo, &["branch", "-M", "main"]);
+    let base = format!("127.0.0.1:{}/git/guarded.git", p.api_port);
+    let admin = common::admin_token(&p);
+    git_ok(
+        &repo,
+        &["push", &format!("http://berth:{admin}@{base}"), "main"],
+    );
+    let token = |name: &str, role: &str| -> String {
+        p.json(&["tokens", "create", name, "--role", role])["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    };
+    let viewer = token("reader", "viewer");
+
+    // No token: refused, and git is asked for credentials (it has none to give here).
+    let out = git(work.path(), &["ls-remote", &format!("http://{base}")]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("Authentication failed") || said.contains("could not read Username"),
+        "{said}"
+    );
+    // A wrong token: the same.
+    let out = git(
+        work.path(),
+        &["ls-remote", &format!("http://berth:berth_wrong@{base}")],
+    );
+    assert!(!out.status.success());
+
+    // A viewer clones; its push is refused and changes nothing.
+    let clone = work.path().join("clone");
+    git_ok(
+        work.path(),
+        &[
+            "clone",
+            "-q",
+            &format!("http://berth:{viewer}@{base}"),
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert!(clone.join("app.py").exists());
+    std::fs::write(clone.join("version.txt"), "9\n").unwrap();
+    git_ok(&clone, &["add", "-A"]);
+    git_ok(&clone, &["commit", "-qm", "sneaky"]);
+    let out = git(&clone, &["push", "origin", "main"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("403"), "{said}");
+    assert_eq!(releases(&p, "guarded").len(), 1);
+
+    // Names that are no app repositories are refused.
+    for bad in ["..%2F..%2Fetc.git", "UPPER.git", "a_b.git"] {
+        let (code, _) = common::curl(
+            &p,
+            &admin,
+            "GET",
+            &format!("/git/{bad}/info/refs?service=git-upload-pack"),
+            &[],
+        );
+        assert!(code == 404 || code == 400, "{bad}: {code}");
+    }
+    // An app that was never pushed has nothing to fetch.
+    let (code, body) = common::curl(
+        &p,
+        &admin,
+        "GET",
+        "/git/never.git/info/refs?service=git-upload-pack",
+        &[],
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no repository yet"), "{body}");
+    assert!(!p.data.path().join("git/never.git").exists());
+}
