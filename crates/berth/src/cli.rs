@@ -634,6 +634,24 @@ pub enum GitCommand {
         #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "berth")]
         add: Option<String>,
     },
+    /// Deploy an app from a branch of a repository on every push: berth checks it can read
+    /// the branch, deploys its head, then deploys each push a webhook announces (GitHub,
+    /// Gitea/Forgejo, GitLab: the URLs and the secret are printed, the secret only now) or
+    /// the poll finds (`berth up --git-poll-interval`, default 60s).
+    ///
+    /// Example: berth git connect shop https://github.com/acme/shop.git --branch main
+    Connect {
+        app: String,
+        /// The repository: https://, http://, git:// or ssh:// (a private one over ssh needs
+        /// this machine's key).
+        url: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// An app's git connection: repository, branch, and what the last push did.
+    Status { app: String },
+    /// Stop deploying an app on pushes (its releases stay).
+    Disconnect { app: String },
     /// A git credential helper answering with the CLI's token (what `remote --add` sets up):
     /// `git config credential.URL.helper '!berth git credential'`.
     Credential {
@@ -916,6 +934,10 @@ pub struct UpArgs {
     /// How often every app's public URLs are probed through the edge (`berth probes APP`).
     #[arg(long, env = "BERTH_PROBE_INTERVAL", default_value = "30s")]
     pub probe_interval: String,
+    /// How often the branches of `berth git connect` are polled for pushes no webhook
+    /// announced, e.g. 60s; 0 polls never (webhooks only).
+    #[arg(long, env = "BERTH_GIT_POLL_INTERVAL", default_value = "60s")]
+    pub git_poll_interval: String,
     /// Publish app names in DNS by RFC 2136 dynamic updates (the ExternalDNS role): every
     /// custom domain and APP.<base domain> inside ZONE points at TARGET (addresses: A/AAAA
     /// records; one host name: a CNAME), e.g.

@@ -275,6 +275,13 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Git(crate::cli::GitCommand::Credential { operation }) => {
             crate::git::credential(g, &operation).await
         }
+        Command::Git(crate::cli::GitCommand::Connect { app, url, branch }) => {
+            crate::git::connect(g, &app, &url, &branch).await
+        }
+        Command::Git(crate::cli::GitCommand::Status { app }) => crate::git::status(g, &app).await,
+        Command::Git(crate::cli::GitCommand::Disconnect { app }) => {
+            crate::git::disconnect(g, &app).await
+        }
         Command::GitHook => crate::git::hook(g).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Backup(cmd) => crate::backups::backup(g, cmd).await,
@@ -367,6 +374,8 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         .map_err(|e| anyhow!("--min-free-disk: {e}"))?;
     cfg.probe_interval =
         humantime::parse_duration(&a.probe_interval).context("--probe-interval")?;
+    cfg.git_poll_interval =
+        humantime::parse_duration(&a.git_poll_interval).context("--git-poll-interval")?;
     cfg.dns = match a.dns {
         Some(url) => {
             let mut settings = berth_edge::dns_update::DnsSettings::parse(&url)?;
@@ -525,6 +534,10 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let autoscale = tokio::spawn(berth_control::autoscale::run_autoscale(platform.clone()));
     let gc = tokio::spawn(berth_control::gc::run_gc(platform.clone()));
     let dns = tokio::spawn(berth_control::dns_records::run_dns(platform.clone()));
+    let git_poll = tokio::spawn(berth_control::git_connect::run_git_poll(
+        platform.clone(),
+        cfg.git_poll_interval,
+    ));
     let probes = tokio::spawn(berth_control::probes::run_probes(
         platform.clone(),
         cfg.probe_interval,
@@ -562,6 +575,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     let _ = gc.await;
     let _ = probes.await;
     let _ = dns.await;
+    let _ = git_poll.await;
     if let Some(t) = &platform.traces {
         t.shutdown();
     }

@@ -97,6 +97,76 @@ pub async fn credential(g: &Global, operation: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// `berth git connect APP URL --branch B`.
+pub async fn connect(g: &Global, app: &str, url: &str, branch: &str) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let done: berth_core::git::GitConnected = client
+        .post_json(
+            &berth_client::app_path(app, "/git"),
+            &serde_json::json!({ "url": url, "branch": branch }),
+        )
+        .await?;
+    if g.json {
+        output::json(&done);
+        return Ok(0);
+    }
+    let base = client.base();
+    println!(
+        "connected {app} to {url} ({branch}); its head is deploying now (`berth git status {app}`)"
+    );
+    println!("webhooks — a push event, content type application/json, with this secret:");
+    println!("  GitHub          {base}/hooks/github");
+    println!("  Gitea, Forgejo  {base}/hooks/gitea");
+    println!("  GitLab          {base}/hooks/gitlab   (the secret as its token)");
+    println!("  secret          {}", done.webhook_secret);
+    eprintln!("the secret is shown this once; without webhooks berth polls the branch (berth up --git-poll-interval)");
+    Ok(0)
+}
+
+/// `berth git status APP`.
+pub async fn status(g: &Global, app: &str) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let c: berth_core::git::GitConnectionView = client
+        .get_json(&berth_client::app_path(app, "/git"))
+        .await?;
+    if g.json {
+        output::json(&c);
+        return Ok(0);
+    }
+    println!("{} ← {} ({})", c.app, c.url, c.branch);
+    println!(
+        "connected by {} {}",
+        c.created_by,
+        output::ago(c.created_at)
+    );
+    match (&c.last_commit, &c.last_outcome) {
+        (Some(commit), Some(outcome)) => println!(
+            "last push: {} — {outcome} (by {}, {})",
+            &commit[..commit.len().min(12)],
+            c.last_trigger.as_deref().unwrap_or("?"),
+            c.last_at.map(output::ago).unwrap_or_default()
+        ),
+        _ => println!("no push acted on yet"),
+    }
+    Ok(i32::from(
+        c.last_outcome
+            .as_deref()
+            .is_some_and(|o| o.starts_with("failed")),
+    ))
+}
+
+/// `berth git disconnect APP`.
+pub async fn disconnect(g: &Global, app: &str) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    client.delete(&berth_client::app_path(app, "/git")).await?;
+    if g.json {
+        output::json(&serde_json::json!({ "disconnected": app }));
+    } else {
+        println!("{app} no longer deploys on pushes (its releases stay)");
+    }
+    Ok(0)
+}
+
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// The commit's tree, exported into `into`.

@@ -390,41 +390,6 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
     );
 }
 
-/// A `git daemon` serving the bare repositories under a directory, on loopback.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git_daemon(base: &std::path::Path) -> GitDaemon {
-    let port = common::free_port();
-    let child = std::process::Command::new("git")
-        .arg("daemon")
-        .args(["--reuseaddr", "--listen=127.0.0.1", "--export-all"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", base.display()))
-        .arg(base)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("git daemon");
-    let d = GitDaemon { child, port };
-    assert!(
-        common::eventually(std::time::Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }),
-        "git daemon did not listen"
-    );
-    d
-}
-
 #[test]
 fn an_agent_deploys_a_commit_of_a_git_repository_and_nothing_but_remote_ones() {
     let p = Platform::start();
@@ -445,7 +410,7 @@ fn an_agent_deploys_a_commit_of_a_git_repository_and_nothing_but_remote_ones() {
         .status()
         .expect("git clone");
     assert!(cloned.success());
-    let daemon = git_daemon(&repos);
+    let daemon = common::git_daemon(&repos);
     let url = format!("git://127.0.0.1:{}/shopfront.git", daemon.port);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {

@@ -67,8 +67,8 @@ fn the_openapi_document_is_public_and_the_live_api_keeps_its_promises() {
 
     // schemathesis against the live API, bounded in examples and time. Left out: platform
     // backups (their destination is any directory or S3 URL the caller names, which a
-    // fuzzer must not choose), image deploys (likewise any registry) and the live tail (a
-    // stream that stays open by design).
+    // fuzzer must not choose), image deploys and git connections (likewise any registry or
+    // repository) and the live tail (a stream that stays open by design).
     let report = tempfile::tempdir().expect("tempdir");
     let out = Command::new(schemathesis())
         .arg("run")
@@ -96,6 +96,10 @@ fn the_openapi_document_is_public_and_the_live_api_keeps_its_promises() {
             // beyond this machine (Docker Hub for a bare name): tests/images.rs covers it.
             "--exclude-operation-id",
             "deploy_image",
+            // It reads whatever repository the generated URL names (tests/git_connect.rs
+            // covers it with a repository on loopback).
+            "--exclude-operation-id",
+            "git_connect",
             "--exclude-path-regex",
             "/logs$",
             "--no-color",

@@ -21,6 +21,7 @@ use berth_core::api::{
     AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest,
 };
 use berth_core::domains::{DnsStatus, DomainAdd, DomainView};
+use berth_core::git::{GitConnect, GitConnected, GitConnectionView};
 use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
@@ -128,6 +129,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/v1/registries/{host}",
             axum::routing::delete(registries_logout),
         )
+        .route(
+            "/v1/apps/{app}/git",
+            get(git_connection).post(git_connect).delete(git_disconnect),
+        )
         .route("/git/{repo}/info/refs", get(crate::git_http::info_refs))
         .route(
             "/git/{repo}/git-upload-pack",
@@ -151,6 +156,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/openapi.json", get(crate::openapi::document))
         .route("/v1/login", get(login_info))
         .route("/v1/login/token", post(login_token))
+        // Git hosts' push webhooks prove themselves with their signature, not a token.
+        .route("/hooks/github", post(crate::webhooks::github))
+        .route("/hooks/gitea", post(crate::webhooks::gitea))
+        .route("/hooks/gitlab", post(crate::webhooks::gitlab))
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
@@ -663,7 +672,7 @@ async fn tokens_revoke(
 }
 
 /// The caller (the guard puts it on every request).
-type Caller = Option<axum::Extension<crate::tokens::Principal>>;
+pub(crate) type Caller = Option<axum::Extension<crate::tokens::Principal>>;
 
 /// The project a caller is limited to.
 fn caller_project(c: &Caller) -> Option<String> {
@@ -950,6 +959,84 @@ async fn domains_list(
 ) -> Result<Json<Vec<DomainView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.list_domains(name.as_str()).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/git",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    request_body = GitConnect,
+    responses(
+        (status = 201, description = "Connected; the branch's head deploys in the background. The webhook secret is shown this once", body = GitConnected),
+        (status = 422, description = "The repository or the branch cannot be read from this machine", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn git_connect(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<GitConnect>,
+) -> Result<(StatusCode, Json<GitConnected>), ApiError> {
+    let name = app_name(&app)?;
+    let project = deploy_checks(&p, &name, None, &caller, &BerthToml::default()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            p.git_connect(&name, &req, project, &actor(&headers))
+                .await?,
+        ),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/git",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The app's git connection and what its last push did", body = GitConnectionView),
+        (status = 404, description = "The app is not connected to a repository", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn git_connection(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<GitConnectionView>, ApiError> {
+    let name = app_name(&app)?;
+    p.git_connection(name.as_str())
+        .await?
+        .map(|c| Json(c.view()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_connected",
+                format!("app {name} is not connected to a repository"),
+            )
+            .hint(format!(
+                "connect it with `berth git connect {name} URL --branch main`"
+            ))
+        })
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/apps/{app}/git",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses(
+        (status = 204, description = "Disconnected: pushes deploy nothing any more"),
+        (status = 404, description = "The app is not connected to a repository", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn git_disconnect(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = app_name(&app)?;
+    p.git_disconnect(name.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -1412,7 +1499,7 @@ async fn deploy(
 /// What every deploy checks before it starts: the app's project (an existing app's own; a
 /// new app's as asked, within its quota), the isolation level's runtime, the apps its
 /// network policy names. The project.
-async fn deploy_checks(
+pub(crate) async fn deploy_checks(
     p: &Arc<Platform>,
     name: &AppName,
     asked_project: Option<&str>,

@@ -63,6 +63,8 @@ pub struct PlatformConfig {
     pub min_free_disk: u64,
     /// How often every app's public URLs are probed.
     pub probe_interval: Duration,
+    /// Time between polls of connected git branches (zero: webhooks only).
+    pub git_poll_interval: Duration,
     /// Where app names are published in DNS (RFC 2136), with the TSIG key.
     pub dns: Option<berth_edge::dns_update::DnsSettings>,
     /// The berth binary, mounted into containers (init, static server).
@@ -136,6 +138,7 @@ impl PlatformConfig {
             min_free_disk: 1 << 30,
             probe_interval: Duration::from_secs(30),
             dns: None,
+            git_poll_interval: crate::git_connect::DEFAULT_POLL_INTERVAL,
             berth_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth")),
             default_isolation: Isolation::Trusted,
             secrets_key: None,

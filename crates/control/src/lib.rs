@@ -48,6 +48,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod gc;
+pub mod git_connect;
 pub mod git_http;
 pub mod guard;
 pub mod health_alerts;
@@ -75,6 +76,7 @@ pub mod supervisor;
 pub mod tls_store;
 pub mod tokens;
 pub mod volumes;
+pub mod webhooks;
 
 pub use config::PlatformConfig;
 pub use error::ApiError;

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (15, include_str!("../migrations/0015_signing_key.sql")),
     (16, include_str!("../migrations/0016_dns_records.sql")),
+    (17, include_str!("../migrations/0017_git_connections.sql")),
 ];
 
 /// Handle to the state store.
@@ -1301,7 +1302,7 @@ fn app_from_row(r: &SqliteRow) -> Result<AppRow, sqlx::Error> {
 mod tests {
     use super::*;
 
-    /// A store as the previous berth (schema 15) left it, with an app.
+    /// A store as the previous berth (the schema before the newest) left it, with an app.
     async fn previous_schema_store(path: &Path) {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .unwrap()
@@ -1341,7 +1342,7 @@ mod tests {
             .unwrap();
         assert_eq!(newest, MIGRATIONS.last().unwrap().0);
         // The new table is there and usable.
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dns_records")
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM git_connections")
             .fetch_one(&s.pool)
             .await
             .unwrap();

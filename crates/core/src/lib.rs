@@ -12,6 +12,7 @@ pub mod auth;
 pub mod canary;
 pub mod domains;
 pub mod dora;
+pub mod git;
 pub mod limits;
 pub mod metrics;
 pub mod model;

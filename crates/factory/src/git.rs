@@ -144,6 +144,63 @@ pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result
     ))
 }
 
+/// The commit `branch` of `url` names now (`git ls-remote`), without fetching anything.
+pub fn remote_head(url: &str, branch: &str, timeout: Duration) -> Result<String, GitError> {
+    check_url(url)?;
+    check_ref(branch)?;
+    let full = format!("refs/heads/{branch}");
+    let dir = tempfile::tempdir().map_err(|e| GitError::Fetch {
+        url: url.into(),
+        git_ref: branch.into(),
+        detail: e.to_string(),
+    })?;
+    let log = dir.path().join("ls-remote");
+    let mut cmd = Command::new("git");
+    cmd.args([
+        "-c",
+        "protocol.file.allow=never",
+        "-c",
+        "protocol.ext.allow=never",
+        "ls-remote",
+        "--",
+        url,
+        &full,
+    ])
+    .current_dir(dir.path())
+    .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
+    .env("GIT_TERMINAL_PROMPT", "0")
+    .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    let ran = crate::tool::run_logged(&mut cmd, &log, Instant::now() + timeout);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let failed = |detail: String| GitError::Fetch {
+        url: url.into(),
+        git_ref: branch.into(),
+        detail,
+    };
+    match ran {
+        Ok(Ran::Succeeded) => text
+            .lines()
+            .find_map(|l| {
+                let (sha, name) = l.split_once('\t')?;
+                (name.trim() == full
+                    && sha.len() == 40
+                    && sha.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| sha.to_ascii_lowercase())
+            })
+            .ok_or_else(|| failed(format!("the repository has no branch {branch:?}"))),
+        Ok(Ran::Failed(_)) => Err(failed(
+            text.trim()
+                .lines()
+                .last()
+                .unwrap_or("git ls-remote failed")
+                .to_string(),
+        )),
+        Ok(Ran::TimedOut) => Err(GitError::Timeout(url.into(), timeout)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GitError::Missing),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -519,3 +519,48 @@ pub fn tar_gz(dir: &Path, out: &Path) {
         .expect("tar");
     assert!(status.success(), "tar of {}", dir.display());
 }
+
+/// A git daemon serving the bare repositories under a directory (git://), on loopback.
+#[allow(dead_code)]
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `git-daemon` itself (`git daemon` would leave it running when killed) for the
+/// repositories under `base`.
+#[allow(dead_code)]
+pub fn git_daemon(base: &Path) -> GitDaemon {
+    let exec_path = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git");
+    let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+        .trim()
+        .to_string();
+    let port = free_port();
+    let child = Command::new(PathBuf::from(exec_path).join("git-daemon"))
+        .args(["--reuseaddr", "--listen=127.0.0.1", "--export-all"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.display()))
+        .arg(base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let d = GitDaemon { child, port };
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "git daemon did not listen"
+    );
+    d
+}
