@@ -417,6 +417,31 @@ pub enum Command {
     /// an S3 bucket, and restore it onto a new machine.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// What applying a platform definition would change: DIR holds one directory per app
+    /// (its source and berth.toml; the app is named by berth.toml's name, else the
+    /// directory). Each app is shown as create, update (berth.toml field by field, the code
+    /// as a whole, and drift: a release made by hand since the last apply), adopt (an app
+    /// made by hand) or, with --prune, delete. Exit status as `terraform plan
+    /// -detailed-exitcode`: 0 no changes, 2 changes, 1 an error.
+    ///
+    /// Example: berth plan -f platform/
+    Plan {
+        #[arg(short = 'f', long = "file", value_name = "DIR")]
+        dir: PathBuf,
+        /// Also delete apps an earlier apply made that DIR no longer has (never apps made
+        /// by hand).
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Make the platform what DIR declares (see `berth plan`): every change of the plan,
+    /// deploys and, with --prune, deletes; a second apply changes nothing. DIR is read and
+    /// checked whole first: an invalid definition changes nothing.
+    Apply {
+        #[arg(short = 'f', long = "file", value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        prune: bool,
+    },
     /// Deploy with `git push`: berth serves a git repository per app (smart HTTP at the API,
     /// your token as the password); a push to `main` builds and deploys that commit, streams
     /// the build to you, and is rejected when the deploy fails.

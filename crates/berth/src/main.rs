@@ -8,6 +8,7 @@ mod backups;
 mod cli;
 mod client;
 mod commands;
+mod declarative;
 mod domains;
 mod drill;
 mod git;

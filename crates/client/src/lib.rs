@@ -231,6 +231,21 @@ impl Client {
     }
 
     /// POST JSON with extra headers, returning JSON.
+    /// POST a body of `content_type`; the answer as JSON.
+    pub async fn post_bytes_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<T> {
+        let req = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", content_type)
+            .body(body);
+        let resp = self.send(req).await?;
+        resp.json().await.context("reading the API's answer")
+    }
+
     pub async fn post_json_with<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,

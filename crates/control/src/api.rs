@@ -130,6 +130,14 @@ pub fn router(platform: Arc<Platform>) -> Router {
             axum::routing::delete(registries_logout),
         )
         .route(
+            "/v1/platform/plan",
+            post(platform_plan).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/v1/platform/apply",
+            post(platform_apply).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
             "/v1/apps/{app}/git",
             get(git_connection).post(git_connect).delete(git_disconnect),
         )
@@ -959,6 +967,90 @@ async fn domains_list(
 ) -> Result<Json<Vec<DomainView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
     Ok(Json(p.list_domains(name.as_str()).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PlatformQuery {
+    /// Also delete the apps an earlier apply made that the definition no longer has.
+    #[serde(default)]
+    prune: bool,
+}
+
+/// Reads the platform definition of an upload: every app directory, checked.
+async fn platform_definition(
+    p: &Platform,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(tempfile::TempDir, Vec<crate::declarative::DeclaredApp>), ApiError> {
+    let body = body.map_err(|e| ApiError::invalid("bad_upload", e.body_text()))?;
+    if body.is_empty() {
+        return Err(ApiError::invalid(
+            "bad_upload",
+            "the upload is empty; send the platform directory as a gzipped tar archive",
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| ApiError::internal("a work directory", e))?;
+    let root = dir.path().to_path_buf();
+    let limit = p.cfg.upload_limit;
+    let read = tokio::task::spawn_blocking(move || {
+        berth_factory::source::unpack(&body, &root)
+            .map_err(|e| vec![e.to_string()])
+            .and_then(|()| crate::declarative::read_platform(&root, limit))
+    })
+    .await
+    .map_err(|e| ApiError::internal("reading the platform definition", e))?;
+    match read {
+        Ok(apps) => Ok((dir, apps)),
+        Err(problems) => Err(ApiError::invalid("invalid_platform", problems.join("\n"))
+            .hint("fix these and plan again; nothing was changed")),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/platform/plan",
+    tag = "deploys",
+    params(PlatformQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The platform directory (one subdirectory per app) as a .tar.gz"),
+    responses(
+        (status = 200, description = "What applying it would change, field by field", body = berth_core::declare::PlanView),
+        (status = 400, description = "The definition is invalid (every problem named with its file)", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn platform_plan(
+    State(p): Shared,
+    ApiQuery(q): ApiQuery<PlatformQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<berth_core::declare::PlanView>, ApiError> {
+    let (_dir, apps) = platform_definition(&p, body).await?;
+    Ok(Json(p.plan_platform(&apps, q.prune).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/platform/apply",
+    tag = "deploys",
+    params(PlatformQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The platform directory (one subdirectory per app) as a .tar.gz"),
+    responses((status = 200, description = "Progress as newline-delimited JSON events; the last one is `stored` (what was applied) or `failed`", content_type = "application/x-ndjson", body = DeployEvent))
+)]
+async fn platform_apply(
+    State(p): Shared,
+    ApiQuery(q): ApiQuery<PlatformQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (dir, apps) = platform_definition(&p, body).await?;
+    let who = actor(&headers);
+    let platform = p.clone();
+    let prune = q.prune;
+    Ok(stream_workflow(&p, "apply", "platform", move |events| {
+        Box::pin(async move {
+            let _keep = dir;
+            let summary = platform.apply_platform(apps, prune, who, events).await?;
+            Ok((crate::deploy::STORED_ONLY, summary))
+        })
+    }))
 }
 
 #[utoipa::path(

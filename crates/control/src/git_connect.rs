@@ -319,9 +319,6 @@ impl Platform {
             Ok(None) => berth_core::spec::BerthToml::default(),
             Err(e) => return Err(fail(ApiError::invalid("bad_upload", e.to_string()))),
         };
-        let project = crate::api::deploy_checks(self, &name, Some(&conn.project), &None, &toml)
-            .await
-            .map_err(fail)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let app_name = conn.app.clone();
         let drain = tokio::spawn(async move {
@@ -332,22 +329,20 @@ impl Platform {
             }
         });
         let result = self
-            .deploy_source(
-                name,
+            .deploy_archive(
+                &name,
                 bytes::Bytes::from(archive),
-                crate::deploy::SourceRef {
-                    id: sha.clone(),
-                    commit_time,
-                    project,
-                },
                 toml,
+                sha.clone(),
+                commit_time,
+                Some(&conn.project),
                 format!("git:{trigger}"),
                 tx,
             )
             .await;
         let _ = drain.await;
         match result {
-            Ok((version, _url)) => Ok((sha, version)),
+            Ok(version) => Ok((sha, version)),
             Err(f) => Err(fail(f.error)),
         }
     }

@@ -114,10 +114,11 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     // MCP messages are not changes themselves: each tool's API call is audited on its own.
-    // Nor is a git fetch, which git sends as a POST.
+    // Nor is a git fetch or a plan, which come as POSTs.
     let mutating = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
         && !route.starts_with("/mcp")
-        && !route.ends_with("/git-upload-pack");
+        && !route.ends_with("/git-upload-pack")
+        && route != "/v1/platform/plan";
     let id = request_id(&req);
     let source = req
         .extensions()

@@ -39,6 +39,7 @@ pub mod config;
 pub mod control_plane;
 pub mod create;
 pub mod databases;
+pub mod declarative;
 pub mod deploy;
 pub mod dns_records;
 pub mod doctor;

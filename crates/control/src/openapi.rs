@@ -69,6 +69,8 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::slo,
         crate::api::slo_rules,
         crate::api::dns_status,
+        crate::api::platform_plan,
+        crate::api::platform_apply,
         crate::api::git_connect,
         crate::api::git_connection,
         crate::api::git_disconnect,

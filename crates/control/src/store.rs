@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../migrations/0015_signing_key.sql")),
     (16, include_str!("../migrations/0016_dns_records.sql")),
     (17, include_str!("../migrations/0017_git_connections.sql")),
+    (18, include_str!("../migrations/0018_declared_apps.sql")),
 ];
 
 /// Handle to the state store.
@@ -283,6 +284,9 @@ impl Store {
             "secret_versions",
             "volumes",
             "databases",
+            // Else a push or the poll would bring a destroyed app back.
+            "git_connections",
+            "declared_apps",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
                 .bind(name)
@@ -1342,7 +1346,7 @@ mod tests {
             .unwrap();
         assert_eq!(newest, MIGRATIONS.last().unwrap().0);
         // The new table is there and usable.
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM git_connections")
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM declared_apps")
             .fetch_one(&s.pool)
             .await
             .unwrap();

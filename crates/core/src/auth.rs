@@ -46,8 +46,10 @@ impl Role {
         if route == "/mcp" || route.starts_with("/mcp/") {
             return Role::Viewer;
         }
-        // A git fetch comes as a POST; it only reads.
-        if route.starts_with("/git/") && route.ends_with("/git-upload-pack") {
+        // A git fetch and a plan come as POSTs; they only read.
+        if (route.starts_with("/git/") && route.ends_with("/git-upload-pack"))
+            || route == "/v1/platform/plan"
+        {
             return Role::Viewer;
         }
         // Anyone may see the projects they can reach; making them is an admin's.

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod canary;
+pub mod declare;
 pub mod domains;
 pub mod dora;
 pub mod git;

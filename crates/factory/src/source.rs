@@ -147,6 +147,38 @@ pub fn content_id(archive: &[u8]) -> String {
     format!("sha256-{}", hex::encode(Sha256::digest(archive)))
 }
 
+/// A digest of a packed source's files other than `skip` (paths and contents, in the
+/// archive's order): the code of an app apart from its berth.toml, which a declarative plan
+/// compares field by field instead.
+pub fn digest_except(archive: &[u8], skip: &str) -> Result<String, SourceError> {
+    let mut tar = tar::Archive::new(GzDecoder::new(archive));
+    let mut hasher = Sha256::new();
+    let entries = tar
+        .entries()
+        .map_err(io("reading the archive".to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(io("reading the archive".to_string()))?;
+        let path = entry
+            .path()
+            .map_err(io("reading the archive".to_string()))?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if path == skip || path.is_empty() {
+            continue;
+        }
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        let mut body = Vec::new();
+        entry
+            .read_to_end(&mut body)
+            .map_err(io(format!("reading {path}")))?;
+        hasher.update((body.len() as u64).to_le_bytes());
+        hasher.update(&body);
+    }
+    Ok(format!("sha256-{}", hex::encode(hasher.finalize())))
+}
+
 /// Unpacks a `tar.gz` into `dest`, refusing entries that escape it, devices, and archives
 /// that expand past [`MAX_UNPACKED_BYTES`].
 pub fn unpack(archive: &[u8], dest: &Path) -> Result<(), SourceError> {
