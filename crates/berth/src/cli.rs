@@ -442,6 +442,14 @@ pub enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// GitOps: apply a platform definition (see `berth plan`) from a directory of a git
+    /// repository on every commit of a branch — announced by a push webhook or found by the
+    /// poll. A commit whose definition is invalid is refused whole; `status` shows drift
+    /// (changes made by hand since the last commit applied).
+    ///
+    /// Example: berth gitops add https://github.com/acme/infra.git --path platform/
+    #[command(subcommand)]
+    Gitops(GitopsCommand),
     /// Deploy with `git push`: berth serves a git repository per app (smart HTTP at the API,
     /// your token as the password); a push to `main` builds and deploys that commit, streams
     /// the build to you, and is rejected when the deploy fails.
@@ -646,6 +654,32 @@ pub struct LogFilterArgs {
     /// restarts).
     #[arg(long)]
     pub stream: Option<String>,
+}
+
+/// `berth gitops …`.
+#[derive(Debug, Subcommand)]
+pub enum GitopsCommand {
+    /// Apply the definition in PATH of URL's BRANCH now and on every commit (the webhook
+    /// URLs and their secret are printed, the secret only now).
+    Add {
+        url: String,
+        /// The platform directory inside the repository (default: its root).
+        #[arg(long, default_value = "")]
+        path: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The source's name (default: the repository's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Delete the apps it made that a commit no longer declares.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Every source: the last commit, what came of it, and drift. Exits 1 when the last
+    /// commit was refused or failed, or something drifted.
+    Status,
+    /// Stop applying a source (the apps it made stay).
+    Remove { name: String },
 }
 
 /// `berth git …`.

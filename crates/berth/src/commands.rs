@@ -283,6 +283,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             crate::git::disconnect(g, &app).await
         }
         Command::GitHook => crate::git::hook(g).await,
+        Command::Gitops(cmd) => crate::declarative::gitops(g, cmd).await,
         Command::Plan { dir, prune } => crate::declarative::plan(g, &dir, prune).await,
         Command::Apply { dir, prune } => crate::declarative::apply(g, &dir, prune).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,

@@ -26,8 +26,8 @@ fn path(action: &str, prune: bool) -> String {
     )
 }
 
-fn print_plan(plan: &PlanView) {
-    for c in &plan.changes {
+fn print_changes(changes: &[berth_core::declare::AppChange]) {
+    for c in changes {
         let sign = match c.action.as_str() {
             "create" => "+",
             "delete" => "-",
@@ -49,6 +49,10 @@ fn print_plan(plan: &PlanView) {
             }
         }
     }
+}
+
+fn print_plan(plan: &PlanView) {
+    print_changes(&plan.changes);
     let count = |a: &str| plan.changes.iter().filter(|c| c.action == a).count();
     println!(
         "plan: {} to create, {} to update, {} to adopt, {} to delete; {} unchanged",
@@ -94,4 +98,92 @@ pub async fn apply(g: &Global, dir: &Path, prune: bool) -> Result<i32> {
         None,
     )
     .await
+}
+
+/// `berth gitops …`.
+pub async fn gitops(g: &Global, cmd: crate::cli::GitopsCommand) -> Result<i32> {
+    use crate::cli::GitopsCommand;
+    use berth_core::declare::{GitopsAdded, GitopsView};
+    let client = crate::client::discover(g)?;
+    match cmd {
+        GitopsCommand::Add {
+            url,
+            path,
+            branch,
+            name,
+            prune,
+        } => {
+            let done: GitopsAdded = client
+                .post_json(
+                    "/v1/gitops",
+                    &serde_json::json!({
+                        "url": url, "path": path, "branch": branch, "name": name, "prune": prune
+                    }),
+                )
+                .await?;
+            if g.json {
+                output::json(&done);
+                return Ok(0);
+            }
+            let base = client.base();
+            println!(
+                "GitOps source {}: {url} {}/ ({branch}); its head is being applied (`berth gitops status`)",
+                done.source.name,
+                done.source.path
+            );
+            println!("webhooks — a push event, content type application/json, with this secret:");
+            println!("  GitHub          {base}/hooks/github");
+            println!("  Gitea, Forgejo  {base}/hooks/gitea");
+            println!("  GitLab          {base}/hooks/gitlab   (the secret as its token)");
+            println!("  secret          {}", done.webhook_secret);
+            Ok(0)
+        }
+        GitopsCommand::Status => {
+            let list: Vec<GitopsView> = client.get_json("/v1/gitops").await?;
+            if g.json {
+                output::json(&list);
+            } else if list.is_empty() {
+                println!("no GitOps sources; add one with `berth gitops add URL --path DIR`");
+            }
+            let mut bad = false;
+            for s in &list {
+                let failed = s
+                    .last_outcome
+                    .as_deref()
+                    .is_some_and(|o| o.starts_with("refused") || o.starts_with("failed"));
+                bad |= failed || !s.drift.is_empty();
+                if g.json {
+                    continue;
+                }
+                println!("{}: {} {}/ ({})", s.name, s.url, s.path, s.branch);
+                match (&s.last_commit, &s.last_outcome) {
+                    (Some(c), Some(o)) => println!(
+                        "  last commit {} — {o} (by {}, {})",
+                        &c[..c.len().min(12)],
+                        s.last_trigger.as_deref().unwrap_or("?"),
+                        s.last_at.map(output::ago).unwrap_or_default()
+                    ),
+                    _ => println!("  no commit applied yet"),
+                }
+                if s.drift.is_empty() {
+                    println!("  no drift");
+                } else {
+                    println!("  drift (changed by hand since; the next commit applied undoes it):");
+                    print_changes(&s.drift);
+                }
+            }
+            Ok(i32::from(bad))
+        }
+        GitopsCommand::Remove { name } => {
+            client
+                .delete(&format!("/v1/gitops/{}", berth_client::path_segment(&name)))
+                .await?;
+            if g.json {
+                output::json(&serde_json::json!({ "removed": name }));
+            } else {
+                println!("{name} is no longer applied (the apps it made stay)");
+            }
+            Ok(0)
+        }
+    }
 }

@@ -129,6 +129,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/v1/registries/{host}",
             axum::routing::delete(registries_logout),
         )
+        .route("/v1/gitops", get(gitops_list).post(gitops_add))
+        .route("/v1/gitops/{name}", axum::routing::delete(gitops_remove))
         .route(
             "/v1/platform/plan",
             post(platform_plan).layer(DefaultBodyLimit::max(limit)),
@@ -969,6 +971,62 @@ async fn domains_list(
     Ok(Json(p.list_domains(name.as_str()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gitops",
+    tag = "deploys",
+    request_body = berth_core::declare::GitopsAdd,
+    responses(
+        (status = 201, description = "Added; its branch's head is applied in the background. The webhook secret is shown this once", body = berth_core::declare::GitopsAdded),
+        (status = 409, description = "A source of that name exists", body = berth_core::api::ErrorBody),
+        (status = 422, description = "The repository or the branch cannot be read from this machine", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn gitops_add(
+    State(p): Shared,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<berth_core::declare::GitopsAdd>,
+) -> Result<(StatusCode, Json<berth_core::declare::GitopsAdded>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(p.gitops_add(&req, &actor(&headers)).await?),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/gitops",
+    tag = "deploys",
+    responses((status = 200, description = "Every GitOps source: the last commit, what came of it, and drift", body = [berth_core::declare::GitopsView]))
+)]
+async fn gitops_list(
+    State(p): Shared,
+) -> Result<Json<Vec<berth_core::declare::GitopsView>>, ApiError> {
+    let mut out = Vec::new();
+    for row in p.gitops_sources().await? {
+        out.push(p.gitops_view(&row).await?);
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/gitops/{name}",
+    tag = "deploys",
+    params(("name" = String, Path, description = "The source")),
+    responses(
+        (status = 204, description = "Removed; the apps it made stay"),
+        (status = 404, description = "No such source", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn gitops_remove(
+    State(p): Shared,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    p.gitops_remove(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct PlatformQuery {
@@ -1047,7 +1105,9 @@ async fn platform_apply(
     Ok(stream_workflow(&p, "apply", "platform", move |events| {
         Box::pin(async move {
             let _keep = dir;
-            let summary = platform.apply_platform(apps, prune, who, events).await?;
+            let summary = platform
+                .apply_platform(apps, prune, format!("declarative:{who}"), None, events)
+                .await?;
             Ok((crate::deploy::STORED_ONLY, summary))
         })
     }))

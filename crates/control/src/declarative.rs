@@ -254,12 +254,14 @@ impl Platform {
     }
 
     /// Applies `apps`: each change of the plan in order (deletes last). Stops at the first
-    /// failure, saying what was applied before it and what was not attempted.
+    /// failure, saying what was applied before it and what was not attempted. `commit`:
+    /// the commit (and its time) the definition comes from, which the releases record.
     pub async fn apply_platform(
         self: &Arc<Self>,
         apps: Vec<DeclaredApp>,
         prune: bool,
         actor: String,
+        commit: Option<(String, Option<i64>)>,
         events: Events,
     ) -> Result<String, DeployFailure> {
         let plan = self.plan_platform(&apps, prune).await?;
@@ -279,7 +281,7 @@ impl Platform {
                 let Some(app) = apps.iter().find(|a| a.name.as_str() == change.app) else {
                     continue;
                 };
-                self.apply_app(app, &actor, &events).await
+                self.apply_app(app, &actor, commit.as_ref(), &events).await
             };
             if let Err(mut f) = result {
                 let rest: Vec<&str> = plan.changes[i + 1..]
@@ -325,6 +327,7 @@ impl Platform {
         self: &Arc<Self>,
         app: &DeclaredApp,
         actor: &str,
+        commit: Option<&(String, Option<i64>)>,
         events: &Events,
     ) -> Result<(), DeployFailure> {
         // The definition's [env] is the app's environment: what `berth env` set goes.
@@ -334,16 +337,19 @@ impl Platform {
                 .await
                 .map_err(ApiError::from)?;
         }
-        let source = berth_factory::source::content_id(&app.archive);
+        let (source, commit_time) = match commit {
+            Some((sha, time)) => (sha.clone(), *time),
+            None => (berth_factory::source::content_id(&app.archive), None),
+        };
         let version = self
             .deploy_archive(
                 &app.name,
                 bytes::Bytes::from(app.archive.clone()),
                 app.toml.clone(),
                 source,
+                commit_time,
                 None,
-                None,
-                format!("declarative:{actor}"),
+                actor.to_string(),
                 events.clone(),
             )
             .await?;

@@ -91,7 +91,7 @@ impl ConnectionRow {
     }
 }
 
-fn git_refused(e: berth_factory::git::GitError) -> ApiError {
+pub(crate) fn git_refused(e: berth_factory::git::GitError) -> ApiError {
     use berth_factory::git::GitError;
     match e {
         GitError::BadUrl(_) => ApiError::invalid("invalid_git_url", e.to_string()),
@@ -415,6 +415,9 @@ pub async fn run_git_poll(platform: Arc<Platform>, every: Duration) {
         }
         if let Err(e) = platform.poll_git().await {
             tracing::warn!(error = %e.message, "polling repositories failed");
+        }
+        if let Err(e) = platform.poll_gitops().await {
+            tracing::warn!(error = %e.message, "polling GitOps repositories failed");
         }
     }
 }

@@ -51,6 +51,7 @@ pub mod extract;
 pub mod gc;
 pub mod git_connect;
 pub mod git_http;
+pub mod gitops;
 pub mod guard;
 pub mod health_alerts;
 pub mod idempotency;

@@ -35,7 +35,7 @@ pub struct RotationReport {
     /// How many image signing keys were re-sealed.
     #[serde(default)]
     pub signing_keys: usize,
-    /// How many webhook secrets of git connections were re-sealed.
+    /// How many webhook secrets (git connections, GitOps sources) were re-sealed.
     #[serde(default)]
     pub webhook_secrets: usize,
 }
@@ -306,7 +306,8 @@ impl Platform {
         let tls_keys = self.reseal_tls(&ring).await?;
         let registry_credentials = self.reseal_registry_credentials(&ring).await?;
         let signing_keys = self.reseal_signing_key(&ring).await?;
-        let webhook_secrets = self.reseal_webhook_secrets(&ring).await?;
+        let webhook_secrets =
+            self.reseal_webhook_secrets(&ring).await? + self.reseal_gitops_secrets(&ring).await?;
         ring.retire_all_but_active()
             .map_err(|e| ApiError::internal("retiring the old key", e))?;
         Ok(RotationReport {

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/0016_dns_records.sql")),
     (17, include_str!("../migrations/0017_git_connections.sql")),
     (18, include_str!("../migrations/0018_declared_apps.sql")),
+    (19, include_str!("../migrations/0019_gitops.sql")),
 ];
 
 /// Handle to the state store.
@@ -1346,7 +1347,7 @@ mod tests {
             .unwrap();
         assert_eq!(newest, MIGRATIONS.last().unwrap().0);
         // The new table is there and usable.
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM declared_apps")
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gitops_sources")
             .fetch_one(&s.pool)
             .await
             .unwrap();

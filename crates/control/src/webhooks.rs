@@ -209,7 +209,16 @@ async fn handle(p: Arc<Platform>, provider: Provider, headers: HeaderMap, body: 
             verified.push(conn);
         }
     }
-    if verified.is_empty() {
+    let mut verified_sources = Vec::new();
+    for src in p.gitops_sources().await.unwrap_or_default() {
+        let Ok(secret) = p.gitops_secret(&src).await else {
+            continue;
+        };
+        if provider.verifies(&headers, &body, &secret) {
+            verified_sources.push(src);
+        }
+    }
+    if verified.is_empty() && verified_sources.is_empty() {
         tracing::warn!(provider = name, %event, "a webhook delivery was refused: its signature verifies with no connection's secret (forged, or the secret is wrong)");
         return answer(
             StatusCode::UNAUTHORIZED,
@@ -264,6 +273,22 @@ async fn handle(p: Arc<Platform>, provider: Provider, headers: HeaderMap, body: 
             p.trigger_commit(conn.app.clone(), push.after.clone(), name);
             deploying.push(conn.app);
         }
+    }
+    let mut applying = Vec::new();
+    for src in verified_sources {
+        let same_repo = repo_key(&src.url).is_some_and(|k| keys.contains(&k));
+        let branch = format!("refs/heads/{}", src.branch);
+        if same_repo && push.git_ref == branch && valid_sha && push.after != "0".repeat(40) {
+            tracing::info!(source = %src.name, provider = name, commit = %push.after, "a push webhook: applying the platform definition");
+            p.trigger_sync(src.name.clone(), push.after.clone(), name);
+            applying.push(src.name);
+        }
+    }
+    if !applying.is_empty() {
+        return answer(
+            StatusCode::ACCEPTED,
+            serde_json::json!({"deploying": deploying, "applying": applying, "commit": push.after}),
+        );
     }
     if deploying.is_empty() {
         return answer(

@@ -67,6 +67,7 @@ impl Role {
             "/v1/secrets/rotate-key",
             "/v1/gc",
             "/v1/dns",
+            "/v1/gitops",
         ];
         if admin_only
             .iter()

@@ -37,6 +37,59 @@ pub struct PlanView {
     pub unchanged: Vec<String>,
 }
 
+/// Body of `POST /v1/gitops`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GitopsAdd {
+    /// The repository (https, http, git or ssh).
+    pub url: String,
+    /// The platform directory inside it (default: its root).
+    #[serde(default)]
+    pub path: String,
+    /// The branch whose commits are applied (default: main).
+    #[serde(default = "main")]
+    pub branch: String,
+    /// Its name (default: the repository's).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Also delete the apps it made that a commit no longer declares.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+fn main() -> String {
+    "main".into()
+}
+
+/// A GitOps source as shown (never its webhook secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GitopsView {
+    pub name: String,
+    pub url: String,
+    pub path: String,
+    pub branch: String,
+    pub prune: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    /// The last commit acted on.
+    pub last_commit: Option<String>,
+    /// `applied: …`, `refused: …` (an invalid definition: nothing applied), `failed: …`,
+    /// `applying`.
+    pub last_outcome: Option<String>,
+    pub last_at: Option<i64>,
+    /// `add`, `poll`, `github`, `gitea`, `gitlab`.
+    pub last_trigger: Option<String>,
+    /// What differs now from the last commit applied (changes made by hand), when it was
+    /// applied.
+    pub drift: Vec<AppChange>,
+}
+
+/// Answer of `POST /v1/gitops`: the source and its webhook secret, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GitopsAdded {
+    pub source: GitopsView,
+    pub webhook_secret: String,
+}
+
 /// berth.toml as `field → value` (tables flattened with dots, arrays and scalars as TOML).
 pub fn flatten(value: &toml::Value) -> BTreeMap<String, String> {
     fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
