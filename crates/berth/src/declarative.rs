@@ -131,11 +131,7 @@ pub async fn gitops(g: &Global, cmd: crate::cli::GitopsCommand) -> Result<i32> {
                 done.source.name,
                 done.source.path
             );
-            println!("webhooks — a push event, content type application/json, with this secret:");
-            println!("  GitHub          {base}/hooks/github");
-            println!("  Gitea, Forgejo  {base}/hooks/gitea");
-            println!("  GitLab          {base}/hooks/gitlab   (the secret as its token)");
-            println!("  secret          {}", done.webhook_secret);
+            crate::git::print_webhooks(base, &done.webhook_secret);
             Ok(0)
         }
         GitopsCommand::Status => {

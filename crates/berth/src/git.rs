@@ -114,13 +114,18 @@ pub async fn connect(g: &Global, app: &str, url: &str, branch: &str) -> Result<i
     println!(
         "connected {app} to {url} ({branch}); its head is deploying now (`berth git status {app}`)"
     );
+    print_webhooks(base, &done.webhook_secret);
+    Ok(0)
+}
+
+/// The webhook endpoints at the API `base` and their secret (shown this once).
+pub(crate) fn print_webhooks(base: &str, secret: &str) {
     println!("webhooks — a push event, content type application/json, with this secret:");
     println!("  GitHub          {base}/hooks/github");
     println!("  Gitea, Forgejo  {base}/hooks/gitea");
     println!("  GitLab          {base}/hooks/gitlab   (the secret as its token)");
-    println!("  secret          {}", done.webhook_secret);
+    println!("  secret          {secret}");
     eprintln!("the secret is shown this once; without webhooks berth polls the branch (berth up --git-poll-interval)");
-    Ok(0)
 }
 
 /// `berth git status APP`.
@@ -252,7 +257,10 @@ pub async fn hook(g: &Global) -> Result<i32> {
         &commit[..12],
         upload.archive.len().div_ceil(1024)
     );
-    let client = crate::client::discover(g)?;
+    // The release says it came by git push.
+    let mut target = crate::client::target(g);
+    target.client = "git-push".into();
+    let client = crate::client::Client::discover(&target)?;
     let outcome = crate::commands::stream_workflow(
         g,
         &client,

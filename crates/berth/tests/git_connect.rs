@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{copy_dir, eventually, fixture, free_port, Platform};
+use common::{copy_dir, eventually, fixture, free_port, git, Platform};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
@@ -20,17 +20,6 @@ struct Remote {
     port: u16,
     work: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Remote {
@@ -259,6 +248,10 @@ fn verified_webhooks_deploy_pushes_and_forged_or_replayed_ones_change_nothing() 
     assert_eq!(code, 202, "{answer}");
     let status = settled(&p, "hooked", &third, "deployed v3");
     assert_eq!(status["last_trigger"], "gitea");
+
+    // The platform's key rotates: the secret is sealed anew and still verifies.
+    let rotation = p.json(&["secrets", "rotate-key"]);
+    assert_eq!(rotation["webhook_secrets"], 1, "{rotation}");
 
     // GitLab: a wrong token is refused, the right one deploys.
     let fourth = remote.push("four", |w| {

@@ -6,23 +6,12 @@
 
 mod common;
 
-use common::{copy_dir, eventually, fixture, Platform};
+use common::{copy_dir, eventually, fixture, git, Platform};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=ops", "-c", "user.email=ops@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The infrastructure repository: `platform/shop` and `platform/blog`.
 struct Infra {

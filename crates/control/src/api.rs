@@ -1596,14 +1596,7 @@ async fn deploy(
             "the upload is empty; send the app directory as a gzipped tar archive",
         ));
     }
-    let toml = match berth_factory::source::read_file(&body, "berth.toml") {
-        Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
-            ApiError::invalid("invalid_berth_toml", e.to_string())
-                .hint("fix berth.toml and deploy again")
-        })?,
-        Ok(None) => BerthToml::default(),
-        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
-    };
+    let toml = crate::deploy::spec_of(&body)?;
     let project = deploy_checks(&p, &name, q.project.as_deref(), &caller, &toml).await?;
     let source_id = match q.commit {
         Some(c) if c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()) => {
@@ -1658,6 +1651,35 @@ pub(crate) async fn deploy_checks(
     caller: &Caller,
     toml: &BerthToml,
 ) -> Result<String, ApiError> {
+    // What app.json requires must be set before the deploy.
+    if !toml.required_env.is_empty() {
+        let env = p
+            .store
+            .app(name.as_str())
+            .await?
+            .map(|a| a.env)
+            .unwrap_or_default();
+        let secrets = p.store.app_secrets(name.as_str()).await?;
+        let missing: Vec<&str> = toml
+            .required_env
+            .iter()
+            .filter(|k| !env.contains_key(*k) && !secrets.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::invalid(
+                "required_env_missing",
+                format!(
+                    "app.json requires {} and the app has no value for it",
+                    missing.join(", ")
+                ),
+            )
+            .hint(format!(
+                "set it first: berth secrets set {name} {}=… (or berth env set)",
+                missing[0]
+            )));
+        }
+    }
     // The project: an existing app's own; a new app's as asked, within its quota.
     let project = match p.store.app_project(name.as_str()).await? {
         Some(of) => {

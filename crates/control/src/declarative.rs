@@ -93,6 +93,14 @@ pub fn read_platform(root: &Path, limit: u64) -> Result<Vec<DeclaredApp>, Vec<St
                 continue;
             }
         };
+        // app.json fills in what berth.toml leaves unset.
+        let toml = match crate::deploy::spec_of(&archive) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{rel}: {}", e.message));
+                continue;
+            }
+        };
         let code = match berth_factory::source::digest_except(&archive, "berth.toml") {
             Ok(c) => c,
             Err(e) => {

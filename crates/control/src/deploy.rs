@@ -43,6 +43,8 @@ enum OneOff {
     Tests(Duration),
     /// The release command.
     ReleaseCommand,
+    /// The postdeploy script of the app's first deploy.
+    Postdeploy,
 }
 
 impl OneOff {
@@ -50,6 +52,7 @@ impl OneOff {
         match self {
             Self::Tests(_) => "test",
             Self::ReleaseCommand => "release",
+            Self::Postdeploy => "postdeploy",
         }
     }
 }
@@ -294,6 +297,30 @@ pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
     });
 }
 
+/// The spec of a packed source: its berth.toml, with what an app.json says where berth.toml
+/// is silent.
+pub fn spec_of(archive: &[u8]) -> Result<BerthToml, ApiError> {
+    let mut toml = match berth_factory::source::read_file(archive, "berth.toml") {
+        Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
+            ApiError::invalid("invalid_berth_toml", e.to_string())
+                .hint("fix berth.toml and deploy again")
+        })?,
+        Ok(None) => BerthToml::default(),
+        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    };
+    match berth_factory::source::read_file(archive, "app.json") {
+        Ok(Some(text)) => berth_core::appjson::AppJson::parse(&text)
+            .map_err(|problems| {
+                ApiError::invalid("invalid_app_json", problems.join("; "))
+                    .hint("fix app.json (or remove what berth cannot honour) and deploy again")
+            })?
+            .apply_to(&mut toml),
+        Ok(None) => {}
+        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    }
+    Ok(toml)
+}
+
 /// The labels of an instance's log lines.
 pub fn log_labels(
     inst: &crate::store::InstanceRow,
@@ -484,6 +511,7 @@ impl Platform {
             env,
             processes,
             release_command: out.meta.release_command.clone(),
+            postdeploy: toml.deploy.postdeploy.clone(),
             health: toml.health_check(),
             release_limits: toml
                 .limits(berth_core::model::RELEASE_PROCESS)
@@ -1052,7 +1080,7 @@ impl Platform {
                         .await;
                 }))
             }
-            OneOff::ReleaseCommand => None,
+            OneOff::ReleaseCommand | OneOff::Postdeploy => None,
         };
         let (rel, app_s, log2, addr2, cmd, id2) = (
             release.clone(),
@@ -1101,6 +1129,11 @@ impl Platform {
                 "release_command_failed",
                 format!("the release command exited with code {code}"),
                 "the previous release keeps serving; fix the release command and deploy again",
+            )),
+            (OneOff::Postdeploy, Ok(code)) => Err(failed(
+                "postdeploy_failed",
+                format!("the postdeploy script exited with code {code}"),
+                "nothing was rolled out; fix scripts.postdeploy (app.json) or [deploy] postdeploy (berth.toml) and deploy again — it runs on the app's first deploy only",
             )),
             (_, Err(e)) => Err(ApiError::internal(kind.name(), e).into()),
         }
@@ -1319,6 +1352,34 @@ impl Platform {
                 events,
             )
             .await?;
+        }
+
+        // The postdeploy script: once, on the app's first deploy.
+        if let Some(command) = release.config.postdeploy.clone() {
+            let first = self
+                .store
+                .app(app)
+                .await?
+                .is_none_or(|a| a.current_release.is_none());
+            if first {
+                self.store.deploy_step(deploy_id, "postdeploy").await?;
+                step(events, "postdeploy");
+                let log = log_file.clone().unwrap_or_else(|| {
+                    self.logs
+                        .build_path(&format!("{app}-v{version}-postdeploy"))
+                });
+                self.one_off(
+                    app,
+                    &release,
+                    OneOff::Postdeploy,
+                    &command,
+                    &log,
+                    log_file.is_none(),
+                    &attach,
+                    events,
+                )
+                .await?;
+            }
         }
 
         // Start every instance of the new release.

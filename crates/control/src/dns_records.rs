@@ -54,6 +54,16 @@ impl Store {
             .collect()
     }
 
+    /// The rows by name.
+    pub async fn dns_rows_by_name(&self) -> Result<BTreeMap<String, DnsRow>, sqlx::Error> {
+        Ok(self
+            .dns_rows()
+            .await?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect())
+    }
+
     async fn put_dns_row(&self, row: &DnsRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO dns_records (name, app, records, published, error, attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -129,13 +139,7 @@ impl Platform {
         };
         let records = dns.settings().describe().join(", ");
         let wanted = self.wanted_dns_names(dns).await?;
-        let rows: BTreeMap<String, DnsRow> = self
-            .store
-            .dns_rows()
-            .await?
-            .into_iter()
-            .map(|r| (r.name.clone(), r))
-            .collect();
+        let rows = self.store.dns_rows_by_name().await?;
         let now = crate::now_secs();
         for (name, app) in &wanted {
             let row = rows.get(name);
@@ -218,13 +222,7 @@ impl Platform {
         };
         let s = dns.settings();
         let wanted = self.wanted_dns_names(dns).await?;
-        let rows: BTreeMap<String, DnsRow> = self
-            .store
-            .dns_rows()
-            .await?
-            .into_iter()
-            .map(|r| (r.name.clone(), r))
-            .collect();
+        let rows = self.store.dns_rows_by_name().await?;
         let mut names: Vec<DnsRecordView> = wanted
             .iter()
             .map(|(name, app)| self.dns_view(name, app, rows.get(name)))

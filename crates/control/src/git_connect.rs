@@ -313,12 +313,7 @@ impl Platform {
             )
         })?;
         let fail = |e: ApiError| (Some(sha.clone()), e);
-        let toml = match berth_factory::source::read_file(&archive, "berth.toml") {
-            Ok(Some(text)) => berth_core::spec::BerthToml::parse(&text)
-                .map_err(|e| fail(ApiError::invalid("invalid_berth_toml", e.to_string())))?,
-            Ok(None) => berth_core::spec::BerthToml::default(),
-            Err(e) => return Err(fail(ApiError::invalid("bad_upload", e.to_string()))),
-        };
+        let toml = crate::deploy::spec_of(&archive).map_err(fail)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let app_name = conn.app.clone();
         let drain = tokio::spawn(async move {
@@ -372,20 +367,41 @@ impl Platform {
         Ok(())
     }
 
-    /// Re-seals every webhook secret under the ring's active key (key rotation).
+    /// Re-seals every webhook secret of git connections under the ring's active key.
     pub async fn reseal_webhook_secrets(&self, ring: &Keyring) -> Result<usize, ApiError> {
-        let rows = self.git_connections().await?;
+        let rows: Vec<(String, Sealed)> = self
+            .git_connections()
+            .await?
+            .into_iter()
+            .map(|r| (r.app, r.sealed))
+            .collect();
+        self.reseal_secrets_of("git_connections", "app", context, rows, ring)
+            .await
+    }
+
+    /// Re-seals the `key_id`/`sealed_secret` of each (key, sealed) row of `table` (one of
+    /// berth's own), each under its `context`.
+    pub(crate) async fn reseal_secrets_of(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        context: fn(&str) -> String,
+        rows: Vec<(String, Sealed)>,
+        ring: &Keyring,
+    ) -> Result<usize, ApiError> {
         let mut tx = self.store.begin_write().await?;
-        for r in &rows {
+        for (key, sealed) in &rows {
             let s = ring
-                .reseal(&context(&r.app), &r.sealed)
+                .reseal(&context(key), sealed)
                 .map_err(|e| ApiError::internal("re-sealing a webhook secret", e))?;
-            sqlx::query("UPDATE git_connections SET key_id = ?, sealed_secret = ? WHERE app = ?")
-                .bind(&s.key_id)
-                .bind(&s.data)
-                .bind(&r.app)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE {table} SET key_id = ?, sealed_secret = ? WHERE {key_column} = ?"
+            ))
+            .bind(&s.key_id)
+            .bind(&s.data)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(rows.len())

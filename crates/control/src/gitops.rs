@@ -411,21 +411,14 @@ impl Platform {
 
     /// Re-seals every GitOps webhook secret under the ring's active key.
     pub async fn reseal_gitops_secrets(&self, ring: &Keyring) -> Result<usize, ApiError> {
-        let rows = self.gitops_sources().await?;
-        let mut tx = self.store.begin_write().await?;
-        for r in &rows {
-            let s = ring
-                .reseal(&context(&r.name), &r.sealed)
-                .map_err(|e| ApiError::internal("re-sealing a webhook secret", e))?;
-            sqlx::query("UPDATE gitops_sources SET key_id = ?, sealed_secret = ? WHERE name = ?")
-                .bind(&s.key_id)
-                .bind(&s.data)
-                .bind(&r.name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len())
+        let rows: Vec<(String, Sealed)> = self
+            .gitops_sources()
+            .await?
+            .into_iter()
+            .map(|r| (r.name, r.sealed))
+            .collect();
+        self.reseal_secrets_of("gitops_sources", "name", context, rows, ring)
+            .await
     }
 }
 

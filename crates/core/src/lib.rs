@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod appjson;
 pub mod auth;
 pub mod canary;
 pub mod declare;

@@ -35,6 +35,9 @@ pub struct ReleaseConfig {
     pub processes: BTreeMap<String, ProcessSpec>,
     /// Command run once before the release's processes start.
     pub release_command: Option<String>,
+    /// Command run once, on the app's first deploy, after the release command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postdeploy: Option<String>,
     /// Health check applied to new `web` instances.
     pub health: HealthCheck,
     /// Limits of the release command's container.

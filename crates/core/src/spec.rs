@@ -50,6 +50,10 @@ pub struct BerthToml {
     /// Scaling: `min = 0` with `idle` stops the web instances of an idle app; the next
     /// request wakes it.
     pub scale: ScaleToml,
+    /// Variables that must be set (with `berth env` or `berth secrets`) before a deploy:
+    /// app.json's `required` ones without a value.
+    #[serde(skip)]
+    pub required_env: Vec<String>,
 }
 
 /// `[scale]`.
@@ -118,6 +122,10 @@ pub struct DeployToml {
     /// Each client stays on one side of a canary (by its address), and a client on the
     /// canary stays there as its share grows; default: requests spread one by one.
     pub sticky: Option<bool>,
+    /// A command run once, on the app's first deploy, after the release command and before
+    /// traffic moves (app.json's `scripts.postdeploy`, e.g. seeding a database); a failure
+    /// fails that deploy.
+    pub postdeploy: Option<String>,
 }
 
 /// `[logs]`.

@@ -564,3 +564,16 @@ pub fn git_daemon(base: &Path) -> GitDaemon {
     );
     d
 }
+
+/// Runs git in `dir` (as a test author) and requires success; its standard output.
+#[allow(dead_code)]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
