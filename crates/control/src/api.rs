@@ -38,6 +38,9 @@ use std::time::Duration;
 
 type Shared = State<Arc<Platform>>;
 
+/// Largest webhook delivery taken (GitHub caps its payloads at 25 MB).
+const WEBHOOK_BODY_LIMIT: usize = 25 << 20;
+
 /// The API router.
 pub fn router(platform: Arc<Platform>) -> Router {
     let limit = platform.cfg.upload_limit as usize;
@@ -167,9 +170,19 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/login", get(login_info))
         .route("/v1/login/token", post(login_token))
         // Git hosts' push webhooks prove themselves with their signature, not a token.
-        .route("/hooks/github", post(crate::webhooks::github))
-        .route("/hooks/gitea", post(crate::webhooks::gitea))
-        .route("/hooks/gitlab", post(crate::webhooks::gitlab))
+        // GitHub sends up to 25 MB (a push of many commits); axum's default is 2 MB.
+        .route(
+            "/hooks/github",
+            post(crate::webhooks::github).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .route(
+            "/hooks/gitea",
+            post(crate::webhooks::gitea).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .route(
+            "/hooks/gitlab",
+            post(crate::webhooks::gitlab).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
