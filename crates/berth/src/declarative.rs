@@ -152,14 +152,14 @@ pub async fn gitops(g: &Global, cmd: crate::cli::GitopsCommand) -> Result<i32> {
                     continue;
                 }
                 println!("{}: {} {}/ ({})", s.name, s.url, s.path, s.branch);
-                match (&s.last_commit, &s.last_outcome) {
-                    (Some(c), Some(o)) => println!(
-                        "  last commit {} — {o} (by {}, {})",
-                        &c[..c.len().min(12)],
-                        s.last_trigger.as_deref().unwrap_or("?"),
-                        s.last_at.map(output::ago).unwrap_or_default()
-                    ),
-                    _ => println!("  no commit applied yet"),
+                match crate::git::last_acted_on(
+                    &s.last_commit,
+                    &s.last_outcome,
+                    &s.last_trigger,
+                    s.last_at,
+                ) {
+                    Some(line) => println!("  last commit {line}"),
+                    None => println!("  no commit applied yet"),
                 }
                 if s.drift.is_empty() {
                     println!("  no drift");

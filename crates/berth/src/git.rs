@@ -128,6 +128,23 @@ pub(crate) fn print_webhooks(base: &str, secret: &str) {
     eprintln!("the secret is shown this once; without webhooks berth polls the branch (berth up --git-poll-interval)");
 }
 
+/// `COMMIT — OUTCOME (by TRIGGER, WHEN)` of the last commit a connection or a GitOps source
+/// acted on.
+pub(crate) fn last_acted_on(
+    commit: &Option<String>,
+    outcome: &Option<String>,
+    trigger: &Option<String>,
+    at: Option<i64>,
+) -> Option<String> {
+    let (commit, outcome) = (commit.as_ref()?, outcome.as_ref()?);
+    Some(format!(
+        "{} — {outcome} (by {}, {})",
+        &commit[..commit.len().min(12)],
+        trigger.as_deref().unwrap_or("?"),
+        at.map(output::ago).unwrap_or_default()
+    ))
+}
+
 /// `berth git status APP`.
 pub async fn status(g: &Global, app: &str) -> Result<i32> {
     let client = crate::client::discover(g)?;
@@ -144,14 +161,9 @@ pub async fn status(g: &Global, app: &str) -> Result<i32> {
         c.created_by,
         output::ago(c.created_at)
     );
-    match (&c.last_commit, &c.last_outcome) {
-        (Some(commit), Some(outcome)) => println!(
-            "last push: {} — {outcome} (by {}, {})",
-            &commit[..commit.len().min(12)],
-            c.last_trigger.as_deref().unwrap_or("?"),
-            c.last_at.map(output::ago).unwrap_or_default()
-        ),
-        _ => println!("no push acted on yet"),
+    match last_acted_on(&c.last_commit, &c.last_outcome, &c.last_trigger, c.last_at) {
+        Some(line) => println!("last push: {line}"),
+        None => println!("no push acted on yet"),
     }
     Ok(i32::from(
         c.last_outcome

@@ -315,6 +315,10 @@ impl Platform {
         let path = self.cfg.data_dir.join("dns.json");
         let body = serde_json::to_vec(&status)
             .map_err(|e| crate::ApiError::internal("writing dns.json", e))?;
+        // The pass runs every few seconds: write only what changed.
+        if std::fs::read(&path).is_ok_and(|old| old == body) {
+            return Ok(());
+        }
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, body)
             .and_then(|()| std::fs::rename(&tmp, &path))

@@ -129,10 +129,35 @@ impl Platform {
         &self,
         row: &ConnectionRow,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+        self.open_webhook_secret(&context(&row.app), &row.sealed)
+            .await
+    }
+
+    /// A new webhook secret, and its sealed form under `context`.
+    pub(crate) async fn new_webhook_secret(
+        &self,
+        context: &str,
+    ) -> Result<(String, Sealed), ApiError> {
+        let secret = crate::random_id(24);
+        let sealed = self
+            .keyring
+            .read()
+            .await
+            .seal(context, secret.as_bytes())
+            .map_err(|e| ApiError::internal("sealing the webhook secret", e))?;
+        Ok((secret, sealed))
+    }
+
+    /// A sealed webhook secret, opened.
+    pub(crate) async fn open_webhook_secret(
+        &self,
+        context: &str,
+        sealed: &Sealed,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
         self.keyring
             .read()
             .await
-            .open_sealed(&context(&row.app), &row.sealed)
+            .open_sealed(context, sealed)
             .map(|v| zeroize::Zeroizing::new(v.to_vec()))
             .map_err(|e| ApiError::internal("opening a webhook secret", e))
     }
@@ -155,13 +180,7 @@ impl Platform {
         .await
         .map_err(|e| ApiError::internal("reading the repository", e))?
         .map_err(git_refused)?;
-        let secret = crate::random_id(24);
-        let sealed = self
-            .keyring
-            .read()
-            .await
-            .seal(&context(app.as_str()), secret.as_bytes())
-            .map_err(|e| ApiError::internal("sealing the webhook secret", e))?;
+        let (secret, sealed) = self.new_webhook_secret(&context(app.as_str())).await?;
         let now = crate::now_secs();
         sqlx::query(
             "INSERT INTO git_connections (app, url, branch, project, key_id, sealed_secret, created_by, created_at) \

@@ -30,6 +30,13 @@ enum Service {
 }
 
 impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Self::UploadPack => "git-upload-pack",
+            Self::ReceivePack => "git-receive-pack",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s {
             "git-upload-pack" => Some(Self::UploadPack),
@@ -114,17 +121,13 @@ pub async fn info_refs(
     } else if !p.git_repos.exists(app.as_str()) {
         return Err(no_repository(&app));
     }
-    let service_name = match service {
-        Service::UploadPack => "git-upload-pack",
-        Service::ReceivePack => "git-receive-pack",
-    };
     backend(
         &p,
         &app,
         &who,
         "GET",
         "info/refs",
-        &format!("service={service_name}"),
+        &format!("service={}", service.name()),
         &headers,
         Bytes::new(),
     )
@@ -139,22 +142,7 @@ pub async fn upload_pack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let app = repo_app(&repo)?;
-    let who = who.map(|axum::Extension(w)| w).ok_or_else(unauthorized)?;
-    if !p.git_repos.exists(app.as_str()) {
-        return Err(no_repository(&app));
-    }
-    backend(
-        &p,
-        &app,
-        &who,
-        "POST",
-        "git-upload-pack",
-        "",
-        &headers,
-        body,
-    )
-    .await
+    pack(&p, &repo, who, &headers, body, Service::UploadPack).await
 }
 
 /// `POST /git/{repo}/git-receive-pack`: a push (the hook deploys it).
@@ -165,23 +153,27 @@ pub async fn receive_pack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let app = repo_app(&repo)?;
+    pack(&p, &repo, who, &headers, body, Service::ReceivePack).await
+}
+
+/// The pack exchange of a fetch or a push, on an existing repository.
+async fn pack(
+    p: &Platform,
+    repo: &str,
+    who: Option<axum::Extension<Principal>>,
+    headers: &HeaderMap,
+    body: Bytes,
+    service: Service,
+) -> Result<Response, ApiError> {
+    let app = repo_app(repo)?;
     let who = who.map(|axum::Extension(w)| w).ok_or_else(unauthorized)?;
-    may_push(&who)?;
+    if service == Service::ReceivePack {
+        may_push(&who)?;
+    }
     if !p.git_repos.exists(app.as_str()) {
         return Err(no_repository(&app));
     }
-    backend(
-        &p,
-        &app,
-        &who,
-        "POST",
-        "git-receive-pack",
-        "",
-        &headers,
-        body,
-    )
-    .await
+    backend(p, &app, &who, "POST", service.name(), "", headers, body).await
 }
 
 fn unauthorized() -> ApiError {

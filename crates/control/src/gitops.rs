@@ -112,12 +112,8 @@ impl Platform {
         &self,
         row: &SourceRow,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
-        self.keyring
-            .read()
+        self.open_webhook_secret(&context(&row.name), &row.sealed)
             .await
-            .open_sealed(&context(&row.name), &row.sealed)
-            .map(|v| zeroize::Zeroizing::new(v.to_vec()))
-            .map_err(|e| ApiError::internal("opening a webhook secret", e))
     }
 
     /// A source as shown, with its drift.
@@ -193,13 +189,7 @@ impl Platform {
         .await
         .map_err(|e| ApiError::internal("reading the repository", e))?
         .map_err(git_refused)?;
-        let secret = crate::random_id(24);
-        let sealed = self
-            .keyring
-            .read()
-            .await
-            .seal(&context(&name), secret.as_bytes())
-            .map_err(|e| ApiError::internal("sealing the webhook secret", e))?;
+        let (secret, sealed) = self.new_webhook_secret(&context(&name)).await?;
         sqlx::query(
             "INSERT INTO gitops_sources (name, url, path, branch, prune, key_id, sealed_secret, created_by, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
