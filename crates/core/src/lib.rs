@@ -23,6 +23,7 @@ pub mod policy;
 pub mod procfile;
 pub mod projects;
 pub mod registries;
+pub mod score;
 pub mod slo;
 pub mod spec;
 pub mod state;

@@ -54,6 +54,9 @@ pub struct BerthToml {
     /// app.json's `required` ones without a value.
     #[serde(skip)]
     pub required_env: Vec<String>,
+    /// The score.yaml beside it: resources to provide and variables to resolve at deploy.
+    #[serde(skip)]
+    pub score: Option<crate::score::Score>,
 }
 
 /// `[scale]`.
