@@ -175,3 +175,64 @@ fn an_invalid_definition_changes_nothing() {
     assert_eq!(code, 1);
     assert!(err.contains("not a directory"), "{err}");
 }
+
+#[test]
+fn a_score_yaml_app_is_planned_field_by_field() {
+    let p = Platform::start();
+    let def = tempfile::tempdir().unwrap();
+    let dir = def.path().join("api-dir");
+    copy_dir(&fixture("stateful"), &dir);
+    let score = |greeting: &str| {
+        format!(
+            "apiVersion: score.dev/v1b1\nmetadata:\n  name: api\ncontainers:\n  main:\n    image: .\n    variables:\n      GREETING: {greeting}\n    volumes:\n      /data:\n        source: ${{resources.data}}\nresources:\n  data:\n    type: volume\n"
+        )
+    };
+    std::fs::write(dir.join("score.yaml"), score("hello")).unwrap();
+    let (code, out, err) = plan(&p, def.path(), &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("+ create api (api-dir/)"),
+        "the workload names the app: {out}"
+    );
+    p.ok(&["apply", "-f", def.path().to_str().unwrap()]);
+    assert_eq!(p.answer("api", "/env?name=GREETING"), "hello");
+    // "/" counts its requests in the volume (the health check asks it too).
+    let count = |p: &Platform| -> u64 {
+        let body = p.answer("api", "/");
+        body.trim_start_matches("count=")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{body}"))
+    };
+    let first = count(&p);
+    let (code, out, _) = plan(&p, def.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+
+    std::fs::write(dir.join("score.yaml"), score("bonjour")).unwrap();
+    let (code, out, _) = plan(&p, def.path(), &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("score.containers.main.variables.GREETING"),
+        "{out}"
+    );
+    assert!(out.contains("\"bonjour\""), "{out}");
+    assert!(!out.contains("source"), "only that field: {out}");
+    p.ok(&["apply", "-f", def.path().to_str().unwrap()]);
+    assert_eq!(p.answer("api", "/env?name=GREETING"), "bonjour");
+    assert!(count(&p) > first, "the same volume");
+
+    // A score.yaml berth cannot honour is refused whole, naming its directory and field.
+    std::fs::write(
+        dir.join("score.yaml"),
+        score("hola").replace("type: volume", "type: redis"),
+    )
+    .unwrap();
+    let (code, _, err) = plan(&p, def.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("api-dir"), "{err}");
+    assert!(
+        err.contains("type \"redis\" is not a resource berth provides"),
+        "{err}"
+    );
+}

@@ -19,13 +19,22 @@ pub struct Upload {
 
 fn local_toml(dir: &Path) -> Result<BerthToml> {
     let path = dir.join("berth.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => BerthToml::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.0)),
-        Err(_) => Ok(BerthToml::default()),
+    let mut toml = match std::fs::read_to_string(&path) {
+        Ok(text) => BerthToml::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.0))?,
+        Err(_) => BerthToml::default(),
+    };
+    // A score.yaml names its workload; its problems are refused here, before the upload.
+    let score = dir.join("score.yaml");
+    if let Ok(text) = std::fs::read_to_string(&score) {
+        let parsed = berth_core::score::Score::parse(&text)
+            .map_err(|problems| anyhow!("{}: {}", score.display(), problems.join("; ")))?;
+        parsed.apply_to(&mut toml);
     }
+    Ok(toml)
 }
 
-/// Packs `dir` for a deploy of `app` (else berth.toml's name, else the directory's name),
+/// Packs `dir` for a deploy of `app` (else berth.toml's name, else score.yaml's, else the
+/// directory's name),
 /// refusing more than `limit` bytes.
 pub fn prepare(dir: &Path, app: Option<String>, limit: u64) -> Result<Upload> {
     let dir = dir

@@ -15,6 +15,32 @@ use std::sync::Arc;
 /// The secret that carries an app's connection URL.
 pub const DATABASE_URL: &str = "DATABASE_URL";
 
+/// The parts of a `DATABASE_URL` berth made (`postgres://role:password@host:port/db`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    pub role: String,
+    pub password: String,
+    pub host: String,
+    pub port: String,
+    pub database: String,
+}
+
+/// Splits a `DATABASE_URL` berth made; `None` for anything else.
+pub fn database_url_parts(url: &str) -> Option<DatabaseUrl> {
+    let rest = url.split_once("://")?.1;
+    let (userinfo, location) = rest.rsplit_once('@')?;
+    let (role, password) = userinfo.split_once(':')?;
+    let (address, database) = location.split_once('/')?;
+    let (host, port) = address.rsplit_once(':')?;
+    Some(DatabaseUrl {
+        role: role.into(),
+        password: password.into(),
+        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+        port: port.into(),
+        database: database.split('?').next().unwrap_or_default().into(),
+    })
+}
+
 fn pg_error(e: PgError) -> ApiError {
     match e {
         PgError::NotInstalled => ApiError::new(

@@ -70,7 +70,28 @@ pub fn read_platform(root: &Path, limit: u64) -> Result<Vec<DeclaredApp>, Vec<St
                 continue;
             }
         };
-        let raw_name = toml.name.clone().unwrap_or_else(|| rel.clone());
+        // A score.yaml is part of the definition: planned field by field under `score.`.
+        let score_doc = match std::fs::read_to_string(dir.join("score.yaml")) {
+            Ok(text) => match serde_yaml_ng::from_str::<serde_json::Value>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|v| toml::Value::try_from(v).map_err(|e| e.to_string()))
+            {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problems.push(format!("{rel}/score.yaml: {e}"));
+                    continue;
+                }
+            },
+            Err(_) => None,
+        };
+        let score_name = score_doc
+            .as_ref()
+            .and_then(|d| d.get("metadata")?.get("name")?.as_str().map(str::to_string));
+        let raw_name = toml
+            .name
+            .clone()
+            .or(score_name)
+            .unwrap_or_else(|| rel.clone());
         let name = match AppName::parse(&raw_name) {
             Ok(n) => n,
             Err(e) => {
@@ -101,15 +122,23 @@ pub fn read_platform(root: &Path, limit: u64) -> Result<Vec<DeclaredApp>, Vec<St
                 continue;
             }
         };
-        let code = match berth_factory::source::digest_except(&archive, "berth.toml") {
-            Ok(c) => c,
-            Err(e) => {
-                problems.push(format!("{rel}: {e}"));
-                continue;
-            }
-        };
-        let value: toml::Value =
+        let code =
+            match berth_factory::source::digest_except(&archive, &["berth.toml", "score.yaml"]) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("{rel}: {e}"));
+                    continue;
+                }
+            };
+        let mut value: toml::Value =
             toml::from_str(&toml_text).unwrap_or(toml::Value::Table(Default::default()));
+        let toml_text = match (score_doc, value.as_table_mut()) {
+            (Some(doc), Some(table)) => {
+                table.insert("score".into(), doc);
+                toml::to_string(&value).unwrap_or(toml_text)
+            }
+            _ => toml_text,
+        };
         apps.push(DeclaredApp {
             name,
             dir: rel,

@@ -318,6 +318,21 @@ pub fn spec_of(archive: &[u8]) -> Result<BerthToml, ApiError> {
         Ok(None) => {}
         Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     }
+    match berth_factory::source::read_file(archive, "score.yaml") {
+        Ok(Some(text)) => berth_core::score::Score::parse(&text)
+            .map_err(|problems| {
+                ApiError::invalid("invalid_score_yaml", problems.join("; "))
+                    .hint("fix score.yaml (or remove what berth cannot honour) and deploy again")
+            })?
+            .apply_to(&mut toml),
+        Ok(None) => {}
+        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    }
+    let problems = toml.validate();
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid_berth_toml", problems.join("; "))
+            .hint("fix berth.toml (or what score.yaml or app.json set) and deploy again"));
+    }
     Ok(toml)
 }
 
@@ -358,8 +373,43 @@ impl Platform {
         }
     }
 
-    /// Builds an uploaded source and deploys it.
+    /// Builds an uploaded source and deploys it. A score.yaml's resources are provided
+    /// first; an app this deploy made is gone again when it fails.
     pub async fn deploy_source(
+        self: &Arc<Self>,
+        app: AppName,
+        archive: bytes::Bytes,
+        source: SourceRef,
+        mut toml: BerthToml,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let Some(score) = toml.score.clone() else {
+            return self
+                .build_and_deploy(app, archive, source, toml, actor, events)
+                .await;
+        };
+        let new_app = self.store.app(app.as_str()).await?.is_none();
+        let result = match self
+            .provide_score(&app, &source.project, &score, &toml, &actor, &events)
+            .await
+        {
+            Ok(env) => {
+                toml.env.extend(env);
+                self.build_and_deploy(app.clone(), archive, source, toml, actor, events)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
+        if result.is_err() && new_app && self.store.app(app.as_str()).await?.is_some() {
+            if let Err(e) = self.destroy(app.as_str()).await {
+                tracing::warn!(%app, error = %e.message, "removing the app a failed first deploy made");
+            }
+        }
+        result
+    }
+
+    async fn build_and_deploy(
         self: &Arc<Self>,
         app: AppName,
         archive: bytes::Bytes,

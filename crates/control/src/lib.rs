@@ -69,6 +69,7 @@ pub mod projects;
 pub mod qualified;
 pub mod registries;
 pub mod routing;
+pub mod score;
 pub mod secrets;
 pub mod signing_key;
 pub mod slo;

@@ -36,6 +36,9 @@ pub enum Part {
     Ref(Vec<String>),
 }
 
+/// Looks a placeholder up: its value, and whether that came from a secret.
+pub type Lookup<'a> = dyn Fn(&[String]) -> Option<(String, bool)> + 'a;
+
 /// A string with `${…}` placeholders (`$${` writes a literal `${`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(pub Vec<Part>);
@@ -49,9 +52,9 @@ impl Template {
         while let Some(at) = rest.find('$') {
             buf.push_str(&rest[..at]);
             let after = &rest[at..];
-            if after.starts_with("$${") {
+            if let Some(escaped) = after.strip_prefix("$${") {
                 buf.push_str("${");
-                rest = &after[3..];
+                rest = escaped;
             } else if let Some(inner) = after.strip_prefix("${") {
                 let Some(end) = inner.find('}') else {
                     return Err(format!("{text:?} has a placeholder with no closing }}"));
@@ -98,7 +101,7 @@ impl Template {
     /// resolves to nothing is the error. The answer is secret when any part was.
     pub fn resolve(
         &self,
-        lookup: &dyn Fn(&[String]) -> Option<(String, bool)>,
+        lookup: &Lookup,
     ) -> Result<(String, bool), String> {
         let mut out = String::new();
         let mut secret = false;
@@ -789,6 +792,24 @@ impl Score {
                 }
             }
         }
+        // Metadata is known now: its placeholders become text.
+        let fill = |t: &mut Template| {
+            for part in t.0.iter_mut() {
+                if let Part::Ref(r) = part {
+                    if r[0] == "metadata" {
+                        if let Some(v) = meta(&r[1..]) {
+                            *part = Part::Text(v);
+                        }
+                    }
+                }
+            }
+        };
+        self.variables.values_mut().for_each(fill);
+        for res in self.resources.values_mut() {
+            if let Resource::Route { host, .. } = res {
+                fill(host);
+            }
+        }
         let statics: Vec<String> = self
             .variables
             .iter()
@@ -797,7 +818,7 @@ impl Score {
             .collect();
         for k in statics {
             if let Some(t) = self.variables.remove(&k) {
-                if let Ok((v, _)) = t.resolve(&|r: &[String]| meta(&r[1..]).map(|v| (v, false))) {
+                if let Ok((v, _)) = t.resolve(&|_: &[String]| None) {
                     self.env.insert(k, v);
                 }
             }

@@ -150,7 +150,7 @@ pub fn content_id(archive: &[u8]) -> String {
 /// A digest of a packed source's files other than `skip` (paths and contents, in the
 /// archive's order): the code of an app apart from its berth.toml, which a declarative plan
 /// compares field by field instead.
-pub fn digest_except(archive: &[u8], skip: &str) -> Result<String, SourceError> {
+pub fn digest_except(archive: &[u8], skip: &[&str]) -> Result<String, SourceError> {
     let mut tar = tar::Archive::new(GzDecoder::new(archive));
     let mut hasher = Sha256::new();
     let entries = tar
@@ -164,7 +164,7 @@ pub fn digest_except(archive: &[u8], skip: &str) -> Result<String, SourceError> 
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
-        if path == skip || path.is_empty() {
+        if skip.contains(&path.as_str()) || path.is_empty() {
             continue;
         }
         hasher.update(path.as_bytes());

@@ -266,9 +266,7 @@ fn unpack_checked(
 
 /// The password in a `DATABASE_URL` berth made (`postgres://role:password@host:port/db`).
 fn url_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.rsplit_once('@')?.0;
-    Some(userinfo.split_once(':')?.1.to_string())
+    crate::databases::database_url_parts(url).map(|u| u.password)
 }
 
 impl Platform {
