@@ -125,13 +125,13 @@ pub async fn gitops(g: &Global, cmd: crate::cli::GitopsCommand) -> Result<i32> {
                 output::json(&done);
                 return Ok(0);
             }
-            let base = client.base();
+            let base = crate::git::webhook_base(&client).await;
             println!(
                 "GitOps source {}: {url} {}/ ({branch}); its head is being applied (`berth gitops status`)",
                 done.source.name,
                 done.source.path
             );
-            crate::git::print_webhooks(base, &done.webhook_secret);
+            crate::git::print_webhooks(&base, &done.webhook_secret);
             Ok(0)
         }
         GitopsCommand::Status => {

@@ -11,7 +11,8 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::Command;
 
-/// The remote URL of an app's repository at the API `base`.
+/// The remote URL of an app's repository at `base` (the platform's HTTPS address, else
+/// the API's).
 fn remote_url(base: &str, app: &str) -> String {
     format!("{}/git/{app}.git", base.trim_end_matches('/'))
 }
@@ -20,11 +21,30 @@ fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Where the platform is served over HTTPS (and whether by berth's local CA); `None`
+/// when the edge serves no HTTPS.
+async fn platform_https(client: &berth_client::Client) -> Option<(String, bool)> {
+    let health: berth_control::openapi::Health = client.get_json("/v1/health").await.ok()?;
+    health.platform_url.map(|u| (u, health.local_ca))
+}
+
+fn git(args: &[&str]) -> Result<bool> {
+    Ok(Command::new("git")
+        .args(args)
+        .status()
+        .context("running git (is it installed?)")?
+        .success())
+}
+
 /// `berth git remote APP [--add NAME]`.
 pub async fn remote(g: &Global, app: &str, add: Option<String>) -> Result<i32> {
     berth_core::AppName::parse(app).map_err(|e| anyhow!("{e}"))?;
     let client = crate::client::discover(g)?;
-    let url = remote_url(client.base(), app);
+    let https = platform_https(&client).await;
+    let url = remote_url(
+        https.as_ref().map_or(client.base(), |(u, _)| u.as_str()),
+        app,
+    );
     // The helper runs this berth with the same way to the platform.
     let exe = std::env::current_exe().context("finding the berth binary")?;
     let mut helper = format!("!{}", quoted(&exe.display().to_string()));
@@ -40,14 +60,8 @@ pub async fn remote(g: &Global, app: &str, add: Option<String>) -> Result<i32> {
         helper.push_str(&format!(" --api-url {}", quoted(u)));
     }
     helper.push_str(" git credential");
+    let mut ca_file = None;
     if let Some(name) = &add {
-        let git = |args: &[&str]| -> Result<bool> {
-            Ok(Command::new("git")
-                .args(args)
-                .status()
-                .context("running git (is it installed?)")?
-                .success())
-        };
         if !git(&["rev-parse", "--git-dir"])? {
             bail!("the current directory is not in a git repository\nhint: run it inside the repository you will push, or run `git init` first");
         }
@@ -57,15 +71,38 @@ pub async fn remote(g: &Global, app: &str, add: Option<String>) -> Result<i32> {
         if !git(&["config", &format!("credential.{url}.helper"), &helper])? {
             bail!("could not set the credential helper for {url}");
         }
+        // berth's local CA certifies the platform: git trusts it for this remote only.
+        if let Some((_, true)) = &https {
+            let v: serde_json::Value = client.get_json("/v1/ca").await?;
+            let pem = v["certificate_pem"].as_str().unwrap_or_default();
+            let out = Command::new("git")
+                .args(["rev-parse", "--absolute-git-dir"])
+                .output()
+                .context("running git")?;
+            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let path = Path::new(&dir).join("berth-ca.pem");
+            std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+            let path = path.display().to_string();
+            if !git(&["config", &format!("http.{url}.sslCAInfo"), &path])? {
+                bail!("could not set the certificate authority for {url}");
+            }
+            if std::env::var_os("GIT_SSL_CAINFO").is_some() {
+                eprintln!("warning: GIT_SSL_CAINFO is set and overrides the certificate authority set for this remote\nhint: unset it for pushes to berth, or add berth's CA (`berth ca export`) to the bundle it names");
+            }
+            ca_file = Some(path);
+        }
     }
     if g.json {
-        output::json(
-            &serde_json::json!({ "app": app, "url": url, "credential_helper": helper, "added": add }),
-        );
+        output::json(&serde_json::json!({
+            "app": app, "url": url, "credential_helper": helper, "added": add, "ca_file": ca_file,
+        }));
     } else if let Some(name) = add {
         println!("added the remote {name} ({url}); push with: git push {name} main");
     } else {
         println!("{url}");
+        if https.as_ref().is_some_and(|(_, local)| *local) {
+            eprintln!("hint: berth's local CA certifies it: `berth git remote {app} --add berth` trusts it for this remote (or `berth ca export`)");
+        }
         eprintln!(
             "hint: `berth git remote {app} --add berth` adds it here with a credential helper; then git push berth main"
         );
@@ -110,15 +147,22 @@ pub async fn connect(g: &Global, app: &str, url: &str, branch: &str) -> Result<i
         output::json(&done);
         return Ok(0);
     }
-    let base = client.base();
     println!(
         "connected {app} to {url} ({branch}); its head is deploying now (`berth git status {app}`)"
     );
-    print_webhooks(base, &done.webhook_secret);
+    print_webhooks(&webhook_base(&client).await, &done.webhook_secret);
     Ok(0)
 }
 
-/// The webhook endpoints at the API `base` and their secret (shown this once).
+/// Where git hosts send webhooks: the platform's HTTPS address, else the API's.
+pub(crate) async fn webhook_base(client: &berth_client::Client) -> String {
+    match platform_https(client).await {
+        Some((url, _)) => url.trim_end_matches('/').to_string(),
+        None => client.base().to_string(),
+    }
+}
+
+/// The webhook endpoints at `base` and their secret (shown this once).
 pub(crate) fn print_webhooks(base: &str, secret: &str) {
     println!("webhooks — a push event, content type application/json, with this secret:");
     println!("  GitHub          {base}/hooks/github");

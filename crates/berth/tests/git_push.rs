@@ -18,6 +18,9 @@ fn git(dir: &Path, args: &[&str]) -> Output {
         // Never ask a person for a password.
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "/bin/false")
+        // A CA bundle named in the environment overrides the remote's own (see the hint
+        // `berth git remote --add` gives).
+        .env_remove("GIT_SSL_CAINFO")
         .output()
         .expect("git")
 }
@@ -56,11 +59,25 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // It is the platform's own HTTPS address at the edge, certified by berth's local CA,
+    // which git trusts for this remote only.
     let url = git_ok(&repo, &["remote", "get-url", "berth"]);
     assert_eq!(
         url,
-        format!("http://127.0.0.1:{}/git/pushed.git", p.api_port)
+        format!("https://berth.localhost:{}/git/pushed.git", p.tls_port)
     );
+    let ca = git_ok(&repo, &["config", &format!("http.{url}.sslCAInfo")]);
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"),
+        "{ca}"
+    );
+    // Plain HTTP to the platform's host name is sent on to HTTPS: a token never crosses
+    // the network in the clear.
+    let (status, _) =
+        common::http_get(p.edge_port, "berth.localhost", "/git/pushed.git/info/refs").unwrap();
+    assert_eq!(status, 308);
 
     // The push builds and deploys, and the pusher sees it happen.
     let out = git(&repo, &["push", "berth", "main"]);
@@ -133,6 +150,45 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
     // The pushes are in the audit log as the token that made them.
     let audit = p.ok(&["audit"]);
     assert!(audit.contains("git-receive-pack"), "{audit}");
+}
+
+#[test]
+fn no_app_takes_the_platforms_own_host_name() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("src");
+    copy_dir(&fixture("stateful"), &dir);
+    let err = p.fails(&["deploy", dir.to_str().unwrap(), "--app", "berth"]);
+    assert!(err.contains("the platform's own host name"), "{err}");
+    let (status, body) = common::curl(
+        &p,
+        &common::admin_token(&p),
+        "POST",
+        "/v1/apps",
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data",
+            r#"{"name":"berth"}"#,
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(p.json(&["apps"]).as_array().unwrap().is_empty());
+    // The name answers with the platform: its health, over HTTPS at the edge.
+    let ca = p.data.path().join("ca.pem");
+    p.ok(&["ca", "export", "--out", ca.to_str().unwrap()]);
+    let out = Command::new("curl")
+        .args(["-s", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("https://berth.localhost:{}/v1/health", p.tls_port))
+        .output()
+        .unwrap();
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).expect("health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(
+        health["platform_url"],
+        format!("https://berth.localhost:{}/", p.tls_port)
+    );
+    assert_eq!(health["local_ca"], true);
 }
 
 #[test]

@@ -201,15 +201,12 @@ pub fn router(platform: Arc<Platform>) -> Router {
 
 /// MCP over streamable HTTP: its tools call this API over loopback with the caller's token.
 fn mcp_service(p: &Platform) -> berth_mcp::HttpService {
-    let listen = p.cfg.api_listen;
-    let ip = if listen.ip().is_unspecified() {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        listen.ip()
-    };
-    let api = format!("http://{}", std::net::SocketAddr::new(ip, listen.port()));
+    let upstream = p.cfg.api_upstream();
+    let api = format!("http://{upstream}");
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    hosts.push(ip.to_string());
+    hosts.push(upstream.ip().to_string());
+    // Agents elsewhere reach it through the edge, at the platform's own host names.
+    hosts.extend(p.cfg.platform_hosts());
     berth_mcp::http_service(&api, hosts, p.shutdown.child_token())
 }
 

@@ -123,6 +123,9 @@ impl Platform {
     async fn wanted_hosts(&self) -> Result<BTreeMap<String, bool>, ApiError> {
         let mut hosts = BTreeMap::new();
         hosts.insert(FALLBACK_HOST.to_string(), false);
+        for h in self.cfg.platform_hosts() {
+            hosts.insert(h, false);
+        }
         for app in self.store.apps().await? {
             for h in self.cfg.app_hosts(&app.name) {
                 hosts.insert(h, false);

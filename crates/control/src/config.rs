@@ -408,6 +408,24 @@ impl PlatformConfig {
             format!("http://{host}:{port}/")
         }
     }
+    /// The platform's own host names at the edge (`berth.localhost`, `berth.<base
+    /// domain>`): the API behind them, for git remotes, webhooks and remote CLIs over HTTPS.
+    pub fn platform_hosts(&self) -> Vec<String> {
+        self.app_hosts(berth_core::names::PLATFORM_LABEL)
+    }
+    /// The platform's HTTPS address at the edge (its last host name), if HTTPS is served.
+    pub fn platform_url(&self) -> Option<String> {
+        self.https_url(self.platform_hosts().last()?)
+    }
+    /// Where the edge reaches the API (loopback when it listens on every address).
+    pub fn api_upstream(&self) -> SocketAddr {
+        let ip = match self.api_listen.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        SocketAddr::new(ip, self.api_listen.port())
+    }
     /// Host names an app answers to.
     pub fn app_hosts(&self, app: &str) -> Vec<String> {
         let mut hosts = vec![format!("{app}.localhost")];

@@ -197,11 +197,7 @@ fn no_repository(app: &AppName) -> ApiError {
 
 /// The API's address for the hook (loopback when the API listens on every address).
 fn api_url(p: &Platform) -> String {
-    let mut addr = p.cfg.api_listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    format!("http://{addr}")
+    format!("http://{}", p.cfg.api_upstream())
 }
 
 /// Runs `git http-backend` for one request and streams its answer.

@@ -112,19 +112,36 @@ pub async fn document() -> Json<&'static Document> {
     Json(spec())
 }
 
-/// Whether the API answers.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+/// Whether the API answers, and where it is served over HTTPS.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok`.
     pub status: String,
+    /// The platform's own HTTPS address at the edge (`https://berth.example.com/`): this
+    /// API, git remotes and webhooks; absent when the edge serves no HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_url: Option<String>,
+    /// Its certificate comes from berth's local CA (`GET /v1/ca`), not a public one.
+    #[serde(default)]
+    pub local_ca: bool,
 }
 
 /// `GET /v1/health`.
 #[utoipa::path(get, path = "/v1/health", tag = "platform", security(()),
     responses((status = 200, description = "The API answers", body = Health)))]
-pub async fn health() -> Json<Health> {
+pub async fn health(
+    axum::extract::State(p): axum::extract::State<std::sync::Arc<crate::platform::Platform>>,
+) -> Json<Health> {
+    let platform_url = p.cfg.platform_url();
+    let local_ca = p
+        .cfg
+        .platform_hosts()
+        .last()
+        .is_some_and(|h| p.certificates.issuer_for(h) == crate::certificates::Issuer::Local);
     Json(Health {
         status: "ok".into(),
+        platform_url,
+        local_ca,
     })
 }
 

@@ -191,6 +191,20 @@ impl RoutePublisher {
                 );
             }
         }
+        // The platform's own host names: the API, over HTTPS when the edge serves it.
+        for host in self.cfg.platform_hosts() {
+            routes.insert(
+                host,
+                Route {
+                    app: berth_core::names::PLATFORM_LABEL.into(),
+                    release: 0,
+                    upstreams: vec![self.cfg.api_upstream()],
+                    https_redirect: self.cfg.edge_tls_listen.is_some(),
+                    canary: None,
+                    sleeping: false,
+                },
+            );
+        }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -15,7 +15,13 @@ pub enum NameError {
     BadCharacter { name: String, bad: char },
     #[error("app name {0:?} must start with a letter and end with a letter or digit")]
     BadEdge(String),
+    #[error("app name {0:?} is the platform's own host name (berth.localhost, berth.<base domain>); pick another")]
+    Reserved(String),
 }
+
+/// The label of the platform's own host name at the edge (`berth.localhost`,
+/// `berth.<base domain>`): its API, git remotes and webhooks over HTTPS. No app has it.
+pub const PLATFORM_LABEL: &str = "berth";
 
 /// An app's name: a DNS label (lowercase ASCII letters, digits and `-`, at most 63
 /// characters, starting with a letter, not ending with `-`).
@@ -53,6 +59,9 @@ impl AppName {
         let first = raw.chars().next().unwrap_or('-');
         if !first.is_ascii_lowercase() || raw.ends_with('-') {
             return Err(NameError::BadEdge(raw.to_string()));
+        }
+        if raw == PLATFORM_LABEL {
+            return Err(NameError::Reserved(raw.to_string()));
         }
         Ok(Self(raw.to_string()))
     }

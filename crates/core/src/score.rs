@@ -99,10 +99,7 @@ impl Template {
 
     /// Its value, each placeholder looked up (`(value, from a secret)`); the first that
     /// resolves to nothing is the error. The answer is secret when any part was.
-    pub fn resolve(
-        &self,
-        lookup: &Lookup,
-    ) -> Result<(String, bool), String> {
+    pub fn resolve(&self, lookup: &Lookup) -> Result<(String, bool), String> {
         let mut out = String::new();
         let mut secret = false;
         for part in &self.0 {
