@@ -685,9 +685,9 @@ pub enum GitopsCommand {
 /// `berth git …`.
 #[derive(Debug, Subcommand)]
 pub enum GitCommand {
-    /// The git remote of an app (`http://HOST:7070/git/APP.git`); with --add [NAME] it is
-    /// added to the repository here (default name `berth`) with a credential helper that
-    /// hands git your berth token.
+    /// The git remote of an app (`https://berth.localhost:8443/git/APP.git`: the platform's
+    /// own host name at the edge); with --add [NAME] it is added to the repository here
+    /// (default name `berth`) with a credential helper that hands git your berth token.
     Remote {
         app: String,
         #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "berth")]
@@ -701,11 +701,23 @@ pub enum GitCommand {
     /// Example: berth git connect shop https://github.com/acme/shop.git --branch main
     Connect {
         app: String,
-        /// The repository: https://, http://, git:// or ssh:// (a private one over ssh needs
-        /// this machine's key).
+        /// The repository: https://, http://, git://, ssh:// or git@host:path (a private
+        /// one over ssh with the app's deploy key, see `berth git key`).
         url: String,
         #[arg(long, default_value = "main")]
         branch: String,
+    },
+    /// The app's deploy key for private repositories over ssh, made on first use: add the
+    /// printed public key to the repository as a read-only deploy key (GitHub: Settings →
+    /// Deploy keys; GitLab: Settings → Repository → Deploy keys), then `berth git connect`
+    /// with its ssh URL. berth keeps the private half sealed.
+    ///
+    /// Example: berth git key shop && berth git connect shop git@github.com:acme/shop.git
+    Key {
+        app: String,
+        /// Replace it with a new key (remove the old one from the repository).
+        #[arg(long)]
+        rotate: bool,
     },
     /// An app's git connection: repository, branch, and what the last push did.
     Status { app: String },

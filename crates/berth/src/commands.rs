@@ -279,6 +279,9 @@ async fn run_async(cli: Cli) -> Result<i32> {
             crate::git::connect(g, &app, &url, &branch).await
         }
         Command::Git(crate::cli::GitCommand::Status { app }) => crate::git::status(g, &app).await,
+        Command::Git(crate::cli::GitCommand::Key { app, rotate }) => {
+            crate::git::key(g, &app, rotate).await
+        }
         Command::Git(crate::cli::GitCommand::Disconnect { app }) => {
             crate::git::disconnect(g, &app).await
         }

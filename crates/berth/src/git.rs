@@ -154,6 +154,29 @@ pub async fn connect(g: &Global, app: &str, url: &str, branch: &str) -> Result<i
     Ok(0)
 }
 
+/// `berth git key APP [--rotate]`.
+pub async fn key(g: &Global, app: &str, rotate: bool) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let key: berth_core::git::DeployKeyView = client
+        .post_json(
+            &berth_client::app_path(app, "/git/key"),
+            &serde_json::json!({ "rotate": rotate }),
+        )
+        .await?;
+    if g.json {
+        output::json(&key);
+        return Ok(0);
+    }
+    println!("{}", key.public_key);
+    eprintln!(
+        "{} deploy key of {app} ({})",
+        if key.created { "made the" } else { "the" },
+        key.fingerprint
+    );
+    eprintln!("hint: add it to the repository as a read-only deploy key, then: berth git connect {app} git@HOST:OWNER/REPO.git");
+    Ok(0)
+}
+
 /// Where git hosts send webhooks: the platform's HTTPS address, else the API's.
 pub(crate) async fn webhook_base(client: &berth_client::Client) -> String {
     match platform_https(client).await {

@@ -379,3 +379,77 @@ fn connecting_to_what_cannot_be_read_changes_nothing() {
             || String::from_utf8_lossy(&out.stderr).contains("may not")
     );
 }
+
+#[test]
+fn a_private_repository_over_ssh_is_read_with_the_apps_deploy_key() {
+    let remote = Remote::start();
+    let sshd = common::Sshd::start();
+    let p = Platform::start_with(&["--git-poll-interval", "1s"]);
+    let bare = remote._dir.path().join("repos/src.git");
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user,
+        sshd.port,
+        bare.display()
+    );
+
+    // No key yet: refused, with the way to make one; nothing stored.
+    let err = p.fails(&["git", "connect", "private", &url]);
+    assert!(err.contains("berth git key private"), "{err}");
+    assert!(p
+        .fails(&["git", "status", "private"])
+        .contains("not connected"));
+
+    // The key is made once, then shown as it is.
+    let key = p.json(&["git", "key", "private"]);
+    assert_eq!(key["created"], true);
+    let public = key["public_key"].as_str().unwrap().to_string();
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    assert!(public.ends_with("berth deploy key for private"), "{public}");
+    assert!(key["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    let again = p.json(&["git", "key", "private"]);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["public_key"], public.as_str());
+
+    // Not yet added to the repository: refused, naming the key.
+    let err = p.fails(&["git", "connect", "private", &url]);
+    assert!(err.contains("deploy key"), "{err}");
+
+    // Added: connect reads the branch and deploys it; the poll finds the next push.
+    sshd.authorize(&public);
+    p.ok(&["git", "connect", "private", &url]);
+    settled(&p, "private", &remote.head(), "deployed v1");
+    assert_eq!(p.answer("private", "/env?name=BERTH_APP"), "private");
+    let second = remote.push("two", |w| {
+        std::fs::write(w.join("version.txt"), "2\n").unwrap()
+    });
+    settled(&p, "private", &second, "deployed v2");
+
+    // The private half is nowhere in plaintext: sealed in the store, written only while
+    // git runs.
+    let found = Command::new("grep")
+        .args(["-r", "-a", "-l", "-F", "OPENSSH PRIVATE KEY"])
+        .arg(p.data.path())
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+
+    // A new key replaces it: the server does not know it, so the next poll fails (and is
+    // logged), and the app keeps serving.
+    let rotated = p.json(&["git", "key", "private", "--rotate"]);
+    assert_eq!(rotated["created"], true);
+    assert_ne!(rotated["public_key"], public.as_str());
+    let third = remote.push("three", |w| {
+        std::fs::write(w.join("version.txt"), "3\n").unwrap()
+    });
+    assert!(eventually(Duration::from_secs(30), || p
+        .up_log()
+        .contains("polling the repository failed")));
+    assert_eq!(p.answer("private", "/env?name=BERTH_RELEASE"), "2");
+    sshd.authorize(rotated["public_key"].as_str().unwrap());
+    settled(&p, "private", &third, "deployed v3");
+}

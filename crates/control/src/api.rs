@@ -21,7 +21,9 @@ use berth_core::api::{
     AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest,
 };
 use berth_core::domains::{DnsStatus, DomainAdd, DomainView};
-use berth_core::git::{GitConnect, GitConnected, GitConnectionView};
+use berth_core::git::{
+    DeployKeyRequest, DeployKeyView, GitConnect, GitConnected, GitConnectionView,
+};
 use berth_core::model::InstanceState;
 use berth_core::policy::Isolation;
 use berth_core::spec::BerthToml;
@@ -145,6 +147,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route(
             "/v1/apps/{app}/git",
             get(git_connection).post(git_connect).delete(git_disconnect),
+        )
+        .route(
+            "/v1/apps/{app}/git/key",
+            get(deploy_key_get).post(deploy_key_make),
         )
         .route("/git/{repo}/info/refs", get(crate::git_http::info_refs))
         .route(
@@ -1150,6 +1156,53 @@ async fn git_connect(
                 .await?,
         ),
     ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/git/key",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name (it need not exist yet)")),
+    request_body = DeployKeyRequest,
+    responses(
+        (status = 200, description = "The app's deploy key: made now (`created`), or the one it has; add the public key to the repository as a read-only deploy key", body = DeployKeyView)
+    )
+)]
+async fn deploy_key_make(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+    ApiJson(req): ApiJson<DeployKeyRequest>,
+) -> Result<Json<DeployKeyView>, ApiError> {
+    let name = app_name(&app)?;
+    Ok(Json(p.deploy_key(name.as_str(), req.rotate).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/git/key",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The app's deploy key (its public half)", body = DeployKeyView),
+        (status = 404, description = "The app has no deploy key", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn deploy_key_get(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<DeployKeyView>, ApiError> {
+    let name = app_name(&app)?;
+    p.deploy_key_view(name.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_deploy_key",
+                format!("app {name} has no deploy key"),
+            )
+            .hint(format!("make one with `berth git key {name}`"))
+        })
 }
 
 #[utoipa::path(

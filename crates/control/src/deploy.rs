@@ -402,7 +402,7 @@ impl Platform {
             Err(f) => Err(f),
         };
         if result.is_err() && new_app && self.store.app(app.as_str()).await?.is_some() {
-            if let Err(e) = self.destroy(app.as_str()).await {
+            if let Err(e) = self.remove_app(app.as_str(), false).await {
                 tracing::warn!(%app, error = %e.message, "removing the app a failed first deploy made");
             }
         }
@@ -592,7 +592,7 @@ impl Platform {
             .await
         {
             if !existed {
-                let _ = self.store.delete_app(app.as_str()).await;
+                let _ = self.store.delete_app_records(app.as_str(), false).await;
             }
             return Err(e.into());
         }
@@ -1679,6 +1679,17 @@ impl Platform {
     /// Stops everything of an app and forgets it: instances, routes, releases, images,
     /// build cache and logs.
     pub async fn destroy(self: &Arc<Self>, app: &str) -> Result<(), ApiError> {
+        self.remove_app(app, true).await
+    }
+
+    /// [`Platform::destroy`]; without `links`, the app's git connection, deploy key,
+    /// repository and place in a platform definition stay (a first deploy that failed is
+    /// undone, and the next push tries again).
+    pub(crate) async fn remove_app(
+        self: &Arc<Self>,
+        app: &str,
+        links: bool,
+    ) -> Result<(), ApiError> {
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         if self.store.app(app).await?.is_none() {
@@ -1693,7 +1704,7 @@ impl Platform {
         for inst in &instances {
             self.store.instance_stopping(&inst.id).await?;
         }
-        self.store.delete_app(app).await?;
+        self.store.delete_app_records(app, links).await?;
         self.publish_network().await?;
         let timeout = self.cfg.stop_timeout;
         for inst in instances {
@@ -1717,8 +1728,10 @@ impl Platform {
         }
         let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));
         let _ = std::fs::remove_dir_all(self.cfg.build_user_dir().join("cache").join(app));
-        if let Err(e) = self.git_repos.remove(app) {
-            tracing::warn!(%app, error = %e, "removing the app's git repository failed");
+        if links {
+            if let Err(e) = self.git_repos.remove(app) {
+                tracing::warn!(%app, error = %e, "removing the app's git repository failed");
+            }
         }
         self.logs.remove_app(app);
         Ok(())

@@ -171,15 +171,38 @@ impl Platform {
         project: String,
         actor: &str,
     ) -> Result<GitConnected, ApiError> {
+        let req = &GitConnect {
+            url: berth_factory::git::normalize_url(&req.url),
+            branch: req.branch.clone(),
+        };
         berth_factory::git::check_url(&req.url).map_err(git_refused)?;
         berth_factory::git::check_ref(&req.branch).map_err(git_refused)?;
         let (url, branch) = (req.url.clone(), req.branch.clone());
+        let key = self.deploy_key_file(app.as_str(), &url).await?;
+        let has_key = key.is_some();
         let head = tokio::task::spawn_blocking(move || {
-            berth_factory::git::remote_head(&url, &branch, CONNECT_TIMEOUT)
+            berth_factory::git::remote_head_with(
+                &url,
+                &branch,
+                CONNECT_TIMEOUT,
+                key.as_ref().map(|k| k.ssh()),
+            )
         })
         .await
         .map_err(|e| ApiError::internal("reading the repository", e))?
-        .map_err(git_refused)?;
+        .map_err(|e| {
+            let refused = git_refused(e);
+            if req.url.starts_with("ssh://") && refused.code == "repository_unreachable" {
+                let hint = if has_key {
+                    format!("check that berth's deploy key (`berth git key {app}`) is added to the repository, and the URL and branch")
+                } else {
+                    format!("a private repository over ssh needs a deploy key: `berth git key {app}` makes one; add it to the repository (read access), then connect again")
+                };
+                refused.hint(hint)
+            } else {
+                refused
+            }
+        })?;
         let (secret, sealed) = self.new_webhook_secret(&context(app.as_str())).await?;
         let now = crate::now_secs();
         sqlx::query(
@@ -309,8 +332,18 @@ impl Platform {
             dir.path().to_path_buf(),
         );
         let limit = self.cfg.upload_limit;
+        let key = self
+            .deploy_key_file(&conn.app, &conn.url)
+            .await
+            .map_err(|e| (None, e))?;
         let fetched = tokio::task::spawn_blocking(move || {
-            berth_factory::git::fetch(&url, &branch, &into, GIT_TIMEOUT)?;
+            berth_factory::git::fetch_with(
+                &url,
+                &branch,
+                &into,
+                GIT_TIMEOUT,
+                key.as_ref().map(|k| k.ssh()),
+            )?;
             let sha = berth_factory::source::git_commit(&into);
             let time = berth_factory::source::git_commit_time(&into);
             let archive = berth_factory::source::pack(&into, limit).map_err(|e| {
@@ -365,8 +398,14 @@ impl Platform {
     pub async fn poll_git(self: &Arc<Self>) -> Result<(), ApiError> {
         for conn in self.git_connections().await? {
             let (url, branch) = (conn.url.clone(), conn.branch.clone());
+            let key = self.deploy_key_file(&conn.app, &conn.url).await?;
             let head = tokio::task::spawn_blocking(move || {
-                berth_factory::git::remote_head(&url, &branch, GIT_TIMEOUT)
+                berth_factory::git::remote_head_with(
+                    &url,
+                    &branch,
+                    GIT_TIMEOUT,
+                    key.as_ref().map(|k| k.ssh()),
+                )
             })
             .await
             .map_err(|e| ApiError::internal("polling", e))?;

@@ -41,6 +41,7 @@ pub mod create;
 pub mod databases;
 pub mod declarative;
 pub mod deploy;
+pub mod deploy_keys;
 pub mod dns_records;
 pub mod doctor;
 pub mod domains;

@@ -76,6 +76,8 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::platform_apply,
         crate::api::git_connect,
         crate::api::git_connection,
+        crate::api::deploy_key_make,
+        crate::api::deploy_key_get,
         crate::api::git_disconnect,
         crate::api::alerts,
         crate::api::tokens_list,

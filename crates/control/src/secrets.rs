@@ -38,6 +38,9 @@ pub struct RotationReport {
     /// How many webhook secrets (git connections, GitOps sources) were re-sealed.
     #[serde(default)]
     pub webhook_secrets: usize,
+    /// How many git deploy keys were re-sealed.
+    #[serde(default)]
+    pub deploy_keys: usize,
 }
 
 impl Platform {
@@ -308,6 +311,7 @@ impl Platform {
         let signing_keys = self.reseal_signing_key(&ring).await?;
         let webhook_secrets =
             self.reseal_webhook_secrets(&ring).await? + self.reseal_gitops_secrets(&ring).await?;
+        let deploy_keys = self.reseal_deploy_keys(&ring).await?;
         ring.retire_all_but_active()
             .map_err(|e| ApiError::internal("retiring the old key", e))?;
         Ok(RotationReport {
@@ -317,6 +321,7 @@ impl Platform {
             registry_credentials,
             signing_keys,
             webhook_secrets,
+            deploy_keys,
         })
     }
 }

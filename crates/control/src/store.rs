@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (17, include_str!("../migrations/0017_git_connections.sql")),
     (18, include_str!("../migrations/0018_declared_apps.sql")),
     (19, include_str!("../migrations/0019_gitops.sql")),
+    (20, include_str!("../migrations/0020_git_deploy_keys.sql")),
 ];
 
 /// Handle to the state store.
@@ -275,8 +276,15 @@ impl Store {
 
     /// Deletes an app and its records.
     pub async fn delete_app(&self, name: &str) -> Result<(), sqlx::Error> {
+        self.delete_app_records(name, true).await
+    }
+
+    /// Deletes an app and its records; with `links`, also what points at it from outside
+    /// (its git connection and deploy key, its place in a platform definition) — without,
+    /// those stay for the next try (a first deploy that failed).
+    pub async fn delete_app_records(&self, name: &str, links: bool) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        for table in [
+        let own = [
             "instances",
             "deploys",
             "builds",
@@ -285,10 +293,10 @@ impl Store {
             "secret_versions",
             "volumes",
             "databases",
-            // Else a push or the poll would bring a destroyed app back.
-            "git_connections",
-            "declared_apps",
-        ] {
+        ];
+        // Else a push or the poll would bring a destroyed app back.
+        let linked = ["git_connections", "git_deploy_keys", "declared_apps"];
+        for table in own.iter().chain(linked.iter().filter(|_| links)) {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
                 .bind(name)
                 .execute(&mut *tx)
@@ -1347,7 +1355,7 @@ mod tests {
             .unwrap();
         assert_eq!(newest, MIGRATIONS.last().unwrap().0);
         // The new table is there and usable.
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gitops_sources")
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM git_deploy_keys")
             .fetch_one(&s.pool)
             .await
             .unwrap();

@@ -48,3 +48,26 @@ pub struct GitConnected {
     /// token (GitLab). Shown this once.
     pub webhook_secret: String,
 }
+
+/// Body of `POST /v1/apps/{app}/git/key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeployKeyRequest {
+    /// Replace the app's key with a new one (the old one stops working once removed from
+    /// the repository; berth forgets it at once).
+    #[serde(default)]
+    pub rotate: bool,
+}
+
+/// An app's deploy key: the public half, to add to the repository (read-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeployKeyView {
+    pub app: String,
+    /// `ssh-ed25519 AAAA… berth deploy key for APP`, as the repository's deploy key.
+    pub public_key: String,
+    /// `SHA256:…`, as git hosts show it.
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// True when this call made it.
+    pub created: bool,
+}

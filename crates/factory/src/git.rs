@@ -43,6 +43,57 @@ pub fn check_url(url: &str) -> Result<(), GitError> {
     }
 }
 
+/// Writes git's short SSH form (`git@github.com:acme/shop.git`, as the hosts show it) as
+/// the `ssh://` URL it means; any other text is returned as it is.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim();
+    if url.contains("://") {
+        return url.to_string();
+    }
+    let Some((user_host, path)) = url.split_once(':') else {
+        return url.to_string();
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return url.to_string();
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if plain(user) && plain(host) && !path.is_empty() && !path.starts_with('-') {
+        format!("ssh://{user}@{host}/{}", path.trim_start_matches('/'))
+    } else {
+        url.to_string()
+    }
+}
+
+/// A private key git authenticates with over ssh, and the known hosts file where the
+/// servers' keys are remembered (each server trusted on first use, and held to that key
+/// afterwards).
+#[derive(Debug, Clone, Copy)]
+pub struct SshKey<'a> {
+    pub key: &'a Path,
+    pub known_hosts: &'a Path,
+}
+
+fn shell_quoted(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// `GIT_SSH_COMMAND`: never a prompt; with a key, only that key.
+fn ssh_command(ssh: Option<SshKey>) -> String {
+    match ssh {
+        None => "ssh -o BatchMode=yes".into(),
+        Some(k) => format!(
+            "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -i {} -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
+            shell_quoted(k.key),
+            shell_quoted(k.known_hosts)
+        ),
+    }
+}
+
 /// The app name a repository suggests: its last path segment without `.git`.
 pub fn suggested_app_name(url: &str) -> Option<String> {
     url.trim_end_matches('/')
@@ -74,6 +125,7 @@ fn git(
     deadline: Instant,
     url: &str,
     git_ref: &str,
+    ssh: Option<SshKey>,
 ) -> Result<(), GitError> {
     let mut cmd = Command::new("git");
     cmd.args([
@@ -87,7 +139,7 @@ fn git(
     // Submodules and redirects are held to the same transports.
     .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
     .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    .env("GIT_SSH_COMMAND", ssh_command(ssh));
     let failed = |detail: String| GitError::Fetch {
         url: url.into(),
         git_ref: git_ref.into(),
@@ -105,6 +157,17 @@ fn git(
 /// Fetches `git_ref` of `url` into the empty directory `into` (a checkout with one commit:
 /// the build sees a clean git working tree and records its commit).
 pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result<(), GitError> {
+    fetch_with(url, git_ref, into, timeout, None)
+}
+
+/// [`fetch`], authenticating over ssh with `ssh`'s key.
+pub fn fetch_with(
+    url: &str,
+    git_ref: &str,
+    into: &Path,
+    timeout: Duration,
+    ssh: Option<SshKey>,
+) -> Result<(), GitError> {
     check_url(url)?;
     check_ref(git_ref)?;
     let deadline = Instant::now() + timeout;
@@ -112,7 +175,7 @@ pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result
         Err(GitError::Timeout(u, _)) => Err(GitError::Timeout(u, timeout)),
         other => other,
     };
-    timed(git(into, &["init", "-q"], deadline, url, git_ref))?;
+    timed(git(into, &["init", "-q"], deadline, url, git_ref, ssh))?;
     timed(git(
         into,
         &[
@@ -128,6 +191,7 @@ pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result
         deadline,
         url,
         git_ref,
+        ssh,
     ))?;
     timed(git(
         into,
@@ -141,11 +205,22 @@ pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result
         deadline,
         url,
         git_ref,
+        ssh,
     ))
 }
 
 /// The commit `branch` of `url` names now (`git ls-remote`), without fetching anything.
 pub fn remote_head(url: &str, branch: &str, timeout: Duration) -> Result<String, GitError> {
+    remote_head_with(url, branch, timeout, None)
+}
+
+/// [`remote_head`], authenticating over ssh with `ssh`'s key.
+pub fn remote_head_with(
+    url: &str,
+    branch: &str,
+    timeout: Duration,
+    ssh: Option<SshKey>,
+) -> Result<String, GitError> {
     check_url(url)?;
     check_ref(branch)?;
     let full = format!("refs/heads/{branch}");
@@ -169,7 +244,7 @@ pub fn remote_head(url: &str, branch: &str, timeout: Duration) -> Result<String,
     .current_dir(dir.path())
     .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
     .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    .env("GIT_SSH_COMMAND", ssh_command(ssh));
     let ran = crate::tool::run_logged(&mut cmd, &log, Instant::now() + timeout);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let failed = |detail: String| GitError::Fetch {
@@ -233,6 +308,21 @@ mod tests {
         }
         for bad in ["--upload-pack=evil", "a..b", "", "a b", "x;y"] {
             assert!(check_ref(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            normalize_url("git@github.com:acme/shop.git"),
+            "ssh://git@github.com/acme/shop.git"
+        );
+        assert_eq!(normalize_url("https://x/y.git"), "https://x/y.git");
+        for left in [
+            "-oProxyCommand=x@h:p",
+            "git@-h:p",
+            "git@h:-p",
+            "/srv/repo",
+            "h:p",
+        ] {
+            assert_eq!(normalize_url(left), left, "{left}");
+            assert!(check_url(&normalize_url(left)).is_err(), "{left}");
         }
     }
 }

@@ -577,3 +577,87 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// An OpenSSH server on loopback with its own host key and authorized keys (none at
+/// first): git over ssh, as a private repository's host serves it.
+#[allow(dead_code)]
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    /// The user it lets in (the one running the tests).
+    pub user: String,
+    dir: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl Sshd {
+    pub fn start() -> Sshd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host_key = dir.path().join("host_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(made.success());
+        let keys = dir.path().join("authorized_keys");
+        std::fs::write(&keys, "").expect("authorized_keys");
+        let user =
+            String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
+                .trim()
+                .to_string();
+        let port = free_port();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nAllowUsers {user}\n",
+                host_key.display(),
+                keys.display(),
+                dir.path().join("sshd.pid").display()
+            ),
+        )
+        .expect("sshd_config");
+        // Its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (the openssh-server package)");
+        let d = Sshd {
+            child,
+            port,
+            user,
+            dir,
+        };
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "sshd did not listen"
+        );
+        d
+    }
+
+    /// Lets `public_key` in.
+    pub fn authorize(&self, public_key: &str) {
+        std::fs::write(
+            self.dir.path().join("authorized_keys"),
+            format!("{public_key}\n"),
+        )
+        .expect("authorized_keys");
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
