@@ -223,21 +223,7 @@ mod tests {
 
     /// Heroku's own example from the app.json schema article (trimmed of nothing berth
     /// refuses).
-    const HEROKU_EXAMPLE: &str = r#"{
-      "name": "Small Sharp Tool",
-      "description": "This app does one little thing, and does it well.",
-      "keywords": ["productivity", "HTML5", "scalpel"],
-      "website": "https://small-sharp-tool.com/",
-      "repository": "https://github.com/jane-doe/small-sharp-tool",
-      "logo": "https://small-sharp-tool.com/logo.svg",
-      "success_url": "/welcome",
-      "scripts": { "postdeploy": "bundle exec rake bootstrap" },
-      "env": {
-        "SECRET_TOKEN": { "description": "A secret key for verifying the integrity of signed cookies." },
-        "WEB_CONCURRENCY": { "description": "The number of processes to run.", "value": "5" }
-      },
-      "formation": { "web": { "quantity": 1, "size": "standard-1X" } }
-    }"#;
+    const HEROKU_EXAMPLE: &str = include_str!("../tests/fixtures/heroku-app.json");
 
     #[test]
     fn herokus_example_is_read() {

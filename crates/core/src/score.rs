@@ -872,49 +872,10 @@ mod tests {
     use super::*;
 
     /// Score's getting-started example (docs.score.dev/docs/get-started).
-    const SAMPLE: &str = r#"
-apiVersion: score.dev/v1b1
-metadata:
-  name: sample
-containers:
-  main:
-    image: .
-    variables:
-      PG_CONNECTION_STRING: "postgresql://${resources.db.username}:${resources.db.password}@${resources.db.host}:${resources.db.port}/${resources.db.database}?sslmode=disable"
-service:
-  ports:
-    web:
-      port: 8080
-resources:
-  db:
-    type: postgres
-  dns:
-    type: dns
-  route:
-    type: route
-    params:
-      host: ${resources.dns.host}
-      path: /
-      port: 8080
-"#;
+    const SAMPLE: &str = include_str!("../tests/fixtures/score-getting-started.yaml");
 
     /// Score's volume example (docs.score.dev/examples/score/specification/volumes).
-    const VOLUMES: &str = r#"
-apiVersion: score.dev/v1b1
-metadata:
-  name: my-workload
-containers:
-  my-container:
-    image: busybox
-    command: ["/bin/sh"]
-    args: ["-c", "while true; do echo Hello volumes; sleep 5; done"]
-    volumes:
-      /data:
-        source: ${resources.data}
-resources:
-  data:
-    type: volume
-"#;
+    const VOLUMES: &str = include_str!("../tests/fixtures/score-volumes.yaml");
 
     #[test]
     fn the_getting_started_example_is_read() {
