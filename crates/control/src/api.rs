@@ -162,6 +162,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             post(crate::git_http::receive_pack).layer(DefaultBodyLimit::max(limit)),
         )
         .nest_service("/mcp", mcp_service(&platform))
+        .merge(crate::ui::guarded_routes())
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             crate::idempotency::idempotent,
@@ -189,6 +190,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/hooks/gitlab",
             post(crate::webhooks::gitlab).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
+        .merge(crate::ui::public_routes())
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
@@ -203,6 +205,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
             platform,
             crate::qualified::qualified,
         ))
+        // The dashboard's session cookie becomes the token the guard reads.
+        .layer(middleware::from_fn(crate::ui::session))
 }
 
 /// MCP over streamable HTTP: its tools call this API over loopback with the caller's token.
@@ -218,7 +222,7 @@ fn mcp_service(p: &Platform) -> berth_mcp::HttpService {
 
 /// Who made a change, for the release record: the token's name and what the client said
 /// it was.
-fn actor(headers: &HeaderMap) -> String {
+pub(crate) fn actor(headers: &HeaderMap) -> String {
     let who = crate::audit::CallContext::current()
         .map_or_else(|| "api".to_string(), |c| c.principal.name.clone());
     match crate::guard::client_of(headers) {
@@ -235,7 +239,7 @@ fn app_name(raw: &str) -> Result<AppName, ApiError> {
     })
 }
 
-async fn existing_app(p: &Platform, raw: &str) -> Result<AppName, ApiError> {
+pub(crate) async fn existing_app(p: &Platform, raw: &str) -> Result<AppName, ApiError> {
     let name = app_name(raw)?;
     if p.store.app(name.as_str()).await?.is_none() {
         return Err(ApiError::app_not_found(name.as_str()));
@@ -729,11 +733,19 @@ async fn reaches(p: &Platform, caller: &Caller, project: &str) -> Result<bool, A
     responses((status = 200, description = "Apps the token can see", body = [AppSummary]))
 )]
 async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSummary>>, ApiError> {
+    Ok(Json(app_summaries(&p, &caller).await?))
+}
+
+/// The apps `caller` can see, with their state.
+pub(crate) async fn app_summaries(
+    p: &Platform,
+    caller: &Caller,
+) -> Result<Vec<AppSummary>, ApiError> {
     let instances = p.store.instances(None).await?;
     let mut apps = Vec::new();
     for a in p.store.apps().await? {
         let project = p.store.app_project(&a.name).await?.unwrap_or_default();
-        if !reaches(&p, &caller, &project).await? {
+        if !reaches(p, caller, &project).await? {
             continue;
         }
         let isolation = match a.current_release {
@@ -762,7 +774,7 @@ async fn list_apps(State(p): Shared, caller: Caller) -> Result<Json<Vec<AppSumma
             name: a.name,
         });
     }
-    Ok(Json(apps))
+    Ok(apps)
 }
 
 #[utoipa::path(

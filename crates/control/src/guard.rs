@@ -45,7 +45,7 @@ pub fn client_of(headers: &axum::http::HeaderMap) -> Option<String> {
 fn target_of(path: &str) -> Option<String> {
     let mut parts = path.trim_start_matches('/').split('/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("v1"), Some("apps" | "tokens"), Some(name)) if !name.is_empty() => Some(
+        (Some("v1" | "ui"), Some("apps" | "tokens"), Some(name)) if !name.is_empty() => Some(
             percent_encoding::percent_decode_str(name)
                 .decode_utf8_lossy()
                 .chars()
@@ -356,7 +356,10 @@ async fn within(
     uri: &axum::http::Uri,
 ) -> Result<(), ApiError> {
     let project = limit.describe();
-    let app = if route.starts_with("/v1/apps/{app}") || route.starts_with("/git/{repo}") {
+    let app = if route.starts_with("/v1/apps/{app}")
+        || route.starts_with("/ui/apps/{app}")
+        || route.starts_with("/git/{repo}")
+    {
         target_of(uri.path())
     } else if route == "/v1/dora" {
         uri.query()
@@ -365,7 +368,7 @@ async fn within(
             .find_map(|kv| kv.strip_prefix("app="))
             .map(str::to_string)
             .or(Some(String::new()))
-    } else if matches!(route, "/v1/apps" | "/v1/projects" | "/v1/whoami")
+    } else if matches!(route, "/v1/apps" | "/v1/projects" | "/v1/whoami" | "/ui")
         || route.starts_with("/mcp")
     {
         None

@@ -79,6 +79,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tls_store;
 pub mod tokens;
+pub mod ui;
 pub mod volumes;
 pub mod webhooks;
 

@@ -68,6 +68,7 @@ impl Role {
             "/v1/gc",
             "/v1/dns",
             "/v1/gitops",
+            "/ui/audit",
         ];
         if admin_only
             .iter()

@@ -1,0 +1,159 @@
+//! End-to-end: the web dashboard in a real browser (headless Chromium, driven by
+//! puppeteer-core): sign in (a wrong token refused), the apps, an app with its releases, its
+//! logs and a search, a rollback with its confirmation, the audit log, signing out, a viewer
+//! refused the rollback — each page checked by axe-core (no serious violation) and
+//! photographed at desktop and phone widths (`target/tmp/ui-screenshots/`). Around it, over
+//! plain HTTP: no page without a session, a forged form refused, hostile text escaped, the
+//! security headers.
+
+mod common;
+
+use common::{copy_dir, fixture, Platform};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn tools() -> PathBuf {
+    let base = std::env::var("BERTH_TOOLS_DIR").unwrap_or_else(|_| "/var/lib/berth-tools".into());
+    PathBuf::from(base).join("browser/node_modules")
+}
+
+/// A request to the API port with the session cookie `token` (none: no cookie); the
+/// status line's code, the headers and the body.
+fn ui(
+    p: &Platform,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    form: Option<&str>,
+) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-D", "-", "-X", method]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Cookie: berth_session={t}")]);
+    }
+    if let Some(f) = form {
+        cmd.args([
+            "-H",
+            "content-type: application/x-www-form-urlencoded",
+            "--data",
+            f,
+        ]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{}{path}", p.api_port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn the_dashboard_runs_the_day_in_a_real_browser() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("shop");
+    copy_dir(&fixture("stateful"), &dir);
+    let path = dir.to_str().unwrap();
+    p.ok(&["deploy", path, "--app", "shop"]);
+    // v2: an env value made to be a script, and a log line that carries it.
+    p.ok(&["env", "set", "shop", "XSS=<img src=x onerror=alert(1)>"]);
+    assert_eq!(p.answer("shop", "/log?name=XSS"), "logged\n");
+    let admin = common::admin_token(&p);
+    let viewer = p.json(&["tokens", "create", "look", "--role", "viewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Over plain HTTP first: no session, no page; a token that is no token, back to sign in.
+    let (code, head, _) = ui(&p, None, "GET", "/ui", None);
+    assert_eq!(code, 303);
+    assert!(head.contains("location: /ui/login"), "{head}");
+    let (code, head, _) = ui(&p, Some("berth_nope"), "GET", "/ui", None);
+    assert_eq!(code, 303);
+    assert!(head.contains("location: /ui/login?failed=1"), "{head}");
+    let (code, head, body) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+    assert_eq!(code, 200, "{body}");
+    for header in [
+        "content-security-policy: default-src 'none'; script-src 'self'",
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+    ] {
+        assert!(head.contains(header), "{header}: {head}");
+    }
+    assert!(
+        body.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "escaped"
+    );
+    assert!(!body.contains("<img src=x"), "never markup");
+    // A forged form (no CSRF token, or another session's): refused, nothing rolled back.
+    for form in ["to=1", "to=1&csrf=0123456789abcdef"] {
+        let (code, _, body) = ui(
+            &p,
+            Some(&admin),
+            "POST",
+            "/ui/apps/shop/rollback",
+            Some(form),
+        );
+        assert_eq!(code, 403, "{body}");
+        assert!(
+            body.contains("did not come from one of your berth pages"),
+            "{body}"
+        );
+    }
+    assert_eq!(p.json(&["releases", "shop"]).as_array().unwrap().len(), 2);
+    // An app name that is no name: refused as text.
+    let (code, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/%3Cscript%3E", None);
+    assert_eq!(code, 400);
+    assert!(!body.contains("<script>"), "{body}");
+    // The assets come from the binary.
+    let (code, head, _) = ui(&p, None, "GET", "/ui/assets/htmx.min.js", None);
+    assert_eq!(code, 200);
+    assert!(head.contains("text/javascript"), "{head}");
+
+    // The browser.
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/walk.mjs"))
+        .env("BASE", format!("http://127.0.0.1:{}", p.api_port))
+        .env("TOKEN", &admin)
+        .env("VIEWER", &viewer)
+        .env("APP", "shop")
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", "/usr/bin/chromium")
+        .env("TOOLS", tools())
+        .output()
+        .expect("node (install it with scripts/install-deps)");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.up_log()
+    );
+    let report: serde_json::Value = serde_json::from_str(said.trim()).expect("the walk's report");
+    assert_eq!(report["ok"], true, "{report}");
+    for name in ["login", "apps", "app", "logs", "rollback", "audit"] {
+        assert!(shots.join(format!("{name}-desktop.png")).exists(), "{name}");
+        assert!(shots.join(format!("{name}-phone.png")).exists(), "{name}");
+    }
+
+    // What the browser did is what the platform did.
+    let releases = p.json(&["releases", "shop"]);
+    assert_eq!(releases.as_array().unwrap().len(), 3, "{releases}");
+    assert!(
+        releases[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("rollback to v1"),
+        "{releases}"
+    );
+    let audit = p.ok(&["--json", "audit"]);
+    assert!(audit.contains("POST /ui/apps/{app}/rollback"), "{audit}");
+}

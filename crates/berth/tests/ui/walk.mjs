@@ -1,0 +1,145 @@
+// Walks berth's dashboard in a real browser (headless Chromium through puppeteer-core):
+// signs in, opens the apps, an app, its logs and the audit log, rolls back, and checks
+// each page with axe-core. Screenshots of every page at desktop and phone widths go to
+// $SHOTS. Prints a JSON report; exits 1 on the first broken expectation.
+//
+// Environment: BASE (http://127.0.0.1:PORT), TOKEN (an admin's), VIEWER (a viewer's), APP,
+// SHOTS, CHROMIUM, TOOLS (the node_modules holding puppeteer-core and axe-core).
+import { createRequire } from "node:module";
+import fs from "node:fs";
+import path from "node:path";
+
+const require = createRequire(path.join(process.env.TOOLS, "x.js"));
+const puppeteer = require("puppeteer-core");
+const axeSource = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+
+const { BASE, TOKEN, VIEWER, APP, SHOTS, CHROMIUM } = process.env;
+const report = { pages: {}, dialogs: [], violations: [] };
+const widths = { desktop: { width: 1280, height: 900 }, phone: { width: 390, height: 844, isMobile: true } };
+
+function check(ok, what) {
+  if (!ok) {
+    report.failed = what;
+    console.log(JSON.stringify(report));
+    process.exit(1);
+  }
+}
+
+const browser = await puppeteer.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+});
+try {
+  const page = await browser.newPage();
+  page.on("dialog", async (d) => {
+    report.dialogs.push(d.message());
+    await d.dismiss();
+  });
+  const cspErrors = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") cspErrors.push(m.text());
+  });
+
+  async function shoot(name) {
+    for (const [w, vp] of Object.entries(widths)) {
+      await page.setViewport(vp);
+      await page.screenshot({ path: path.join(SHOTS, `${name}-${w}.png`), fullPage: true });
+    }
+    await page.setViewport(widths.desktop);
+  }
+  async function axe(name) {
+    // The CSP forbids inline scripts: axe is evaluated through the DevTools protocol.
+    await page.evaluate(axeSource);
+    const result = await page.evaluate(async () => {
+      const r = await window.axe.run(document, { resultTypes: ["violations"] });
+      return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help }));
+    });
+    report.pages[name] = { axe: result };
+    for (const v of result) {
+      if (v.impact === "serious" || v.impact === "critical") report.violations.push({ page: name, ...v });
+    }
+  }
+  const text = () => page.evaluate(() => document.body.innerText);
+
+  // Not signed in: the sign-in page.
+  await page.goto(`${BASE}/ui`, { waitUntil: "networkidle0" });
+  check(page.url().endsWith("/ui/login"), `not signed in, /ui went to ${page.url()}`);
+  await axe("login");
+  await shoot("login");
+
+  // A wrong token: refused, said so.
+  await page.type("#token", "berth_not-a-real-token");
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click("button[type=submit]")]);
+  check((await text()).includes("unknown, revoked or expired"), "a wrong token is refused");
+
+  // Signed in: the apps.
+  await page.type("#token", TOKEN);
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click("main button[type=submit]")]);
+  check(page.url().endsWith("/ui"), `signed in, at ${page.url()}`);
+  check((await text()).includes(APP), "the apps list the app");
+  await axe("apps");
+  await shoot("apps");
+
+  // Keyboard: Tab reaches the links in order, starting with the header.
+  await page.keyboard.press("Tab");
+  const first = await page.evaluate(() => document.activeElement && document.activeElement.textContent.trim());
+  check(first === "berth", `the first Tab stop is the header's home link, not ${first}`);
+
+  // The app: its releases, the hostile env value shown as text.
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click(`a[href="/ui/apps/${APP}"]`)]);
+  const appText = await text();
+  check(appText.includes("Releases") && appText.includes("v2"), "the app page lists its releases");
+  check(appText.includes("<img src=x onerror=alert(1)>"), "an env value is shown as text");
+  await axe("app");
+  await shoot("app");
+
+  // Its logs, with the hostile line as text.
+  await page.goto(`${BASE}/ui/apps/${APP}/logs`, { waitUntil: "networkidle0" });
+  check((await text()).includes("the secret is <img src=x onerror=alert(1)>"), "a log line is shown as text");
+  await axe("logs");
+  await shoot("logs");
+  await page.goto(`${BASE}/ui/apps/${APP}/logs?q=onerror`, { waitUntil: "networkidle0" });
+  check((await text()).includes("onerror"), "the search finds the line");
+
+  // Roll back to v1: a confirmation, then the new release.
+  await page.goto(`${BASE}/ui/apps/${APP}`, { waitUntil: "networkidle0" });
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click(`a[href="/ui/apps/${APP}/rollback?to=1"]`)]);
+  check((await text()).includes(`Roll ${APP} back to v1?`), "the rollback asks first");
+  await axe("rollback");
+  await shoot("rollback");
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0", timeout: 120000 }), page.click("main button[type=submit]")]);
+  const after = await text();
+  check(after.includes("Rolled back to v1: release v3 serves now."), `the rollback's outcome: ${after.slice(0, 400)}`);
+  await shoot("rolled-back");
+
+  // The audit log records it.
+  await page.goto(`${BASE}/ui/audit`, { waitUntil: "networkidle0" });
+  check((await text()).includes(`POST /ui/apps/{app}/rollback`), "the audit log has the rollback");
+  await axe("audit");
+  await shoot("audit");
+
+  // Signing out ends the session.
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click("header button[type=submit]")]);
+  await page.goto(`${BASE}/ui`, { waitUntil: "networkidle0" });
+  check(page.url().endsWith("/ui/login"), "signed out");
+
+  // A viewer sees, and may not roll back.
+  await page.type("#token", VIEWER);
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click("main button[type=submit]")]);
+  check(!(await text()).includes("Audit"), "a viewer has no audit link");
+  await page.goto(`${BASE}/ui/apps/${APP}/rollback?to=2`, { waitUntil: "networkidle0" });
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click("main button[type=submit]")]);
+  const refused = await text();
+  check(refused.includes("Not allowed") && refused.includes("may not POST"), `a viewer's rollback: ${refused.slice(0, 300)}`);
+  await shoot("viewer-refused");
+
+  report.csp_errors = cspErrors.filter((e) => e.includes("Content Security Policy"));
+  check(report.dialogs.length === 0, "no script ran from the app's data");
+  check(report.violations.length === 0, "no serious accessibility violation");
+  check(report.csp_errors.length === 0, "nothing broke the Content-Security-Policy");
+  report.ok = true;
+  console.log(JSON.stringify(report));
+} finally {
+  await browser.close();
+}

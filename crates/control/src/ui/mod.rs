@@ -1,0 +1,251 @@
+//! berth's web dashboard at `/ui` on the API port (and at the platform's own host name over
+//! HTTPS): server-rendered pages (maud, escaped by construction) that read without
+//! JavaScript, with htmx (vendored, served from the binary) for live updates. Signing in
+//! stores the API token in an HttpOnly, SameSite=Strict cookie; every page then passes the
+//! same guard as the API (the token's role and project, the audit log). Forms carry a CSRF
+//! token derived from the session; a strict Content-Security-Policy allows nothing but
+//! berth's own scripts and styles.
+
+mod pages;
+mod views;
+
+use crate::platform::Platform;
+use axum::body::Body;
+use axum::extract::{Form, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sha2::Digest as _;
+use std::sync::Arc;
+
+/// The session cookie: the API token, for `/ui` only.
+const COOKIE: &str = "berth_session";
+/// How long a session lasts in the browser.
+const SESSION_SECS: u64 = 12 * 3600;
+
+const HTMX: &[u8] = include_bytes!("assets/htmx.min.js");
+const CSS: &str = include_str!("assets/berth.css");
+
+/// Nothing but berth's own scripts, styles and images; no framing, no form elsewhere.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The pages behind the guard (a GET needs a viewer, a POST a deployer, the audit an
+/// admin).
+pub fn guarded_routes() -> Router<Arc<Platform>> {
+    Router::new()
+        .route("/ui", get(views::apps))
+        .route("/ui/apps/{app}", get(views::app))
+        .route("/ui/apps/{app}/logs", get(views::logs))
+        .route(
+            "/ui/apps/{app}/rollback",
+            get(views::rollback_confirm).post(views::rollback),
+        )
+        .route("/ui/audit", get(views::audit))
+}
+
+/// The pages anyone may open: signing in and out, and the assets.
+pub fn public_routes() -> Router<Arc<Platform>> {
+    Router::new()
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/assets/htmx.min.js", get(htmx))
+        .route("/ui/assets/berth.css", get(css))
+}
+
+/// The session's token, from its cookie.
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The CSRF token of a session: only a page berth rendered for it carries it.
+pub(crate) fn csrf_of(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(format!("berth-ui-csrf\0{token}")))
+}
+
+/// Whether a form came from one of this session's pages.
+pub(crate) fn csrf_ok(headers: &HeaderMap, given: &str) -> bool {
+    session_token(headers).is_some_and(|t| {
+        let want = csrf_of(&t);
+        want.len() == given.len()
+            && want
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+/// Puts the session's token where the guard reads it, turns the guard's refusals into
+/// pages (sign in again; not allowed) and sets the security headers. Only for `/ui`.
+pub async fn session(mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if path != "/ui" && !path.starts_with("/ui/") {
+        return next.run(req).await;
+    }
+    let public = path == "/ui/login" || path == "/ui/logout" || path.starts_with("/ui/assets/");
+    if !public {
+        match session_token(req.headers()) {
+            Some(token) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                    req.headers_mut().insert(header::AUTHORIZATION, v);
+                }
+            }
+            None => return secured(Redirect::to("/ui/login").into_response()),
+        }
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::UNAUTHORIZED && !public {
+        // Unknown, revoked or expired: sign in again.
+        let mut r = Redirect::to("/ui/login?failed=1").into_response();
+        r.headers_mut()
+            .insert(header::SET_COOKIE, cookie("", 0, false));
+        return secured(r);
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 10)
+            .await
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let page = pages::error(
+            status,
+            v["message"].as_str().unwrap_or("the request failed"),
+            v["hint"].as_str(),
+        );
+        return secured((status, page).into_response());
+    }
+    secured(resp)
+}
+
+fn secured(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The session cookie (an empty value and no age: removed). `Secure` when the page came
+/// over HTTPS (through the edge).
+fn cookie(token: &str, max_age: u64, https: bool) -> HeaderValue {
+    let secure = if https { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("berth_session=; Path=/ui; Max-Age=0"))
+}
+
+fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes() == b"https")
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct LoginPage {
+    #[serde(default)]
+    failed: Option<String>,
+}
+
+async fn login_page(
+    axum::extract::Query(q): axum::extract::Query<LoginPage>,
+) -> axum::response::Html<String> {
+    pages::login(q.failed.is_some())
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+/// Signing in: the token goes into the session cookie; the guard judges it on the next
+/// page (an unknown one comes back here).
+async fn login(headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    let token = f.token.trim();
+    let plausible = !token.is_empty()
+        && token.len() <= 4096
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+    if !plausible {
+        return secured(Redirect::to("/ui/login?failed=1").into_response());
+    }
+    let mut r = Redirect::to("/ui").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie(token, SESSION_SECS, over_https(&headers)),
+    );
+    secured(r)
+}
+
+async fn logout() -> Response {
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, cookie("", 0, false));
+    secured(r)
+}
+
+fn asset(body: Body, kind: &'static str) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
+}
+
+async fn htmx() -> Response {
+    asset(Body::from(HTMX), "text/javascript; charset=utf-8")
+}
+
+async fn css() -> Response {
+    asset(Body::from(CSS), "text/css; charset=utf-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_and_its_csrf_token_come_from_the_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("other=1; berth_session=tok_abc; x=2"),
+        );
+        assert_eq!(session_token(&h).as_deref(), Some("tok_abc"));
+        assert!(csrf_ok(&h, &csrf_of("tok_abc")));
+        assert!(!csrf_ok(&h, &csrf_of("tok_other")));
+        assert!(!csrf_ok(&h, ""));
+        assert!(!csrf_ok(&HeaderMap::new(), &csrf_of("tok_abc")));
+    }
+}

@@ -1,0 +1,364 @@
+//! The dashboard's pages as maud templates: every value is escaped by construction (an app
+//! name, a log line or an env value is text, never markup). No inline script or style: the
+//! Content-Security-Policy forbids them.
+
+use axum::http::StatusCode;
+use axum::response::Html;
+use berth_core::api::{AppSummary, ReleaseView};
+use berth_core::auth::AuditEntry;
+use maud::{html, Markup, DOCTYPE};
+
+/// What every signed-in page shows in its header.
+pub struct Chrome<'a> {
+    /// `alice (deployer)`.
+    pub who: String,
+    pub csrf: &'a str,
+    /// Admins see the audit log.
+    pub admin: bool,
+}
+
+fn page(title: &str, chrome: Option<&Chrome>, body: Markup) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                // htmx without eval or inline styles, so the CSP holds.
+                meta name="htmx-config" content=r#"{"allowEval":false,"includeIndicatorStyles":false,"allowScriptTags":false}"#;
+                title { (title) " · berth" }
+                link rel="stylesheet" href="/ui/assets/berth.css";
+                script src="/ui/assets/htmx.min.js" defer {}
+            }
+            body {
+                header {
+                    nav aria-label="berth" {
+                        a.brand href="/ui" { "berth" }
+                        @if let Some(c) = chrome {
+                            a href="/ui" { "Apps" }
+                            @if c.admin { a href="/ui/audit" { "Audit" } }
+                            span.who { (c.who) }
+                            form.inline method="post" action="/ui/logout" {
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" { (body) }
+            }
+        }
+    };
+    Html(markup.into_string())
+}
+
+/// When, as people read it (UTC).
+pub fn when(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+pub fn login(failed: bool) -> Html<String> {
+    page(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in to berth" }
+            @if failed {
+                p.error role="alert" { "That token is unknown, revoked or expired. Sign in again." }
+            }
+            form method="post" action="/ui/login" {
+                label for="token" { "API token" }
+                input id="token" name="token" type="password" autocomplete="current-password" required;
+                p.hint { "On the platform's machine: " code { "cat <data dir>/api-token" } ", or make one with " code { "berth tokens create NAME --role viewer" } "." }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+pub fn error(status: StatusCode, message: &str, hint: Option<&str>) -> Html<String> {
+    let title = match status {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        s if s.is_client_error() => "Refused",
+        _ => "Failed",
+    };
+    page(
+        title,
+        None,
+        html! {
+            h1 { (title) }
+            p.error role="alert" { (message) }
+            @if let Some(h) = hint { p.hint { (h) } }
+            p { a href="/ui" { "Back to the apps" } }
+        },
+    )
+}
+
+fn status_of(a: &AppSummary) -> (&'static str, String) {
+    match (a.current_release, a.sleeping, a.running) {
+        (None, _, _) => ("idle", "no release yet".into()),
+        (Some(_), true, _) => ("idle", "asleep".into()),
+        (Some(_), false, 0) => ("bad", "down".into()),
+        (Some(_), false, n) => ("ok", format!("{n} running")),
+    }
+}
+
+pub fn apps_table(apps: &[AppSummary]) -> Markup {
+    html! {
+        table id="apps" hx-get="/ui?fragment=1" hx-trigger="every 5s" hx-swap="outerHTML" {
+            caption { "Apps (" (apps.len()) ")" }
+            thead { tr { th scope="col" { "App" } th scope="col" { "Status" } th scope="col" { "Release" } th scope="col" { "Isolation" } th scope="col" { "Project" } th scope="col" { "URL" } } }
+            tbody {
+                @for a in apps {
+                    @let (class, text) = status_of(a);
+                    tr {
+                        td { a href={ "/ui/apps/" (a.name) } { (a.name) } }
+                        td { span class={ "status " (class) } { (text) } }
+                        td { @if let Some(v) = a.current_release { "v" (v) } @else { "—" } }
+                        td { (a.isolation.as_deref().unwrap_or("—")) }
+                        td { (a.project) }
+                        td { a href=(a.url) { (a.url) } }
+                    }
+                }
+                @if apps.is_empty() {
+                    tr { td colspan="6" { "No apps yet: " code { "berth deploy DIR" } " makes one." } }
+                }
+            }
+        }
+    }
+}
+
+pub fn apps(chrome: &Chrome, apps: &[AppSummary]) -> Html<String> {
+    page(
+        "Apps",
+        Some(chrome),
+        html! {
+            h1 { "Apps" }
+            (apps_table(apps))
+        },
+    )
+}
+
+/// What the app page shows.
+pub struct AppPage<'a> {
+    pub summary: &'a AppSummary,
+    pub releases: &'a [ReleaseView],
+    pub instances: &'a [berth_core::api::InstanceView],
+    pub domains: &'a [berth_core::domains::DomainView],
+    pub volumes: &'a [berth_core::state::VolumeView],
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    pub secrets: &'a [String],
+    pub notice: Option<&'a str>,
+}
+
+pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
+    let a = v.summary;
+    let (class, text) = status_of(a);
+    page(
+        &a.name,
+        Some(chrome),
+        html! {
+            h1 { (a.name) " " span class={ "status " (class) } { (text) } }
+            @if let Some(n) = v.notice { p.notice role="status" { (n) } }
+            p { a href=(a.url) { (a.url) } " · project " (a.project) " · " a href={ "/ui/apps/" (a.name) "/logs" } { "Logs" } }
+            section aria-labelledby="releases" {
+                h2 id="releases" { "Releases" }
+                table {
+                    thead { tr { th scope="col" { "Release" } th scope="col" { "Status" } th scope="col" { "What" } th scope="col" { "Who" } th scope="col" { "When" } th scope="col" { span.visually-hidden { "Action" } } } }
+                    tbody {
+                        @for r in v.releases {
+                            tr {
+                                td { "v" (r.version) }
+                                td { (r.status.as_str()) }
+                                td { (r.description) @if let Some(f) = &r.failure { br; span.error { (f) } } }
+                                td { (r.actor) }
+                                td { (when(r.created_at)) }
+                                td {
+                                    @if Some(r.version) != a.current_release && r.status.as_str() == "superseded" {
+                                        a.button href={ "/ui/apps/" (a.name) "/rollback?to=" (r.version) } { "Roll back to v" (r.version) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="instances" {
+                h2 id="instances" { "Instances" }
+                table {
+                    thead { tr { th scope="col" { "Instance" } th scope="col" { "Release" } th scope="col" { "State" } th scope="col" { "Restarts" } } }
+                    tbody {
+                        @for i in v.instances {
+                            tr { td { (i.process) "." (i.index) } td { "v" (i.release) } td { (i.state.as_str()) } td { (i.restarts) } }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="domains" {
+                h2 id="domains" { "Domains" }
+                @if v.domains.is_empty() { p { "None; " code { "berth domains add " (a.name) " NAME" } " adds one." } }
+                ul { @for d in v.domains { li { (d.name) } } }
+            }
+            section aria-labelledby="volumes" {
+                h2 id="volumes" { "Volumes" }
+                @if v.volumes.is_empty() { p { "None." } }
+                ul { @for vol in v.volumes { li { (vol.name) " at " code { (vol.mount) } " (" (berth_core::limits::format_memory(vol.size_bytes)) ")" } } }
+            }
+            section aria-labelledby="env" {
+                h2 id="env" { "Environment" }
+                dl {
+                    @for (k, val) in v.env { dt { (k) } dd { code { (val) } } }
+                }
+                h3 { "Secrets" }
+                p.hint { "Names only: values never leave the platform's keyring." }
+                ul { @for s in v.secrets { li { code { (s) } } } }
+            }
+        },
+    )
+}
+
+pub fn rollback_confirm(chrome: &Chrome, app: &str, current: Option<u32>, to: u32) -> Html<String> {
+    page(
+        "Roll back",
+        Some(chrome),
+        html! {
+            h1 { "Roll " (app) " back to v" (to) "?" }
+            p {
+                "A new release runs v" (to) "'s image and settings"
+                @if let Some(c) = current { " in place of v" (c) }
+                ", rolled out like a deploy: health-checked, then switched, without downtime."
+            }
+            form method="post" action={ "/ui/apps/" (app) "/rollback" } {
+                input type="hidden" name="csrf" value=(chrome.csrf);
+                input type="hidden" name="to" value=(to);
+                button type="submit" { "Roll back to v" (to) }
+                " "
+                a href={ "/ui/apps/" (app) } { "Cancel" }
+            }
+        },
+    )
+}
+
+pub fn log_lines(app: &str, lines: &[berth_observe::store::LogRecord], live: bool) -> Markup {
+    html! {
+        @if live {
+            div id="log" role="log" aria-live="polite" hx-get={ "/ui/apps/" (app) "/logs?fragment=1" } hx-trigger="every 2s" hx-swap="outerHTML" {
+                (lines_of(lines))
+            }
+        } @else {
+            div id="log" role="log" { (lines_of(lines)) }
+        }
+    }
+}
+
+fn lines_of(lines: &[berth_observe::store::LogRecord]) -> Markup {
+    html! {
+        @if lines.is_empty() { p { "No lines." } }
+        pre {
+            @for l in lines {
+                span.meta { (when(l.ts / 1000)) " " (l.process) "." (l.index) " v" (l.release) " " (l.stream) " " }
+                (l.line) "\n"
+            }
+        }
+    }
+}
+
+pub fn logs(
+    chrome: &Chrome,
+    app: &str,
+    q: &str,
+    stream: &str,
+    lines: &[berth_observe::store::LogRecord],
+) -> Html<String> {
+    page(
+        &format!("{app} logs"),
+        Some(chrome),
+        html! {
+            h1 { a href={ "/ui/apps/" (app) } { (app) } " · logs" }
+            form.search method="get" action={ "/ui/apps/" (app) "/logs" } {
+                label for="q" { "Search (regular expression)" }
+                input id="q" name="q" type="search" value=(q);
+                label for="stream" { "Stream" }
+                select id="stream" name="stream" {
+                    @for s in ["", "runtime", "build", "access", "platform"] {
+                        option value=(s) selected[s == stream] { @if s.is_empty() { "all" } @else { (s) } }
+                    }
+                }
+                button type="submit" { "Search" }
+            }
+            @if q.is_empty() && stream.is_empty() { p.hint { "Live: new lines appear as they come." } }
+            (log_lines(app, lines, q.is_empty() && stream.is_empty()))
+        },
+    )
+}
+
+pub fn audit(chrome: &Chrome, entries: &[AuditEntry], actor: &str, target: &str) -> Html<String> {
+    page(
+        "Audit",
+        Some(chrome),
+        html! {
+            h1 { "Audit log" }
+            form.search method="get" action="/ui/audit" {
+                label for="actor" { "Actor" }
+                input id="actor" name="actor" value=(actor);
+                label for="target" { "App or object" }
+                input id="target" name="target" value=(target);
+                button type="submit" { "Filter" }
+            }
+            table {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "On" } th scope="col" { "Outcome" } } }
+                tbody {
+                    @for e in entries {
+                        tr {
+                            td { (when(e.at)) }
+                            td { (e.actor) }
+                            td { code { (e.action) } }
+                            td { (e.target.as_deref().unwrap_or("")) }
+                            td { (e.outcome) @if let Some(d) = &e.detail { br; span.hint { (d) } } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_as_people_write_them() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(1_795_995_711), "2026-11-29 23:41 UTC");
+    }
+
+    #[test]
+    fn hostile_text_is_escaped() {
+        let page = error(
+            StatusCode::BAD_REQUEST,
+            "<script>alert(1)</script>",
+            Some("\"><img src=x onerror=alert(1)>"),
+        )
+        .0;
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(!page.contains("<img src=x"), "{page}");
+        assert!(page.contains("&lt;script&gt;"), "{page}");
+    }
+}

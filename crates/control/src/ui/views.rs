@@ -1,0 +1,275 @@
+//! The dashboard's handlers: each gathers what its page shows from the platform (the same
+//! calls the API makes) and renders it. They run behind the guard, so the caller's role and
+//! project hold as they do for the API; a change (a rollback) is a form with the session's
+//! CSRF token, checked before anything happens.
+
+use super::pages::{self, AppPage, Chrome};
+use crate::api::{actor, app_summaries, existing_app, Caller};
+use crate::error::ApiError;
+use crate::platform::Platform;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use berth_core::auth::Role;
+use std::sync::Arc;
+
+type Shared = State<Arc<Platform>>;
+
+/// The header of the caller's pages.
+fn chrome<'a>(caller: &Caller, csrf: &'a str) -> Chrome<'a> {
+    let (who, admin) = match caller {
+        Some(axum::Extension(p)) => (
+            format!("{} ({})", p.name, p.role.as_str()),
+            p.role == Role::Admin,
+        ),
+        None => ("?".into(), false),
+    };
+    Chrome { who, csrf, admin }
+}
+
+fn csrf(headers: &HeaderMap) -> String {
+    super::session_token(headers)
+        .map(|t| super::csrf_of(&t))
+        .unwrap_or_default()
+}
+
+#[derive(serde::Deserialize)]
+pub struct Fragment {
+    #[serde(default)]
+    fragment: Option<String>,
+    #[serde(default)]
+    notice: Option<String>,
+}
+
+/// `/ui`: the apps (the table alone for htmx's refresh).
+pub async fn apps(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<Fragment>,
+) -> Result<Response, ApiError> {
+    let apps = app_summaries(&p, &caller).await?;
+    if q.fragment.is_some() {
+        return Ok(Html(pages::apps_table(&apps).into_string()).into_response());
+    }
+    let token = csrf(&headers);
+    Ok(pages::apps(&chrome(&caller, &token), &apps).into_response())
+}
+
+/// `/ui/apps/{app}`.
+pub async fn app(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Query(q): Query<Fragment>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let summary = app_summaries(&p, &caller)
+        .await?
+        .into_iter()
+        .find(|a| a.name == name.as_str())
+        .ok_or_else(|| ApiError::app_not_found(name.as_str()))?;
+    let releases = p.store.releases(name.as_str()).await?;
+    let instances: Vec<_> = p
+        .store
+        .instances(Some(name.as_str()))
+        .await?
+        .iter()
+        .map(|i| i.view())
+        .collect();
+    let domains = p.list_domains(name.as_str()).await?;
+    let volumes = p.list_volumes(name.as_str()).await?;
+    let env = match summary.current_release {
+        Some(v) => p
+            .store
+            .release(name.as_str(), v)
+            .await?
+            .map(|r| r.config.env)
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let secrets: Vec<String> = p
+        .store
+        .app_secrets(name.as_str())
+        .await?
+        .into_keys()
+        .collect();
+    let token = csrf(&headers);
+    Ok(pages::app(
+        &chrome(&caller, &token),
+        &AppPage {
+            summary: &summary,
+            releases: &releases,
+            instances: &instances,
+            domains: &domains,
+            volumes: &volumes,
+            env: &env,
+            secrets: &secrets,
+            notice: q.notice.as_deref(),
+        },
+    )
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct RollbackTo {
+    to: u32,
+}
+
+/// `/ui/apps/{app}/rollback?to=N`: what a rollback does, and the button that does it.
+pub async fn rollback_confirm(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Query(q): Query<RollbackTo>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let current = p
+        .store
+        .app(name.as_str())
+        .await?
+        .and_then(|a| a.current_release);
+    if p.store.release(name.as_str(), q.to).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "release_not_found",
+            format!("{name} has no release v{}", q.to),
+        ));
+    }
+    let token = csrf(&headers);
+    Ok(
+        pages::rollback_confirm(&chrome(&caller, &token), name.as_str(), current, q.to)
+            .into_response(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct RollbackForm {
+    #[serde(default)]
+    csrf: String,
+    to: u32,
+}
+
+/// The rollback itself (a deployer's): the CSRF token first, then the same workflow as the
+/// API's; its outcome is shown on the app's page.
+pub async fn rollback(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<RollbackForm>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "this form did not come from one of your berth pages",
+        )
+        .hint("open the page again and use its button"));
+    }
+    let name = existing_app(&p, &app).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let result = p
+        .rollback(name.as_str(), Some(f.to), actor(&headers), tx)
+        .await;
+    let _ = drain.await;
+    let notice = match result {
+        Ok((version, _)) => format!("Rolled back to v{}: release v{version} serves now.", f.to),
+        Err(failure) => return Err(failure.error),
+    };
+    let target = format!(
+        "/ui/apps/{name}?notice={}",
+        percent_encoding::utf8_percent_encode(&notice, percent_encoding::NON_ALPHANUMERIC)
+    );
+    Ok(Redirect::to(&target).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    stream: String,
+    #[serde(default)]
+    fragment: Option<String>,
+}
+
+/// How many lines a logs page shows.
+const LOG_LINES: usize = 300;
+
+/// `/ui/apps/{app}/logs`: the newest lines (live), or those a search finds.
+pub async fn logs(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    let grep = if q.q.is_empty() {
+        None
+    } else {
+        Some(regex::Regex::new(&q.q).map_err(|e| {
+            ApiError::invalid(
+                "invalid_search",
+                format!("{:?} is not a regular expression: {e}", q.q),
+            )
+        })?)
+    };
+    let stream = (!q.stream.is_empty()).then(|| q.stream.clone());
+    let filter = (grep.is_some() || stream.is_some()).then(|| berth_observe::store::LogFilter {
+        grep,
+        stream,
+        ..Default::default()
+    });
+    let (logs, a) = (p.logs.clone(), name.to_string());
+    let records = tokio::task::spawn_blocking(move || match &filter {
+        None => logs.tail(&a, LOG_LINES).map(|(r, _)| r),
+        Some(f) => logs.query(&a, f, LOG_LINES),
+    })
+    .await
+    .map_err(|e| ApiError::internal("reading logs", e))?
+    .map_err(|e| ApiError::internal("reading logs", e))?;
+    if q.fragment.is_some() {
+        return Ok(
+            Html(pages::log_lines(name.as_str(), &records, true).into_string()).into_response(),
+        );
+    }
+    let token = csrf(&headers);
+    Ok(pages::logs(
+        &chrome(&caller, &token),
+        name.as_str(),
+        &q.q,
+        &q.stream,
+        &records,
+    )
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    target: String,
+}
+
+/// `/ui/audit` (an admin's): the newest entries, filtered by actor and target.
+pub async fn audit(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let filter = crate::audit::AuditFilter {
+        since: None,
+        actor: (!q.actor.is_empty()).then(|| q.actor.clone()),
+        target: (!q.target.is_empty()).then(|| q.target.clone()),
+        limit: Some(200),
+    };
+    let entries = p.store.audit(&filter).await?;
+    let token = csrf(&headers);
+    Ok(pages::audit(&chrome(&caller, &token), &entries, &q.actor, &q.target).into_response())
+}
