@@ -558,6 +558,11 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         cfg.data_dir.display(),
         cfg.default_isolation.as_str()
     );
+    eprintln!(
+        "dashboard: {}ui (sign in with the token in {})",
+        cfg.platform_url().unwrap_or_else(|| format!("{url}/")),
+        cfg.token_path().display()
+    );
     let shutdown = platform.shutdown.clone();
     let app = berth_control::api::router(platform.clone());
     let serve = axum::serve(
