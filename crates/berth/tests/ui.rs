@@ -55,7 +55,7 @@ fn ui(
 
 #[test]
 fn the_dashboard_runs_the_day_in_a_real_browser() {
-    let p = Platform::start();
+    let p = Platform::start_with(&["--slo-sample-interval", "1s"]);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("shop");
     copy_dir(&fixture("stateful"), &dir);
@@ -107,6 +107,37 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         );
     }
     assert_eq!(p.json(&["releases", "shop"]).as_array().unwrap().len(), 2);
+    // Its health, drawn on the server: the requests of the last hour (sampled every second
+    // here), the error budgets, the DORA keys with today's deploy.
+    let mut requests = 0;
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let (_, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+        requests = body
+            .split(" requests (")
+            .next()
+            .and_then(|before| before.rsplit('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        requests > 0
+    });
+    assert!(requests > 0, "the requests chart counts the app's requests");
+    let (_, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+    for needle in [
+        "requests (0 answered 5xx) in the last hour, per minute",
+        "Error budgets (30 days)",
+        "of the availability error budget left",
+        "Deployment frequency",
+        "1 deploys in the last 30 days, per day",
+        ": 1 deploy</title>",
+    ] {
+        assert!(body.contains(needle), "{needle}: {body}");
+    }
+    let (_, _, body) = ui(&p, Some(&admin), "GET", "/ui", None);
+    assert!(
+        body.contains("<svg"),
+        "the apps page draws each app's traffic"
+    );
+
     // An app name that is no name: refused as text.
     let (code, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/%3Cscript%3E", None);
     assert_eq!(code, 400);

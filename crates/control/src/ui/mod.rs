@@ -6,6 +6,7 @@
 //! token derived from the session; a strict Content-Security-Policy allows nothing but
 //! berth's own scripts and styles.
 
+mod charts;
 mod pages;
 mod views;
 

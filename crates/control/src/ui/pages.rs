@@ -2,11 +2,28 @@
 //! name, a log line or an env value is text, never markup). No inline script or style: the
 //! Content-Security-Policy forbids them.
 
+use super::charts;
 use axum::http::StatusCode;
 use axum::response::Html;
 use berth_core::api::{AppSummary, ReleaseView};
 use berth_core::auth::AuditEntry;
 use maud::{html, Markup, DOCTYPE};
+use std::collections::BTreeMap;
+
+/// Requests per minute over the last hour (oldest first): (requests, 5xx answers).
+pub type Series = Vec<(i64, i64)>;
+
+fn requests_chart(series: &Series, width: u32) -> Markup {
+    let total: i64 = series.iter().map(|(r, _)| r).sum();
+    let errors: i64 = series.iter().map(|(_, e)| e).sum();
+    let values: Vec<f64> = series.iter().map(|(r, _)| *r as f64).collect();
+    charts::sparkline(
+        &values,
+        width,
+        24,
+        &format!("{total} requests ({errors} answered 5xx) in the last hour, per minute"),
+    )
+}
 
 /// What every signed-in page shows in its header.
 pub struct Chrome<'a> {
@@ -119,11 +136,11 @@ fn status_of(a: &AppSummary) -> (&'static str, String) {
     }
 }
 
-pub fn apps_table(apps: &[AppSummary]) -> Markup {
+pub fn apps_table(apps: &[AppSummary], traffic: &BTreeMap<String, Series>) -> Markup {
     html! {
         table id="apps" hx-get="/ui?fragment=1" hx-trigger="every 5s" hx-swap="outerHTML" {
             caption { "Apps (" (apps.len()) ")" }
-            thead { tr { th scope="col" { "App" } th scope="col" { "Status" } th scope="col" { "Release" } th scope="col" { "Isolation" } th scope="col" { "Project" } th scope="col" { "URL" } } }
+            thead { tr { th scope="col" { "App" } th scope="col" { "Status" } th scope="col" { "Release" } th scope="col" { "Requests, last hour" } th scope="col" { "Isolation" } th scope="col" { "Project" } th scope="col" { "URL" } } }
             tbody {
                 @for a in apps {
                     @let (class, text) = status_of(a);
@@ -131,28 +148,109 @@ pub fn apps_table(apps: &[AppSummary]) -> Markup {
                         td { a href={ "/ui/apps/" (a.name) } { (a.name) } }
                         td { span class={ "status " (class) } { (text) } }
                         td { @if let Some(v) = a.current_release { "v" (v) } @else { "—" } }
+                        td { @if let Some(series) = traffic.get(&a.name) { (requests_chart(series, 120)) } }
                         td { (a.isolation.as_deref().unwrap_or("—")) }
                         td { (a.project) }
                         td { a href=(a.url) { (a.url) } }
                     }
                 }
                 @if apps.is_empty() {
-                    tr { td colspan="6" { "No apps yet: " code { "berth deploy DIR" } " makes one." } }
+                    tr { td colspan="7" { "No apps yet: " code { "berth deploy DIR" } " makes one." } }
                 }
             }
         }
     }
 }
 
-pub fn apps(chrome: &Chrome, apps: &[AppSummary]) -> Html<String> {
+pub fn apps(
+    chrome: &Chrome,
+    apps: &[AppSummary],
+    traffic: &BTreeMap<String, Series>,
+) -> Html<String> {
     page(
         "Apps",
         Some(chrome),
         html! {
             h1 { "Apps" }
-            (apps_table(apps))
+            (apps_table(apps, traffic))
         },
     )
+}
+
+/// An app's health: its traffic, its objectives' error budgets, and its DORA keys.
+pub struct Health<'a> {
+    pub traffic: &'a Series,
+    pub slo: Option<&'a berth_core::slo::SloView>,
+    pub dora: Option<&'a berth_core::dora::DoraView>,
+    /// Code deploys that went live per day over the last 30 days (oldest first), with
+    /// each day's date.
+    pub deploys_per_day: &'a [(String, u64)],
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as i64;
+    match s {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+fn health(h: &Health) -> Markup {
+    let band = |b: Option<berth_core::dora::Band>| b.map(|b| b.as_str()).unwrap_or("—");
+    let counts: Vec<u64> = h.deploys_per_day.iter().map(|(_, n)| *n).collect();
+    let titles: Vec<String> = h
+        .deploys_per_day
+        .iter()
+        .map(|(day, n)| format!("{day}: {n} deploy{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    let total: u64 = counts.iter().sum();
+    html! {
+        section aria-labelledby="health" {
+            h2 id="health" { "Health" }
+            h3 { "Requests" }
+            p { (requests_chart(h.traffic, 360)) }
+            @if let Some(slo) = h.slo {
+                h3 { "Error budgets (30 days)" }
+                table {
+                    thead { tr { th scope="col" { "Objective" } th scope="col" { "Target" } th scope="col" { "Budget left" } th scope="col" { "Alerts" } } }
+                    tbody {
+                        @for sli in &slo.slis {
+                            tr {
+                                td { (sli.sli.as_str()) }
+                                td { (format!("{:.2}%", sli.objective * 100.0)) }
+                                td {
+                                    @match sli.budget_remaining {
+                                        Some(left) => {
+                                            (charts::budget(left, &format!("{:.0}% of the {} error budget left", left * 100.0, sli.sli.as_str())))
+                                            " " (format!("{:.0}%", left * 100.0))
+                                        }
+                                        None => { "no traffic yet" }
+                                    }
+                                }
+                                td {
+                                    @if sli.firing.is_empty() { "none" }
+                                    @for f in &sli.firing { span.status.bad { (f.as_str()) } " " }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(d) = h.dora {
+                h3 { "DORA four keys (" (d.window) ")" }
+                dl {
+                    dt { "Deployment frequency" } dd { (format!("{:.2} per day", d.deployments_per_day)) " · " (band(d.bands.deployment_frequency)) }
+                    dt { "Lead time for changes" } dd { (d.lead_time_seconds.map(duration).unwrap_or_else(|| "—".into())) " · " (band(d.bands.lead_time)) }
+                    dt { "Change failure rate" } dd { (d.change_failure_rate.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "—".into())) " · " (band(d.bands.change_failure_rate)) }
+                    dt { "Time to restore" } dd { (d.time_to_restore_seconds.map(duration).unwrap_or_else(|| "—".into())) " · " (band(d.bands.time_to_restore)) }
+                    dt { "Performance" } dd { strong { (band(d.bands.overall)) } }
+                }
+                p { (charts::bars(&counts, &titles, 360, 40, &format!("{total} deploys in the last 30 days, per day"))) }
+            }
+        }
+    }
 }
 
 /// What the app page shows.
@@ -165,6 +263,7 @@ pub struct AppPage<'a> {
     pub env: &'a std::collections::BTreeMap<String, String>,
     pub secrets: &'a [String],
     pub notice: Option<&'a str>,
+    pub health: Health<'a>,
 }
 
 pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
@@ -177,6 +276,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
             h1 { (a.name) " " span class={ "status " (class) } { (text) } }
             @if let Some(n) = v.notice { p.notice role="status" { (n) } }
             p { a href=(a.url) { (a.url) } " · project " (a.project) " · " a href={ "/ui/apps/" (a.name) "/logs" } { "Logs" } }
+            (health(&v.health))
             section aria-labelledby="releases" {
                 h2 id="releases" { "Releases" }
                 table {

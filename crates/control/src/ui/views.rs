@@ -41,6 +41,36 @@ pub struct Fragment {
     notice: Option<String>,
 }
 
+/// Requests and 5xx answers per minute over the last hour.
+async fn last_hour(p: &Platform, app: &str) -> Result<pages::Series, ApiError> {
+    let now = crate::now_secs();
+    // Whole minutes, the current one included.
+    let until = (now / 60 + 1) * 60;
+    Ok(p.store.request_series(app, until - 3600, until, 60).await?)
+}
+
+/// Code deploys that went live per day over the last 30 days (UTC days, oldest first).
+async fn deploys_per_day(p: &Platform, app: &str) -> Result<Vec<(String, u64)>, ApiError> {
+    let today = crate::now_secs().div_euclid(86_400);
+    let first = today - 29;
+    let mut days: Vec<(String, u64)> = (first..=today)
+        .map(|d| (pages::when(d * 86_400)[..10].to_string(), 0))
+        .collect();
+    for r in p.store.rollouts(Some(app), first * 86_400).await? {
+        if r.kind != berth_core::dora::ReleaseKind::Deploy || !r.succeeded {
+            continue;
+        }
+        let Some(at) = r.finished_at else { continue };
+        if let Some(slot) = usize::try_from(at.div_euclid(86_400) - first)
+            .ok()
+            .and_then(|i| days.get_mut(i))
+        {
+            slot.1 += 1;
+        }
+    }
+    Ok(days)
+}
+
 /// `/ui`: the apps (the table alone for htmx's refresh).
 pub async fn apps(
     State(p): Shared,
@@ -49,11 +79,15 @@ pub async fn apps(
     Query(q): Query<Fragment>,
 ) -> Result<Response, ApiError> {
     let apps = app_summaries(&p, &caller).await?;
+    let mut traffic = std::collections::BTreeMap::new();
+    for a in &apps {
+        traffic.insert(a.name.clone(), last_hour(&p, &a.name).await?);
+    }
     if q.fragment.is_some() {
-        return Ok(Html(pages::apps_table(&apps).into_string()).into_response());
+        return Ok(Html(pages::apps_table(&apps, &traffic).into_string()).into_response());
     }
     let token = csrf(&headers);
-    Ok(pages::apps(&chrome(&caller, &token), &apps).into_response())
+    Ok(pages::apps(&chrome(&caller, &token), &apps, &traffic).into_response())
 }
 
 /// `/ui/apps/{app}`.
@@ -95,6 +129,14 @@ pub async fn app(
         .await?
         .into_keys()
         .collect();
+    let traffic = last_hour(&p, name.as_str()).await?;
+    let slo = p.slo_view(name.as_str()).await.ok();
+    let dora = p
+        .dora(Some(name.as_str()), Some("30d"))
+        .await?
+        .into_iter()
+        .next();
+    let per_day = deploys_per_day(&p, name.as_str()).await?;
     let token = csrf(&headers);
     Ok(pages::app(
         &chrome(&caller, &token),
@@ -107,6 +149,12 @@ pub async fn app(
             env: &env,
             secrets: &secrets,
             notice: q.notice.as_deref(),
+            health: pages::Health {
+                traffic: &traffic,
+                slo: slo.as_ref(),
+                dora: dora.as_ref(),
+                deploys_per_day: &per_day,
+            },
         },
     )
     .into_response())

@@ -1,0 +1,100 @@
+//! Charts as inline SVG, drawn on the server: no script, no font or file from elsewhere. Each
+//! has a text alternative (`role="img"`, `aria-label`, and a `<title>` per point) so that it
+//! reads without eyes too.
+
+use maud::{html, Markup};
+
+/// A line of `values` (oldest first) in a `width`×`height` box, with `label` as its text
+/// alternative and `point(i)` as each point's title.
+pub fn sparkline(values: &[f64], width: u32, height: u32, label: &str) -> Markup {
+    let max = values.iter().copied().fold(0.0_f64, f64::max);
+    let n = values.len().max(2) - 1;
+    let x = |i: usize| f64::from(width) * i as f64 / n as f64;
+    let y = |v: f64| {
+        let h = f64::from(height) - 2.0;
+        if max > 0.0 {
+            1.0 + h - h * v / max
+        } else {
+            1.0 + h
+        }
+    };
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+        .collect();
+    html! {
+        svg.chart role="img" aria-label=(label) width=(width) height=(height)
+            viewBox={ "0 0 " (width) " " (height) } xmlns="http://www.w3.org/2000/svg" {
+            title { (label) }
+            polyline points=(points.join(" ")) fill="none" stroke="#0b5cad" stroke-width="1.5" {}
+        }
+    }
+}
+
+/// Bars of `values` with their `titles` (e.g. one per day), in a `width`×`height` box.
+pub fn bars(values: &[u64], titles: &[String], width: u32, height: u32, label: &str) -> Markup {
+    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let slot = f64::from(width) / values.len().max(1) as f64;
+    let h = f64::from(height) - 1.0;
+    html! {
+        svg.chart role="img" aria-label=(label) width=(width) height=(height)
+            viewBox={ "0 0 " (width) " " (height) } xmlns="http://www.w3.org/2000/svg" {
+            title { (label) }
+            line x1="0" y1=(height) x2=(width) y2=(height) stroke="#6e7781" stroke-width="1" {}
+            @for (i, v) in values.iter().enumerate() {
+                @let bh = h * (*v as f64) / max;
+                rect.bar x={ (format!("{:.1}", slot * i as f64 + 1.0)) } y={ (format!("{:.1}", h - bh)) }
+                    width={ (format!("{:.1}", (slot - 2.0).max(1.0))) } height={ (format!("{:.1}", bh)) } fill="#0b5cad" {
+                    title { (titles.get(i).map(String::as_str).unwrap_or("")) }
+                }
+            }
+        }
+    }
+}
+
+/// How much of an error budget is left (`remaining` as a share; below 0: overspent).
+pub fn budget(remaining: f64, label: &str) -> Markup {
+    let share = remaining.clamp(0.0, 1.0);
+    let colour = if remaining <= 0.0 {
+        "#a40e26"
+    } else if remaining < 0.25 {
+        "#9a6700"
+    } else {
+        "#116329"
+    };
+    html! {
+        svg.chart role="img" aria-label=(label) width="200" height="14" viewBox="0 0 200 14" xmlns="http://www.w3.org/2000/svg" {
+            title { (label) }
+            rect x="0" y="0" width="200" height="14" fill="#eaeef2" {}
+            rect x="0" y="0" width={ (format!("{:.1}", 200.0 * share)) } height="14" fill=(colour) {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_scale_to_their_box_and_say_what_they_show() {
+        let s = sparkline(&[0.0, 5.0, 10.0], 100, 20, "12 requests").into_string();
+        assert!(s.contains(r#"aria-label="12 requests""#), "{s}");
+        assert!(s.contains("0.0,19.0 50.0,10.0 100.0,1.0"), "{s}");
+        let b = bars(
+            &[1, 0, 2],
+            &["a".into(), "b".into(), "c".into()],
+            30,
+            10,
+            "3 deploys",
+        )
+        .into_string();
+        assert_eq!(b.matches("<rect").count(), 3, "{b}");
+        assert!(b.contains("<title>c</title>"), "{b}");
+        let over = budget(-0.5, "overspent").into_string();
+        assert!(
+            over.contains(r##"width="0.0""##) && over.contains("#a40e26"),
+            "{over}"
+        );
+    }
+}
