@@ -98,6 +98,9 @@ pub enum Command {
     /// point at, and each name's state (published, pending, failed with the server's reason).
     /// Exits 1 while a name fails.
     Dns,
+    /// Grafana dashboards for berth's metrics, for teams that already run Grafana.
+    #[command(subcommand)]
+    Grafana(GrafanaCommand),
     /// Free disk space: the images of old releases (beyond each app's last 10, and never one
     /// a current release or a running instance uses), root filesystems no kept image needs,
     /// and build caches of removed apps or over 2 GiB. The control plane also does this
@@ -728,6 +731,22 @@ pub enum GitCommand {
     Credential {
         /// What git asks: get, store or erase.
         operation: String,
+    },
+}
+
+/// `berth grafana …`.
+#[derive(Debug, Subcommand)]
+pub enum GrafanaCommand {
+    /// Write provisionable dashboard JSON (platform, an app's RED signals and resources,
+    /// SLOs, DORA four keys) into a directory, for a Grafana whose Prometheus scrapes
+    /// berth's /metrics. Each has a `datasource` variable; point a file provider at the
+    /// directory, or import the files.
+    ///
+    /// Example: berth grafana dashboards --out /etc/grafana/dashboards/berth
+    Dashboards {
+        /// The directory (made if missing; berth's files in it are replaced).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

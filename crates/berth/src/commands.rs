@@ -129,6 +129,9 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Gc { dry_run } => crate::ops::gc(g, dry_run).await,
         Command::Probes { app } => crate::ops::probes(g, &app).await,
         Command::Dns => crate::domains::dns(g).await,
+        Command::Grafana(crate::cli::GrafanaCommand::Dashboards { out }) => {
+            grafana_dashboards(g, &out)
+        }
         Command::Config { config } => crate::ops::config(g, config.as_deref()),
         Command::Doctor {
             api_port,
@@ -1208,4 +1211,26 @@ async fn env(g: &Global, cmd: EnvCommand) -> Result<i32> {
             .await
         }
     }
+}
+
+/// `berth grafana dashboards --out DIR`.
+fn grafana_dashboards(g: &Global, out: &Path) -> Result<i32> {
+    std::fs::create_dir_all(out).with_context(|| format!("making {}", out.display()))?;
+    let mut written = Vec::new();
+    for (file, dashboard) in berth_observe::grafana::dashboards() {
+        let path = out.join(file);
+        let text = serde_json::to_string_pretty(&dashboard)?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    if g.json {
+        crate::output::json(&serde_json::json!({ "written": written }));
+    } else {
+        for p in &written {
+            println!("{}", p.display());
+        }
+        eprintln!("hint: provision them with a file provider (or import them); each asks for its Prometheus data source");
+    }
+    Ok(0)
 }

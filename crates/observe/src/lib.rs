@@ -11,6 +11,7 @@
 //! and release, and each instance's CPU, memory, restarts and OOM kills.
 #![forbid(unsafe_code)]
 
+pub mod grafana;
 pub mod ingest;
 pub mod loki;
 pub mod metrics;
