@@ -64,6 +64,19 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     // v2: an env value made to be a script, and a log line that carries it.
     p.ok(&["env", "set", "shop", "XSS=<img src=x onerror=alert(1)>"]);
     assert_eq!(p.answer("shop", "/log?name=XSS"), "logged\n");
+    // A repository the platform can fetch (git://, on loopback).
+    let repos = work.path().join("repos");
+    let bare = repos.join("shop.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    common::git(&bare, &["init", "-q", "--bare", "--initial-branch", "main"]);
+    let src = work.path().join("src");
+    copy_dir(&fixture("stateful"), &src);
+    std::fs::write(src.join("version.txt"), "from git\n").unwrap();
+    common::git(&src, &["init", "-q", "--initial-branch", "main"]);
+    common::git(&src, &["add", "-A"]);
+    common::git(&src, &["commit", "-qm", "from git"]);
+    common::git(&src, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let daemon = common::git_daemon(&repos);
     let admin = common::admin_token(&p);
     let viewer = p.json(&["tokens", "create", "look", "--role", "viewer"])["token"]
         .as_str()
@@ -138,6 +151,80 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         "the apps page draws each app's traffic"
     );
 
+    // Changes through the pages' forms, each with the page's CSRF token: a variable, a
+    // secret (its value never shown), instances.
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let form = |path: &str, fields: &str| {
+        let (code, head, body) = ui(
+            &p,
+            Some(&admin),
+            "POST",
+            path,
+            Some(&format!("csrf={csrf}&{fields}")),
+        );
+        assert_eq!(code, 303, "{path} {fields}: {body}");
+        head
+    };
+    let head = form("/ui/apps/shop/env", "action=set&key=MODE&value=blue");
+    assert!(head.contains("location: /ui/apps/shop?notice="), "{head}");
+    assert_eq!(p.answer("shop", "/env?name=MODE"), "blue");
+    form(
+        "/ui/apps/shop/secrets",
+        "action=set&key=API_KEY&value=s3cr3t-from-the-page",
+    );
+    assert_eq!(
+        p.answer("shop", "/env?name=API_KEY"),
+        "s3cr3t-from-the-page"
+    );
+    let (_, _, page) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+    assert!(
+        page.contains("API_KEY") && !page.contains("s3cr3t-from-the-page"),
+        "secret names only"
+    );
+    form("/ui/apps/shop/scale", "process=web&instances=2");
+    let web = p
+        .json(&["ps", "shop"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["process"] == "web" && i["state"] == "running")
+        .count();
+    assert_eq!(web, 2);
+    // Bad input through a form: refused with the reason, nothing changed.
+    let before = p.json(&["releases", "shop"]).as_array().unwrap().len();
+    for (path, fields, why) in [
+        (
+            "/ui/apps/shop/scale",
+            "process=web&instances=-1",
+            "not a number of instances",
+        ),
+        ("/ui/apps/shop/env", "action=set&key=1BAD&value=x", "1BAD"),
+        (
+            "/ui/deploy",
+            "app=shop&url=file:///etc&ref=main",
+            "is not a repository URL berth fetches",
+        ),
+    ] {
+        let (code, _, body) = ui(
+            &p,
+            Some(&admin),
+            "POST",
+            path,
+            Some(&format!("csrf={csrf}&{fields}")),
+        );
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains(why), "{why}: {body}");
+    }
+    assert_eq!(
+        p.json(&["releases", "shop"]).as_array().unwrap().len(),
+        before
+    );
+
     // An app name that is no name: refused as text.
     let (code, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/%3Cscript%3E", None);
     assert_eq!(code, 400);
@@ -156,6 +243,10 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         .env("TOKEN", &admin)
         .env("VIEWER", &viewer)
         .env("APP", "shop")
+        .env(
+            "GIT_URL",
+            format!("git://127.0.0.1:{}/shop.git", daemon.port),
+        )
         .env("SHOTS", &shots)
         .env("CHROMIUM", "/usr/bin/chromium")
         .env("TOOLS", tools())
@@ -170,14 +261,22 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     );
     let report: serde_json::Value = serde_json::from_str(said.trim()).expect("the walk's report");
     assert_eq!(report["ok"], true, "{report}");
-    for name in ["login", "apps", "app", "logs", "rollback", "audit"] {
+    for name in [
+        "login", "apps", "app", "deploy", "logs", "rollback", "audit",
+    ] {
         assert!(shots.join(format!("{name}-desktop.png")).exists(), "{name}");
         assert!(shots.join(format!("{name}-phone.png")).exists(), "{name}");
     }
 
     // What the browser did is what the platform did.
     let releases = p.json(&["releases", "shop"]);
-    assert_eq!(releases.as_array().unwrap().len(), 3, "{releases}");
+    assert_eq!(releases.as_array().unwrap().len(), before + 2, "{releases}");
+    let commit = common::git(&src, &["rev-parse", "HEAD"]);
+    assert!(
+        releases[1].to_string().contains(&commit),
+        "the deploy from git records its commit: {}",
+        releases[1]
+    );
     assert!(
         releases[0]["description"]
             .as_str()

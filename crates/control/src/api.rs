@@ -231,7 +231,7 @@ pub(crate) fn actor(headers: &HeaderMap) -> String {
     }
 }
 
-fn app_name(raw: &str) -> Result<AppName, ApiError> {
+pub(crate) fn app_name(raw: &str) -> Result<AppName, ApiError> {
     AppName::parse(raw).map_err(|e| {
         ApiError::invalid("invalid_app_name", e.to_string()).hint(
             "app names are DNS labels: lowercase letters, digits and '-', at most 63 characters",
@@ -719,7 +719,11 @@ fn caller_limit(c: &Caller) -> Option<crate::guard::Limit> {
 }
 
 /// Whether the caller's token reaches `project`.
-async fn reaches(p: &Platform, caller: &Caller, project: &str) -> Result<bool, ApiError> {
+pub(crate) async fn reaches(
+    p: &Platform,
+    caller: &Caller,
+    project: &str,
+) -> Result<bool, ApiError> {
     match caller_limit(caller) {
         None => Ok(true),
         Some(limit) => Ok(limit.reaches(p, project).await?),

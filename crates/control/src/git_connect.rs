@@ -324,22 +324,57 @@ impl Platform {
     ) -> Result<(String, u32), (Option<String>, ApiError)> {
         let name = AppName::parse(&conn.app)
             .map_err(|e| (None, ApiError::invalid("invalid_app_name", e.to_string())))?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let app_name = conn.app.clone();
+        let drain = tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if let berth_core::api::DeployEvent::Step { step } = event {
+                    tracing::info!(app = %app_name, %step, "git deploy");
+                }
+            }
+        });
+        let result = self
+            .deploy_git_ref(
+                &name,
+                &conn.url,
+                &conn.branch,
+                Some(&conn.project),
+                format!("git:{trigger}"),
+                tx,
+            )
+            .await;
+        let _ = drain.await;
+        result
+    }
+
+    /// Fetches `git_ref` of `url` (with the app's deploy key over ssh) and deploys it;
+    /// the commit deployed and the release, or the commit (when it got that far) and why
+    /// not.
+    pub async fn deploy_git_ref(
+        self: &Arc<Self>,
+        name: &AppName,
+        url: &str,
+        git_ref: &str,
+        project: Option<&str>,
+        actor: String,
+        events: crate::deploy::Events,
+    ) -> Result<(String, u32), (Option<String>, ApiError)> {
+        let url = berth_factory::git::normalize_url(url);
         let dir =
             tempfile::tempdir().map_err(|e| (None, ApiError::internal("a work directory", e)))?;
-        let (url, branch, into) = (
-            conn.url.clone(),
-            conn.branch.clone(),
-            dir.path().to_path_buf(),
-        );
         let limit = self.cfg.upload_limit;
         let key = self
-            .deploy_key_file(&conn.app, &conn.url)
+            .deploy_key_file(name.as_str(), &url)
             .await
             .map_err(|e| (None, e))?;
+        let _ = events.send(berth_core::api::DeployEvent::Step {
+            step: "fetch".into(),
+        });
+        let (u, r, into) = (url.clone(), git_ref.to_string(), dir.path().to_path_buf());
         let fetched = tokio::task::spawn_blocking(move || {
             berth_factory::git::fetch_with(
-                &url,
-                &branch,
+                &u,
+                &r,
                 &into,
                 GIT_TIMEOUT,
                 key.as_ref().map(|k| k.ssh()),
@@ -348,8 +383,8 @@ impl Platform {
             let time = berth_factory::source::git_commit_time(&into);
             let archive = berth_factory::source::pack(&into, limit).map_err(|e| {
                 berth_factory::git::GitError::Fetch {
-                    url: url.clone(),
-                    git_ref: branch.clone(),
+                    url: u.clone(),
+                    git_ref: r.clone(),
                     detail: format!("packing it: {e}"),
                 }
             })?;
@@ -366,28 +401,18 @@ impl Platform {
         })?;
         let fail = |e: ApiError| (Some(sha.clone()), e);
         let toml = crate::deploy::spec_of(&archive).map_err(fail)?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let app_name = conn.app.clone();
-        let drain = tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if let berth_core::api::DeployEvent::Step { step } = event {
-                    tracing::info!(app = %app_name, %step, "git deploy");
-                }
-            }
-        });
         let result = self
             .deploy_archive(
-                &name,
+                name,
                 bytes::Bytes::from(archive),
                 toml,
                 sha.clone(),
                 commit_time,
-                Some(&conn.project),
-                format!("git:{trigger}"),
-                tx,
+                project,
+                actor,
+                events,
             )
             .await;
-        let _ = drain.await;
         match result {
             Ok(version) => Ok((sha, version)),
             Err(f) => Err(fail(f.error)),

@@ -368,8 +368,10 @@ async fn within(
             .find_map(|kv| kv.strip_prefix("app="))
             .map(str::to_string)
             .or(Some(String::new()))
-    } else if matches!(route, "/v1/apps" | "/v1/projects" | "/v1/whoami" | "/ui")
-        || route.starts_with("/mcp")
+    } else if matches!(
+        route,
+        "/v1/apps" | "/v1/projects" | "/v1/whoami" | "/ui" | "/ui/deploy"
+    ) || route.starts_with("/mcp")
     {
         None
     } else {

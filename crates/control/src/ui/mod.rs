@@ -8,6 +8,7 @@
 
 mod charts;
 mod pages;
+mod runs;
 mod views;
 
 use crate::platform::Platform;
@@ -45,6 +46,11 @@ pub fn guarded_routes() -> Router<Arc<Platform>> {
             get(views::rollback_confirm).post(views::rollback),
         )
         .route("/ui/audit", get(views::audit))
+        .route("/ui/deploy", post(views::deploy))
+        .route("/ui/apps/{app}/runs/{id}", get(views::run))
+        .route("/ui/apps/{app}/scale", post(views::scale))
+        .route("/ui/apps/{app}/env", post(views::env))
+        .route("/ui/apps/{app}/secrets", post(views::secrets))
 }
 
 /// The pages anyone may open: signing in and out, and the assets.

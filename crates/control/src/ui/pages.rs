@@ -32,6 +32,8 @@ pub struct Chrome<'a> {
     pub csrf: &'a str,
     /// Admins see the audit log.
     pub admin: bool,
+    /// Deployers (and admins) see the forms that change things.
+    pub deployer: bool,
 }
 
 fn page(title: &str, chrome: Option<&Chrome>, body: Markup) -> Html<String> {
@@ -173,6 +175,64 @@ pub fn apps(
         html! {
             h1 { "Apps" }
             (apps_table(apps, traffic))
+            @if chrome.deployer {
+                section aria-labelledby="new" {
+                    h2 id="new" { "Deploy from a git repository" }
+                    (deploy_form(chrome.csrf, None))
+                }
+            }
+        },
+    )
+}
+
+/// The form that deploys a branch, tag or commit of a repository (to `app`, or to an app
+/// named in the form).
+fn deploy_form(csrf: &str, app: Option<&str>) -> Markup {
+    html! {
+        form.search method="post" action="/ui/deploy" {
+            input type="hidden" name="csrf" value=(csrf);
+            @match app {
+                Some(a) => { input type="hidden" name="app" value=(a); }
+                None => {
+                    div { label for="deploy-app" { "App" } input id="deploy-app" name="app" required; }
+                }
+            }
+            div { label for="deploy-url" { "Repository (https, git or ssh)" } input id="deploy-url" name="url" type="url" required placeholder="https://git.example.com/team/shop.git"; }
+            div { label for="deploy-ref" { "Branch, tag or commit" } input id="deploy-ref" name="ref" value="main"; }
+            button type="submit" { "Deploy" }
+        }
+    }
+}
+
+/// A run's steps and output; refreshed while it runs.
+pub fn run_body(app: &str, id: &str, run: &super::runs::Run) -> Markup {
+    html! {
+        @if run.outcome.is_none() {
+            div id="run" hx-get={ "/ui/apps/" (app) "/runs/" (id) "?fragment=1" } hx-trigger="every 1s" hx-swap="outerHTML" {
+                p role="status" { "Running… " a href={ "/ui/apps/" (app) "/runs/" (id) } { "refresh" } }
+                pre { @for l in &run.lines { (l) "\n" } }
+            }
+        } @else {
+            div id="run" {
+                @match &run.outcome {
+                    Some(Ok(done)) => { p.notice role="status" { "Done: " (done) } }
+                    Some(Err(why)) => { p.error role="alert" { "Failed: " (why) } }
+                    None => {}
+                }
+                pre { @for l in &run.lines { (l) "\n" } }
+                p { a href={ "/ui/apps/" (app) } { "Back to " (app) } }
+            }
+        }
+    }
+}
+
+pub fn run(chrome: &Chrome, app: &str, id: &str, run: &super::runs::Run) -> Html<String> {
+    page(
+        &format!("{app}: {}", run.what),
+        Some(chrome),
+        html! {
+            h1 { (app) " · " (run.what) }
+            (run_body(app, id, run))
         },
     )
 }
@@ -264,6 +324,8 @@ pub struct AppPage<'a> {
     pub secrets: &'a [String],
     pub notice: Option<&'a str>,
     pub health: Health<'a>,
+    /// The serving release's process types and their instances.
+    pub processes: &'a [(String, u32)],
 }
 
 pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
@@ -290,7 +352,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                                 td { (r.actor) }
                                 td { (when(r.created_at)) }
                                 td {
-                                    @if Some(r.version) != a.current_release && r.status.as_str() == "superseded" {
+                                    @if chrome.deployer && Some(r.version) != a.current_release && r.status.as_str() == "superseded" {
                                         a.button href={ "/ui/apps/" (a.name) "/rollback?to=" (r.version) } { "Roll back to v" (r.version) }
                                     }
                                 }
@@ -299,8 +361,24 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                     }
                 }
             }
+            @if chrome.deployer {
+                section aria-labelledby="deploy" {
+                    h2 id="deploy" { "Deploy from git" }
+                    (deploy_form(chrome.csrf, Some(&a.name)))
+                }
+            }
             section aria-labelledby="instances" {
                 h2 id="instances" { "Instances" }
+                @if chrome.deployer {
+                    @for (kind, n) in v.processes {
+                        form.search method="post" action={ "/ui/apps/" (a.name) "/scale" } {
+                            input type="hidden" name="csrf" value=(chrome.csrf);
+                            input type="hidden" name="process" value=(kind);
+                            div { label for={ "scale-" (kind) } { (kind) " instances" } input id={ "scale-" (kind) } name="instances" type="number" min="0" max="16" value=(n); }
+                            button type="submit" { "Scale " (kind) }
+                        }
+                    }
+                }
                 table {
                     thead { tr { th scope="col" { "Instance" } th scope="col" { "Release" } th scope="col" { "State" } th scope="col" { "Restarts" } } }
                     tbody {
@@ -323,14 +401,55 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
             section aria-labelledby="env" {
                 h2 id="env" { "Environment" }
                 dl {
-                    @for (k, val) in v.env { dt { (k) } dd { code { (val) } } }
+                    @for (k, val) in v.env {
+                        dt { (k) }
+                        dd {
+                            code { (val) }
+                            @if chrome.deployer { " " (remove_form(chrome.csrf, &a.name, "env", k)) }
+                        }
+                    }
                 }
+                @if chrome.deployer { (set_form(chrome.csrf, &a.name, "env", "Set variable", false)) }
                 h3 { "Secrets" }
                 p.hint { "Names only: values never leave the platform's keyring." }
-                ul { @for s in v.secrets { li { code { (s) } } } }
+                ul {
+                    @for s in v.secrets {
+                        li { code { (s) } @if chrome.deployer { " " (remove_form(chrome.csrf, &a.name, "secrets", s)) } }
+                    }
+                }
+                @if chrome.deployer { (set_form(chrome.csrf, &a.name, "secrets", "Set secret", true)) }
             }
         },
     )
+}
+
+/// A button removing variable or secret `key` (`what`: `env` or `secrets`).
+fn remove_form(csrf: &str, app: &str, what: &str, key: &str) -> Markup {
+    html! {
+        form.inline method="post" action={ "/ui/apps/" (app) "/" (what) } {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="action" value="unset";
+            input type="hidden" name="key" value=(key);
+            button type="submit" aria-label={ "Remove " (key) } { "Remove" }
+        }
+    }
+}
+
+/// A form setting a variable or secret (a secret's value is typed unseen).
+fn set_form(csrf: &str, app: &str, what: &str, label: &str, secret: bool) -> Markup {
+    html! {
+        form.search method="post" action={ "/ui/apps/" (app) "/" (what) } {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="action" value="set";
+            div { label for={ (what) "-key" } { "Name" } input id={ (what) "-key" } name="key" required; }
+            div {
+                label for={ (what) "-value" } { "Value" }
+                @if secret { input id={ (what) "-value" } name="value" type="password" autocomplete="off" required; }
+                @else { input id={ (what) "-value" } name="value"; }
+            }
+            button type="submit" { (label) }
+        }
+    }
 }
 
 pub fn rollback_confirm(chrome: &Chrome, app: &str, current: Option<u32>, to: u32) -> Html<String> {

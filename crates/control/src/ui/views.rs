@@ -17,14 +17,20 @@ type Shared = State<Arc<Platform>>;
 
 /// The header of the caller's pages.
 fn chrome<'a>(caller: &Caller, csrf: &'a str) -> Chrome<'a> {
-    let (who, admin) = match caller {
+    let (who, admin, deployer) = match caller {
         Some(axum::Extension(p)) => (
             format!("{} ({})", p.name, p.role.as_str()),
             p.role == Role::Admin,
+            p.role != Role::Viewer,
         ),
-        None => ("?".into(), false),
+        None => ("?".into(), false, false),
     };
-    Chrome { who, csrf, admin }
+    Chrome {
+        who,
+        csrf,
+        admin,
+        deployer,
+    }
 }
 
 fn csrf(headers: &HeaderMap) -> String {
@@ -114,15 +120,24 @@ pub async fn app(
         .collect();
     let domains = p.list_domains(name.as_str()).await?;
     let volumes = p.list_volumes(name.as_str()).await?;
-    let env = match summary.current_release {
-        Some(v) => p
-            .store
-            .release(name.as_str(), v)
-            .await?
-            .map(|r| r.config.env)
-            .unwrap_or_default(),
-        None => Default::default(),
+    let serving = match summary.current_release {
+        Some(v) => p.store.release(name.as_str(), v).await?,
+        None => None,
     };
+    let env = serving
+        .as_ref()
+        .map(|r| r.config.env.clone())
+        .unwrap_or_default();
+    let processes: Vec<(String, u32)> = serving
+        .as_ref()
+        .map(|r| {
+            r.config
+                .processes
+                .iter()
+                .map(|(k, p)| (k.clone(), p.instances))
+                .collect()
+        })
+        .unwrap_or_default();
     let secrets: Vec<String> = p
         .store
         .app_secrets(name.as_str())
@@ -155,6 +170,7 @@ pub async fn app(
                 dora: dora.as_ref(),
                 deploys_per_day: &per_day,
             },
+            processes: &processes,
         },
     )
     .into_response())
@@ -320,4 +336,234 @@ pub async fn audit(
     let entries = p.store.audit(&filter).await?;
     let token = csrf(&headers);
     Ok(pages::audit(&chrome(&caller, &token), &entries, &q.actor, &q.target).into_response())
+}
+
+fn forged() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        "this form did not come from one of your berth pages",
+    )
+    .hint("open the page again and use its button")
+}
+
+/// Runs a workflow to its end, then back to the app's page with its outcome.
+async fn settle(
+    app: &str,
+    run: impl std::future::Future<Output = Result<(u32, String), crate::deploy::DeployFailure>>,
+) -> Result<Response, ApiError> {
+    let (_, summary) = run.await.map_err(|f| f.error)?;
+    let target = format!(
+        "/ui/apps/{app}?notice={}",
+        percent_encoding::utf8_percent_encode(&summary, percent_encoding::NON_ALPHANUMERIC)
+    );
+    Ok(Redirect::to(&target).into_response())
+}
+
+/// A channel whose events nobody reads (the page shows the outcome).
+fn quiet() -> crate::deploy::Events {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tx
+}
+
+#[derive(serde::Deserialize)]
+pub struct DeployForm {
+    #[serde(default)]
+    csrf: String,
+    app: String,
+    url: String,
+    #[serde(rename = "ref", default)]
+    git_ref: String,
+}
+
+/// Deploys a branch, tag or commit of a repository (a new app or an existing one); the
+/// build is followed on the run's page.
+pub async fn deploy(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Form(f): Form<DeployForm>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = crate::api::app_name(f.app.trim())?;
+    let url = berth_factory::git::normalize_url(&f.url);
+    let git_ref = if f.git_ref.trim().is_empty() {
+        "main".to_string()
+    } else {
+        f.git_ref.trim().to_string()
+    };
+    berth_factory::git::check_url(&url)
+        .and_then(|_| berth_factory::git::check_ref(&git_ref))
+        .map_err(|e| ApiError::invalid("invalid_git_source", e.to_string()))?;
+    let project = crate::api::deploy_checks(&p, &name, None, &caller, &Default::default()).await?;
+    if !crate::api::reaches(&p, &caller, &project).await? {
+        return Err(ApiError::app_not_found(name.as_str()));
+    }
+    let id = super::runs::start(name.as_str(), format!("deploy {url} {git_ref}"));
+    let who = actor(&headers);
+    let (platform, run) = (p.clone(), id.clone());
+    p.tasks.spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let follow = {
+            let run = run.clone();
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    super::runs::record(&run, &event);
+                }
+            })
+        };
+        let result = platform
+            .deploy_git_ref(&name, &url, &git_ref, Some(&project), who, tx)
+            .await;
+        let _ = follow.await;
+        super::runs::finish(
+            &run,
+            match result {
+                Ok((sha, version)) => Ok(format!(
+                    "release v{version} of commit {} serves now",
+                    sha.get(..12).unwrap_or(&sha)
+                )),
+                Err((_, e)) => Err(match e.hint {
+                    Some(h) => format!("{} ({h})", e.message),
+                    None => e.message,
+                }),
+            },
+        );
+    });
+    Ok(Redirect::to(&format!("/ui/apps/{}/runs/{id}", f.app.trim())).into_response())
+}
+
+/// `/ui/apps/{app}/runs/{id}`: a run's steps and output as they come.
+pub async fn run(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    Query(q): Query<Fragment>,
+) -> Result<Response, ApiError> {
+    let name = crate::api::app_name(&app)?;
+    let run = super::runs::get(&id)
+        .filter(|r| r.app == name.as_str())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "run_not_found",
+                format!("no run {id} of {name}"),
+            )
+            .hint("runs are kept while the platform runs, the newest 50")
+        })?;
+    // A new app exists once its build is through; until then the run is all there is.
+    let _ = p.store.app(name.as_str()).await?;
+    if q.fragment.is_some() {
+        return Ok(Html(pages::run_body(name.as_str(), &id, &run).into_string()).into_response());
+    }
+    let token = csrf(&headers);
+    Ok(pages::run(&chrome(&caller, &token), name.as_str(), &id, &run).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct ScaleForm {
+    #[serde(default)]
+    csrf: String,
+    process: String,
+    instances: String,
+}
+
+/// Sets a process type's instances.
+pub async fn scale(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<ScaleForm>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let n: u32 = f.instances.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            "invalid_scale",
+            format!("{:?} is not a number of instances (0 to 16)", f.instances),
+        )
+    })?;
+    let change = berth_core::api::ScaleChange {
+        processes: [(f.process.clone(), n)].into(),
+    };
+    settle(
+        name.as_str(),
+        p.scale(name.as_str(), change, actor(&headers), quiet()),
+    )
+    .await
+}
+
+#[derive(serde::Deserialize)]
+pub struct VariableForm {
+    #[serde(default)]
+    csrf: String,
+    /// `set` or `unset`.
+    action: String,
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// Sets or removes an environment variable.
+pub async fn env(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<VariableForm>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let key = f.key.trim().to_string();
+    let change = match f.action.as_str() {
+        "unset" => berth_core::api::EnvChange {
+            set: Default::default(),
+            unset: vec![key],
+        },
+        _ => berth_core::api::EnvChange {
+            set: [(key, f.value)].into(),
+            unset: vec![],
+        },
+    };
+    settle(
+        name.as_str(),
+        p.change_env(name.as_str(), change, actor(&headers), quiet()),
+    )
+    .await
+}
+
+/// Sets or removes a secret (its value is never shown again).
+pub async fn secrets(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<VariableForm>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let key = f.key.trim().to_string();
+    let change = match f.action.as_str() {
+        "unset" => berth_core::state::SecretChange {
+            set: Default::default(),
+            unset: vec![key],
+        },
+        _ => berth_core::state::SecretChange {
+            set: [(key, f.value)].into(),
+            unset: vec![],
+        },
+    };
+    settle(
+        name.as_str(),
+        p.change_secrets(name.as_str(), change, actor(&headers), quiet()),
+    )
+    .await
 }
