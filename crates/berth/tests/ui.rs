@@ -225,6 +225,51 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         before
     );
 
+    // A token limited to another project sees none of shop, here as in the API.
+    p.ok(&["projects", "create", "other"]);
+    let limited = p.json(&[
+        "tokens",
+        "create",
+        "elsewhere",
+        "--role",
+        "deployer",
+        "--project",
+        "other",
+    ])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _, body) = ui(&p, Some(&limited), "GET", "/ui", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("/ui/apps/shop"), "{body}");
+    let (code, _, _) = ui(&p, Some(&limited), "GET", "/ui/apps/shop", None);
+    assert_eq!(code, 404);
+    let (code, _, _) = ui(&p, Some(&limited), "GET", "/ui/apps/shop/logs", None);
+    assert_eq!(code, 404);
+
+    // Logs of a time range; the alerts.
+    let (code, _, body) = ui(
+        &p,
+        Some(&admin),
+        "GET",
+        "/ui/apps/shop/logs?since=1h&stream=runtime",
+        None,
+    );
+    assert_eq!(code, 200);
+    assert!(body.contains("stateful listening"), "{body}");
+    let (code, _, body) = ui(
+        &p,
+        Some(&admin),
+        "GET",
+        "/ui/apps/shop/logs?since=yesterday",
+        None,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("is not a time span"), "{body}");
+    let (code, _, body) = ui(&p, Some(&admin), "GET", "/ui/alerts", None);
+    assert_eq!(code, 200);
+    assert!(body.contains("Firing (0)"), "{body}");
+
     // An app name that is no name: refused as text.
     let (code, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/%3Cscript%3E", None);
     assert_eq!(code, 400);

@@ -370,7 +370,7 @@ async fn within(
             .or(Some(String::new()))
     } else if matches!(
         route,
-        "/v1/apps" | "/v1/projects" | "/v1/whoami" | "/ui" | "/ui/deploy"
+        "/v1/apps" | "/v1/projects" | "/v1/whoami" | "/ui" | "/ui/deploy" | "/ui/alerts"
     ) || route.starts_with("/mcp")
     {
         None

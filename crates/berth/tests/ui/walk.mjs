@@ -123,6 +123,12 @@ try {
   check(/Rolled back to v1: release v\d+ serves now\./.test(after), `the rollback's outcome: ${after.slice(0, 400)}`);
   await shoot("rolled-back");
 
+  // The alerts.
+  await page.goto(`${BASE}/ui/alerts`, { waitUntil: "networkidle0" });
+  check((await text()).includes("Firing ("), "the alerts page");
+  await axe("alerts");
+  await shoot("alerts");
+
   // The audit log records it.
   await page.goto(`${BASE}/ui/audit`, { waitUntil: "networkidle0" });
   check((await text()).includes(`POST /ui/apps/{app}/rollback`), "the audit log has the rollback");

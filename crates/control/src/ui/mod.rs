@@ -46,6 +46,7 @@ pub fn guarded_routes() -> Router<Arc<Platform>> {
             get(views::rollback_confirm).post(views::rollback),
         )
         .route("/ui/audit", get(views::audit))
+        .route("/ui/alerts", get(views::alerts))
         .route("/ui/deploy", post(views::deploy))
         .route("/ui/apps/{app}/runs/{id}", get(views::run))
         .route("/ui/apps/{app}/scale", post(views::scale))

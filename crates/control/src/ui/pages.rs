@@ -55,6 +55,7 @@ fn page(title: &str, chrome: Option<&Chrome>, body: Markup) -> Html<String> {
                         a.brand href="/ui" { "berth" }
                         @if let Some(c) = chrome {
                             a href="/ui" { "Apps" }
+                            a href="/ui/alerts" { "Alerts" }
                             @if c.admin { a href="/ui/audit" { "Audit" } }
                             span.who { (c.who) }
                             form.inline method="post" action="/ui/logout" {
@@ -168,6 +169,7 @@ pub fn apps(
     chrome: &Chrome,
     apps: &[AppSummary],
     traffic: &BTreeMap<String, Series>,
+    platform: Option<&berth_core::dora::DoraView>,
 ) -> Html<String> {
     page(
         "Apps",
@@ -175,6 +177,12 @@ pub fn apps(
         html! {
             h1 { "Apps" }
             (apps_table(apps, traffic))
+            @if let Some(d) = platform {
+                section aria-labelledby="platform-dora" {
+                    h2 id="platform-dora" { "The platform's DORA four keys (" (d.window) ")" }
+                    (dora_keys(d))
+                }
+            }
             @if chrome.deployer {
                 section aria-labelledby="new" {
                     h2 id="new" { "Deploy from a git repository" }
@@ -257,8 +265,20 @@ fn duration(secs: f64) -> String {
     }
 }
 
-fn health(h: &Health) -> Markup {
+fn dora_keys(d: &berth_core::dora::DoraView) -> Markup {
     let band = |b: Option<berth_core::dora::Band>| b.map(|b| b.as_str()).unwrap_or("—");
+    html! {
+        dl {
+            dt { "Deployment frequency" } dd { (format!("{:.2} per day", d.deployments_per_day)) " · " (band(d.bands.deployment_frequency)) }
+            dt { "Lead time for changes" } dd { (d.lead_time_seconds.map(duration).unwrap_or_else(|| "—".into())) " · " (band(d.bands.lead_time)) }
+            dt { "Change failure rate" } dd { (d.change_failure_rate.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "—".into())) " · " (band(d.bands.change_failure_rate)) }
+            dt { "Time to restore" } dd { (d.time_to_restore_seconds.map(duration).unwrap_or_else(|| "—".into())) " · " (band(d.bands.time_to_restore)) }
+            dt { "Performance" } dd { strong { (band(d.bands.overall)) } }
+        }
+    }
+}
+
+fn health(h: &Health) -> Markup {
     let counts: Vec<u64> = h.deploys_per_day.iter().map(|(_, n)| *n).collect();
     let titles: Vec<String> = h
         .deploys_per_day
@@ -300,13 +320,7 @@ fn health(h: &Health) -> Markup {
             }
             @if let Some(d) = h.dora {
                 h3 { "DORA four keys (" (d.window) ")" }
-                dl {
-                    dt { "Deployment frequency" } dd { (format!("{:.2} per day", d.deployments_per_day)) " · " (band(d.bands.deployment_frequency)) }
-                    dt { "Lead time for changes" } dd { (d.lead_time_seconds.map(duration).unwrap_or_else(|| "—".into())) " · " (band(d.bands.lead_time)) }
-                    dt { "Change failure rate" } dd { (d.change_failure_rate.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "—".into())) " · " (band(d.bands.change_failure_rate)) }
-                    dt { "Time to restore" } dd { (d.time_to_restore_seconds.map(duration).unwrap_or_else(|| "—".into())) " · " (band(d.bands.time_to_restore)) }
-                    dt { "Performance" } dd { strong { (band(d.bands.overall)) } }
-                }
+                (dora_keys(d))
                 p { (charts::bars(&counts, &titles, 360, 40, &format!("{total} deploys in the last 30 days, per day"))) }
             }
         }
@@ -503,8 +517,10 @@ pub fn logs(
     app: &str,
     q: &str,
     stream: &str,
+    since: &str,
     lines: &[berth_observe::store::LogRecord],
 ) -> Html<String> {
+    let live = q.is_empty() && stream.is_empty() && since.is_empty();
     page(
         &format!("{app} logs"),
         Some(chrome),
@@ -513,6 +529,12 @@ pub fn logs(
             form.search method="get" action={ "/ui/apps/" (app) "/logs" } {
                 label for="q" { "Search (regular expression)" }
                 input id="q" name="q" type="search" value=(q);
+                label for="since" { "From" }
+                select id="since" name="since" {
+                    @for (v, t) in [("", "any time"), ("15m", "15 minutes ago"), ("1h", "1 hour ago"), ("24h", "1 day ago"), ("7d", "7 days ago")] {
+                        option value=(v) selected[v == since] { (t) }
+                    }
+                }
                 label for="stream" { "Stream" }
                 select id="stream" name="stream" {
                     @for s in ["", "runtime", "build", "access", "platform"] {
@@ -521,8 +543,35 @@ pub fn logs(
                 }
                 button type="submit" { "Search" }
             }
-            @if q.is_empty() && stream.is_empty() { p.hint { "Live: new lines appear as they come." } }
-            (log_lines(app, lines, q.is_empty() && stream.is_empty()))
+            @if live { p.hint { "Live: new lines appear as they come." } }
+            (log_lines(app, lines, live))
+        },
+    )
+}
+
+pub fn alerts(chrome: &Chrome, alerts: &[berth_core::alerts::AlertView]) -> Html<String> {
+    let firing: Vec<_> = alerts.iter().filter(|a| a.resolved_at.is_none()).collect();
+    let resolved: Vec<_> = alerts.iter().filter(|a| a.resolved_at.is_some()).collect();
+    page(
+        "Alerts",
+        Some(chrome),
+        html! {
+            h1 { "Alerts" }
+            div id="alerts" hx-get="/ui/alerts" hx-select="#alerts" hx-trigger="every 10s" hx-swap="outerHTML" {
+                h2 { "Firing (" (firing.len()) ")" }
+                @if firing.is_empty() { p { "Nothing fires." } }
+                ul {
+                    @for a in &firing {
+                        li { span class={ "status " @if a.severity == "page" { "bad" } @else { "idle" } } { (a.severity) } " " a href={ "/ui/apps/" (a.app) } { (a.app) } " · " (a.name) ": " (a.summary) " (since " (when(a.started_at)) ")" }
+                    }
+                }
+                h2 { "Resolved in the last day (" (resolved.len()) ")" }
+                ul {
+                    @for a in &resolved {
+                        li { (a.app) " · " (a.name) ": " (a.summary) " (" (when(a.started_at)) " – " (a.resolved_at.map(when).unwrap_or_default()) ")" }
+                    }
+                }
+            }
         },
     )
 }

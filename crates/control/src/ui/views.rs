@@ -92,8 +92,9 @@ pub async fn apps(
     if q.fragment.is_some() {
         return Ok(Html(pages::apps_table(&apps, &traffic).into_string()).into_response());
     }
+    let platform = p.dora(None, Some("30d")).await?.into_iter().next();
     let token = csrf(&headers);
-    Ok(pages::apps(&chrome(&caller, &token), &apps, &traffic).into_response())
+    Ok(pages::apps(&chrome(&caller, &token), &apps, &traffic, platform.as_ref()).into_response())
 }
 
 /// `/ui/apps/{app}`.
@@ -256,6 +257,9 @@ pub struct LogsQuery {
     q: String,
     #[serde(default)]
     stream: String,
+    /// `15m`, `1h`, `24h`, `7d`: lines from that long ago on.
+    #[serde(default)]
+    since: String,
     #[serde(default)]
     fragment: Option<String>,
 }
@@ -283,10 +287,24 @@ pub async fn logs(
         })?)
     };
     let stream = (!q.stream.is_empty()).then(|| q.stream.clone());
-    let filter = (grep.is_some() || stream.is_some()).then(|| berth_observe::store::LogFilter {
-        grep,
-        stream,
-        ..Default::default()
+    let since = if q.since.is_empty() {
+        None
+    } else {
+        let back = humantime::parse_duration(&q.since).map_err(|e| {
+            ApiError::invalid(
+                "invalid_since",
+                format!("{:?} is not a time span: {e}", q.since),
+            )
+        })?;
+        Some(crate::now_secs().saturating_sub(back.as_secs() as i64) * 1000)
+    };
+    let filter = (grep.is_some() || stream.is_some() || since.is_some()).then(|| {
+        berth_observe::store::LogFilter {
+            grep,
+            stream,
+            since,
+            ..Default::default()
+        }
     });
     let (logs, a) = (p.logs.clone(), name.to_string());
     let records = tokio::task::spawn_blocking(move || match &filter {
@@ -307,6 +325,7 @@ pub async fn logs(
         name.as_str(),
         &q.q,
         &q.stream,
+        &q.since,
         &records,
     )
     .into_response())
@@ -566,4 +585,30 @@ pub async fn secrets(
         p.change_secrets(name.as_str(), change, actor(&headers), quiet()),
     )
     .await
+}
+
+/// `/ui/alerts`: what fires, and what resolved in the last day (of the apps the caller
+/// reaches).
+pub async fn alerts(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let visible: std::collections::BTreeSet<String> = app_summaries(&p, &caller)
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let platform_wide = caller
+        .as_ref()
+        .is_some_and(|axum::Extension(who)| who.project.is_none() && who.tenant.is_none());
+    let alerts: Vec<_> = p
+        .store
+        .alerts(Some(crate::now_secs() - 86_400))
+        .await?
+        .into_iter()
+        .filter(|a| visible.contains(&a.app) || (platform_wide && a.app.is_empty()))
+        .collect();
+    let token = csrf(&headers);
+    Ok(pages::alerts(&chrome(&caller, &token), &alerts).into_response())
 }
