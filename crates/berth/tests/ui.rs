@@ -140,7 +140,7 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         "Error budgets (30 days)",
         "of the availability error budget left",
         "Deployment frequency",
-        "1 deploys in the last 30 days, per day",
+        "1 deploy in the last 30 days, per day",
         ": 1 deploy</title>",
     ] {
         assert!(body.contains(needle), "{needle}: {body}");
@@ -224,6 +224,16 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         p.json(&["releases", "shop"]).as_array().unwrap().len(),
         before
     );
+
+    // Its domain with the certificate berth issued; no database yet, and how to make one.
+    p.ok(&["domains", "add", "shop", "shop.example.test"]);
+    let (_, _, page) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+    assert!(page.contains("shop.example.test"), "{page}");
+    assert!(
+        page.contains("certificate from CN=berth local CA"),
+        "{page}"
+    );
+    assert!(page.contains("berth db create shop"), "{page}");
 
     // A token limited to another project sees none of shop, here as in the API.
     p.ok(&["projects", "create", "other"]);

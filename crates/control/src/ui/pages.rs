@@ -321,7 +321,7 @@ fn health(h: &Health) -> Markup {
             @if let Some(d) = h.dora {
                 h3 { "DORA four keys (" (d.window) ")" }
                 (dora_keys(d))
-                p { (charts::bars(&counts, &titles, 360, 40, &format!("{total} deploys in the last 30 days, per day"))) }
+                p { (charts::bars(&counts, &titles, 360, 40, &format!("{total} deploy{} in the last 30 days, per day", if total == 1 { "" } else { "s" }))) }
             }
         }
     }
@@ -340,6 +340,7 @@ pub struct AppPage<'a> {
     pub health: Health<'a>,
     /// The serving release's process types and their instances.
     pub processes: &'a [(String, u32)],
+    pub database: Option<&'a berth_core::state::DatabaseView>,
 }
 
 pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
@@ -405,7 +406,32 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
             section aria-labelledby="domains" {
                 h2 id="domains" { "Domains" }
                 @if v.domains.is_empty() { p { "None; " code { "berth domains add " (a.name) " NAME" } " adds one." } }
-                ul { @for d in v.domains { li { (d.name) } } }
+                ul {
+                    @for d in v.domains {
+                        li {
+                            a href=(d.url) { (d.name) }
+                            @match &d.certificate {
+                                Some(c) => { " · certificate from " (c.issuer) " (" (c.source) "), valid until " (when(c.not_after)) }
+                                None => { " · no certificate yet" }
+                            }
+                            @if let Some(e) = &d.error { br; span.error { (e) } }
+                            @if let Some(dns) = &d.dns { " · DNS " (dns.state) }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="database" {
+                h2 id="database" { "Database" }
+                @match v.database {
+                    Some(db) => {
+                        p {
+                            "PostgreSQL database " code { (db.database) } " (role " code { (db.role) } ") at " (db.host) ":" (db.port)
+                            @if db.server_running { " · running" } @else { span.error { " · the server is down" } }
+                            " · " (db.backups.len()) " backups; the app has it as " code { "DATABASE_URL" } "."
+                        }
+                    }
+                    None => { p { "None; " code { "berth db create " (a.name) } " makes one." } }
+                }
             }
             section aria-labelledby="volumes" {
                 h2 id="volumes" { "Volumes" }

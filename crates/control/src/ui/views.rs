@@ -153,6 +153,11 @@ pub async fn app(
         .into_iter()
         .next();
     let per_day = deploys_per_day(&p, name.as_str()).await?;
+    let database = if p.store.databases().await?.contains_key(name.as_str()) {
+        Some(p.database_info(name.as_str()).await?)
+    } else {
+        None
+    };
     let token = csrf(&headers);
     Ok(pages::app(
         &chrome(&caller, &token),
@@ -172,6 +177,7 @@ pub async fn app(
                 deploys_per_day: &per_day,
             },
             processes: &processes,
+            database: database.as_ref(),
         },
     )
     .into_response())
