@@ -291,3 +291,133 @@ fn people_sign_in_with_oidc_and_act_with_the_role_they_were_given() {
         "{text}"
     );
 }
+
+/// The values of header `name` in a response's head (names compared without case).
+fn header_values(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// The value of cookie `name` a response sets, if any.
+fn set_cookie(head: &str, name: &str) -> Option<String> {
+    header_values(head, "set-cookie")
+        .iter()
+        .filter_map(|c| c.strip_prefix(&format!("{name}=")))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+        .find(|v| !v.is_empty())
+}
+
+/// A GET with headers shown: (status, headers lowercased, body).
+fn get(url: &str, cookies: &str) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-H", &format!("Cookie: {cookies}"), url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_string(), body.to_string())
+}
+
+#[test]
+fn people_sign_in_to_the_dashboard_with_the_provider() {
+    let idp = provider();
+    let mut p = Platform::unstarted(None, &[], &[]);
+    // berth's client, whose browser comes back to the dashboard on the API port.
+    let body = serde_json::json!({
+        "redirect_uris": [format!("http://127.0.0.1:{}/ui/login/callback", p.api_port)],
+        "token_endpoint_auth_method": "client_secret_basic",
+    });
+    let (ok, text) = curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body.to_string(),
+        &format!("{}/oauth2/clients", idp.url),
+    ]);
+    assert!(ok, "{text}");
+    let client: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        secret_file.path(),
+        client["client_secret"].as_str().unwrap(),
+    )
+    .unwrap();
+    p.extra.extend([
+        "--oidc-issuer".to_string(),
+        idp.url.clone(),
+        "--oidc-client-id".into(),
+        client["client_id"].as_str().unwrap().into(),
+        "--oidc-client-secret-file".into(),
+        secret_file.path().display().to_string(),
+    ]);
+    p.up();
+    p.ok(&["create", "shop"]);
+    let admin = common::admin_token(&p);
+    p.berth_env(
+        &["people", "add", "carol@example.com", "--role", "viewer"],
+        &[("BERTH_TOKEN", admin.as_str())],
+    );
+    let base = format!("http://127.0.0.1:{}", p.api_port);
+
+    // The sign-in page offers the provider.
+    let (_, _, page) = get(&format!("{base}/ui/login"), "");
+    assert!(page.contains("/ui/login/oidc"), "{page}");
+
+    // Off to the provider with a PKCE challenge; the state waits in a cookie.
+    let (code, head, _) = get(&format!("{base}/ui/login/oidc"), "");
+    assert_eq!(code, 303, "{head}");
+    let pending = set_cookie(&head, "berth_oidc").expect("the sign-in's cookie");
+    let location = header_values(&head, "location").pop().expect("location");
+    assert!(
+        location.contains("code_challenge_method=S256"),
+        "{location}"
+    );
+
+    // The provider's form, then its redirect back to the dashboard.
+    let (ok, back) = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{redirect_url}",
+        "-X",
+        "POST",
+        "--data-urlencode",
+        "sub=carol@example.com",
+        &location,
+    ]);
+    assert!(
+        ok && back.starts_with(&format!("{base}/ui/login/callback")),
+        "{back}"
+    );
+
+    // Coming back without the cookie (another browser, a forged link): refused.
+    let (code, _, body) = get(&back, "");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("was not started here"), "{body}");
+
+    // With it: the session, and carol's pages with her role.
+    let (code, head, body) = get(&back, &format!("berth_oidc={pending}"));
+    assert_eq!(code, 303, "{head}{body}");
+    let session = set_cookie(&head, "berth_session").expect("the session cookie");
+    assert_eq!(session.split('.').count(), 3, "an ID token");
+    let (code, _, page) = get(&format!("{base}/ui"), &format!("berth_session={session}"));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("carol@example.com (viewer)"), "{page}");
+    assert!(page.contains("/ui/apps/shop"), "{page}");
+    assert!(
+        !page.contains("Deploy from a git repository"),
+        "a viewer gets no forms"
+    );
+}

@@ -43,6 +43,7 @@ pub struct Oidc {
 struct Discovery {
     jwks_uri: String,
     token_endpoint: String,
+    authorization_endpoint: String,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +160,22 @@ impl Oidc {
                 "{redirect_uri:?} is not a loopback address; sign-ins come back to the CLI's own listener"
             )));
         }
+        self.exchange_at(code, redirect_uri, verifier).await
+    }
+
+    /// Where the provider signs people in (its discovery's `authorization_endpoint`).
+    pub async fn authorization_endpoint(&self) -> Result<String, OidcError> {
+        Ok(self.discovery().await?.authorization_endpoint)
+    }
+
+    /// [`Oidc::exchange`] for a `redirect_uri` the platform chose itself (the dashboard's
+    /// own address), which is not checked again.
+    pub async fn exchange_at(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<String, OidcError> {
         let discovery = self.discovery().await?;
         let mut form = vec![
             ("grant_type", "authorization_code"),

@@ -9,6 +9,7 @@
 mod charts;
 mod pages;
 mod runs;
+mod sign_in;
 mod views;
 
 use crate::platform::Platform;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 /// The session cookie: the API token, for `/ui` only.
 const COOKIE: &str = "berth_session";
 /// How long a session lasts in the browser.
-const SESSION_SECS: u64 = 12 * 3600;
+pub(crate) const SESSION_SECS: u64 = 12 * 3600;
 
 const HTMX: &[u8] = include_bytes!("assets/htmx.min.js");
 const CSS: &str = include_str!("assets/berth.css");
@@ -58,22 +59,29 @@ pub fn guarded_routes() -> Router<Arc<Platform>> {
 pub fn public_routes() -> Router<Arc<Platform>> {
     Router::new()
         .route("/ui/login", get(login_page).post(login))
+        .route("/ui/login/oidc", get(sign_in::start))
+        .route("/ui/login/callback", get(sign_in::callback))
         .route("/ui/logout", post(logout))
         .route("/ui/assets/htmx.min.js", get(htmx))
         .route("/ui/assets/berth.css", get(css))
 }
 
-/// The session's token, from its cookie.
-pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+/// A cookie's value.
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// The session's token, from its cookie.
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, COOKIE)
 }
 
 /// The CSRF token of a session: only a page berth rendered for it carries it.
@@ -101,7 +109,10 @@ pub async fn session(mut req: Request, next: Next) -> Response {
     if path != "/ui" && !path.starts_with("/ui/") {
         return next.run(req).await;
     }
-    let public = path == "/ui/login" || path == "/ui/logout" || path.starts_with("/ui/assets/");
+    let public = path == "/ui/login"
+        || path == "/ui/logout"
+        || path.starts_with("/ui/login/")
+        || path.starts_with("/ui/assets/");
     if !public {
         match session_token(req.headers()) {
             Some(token) => {
@@ -140,7 +151,7 @@ pub async fn session(mut req: Request, next: Next) -> Response {
     secured(resp)
 }
 
-fn secured(mut resp: Response) -> Response {
+pub(crate) fn secured(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -162,15 +173,27 @@ fn secured(mut resp: Response) -> Response {
 
 /// The session cookie (an empty value and no age: removed). `Secure` when the page came
 /// over HTTPS (through the edge).
-fn cookie(token: &str, max_age: u64, https: bool) -> HeaderValue {
+pub(crate) fn cookie(token: &str, max_age: u64, https: bool) -> HeaderValue {
+    cookie_header(COOKIE, token, "/ui", "Strict", max_age, https)
+}
+
+/// An HttpOnly cookie (an empty value and no age: removed).
+pub(crate) fn cookie_header(
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: u64,
+    https: bool,
+) -> HeaderValue {
     let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("berth_session=; Path=/ui; Max-Age=0"))
 }
 
-fn over_https(headers: &HeaderMap) -> bool {
+pub(crate) fn over_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes() == b"https")
@@ -183,9 +206,10 @@ pub(crate) struct LoginPage {
 }
 
 async fn login_page(
+    axum::extract::State(p): axum::extract::State<Arc<Platform>>,
     axum::extract::Query(q): axum::extract::Query<LoginPage>,
 ) -> axum::response::Html<String> {
-    pages::login(q.failed.is_some())
+    pages::login(q.failed.is_some(), p.oidc.is_some())
 }
 
 #[derive(serde::Deserialize)]

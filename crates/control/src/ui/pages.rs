@@ -92,7 +92,7 @@ pub fn when(secs: i64) -> String {
     )
 }
 
-pub fn login(failed: bool) -> Html<String> {
+pub fn login(failed: bool, oidc: bool) -> Html<String> {
     page(
         "Sign in",
         None,
@@ -100,6 +100,10 @@ pub fn login(failed: bool) -> Html<String> {
             h1 { "Sign in to berth" }
             @if failed {
                 p.error role="alert" { "That token is unknown, revoked or expired. Sign in again." }
+            }
+            @if oidc {
+                p { a.button href="/ui/login/oidc" { "Sign in with your organisation's account" } }
+                p { "Or with an API token:" }
             }
             form method="post" action="/ui/login" {
                 label for="token" { "API token" }
