@@ -24,6 +24,17 @@ pub fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// `n` distinct free TCP ports on loopback (held together while chosen, so no two are
+/// the same).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("free port").port())
+        .collect()
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -76,15 +87,16 @@ impl Platform {
     /// A platform with its own resources chosen, not started yet (start it with `up`).
     pub fn unstarted(netns: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ports = free_ports(3);
         let tag = (std::process::id() % 5000) * 10 + n;
         Self {
             data: tempfile::Builder::new()
                 .prefix("berth-e2e")
                 .tempdir()
                 .expect("tempdir"),
-            api_port: free_port(),
-            edge_port: free_port(),
-            tls_port: free_port(),
+            api_port: ports[0],
+            edge_port: ports[1],
+            tls_port: ports[2],
             bridge: format!("bt{tag}"),
             subnet: format!("10.{}.{}.0/24", 100 + (tag / 250) % 100, tag % 250),
             extra: extra.iter().map(|s| s.to_string()).collect(),
