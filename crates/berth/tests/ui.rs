@@ -123,7 +123,9 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     // Its health, drawn on the server: the requests of the last hour (sampled every second
     // here), the error budgets, the DORA keys with today's deploy.
     let mut requests = 0;
-    common::eventually(std::time::Duration::from_secs(30), || {
+    common::eventually(std::time::Duration::from_secs(60), || {
+        // Requests keep coming while the sampler (every second here) counts them.
+        p.answer("shop", "/env?name=PORT");
         let (_, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
         requests = body
             .split(" requests (")

@@ -535,6 +535,17 @@ pub struct VariableForm {
     value: String,
 }
 
+impl VariableForm {
+    /// What the form sets and removes: one name, with its value or without.
+    fn change(self) -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+        let key = self.key.trim().to_string();
+        match self.action.as_str() {
+            "unset" => (Default::default(), vec![key]),
+            _ => ([(key, self.value)].into(), vec![]),
+        }
+    }
+}
+
 /// Sets or removes an environment variable.
 pub async fn env(
     State(p): Shared,
@@ -546,22 +557,10 @@ pub async fn env(
         return Err(forged());
     }
     let name = existing_app(&p, &app).await?;
-    let key = f.key.trim().to_string();
-    let change = match f.action.as_str() {
-        "unset" => berth_core::api::EnvChange {
-            set: Default::default(),
-            unset: vec![key],
-        },
-        _ => berth_core::api::EnvChange {
-            set: [(key, f.value)].into(),
-            unset: vec![],
-        },
-    };
-    settle(
-        name.as_str(),
-        p.change_env(name.as_str(), change, actor(&headers), quiet()),
-    )
-    .await
+    let (set, unset) = f.change();
+    let change = berth_core::api::EnvChange { set, unset };
+    let run = p.change_env(name.as_str(), change, actor(&headers), quiet());
+    settle(name.as_str(), run).await
 }
 
 /// Sets or removes a secret (its value is never shown again).
@@ -575,22 +574,10 @@ pub async fn secrets(
         return Err(forged());
     }
     let name = existing_app(&p, &app).await?;
-    let key = f.key.trim().to_string();
-    let change = match f.action.as_str() {
-        "unset" => berth_core::state::SecretChange {
-            set: Default::default(),
-            unset: vec![key],
-        },
-        _ => berth_core::state::SecretChange {
-            set: [(key, f.value)].into(),
-            unset: vec![],
-        },
-    };
-    settle(
-        name.as_str(),
-        p.change_secrets(name.as_str(), change, actor(&headers), quiet()),
-    )
-    .await
+    let (set, unset) = f.change();
+    let change = berth_core::state::SecretChange { set, unset };
+    let run = p.change_secrets(name.as_str(), change, actor(&headers), quiet());
+    settle(name.as_str(), run).await
 }
 
 /// `/ui/alerts`: what fires, and what resolved in the last day (of the apps the caller
