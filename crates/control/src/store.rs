@@ -585,18 +585,19 @@ impl Store {
         })
     }
 
-    /// An app's requests and 5xx answers per `bucket` seconds from `since` on, one entry per
-    /// bucket (empty buckets included), oldest first.
+    /// An app's requests, 5xx answers and answers slower than its latency objective per
+    /// `bucket` seconds from `since` on, one entry per bucket (empty buckets included),
+    /// oldest first.
     pub async fn request_series(
         &self,
         app: &str,
         since: i64,
         until: i64,
         bucket: i64,
-    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
         let bucket = bucket.max(1);
         let rows = sqlx::query(
-            "SELECT (at - ?) / ? AS b, SUM(requests) AS r, SUM(errors) AS e FROM slo_samples \
+            "SELECT (at - ?) / ? AS b, SUM(requests) AS r, SUM(errors) AS e, SUM(slow) AS s FROM slo_samples \
              WHERE app = ? AND at >= ? AND at < ? GROUP BY b",
         )
         .bind(since)
@@ -607,11 +608,11 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let n = ((until - since) / bucket).max(0) as usize;
-        let mut out = vec![(0, 0); n];
+        let mut out = vec![(0, 0, 0); n];
         for r in rows {
             let b: i64 = r.try_get("b")?;
             if let Some(slot) = usize::try_from(b).ok().and_then(|b| out.get_mut(b)) {
-                *slot = (r.try_get("r")?, r.try_get("e")?);
+                *slot = (r.try_get("r")?, r.try_get("e")?, r.try_get("s")?);
             }
         }
         Ok(out)

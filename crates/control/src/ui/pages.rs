@@ -10,13 +10,14 @@ use berth_core::auth::AuditEntry;
 use maud::{html, Markup, DOCTYPE};
 use std::collections::BTreeMap;
 
-/// Requests per minute over the last hour (oldest first): (requests, 5xx answers).
-pub type Series = Vec<(i64, i64)>;
+/// Requests per minute over the last hour (oldest first): (requests, 5xx answers, answers
+/// slower than the latency objective).
+pub type Series = Vec<(i64, i64, i64)>;
 
 fn requests_chart(series: &Series, width: u32) -> Markup {
-    let total: i64 = series.iter().map(|(r, _)| r).sum();
-    let errors: i64 = series.iter().map(|(_, e)| e).sum();
-    let values: Vec<f64> = series.iter().map(|(r, _)| *r as f64).collect();
+    let total: i64 = series.iter().map(|(r, _, _)| r).sum();
+    let errors: i64 = series.iter().map(|(_, e, _)| e).sum();
+    let values: Vec<f64> = series.iter().map(|(r, _, _)| *r as f64).collect();
     charts::sparkline(
         &values,
         width,
@@ -249,6 +250,22 @@ pub fn run(chrome: &Chrome, app: &str, id: &str, run: &super::runs::Run) -> Html
     )
 }
 
+/// The share of each minute's answers slower than the latency objective.
+fn slow_chart(series: &Series, width: u32) -> Markup {
+    let total: i64 = series.iter().map(|(r, _, _)| r).sum();
+    let slow: i64 = series.iter().map(|(_, _, s)| s).sum();
+    let values: Vec<f64> = series
+        .iter()
+        .map(|(r, _, s)| if *r > 0 { *s as f64 / *r as f64 } else { 0.0 })
+        .collect();
+    charts::sparkline(
+        &values,
+        width,
+        24,
+        &format!("{slow} of {total} answers slower than the latency objective in the last hour, share per minute"),
+    )
+}
+
 /// An app's health: its traffic, its objectives' error budgets, and its DORA keys.
 pub struct Health<'a> {
     pub traffic: &'a Series,
@@ -295,6 +312,8 @@ fn health(h: &Health) -> Markup {
             h2 id="health" { "Health" }
             h3 { "Requests" }
             p { (requests_chart(h.traffic, 360)) }
+            h3 { "Slow answers" }
+            p { (slow_chart(h.traffic, 360)) }
             @if let Some(slo) = h.slo {
                 h3 { "Error budgets (30 days)" }
                 table {
