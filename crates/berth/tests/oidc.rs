@@ -66,8 +66,15 @@ fn curl(args: &[&str]) -> (bool, String) {
 /// to `http://127.0.0.1:PORT/callback` exactly: its client id, its secret and that port.
 fn register(idp: &Provider) -> (String, String, u16) {
     let port = free_port();
+    let (id, secret) = register_at(idp, &format!("http://127.0.0.1:{port}/callback"));
+    (id, secret, port)
+}
+
+/// berth registered at the provider as a client with a secret whose browser comes back to
+/// `redirect`: its client id and secret.
+fn register_at(idp: &Provider, redirect: &str) -> (String, String) {
     let body = serde_json::json!({
-        "redirect_uris": [format!("http://127.0.0.1:{port}/callback")],
+        "redirect_uris": [redirect],
         "token_endpoint_auth_method": "client_secret_basic",
     });
     let (ok, text) = curl(&[
@@ -88,7 +95,6 @@ fn register(idp: &Provider) -> (String, String, u16) {
             .as_str()
             .expect("client_secret")
             .to_string(),
-        port,
     )
 }
 
@@ -331,33 +337,17 @@ fn people_sign_in_to_the_dashboard_with_the_provider() {
     let idp = provider();
     let mut p = Platform::unstarted(None, &[], &[]);
     // berth's client, whose browser comes back to the dashboard on the API port.
-    let body = serde_json::json!({
-        "redirect_uris": [format!("http://127.0.0.1:{}/ui/login/callback", p.api_port)],
-        "token_endpoint_auth_method": "client_secret_basic",
-    });
-    let (ok, text) = curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body.to_string(),
-        &format!("{}/oauth2/clients", idp.url),
-    ]);
-    assert!(ok, "{text}");
-    let client: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (client_id, client_secret) = register_at(
+        &idp,
+        &format!("http://127.0.0.1:{}/ui/login/callback", p.api_port),
+    );
     let secret_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        secret_file.path(),
-        client["client_secret"].as_str().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(secret_file.path(), &client_secret).unwrap();
     p.extra.extend([
         "--oidc-issuer".to_string(),
         idp.url.clone(),
         "--oidc-client-id".into(),
-        client["client_id"].as_str().unwrap().into(),
+        client_id,
         "--oidc-client-secret-file".into(),
         secret_file.path().display().to_string(),
     ]);

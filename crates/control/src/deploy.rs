@@ -297,8 +297,8 @@ pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
     });
 }
 
-/// The spec of a packed source: its berth.toml, with what an app.json says where berth.toml
-/// is silent.
+/// The spec of a packed source: its berth.toml, with what an app.json and a score.yaml say
+/// where berth.toml is silent.
 pub fn spec_of(archive: &[u8]) -> Result<BerthToml, ApiError> {
     let mut toml = match berth_factory::source::read_file(archive, "berth.toml") {
         Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
@@ -308,25 +308,26 @@ pub fn spec_of(archive: &[u8]) -> Result<BerthToml, ApiError> {
         Ok(None) => BerthToml::default(),
         Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
     };
-    match berth_factory::source::read_file(archive, "app.json") {
-        Ok(Some(text)) => berth_core::appjson::AppJson::parse(&text)
-            .map_err(|problems| {
-                ApiError::invalid("invalid_app_json", problems.join("; "))
-                    .hint("fix app.json (or remove what berth cannot honour) and deploy again")
-            })?
-            .apply_to(&mut toml),
-        Ok(None) => {}
-        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    // The other formats fill in what berth.toml leaves unset; what they cannot honour is
+    // refused by name.
+    let other = |file: &str| {
+        berth_factory::source::read_file(archive, file)
+            .map_err(|e| ApiError::invalid("bad_upload", e.to_string()))
+    };
+    let refused = |code: &'static str, file: &str, problems: Vec<String>| {
+        ApiError::invalid(code, problems.join("; ")).hint(format!(
+            "fix {file} (or remove what berth cannot honour) and deploy again"
+        ))
+    };
+    if let Some(text) = other("app.json")? {
+        berth_core::appjson::AppJson::parse(&text)
+            .map_err(|p| refused("invalid_app_json", "app.json", p))?
+            .apply_to(&mut toml);
     }
-    match berth_factory::source::read_file(archive, "score.yaml") {
-        Ok(Some(text)) => berth_core::score::Score::parse(&text)
-            .map_err(|problems| {
-                ApiError::invalid("invalid_score_yaml", problems.join("; "))
-                    .hint("fix score.yaml (or remove what berth cannot honour) and deploy again")
-            })?
-            .apply_to(&mut toml),
-        Ok(None) => {}
-        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+    if let Some(text) = other("score.yaml")? {
+        berth_core::score::Score::parse(&text)
+            .map_err(|p| refused("invalid_score_yaml", "score.yaml", p))?
+            .apply_to(&mut toml);
     }
     let problems = toml.validate();
     if !problems.is_empty() {
