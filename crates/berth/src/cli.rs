@@ -309,13 +309,17 @@ pub enum Command {
     /// berth's local certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
-    /// The DORA four keys of an app (or the whole platform) over the last day, week and
-    /// month: deployment frequency, lead time for changes (commit → serving, for git
-    /// checkouts), change failure rate (deploys that failed or were rolled back) and time to
-    /// restore service, each with its performance band (elite, high, medium, low).
+    /// The DORA four keys of an app, a project or the whole platform over the last day,
+    /// week and month: deployment frequency, lead time for changes (commit → serving, for
+    /// git checkouts), change failure rate (deploys that failed or were rolled back) and time
+    /// to restore service, each with its performance band (elite, high, medium, low).
     Dora {
         /// An app (default: the whole platform).
+        #[arg(conflicts_with = "project")]
         app: Option<String>,
+        /// A project's apps together.
+        #[arg(long)]
+        project: Option<String>,
         /// One window instead of 1d, 7d and 30d, e.g. 14d.
         #[arg(long)]
         window: Option<String>,

@@ -294,7 +294,11 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::Apply { dir, prune } => crate::declarative::apply(g, &dir, prune).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Backup(cmd) => crate::backups::backup(g, cmd).await,
-        Command::Dora { app, window } => dora(g, app, window).await,
+        Command::Dora {
+            app,
+            project,
+            window,
+        } => dora(g, app, project, window).await,
         Command::Slo { app, rules, out } => crate::slo::slo(g, app, rules, out).await,
         Command::Alerts { all } => crate::slo::alerts(g, all).await,
         Command::Tokens(cmd) => crate::teams::tokens(g, cmd).await,
@@ -869,11 +873,16 @@ fn short_duration(secs: Option<f64>) -> String {
     secs.map_or_else(|| "-".into(), |s| output::span(s.round() as i64))
 }
 
-async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result<i32> {
+async fn dora(
+    g: &Global,
+    app: Option<String>,
+    project: Option<String>,
+    window: Option<String>,
+) -> Result<i32> {
     let client = crate::client::discover(g)?;
     let path = berth_client::with_query(
         "/v1/dora",
-        &[("app", app.clone()), ("window", window.clone())],
+        &[("app", app), ("project", project), ("window", window)],
     );
     let views: Vec<berth_core::dora::DoraView> = client.get_json(&path).await?;
     if g.json {
@@ -916,9 +925,16 @@ async fn dora(g: &Global, app: Option<String>, window: Option<String>) -> Result
             ]
         })
         .collect();
+    let scope = views
+        .first()
+        .map_or_else(|| "the platform".to_string(), |v| v.scope.clone());
     println!(
         "DORA four keys of {}",
-        app.as_deref().unwrap_or("the platform")
+        if scope == "platform" {
+            "the platform"
+        } else {
+            &scope
+        }
     );
     output::table(
         &[

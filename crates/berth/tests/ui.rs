@@ -50,7 +50,68 @@ fn ui(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (code, head.to_ascii_lowercase(), body.to_string())
+    (code, lower_names(head), body.to_string())
+}
+
+/// The head in lower case, but for where a redirect goes (run ids and notices keep their
+/// case).
+fn lower_names(head: &str) -> String {
+    head.lines()
+        .map(|l| match l.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("location") => {
+                format!("location:{value}")
+            }
+            _ => l.to_ascii_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A form with a file, as a browser sends it: `archive` uploaded to app `app`.
+fn upload(
+    p: &Platform,
+    token: &str,
+    csrf: &str,
+    app: &str,
+    archive: &std::path::Path,
+) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-H"])
+        .arg(format!("Cookie: berth_session={token}"))
+        .args(["-F", &format!("csrf={csrf}"), "-F", &format!("app={app}")])
+        .arg("-F")
+        .arg(format!("archive=@{}", archive.display()))
+        .arg(format!("http://127.0.0.1:{}/ui/upload", p.api_port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, lower_names(head), body.to_string())
+}
+
+/// The run page a redirect points at.
+fn run_of(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .filter(|l| l.contains("/runs/"))
+        .unwrap_or_else(|| panic!("no run in {head}"))
+        .trim()
+        .to_string()
+}
+
+/// The run's page once it ended.
+fn finished(p: &Platform, token: &str, run: &str) -> String {
+    let mut page = String::new();
+    common::eventually(std::time::Duration::from_secs(240), || {
+        page = ui(p, Some(token), "GET", run, None).2;
+        page.contains("Done: ") || page.contains("Failed: ")
+    });
+    page
 }
 
 #[test]
@@ -239,6 +300,103 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     );
     assert!(page.contains("berth db create shop"), "{page}");
 
+    // A volume, its snapshot and a database, from the app's page; a deploy of an uploaded
+    // archive from the apps page. Each long one is followed on its run's page.
+    let head = form("/ui/apps/shop/volumes", "name=data&mount=%2Fdata&size=64M");
+    let run = run_of(&head);
+    let done = finished(&p, &admin, &run);
+    assert!(done.contains("Done: "), "{done}");
+    let volumes = p.json(&["volumes", "list", "shop"]);
+    assert_eq!(volumes[0]["mount"], "/data", "{volumes}");
+    let head = form("/ui/apps/shop/volumes/data/snapshot", "");
+    assert!(head.contains("notice=Snapshot"), "{head}");
+    let back = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (_, _, page) = ui(&p, Some(&admin), "GET", &back, None);
+    assert!(page.contains("of volume data taken"), "{page}");
+    let head = form("/ui/apps/shop/database", "");
+    let done = finished(&p, &admin, &run_of(&head));
+    assert!(done.contains("Done: "), "{done}");
+    assert!(p
+        .answer("shop", "/env?name=DATABASE_URL")
+        .starts_with("postgres"));
+    let head = form("/ui/apps/shop/database/backup", "");
+    assert!(head.contains("notice=Backup"), "{head}");
+    let (_, _, page) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+    assert!(
+        page.contains("1 backups") && page.contains("Snapshot data"),
+        "{page}"
+    );
+    let archive = work.path().join("upload.tar.gz");
+    let packed = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&dir)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let (code, head, body) = upload(&p, &admin, &csrf, "uploaded", &archive);
+    assert_eq!(code, 303, "{body}");
+    let done = finished(&p, &admin, &run_of(&head));
+    assert!(
+        done.contains("Done: release v1 serves at http://uploaded.localhost")
+            && done.contains("Detected a procfile app"),
+        "{done}"
+    );
+    assert!(!p.answer("uploaded", "/env?name=PORT").is_empty());
+    // Bad input: refused with the reason, nothing made.
+    let junk = work.path().join("junk.tar.gz");
+    std::fs::write(&junk, "not an archive").unwrap();
+    let (code, _, body) = upload(&p, &admin, &csrf, "junk", &junk);
+    assert_eq!(code, 400, "{body}");
+    let (code, _, body) = upload(&p, &admin, "forged", "junk", &archive);
+    assert_eq!(code, 403, "{body}");
+    let (code, _, body) = ui(
+        &p,
+        Some(&admin),
+        "POST",
+        "/ui/apps/shop/volumes",
+        Some(&format!("csrf={csrf}&name=more&mount=%2Fmore&size=lots")),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("size:"), "{body}");
+    let apps = p.json(&["apps"]).to_string();
+    assert!(!apps.contains("junk"), "{apps}");
+    assert_eq!(
+        p.json(&["volumes", "list", "shop"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The project's page: its quota and use, its apps, their DORA keys day by day.
+    let (code, _, body) = ui(&p, Some(&admin), "GET", "/ui/projects/default", None);
+    assert_eq!(code, 200, "{body}");
+    for needle in [
+        "Project default",
+        "/ui/apps/shop",
+        "/ui/apps/uploaded",
+        "DORA four keys of the project",
+        "Lead time for changes (median per day)",
+        "Change failure rate per day",
+        "Time to restore service (median per day)",
+        "deploys in the last 30 days, per day",
+    ] {
+        assert!(body.contains(needle), "{needle}: {body}");
+    }
+    let keys = p.json(&["dora", "--project", "default", "--window", "1d"]);
+    assert_eq!(keys[0]["scope"], "project default", "{keys}");
+    assert!(keys[0]["deployments"].as_u64().unwrap() >= 2, "{keys}");
+    let err = p.fails(&["dora", "--project", "nosuch"]);
+    assert!(err.contains("no project nosuch"), "{err}");
+
     // A token limited to another project sees none of shop, here as in the API.
     p.ok(&["projects", "create", "other"]);
     let limited = p.json(&[
@@ -260,6 +418,17 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     assert_eq!(code, 404);
     let (code, _, _) = ui(&p, Some(&limited), "GET", "/ui/apps/shop/logs", None);
     assert_eq!(code, 404);
+    let (code, _, _) = ui(&p, Some(&limited), "GET", "/ui/projects/default", None);
+    assert_eq!(code, 404);
+    let (code, _, body) = ui(&p, Some(&limited), "GET", "/ui/projects/other", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("/ui/apps/shop"), "{body}");
+    assert!(
+        !body.contains("The platform's DORA"),
+        "the platform's keys are not a project's"
+    );
+    let (code, _, _) = ui(&p, Some(&limited), "GET", "/v1/dora?project=default", None);
+    assert!(code == 404 || code == 401, "{code}");
 
     // Logs of a time range; the alerts.
     let (code, _, body) = ui(
@@ -294,6 +463,7 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     assert!(head.contains("text/javascript"), "{head}");
 
     // The browser.
+    let before = p.json(&["releases", "shop"]).as_array().unwrap().len();
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new("node")
@@ -302,6 +472,7 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         .env("TOKEN", &admin)
         .env("VIEWER", &viewer)
         .env("APP", "shop")
+        .env("EDGE_PORT", p.edge_port.to_string())
         .env(
             "GIT_URL",
             format!("git://127.0.0.1:{}/shop.git", daemon.port),
@@ -321,7 +492,7 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     let report: serde_json::Value = serde_json::from_str(said.trim()).expect("the walk's report");
     assert_eq!(report["ok"], true, "{report}");
     for name in [
-        "login", "apps", "app", "deploy", "logs", "rollback", "audit",
+        "login", "apps", "project", "app", "deploy", "logs", "rollback", "audit",
     ] {
         assert!(shots.join(format!("{name}-desktop.png")).exists(), "{name}");
         assert!(shots.join(format!("{name}-phone.png")).exists(), "{name}");

@@ -162,7 +162,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             post(crate::git_http::receive_pack).layer(DefaultBodyLimit::max(limit)),
         )
         .nest_service("/mcp", mcp_service(&platform))
-        .merge(crate::ui::guarded_routes())
+        .merge(crate::ui::guarded_routes(limit))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             crate::idempotency::idempotent,
@@ -713,7 +713,7 @@ fn caller_tenant(c: &Caller) -> Option<String> {
     c.as_ref().and_then(|axum::Extension(p)| p.tenant.clone())
 }
 
-fn caller_limit(c: &Caller) -> Option<crate::guard::Limit> {
+pub(crate) fn caller_limit(c: &Caller) -> Option<crate::guard::Limit> {
     c.as_ref()
         .and_then(|axum::Extension(p)| crate::guard::Limit::of(p))
 }
@@ -1345,6 +1345,8 @@ async fn database_info(
 struct DoraQuery {
     /// One app (default: the whole platform).
     app: Option<String>,
+    /// One project's apps together (not with `app`).
+    project: Option<String>,
     /// One window (default: 1d, 7d and 30d).
     window: Option<String>,
 }
@@ -1360,7 +1362,19 @@ async fn dora(
     State(p): Shared,
     ApiQuery(q): ApiQuery<DoraQuery>,
 ) -> Result<Json<Vec<berth_core::dora::DoraView>>, ApiError> {
-    Ok(Json(p.dora(q.app.as_deref(), q.window.as_deref()).await?))
+    use crate::dora::DoraScope;
+    let scope = match (q.app.as_deref(), q.project.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_scope",
+                "ask for one app or one project, not both",
+            ))
+        }
+        (Some(a), None) => DoraScope::App(a),
+        (None, Some(project)) => DoraScope::Project(project),
+        (None, None) => DoraScope::Platform,
+    };
+    Ok(Json(p.dora(scope, q.window.as_deref()).await?))
 }
 
 #[utoipa::path(
@@ -2489,8 +2503,28 @@ async fn log_events(
                 .1
         }
     };
-    let shutdown = p.shutdown.clone();
-    let stream = futures_util::stream::unfold(
+    let stream = futures_util::StreamExt::map(follow_logs(&p, app, start, filter), |(r, c)| {
+        Ok::<_, Infallible>(
+            Event::default()
+                .id(c.to_string())
+                .data(serde_json::to_string(&r).unwrap_or_default()),
+        )
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// An app's log entries from `start` on, each with the position after it, as they come
+/// (until the platform shuts down); `filter` keeps those it matches.
+pub(crate) fn follow_logs(
+    p: &Platform,
+    app: String,
+    start: berth_observe::Cursor,
+    filter: Option<berth_observe::store::LogFilter>,
+) -> impl futures_util::Stream<Item = (berth_observe::LogRecord, berth_observe::Cursor)> {
+    let (logs, shutdown) = (p.logs.clone(), p.shutdown.clone());
+    futures_util::stream::unfold(
         (
             Vec::<(berth_observe::LogRecord, berth_observe::Cursor)>::new().into_iter(),
             start,
@@ -2500,11 +2534,8 @@ async fn log_events(
                 (logs.clone(), app.clone(), shutdown.clone(), filter.clone());
             async move {
                 loop {
-                    if let Some((r, c)) = pending.next() {
-                        let event = Event::default()
-                            .id(c.to_string())
-                            .data(serde_json::to_string(&r).unwrap_or_default());
-                        return Some((Ok::<_, Infallible>(event), (pending, at)));
+                    if let Some(next) = pending.next() {
+                        return Some((next, (pending, at)));
                     }
                     let (l, a) = (logs.clone(), app.clone());
                     if let Ok(Ok((entries, next))) =
@@ -2527,10 +2558,7 @@ async fn log_events(
                 }
             }
         },
-    );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    )
 }
 
 #[utoipa::path(

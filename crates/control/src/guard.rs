@@ -362,16 +362,41 @@ async fn within(
     {
         target_of(uri.path())
     } else if route == "/v1/dora" {
-        uri.query()
-            .unwrap_or_default()
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("app="))
-            .map(str::to_string)
-            .or(Some(String::new()))
+        let query = uri.query().unwrap_or_default();
+        let asked = |key: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(key))
+                .map(|v| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+        };
+        if let Some(project) = asked("project=") {
+            return if limit.reaches(p, &project).await? {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "project_not_found",
+                    format!("no project {project}"),
+                ))
+            };
+        }
+        asked("app=").or(Some(String::new()))
     } else if matches!(
         route,
-        "/v1/apps" | "/v1/projects" | "/v1/whoami" | "/ui" | "/ui/deploy" | "/ui/alerts"
+        "/v1/apps"
+            | "/v1/projects"
+            | "/v1/whoami"
+            | "/ui"
+            | "/ui/deploy"
+            | "/ui/upload"
+            | "/ui/alerts"
     ) || route.starts_with("/mcp")
+        // The page itself shows only a project the token reaches.
+        || route == "/ui/projects/{project}"
     {
         None
     } else {

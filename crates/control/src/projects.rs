@@ -195,17 +195,22 @@ impl Store {
         Ok(())
     }
 
-    /// What a project's apps use now.
-    pub async fn project_usage(&self, project: &str) -> Result<Usage, sqlx::Error> {
-        let apps: Vec<String> = sqlx::query(
-            "SELECT a.name FROM apps a JOIN projects p ON a.project_id = p.id WHERE p.name = ?",
+    /// The names of a project's apps.
+    pub async fn project_apps(&self, project: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query(
+            "SELECT a.name FROM apps a JOIN projects p ON a.project_id = p.id WHERE p.name = ? ORDER BY a.name",
         )
         .bind(project)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(|r| r.try_get("name"))
-        .collect::<Result<_, _>>()?;
+        .collect()
+    }
+
+    /// What a project's apps use now.
+    pub async fn project_usage(&self, project: &str) -> Result<Usage, sqlx::Error> {
+        let apps = self.project_apps(project).await?;
         let mut usage = Usage {
             apps: apps.len() as u32,
             ..Default::default()

@@ -23,6 +23,25 @@ fn not_found(app: &str, name: &str) -> ApiError {
     .hint(format!("list volumes with `berth volumes list {app}`"))
 }
 
+/// What is wrong with a volume request (its name, size and mount path), all of it at
+/// once; else its size in bytes.
+pub fn check_volume_request(req: &VolumeCreate) -> Result<u64, ApiError> {
+    let mut problems = Vec::new();
+    if let Err(e) = state::validate_volume_name(&req.name) {
+        problems.push(format!("name: {e}"));
+    }
+    let size = state::parse_volume_size(&req.size)
+        .map_err(|e| problems.push(format!("size: {e}")))
+        .ok();
+    if let Err(e) = state::validate_mount_path(&req.mount) {
+        problems.push(format!("mount: {e}"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid_volume", problems.join("; ")));
+    }
+    Ok(size.unwrap_or(state::MIN_VOLUME_BYTES))
+}
+
 impl Platform {
     async fn volume_fs<T: Send + 'static>(
         &self,
@@ -86,20 +105,7 @@ impl Platform {
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
-        let mut problems = Vec::new();
-        if let Err(e) = state::validate_volume_name(&req.name) {
-            problems.push(format!("name: {e}"));
-        }
-        let size = state::parse_volume_size(&req.size)
-            .map_err(|e| problems.push(format!("size: {e}")))
-            .ok();
-        if let Err(e) = state::validate_mount_path(&req.mount) {
-            problems.push(format!("mount: {e}"));
-        }
-        if !problems.is_empty() {
-            return Err(ApiError::invalid("invalid_volume", problems.join("; ")).into());
-        }
-        let size = size.unwrap_or(state::MIN_VOLUME_BYTES);
+        let size = check_volume_request(&req)?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         if self.store.app(app).await?.is_none() {

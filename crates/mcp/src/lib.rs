@@ -143,6 +143,9 @@ pub struct DoraArgs {
     /// One app (default: the whole platform).
     #[serde(default)]
     pub app: Option<String>,
+    /// One project's apps together (instead of an app).
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// A failed call as a tool result an agent can act on.
@@ -669,7 +672,7 @@ impl BerthMcp {
     }
 
     #[tool(
-        description = "DORA four keys (deployment frequency, lead time, change failure rate, time to restore) with their performance band, for an app or the platform."
+        description = "DORA four keys (deployment frequency, lead time, change failure rate, time to restore) with their performance band, for an app, a project or the platform."
     )]
     async fn dora(
         &self,
@@ -679,7 +682,10 @@ impl BerthMcp {
         let client = client_or_answer!(self, ctx);
         answer(
             client
-                .get_json::<Value>(&with_query("/v1/dora", &[("app", a.app)]))
+                .get_json::<Value>(&with_query(
+                    "/v1/dora",
+                    &[("app", a.app), ("project", a.project)],
+                ))
                 .await,
         )
     }

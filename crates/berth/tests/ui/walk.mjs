@@ -8,6 +8,7 @@
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
+import http from "node:http";
 
 const require = createRequire(path.join(process.env.TOOLS, "x.js"));
 const puppeteer = require("puppeteer-core");
@@ -86,6 +87,14 @@ try {
   const first = await page.evaluate(() => document.activeElement && document.activeElement.textContent.trim());
   check(first === "berth", `the first Tab stop is the header's home link, not ${first}`);
 
+  // The app's project: its quota, its apps, their DORA keys day by day.
+  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click(`a[href="/ui/projects/default"]`)]);
+  const projectText = await text();
+  check(projectText.includes("Project default") && projectText.includes("Change failure rate per day"), `the project page: ${projectText.slice(0, 300)}`);
+  await axe("project");
+  await shoot("project");
+  await page.goto(`${BASE}/ui`, { waitUntil: "networkidle0" });
+
   // The app: its releases, the hostile env value shown as text.
   await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click(`a[href="/ui/apps/${APP}"]`)]);
   const appText = await text();
@@ -94,19 +103,28 @@ try {
   await axe("app");
   await shoot("app");
 
-  // Deploy a commit of a repository: the run's page follows the build to its end.
+  // Deploy a commit of a repository: the run's page follows the build to its end, its
+  // lines streamed in (server-sent events; the page is never reloaded).
   await page.type("#deploy-url", process.env.GIT_URL);
-  await Promise.all([page.waitForNavigation({ waitUntil: "networkidle0" }), page.click("#deploy button[type=submit], form[action='/ui/deploy'] button[type=submit]")]);
+  await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("#deploy button[type=submit], form[action='/ui/deploy'] button[type=submit]")]);
   check(page.url().includes(`/ui/apps/${APP}/runs/`), `a deploy goes to its run, not ${page.url()}`);
+  await page.evaluate(() => { window.samePage = true; });
   await page.waitForFunction(() => document.body.innerText.includes("Done:") || document.body.innerText.includes("Failed:"), { timeout: 240000, polling: 500 });
   const deployed = await text();
   check(deployed.includes("Done: release v") && deployed.includes("==> build"), `the deploy's run: ${deployed.slice(0, 600)}`);
+  check(await page.evaluate(() => window.samePage === true), "the run was followed on the same page");
   await axe("run");
   await shoot("deploy");
 
-  // Its logs, with the hostile line as text.
-  await page.goto(`${BASE}/ui/apps/${APP}/logs`, { waitUntil: "networkidle0" });
-  check((await text()).includes("the secret is <img src=x onerror=alert(1)>"), "a log line is shown as text");
+  // Its logs, with the hostile line as text; a line the app logs now appears by itself.
+  await page.goto(`${BASE}/ui/apps/${APP}/logs`, { waitUntil: "load" });
+  await page.waitForFunction(() => document.body.innerText.includes("the secret is <img src=x onerror=alert(1)>"), { timeout: 10000 });
+  await page.evaluate(() => { window.samePage = true; });
+  await new Promise((resolve, reject) => {
+    http.get({ host: "127.0.0.1", port: Number(process.env.EDGE_PORT), path: "/log?name=MODE", headers: { host: `${APP}.localhost` } }, (r) => { r.resume(); r.on("end", resolve); }).on("error", reject);
+  });
+  await page.waitForFunction(() => document.querySelector("#log").innerText.includes("the secret is blue"), { timeout: 30000, polling: 250 });
+  check(await page.evaluate(() => window.samePage === true), "the new line came without a reload");
   await axe("logs");
   await shoot("logs");
   await page.goto(`${BASE}/ui/apps/${APP}/logs?q=onerror`, { waitUntil: "networkidle0" });

@@ -34,7 +34,25 @@ pub fn sparkline(values: &[f64], width: u32, height: u32, label: &str) -> Markup
 
 /// Bars of `values` with their `titles` (e.g. one per day), in a `width`×`height` box.
 pub fn bars(values: &[u64], titles: &[String], width: u32, height: u32, label: &str) -> Markup {
-    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    // A day with none has no bar (a count of zero is the baseline).
+    let values: Vec<Option<f64>> = values
+        .iter()
+        .map(|v| (*v > 0).then_some(*v as f64))
+        .collect();
+    columns(&values, titles, width, height, label)
+}
+
+/// Bars of `values` where a day may have no value (`None`: no bar, unlike a zero's empty
+/// one), with their `titles`, in a `width`×`height` box.
+pub fn columns(
+    values: &[Option<f64>],
+    titles: &[String],
+    width: u32,
+    height: u32,
+    label: &str,
+) -> Markup {
+    let max = values.iter().flatten().copied().fold(0.0_f64, f64::max);
+    let max = if max > 0.0 { max } else { 1.0 };
     let slot = f64::from(width) / values.len().max(1) as f64;
     let h = f64::from(height) - 1.0;
     html! {
@@ -43,10 +61,13 @@ pub fn bars(values: &[u64], titles: &[String], width: u32, height: u32, label: &
             title { (label) }
             line x1="0" y1=(height) x2=(width) y2=(height) stroke="#6e7781" stroke-width="1" {}
             @for (i, v) in values.iter().enumerate() {
-                @let bh = h * (*v as f64) / max;
-                rect.bar x={ (format!("{:.1}", slot * i as f64 + 1.0)) } y={ (format!("{:.1}", h - bh)) }
-                    width={ (format!("{:.1}", (slot - 2.0).max(1.0))) } height={ (format!("{:.1}", bh)) } fill="#0b5cad" {
-                    title { (titles.get(i).map(String::as_str).unwrap_or("")) }
+                @if let Some(v) = v {
+                    // A measured zero shows as a sliver, unlike a day with nothing measured.
+                    @let bh = (h * v / max).max(2.0);
+                    rect.bar x={ (format!("{:.1}", slot * i as f64 + 1.0)) } y={ (format!("{:.1}", h - bh)) }
+                        width={ (format!("{:.1}", (slot - 2.0).max(1.0))) } height={ (format!("{:.1}", bh)) } fill="#0b5cad" {
+                        title { (titles.get(i).map(String::as_str).unwrap_or("")) }
+                    }
                 }
             }
         }
@@ -89,8 +110,22 @@ mod tests {
             "3 deploys",
         )
         .into_string();
-        assert_eq!(b.matches("<rect").count(), 3, "{b}");
+        assert_eq!(
+            b.matches("<rect").count(),
+            2,
+            "a day without deploys has no bar: {b}"
+        );
         assert!(b.contains("<title>c</title>"), "{b}");
+        let gaps = columns(
+            &[None, Some(3.0), None],
+            &["a".into(), "b".into(), "c".into()],
+            30,
+            10,
+            "one day with a value",
+        )
+        .into_string();
+        assert_eq!(gaps.matches("<rect").count(), 1, "{gaps}");
+        assert!(gaps.contains("<title>b</title>") && !gaps.contains("<title>a</title>"));
         let over = budget(-0.5, "overspent").into_string();
         assert!(
             over.contains(r##"width="0.0""##) && over.contains("#a40e26"),

@@ -29,6 +29,8 @@ const COOKIE: &str = "berth_session";
 pub(crate) const SESSION_SECS: u64 = 12 * 3600;
 
 const HTMX: &[u8] = include_bytes!("assets/htmx.min.js");
+/// htmx's server-sent events extension (npm `htmx-ext-sse`), for live logs and runs.
+const HTMX_SSE: &[u8] = include_bytes!("assets/htmx-sse.min.js");
 const CSS: &str = include_str!("assets/berth.css");
 
 /// Nothing but berth's own scripts, styles and images; no framing, no form elsewhere.
@@ -37,11 +39,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The pages behind the guard (a GET needs a viewer, a POST a deployer, the audit an
 /// admin).
-pub fn guarded_routes() -> Router<Arc<Platform>> {
+pub fn guarded_routes(upload_limit: usize) -> Router<Arc<Platform>> {
     Router::new()
         .route("/ui", get(views::apps))
         .route("/ui/apps/{app}", get(views::app))
+        .route("/ui/projects/{project}", get(views::project))
         .route("/ui/apps/{app}/logs", get(views::logs))
+        .route("/ui/apps/{app}/logs/live", get(views::logs_live))
+        .route("/ui/apps/{app}/runs/{id}/live", get(views::run_live))
         .route(
             "/ui/apps/{app}/rollback",
             get(views::rollback_confirm).post(views::rollback),
@@ -49,6 +54,20 @@ pub fn guarded_routes() -> Router<Arc<Platform>> {
         .route("/ui/audit", get(views::audit))
         .route("/ui/alerts", get(views::alerts))
         .route("/ui/deploy", post(views::deploy))
+        .route(
+            "/ui/upload",
+            post(views::upload).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/ui/apps/{app}/volumes", post(views::add_volume))
+        .route(
+            "/ui/apps/{app}/volumes/{volume}/snapshot",
+            post(views::snapshot_volume),
+        )
+        .route("/ui/apps/{app}/database", post(views::add_database))
+        .route(
+            "/ui/apps/{app}/database/backup",
+            post(views::backup_database),
+        )
         .route("/ui/apps/{app}/runs/{id}", get(views::run))
         .route("/ui/apps/{app}/scale", post(views::scale))
         .route("/ui/apps/{app}/env", post(views::env))
@@ -63,6 +82,7 @@ pub fn public_routes() -> Router<Arc<Platform>> {
         .route("/ui/login/callback", get(sign_in::callback))
         .route("/ui/logout", post(logout))
         .route("/ui/assets/htmx.min.js", get(htmx))
+        .route("/ui/assets/htmx-sse.min.js", get(htmx_sse))
         .route("/ui/assets/berth.css", get(css))
 }
 
@@ -257,6 +277,10 @@ fn asset(body: Body, kind: &'static str) -> Response {
 
 async fn htmx() -> Response {
     asset(Body::from(HTMX), "text/javascript; charset=utf-8")
+}
+
+async fn htmx_sse() -> Response {
+    asset(Body::from(HTMX_SSE), "text/javascript; charset=utf-8")
 }
 
 async fn css() -> Response {

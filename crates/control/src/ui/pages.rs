@@ -49,6 +49,7 @@ fn page(title: &str, chrome: Option<&Chrome>, body: Markup) -> Html<String> {
                 title { (title) " · berth" }
                 link rel="stylesheet" href="/ui/assets/berth.css";
                 script src="/ui/assets/htmx.min.js" defer {}
+                script src="/ui/assets/htmx-sse.min.js" defer {}
             }
             body {
                 header {
@@ -144,9 +145,15 @@ fn status_of(a: &AppSummary) -> (&'static str, String) {
     }
 }
 
-pub fn apps_table(apps: &[AppSummary], traffic: &BTreeMap<String, Series>) -> Markup {
+/// The apps table; `refresh` is where htmx fetches it again (the page's own address with
+/// `fragment=1`).
+pub fn apps_table(
+    apps: &[AppSummary],
+    traffic: &BTreeMap<String, Series>,
+    refresh: &str,
+) -> Markup {
     html! {
-        table id="apps" hx-get="/ui?fragment=1" hx-trigger="every 5s" hx-swap="outerHTML" {
+        table id="apps" hx-get=(refresh) hx-trigger="every 5s" hx-swap="outerHTML" {
             caption { "Apps (" (apps.len()) ")" }
             thead { tr { th scope="col" { "App" } th scope="col" { "Status" } th scope="col" { "Release" } th scope="col" { "Requests, last hour" } th scope="col" { "Isolation" } th scope="col" { "Project" } th scope="col" { "URL" } } }
             tbody {
@@ -158,7 +165,7 @@ pub fn apps_table(apps: &[AppSummary], traffic: &BTreeMap<String, Series>) -> Ma
                         td { @if let Some(v) = a.current_release { "v" (v) } @else { "—" } }
                         td { @if let Some(series) = traffic.get(&a.name) { (requests_chart(series, 120)) } }
                         td { (a.isolation.as_deref().unwrap_or("—")) }
-                        td { (a.project) }
+                        td { a href={ "/ui/projects/" (a.project) } { (a.project) } }
                         td { a href=(a.url) { (a.url) } }
                     }
                 }
@@ -170,29 +177,79 @@ pub fn apps_table(apps: &[AppSummary], traffic: &BTreeMap<String, Series>) -> Ma
     }
 }
 
+/// A scope's DORA keys over 30 days and their trend, day by day.
+pub struct Dora<'a> {
+    pub keys: &'a berth_core::dora::DoraView,
+    pub trend: &'a [(i64, berth_core::dora::DoraView)],
+}
+
 pub fn apps(
     chrome: &Chrome,
     apps: &[AppSummary],
     traffic: &BTreeMap<String, Series>,
-    platform: Option<&berth_core::dora::DoraView>,
+    platform: Option<Dora>,
 ) -> Html<String> {
     page(
         "Apps",
         Some(chrome),
         html! {
             h1 { "Apps" }
-            (apps_table(apps, traffic))
+            (apps_table(apps, traffic, "/ui?fragment=1"))
             @if let Some(d) = platform {
                 section aria-labelledby="platform-dora" {
-                    h2 id="platform-dora" { "The platform's DORA four keys (" (d.window) ")" }
-                    (dora_keys(d))
+                    h2 id="platform-dora" { "The platform's DORA four keys (" (d.keys.window) ")" }
+                    (dora_keys(d.keys))
+                    (dora_trend(d.trend))
                 }
             }
             @if chrome.deployer {
                 section aria-labelledby="new" {
                     h2 id="new" { "Deploy from a git repository" }
                     (deploy_form(chrome.csrf, None))
+                    h2 id="new-upload" { "Deploy an archive" }
+                    (upload_form(chrome.csrf, None))
                 }
+            }
+        },
+    )
+}
+
+fn used(used: String, max: Option<String>) -> String {
+    match max {
+        Some(m) => format!("{used} of {m}"),
+        None => format!("{used} (no limit)"),
+    }
+}
+
+pub fn project(
+    chrome: &Chrome,
+    project: &berth_core::projects::ProjectView,
+    apps: &[AppSummary],
+    traffic: &BTreeMap<String, Series>,
+    dora: Dora,
+) -> Html<String> {
+    let (q, u) = (&project.quota, &project.usage);
+    let memory = berth_core::limits::format_memory;
+    page(
+        &format!("Project {}", project.name),
+        Some(chrome),
+        html! {
+            h1 { "Project " (project.name) }
+            p { "Tenant " (project.tenant) @if project.created_at > 0 { " · made " (when(project.created_at)) } }
+            section aria-labelledby="quota" {
+                h2 id="quota" { "Quota" }
+                dl {
+                    dt { "Apps" } dd { (used(u.apps.to_string(), q.max_apps.map(|m| m.to_string()))) }
+                    dt { "Instances" } dd { (used(u.instances.to_string(), q.max_instances.map(|m| m.to_string()))) }
+                    dt { "Memory" } dd { (used(memory(u.memory_bytes), q.max_memory_bytes.map(memory))) }
+                    dt { "Volumes" } dd { (used(memory(u.volume_bytes), q.max_volume_bytes.map(memory))) }
+                }
+            }
+            (apps_table(apps, traffic, &format!("/ui/projects/{}?fragment=1", project.name)))
+            section aria-labelledby="project-dora" {
+                h2 id="project-dora" { "DORA four keys of the project's apps (" (dora.keys.window) ")" }
+                (dora_keys(dora.keys))
+                (dora_trend(dora.trend))
             }
         },
     )
@@ -217,23 +274,55 @@ fn deploy_form(csrf: &str, app: Option<&str>) -> Markup {
     }
 }
 
-/// A run's steps and output; refreshed while it runs.
+/// How a run ended (or nothing while it runs).
+pub fn run_outcome(app: &str, run: &super::runs::Run) -> Markup {
+    html! {
+        @match &run.outcome {
+            Some(Ok(done)) => { p.notice role="status" { "Done: " (done) } }
+            Some(Err(why)) => { p.error role="alert" { "Failed: " (why) } }
+            None => {}
+        }
+        p { a href={ "/ui/apps/" (app) } { "Back to " (app) } }
+    }
+}
+
+/// The form that deploys an uploaded archive of the app's directory (to `app`, or to an app
+/// named in the form).
+fn upload_form(csrf: &str, app: Option<&str>) -> Markup {
+    html! {
+        form.search method="post" action="/ui/upload" enctype="multipart/form-data" {
+            input type="hidden" name="csrf" value=(csrf);
+            @match app {
+                Some(a) => { input type="hidden" name="app" value=(a); }
+                None => {
+                    div { label for="upload-app" { "App" } input id="upload-app" name="app" required; }
+                }
+            }
+            div {
+                label for="upload-archive" { "Source archive (.tar.gz)" }
+                input id="upload-archive" name="archive" type="file" accept=".tar.gz,.tgz,application/gzip" required;
+            }
+            button type="submit" { "Upload and deploy" }
+        }
+        p.hint { "Make one with " code { "tar czf app.tar.gz -C DIR ." } " or " code { "git archive --format=tar.gz -o app.tar.gz HEAD" } "." }
+    }
+}
+
+/// A run's steps and output; streamed (server-sent events) while it runs, its outcome
+/// swapped in when it ends.
 pub fn run_body(app: &str, id: &str, run: &super::runs::Run) -> Markup {
     html! {
         @if run.outcome.is_none() {
-            div id="run" hx-get={ "/ui/apps/" (app) "/runs/" (id) "?fragment=1" } hx-trigger="every 1s" hx-swap="outerHTML" {
-                p role="status" { "Running… " a href={ "/ui/apps/" (app) "/runs/" (id) } { "refresh" } }
-                pre { @for l in &run.lines { (l) "\n" } }
+            div id="run" hx-ext="sse" sse-connect={ "/ui/apps/" (app) "/runs/" (id) "/live?from=" (run.dropped + run.lines.len()) } sse-close="done" {
+                div sse-swap="done" {
+                    p role="status" { "Running… " a href={ "/ui/apps/" (app) "/runs/" (id) } { "refresh" } }
+                }
+                pre sse-swap="line" hx-swap="beforeend" { @for l in &run.lines { (l) "\n" } }
             }
         } @else {
             div id="run" {
-                @match &run.outcome {
-                    Some(Ok(done)) => { p.notice role="status" { "Done: " (done) } }
-                    Some(Err(why)) => { p.error role="alert" { "Failed: " (why) } }
-                    None => {}
-                }
+                (run_outcome(app, run))
                 pre { @for l in &run.lines { (l) "\n" } }
-                p { a href={ "/ui/apps/" (app) } { "Back to " (app) } }
             }
         }
     }
@@ -271,9 +360,8 @@ pub struct Health<'a> {
     pub traffic: &'a Series,
     pub slo: Option<&'a berth_core::slo::SloView>,
     pub dora: Option<&'a berth_core::dora::DoraView>,
-    /// Code deploys that went live per day over the last 30 days (oldest first), with
-    /// each day's date.
-    pub deploys_per_day: &'a [(String, u64)],
+    /// The four keys day by day over the last 30 days (oldest first), with each day's start.
+    pub trend: &'a [(i64, berth_core::dora::DoraView)],
 }
 
 fn duration(secs: f64) -> String {
@@ -299,14 +387,77 @@ fn dora_keys(d: &berth_core::dora::DoraView) -> Markup {
     }
 }
 
-fn health(h: &Health) -> Markup {
-    let counts: Vec<u64> = h.deploys_per_day.iter().map(|(_, n)| *n).collect();
-    let titles: Vec<String> = h
-        .deploys_per_day
+/// The four keys day by day: a chart each (a day without a value has no bar).
+fn dora_trend(trend: &[(i64, berth_core::dora::DoraView)]) -> Markup {
+    let day = |start: &i64| when(*start)[..10].to_string();
+    let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let deploys: Vec<u64> = trend.iter().map(|(_, v)| v.deployments).collect();
+    let deploy_titles: Vec<String> = trend
         .iter()
-        .map(|(day, n)| format!("{day}: {n} deploy{}", if *n == 1 { "" } else { "s" }))
+        .map(|(d, v)| format!("{}: {}", day(d), plural(v.deployments, "deploy")))
         .collect();
-    let total: u64 = counts.iter().sum();
+    let total: u64 = deploys.iter().sum();
+    let lead: Vec<Option<f64>> = trend.iter().map(|(_, v)| v.lead_time_seconds).collect();
+    let lead_titles: Vec<String> = trend
+        .iter()
+        .map(|(d, v)| match v.lead_time_seconds {
+            Some(s) => format!("{}: median lead time {}", day(d), duration(s)),
+            None => format!("{}: no lead time measured", day(d)),
+        })
+        .collect();
+    let failure: Vec<Option<f64>> = trend
+        .iter()
+        .map(|(_, v)| v.change_failure_rate.map(|r| r * 100.0))
+        .collect();
+    let failure_titles: Vec<String> = trend
+        .iter()
+        .map(|(d, v)| {
+            format!(
+                "{}: {} of {} failed",
+                day(d),
+                v.failures,
+                plural(v.attempts, "deploy")
+            )
+        })
+        .collect();
+    let (failed, tried): (u64, u64) = trend
+        .iter()
+        .fold((0, 0), |(f, t), (_, v)| (f + v.failures, t + v.attempts));
+    let restore: Vec<Option<f64>> = trend
+        .iter()
+        .map(|(_, v)| v.time_to_restore_seconds)
+        .collect();
+    let restore_titles: Vec<String> = trend
+        .iter()
+        .map(|(d, v)| match v.time_to_restore_seconds {
+            Some(s) => format!("{}: service restored in {} (median)", day(d), duration(s)),
+            None => format!("{}: nothing to restore", day(d)),
+        })
+        .collect();
+    let measured = |v: &[Option<f64>]| v.iter().flatten().count();
+    html! {
+        div.trend {
+            figure {
+                figcaption { "Deploys per day" }
+                (charts::bars(&deploys, &deploy_titles, 300, 40, &format!("{} in the last 30 days, per day", plural(total, "deploy"))))
+            }
+            figure {
+                figcaption { "Lead time for changes (median per day)" }
+                (charts::columns(&lead, &lead_titles, 300, 40, &format!("lead time measured on {} of the last 30 days", measured(&lead))))
+            }
+            figure {
+                figcaption { "Change failure rate per day" }
+                (charts::columns(&failure, &failure_titles, 300, 40, &format!("{failed} of {} failed in the last 30 days, per day", plural(tried, "deploy"))))
+            }
+            figure {
+                figcaption { "Time to restore service (median per day)" }
+                (charts::columns(&restore, &restore_titles, 300, 40, &format!("service restored on {} of the last 30 days", measured(&restore))))
+            }
+        }
+    }
+}
+
+fn health(h: &Health) -> Markup {
     html! {
         section aria-labelledby="health" {
             h2 id="health" { "Health" }
@@ -344,7 +495,7 @@ fn health(h: &Health) -> Markup {
             @if let Some(d) = h.dora {
                 h3 { "DORA four keys (" (d.window) ")" }
                 (dora_keys(d))
-                p { (charts::bars(&counts, &titles, 360, 40, &format!("{total} deploy{} in the last 30 days, per day", if total == 1 { "" } else { "s" }))) }
+                (dora_trend(h.trend))
             }
         }
     }
@@ -403,6 +554,8 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                 section aria-labelledby="deploy" {
                     h2 id="deploy" { "Deploy from git" }
                     (deploy_form(chrome.csrf, Some(&a.name)))
+                    h3 { "Or an archive" }
+                    (upload_form(chrome.csrf, Some(&a.name)))
                 }
             }
             section aria-labelledby="instances" {
@@ -452,14 +605,50 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                             @if db.server_running { " · running" } @else { span.error { " · the server is down" } }
                             " · " (db.backups.len()) " backups; the app has it as " code { "DATABASE_URL" } "."
                         }
+                        @if chrome.deployer {
+                            form.inline method="post" action={ "/ui/apps/" (a.name) "/database/backup" } {
+                                input type="hidden" name="csrf" value=(chrome.csrf);
+                                button type="submit" { "Back up now" }
+                            }
+                        }
                     }
-                    None => { p { "None; " code { "berth db create " (a.name) } " makes one." } }
+                    None => {
+                        p { "None; " code { "berth db create " (a.name) } " makes one." }
+                        @if chrome.deployer {
+                            form.inline method="post" action={ "/ui/apps/" (a.name) "/database" } {
+                                input type="hidden" name="csrf" value=(chrome.csrf);
+                                button type="submit" { "Create a PostgreSQL database" }
+                            }
+                        }
+                    }
                 }
             }
             section aria-labelledby="volumes" {
                 h2 id="volumes" { "Volumes" }
                 @if v.volumes.is_empty() { p { "None." } }
-                ul { @for vol in v.volumes { li { (vol.name) " at " code { (vol.mount) } " (" (berth_core::limits::format_memory(vol.size_bytes)) ")" } } }
+                ul {
+                    @for vol in v.volumes {
+                        li {
+                            (vol.name) " at " code { (vol.mount) } " (" (berth_core::limits::format_memory(vol.size_bytes)) ")"
+                            @if chrome.deployer {
+                                " "
+                                form.inline method="post" action={ "/ui/apps/" (a.name) "/volumes/" (vol.name) "/snapshot" } {
+                                    input type="hidden" name="csrf" value=(chrome.csrf);
+                                    button type="submit" aria-label={ "Snapshot " (vol.name) } { "Snapshot" }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if chrome.deployer {
+                    form.search method="post" action={ "/ui/apps/" (a.name) "/volumes" } {
+                        input type="hidden" name="csrf" value=(chrome.csrf);
+                        div { label for="volume-name" { "Name" } input id="volume-name" name="name" required; }
+                        div { label for="volume-mount" { "Mount path" } input id="volume-mount" name="mount" required placeholder="/data"; }
+                        div { label for="volume-size" { "Size" } input id="volume-size" name="size" value="1G" required; }
+                        button type="submit" { "Add volume" }
+                    }
+                }
             }
             section aria-labelledby="env" {
                 h2 id="env" { "Environment" }
@@ -537,27 +726,32 @@ pub fn rollback_confirm(chrome: &Chrome, app: &str, current: Option<u32>, to: u3
     )
 }
 
-pub fn log_lines(app: &str, lines: &[berth_observe::store::LogRecord], live: bool) -> Markup {
+/// The log lines a page shows; when `live` (with the position after them), new lines are
+/// streamed in as server-sent events.
+pub fn log_lines(
+    app: &str,
+    lines: &[berth_observe::store::LogRecord],
+    live: Option<&berth_observe::Cursor>,
+) -> Markup {
     html! {
-        @if live {
-            div id="log" role="log" aria-live="polite" hx-get={ "/ui/apps/" (app) "/logs?fragment=1" } hx-trigger="every 2s" hx-swap="outerHTML" {
-                (lines_of(lines))
+        @if let Some(after) = live {
+            div id="log" role="log" hx-ext="sse" sse-connect={ "/ui/apps/" (app) "/logs/live?after=" (after.to_string()) } {
+                pre sse-swap="line" hx-swap="beforeend" { @for l in lines { (log_line(l)) } }
             }
         } @else {
-            div id="log" role="log" { (lines_of(lines)) }
+            div id="log" role="log" {
+                @if lines.is_empty() { p { "No lines." } }
+                pre { @for l in lines { (log_line(l)) } }
+            }
         }
     }
 }
 
-fn lines_of(lines: &[berth_observe::store::LogRecord]) -> Markup {
+/// One log line: where and when it came from, then its text.
+pub fn log_line(l: &berth_observe::store::LogRecord) -> Markup {
     html! {
-        @if lines.is_empty() { p { "No lines." } }
-        pre {
-            @for l in lines {
-                span.meta { (when(l.ts / 1000)) " " (l.process) "." (l.index) " v" (l.release) " " (l.stream) " " }
-                (l.line) "\n"
-            }
-        }
+        span.meta { (when(l.ts / 1000)) " " (l.process) "." (l.index) " v" (l.release) " " (l.stream) " " }
+        (l.line) "\n"
     }
 }
 
@@ -568,8 +762,8 @@ pub fn logs(
     stream: &str,
     since: &str,
     lines: &[berth_observe::store::LogRecord],
+    live: Option<&berth_observe::Cursor>,
 ) -> Html<String> {
-    let live = q.is_empty() && stream.is_empty() && since.is_empty();
     page(
         &format!("{app} logs"),
         Some(chrome),
@@ -592,7 +786,7 @@ pub fn logs(
                 }
                 button type="submit" { "Search" }
             }
-            @if live { p.hint { "Live: new lines appear as they come." } }
+            @if live.is_some() { p.hint { "Live: new lines appear as they come." } }
             (log_lines(app, lines, live))
         },
     )

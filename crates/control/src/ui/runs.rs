@@ -16,6 +16,9 @@ pub struct Run {
     /// What it does (`deploy https://… main`).
     pub what: String,
     pub lines: Vec<String>,
+    /// Lines dropped from the front (past the newest 2000): `lines[i]` is line
+    /// `dropped + i` of the run.
+    pub dropped: usize,
     /// `Ok(summary)` or `Err(reason)` once it ended.
     pub outcome: Option<Result<String, String>>,
 }
@@ -46,6 +49,7 @@ pub fn start(app: &str, what: String) -> String {
                 app: app.into(),
                 what,
                 lines: Vec::new(),
+                dropped: 0,
                 outcome: None,
             },
         );
@@ -67,6 +71,7 @@ pub fn record(id: &str, event: &DeployEvent) {
         if let Some(r) = m.get_mut(id) {
             if r.lines.len() >= KEEP_LINES {
                 r.lines.remove(0);
+                r.dropped += 1;
             }
             r.lines.push(line);
         }
@@ -85,4 +90,53 @@ pub fn finish(id: &str, outcome: Result<String, String>) {
 /// A run as it is now.
 pub fn get(id: &str) -> Option<Run> {
     with(|m| m.get(id).cloned())
+}
+
+/// A run's lines from line `from` on (those still kept), the number of the next line, and
+/// its outcome if it ended.
+pub type Since = (Vec<String>, usize, Option<Result<String, String>>);
+
+/// What a follower has not seen yet of run `id`.
+pub fn since(id: &str, from: usize) -> Option<Since> {
+    with(|m| {
+        m.get(id).map(|r| {
+            let skip = from.saturating_sub(r.dropped);
+            let lines: Vec<String> = r.lines.iter().skip(skip).cloned().collect();
+            let next = r.dropped + r.lines.len();
+            (lines, next, r.outcome.clone())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_gets_each_line_once_and_then_the_outcome() {
+        let id = start("shop", "deploy".into());
+        record(
+            &id,
+            &DeployEvent::Step {
+                step: "build".into(),
+            },
+        );
+        let (lines, next, outcome) = since(&id, 0).unwrap();
+        assert_eq!(
+            (lines, next, outcome),
+            (vec!["==> build".to_string()], 1, None)
+        );
+        record(
+            &id,
+            &DeployEvent::Log {
+                line: "compiling".into(),
+            },
+        );
+        finish(&id, Ok("v2 serves".into()));
+        let (lines, next, outcome) = since(&id, 1).unwrap();
+        assert_eq!(lines, vec!["compiling".to_string()]);
+        assert_eq!(next, 2);
+        assert_eq!(outcome, Some(Ok("v2 serves".into())));
+        assert!(since("no-such-run", 0).is_none());
+    }
 }

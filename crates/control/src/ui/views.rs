@@ -5,12 +5,14 @@
 
 use super::pages::{self, AppPage, Chrome};
 use crate::api::{actor, app_summaries, existing_app, Caller};
+use crate::dora::DoraScope;
 use crate::error::ApiError;
 use crate::platform::Platform;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use berth_core::auth::Role;
+use berth_core::dora::DoraView;
 use std::sync::Arc;
 
 type Shared = State<Arc<Platform>>;
@@ -55,26 +57,28 @@ async fn last_hour(p: &Platform, app: &str) -> Result<pages::Series, ApiError> {
     Ok(p.store.request_series(app, until - 3600, until, 60).await?)
 }
 
-/// Code deploys that went live per day over the last 30 days (UTC days, oldest first).
-async fn deploys_per_day(p: &Platform, app: &str) -> Result<Vec<(String, u64)>, ApiError> {
-    let today = crate::now_secs().div_euclid(86_400);
-    let first = today - 29;
-    let mut days: Vec<(String, u64)> = (first..=today)
-        .map(|d| (pages::when(d * 86_400)[..10].to_string(), 0))
-        .collect();
-    for r in p.store.rollouts(Some(app), first * 86_400).await? {
-        if r.kind != berth_core::dora::ReleaseKind::Deploy || !r.succeeded {
-            continue;
-        }
-        let Some(at) = r.finished_at else { continue };
-        if let Some(slot) = usize::try_from(at.div_euclid(86_400) - first)
-            .ok()
-            .and_then(|i| days.get_mut(i))
-        {
-            slot.1 += 1;
-        }
+/// How many days the dashboard's DORA charts cover.
+const TREND_DAYS: i64 = 30;
+
+/// A scope's keys over 30 days and day by day.
+async fn dora_of(
+    p: &Platform,
+    scope: DoraScope<'_>,
+) -> Result<Option<(DoraView, Vec<(i64, DoraView)>)>, ApiError> {
+    let keys = p.dora(scope, Some("30d")).await?.into_iter().next();
+    let trend = p.dora_trend(scope, TREND_DAYS).await?;
+    Ok(keys.map(|k| (k, trend)))
+}
+
+async fn traffic_of(
+    p: &Platform,
+    apps: &[berth_core::api::AppSummary],
+) -> Result<std::collections::BTreeMap<String, pages::Series>, ApiError> {
+    let mut traffic = std::collections::BTreeMap::new();
+    for a in apps {
+        traffic.insert(a.name.clone(), last_hour(p, &a.name).await?);
     }
-    Ok(days)
+    Ok(traffic)
 }
 
 /// `/ui`: the apps (the table alone for htmx's refresh).
@@ -85,16 +89,84 @@ pub async fn apps(
     Query(q): Query<Fragment>,
 ) -> Result<Response, ApiError> {
     let apps = app_summaries(&p, &caller).await?;
-    let mut traffic = std::collections::BTreeMap::new();
-    for a in &apps {
-        traffic.insert(a.name.clone(), last_hour(&p, &a.name).await?);
-    }
+    let traffic = traffic_of(&p, &apps).await?;
     if q.fragment.is_some() {
-        return Ok(Html(pages::apps_table(&apps, &traffic).into_string()).into_response());
+        return Ok(
+            Html(pages::apps_table(&apps, &traffic, "/ui?fragment=1").into_string())
+                .into_response(),
+        );
     }
-    let platform = p.dora(None, Some("30d")).await?.into_iter().next();
+    // The platform's keys are for those who see the whole platform.
+    let platform = match crate::api::caller_limit(&caller) {
+        None => dora_of(&p, DoraScope::Platform).await?,
+        Some(_) => None,
+    };
     let token = csrf(&headers);
-    Ok(pages::apps(&chrome(&caller, &token), &apps, &traffic, platform.as_ref()).into_response())
+    Ok(pages::apps(
+        &chrome(&caller, &token),
+        &apps,
+        &traffic,
+        platform
+            .as_ref()
+            .map(|(keys, trend)| pages::Dora { keys, trend }),
+    )
+    .into_response())
+}
+
+/// `/ui/projects/{project}`: a project's quota and use, its apps, and their DORA keys
+/// together.
+pub async fn project(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<Fragment>,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "project_not_found",
+            format!("no project {project}"),
+        )
+        .hint("the apps page links each app's project")
+    };
+    if !crate::api::reaches(&p, &caller, &project).await? {
+        return Err(not_found());
+    }
+    let view = p
+        .store
+        .projects()
+        .await?
+        .into_iter()
+        .find(|v| v.name == project)
+        .ok_or_else(not_found)?;
+    let apps: Vec<_> = app_summaries(&p, &caller)
+        .await?
+        .into_iter()
+        .filter(|a| a.project == project)
+        .collect();
+    let traffic = traffic_of(&p, &apps).await?;
+    if q.fragment.is_some() {
+        let refresh = format!("/ui/projects/{project}?fragment=1");
+        return Ok(
+            Html(pages::apps_table(&apps, &traffic, &refresh).into_string()).into_response(),
+        );
+    }
+    let (keys, trend) = dora_of(&p, DoraScope::Project(&project))
+        .await?
+        .ok_or_else(not_found)?;
+    let token = csrf(&headers);
+    Ok(pages::project(
+        &chrome(&caller, &token),
+        &view,
+        &apps,
+        &traffic,
+        pages::Dora {
+            keys: &keys,
+            trend: &trend,
+        },
+    )
+    .into_response())
 }
 
 /// `/ui/apps/{app}`.
@@ -147,12 +219,7 @@ pub async fn app(
         .collect();
     let traffic = last_hour(&p, name.as_str()).await?;
     let slo = p.slo_view(name.as_str()).await.ok();
-    let dora = p
-        .dora(Some(name.as_str()), Some("30d"))
-        .await?
-        .into_iter()
-        .next();
-    let per_day = deploys_per_day(&p, name.as_str()).await?;
+    let dora = dora_of(&p, DoraScope::App(name.as_str())).await?;
     let database = if p.store.databases().await?.contains_key(name.as_str()) {
         Some(p.database_info(name.as_str()).await?)
     } else {
@@ -173,8 +240,8 @@ pub async fn app(
             health: pages::Health {
                 traffic: &traffic,
                 slo: slo.as_ref(),
-                dora: dora.as_ref(),
-                deploys_per_day: &per_day,
+                dora: dora.as_ref().map(|(keys, _)| keys),
+                trend: dora.as_ref().map(|(_, t)| t.as_slice()).unwrap_or_default(),
             },
             processes: &processes,
             database: database.as_ref(),
@@ -266,8 +333,6 @@ pub struct LogsQuery {
     /// `15m`, `1h`, `24h`, `7d`: lines from that long ago on.
     #[serde(default)]
     since: String,
-    #[serde(default)]
-    fragment: Option<String>,
 }
 
 /// How many lines a logs page shows.
@@ -313,18 +378,14 @@ pub async fn logs(
         }
     });
     let (logs, a) = (p.logs.clone(), name.to_string());
-    let records = tokio::task::spawn_blocking(move || match &filter {
-        None => logs.tail(&a, LOG_LINES).map(|(r, _)| r),
-        Some(f) => logs.query(&a, f, LOG_LINES),
+    // Unfiltered, the page is live: it follows on from the end of the lines it shows.
+    let (records, live) = tokio::task::spawn_blocking(move || match &filter {
+        None => logs.tail(&a, LOG_LINES).map(|(r, end)| (r, Some(end))),
+        Some(f) => logs.query(&a, f, LOG_LINES).map(|r| (r, None)),
     })
     .await
     .map_err(|e| ApiError::internal("reading logs", e))?
     .map_err(|e| ApiError::internal("reading logs", e))?;
-    if q.fragment.is_some() {
-        return Ok(
-            Html(pages::log_lines(name.as_str(), &records, true).into_string()).into_response(),
-        );
-    }
     let token = csrf(&headers);
     Ok(pages::logs(
         &chrome(&caller, &token),
@@ -333,8 +394,58 @@ pub async fn logs(
         &q.stream,
         &q.since,
         &records,
+        live.as_ref(),
     )
     .into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct After {
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// `/ui/apps/{app}/logs/live?after=POSITION`: the app's new log lines as server-sent events
+/// (`line`, each the markup of one line, its id the position after it), so a browser that
+/// reconnects resumes where it was.
+pub async fn logs_live(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Query(q): Query<After>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let name = existing_app(&p, &app).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.after);
+    let start = match resume {
+        Some(c) => c.parse::<berth_observe::Cursor>().map_err(|e| {
+            ApiError::invalid("invalid_position", format!("after / Last-Event-ID: {e}"))
+        })?,
+        None => {
+            let (l, a) = (p.logs.clone(), name.to_string());
+            tokio::task::spawn_blocking(move || l.tail(&a, 0))
+                .await
+                .map_err(|e| ApiError::internal("reading logs", e))?
+                .map_err(|e| ApiError::internal("reading logs", e))?
+                .1
+        }
+    };
+    let lines = crate::api::follow_logs(&p, name.to_string(), start, None);
+    let events = futures_util::StreamExt::map(lines, |(record, at)| {
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .event("line")
+                .id(at.to_string())
+                .data(pages::log_line(&record).into_string()),
+        )
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -378,11 +489,7 @@ async fn settle(
     run: impl std::future::Future<Output = Result<(u32, String), crate::deploy::DeployFailure>>,
 ) -> Result<Response, ApiError> {
     let (_, summary) = run.await.map_err(|f| f.error)?;
-    let target = format!(
-        "/ui/apps/{app}?notice={}",
-        percent_encoding::utf8_percent_encode(&summary, percent_encoding::NON_ALPHANUMERIC)
-    );
-    Ok(Redirect::to(&target).into_response())
+    notice(app, &summary)
 }
 
 /// A channel whose events nobody reads (the page shows the outcome).
@@ -427,9 +534,40 @@ pub async fn deploy(
     if !crate::api::reaches(&p, &caller, &project).await? {
         return Err(ApiError::app_not_found(name.as_str()));
     }
-    let id = super::runs::start(name.as_str(), format!("deploy {url} {git_ref}"));
     let who = actor(&headers);
-    let (platform, run) = (p.clone(), id.clone());
+    let platform = p.clone();
+    let label = name.to_string();
+    let id = spawn_run(&p, &label, format!("deploy {url} {git_ref}"), move |tx| {
+        Box::pin(async move {
+            platform
+                .deploy_git_ref(&name, &url, &git_ref, Some(&project), who, tx)
+                .await
+                .map(|(sha, version)| {
+                    format!(
+                        "release v{version} of commit {} serves now",
+                        sha.get(..12).unwrap_or(&sha)
+                    )
+                })
+                .map_err(|(_, e)| e)
+        })
+    });
+    Ok(Redirect::to(&format!("/ui/apps/{}/runs/{id}", f.app.trim())).into_response())
+}
+
+/// A workflow's outcome: what serves now, or why it failed.
+type RunFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, ApiError>> + Send>>;
+
+/// Starts a workflow that outlives the request, its events kept for the run's page; the
+/// run's id.
+fn spawn_run(
+    p: &Arc<Platform>,
+    app: &str,
+    what: String,
+    work: impl FnOnce(crate::deploy::Events) -> RunFuture + Send + 'static,
+) -> String {
+    let id = super::runs::start(app, what);
+    let run = id.clone();
     p.tasks.spawn(async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let follow = {
@@ -440,25 +578,303 @@ pub async fn deploy(
                 }
             })
         };
-        let result = platform
-            .deploy_git_ref(&name, &url, &git_ref, Some(&project), who, tx)
-            .await;
+        let result = work(tx).await;
         let _ = follow.await;
         super::runs::finish(
             &run,
-            match result {
-                Ok((sha, version)) => Ok(format!(
-                    "release v{version} of commit {} serves now",
-                    sha.get(..12).unwrap_or(&sha)
-                )),
-                Err((_, e)) => Err(match e.hint {
-                    Some(h) => format!("{} ({h})", e.message),
-                    None => e.message,
-                }),
-            },
+            result.map_err(|e| match e.hint {
+                Some(h) => format!("{} ({h})", e.message),
+                None => e.message,
+            }),
         );
     });
-    Ok(Redirect::to(&format!("/ui/apps/{}/runs/{id}", f.app.trim())).into_response())
+    id
+}
+
+/// The summary of a workflow that made a release.
+fn released(
+    result: Result<(u32, String), crate::deploy::DeployFailure>,
+) -> Result<String, ApiError> {
+    result.map(|(_, summary)| summary).map_err(|f| f.error)
+}
+
+/// The fields of a form with a file (`multipart/form-data`): the text fields, and the
+/// file's bytes (the upload limit holds).
+struct Upload {
+    fields: std::collections::BTreeMap<String, String>,
+    file: Option<bytes::Bytes>,
+}
+
+async fn read_upload(mut form: axum::extract::Multipart, limit: u64) -> Result<Upload, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!("the upload is over the limit of {limit} bytes"),
+        )
+        .hint("leave build outputs and dependencies out of the archive, or start berth with a larger --upload-limit")
+    };
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::invalid("bad_upload", e.body_text())
+        }
+    };
+    let mut upload = Upload {
+        fields: Default::default(),
+        file: None,
+    };
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if field.file_name().is_some() {
+            upload.file = Some(field.bytes().await.map_err(bad)?);
+        } else {
+            let text = field.text().await.map_err(bad)?;
+            upload.fields.insert(name, text);
+        }
+    }
+    Ok(upload)
+}
+
+/// Deploys an uploaded source archive (a gzipped tar of the app's directory, as `berth
+/// deploy` or `git archive --format=tar.gz` makes it) to a new or existing app; the build is
+/// followed on the run's page.
+pub async fn upload(
+    State(p): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    form: axum::extract::Multipart,
+) -> Result<Response, ApiError> {
+    let upload = read_upload(form, p.cfg.upload_limit).await?;
+    let field = |k: &str| upload.fields.get(k).map(|v| v.trim()).unwrap_or_default();
+    if !super::csrf_ok(&headers, field("csrf")) {
+        return Err(forged());
+    }
+    let name = crate::api::app_name(field("app"))?;
+    let archive = upload
+        .file
+        .clone()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid("bad_upload", "no archive was chosen, or it is empty")
+                .hint("pick a .tar.gz of the app's directory: tar czf app.tar.gz -C DIR .")
+        })?;
+    let toml = crate::deploy::spec_of(&archive)?;
+    let project = crate::api::deploy_checks(&p, &name, None, &caller, &toml).await?;
+    if !crate::api::reaches(&p, &caller, &project).await? {
+        return Err(ApiError::app_not_found(name.as_str()));
+    }
+    let source = crate::deploy::SourceRef {
+        id: berth_factory::source::content_id(&archive),
+        commit_time: None,
+        project,
+    };
+    let who = actor(&headers);
+    let platform = p.clone();
+    let app = name.to_string();
+    let what = format!("deploy of an uploaded archive ({} bytes)", archive.len());
+    let id = spawn_run(&p, &app, what, move |tx| {
+        Box::pin(async move {
+            platform
+                .deploy_source(name, archive, source, toml, who, tx)
+                .await
+                .map(|(version, url)| format!("release v{version} serves at {url}"))
+                .map_err(|f| f.error)
+        })
+    });
+    Ok(Redirect::to(&format!("/ui/apps/{app}/runs/{id}")).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct VolumeForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    mount: String,
+    size: String,
+}
+
+/// Adds a volume (a new release mounts it); followed on the run's page.
+pub async fn add_volume(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<VolumeForm>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let req = berth_core::state::VolumeCreate {
+        name: f.name.trim().to_string(),
+        mount: f.mount.trim().to_string(),
+        size: f.size.trim().to_string(),
+        exclusive: false,
+    };
+    let bytes = crate::volumes::check_volume_request(&req)?;
+    if let Some(project) = p.store.app_project(name.as_str()).await? {
+        let growth = crate::projects::Growth {
+            volume_bytes: bytes,
+            ..Default::default()
+        };
+        p.store.check_quota(&project, growth).await?;
+    }
+    let (who, platform) = (actor(&headers), p.clone());
+    let what = format!("add volume {} at {}", req.name, req.mount);
+    let label = name.to_string();
+    let id = spawn_run(&p, &label, what, move |tx| {
+        Box::pin(async move { released(platform.create_volume(name.as_str(), req, who, tx).await) })
+    });
+    Ok(Redirect::to(&format!("/ui/apps/{app}/runs/{id}")).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Takes a snapshot of a volume now.
+pub async fn snapshot_volume(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path((app, volume)): Path<(String, String)>,
+    Form(f): Form<CsrfOnly>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let snap = p.snapshot_volume(name.as_str(), &volume).await?;
+    notice(
+        &app,
+        &format!(
+            "Snapshot {} of volume {volume} taken ({}).",
+            snap.id,
+            berth_core::limits::format_memory(snap.disk_bytes)
+        ),
+    )
+}
+
+/// Makes the app's PostgreSQL database (a new release has `DATABASE_URL`); followed on the
+/// run's page.
+pub async fn add_database(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let (who, platform) = (actor(&headers), p.clone());
+    let label = name.to_string();
+    let id = spawn_run(&p, &label, "create database".into(), move |tx| {
+        Box::pin(async move { released(platform.create_database(name.as_str(), who, tx).await) })
+    });
+    Ok(Redirect::to(&format!("/ui/apps/{app}/runs/{id}")).into_response())
+}
+
+/// Backs the app's database up now.
+pub async fn backup_database(
+    State(p): Shared,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> Result<Response, ApiError> {
+    if !super::csrf_ok(&headers, &f.csrf) {
+        return Err(forged());
+    }
+    let name = existing_app(&p, &app).await?;
+    let backup = p.backup_database(name.as_str()).await?;
+    notice(
+        &app,
+        &format!(
+            "Backup {} of the database taken ({}).",
+            backup.id,
+            berth_core::limits::format_memory(backup.bytes)
+        ),
+    )
+}
+
+/// Back to the app's page with `text` at its top.
+fn notice(app: &str, text: &str) -> Result<Response, ApiError> {
+    let target = format!(
+        "/ui/apps/{app}?notice={}",
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+    );
+    Ok(Redirect::to(&target).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct FromLine {
+    #[serde(default)]
+    from: usize,
+}
+
+/// `/ui/apps/{app}/runs/{id}/live?from=N`: a run's lines from line N on as server-sent
+/// events (`line`), then its outcome (`done`) and the end of the stream.
+pub async fn run_live(
+    State(p): Shared,
+    Path((app, id)): Path<(String, String)>,
+    Query(q): Query<FromLine>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let name = crate::api::app_name(&app)?;
+    let run = super::runs::get(&id)
+        .filter(|r| r.app == name.as_str())
+        .ok_or_else(|| run_not_found(&name, &id))?;
+    let app = name.to_string();
+    // (next line to send, whether the outcome went out)
+    let shutdown = p.shutdown.clone();
+    let events = futures_util::stream::unfold((q.from, false), move |(from, ended)| {
+        let (id, app, what) = (id.clone(), app.clone(), run.what.clone());
+        let shutdown = shutdown.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let (lines, next, outcome) = super::runs::since(&id, from)?;
+                if !lines.is_empty() {
+                    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                    let markup = maud::html! { (text) }.into_string();
+                    let event = Event::default().event("line").data(markup);
+                    return Some((Ok::<_, std::convert::Infallible>(event), (next, false)));
+                }
+                if let Some(outcome) = outcome {
+                    let ended = super::runs::Run {
+                        app: app.clone(),
+                        what,
+                        lines: Vec::new(),
+                        dropped: 0,
+                        outcome: Some(outcome),
+                    };
+                    let markup = pages::run_outcome(&app, &ended).into_string();
+                    let event = Event::default().event("done").data(markup);
+                    return Some((Ok(event), (next, true)));
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn run_not_found(app: &berth_core::AppName, id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "run_not_found",
+        format!("no run {id} of {app}"),
+    )
+    .hint("runs are kept while the platform runs, the newest 50")
 }
 
 /// `/ui/apps/{app}/runs/{id}`: a run's steps and output as they come.
@@ -472,14 +888,7 @@ pub async fn run(
     let name = crate::api::app_name(&app)?;
     let run = super::runs::get(&id)
         .filter(|r| r.app == name.as_str())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "run_not_found",
-                format!("no run {id} of {name}"),
-            )
-            .hint("runs are kept while the platform runs, the newest 50")
-        })?;
+        .ok_or_else(|| run_not_found(&name, &id))?;
     // A new app exists once its build is through; until then the run is all there is.
     let _ = p.store.app(name.as_str()).await?;
     if q.fragment.is_some() {
