@@ -440,6 +440,32 @@ pub enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Write the apps of a platform definition (DIR, as `berth plan` reads it) as Kubernetes
+    /// objects for a cluster: a kustomize tree with every object in `OUT/base` and an
+    /// overlay to adjust in `OUT/overlays/production`, for Argo CD, Flux or `kubectl apply
+    /// -k`. Per project a Namespace with a LimitRange and deny-by-default network policies;
+    /// per app a ConfigMap, a Deployment per process type (non-root, no capabilities,
+    /// read-only root, seccomp; gVisor for sandboxed apps), a Service and an Ingress with
+    /// TLS. Secret values are never written. Images are named REGISTRY/APP:CODE (the
+    /// digest of the app's directory) unless berth.toml says `image =`.
+    ///
+    /// Example: berth render -f platform/ --out deploy/ --base-domain apps.example.com
+    Render {
+        #[arg(short = 'f', long = "file", value_name = "DIR")]
+        dir: PathBuf,
+        /// Where to write the tree (an earlier rendering there is replaced, its overlay kept).
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+        /// The project (namespace) of the apps.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Apps answer at APP.DOMAIN.
+        #[arg(long, default_value = "localhost")]
+        base_domain: String,
+        /// Where built images are pushed.
+        #[arg(long, default_value = "registry.localhost:5000")]
+        registry: String,
+    },
     /// Make the platform what DIR declares (see `berth plan`): every change of the plan,
     /// deploys and, with --prune, deletes; a second apply changes nothing. DIR is read and
     /// checked whole first: an invalid definition changes nothing.

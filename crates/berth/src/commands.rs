@@ -291,6 +291,22 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::GitHook => crate::git::hook(g).await,
         Command::Gitops(cmd) => crate::declarative::gitops(g, cmd).await,
         Command::Plan { dir, prune } => crate::declarative::plan(g, &dir, prune).await,
+        Command::Render {
+            dir,
+            out,
+            project,
+            base_domain,
+            registry,
+        } => crate::render::render(
+            g,
+            crate::render::RenderArgs {
+                dir: &dir,
+                out: &out,
+                project: &project,
+                base_domain: &base_domain,
+                registry: &registry,
+            },
+        ),
         Command::Apply { dir, prune } => crate::declarative::apply(g, &dir, prune).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
         Command::Backup(cmd) => crate::backups::backup(g, cmd).await,

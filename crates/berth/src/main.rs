@@ -17,6 +17,7 @@ mod login;
 mod ops;
 mod output;
 mod platform_config;
+mod render;
 mod slo;
 mod teams;
 

@@ -1,0 +1,593 @@
+//! An app as the Kubernetes objects that run it: per project a Namespace with a LimitRange
+//! and network policies (deny by default; the app's port from anywhere; egress to the
+//! internet but not to private ranges), per app a ConfigMap of its variables, a Deployment
+//! per process type (non-root, no capabilities, read-only root, seccomp RuntimeDefault;
+//! gVisor's RuntimeClass for sandboxed apps), a Service and an Ingress (TLS) for `web`, and a
+//! PersistentVolumeClaim per volume. Secret values are never rendered: the Deployment reads
+//! the `<app>-secrets` Secret, which the backend writes into the cluster.
+
+use berth_core::limits::Limits;
+use berth_core::policy::Isolation;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::{Metadata, Resource};
+use std::collections::BTreeMap;
+
+/// The user apps run as, as on berth's own runtime.
+pub const APP_UID: i64 = 10_001;
+
+/// Who manages the objects (label and server-side apply field manager).
+pub const MANAGER: &str = "berth";
+
+/// Ranges an app may not reach (the machine's and the cluster's private networks, link-local
+/// metadata endpoints): the egress blocklist as policy.
+pub const BLOCKED_EGRESS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+];
+
+/// One process type of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeProcess {
+    /// The command (none: the image's own).
+    pub command: Option<String>,
+    pub instances: u32,
+    pub limits: Limits,
+}
+
+/// A volume of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeVolume {
+    pub name: String,
+    pub mount: String,
+    pub size_bytes: u64,
+}
+
+/// What berth knows of an app, as the cluster needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeApp {
+    pub name: String,
+    /// The project: the app's namespace.
+    pub project: String,
+    /// The image, by digest where it is known (`registry/app@sha256:…`).
+    pub image: String,
+    /// The port `web` listens on (`$PORT`).
+    pub port: u16,
+    pub processes: BTreeMap<String, KubeProcess>,
+    pub env: BTreeMap<String, String>,
+    /// Whether the app has secrets (read from `<app>-secrets`).
+    pub has_secrets: bool,
+    pub volumes: Vec<KubeVolume>,
+    /// Host names the Ingress routes to `web`.
+    pub hosts: Vec<String>,
+    pub isolation: Isolation,
+    /// `GET` this path for readiness (none: the port accepting connections).
+    pub health_path: Option<String>,
+}
+
+/// A rendered object: its kind, namespace and name, and the object itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub object: serde_json::Value,
+}
+
+impl Manifest {
+    fn of<K>(object: K) -> Self
+    where
+        K: Resource + Metadata<Ty = ObjectMeta> + serde::Serialize,
+    {
+        let meta = object.metadata();
+        let (namespace, name) = (
+            meta.namespace.clone(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        // k8s-openapi writes apiVersion and kind itself.
+        let value = serde_json::to_value(&object).unwrap_or_default();
+        Manifest {
+            api_version: K::API_VERSION.to_string(),
+            kind: K::KIND.to_string(),
+            namespace,
+            name,
+            object: value,
+        }
+    }
+
+    /// The object as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(&self.object).unwrap_or_default()
+    }
+
+    /// `kind-name`, a file name for it.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}.yaml", self.kind.to_ascii_lowercase(), self.name)
+    }
+}
+
+fn labels(app: Option<&str>, process: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_string(),
+        MANAGER.to_string(),
+    )]);
+    if let Some(a) = app {
+        l.insert("app.kubernetes.io/name".into(), a.into());
+    }
+    if let Some(p) = process {
+        l.insert("app.kubernetes.io/component".into(), p.into());
+    }
+    l
+}
+
+fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(labels),
+        ..Default::default()
+    }
+}
+
+fn quantity_bytes(bytes: u64) -> Quantity {
+    const MI: u64 = 1 << 20;
+    if bytes.is_multiple_of(MI) {
+        Quantity(format!("{}Mi", bytes / MI))
+    } else {
+        Quantity(bytes.to_string())
+    }
+}
+
+fn quantity_cpu(millis: u32) -> Quantity {
+    Quantity(format!("{millis}m"))
+}
+
+/// The objects a project's namespace holds whatever its apps.
+pub fn project_objects(project: &str) -> Vec<Manifest> {
+    let ns = Some(project);
+    let all_pods = LabelSelector::default();
+    let defaults = Limits::default();
+    let limit = BTreeMap::from([
+        ("cpu".to_string(), quantity_cpu(defaults.cpu_millis)),
+        ("memory".to_string(), quantity_bytes(defaults.memory_bytes)),
+    ]);
+    vec![
+        Manifest::of(Namespace {
+            metadata: meta(project, None, labels(None, None)),
+            ..Default::default()
+        }),
+        Manifest::of(LimitRange {
+            metadata: meta("berth-defaults", ns, labels(None, None)),
+            spec: Some(LimitRangeSpec {
+                limits: vec![LimitRangeItem {
+                    type_: "Container".into(),
+                    default: Some(limit.clone()),
+                    default_request: Some(limit),
+                    ..Default::default()
+                }],
+            }),
+        }),
+        Manifest::of(NetworkPolicy {
+            metadata: meta("default-deny", ns, labels(None, None)),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ..Default::default()
+            }),
+        }),
+        Manifest::of(NetworkPolicy {
+            metadata: meta("egress-internet", ns, labels(None, None)),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(all_pods),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![NetworkPolicyPeer {
+                            ip_block: Some(IPBlock {
+                                cidr: "0.0.0.0/0".into(),
+                                except: Some(
+                                    BLOCKED_EGRESS.iter().map(|c| c.to_string()).collect(),
+                                ),
+                            }),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    },
+                    // Names still resolve (the cluster's DNS, wherever it runs).
+                    NetworkPolicyEgressRule {
+                        ports: Some(
+                            ["UDP", "TCP"]
+                                .iter()
+                                .map(|p| NetworkPolicyPort {
+                                    port: Some(IntOrString::Int(53)),
+                                    protocol: Some(p.to_string()),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        ),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+        }),
+    ]
+}
+
+/// The objects of one app (in its project's namespace).
+pub fn app_objects(app: &KubeApp) -> Vec<Manifest> {
+    let ns = Some(app.project.as_str());
+    let name = app.name.as_str();
+    let mut out = Vec::new();
+    out.push(Manifest::of(ConfigMap {
+        metadata: meta(&format!("{name}-env"), ns, labels(Some(name), None)),
+        data: Some(app.env.clone()),
+        ..Default::default()
+    }));
+    for v in &app.volumes {
+        out.push(Manifest::of(PersistentVolumeClaim {
+            metadata: meta(&format!("{name}-{}", v.name), ns, labels(Some(name), None)),
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        quantity_bytes(v.size_bytes),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+    for (kind, process) in &app.processes {
+        out.push(Manifest::of(deployment(app, kind, process)));
+    }
+    if app.processes.contains_key("web") {
+        let web = labels(Some(name), Some("web"));
+        out.push(Manifest::of(NetworkPolicy {
+            metadata: meta(&format!("{name}-web"), ns, labels(Some(name), None)),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(web.clone()),
+                    ..Default::default()
+                }),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    ports: Some(vec![NetworkPolicyPort {
+                        port: Some(IntOrString::Int(i32::from(app.port))),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }));
+        out.push(Manifest::of(Service {
+            metadata: meta(name, ns, labels(Some(name), None)),
+            spec: Some(ServiceSpec {
+                selector: Some(web),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::Int(i32::from(app.port))),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        if !app.hosts.is_empty() {
+            out.push(Manifest::of(ingress(app)));
+        }
+    }
+    out
+}
+
+fn ingress(app: &KubeApp) -> Ingress {
+    let name = app.name.as_str();
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: name.to_string(),
+            port: Some(ServiceBackendPort {
+                number: Some(80),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    };
+    Ingress {
+        metadata: meta(name, Some(&app.project), labels(Some(name), None)),
+        spec: Some(IngressSpec {
+            tls: Some(vec![IngressTLS {
+                hosts: Some(app.hosts.clone()),
+                secret_name: Some(format!("{name}-tls")),
+            }]),
+            rules: Some(
+                app.hosts
+                    .iter()
+                    .map(|h| IngressRule {
+                        host: Some(h.clone()),
+                        http: Some(HTTPIngressRuleValue {
+                            paths: vec![HTTPIngressPath {
+                                path: Some("/".into()),
+                                path_type: "Prefix".into(),
+                                backend: backend.clone(),
+                            }],
+                        }),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
+    let name = app.name.as_str();
+    let pod_labels = labels(Some(name), Some(kind));
+    let resources = BTreeMap::from([
+        ("cpu".to_string(), quantity_cpu(process.limits.cpu_millis)),
+        (
+            "memory".to_string(),
+            quantity_bytes(process.limits.memory_bytes),
+        ),
+    ]);
+    let mut env = vec![EnvVar {
+        name: "PORT".into(),
+        value: Some(app.port.to_string()),
+        ..Default::default()
+    }];
+    env.push(EnvVar {
+        name: "BERTH_APP".into(),
+        value: Some(name.to_string()),
+        ..Default::default()
+    });
+    let mut env_from = vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: format!("{name}-env"),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }];
+    if app.has_secrets {
+        env_from.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: format!("{name}-secrets"),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    // A read-only root: /tmp and the volumes are where the app writes.
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    for v in &app.volumes {
+        volumes.push(Volume {
+            name: format!("vol-{}", v.name),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: format!("{name}-{}", v.name),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: format!("vol-{}", v.name),
+            mount_path: v.mount.clone(),
+            ..Default::default()
+        });
+    }
+    let web = kind == "web";
+    let probe = web.then(|| Probe {
+        http_get: app.health_path.as_ref().map(|p| HTTPGetAction {
+            path: Some(p.clone()),
+            port: IntOrString::Int(i32::from(app.port)),
+            ..Default::default()
+        }),
+        tcp_socket: app.health_path.is_none().then(|| TCPSocketAction {
+            port: IntOrString::Int(i32::from(app.port)),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Default::default()
+    });
+    let container = Container {
+        name: kind.to_string(),
+        image: Some(app.image.clone()),
+        command: process
+            .command
+            .as_ref()
+            .map(|c| vec!["/bin/sh".into(), "-c".into(), c.clone()]),
+        env: Some(env),
+        env_from: Some(env_from),
+        ports: web.then(|| {
+            vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(app.port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]
+        }),
+        readiness_probe: probe,
+        resources: Some(ResourceRequirements {
+            limits: Some(resources.clone()),
+            requests: Some(resources),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(APP_UID),
+            run_as_group: Some(APP_UID),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    // A volume is mounted by one node at a time: replace rather than surge.
+    let strategy = (!app.volumes.is_empty()).then(|| DeploymentStrategy {
+        type_: Some("Recreate".into()),
+        ..Default::default()
+    });
+    Deployment {
+        metadata: meta(
+            &format!("{name}-{kind}"),
+            Some(&app.project),
+            pod_labels.clone(),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(process.instances as i32),
+            selector: LabelSelector {
+                match_labels: Some(pod_labels.clone()),
+                ..Default::default()
+            },
+            strategy,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    runtime_class_name: (app.isolation == Isolation::Sandbox)
+                        .then(|| "gvisor".to_string()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        fs_group: Some(APP_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shop() -> KubeApp {
+        KubeApp {
+            name: "shop".into(),
+            project: "team-a".into(),
+            image: "registry.example.test/shop@sha256:0123".into(),
+            port: 8000,
+            processes: BTreeMap::from([
+                (
+                    "web".to_string(),
+                    KubeProcess {
+                        command: Some("python3 app.py".into()),
+                        instances: 2,
+                        limits: Limits::default(),
+                    },
+                ),
+                (
+                    "worker".to_string(),
+                    KubeProcess {
+                        command: None,
+                        instances: 1,
+                        limits: Limits {
+                            memory_bytes: 256 << 20,
+                            cpu_millis: 500,
+                            pids: 64,
+                        },
+                    },
+                ),
+            ]),
+            env: BTreeMap::from([("MODE".to_string(), "blue".to_string())]),
+            has_secrets: true,
+            volumes: vec![KubeVolume {
+                name: "data".into(),
+                mount: "/data".into(),
+                size_bytes: 1 << 30,
+            }],
+            hosts: vec!["shop.example.test".into()],
+            isolation: Isolation::Sandbox,
+            health_path: Some("/health".into()),
+        }
+    }
+
+    #[test]
+    fn an_app_renders_as_the_objects_a_cluster_runs_it_with() {
+        let objects: Vec<Manifest> = project_objects("team-a")
+            .into_iter()
+            .chain(app_objects(&shop()))
+            .collect();
+        let all: String = objects
+            .iter()
+            .map(|m| format!("# {}\n{}", m.file_name(), m.to_yaml()))
+            .collect::<Vec<_>>()
+            .join("---\n");
+        insta::assert_snapshot!(all);
+    }
+
+    #[test]
+    fn a_trusted_app_without_volumes_or_secrets_asks_for_neither() {
+        let mut app = shop();
+        app.isolation = Isolation::Trusted;
+        app.volumes.clear();
+        app.has_secrets = false;
+        app.hosts.clear();
+        let objects = app_objects(&app);
+        let text: String = objects.iter().map(Manifest::to_yaml).collect();
+        assert!(!text.contains("gvisor"), "{text}");
+        assert!(!text.contains("PersistentVolumeClaim") && !text.contains("persistentVolumeClaim"));
+        assert!(!text.contains("shop-secrets"));
+        assert!(
+            !objects.iter().any(|m| m.kind == "Ingress"),
+            "no host, no Ingress"
+        );
+        assert!(
+            !text.contains("Recreate"),
+            "rolling updates without a volume"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! A declared app (its berth.toml and Procfile) as the cluster needs it.
+
+use crate::render::{KubeApp, KubeProcess};
+use berth_core::spec::BerthToml;
+use std::collections::BTreeMap;
+
+/// The port apps listen on unless berth.toml says otherwise (as on berth's own runtime).
+pub const DEFAULT_PORT: u16 = 8000;
+
+/// What a declared app renders from.
+pub struct Declared<'a> {
+    pub name: &'a str,
+    pub project: &'a str,
+    pub image: String,
+    pub toml: &'a BerthToml,
+    /// The Procfile's process types and commands.
+    pub procfile: BTreeMap<String, String>,
+    /// Host names the app answers to.
+    pub hosts: Vec<String>,
+}
+
+/// The app, or every problem with it (each naming its field).
+pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
+    let mut kinds: Vec<String> = d.procfile.keys().cloned().collect();
+    kinds.extend(d.toml.processes.keys().cloned());
+    kinds.sort();
+    kinds.dedup();
+    if kinds.is_empty() {
+        // Nothing declared: web, with the command the build (or the image) sets.
+        kinds.push("web".into());
+    }
+    let mut problems = Vec::new();
+    let mut processes = BTreeMap::new();
+    for kind in kinds {
+        let declared = d.toml.processes.get(&kind);
+        let limits = match d.toml.limits(&kind) {
+            Ok(l) => l,
+            Err(p) => {
+                problems.extend(p);
+                continue;
+            }
+        };
+        processes.insert(
+            kind.clone(),
+            KubeProcess {
+                command: declared
+                    .and_then(|p| p.command.clone())
+                    .or_else(|| d.procfile.get(&kind).cloned()),
+                instances: declared.and_then(|p| p.instances).unwrap_or(1),
+                limits,
+            },
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(KubeApp {
+        name: d.name.to_string(),
+        project: d.project.to_string(),
+        image: d.image,
+        port: d.toml.port.unwrap_or(DEFAULT_PORT),
+        processes,
+        env: d.toml.env.clone(),
+        has_secrets: !d.toml.required_env.is_empty() || !d.toml.secrets.files.is_empty(),
+        volumes: Vec::new(),
+        hosts: d.hosts,
+        isolation: d.toml.isolation().unwrap_or_default(),
+        health_path: d.toml.health_check().path,
+    })
+}
