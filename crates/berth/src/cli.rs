@@ -451,21 +451,23 @@ pub enum Command {
     ///
     /// Example: berth render -f platform/ --out deploy/ --base-domain apps.example.com
     Render {
-        #[arg(short = 'f', long = "file", value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        definition: Definition,
         /// Where to write the tree (an earlier rendering there is replaced, its overlay kept).
         #[arg(long, value_name = "OUT")]
         out: PathBuf,
-        /// The project (namespace) of the apps.
-        #[arg(long, default_value = "default")]
-        project: String,
-        /// Apps answer at APP.DOMAIN.
-        #[arg(long, default_value = "localhost")]
-        base_domain: String,
-        /// Where built images are pushed.
-        #[arg(long, default_value = "registry.localhost:5000")]
-        registry: String,
     },
+    /// Apply a platform definition (DIR, as `berth render` renders it) to a Kubernetes
+    /// cluster by server-side apply, as field manager `berth`: `berth kube plan` shows what
+    /// would change object by object and field by field (drift: a change made by hand), and
+    /// `berth kube apply` makes the cluster so. A field another manager changed is a
+    /// conflict, reported and left alone unless --force-conflicts; a namespace berth did not
+    /// make is never taken over; --prune deletes what berth made and DIR no longer has
+    /// (only objects carrying berth's label).
+    ///
+    /// Example: berth kube apply -f platform/ --kubeconfig ~/.kube/config --prune
+    #[command(subcommand)]
+    Kube(KubeCommand),
     /// Make the platform what DIR declares (see `berth plan`): every change of the plan,
     /// deploys and, with --prune, deletes; a second apply changes nothing. DIR is read and
     /// checked whole first: an invalid definition changes nothing.
@@ -1221,4 +1223,55 @@ pub struct UpArgs {
 /// A drill phase's length: `10s`, `2m`, `500ms`.
 fn parse_phase(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 10s, 2m)"))
+}
+
+/// A platform definition and how its apps are named in a cluster.
+#[derive(Debug, Args)]
+pub struct Definition {
+    #[arg(short = 'f', long = "file", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The project (namespace) of the apps.
+    #[arg(long, default_value = "default")]
+    pub project: String,
+    /// Apps answer at APP.DOMAIN.
+    #[arg(long, default_value = "localhost")]
+    pub base_domain: String,
+    /// Where built images are pushed.
+    #[arg(long, default_value = "registry.localhost:5000")]
+    pub registry: String,
+}
+
+/// Which cluster.
+#[derive(Debug, Args)]
+pub struct ClusterTarget {
+    /// The kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig (default: its current one).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// What applying DIR would change in the cluster. Exit status 0: nothing; 2: changes.
+    Plan {
+        #[command(flatten)]
+        definition: Definition,
+        #[command(flatten)]
+        target: ClusterTarget,
+    },
+    /// Make the cluster what DIR declares.
+    Apply {
+        #[command(flatten)]
+        definition: Definition,
+        #[command(flatten)]
+        target: ClusterTarget,
+        /// Also delete what berth made in the project's namespace that DIR no longer has.
+        #[arg(long)]
+        prune: bool,
+        /// Take back fields another manager changed (a change made by hand is undone).
+        #[arg(long)]
+        force_conflicts: bool,
+    },
 }

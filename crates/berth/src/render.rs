@@ -1,39 +1,34 @@
 //! `berth render -f DIR --out OUT`: a platform definition (one directory per app, as `berth
-//! plan` reads it) as Kubernetes objects in a kustomize tree, for Argo CD or Flux — read and
-//! checked whole first; nothing is written when an app has a problem.
+//! plan` reads it) as Kubernetes objects in a kustomize tree, for Argo CD or Flux; `berth
+//! kube plan|apply -f DIR`: the same objects compared with a cluster and applied to it. The
+//! definition is read and checked whole first: nothing is done when an app has a problem.
 
-use crate::cli::Global;
+use crate::cli::{ClusterTarget, Definition, Global, KubeCommand};
 use crate::output;
 use anyhow::{anyhow, Result};
+use berth_kube::cluster::Cluster;
 use berth_kube::spec::{kube_app, Declared};
+use berth_kube::Manifest;
 use std::path::Path;
 
-/// What `berth render` is told besides the directories.
-pub struct RenderArgs<'a> {
-    pub dir: &'a Path,
-    pub out: &'a Path,
-    pub project: &'a str,
-    pub base_domain: &'a str,
-    pub registry: &'a str,
-}
-
-pub fn render(g: &Global, a: RenderArgs) -> Result<i32> {
-    if !a.dir.is_dir() {
-        return Err(anyhow!("{} is not a directory", a.dir.display()));
+/// The objects of every app DIR declares (namespace objects first) and how many apps.
+fn objects_of(d: &Definition) -> Result<(Vec<Manifest>, usize)> {
+    let dir = d.dir.as_path();
+    if !dir.is_dir() {
+        return Err(anyhow!("{} is not a directory", dir.display()));
     }
-    berth_core::projects::check_project_name(a.project).map_err(|e| anyhow!("--project: {e}"))?;
-    let declared = berth_control::declarative::read_platform(
-        a.dir,
-        berth_factory::source::DEFAULT_UPLOAD_LIMIT,
-    )
-    .map_err(|p| {
-        anyhow!(
-            "{} is not a valid platform definition:\n  {}",
-            a.dir.display(),
-            p.join("\n  ")
-        )
-    })?;
-    let mut objects = berth_kube::project_objects(a.project);
+    berth_core::projects::check_project_name(&d.project).map_err(|e| anyhow!("--project: {e}"))?;
+    let namespace = berth_kube::namespace_of(&d.project).map_err(|e| anyhow!("--project: {e}"))?;
+    let declared =
+        berth_control::declarative::read_platform(dir, berth_factory::source::DEFAULT_UPLOAD_LIMIT)
+            .map_err(|p| {
+                anyhow!(
+                    "{} is not a valid platform definition:\n  {}",
+                    dir.display(),
+                    p.join("\n  ")
+                )
+            })?;
+    let mut objects = berth_kube::project_objects(&namespace);
     let mut problems = Vec::new();
     for app in &declared {
         let name = app.name.as_str();
@@ -63,17 +58,17 @@ pub fn render(g: &Global, a: RenderArgs) -> Result<i32> {
             Some(i) => i.clone(),
             None => format!(
                 "{}/{name}:{}",
-                a.registry.trim_end_matches('/'),
+                d.registry.trim_end_matches('/'),
                 app.code.get(..12).unwrap_or(&app.code)
             ),
         };
         match kube_app(Declared {
             name,
-            project: a.project,
+            namespace: &namespace,
             image,
             toml: &toml,
             procfile,
-            hosts: vec![format!("{name}.{}", a.base_domain)],
+            hosts: vec![format!("{name}.{}", d.base_domain)],
         }) {
             Ok(k) => objects.extend(berth_kube::app_objects(&k)),
             Err(p) => problems.extend(p.into_iter().map(|p| format!("{}/: {p}", app.dir))),
@@ -81,11 +76,29 @@ pub fn render(g: &Global, a: RenderArgs) -> Result<i32> {
     }
     if !problems.is_empty() {
         return Err(anyhow!(
-            "nothing was written; fix these first:\n  {}",
+            "nothing was done; fix these first:\n  {}",
             problems.join("\n  ")
         ));
     }
-    berth_kube::kustomize::write_tree(a.out, &objects)?;
+    Ok((objects, declared.len()))
+}
+
+fn describe(m: &Manifest) -> String {
+    format!(
+        "{:<22} {}{}",
+        m.kind,
+        m.namespace
+            .as_deref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        m.name
+    )
+}
+
+/// `berth render -f DIR --out OUT`.
+pub fn render(g: &Global, d: &Definition, out: &Path) -> Result<i32> {
+    let (objects, apps) = objects_of(d)?;
+    berth_kube::kustomize::write_tree(out, &objects)?;
     if g.json {
         let list: Vec<_> = objects
             .iter()
@@ -101,23 +114,92 @@ pub fn render(g: &Global, a: RenderArgs) -> Result<i32> {
         output::json(&list);
     } else {
         for m in &objects {
-            println!(
-                "{:<22} {}{}",
-                m.kind,
-                m.namespace
-                    .as_deref()
-                    .map(|n| format!("{n}/"))
-                    .unwrap_or_default(),
-                m.name
-            );
+            println!("{}", describe(m));
         }
         println!(
-            "{} objects of {} app(s) in {}; apply with: kubectl apply --server-side --field-manager berth -k {}",
+            "{} objects of {apps} app(s) in {}; apply with: kubectl apply --server-side --field-manager berth -k {}",
             objects.len(),
-            declared.len(),
-            a.out.display(),
-            a.out.join(berth_kube::kustomize::OVERLAY).display()
+            out.display(),
+            out.join(berth_kube::kustomize::OVERLAY).display()
         );
     }
     Ok(0)
+}
+
+async fn connect(t: &ClusterTarget) -> Result<Cluster> {
+    Ok(Cluster::connect(t.kubeconfig.as_deref(), t.context.as_deref()).await?)
+}
+
+/// `berth kube plan|apply`.
+pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
+    match cmd {
+        KubeCommand::Plan { definition, target } => {
+            let (objects, _) = objects_of(&definition)?;
+            let cluster = connect(&target).await?;
+            let changes = cluster.plan(&objects).await?;
+            if g.json {
+                output::json(&changes);
+            } else if changes.is_empty() {
+                println!(
+                    "no changes: the cluster at {} has the {} objects as {} declares",
+                    cluster.url,
+                    objects.len(),
+                    definition.dir.display()
+                );
+            } else {
+                for c in &changes {
+                    let sign = if c.action == "create" { "+" } else { "~" };
+                    println!("{sign} {} {}", c.action, c.object);
+                    for f in &c.fields {
+                        println!("    ~ {f}");
+                    }
+                }
+                println!(
+                    "plan: {} to create, {} to update; {} unchanged",
+                    changes.iter().filter(|c| c.action == "create").count(),
+                    changes.iter().filter(|c| c.action == "update").count(),
+                    objects.len() - changes.len()
+                );
+            }
+            Ok(if changes.is_empty() { 0 } else { 2 })
+        }
+        KubeCommand::Apply {
+            definition,
+            target,
+            prune,
+            force_conflicts,
+        } => {
+            let (objects, apps) = objects_of(&definition)?;
+            let cluster = connect(&target).await?;
+            let applied = cluster.apply(&objects, force_conflicts).await?;
+            let pruned = if prune {
+                let namespace = berth_kube::namespace_of(&definition.project)
+                    .map_err(|e| anyhow!("--project: {e}"))?;
+                cluster.prune(&namespace, &objects).await?
+            } else {
+                Vec::new()
+            };
+            if g.json {
+                output::json(&serde_json::json!({
+                    "cluster": cluster.url,
+                    "applied": applied,
+                    "pruned": pruned,
+                }));
+            } else {
+                for p in &pruned {
+                    println!("- deleted {p}");
+                }
+                println!(
+                    "applied {applied} objects of {apps} app(s) to {} (field manager berth){}",
+                    cluster.url,
+                    if prune {
+                        format!(", {} pruned", pruned.len())
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(0)
+        }
+    }
 }

@@ -173,7 +173,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         assert_eq!(docs[&key], v, "{key}");
     }
     // What a cluster needs to know of each app.
-    let web = &docs["Deployment/default/shop-web"];
+    let web = &docs["Deployment/berth-default/shop-web"];
     let pod = &web["spec"]["template"]["spec"];
     assert_eq!(web["spec"]["replicas"], 2);
     assert_eq!(pod["runtimeClassName"], "gvisor");
@@ -190,19 +190,23 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         .as_str()
         .unwrap()
         .starts_with("registry.localhost:5000/shop:"));
-    assert_eq!(docs["ConfigMap/default/shop-env"]["data"]["MODE"], "blue");
-    assert!(docs.contains_key("Deployment/default/shop-worker"));
-    assert!(!docs.contains_key("Service/default/shop-worker"));
+    assert_eq!(
+        docs["ConfigMap/berth-default/shop-env"]["data"]["MODE"],
+        "blue"
+    );
+    assert!(docs.contains_key("Deployment/berth-default/shop-worker"));
+    assert!(!docs.contains_key("Service/berth-default/shop-worker"));
     assert!(
-        docs["Deployment/default/hello-web"]["spec"]["template"]["spec"]
+        docs["Deployment/berth-default/hello-web"]["spec"]["template"]["spec"]
             .get("runtimeClassName")
             .is_none()
     );
     assert_eq!(
-        docs["Ingress/default/shop"]["spec"]["rules"][0]["host"],
+        docs["Ingress/berth-default/shop"]["spec"]["rules"][0]["host"],
         "shop.apps.example.test"
     );
-    let egress = serde_json::to_string(&docs["NetworkPolicy/default/egress-internet"]).unwrap();
+    let egress =
+        serde_json::to_string(&docs["NetworkPolicy/berth-default/egress-internet"]).unwrap();
     assert!(
         egress.contains("169.254.0.0/16") && egress.contains("10.0.0.0/8"),
         "{egress}"
@@ -218,7 +222,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         "-k",
         overlay.to_str().unwrap(),
     ]);
-    let deployments = lab.ok(&["get", "deployments", "-n", "default", "-o", "name"]);
+    let deployments = lab.ok(&["get", "deployments", "-n", "berth-default", "-o", "name"]);
     for d in ["hello-web", "shop-web", "shop-worker"] {
         assert!(
             deployments.contains(&format!("deployment.apps/{d}")),
@@ -230,7 +234,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         "deployment",
         "shop-web",
         "-n",
-        "default",
+        "berth-default",
         "-o",
         "jsonpath={.metadata.managedFields[*].manager}",
     ]);
@@ -238,16 +242,17 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         managed.split_whitespace().any(|m| m == "berth"),
         "{managed}"
     );
-    // Applying the same rendering again changes nothing.
+    // Applying the same rendering again changes nothing (the spec's generation stays; 1.20
+    // still writes the apply's time into managedFields).
     let version = |lab: &Lab| {
         lab.ok(&[
             "get",
             "deployment",
             "shop-web",
             "-n",
-            "default",
+            "berth-default",
             "-o",
-            "jsonpath={.metadata.resourceVersion}",
+            "jsonpath={.metadata.generation}",
         ])
     };
     let before = version(&lab);
@@ -259,6 +264,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         "-k",
         overlay.to_str().unwrap(),
     ]);
+    assert_eq!(before, "1");
     assert_eq!(version(&lab), before, "a second apply is a no-op");
 
     // Bad input: an app with a broken berth.toml; nothing is written, the tree stays.
@@ -284,4 +290,253 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
     let said = berth(&["render", "-f", d, "--out", theirs.to_str().unwrap()]);
     assert!(!said.status.success());
     assert!(String::from_utf8_lossy(&said.stderr).contains("not a tree berth rendered"));
+}
+
+#[test]
+fn berth_applies_to_a_cluster_shows_drift_reports_conflicts_and_prunes_only_its_own() {
+    let work = tempfile::tempdir().unwrap();
+    let defs = work.path().join("platform");
+    platform(&defs);
+    let d = defs.to_str().unwrap();
+    let lab = Lab::start();
+    let kubeconfig = lab.dir.path().join("kubeconfig");
+    let kc = kubeconfig.to_str().unwrap();
+    let kube = |args: &[&str]| {
+        let mut all = vec!["kube"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-f", d, "--kubeconfig", kc, "--project", "team"]);
+        berth(&all)
+    };
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // Nothing there yet: every object is a create (exit 2: changes), then applied.
+    let plan = kube(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("+ create Deployment berth-team/shop-web"),
+        "{}",
+        text(&plan)
+    );
+    let applied = kube(&["apply"]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "deployment",
+            "shop-worker",
+            "-n",
+            "berth-team",
+            "-o",
+            "jsonpath={.spec.template.spec.runtimeClassName}"
+        ]),
+        "gvisor"
+    );
+    let plan = kube(&["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "as declared: {}", text(&plan));
+
+    // A change by hand is drift: the plan names the field, apply puts it back.
+    lab.ok(&[
+        "scale",
+        "deployment",
+        "shop-web",
+        "-n",
+        "berth-team",
+        "--replicas=5",
+    ]);
+    let plan = kube(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        text(&plan).contains("~ update Deployment berth-team/shop-web")
+            && text(&plan).contains("spec.replicas"),
+        "{}",
+        text(&plan)
+    );
+    assert!(kube(&["apply"]).status.success());
+    let replicas = |lab: &Lab| {
+        lab.ok(&[
+            "get",
+            "deployment",
+            "shop-web",
+            "-n",
+            "berth-team",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+    };
+    assert_eq!(replicas(&lab), "2");
+
+    // Another manager that took a field by server-side apply: a conflict, reported with the
+    // field, nothing overwritten — until asked.
+    let theirs = work.path().join("theirs.yaml");
+    std::fs::write(
+        &theirs,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop-web\n  namespace: berth-team\nspec:\n  replicas: 7\n  selector:\n    matchLabels:\n      app.kubernetes.io/component: web\n      app.kubernetes.io/managed-by: berth\n      app.kubernetes.io/name: shop\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/component: web\n        app.kubernetes.io/managed-by: berth\n        app.kubernetes.io/name: shop\n    spec:\n      containers:\n      - name: web\n        image: example.test/other:1\n",
+    )
+    .unwrap();
+    lab.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "ops",
+        "-f",
+        theirs.to_str().unwrap(),
+    ]);
+    let refused = kube(&["apply"]);
+    assert!(!refused.status.success());
+    let said = text(&refused);
+    assert!(
+        said.contains("conflicts with \"ops\"")
+            && said.contains(".spec.replicas")
+            && said.contains("--force-conflicts"),
+        "{said}"
+    );
+    assert_eq!(replicas(&lab), "7", "nothing overwritten");
+    assert!(kube(&["apply", "--force-conflicts"]).status.success());
+    assert_eq!(replicas(&lab), "2");
+
+    // Prune: an app removed from the definition goes, with all its objects; an object
+    // berth did not make stays, labelled or not in its namespace.
+    lab.ok(&[
+        "create",
+        "configmap",
+        "by-hand",
+        "-n",
+        "berth-team",
+        "--from-literal=a=b",
+    ]);
+    std::fs::remove_dir_all(defs.join("hello")).unwrap();
+    let plain = kube(&["apply"]);
+    assert!(plain.status.success());
+    assert!(
+        lab.ok(&["get", "deployments", "-n", "berth-team", "-o", "name"])
+            .contains("hello-web"),
+        "without --prune nothing is deleted"
+    );
+    let pruned = kube(&["apply", "--prune"]);
+    assert!(pruned.status.success(), "{}", text(&pruned));
+    assert!(
+        text(&pruned).contains("deleted Deployment berth-team/hello-web"),
+        "{}",
+        text(&pruned)
+    );
+    eventually_gone(&lab, "deployment", "hello-web");
+    let left = lab.ok(&[
+        "get",
+        "configmaps,services,ingresses",
+        "-n",
+        "berth-team",
+        "-o",
+        "name",
+    ]);
+    assert!(!left.contains("hello"), "{left}");
+    assert!(
+        left.contains("configmap/by-hand") && left.contains("service/shop"),
+        "{left}"
+    );
+
+    // Bad input: a namespace berth did not make, an unknown kubeconfig, wrong credentials,
+    // a cluster that is not there — each named, nothing changed.
+    lab.ok(&["create", "namespace", "berth-theirs"]);
+    let said = berth(&[
+        "kube",
+        "apply",
+        "-f",
+        d,
+        "--kubeconfig",
+        kc,
+        "--project",
+        "theirs",
+    ]);
+    assert!(!said.status.success());
+    assert!(
+        text(&said).contains("namespace berth-theirs exists and is not berth's"),
+        "{}",
+        text(&said)
+    );
+    assert!(!lab
+        .ok(&["get", "deployments", "-n", "berth-theirs", "-o", "name"])
+        .contains("shop"));
+    let said = berth(&[
+        "kube",
+        "plan",
+        "-f",
+        d,
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert!(
+        text(&said).contains("reading the kubeconfig /nonexistent/kubeconfig"),
+        "{}",
+        text(&said)
+    );
+    let config = std::fs::read_to_string(&kubeconfig).unwrap();
+    let token_line = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .unwrap();
+    let wrong = work.path().join("wrong-token");
+    std::fs::write(
+        &wrong,
+        config.replace(token_line, "    token: not-the-token"),
+    )
+    .unwrap();
+    let said = berth(&[
+        "kube",
+        "apply",
+        "-f",
+        d,
+        "--kubeconfig",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(!said.status.success());
+    assert!(
+        text(&said).contains("refused berth's credentials (401)"),
+        "{}",
+        text(&said)
+    );
+    let port = config
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .to_string();
+    let down = work.path().join("down");
+    let closed = common::free_port();
+    std::fs::write(
+        &down,
+        config.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{closed}")),
+    )
+    .unwrap();
+    let said = berth(&[
+        "kube",
+        "plan",
+        "-f",
+        d,
+        "--kubeconfig",
+        down.to_str().unwrap(),
+    ]);
+    assert!(!said.status.success());
+    assert!(
+        text(&said).contains("cannot reach the cluster"),
+        "{}",
+        text(&said)
+    );
+}
+
+fn eventually_gone(lab: &Lab, kind: &str, name: &str) {
+    let gone = common::eventually(std::time::Duration::from_secs(30), || {
+        !lab.kubectl(&["get", kind, name, "-n", "berth-team"])
+            .status
+            .success()
+    });
+    assert!(gone, "{kind} {name} is still there");
 }

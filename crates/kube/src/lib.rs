@@ -4,8 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod kustomize;
 pub mod render;
 pub mod spec;
 
-pub use render::{app_objects, project_objects, KubeApp, KubeProcess, KubeVolume, Manifest};
+pub use render::{
+    app_objects, namespace_of, project_objects, KubeApp, KubeProcess, KubeVolume, Manifest,
+};

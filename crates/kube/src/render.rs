@@ -66,8 +66,8 @@ pub struct KubeVolume {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubeApp {
     pub name: String,
-    /// The project: the app's namespace.
-    pub project: String,
+    /// Its project's namespace (`namespace_of`).
+    pub namespace: String,
     /// The image, by digest where it is known (`registry/app@sha256:…`).
     pub image: String,
     /// The port `web` listens on (`$PORT`).
@@ -88,6 +88,10 @@ pub struct KubeApp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     pub api_version: String,
+    /// The API group (empty: the core group), version and plural, for the API's paths.
+    pub group: String,
+    pub version: String,
+    pub plural: String,
     pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
@@ -108,6 +112,9 @@ impl Manifest {
         let value = serde_json::to_value(&object).unwrap_or_default();
         Manifest {
             api_version: K::API_VERSION.to_string(),
+            group: K::GROUP.to_string(),
+            version: K::VERSION.to_string(),
+            plural: K::URL_PATH_SEGMENT.to_string(),
             kind: K::KIND.to_string(),
             namespace,
             name,
@@ -162,9 +169,21 @@ fn quantity_cpu(millis: u32) -> Quantity {
     Quantity(format!("{millis}m"))
 }
 
+/// A project's namespace: `berth-PROJECT`, so that berth's namespaces never meet the
+/// cluster's own (`default`, `kube-system`) or anyone else's.
+pub fn namespace_of(project: &str) -> Result<String, String> {
+    let ns = format!("berth-{project}");
+    if ns.len() > 63 {
+        return Err(format!(
+            "project {project:?} is too long for a namespace (berth-{project} is over 63 characters)"
+        ));
+    }
+    Ok(ns)
+}
+
 /// The objects a project's namespace holds whatever its apps.
-pub fn project_objects(project: &str) -> Vec<Manifest> {
-    let ns = Some(project);
+pub fn project_objects(namespace: &str) -> Vec<Manifest> {
+    let ns = Some(namespace);
     let all_pods = LabelSelector::default();
     let defaults = Limits::default();
     let limit = BTreeMap::from([
@@ -173,7 +192,7 @@ pub fn project_objects(project: &str) -> Vec<Manifest> {
     ]);
     vec![
         Manifest::of(Namespace {
-            metadata: meta(project, None, labels(None, None)),
+            metadata: meta(namespace, None, labels(None, None)),
             ..Default::default()
         }),
         Manifest::of(LimitRange {
@@ -234,9 +253,41 @@ pub fn project_objects(project: &str) -> Vec<Manifest> {
     ]
 }
 
+/// One object of every kind berth renders (for listing what it manages).
+pub fn kinds() -> Vec<Manifest> {
+    let probe = KubeApp {
+        name: "kinds".into(),
+        namespace: "kinds".into(),
+        image: String::new(),
+        port: 8000,
+        processes: BTreeMap::from([(
+            "web".to_string(),
+            KubeProcess {
+                command: None,
+                instances: 1,
+                limits: Limits::default(),
+            },
+        )]),
+        env: BTreeMap::new(),
+        has_secrets: false,
+        volumes: vec![KubeVolume {
+            name: "v".into(),
+            mount: "/v".into(),
+            size_bytes: 1 << 20,
+        }],
+        hosts: vec!["kinds.invalid".into()],
+        isolation: Isolation::Trusted,
+        health_path: None,
+    };
+    project_objects("kinds")
+        .into_iter()
+        .chain(app_objects(&probe))
+        .collect()
+}
+
 /// The objects of one app (in its project's namespace).
 pub fn app_objects(app: &KubeApp) -> Vec<Manifest> {
-    let ns = Some(app.project.as_str());
+    let ns = Some(app.namespace.as_str());
     let name = app.name.as_str();
     let mut out = Vec::new();
     out.push(Manifest::of(ConfigMap {
@@ -320,7 +371,7 @@ fn ingress(app: &KubeApp) -> Ingress {
         ..Default::default()
     };
     Ingress {
-        metadata: meta(name, Some(&app.project), labels(Some(name), None)),
+        metadata: meta(name, Some(&app.namespace), labels(Some(name), None)),
         spec: Some(IngressSpec {
             tls: Some(vec![IngressTLS {
                 hosts: Some(app.hosts.clone()),
@@ -470,7 +521,7 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
     Deployment {
         metadata: meta(
             &format!("{name}-{kind}"),
-            Some(&app.project),
+            Some(&app.namespace),
             pod_labels.clone(),
         ),
         spec: Some(DeploymentSpec {
@@ -517,7 +568,7 @@ mod tests {
     fn shop() -> KubeApp {
         KubeApp {
             name: "shop".into(),
-            project: "team-a".into(),
+            namespace: "berth-team-a".into(),
             image: "registry.example.test/shop@sha256:0123".into(),
             port: 8000,
             processes: BTreeMap::from([
@@ -557,7 +608,7 @@ mod tests {
 
     #[test]
     fn an_app_renders_as_the_objects_a_cluster_runs_it_with() {
-        let objects: Vec<Manifest> = project_objects("team-a")
+        let objects: Vec<Manifest> = project_objects("berth-team-a")
             .into_iter()
             .chain(app_objects(&shop()))
             .collect();

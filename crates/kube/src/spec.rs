@@ -10,7 +10,8 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// What a declared app renders from.
 pub struct Declared<'a> {
     pub name: &'a str,
-    pub project: &'a str,
+    /// Its project's namespace.
+    pub namespace: &'a str,
     pub image: String,
     pub toml: &'a BerthToml,
     /// The Procfile's process types and commands.
@@ -56,7 +57,7 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
     }
     Ok(KubeApp {
         name: d.name.to_string(),
-        project: d.project.to_string(),
+        namespace: d.namespace.to_string(),
         image: d.image,
         port: d.toml.port.unwrap_or(DEFAULT_PORT),
         processes,

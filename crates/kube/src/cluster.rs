@@ -1,0 +1,354 @@
+//! A cluster berth applies to: rendered objects sent by server-side apply (field manager
+//! `berth`; a field another manager took is a conflict, reported, and taken back only when
+//! asked), what would change found by a dry run (drift), and what berth no longer declares
+//! pruned — only objects berth labelled, never anything else.
+
+use crate::render::{Manifest, MANAGER};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The label every object berth renders carries.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("reading the kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("cannot reach the cluster at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("the cluster at {url} refused berth's credentials ({code}): {message}; check the kubeconfig's user (an expired or revoked token?)")]
+    Unauthorized {
+        url: String,
+        code: u16,
+        message: String,
+    },
+    #[error("{object}: {message}\nberth does not take fields another manager set without being asked: `berth kube apply --force-conflicts` takes them back")]
+    Conflict { object: String, message: String },
+    #[error("{object}: the cluster refused it ({code} {reason}): {message}")]
+    Refused {
+        object: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("namespace {0} exists and is not berth's (no {MANAGED_BY}={MANAGER} label); berth does not take over a namespace it did not make")]
+    NotOurs(String),
+    #[error("{object}: {message}")]
+    Other { object: String, message: String },
+}
+
+/// A connected cluster.
+pub struct Cluster {
+    client: kube::Client,
+    /// The API server's address, for messages.
+    pub url: String,
+}
+
+/// What one object needs, as a dry run finds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// `Deployment default/shop-web`.
+    pub object: String,
+    /// `create`, or `update` with the fields that differ.
+    pub action: String,
+    pub fields: Vec<String>,
+}
+
+fn describe(m: &Manifest) -> String {
+    match &m.namespace {
+        Some(ns) => format!("{} {ns}/{}", m.kind, m.name),
+        None => format!("{} {}", m.kind, m.name),
+    }
+}
+
+fn resource(m: &Manifest) -> ApiResource {
+    ApiResource {
+        group: m.group.clone(),
+        version: m.version.clone(),
+        api_version: m.api_version.clone(),
+        kind: m.kind.clone(),
+        plural: m.plural.clone(),
+    }
+}
+
+/// Fields where `want` and `have` differ, as dotted paths (what a person reads in a plan).
+fn differences(
+    prefix: &str,
+    want: &serde_json::Value,
+    have: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => {
+            let keys: BTreeSet<&String> = w.keys().chain(h.keys()).collect();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (w.get(k), h.get(k)) {
+                    (Some(a), Some(b)) => differences(&path, a, b, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        (a, b) if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// What a person means by an object's content: no status, no bookkeeping.
+fn content(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            for k in [
+                "managedFields",
+                "resourceVersion",
+                "generation",
+                "uid",
+                "creationTimestamp",
+                "selfLink",
+            ] {
+                meta.remove(k);
+            }
+            if let Some(a) = meta.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+                a.remove("deployment.kubernetes.io/revision");
+                if a.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+        }
+    }
+    v
+}
+
+impl Cluster {
+    /// Connects with a kubeconfig (default: `$KUBECONFIG`, `~/.kube/config`) and a context
+    /// in it (default: its current one), and checks that the API server answers.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<Self, ClusterError> {
+        let where_ = kubeconfig
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the default kubeconfig".into());
+        let bad = |message: String| ClusterError::Kubeconfig {
+            path: where_.clone(),
+            message,
+        };
+        let options = KubeConfigOptions {
+            context: context.map(str::to_string),
+            ..Default::default()
+        };
+        let config = match kubeconfig {
+            Some(p) => {
+                let file = Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            None => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| bad(e.to_string()))?,
+        };
+        let url = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        let cluster = Cluster { client, url };
+        cluster
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| cluster.error("the API server", e))?;
+        Ok(cluster)
+    }
+
+    fn error(&self, object: &str, e: kube::Error) -> ClusterError {
+        match e {
+            kube::Error::Api(s) if s.code == 401 || s.code == 403 => ClusterError::Unauthorized {
+                url: self.url.clone(),
+                code: s.code,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict" => {
+                ClusterError::Conflict {
+                    object: object.to_string(),
+                    message: s.message.clone(),
+                }
+            }
+            kube::Error::Api(s) => ClusterError::Refused {
+                object: object.to_string(),
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unreachable {
+                url: self.url.clone(),
+                message: e.to_string(),
+            },
+            other => ClusterError::Other {
+                object: object.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn api(&self, m: &Manifest) -> Api<DynamicObject> {
+        let ar = resource(m);
+        match &m.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    /// Refuses namespaces that exist without berth's label.
+    async fn check_namespaces(&self, objects: &[Manifest]) -> Result<(), ClusterError> {
+        for m in objects.iter().filter(|m| m.kind == "Namespace") {
+            let live = self
+                .api(m)
+                .get_opt(&m.name)
+                .await
+                .map_err(|e| self.error(&describe(m), e))?;
+            if let Some(ns) = live {
+                if ns
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MANAGED_BY))
+                    .map(String::as_str)
+                    != Some(MANAGER)
+                {
+                    return Err(ClusterError::NotOurs(m.name.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        m: &Manifest,
+        params: &PatchParams,
+    ) -> Result<DynamicObject, ClusterError> {
+        self.api(m)
+            .patch(&m.name, params, &Patch::Apply(&m.object))
+            .await
+            .map_err(|e| self.error(&describe(m), e))
+    }
+
+    /// What applying `objects` would change (a server-side dry run of each, compared with
+    /// what the cluster has): an empty list when the cluster is as declared.
+    pub async fn plan(&self, objects: &[Manifest]) -> Result<Vec<Change>, ClusterError> {
+        self.check_namespaces(objects).await?;
+        let mut changes = Vec::new();
+        // Forced, so that fields another manager took show as what apply would change.
+        let dry = PatchParams::apply(MANAGER).dry_run().force();
+        for m in objects {
+            let live = self
+                .api(m)
+                .get_opt(&m.name)
+                .await
+                .map_err(|e| self.error(&describe(m), e))?;
+            let Some(live) = live else {
+                changes.push(Change {
+                    object: describe(m),
+                    action: "create".into(),
+                    fields: Vec::new(),
+                });
+                continue;
+            };
+            // A namespace that does not exist yet makes the dry run of what goes in it fail:
+            // those are creates anyway.
+            let after = self.send(m, &dry).await?;
+            let (want, have) = (
+                content(&serde_json::to_value(&after).unwrap_or_default()),
+                content(&serde_json::to_value(&live).unwrap_or_default()),
+            );
+            let mut fields = Vec::new();
+            differences("", &want, &have, &mut fields);
+            if !fields.is_empty() {
+                changes.push(Change {
+                    object: describe(m),
+                    action: "update".into(),
+                    fields,
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Applies every object in order (namespaces first, as rendered); with `force`, fields
+    /// another manager took are taken back. Stops at the first refusal.
+    pub async fn apply(&self, objects: &[Manifest], force: bool) -> Result<usize, ClusterError> {
+        self.check_namespaces(objects).await?;
+        let mut params = PatchParams::apply(MANAGER);
+        if force {
+            params = params.force();
+        }
+        for m in objects {
+            self.send(m, &params).await?;
+        }
+        Ok(objects.len())
+    }
+
+    /// Deletes the objects berth labelled in `namespace` (of the kinds it renders) that
+    /// `keep` does not have; what was deleted. Objects without berth's label are never
+    /// touched.
+    pub async fn prune(
+        &self,
+        namespace: &str,
+        keep: &[Manifest],
+    ) -> Result<Vec<String>, ClusterError> {
+        let mut seen = BTreeSet::new();
+        let kinds: Vec<Manifest> = crate::render::kinds()
+            .into_iter()
+            .filter(|m| m.namespace.is_some() && seen.insert(m.kind.clone()))
+            .collect();
+        let wanted: BTreeSet<(String, String)> = keep
+            .iter()
+            .filter(|m| m.namespace.as_deref() == Some(namespace))
+            .map(|m| (m.kind.clone(), m.name.clone()))
+            .collect();
+        let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+        let mut deleted = Vec::new();
+        for kind in kinds {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), namespace, &resource(&kind));
+            let list = api
+                .list(&ours)
+                .await
+                .map_err(|e| self.error(&format!("{} in {namespace}", kind.plural), e))?;
+            for item in list.items {
+                let name = item.metadata.name.clone().unwrap_or_default();
+                if wanted.contains(&(kind.kind.clone(), name.clone())) {
+                    continue;
+                }
+                let what = format!("{} {namespace}/{name}", kind.kind);
+                api.delete(&name, &DeleteParams::background())
+                    .await
+                    .map_err(|e| self.error(&what, e))?;
+                deleted.push(what);
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_names_the_fields_that_differ_and_ignores_bookkeeping() {
+        let want = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "9"}, "spec": {"replicas": 2, "x": {"y": 1}}});
+        let have = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "3", "managedFields": []}, "spec": {"replicas": 5, "x": {"y": 1}}, "status": {"ready": 1}});
+        let mut fields = Vec::new();
+        differences("", &content(&want), &content(&have), &mut fields);
+        assert_eq!(fields, vec!["spec.replicas".to_string()]);
+    }
+}
