@@ -371,6 +371,47 @@ fn berth_applies_to_a_cluster_shows_drift_reports_conflicts_and_prunes_only_its_
     };
     assert_eq!(replicas(&lab), "2");
 
+    // A variable set by hand in the app's ConfigMap: drift too; apply refuses to drop it
+    // silently, and removes it when forced.
+    lab.ok(&[
+        "patch",
+        "configmap",
+        "shop-env",
+        "-n",
+        "berth-team",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"DEBUG":"1"}}"#,
+    ]);
+    let plan = kube(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        text(&plan).contains("data.DEBUG (not declared"),
+        "{}",
+        text(&plan)
+    );
+    let refused = kube(&["apply"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("DEBUG that berth does not declare"),
+        "{}",
+        text(&refused)
+    );
+    assert!(kube(&["apply", "--force-conflicts"]).status.success());
+    assert_eq!(
+        lab.ok(&[
+            "get",
+            "configmap",
+            "shop-env",
+            "-n",
+            "berth-team",
+            "-o",
+            "jsonpath={.data}"
+        ]),
+        r#"{"MODE":"blue"}"#
+    );
+
     // Another manager that took a field by server-side apply: a conflict, reported with the
     // field, nothing overwritten — until asked.
     let theirs = work.path().join("theirs.yaml");

@@ -128,6 +128,24 @@ fn content(v: &serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// Keys of a ConfigMap's `data` the cluster has and berth does not declare (a variable set
+/// by hand): server-side apply leaves fields it never owned alone, so berth looks itself.
+fn undeclared_keys(m: &Manifest, live: &serde_json::Value) -> Vec<String> {
+    if m.kind != "ConfigMap" {
+        return Vec::new();
+    }
+    let declared = m.object.get("data").and_then(|d| d.as_object());
+    live.get("data")
+        .and_then(|d| d.as_object())
+        .map(|have| {
+            have.keys()
+                .filter(|k| !declared.is_some_and(|d| d.contains_key(*k)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Cluster {
     /// Connects with a kubeconfig (default: `$KUBECONFIG`, `~/.kube/config`) and a context
     /// in it (default: its current one), and checks that the API server answers.
@@ -271,6 +289,11 @@ impl Cluster {
             );
             let mut fields = Vec::new();
             differences("", &want, &have, &mut fields);
+            fields.extend(
+                undeclared_keys(m, &have).into_iter().map(|k| {
+                    format!("data.{k} (not declared: removed on apply --force-conflicts)")
+                }),
+            );
             if !fields.is_empty() {
                 changes.push(Change {
                     object: describe(m),
@@ -290,8 +313,45 @@ impl Cluster {
         if force {
             params = params.force();
         }
+        // Variables set by hand are refused before anything changes (or, forced, removed).
+        let mut undeclared = Vec::new();
+        for m in objects.iter().filter(|m| m.kind == "ConfigMap") {
+            if let Some(live) = self
+                .api(m)
+                .get_opt(&m.name)
+                .await
+                .map_err(|e| self.error(&describe(m), e))?
+            {
+                let keys = undeclared_keys(m, &serde_json::to_value(&live).unwrap_or_default());
+                if !keys.is_empty() {
+                    undeclared.push((m, keys));
+                }
+            }
+        }
+        if !force {
+            if let Some((m, keys)) = undeclared.first() {
+                return Err(ClusterError::Conflict {
+                    object: describe(m),
+                    message: format!(
+                        "has {} that berth does not declare (set by hand?)",
+                        keys.join(", ")
+                    ),
+                });
+            }
+        }
         for m in objects {
             self.send(m, &params).await?;
+        }
+        for (m, keys) in undeclared {
+            let remove: serde_json::Map<String, serde_json::Value> = keys
+                .iter()
+                .map(|k| (k.clone(), serde_json::Value::Null))
+                .collect();
+            let patch = serde_json::json!({ "data": remove });
+            self.api(m)
+                .patch(&m.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| self.error(&describe(m), e))?;
         }
         Ok(objects.len())
     }
