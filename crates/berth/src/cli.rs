@@ -453,6 +453,11 @@ pub enum Command {
     Render {
         #[command(flatten)]
         definition: Definition,
+        /// The parts of a cluster stack to render for (`berth kube` finds them itself):
+        /// cert-manager (a Certificate per app), argo-rollouts (a canary app's web as a
+        /// Rollout with its steps).
+        #[arg(long, value_name = "LIST", default_value = "")]
+        stack: String,
         /// Where to write the tree (an earlier rendering there is replaced, its overlay kept).
         #[arg(long, value_name = "OUT")]
         out: PathBuf,
@@ -1239,6 +1244,10 @@ pub struct Definition {
     /// Where built images are pushed.
     #[arg(long, default_value = "registry.localhost:5000")]
     pub registry: String,
+    /// The cert-manager ClusterIssuer apps' certificates are asked of, where the cluster
+    /// has cert-manager.
+    #[arg(long, default_value = "letsencrypt", value_name = "NAME")]
+    pub cluster_issuer: String,
 }
 
 /// Which cluster.

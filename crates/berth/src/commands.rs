@@ -291,7 +291,11 @@ async fn run_async(cli: Cli) -> Result<i32> {
         Command::GitHook => crate::git::hook(g).await,
         Command::Gitops(cmd) => crate::declarative::gitops(g, cmd).await,
         Command::Plan { dir, prune } => crate::declarative::plan(g, &dir, prune).await,
-        Command::Render { definition, out } => crate::render::render(g, &definition, &out),
+        Command::Render {
+            definition,
+            stack,
+            out,
+        } => crate::render::render(g, &definition, &stack, &out),
         Command::Kube(cmd) => crate::render::kube(g, cmd).await,
         Command::Apply { dir, prune } => crate::declarative::apply(g, &dir, prune).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,

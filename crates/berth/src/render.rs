@@ -8,11 +8,12 @@ use crate::output;
 use anyhow::{anyhow, Result};
 use berth_kube::cluster::Cluster;
 use berth_kube::spec::{kube_app, Declared};
+use berth_kube::stack::{apply_stack, Stack};
 use berth_kube::Manifest;
 use std::path::Path;
 
 /// The objects of every app DIR declares (namespace objects first) and how many apps.
-fn objects_of(d: &Definition) -> Result<(Vec<Manifest>, usize)> {
+fn objects_of(d: &Definition, stack: &Stack) -> Result<(Vec<Manifest>, usize)> {
     let dir = d.dir.as_path();
     if !dir.is_dir() {
         return Err(anyhow!("{} is not a directory", dir.display()));
@@ -70,7 +71,7 @@ fn objects_of(d: &Definition) -> Result<(Vec<Manifest>, usize)> {
             procfile,
             hosts: vec![format!("{name}.{}", d.base_domain)],
         }) {
-            Ok(k) => objects.extend(berth_kube::app_objects(&k)),
+            Ok(k) => objects.extend(apply_stack(&k, stack, berth_kube::app_objects(&k))),
             Err(p) => problems.extend(p.into_iter().map(|p| format!("{}/: {p}", app.dir))),
         }
     }
@@ -96,8 +97,9 @@ fn describe(m: &Manifest) -> String {
 }
 
 /// `berth render -f DIR --out OUT`.
-pub fn render(g: &Global, d: &Definition, out: &Path) -> Result<i32> {
-    let (objects, apps) = objects_of(d)?;
+pub fn render(g: &Global, d: &Definition, stack: &str, out: &Path) -> Result<i32> {
+    let stack = Stack::parse(stack, &d.cluster_issuer).map_err(|e| anyhow!(e))?;
+    let (objects, apps) = objects_of(d, &stack)?;
     berth_kube::kustomize::write_tree(out, &objects)?;
     if g.json {
         let list: Vec<_> = objects
@@ -126,16 +128,30 @@ pub fn render(g: &Global, d: &Definition, out: &Path) -> Result<i32> {
     Ok(0)
 }
 
-async fn connect(t: &ClusterTarget) -> Result<Cluster> {
-    Ok(Cluster::connect(t.kubeconfig.as_deref(), t.context.as_deref()).await?)
+/// The cluster, what it has of the stack (said on stderr), and DIR's objects for it.
+async fn connect(
+    t: &ClusterTarget,
+    d: &Definition,
+) -> Result<(Cluster, Stack, Vec<Manifest>, usize)> {
+    // The definition is checked before the cluster is asked anything.
+    objects_of(d, &Stack::default())?;
+    let cluster = Cluster::connect(t.kubeconfig.as_deref(), t.context.as_deref()).await?;
+    let stack = cluster.stack(&d.cluster_issuer).await?;
+    if !stack.names().is_empty() {
+        eprintln!(
+            "the cluster has {}: berth uses it",
+            stack.names().join(", ")
+        );
+    }
+    let (objects, apps) = objects_of(d, &stack)?;
+    Ok((cluster, stack, objects, apps))
 }
 
 /// `berth kube plan|apply`.
 pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
     match cmd {
         KubeCommand::Plan { definition, target } => {
-            let (objects, _) = objects_of(&definition)?;
-            let cluster = connect(&target).await?;
+            let (cluster, _, objects, _) = connect(&target, &definition).await?;
             let changes = cluster.plan(&objects).await?;
             if g.json {
                 output::json(&changes);
@@ -169,13 +185,12 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
             prune,
             force_conflicts,
         } => {
-            let (objects, apps) = objects_of(&definition)?;
-            let cluster = connect(&target).await?;
+            let (cluster, stack, objects, apps) = connect(&target, &definition).await?;
             let applied = cluster.apply(&objects, force_conflicts).await?;
             let pruned = if prune {
                 let namespace = berth_kube::namespace_of(&definition.project)
                     .map_err(|e| anyhow!("--project: {e}"))?;
-                cluster.prune(&namespace, &objects).await?
+                cluster.prune(&namespace, &objects, &stack).await?
             } else {
                 Vec::new()
             };

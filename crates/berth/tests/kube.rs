@@ -581,3 +581,199 @@ fn eventually_gone(lab: &Lab, kind: &str, name: &str) {
     });
     assert!(gone, "{kind} {name} is still there");
 }
+
+/// Minimal CRDs of cert-manager's Certificate and Argo Rollouts' Rollout: the fields berth
+/// sets, typed as their published schemas type them (and required where they are).
+const STACK_CRDS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: certificates.cert-manager.io
+spec:
+  group: cert-manager.io
+  scope: Namespaced
+  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [secretName, issuerRef]
+            properties:
+              secretName: {type: string}
+              dnsNames: {type: array, items: {type: string}}
+              issuerRef:
+                type: object
+                required: [name]
+                properties:
+                  name: {type: string}
+                  kind: {type: string}
+                  group: {type: string}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: rollouts.argoproj.io
+spec:
+  group: argoproj.io
+  scope: Namespaced
+  names: {kind: Rollout, plural: rollouts, singular: rollout, listKind: RolloutList}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: object, x-kubernetes-preserve-unknown-fields: true}
+              template: {type: object, x-kubernetes-preserve-unknown-fields: true}
+              strategy:
+                type: object
+                properties:
+                  canary:
+                    type: object
+                    properties:
+                      steps:
+                        type: array
+                        items:
+                          type: object
+                          properties:
+                            setWeight: {type: integer, format: int32}
+                            pause:
+                              type: object
+                              properties:
+                                duration: {type: string}
+"#;
+
+#[test]
+fn the_clusters_stack_is_used_where_its_crds_are() {
+    let work = tempfile::tempdir().unwrap();
+    let defs = work.path().join("platform");
+    platform(&defs);
+    std::fs::write(
+        defs.join("shop/berth.toml"),
+        "[deploy]\nstrategy = \"canary\"\nsteps = [10, 50]\nstep_pause = \"30s\"\n",
+    )
+    .unwrap();
+    let d = defs.to_str().unwrap();
+    let lab = Lab::start();
+    let crds = work.path().join("crds.yaml");
+    std::fs::write(&crds, STACK_CRDS).unwrap();
+    lab.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    common::eventually(std::time::Duration::from_secs(30), || {
+        lab.kubectl(&["get", "rollouts.argoproj.io", "-A"])
+            .status
+            .success()
+            && lab
+                .kubectl(&["get", "certificates.cert-manager.io", "-A"])
+                .status
+                .success()
+    });
+    let kc = lab.dir.path().join("kubeconfig");
+    let apply = berth(&[
+        "kube",
+        "apply",
+        "-f",
+        d,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--cluster-issuer",
+        "team-ca",
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&apply.stdout),
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    assert!(apply.status.success(), "{said}");
+    assert!(
+        said.contains("the cluster has cert-manager, argo-rollouts"),
+        "{said}"
+    );
+    // A certificate per app from the issuer, for its host, into the Ingress's TLS secret.
+    let cert = lab.ok(&[
+        "get",
+        "certificate",
+        "shop",
+        "-n",
+        "berth-default",
+        "-o",
+        "jsonpath={.spec.secretName} {.spec.dnsNames[0]} {.spec.issuerRef.name}",
+    ]);
+    assert_eq!(cert, "shop-tls shop.localhost team-ca");
+    // The canary app's web is a Rollout with berth.toml's steps; its worker and the other
+    // app stay Deployments.
+    let steps = lab.ok(&[
+        "get", "rollout", "shop-web", "-n", "berth-default", "-o",
+        "jsonpath={.spec.strategy.canary.steps[*].setWeight} {.spec.strategy.canary.steps[1].pause.duration}",
+    ]);
+    assert_eq!(steps, "10 50 30s");
+    let deployments = lab.ok(&["get", "deployments", "-n", "berth-default", "-o", "name"]);
+    assert!(!deployments.contains("shop-web"), "{deployments}");
+    assert!(
+        deployments.contains("shop-worker") && deployments.contains("hello-web"),
+        "{deployments}"
+    );
+    // As declared now; and prune knows the stack's kinds: shop gone, its Rollout and
+    // Certificate go too.
+    let plan = berth(&[
+        "kube",
+        "plan",
+        "-f",
+        d,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--cluster-issuer",
+        "team-ca",
+    ]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    std::fs::remove_dir_all(defs.join("shop")).unwrap();
+    let pruned = berth(&[
+        "kube",
+        "apply",
+        "--prune",
+        "-f",
+        d,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+    ]);
+    assert!(pruned.status.success());
+    let left = lab.ok(&[
+        "get",
+        "rollouts,certificates",
+        "-n",
+        "berth-default",
+        "-o",
+        "name",
+    ]);
+    assert!(!left.contains("shop"), "{left}");
+    // render is told the stack; an unknown part is refused.
+    let out = work.path().join("deploy");
+    let said = berth(&[
+        "render",
+        "-f",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--stack",
+        "cert-manager,istio",
+    ]);
+    assert!(!said.status.success());
+    assert!(String::from_utf8_lossy(&said.stderr).contains("istio unknown"));
+    assert!(!out.exists(), "nothing written");
+}

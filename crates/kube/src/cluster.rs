@@ -4,6 +4,8 @@
 //! pruned — only objects berth labelled, never anything else.
 
 use crate::render::{Manifest, MANAGER};
+use crate::stack::{Stack, ARGO_ROLLOUTS_CRD, CERT_MANAGER_CRD};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeSet;
@@ -259,6 +261,25 @@ impl Cluster {
             .map_err(|e| self.error(&describe(m), e))
     }
 
+    /// What the cluster has of the seeds' stack (by its CRDs); cert-manager's certificates
+    /// are asked of `issuer`.
+    pub async fn stack(&self, issuer: &str) -> Result<Stack, ClusterError> {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let has = |name: &'static str| {
+            let crds = crds.clone();
+            async move {
+                crds.get_opt(name)
+                    .await
+                    .map(|c| c.is_some())
+                    .map_err(|e| self.error(&format!("CustomResourceDefinition {name}"), e))
+            }
+        };
+        Ok(Stack {
+            cert_manager: has(CERT_MANAGER_CRD).await?.then(|| issuer.to_string()),
+            argo_rollouts: has(ARGO_ROLLOUTS_CRD).await?,
+        })
+    }
+
     /// What applying `objects` would change (a server-side dry run of each, compared with
     /// what the cluster has): an empty list when the cluster is as declared.
     pub async fn plan(&self, objects: &[Manifest]) -> Result<Vec<Change>, ClusterError> {
@@ -363,9 +384,10 @@ impl Cluster {
         &self,
         namespace: &str,
         keep: &[Manifest],
+        stack: &Stack,
     ) -> Result<Vec<String>, ClusterError> {
         let mut seen = BTreeSet::new();
-        let kinds: Vec<Manifest> = crate::render::kinds()
+        let kinds: Vec<Manifest> = crate::render::kinds(stack)
             .into_iter()
             .filter(|m| m.namespace.is_some() && seen.insert(m.kind.clone()))
             .collect();

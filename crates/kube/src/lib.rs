@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod kustomize;
 pub mod render;
 pub mod spec;
+pub mod stack;
 
 pub use render::{
     app_objects, namespace_of, project_objects, KubeApp, KubeProcess, KubeVolume, Manifest,

@@ -82,6 +82,8 @@ pub struct KubeApp {
     pub isolation: Isolation,
     /// `GET` this path for readiness (none: the port accepting connections).
     pub health_path: Option<String>,
+    /// berth.toml's canary strategy (an Argo Rollouts `Rollout` where the cluster has it).
+    pub canary: Option<berth_core::canary::CanarySpec>,
 }
 
 /// A rendered object: its kind, namespace and name, and the object itself.
@@ -253,21 +255,24 @@ pub fn project_objects(namespace: &str) -> Vec<Manifest> {
     ]
 }
 
-/// One object of every kind berth renders (for listing what it manages).
-pub fn kinds() -> Vec<Manifest> {
+/// One object of every kind berth renders with `stack` (for listing what it manages).
+pub fn kinds(stack: &crate::stack::Stack) -> Vec<Manifest> {
     let probe = KubeApp {
         name: "kinds".into(),
         namespace: "kinds".into(),
         image: String::new(),
         port: 8000,
-        processes: BTreeMap::from([(
-            "web".to_string(),
-            KubeProcess {
-                command: None,
-                instances: 1,
-                limits: Limits::default(),
-            },
-        )]),
+        processes: ["web", "worker"]
+            .iter()
+            .map(|k| {
+                let p = KubeProcess {
+                    command: None,
+                    instances: 1,
+                    limits: Limits::default(),
+                };
+                (k.to_string(), p)
+            })
+            .collect(),
         env: BTreeMap::new(),
         has_secrets: false,
         volumes: vec![KubeVolume {
@@ -278,11 +283,10 @@ pub fn kinds() -> Vec<Manifest> {
         hosts: vec!["kinds.invalid".into()],
         isolation: Isolation::Trusted,
         health_path: None,
+        canary: Some(Default::default()),
     };
-    project_objects("kinds")
-        .into_iter()
-        .chain(app_objects(&probe))
-        .collect()
+    let app = crate::stack::apply_stack(&probe, stack, app_objects(&probe));
+    project_objects("kinds").into_iter().chain(app).collect()
 }
 
 /// The objects of one app (in its project's namespace).
@@ -603,6 +607,7 @@ mod tests {
             hosts: vec!["shop.example.test".into()],
             isolation: Isolation::Sandbox,
             health_path: Some("/health".into()),
+            canary: None,
         }
     }
 

@@ -67,5 +67,6 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
         hosts: d.hosts,
         isolation: d.toml.isolation().unwrap_or_default(),
         health_path: d.toml.health_check().path,
+        canary: d.toml.canary(),
     })
 }
