@@ -260,6 +260,33 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
         .filter(|i| i["process"] == "web" && i["state"] == "running")
         .count();
     assert_eq!(web, 2);
+    // A form sent twice (a double click): the work is done once, both get its answer.
+    let releases = p.json(&["releases", "shop"]).as_array().unwrap().len();
+    let first = form(
+        "/ui/apps/shop/env?once=d0ub1ec11ck",
+        "action=set&key=TWICE&value=1",
+    );
+    let again = form(
+        "/ui/apps/shop/env?once=d0ub1ec11ck",
+        "action=set&key=TWICE&value=1",
+    );
+    assert!(again.contains("idempotent-replayed"), "{again}");
+    let location = |h: &str| {
+        h.lines()
+            .find(|l| l.starts_with("location:"))
+            .map(str::to_string)
+    };
+    assert_eq!(location(&first), location(&again));
+    assert_eq!(
+        p.json(&["releases", "shop"]).as_array().unwrap().len(),
+        releases + 1
+    );
+    let (_, _, page) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
+    assert!(
+        page.contains("/scale?once="),
+        "each form carries its own key"
+    );
+
     // Bad input through a form: refused with the reason, nothing changed.
     let before = p.json(&["releases", "shop"]).as_array().unwrap().len();
     for (path, fields, why) in [

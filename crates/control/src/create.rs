@@ -240,8 +240,8 @@ impl Platform {
         let hash = request_hash(req);
         // Retries wait for the first attempt: creates take the same lock.
         let _serial = self.idempotency_lock.lock().await;
-        if let Some((h, status, _, response)) = self.store.idempotent_answer(key).await? {
-            if h != hash {
+        if let Some(kept) = self.store.idempotent_answer(key).await? {
+            if kept.request_hash != hash {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_reused",
@@ -249,8 +249,8 @@ impl Platform {
                 )
                 .hint("use a new key for a new request"));
             }
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let body = serde_json::from_str(&response).unwrap_or_default();
+            let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
+            let body = serde_json::from_str(&kept.response).unwrap_or_default();
             return Ok((status, body));
         }
         let created = self.create_app(req, actor).await?;
@@ -258,10 +258,13 @@ impl Platform {
         self.store
             .keep_idempotent_answer(
                 key,
-                &hash,
-                StatusCode::CREATED.as_u16(),
-                Some("application/json"),
-                &body.to_string(),
+                &crate::store::KeptAnswer {
+                    request_hash: hash,
+                    status: StatusCode::CREATED.as_u16(),
+                    content_type: Some("application/json".into()),
+                    location: None,
+                    response: body.to_string(),
+                },
                 crate::now_secs(),
             )
             .await?;

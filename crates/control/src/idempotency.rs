@@ -63,11 +63,17 @@ fn request_hash(key: &[u8], method: &str, uri: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn replay(status: u16, content_type: Option<String>, body: String) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+fn replay(kept: crate::store::KeptAnswer) -> Response {
+    let mut resp = Response::new(Body::from(kept.response));
+    *resp.status_mut() = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
+    if let Some(ct) = kept
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(to) = kept.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        resp.headers_mut().insert(header::LOCATION, to);
     }
     resp.headers_mut()
         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
@@ -111,8 +117,8 @@ pub async fn idempotent(State(p): State<Arc<Platform>>, req: Request, next: Next
     let lock = p.in_flight.lock_for(&stored_key);
     let guard = lock.clone().lock_owned().await;
     match p.store.idempotent_answer(&stored_key).await {
-        Ok(Some((h, status, content_type, answer))) => {
-            if h != hash {
+        Ok(Some(kept)) => {
+            if kept.request_hash != hash {
                 return ApiError::new(
                     StatusCode::CONFLICT,
                     "idempotency_key_reused",
@@ -121,7 +127,7 @@ pub async fn idempotent(State(p): State<Arc<Platform>>, req: Request, next: Next
                 .hint("use a new key for a new request")
                 .into_response();
             }
-            return replay(status, content_type, answer);
+            return replay(kept);
         }
         Ok(None) => {}
         Err(e) => return ApiError::from(e).into_response(),
@@ -132,11 +138,13 @@ pub async fn idempotent(State(p): State<Arc<Platform>>, req: Request, next: Next
     if status >= 500 || status == 429 {
         return resp;
     }
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header_of = |name: header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (content_type, location) = (header_of(header::CONTENT_TYPE), header_of(header::LOCATION));
     let (parts, mut body) = resp.into_parts();
     // The answer is read to its end here, whether or not the client stays, and kept.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
@@ -162,10 +170,13 @@ pub async fn idempotent(State(p): State<Arc<Platform>>, req: Request, next: Next
             .store
             .keep_idempotent_answer(
                 &stored_key,
-                &hash,
-                status,
-                content_type.as_deref(),
-                &text,
+                &crate::store::KeptAnswer {
+                    request_hash: hash,
+                    status,
+                    content_type,
+                    location,
+                    response: text,
+                },
                 crate::now_secs(),
             )
             .await

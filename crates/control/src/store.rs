@@ -38,7 +38,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../migrations/0018_declared_apps.sql")),
     (19, include_str!("../migrations/0019_gitops.sql")),
     (20, include_str!("../migrations/0020_git_deploy_keys.sql")),
+    (
+        21,
+        include_str!("../migrations/0021_idempotent_locations.sql"),
+    ),
 ];
+
+/// An answer kept for an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptAnswer {
+    pub request_hash: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// Where a redirect sent the client.
+    pub location: Option<String>,
+    pub response: String,
+}
 
 /// Handle to the state store.
 #[derive(Debug, Clone)]
@@ -1276,46 +1291,42 @@ impl Store {
 
     /// The answer kept for a key with its content type: (request hash, status, content
     /// type, body).
-    pub async fn idempotent_answer(
-        &self,
-        key: &str,
-    ) -> Result<Option<(String, u16, Option<String>, String)>, sqlx::Error> {
+    pub async fn idempotent_answer(&self, key: &str) -> Result<Option<KeptAnswer>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT request_hash, status, content_type, response FROM idempotency_keys WHERE key = ?",
+            "SELECT request_hash, status, content_type, location, response FROM idempotency_keys WHERE key = ?",
         )
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok((
-                r.try_get("request_hash")?,
-                r.try_get::<i64, _>("status")? as u16,
-                r.try_get("content_type")?,
-                r.try_get("response")?,
-            ))
+            Ok(KeptAnswer {
+                request_hash: r.try_get("request_hash")?,
+                status: r.try_get::<i64, _>("status")? as u16,
+                content_type: r.try_get("content_type")?,
+                location: r.try_get("location")?,
+                response: r.try_get("response")?,
+            })
         })
         .transpose()
     }
 
-    /// Keeps an answer with its content type.
+    /// Keeps an answer.
     pub async fn keep_idempotent_answer(
         &self,
         key: &str,
-        request_hash: &str,
-        status: u16,
-        content_type: Option<&str>,
-        response: &str,
+        answer: &KeptAnswer,
         now: i64,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, status, content_type, response, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO idempotency_keys (key, request_hash, status, content_type, location, response, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key)
-        .bind(request_hash)
-        .bind(i64::from(status))
-        .bind(content_type)
-        .bind(response)
+        .bind(&answer.request_hash)
+        .bind(i64::from(answer.status))
+        .bind(&answer.content_type)
+        .bind(&answer.location)
+        .bind(&answer.response)
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -1427,16 +1438,21 @@ mod tests {
     async fn idempotent_answers_are_forgotten_after_their_time() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("b.db")).await.unwrap();
-        s.keep_idempotent_answer("t:old", "h", 200, None, "{}", 100)
+        let answer = |content_type: Option<&str>, location: Option<&str>| KeptAnswer {
+            request_hash: "h".into(),
+            status: 200,
+            content_type: content_type.map(str::to_string),
+            location: location.map(str::to_string),
+            response: "{}".into(),
+        };
+        s.keep_idempotent_answer("t:old", &answer(None, None), 100)
             .await
             .unwrap();
-        s.keep_idempotent_answer("t:new", "h", 200, Some("application/json"), "{}", 200)
-            .await
-            .unwrap();
+        let new = answer(Some("application/json"), Some("/ui/apps/a"));
+        s.keep_idempotent_answer("t:new", &new, 200).await.unwrap();
         assert_eq!(s.prune_idempotent_answers(150).await.unwrap(), 1);
         assert!(s.idempotent_answer("t:old").await.unwrap().is_none());
-        let kept = s.idempotent_answer("t:new").await.unwrap().unwrap();
-        assert_eq!(kept.2.as_deref(), Some("application/json"));
+        assert_eq!(s.idempotent_answer("t:new").await.unwrap(), Some(new));
     }
 
     #[tokio::test]

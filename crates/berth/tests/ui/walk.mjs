@@ -106,7 +106,7 @@ try {
   // Deploy a commit of a repository: the run's page follows the build to its end, its
   // lines streamed in (server-sent events; the page is never reloaded).
   await page.type("#deploy-url", process.env.GIT_URL);
-  await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("#deploy button[type=submit], form[action='/ui/deploy'] button[type=submit]")]);
+  await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("#deploy button[type=submit], form[action^='/ui/deploy'] button[type=submit]")]);
   check(page.url().includes(`/ui/apps/${APP}/runs/`), `a deploy goes to its run, not ${page.url()}`);
   await page.evaluate(() => { window.samePage = true; });
   await page.waitForFunction(() => document.body.innerText.includes("Done:") || document.body.innerText.includes("Failed:"), { timeout: 240000, polling: 500 });

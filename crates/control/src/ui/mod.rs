@@ -122,6 +122,27 @@ pub(crate) fn csrf_ok(headers: &HeaderMap, given: &str) -> bool {
     })
 }
 
+/// The query a form's action carries so that submitting it twice (a double click, a
+/// resubmitted page) does the work once: `?once=KEY`, new for each page. The session
+/// layer makes it the request's `Idempotency-Key`, so the second submission gets the
+/// first one's answer (the same run, the same notice), as an API client's retry would.
+pub(crate) fn once() -> String {
+    format!("?once={}", crate::random_id(20))
+}
+
+/// The `once` key of a form's submission, as an `Idempotency-Key`.
+fn once_key(req: &Request) -> Option<HeaderValue> {
+    let key = req
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("once="))?;
+    if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    HeaderValue::from_str(&format!("ui-{key}")).ok()
+}
+
 /// Puts the session's token where the guard reads it, turns the guard's refusals into
 /// pages (sign in again; not allowed) and sets the security headers. Only for `/ui`.
 pub async fn session(mut req: Request, next: Next) -> Response {
@@ -138,6 +159,12 @@ pub async fn session(mut req: Request, next: Next) -> Response {
             Some(token) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
                     req.headers_mut().insert(header::AUTHORIZATION, v);
+                }
+                if req.method() == axum::http::Method::POST {
+                    if let Some(key) = once_key(&req) {
+                        req.headers_mut()
+                            .insert(crate::idempotency::KEY_HEADER, key);
+                    }
                 }
             }
             None => return secured(Redirect::to("/ui/login").into_response()),

@@ -259,7 +259,7 @@ pub fn project(
 /// named in the form).
 fn deploy_form(csrf: &str, app: Option<&str>) -> Markup {
     html! {
-        form.search method="post" action="/ui/deploy" {
+        form.search method="post" action={ "/ui/deploy" (super::once()) } {
             input type="hidden" name="csrf" value=(csrf);
             @match app {
                 Some(a) => { input type="hidden" name="app" value=(a); }
@@ -290,7 +290,7 @@ pub fn run_outcome(app: &str, run: &super::runs::Run) -> Markup {
 /// named in the form).
 fn upload_form(csrf: &str, app: Option<&str>) -> Markup {
     html! {
-        form.search method="post" action="/ui/upload" enctype="multipart/form-data" {
+        form.search method="post" action={ "/ui/upload" (super::once()) } enctype="multipart/form-data" {
             input type="hidden" name="csrf" value=(csrf);
             @match app {
                 Some(a) => { input type="hidden" name="app" value=(a); }
@@ -562,7 +562,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                 h2 id="instances" { "Instances" }
                 @if chrome.deployer {
                     @for (kind, n) in v.processes {
-                        form.search method="post" action={ "/ui/apps/" (a.name) "/scale" } {
+                        form.search method="post" action={ "/ui/apps/" (a.name) "/scale" (super::once()) } {
                             input type="hidden" name="csrf" value=(chrome.csrf);
                             input type="hidden" name="process" value=(kind);
                             div { label for={ "scale-" (kind) } { (kind) " instances" } input id={ "scale-" (kind) } name="instances" type="number" min="0" max="16" value=(n); }
@@ -606,7 +606,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                             " · " (db.backups.len()) " backups; the app has it as " code { "DATABASE_URL" } "."
                         }
                         @if chrome.deployer {
-                            form.inline method="post" action={ "/ui/apps/" (a.name) "/database/backup" } {
+                            form.inline method="post" action={ "/ui/apps/" (a.name) "/database/backup" (super::once()) } {
                                 input type="hidden" name="csrf" value=(chrome.csrf);
                                 button type="submit" { "Back up now" }
                             }
@@ -615,7 +615,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                     None => {
                         p { "None; " code { "berth db create " (a.name) } " makes one." }
                         @if chrome.deployer {
-                            form.inline method="post" action={ "/ui/apps/" (a.name) "/database" } {
+                            form.inline method="post" action={ "/ui/apps/" (a.name) "/database" (super::once()) } {
                                 input type="hidden" name="csrf" value=(chrome.csrf);
                                 button type="submit" { "Create a PostgreSQL database" }
                             }
@@ -632,7 +632,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                             (vol.name) " at " code { (vol.mount) } " (" (berth_core::limits::format_memory(vol.size_bytes)) ")"
                             @if chrome.deployer {
                                 " "
-                                form.inline method="post" action={ "/ui/apps/" (a.name) "/volumes/" (vol.name) "/snapshot" } {
+                                form.inline method="post" action={ "/ui/apps/" (a.name) "/volumes/" (vol.name) "/snapshot" (super::once()) } {
                                     input type="hidden" name="csrf" value=(chrome.csrf);
                                     button type="submit" aria-label={ "Snapshot " (vol.name) } { "Snapshot" }
                                 }
@@ -641,7 +641,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                     }
                 }
                 @if chrome.deployer {
-                    form.search method="post" action={ "/ui/apps/" (a.name) "/volumes" } {
+                    form.search method="post" action={ "/ui/apps/" (a.name) "/volumes" (super::once()) } {
                         input type="hidden" name="csrf" value=(chrome.csrf);
                         div { label for="volume-name" { "Name" } input id="volume-name" name="name" required; }
                         div { label for="volume-mount" { "Mount path" } input id="volume-mount" name="mount" required placeholder="/data"; }
@@ -678,7 +678,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
 /// A button removing variable or secret `key` (`what`: `env` or `secrets`).
 fn remove_form(csrf: &str, app: &str, what: &str, key: &str) -> Markup {
     html! {
-        form.inline method="post" action={ "/ui/apps/" (app) "/" (what) } {
+        form.inline method="post" action={ "/ui/apps/" (app) "/" (what) (super::once()) } {
             input type="hidden" name="csrf" value=(csrf);
             input type="hidden" name="action" value="unset";
             input type="hidden" name="key" value=(key);
@@ -690,7 +690,7 @@ fn remove_form(csrf: &str, app: &str, what: &str, key: &str) -> Markup {
 /// A form setting a variable or secret (a secret's value is typed unseen).
 fn set_form(csrf: &str, app: &str, what: &str, label: &str, secret: bool) -> Markup {
     html! {
-        form.search method="post" action={ "/ui/apps/" (app) "/" (what) } {
+        form.search method="post" action={ "/ui/apps/" (app) "/" (what) (super::once()) } {
             input type="hidden" name="csrf" value=(csrf);
             input type="hidden" name="action" value="set";
             div { label for={ (what) "-key" } { "Name" } input id={ (what) "-key" } name="key" required; }
@@ -715,7 +715,7 @@ pub fn rollback_confirm(chrome: &Chrome, app: &str, current: Option<u32>, to: u3
                 @if let Some(c) = current { " in place of v" (c) }
                 ", rolled out like a deploy: health-checked, then switched, without downtime."
             }
-            form method="post" action={ "/ui/apps/" (app) "/rollback" } {
+            form method="post" action={ "/ui/apps/" (app) "/rollback" (super::once()) } {
                 input type="hidden" name="csrf" value=(chrome.csrf);
                 input type="hidden" name="to" value=(to);
                 button type="submit" { "Roll back to v" (to) }
