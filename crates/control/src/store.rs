@@ -1398,12 +1398,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(newest, MIGRATIONS.last().unwrap().0);
-        // The new table is there and usable.
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM git_deploy_keys")
-            .fetch_one(&s.pool)
-            .await
-            .unwrap();
-        assert_eq!(rows, 0);
+        // The new column is there and usable.
+        let kept = KeptAnswer {
+            request_hash: "h".into(),
+            status: 303,
+            content_type: None,
+            location: Some("/ui/apps/shop".into()),
+            response: String::new(),
+        };
+        s.keep_idempotent_answer("t:k", &kept, 1).await.unwrap();
+        assert_eq!(s.idempotent_answer("t:k").await.unwrap(), Some(kept));
     }
 
     #[tokio::test]
