@@ -39,10 +39,14 @@ fn ui(
             f,
         ]);
     }
-    let out = cmd
-        .arg(format!("http://127.0.0.1:{}{path}", p.api_port))
-        .output()
-        .expect("curl");
+    cmd.arg(format!("http://127.0.0.1:{}{path}", p.api_port));
+    answer_of(cmd)
+}
+
+/// Runs a `curl -s -D -` and reads its answer: the status line's code, the headers (see
+/// `lower_names`) and the body.
+fn answer_of(mut curl: Command) -> (u16, String, String) {
+    let out = curl.output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code = head
@@ -75,23 +79,14 @@ fn upload(
     app: &str,
     archive: &std::path::Path,
 ) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-D", "-", "-H"])
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-D", "-", "-H"])
         .arg(format!("Cookie: berth_session={token}"))
         .args(["-F", &format!("csrf={csrf}"), "-F", &format!("app={app}")])
         .arg("-F")
         .arg(format!("archive=@{}", archive.display()))
-        .arg(format!("http://127.0.0.1:{}/ui/upload", p.api_port))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, lower_names(head), body.to_string())
+        .arg(format!("http://127.0.0.1:{}/ui/upload", p.api_port));
+    answer_of(curl)
 }
 
 /// The run page a redirect points at.

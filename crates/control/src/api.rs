@@ -2483,26 +2483,8 @@ async fn log_events(
     use axum::response::sse::{Event, KeepAlive, Sse};
     let filter = q.filter.filter()?;
     let name = existing_app(&p, &app).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(q.after);
-    let logs = p.logs.clone();
     let app = name.to_string();
-    let start = match resume {
-        Some(c) => c.parse::<berth_observe::Cursor>().map_err(|e| {
-            ApiError::invalid("invalid_position", format!("Last-Event-ID / after: {e}"))
-        })?,
-        None => {
-            let (l, a) = (logs.clone(), app.clone());
-            tokio::task::spawn_blocking(move || l.tail(&a, 0))
-                .await
-                .map_err(|e| ApiError::internal("reading logs", e))?
-                .map_err(|e| ApiError::internal("reading logs", e))?
-                .1
-        }
-    };
+    let start = resume_position(&p, &app, &headers, q.after).await?;
     let stream = futures_util::StreamExt::map(follow_logs(&p, app, start, filter), |(r, c)| {
         Ok::<_, Infallible>(
             Event::default()
@@ -2513,6 +2495,34 @@ async fn log_events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Where a follower of an app's log starts: where its browser or client says it stopped
+/// (`Last-Event-ID`, else `after`), or the end of the log now.
+pub(crate) async fn resume_position(
+    p: &Platform,
+    app: &str,
+    headers: &HeaderMap,
+    after: Option<String>,
+) -> Result<berth_observe::Cursor, ApiError> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(after);
+    match resume {
+        Some(c) => c.parse::<berth_observe::Cursor>().map_err(|e| {
+            ApiError::invalid("invalid_position", format!("Last-Event-ID / after: {e}"))
+        }),
+        None => {
+            let (l, a) = (p.logs.clone(), app.to_string());
+            Ok(tokio::task::spawn_blocking(move || l.tail(&a, 0))
+                .await
+                .map_err(|e| ApiError::internal("reading logs", e))?
+                .map_err(|e| ApiError::internal("reading logs", e))?
+                .1)
+        }
+    }
 }
 
 /// An app's log entries from `start` on, each with the position after it, as they come

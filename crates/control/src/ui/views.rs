@@ -299,12 +299,7 @@ pub async fn rollback(
     Form(f): Form<RollbackForm>,
 ) -> Result<Response, ApiError> {
     if !super::csrf_ok(&headers, &f.csrf) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            "this form did not come from one of your berth pages",
-        )
-        .hint("open the page again and use its button"));
+        return Err(forged());
     }
     let name = existing_app(&p, &app).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -416,24 +411,7 @@ pub async fn logs_live(
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let name = existing_app(&p, &app).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(q.after);
-    let start = match resume {
-        Some(c) => c.parse::<berth_observe::Cursor>().map_err(|e| {
-            ApiError::invalid("invalid_position", format!("after / Last-Event-ID: {e}"))
-        })?,
-        None => {
-            let (l, a) = (p.logs.clone(), name.to_string());
-            tokio::task::spawn_blocking(move || l.tail(&a, 0))
-                .await
-                .map_err(|e| ApiError::internal("reading logs", e))?
-                .map_err(|e| ApiError::internal("reading logs", e))?
-                .1
-        }
-    };
+    let start = crate::api::resume_position(&p, name.as_str(), &headers, q.after).await?;
     let lines = crate::api::follow_logs(&p, name.to_string(), start, None);
     let events = futures_util::StreamExt::map(lines, |(record, at)| {
         Ok::<_, std::convert::Infallible>(
