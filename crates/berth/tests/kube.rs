@@ -88,10 +88,16 @@ fn documents(yaml: &str) -> std::collections::BTreeMap<String, serde_json::Value
         .collect()
 }
 
-/// A platform definition: hello (web only), and shop (sandboxed, a worker, variables,
-/// a health path).
+/// A platform definition: hello (web only), shop (sandboxed, a worker, variables, a health
+/// path), and Score's volume example (an image, a volume).
 fn platform(root: &Path) {
     copy_dir(&repo().join("examples/hello"), &root.join("hello"));
+    std::fs::create_dir_all(root.join("vols")).unwrap();
+    std::fs::copy(
+        repo().join("crates/core/tests/fixtures/score-volumes.yaml"),
+        root.join("vols/score.yaml"),
+    )
+    .unwrap();
     let shop = root.join("shop");
     copy_dir(&fixture("stateful"), &shop);
     std::fs::write(
@@ -205,6 +211,19 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         docs["Ingress/berth-default/shop"]["spec"]["rules"][0]["host"],
         "shop.apps.example.test"
     );
+    // Score's volume example: a claim for its volume, mounted where it says, and a
+    // Deployment that replaces its pod rather than running two on one volume.
+    let claim = &docs["PersistentVolumeClaim/berth-default/my-workload-data"];
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1024Mi");
+    let vols = &docs["Deployment/berth-default/my-workload-web"]["spec"];
+    assert_eq!(vols["strategy"]["type"], "Recreate");
+    assert_eq!(
+        vols["template"]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
+    let mounts =
+        serde_json::to_string(&vols["template"]["spec"]["containers"][0]["volumeMounts"]).unwrap();
+    assert!(mounts.contains("\"mountPath\":\"/data\""), "{mounts}");
     let egress =
         serde_json::to_string(&docs["NetworkPolicy/berth-default/egress-internet"]).unwrap();
     assert!(

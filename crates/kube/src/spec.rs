@@ -1,6 +1,7 @@
 //! A declared app (its berth.toml and Procfile) as the cluster needs it.
 
-use crate::render::{KubeApp, KubeProcess};
+use crate::render::{KubeApp, KubeProcess, KubeVolume};
+use berth_core::score::Resource;
 use berth_core::spec::BerthToml;
 use std::collections::BTreeMap;
 
@@ -52,6 +53,22 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
             },
         );
     }
+    // A score.yaml's volumes: a claim each, mounted where its container says.
+    let mut volumes = Vec::new();
+    if let Some(score) = &d.toml.score {
+        for m in &score.mounts {
+            if let Some(Resource::Volume { size }) = score.resources.get(&m.resource) {
+                match berth_core::state::parse_volume_size(size) {
+                    Ok(size_bytes) => volumes.push(KubeVolume {
+                        name: m.resource.clone(),
+                        mount: m.target.clone(),
+                        size_bytes,
+                    }),
+                    Err(e) => problems.push(format!("score.yaml: resources.{}: {e}", m.resource)),
+                }
+            }
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -63,7 +80,7 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
         processes,
         env: d.toml.env.clone(),
         has_secrets: !d.toml.required_env.is_empty() || !d.toml.secrets.files.is_empty(),
-        volumes: Vec::new(),
+        volumes,
         hosts: d.hosts,
         isolation: d.toml.isolation().unwrap_or_default(),
         health_path: d.toml.health_check().path,
