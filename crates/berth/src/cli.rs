@@ -1269,6 +1269,9 @@ pub enum KubeCommand {
         definition: Definition,
         #[command(flatten)]
         target: ClusterTarget,
+        /// Also show what `apply --prune` would delete.
+        #[arg(long)]
+        prune: bool,
     },
     /// Make the cluster what DIR declares.
     Apply {

@@ -150,9 +150,24 @@ async fn connect(
 /// `berth kube plan|apply`.
 pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
     match cmd {
-        KubeCommand::Plan { definition, target } => {
-            let (cluster, _, objects, _) = connect(&target, &definition).await?;
-            let changes = cluster.plan(&objects).await?;
+        KubeCommand::Plan {
+            definition,
+            target,
+            prune,
+        } => {
+            let (cluster, stack, objects, _) = connect(&target, &definition).await?;
+            let mut changes = cluster.plan(&objects).await?;
+            if prune {
+                let namespace = berth_kube::namespace_of(&definition.project)
+                    .map_err(|e| anyhow!("--project: {e}"))?;
+                for (ar, name) in cluster.unkept(&namespace, &objects, &stack).await? {
+                    changes.push(berth_kube::cluster::Change {
+                        object: format!("{} {namespace}/{name}", ar.kind),
+                        action: "delete".into(),
+                        fields: Vec::new(),
+                    });
+                }
+            }
             if g.json {
                 output::json(&changes);
             } else if changes.is_empty() {
@@ -164,17 +179,23 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
                 );
             } else {
                 for c in &changes {
-                    let sign = if c.action == "create" { "+" } else { "~" };
+                    let sign = match c.action.as_str() {
+                        "create" => "+",
+                        "delete" => "-",
+                        _ => "~",
+                    };
                     println!("{sign} {} {}", c.action, c.object);
                     for f in &c.fields {
                         println!("    ~ {f}");
                     }
                 }
+                let count = |a: &str| changes.iter().filter(|c| c.action == a).count();
                 println!(
-                    "plan: {} to create, {} to update; {} unchanged",
-                    changes.iter().filter(|c| c.action == "create").count(),
-                    changes.iter().filter(|c| c.action == "update").count(),
-                    objects.len() - changes.len()
+                    "plan: {} to create, {} to update, {} to delete; {} unchanged",
+                    count("create"),
+                    count("update"),
+                    count("delete"),
+                    objects.len() - count("create") - count("update")
                 );
             }
             Ok(if changes.is_empty() { 0 } else { 2 })

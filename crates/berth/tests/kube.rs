@@ -479,6 +479,14 @@ fn berth_applies_to_a_cluster_shows_drift_reports_conflicts_and_prunes_only_its_
             .contains("hello-web"),
         "without --prune nothing is deleted"
     );
+    let plan = kube(&["plan", "--prune"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(
+        text(&plan).contains("- delete Deployment berth-team/hello-web")
+            && !text(&plan).contains("by-hand"),
+        "{}",
+        text(&plan)
+    );
     let pruned = kube(&["apply", "--prune"]);
     assert!(pruned.status.success(), "{}", text(&pruned));
     assert!(

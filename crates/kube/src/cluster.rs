@@ -377,15 +377,15 @@ impl Cluster {
         Ok(objects.len())
     }
 
-    /// Deletes the objects berth labelled in `namespace` (of the kinds it renders) that
-    /// `keep` does not have; what was deleted. Objects without berth's label are never
-    /// touched.
-    pub async fn prune(
+    /// The objects berth labelled in `namespace` (of the kinds it renders with `stack`)
+    /// that `keep` does not have: what a prune deletes. Objects without berth's label are
+    /// never among them.
+    pub async fn unkept(
         &self,
         namespace: &str,
         keep: &[Manifest],
         stack: &Stack,
-    ) -> Result<Vec<String>, ClusterError> {
+    ) -> Result<Vec<(ApiResource, String)>, ClusterError> {
         let mut seen = BTreeSet::new();
         let kinds: Vec<Manifest> = crate::render::kinds(stack)
             .into_iter()
@@ -397,25 +397,41 @@ impl Cluster {
             .map(|m| (m.kind.clone(), m.name.clone()))
             .collect();
         let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-        let mut deleted = Vec::new();
+        let mut unkept = Vec::new();
         for kind in kinds {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), namespace, &resource(&kind));
-            let list = api
-                .list(&ours)
-                .await
-                .map_err(|e| self.error(&format!("{} in {namespace}", kind.plural), e))?;
+            let ar = resource(&kind);
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
+            let list = match api.list(&ours).await {
+                Ok(l) => l,
+                // A namespace not made yet holds nothing.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => return Err(self.error(&format!("{} in {namespace}", kind.plural), e)),
+            };
             for item in list.items {
                 let name = item.metadata.name.clone().unwrap_or_default();
-                if wanted.contains(&(kind.kind.clone(), name.clone())) {
-                    continue;
+                if !wanted.contains(&(kind.kind.clone(), name.clone())) {
+                    unkept.push((ar.clone(), name));
                 }
-                let what = format!("{} {namespace}/{name}", kind.kind);
-                api.delete(&name, &DeleteParams::background())
-                    .await
-                    .map_err(|e| self.error(&what, e))?;
-                deleted.push(what);
             }
+        }
+        Ok(unkept)
+    }
+
+    /// Deletes what `unkept` finds; what was deleted (`Kind namespace/name`).
+    pub async fn prune(
+        &self,
+        namespace: &str,
+        keep: &[Manifest],
+        stack: &Stack,
+    ) -> Result<Vec<String>, ClusterError> {
+        let mut deleted = Vec::new();
+        for (ar, name) in self.unkept(namespace, keep, stack).await? {
+            let what = format!("{} {namespace}/{name}", ar.kind);
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .map_err(|e| self.error(&what, e))?;
+            deleted.push(what);
         }
         Ok(deleted)
     }
