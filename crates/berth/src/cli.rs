@@ -1285,5 +1285,12 @@ pub enum KubeCommand {
         /// Take back fields another manager changed (a change made by hand is undone).
         #[arg(long)]
         force_conflicts: bool,
+        /// Wait until every Deployment has rolled out (its new pods ready), saying how far
+        /// each is; a pod that cannot start (image, crash) fails the apply with its reason.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }

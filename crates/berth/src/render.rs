@@ -205,9 +205,16 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
             target,
             prune,
             force_conflicts,
+            wait,
+            timeout,
         } => {
             let (cluster, stack, objects, apps) = connect(&target, &definition).await?;
             let applied = cluster.apply(&objects, force_conflicts).await?;
+            if wait {
+                cluster
+                    .wait_rolled_out(&objects, timeout, |line| eprintln!("  {line}"))
+                    .await?;
+            }
             let pruned = if prune {
                 let namespace = berth_kube::namespace_of(&definition.project)
                     .map_err(|e| anyhow!("--project: {e}"))?;

@@ -35,6 +35,8 @@ pub enum ClusterError {
         reason: String,
         message: String,
     },
+    #[error("{object}: {message}")]
+    Rollout { object: String, message: String },
     #[error("namespace {0} exists and is not berth's (no {MANAGED_BY}={MANAGER} label); berth does not take over a namespace it did not make")]
     NotOurs(String),
     #[error("{object}: {message}")]
@@ -375,6 +377,108 @@ impl Cluster {
                 .map_err(|e| self.error(&describe(m), e))?;
         }
         Ok(objects.len())
+    }
+
+    /// Waits until every Deployment among `objects` has rolled out (its new pods ready and
+    /// the old ones gone), saying how far each is through `progress`; stops early when a pod
+    /// cannot start (an image that cannot be pulled, a container that keeps crashing) with
+    /// the pod and its reason.
+    pub async fn wait_rolled_out(
+        &self,
+        objects: &[Manifest],
+        timeout: std::time::Duration,
+        mut progress: impl FnMut(&str),
+    ) -> Result<(), ClusterError> {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Pod;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut said = std::collections::BTreeMap::new();
+        for m in objects.iter().filter(|m| m.kind == "Deployment") {
+            let ns = m.namespace.as_deref().unwrap_or("default");
+            let what = describe(m);
+            let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            loop {
+                let d = deployments
+                    .get(&m.name)
+                    .await
+                    .map_err(|e| self.error(&what, e))?;
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.clone().unwrap_or_default();
+                let current =
+                    st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+                let updated = st.updated_replicas.unwrap_or(0);
+                let available = st.available_replicas.unwrap_or(0);
+                let total = st.replicas.unwrap_or(0);
+                let line = format!("{what}: {available}/{want} ready, {updated} updated");
+                if said.get(&what) != Some(&line) {
+                    progress(&line);
+                    said.insert(what.clone(), line);
+                }
+                if current && updated == want && available == want && total == want {
+                    break;
+                }
+                // A pod that cannot start will not by waiting.
+                let selector = d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.match_labels.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| self.error(&what, e))?;
+                for pod in list.items {
+                    let statuses = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.clone())
+                        .unwrap_or_default();
+                    for c in statuses {
+                        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+                        if let Some(w) = waiting {
+                            let reason = w.reason.clone().unwrap_or_default();
+                            if matches!(
+                                reason.as_str(),
+                                "ImagePullBackOff"
+                                    | "ErrImagePull"
+                                    | "InvalidImageName"
+                                    | "CrashLoopBackOff"
+                                    | "CreateContainerConfigError"
+                                    | "CreateContainerError"
+                            ) {
+                                return Err(ClusterError::Rollout {
+                                    object: what,
+                                    message: format!(
+                                        "pod {} cannot start: {reason}{}",
+                                        pod.metadata.name.unwrap_or_default(),
+                                        w.message
+                                            .as_ref()
+                                            .map(|m| format!(" ({m})"))
+                                            .unwrap_or_default()
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ClusterError::Rollout {
+                        object: what,
+                        message: format!(
+                            "not rolled out after {}s ({available}/{want} ready, {updated} updated)",
+                            timeout.as_secs()
+                        ),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        Ok(())
     }
 
     /// The objects berth labelled in `namespace` (of the kinds it renders with `stack`)

@@ -32,6 +32,22 @@ use std::collections::BTreeMap;
 /// The user apps run as, as on berth's own runtime.
 pub const APP_UID: i64 = 10_001;
 
+/// The pod template's annotation holding the digest of the app's variables.
+pub const ENV_DIGEST: &str = "berth.dev/env-digest";
+
+/// A digest of variables (names and values), short.
+fn env_digest(env: &BTreeMap<String, String>) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for (k, v) in env {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
 /// Who manages the objects (label and server-side apply field manager).
 pub const MANAGER: &str = "berth";
 
@@ -538,6 +554,12 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // Pods read their variables when they start: a change of them changes
+                    // the template, so the Deployment rolls.
+                    annotations: Some(BTreeMap::from([(
+                        ENV_DIGEST.to_string(),
+                        env_digest(&app.env),
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
