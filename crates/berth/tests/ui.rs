@@ -350,7 +350,7 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     assert!(head.contains("notice=Backup"), "{head}");
     let (_, _, page) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
     assert!(
-        page.contains("1 backups") && page.contains("Snapshot data"),
+        page.contains("1 backup;") && page.contains("Snapshot data"),
         "{page}"
     );
     let archive = work.path().join("upload.tar.gz");

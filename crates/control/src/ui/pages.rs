@@ -603,7 +603,7 @@ pub fn app(chrome: &Chrome, v: &AppPage) -> Html<String> {
                         p {
                             "PostgreSQL database " code { (db.database) } " (role " code { (db.role) } ") at " (db.host) ":" (db.port)
                             @if db.server_running { " · running" } @else { span.error { " · the server is down" } }
-                            " · " (db.backups.len()) " backups; the app has it as " code { "DATABASE_URL" } "."
+                            " · " (db.backups.len()) @if db.backups.len() == 1 { " backup" } @else { " backups" } "; the app has it as " code { "DATABASE_URL" } "."
                         }
                         @if chrome.deployer {
                             form.inline method="post" action={ "/ui/apps/" (a.name) "/database/backup" (super::once()) } {
