@@ -56,17 +56,30 @@ pub struct TlsSettings {
     pub certs_file: PathBuf,
 }
 
-/// Drives a hyper connection until it ends, or until `stop` fires, then lets it finish
-/// its requests in flight (HTTP/1.1 and HTTP/2 connections share no trait for this).
+/// How long a connection may still bring its request once the edge stops accepting. A
+/// connection accepted just before the stop may not have sent its request yet, or sent it
+/// without the edge having read it: closed at once, it would go unanswered — or, with its
+/// request unread in the socket, be reset. Requests in flight finish in any case.
+pub const LAST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Drives a hyper connection until it ends, or until `stop` fires, then gives it
+/// `LAST_REQUEST_GRACE` to bring a request and lets it finish its requests in flight
+/// (HTTP/1.1 and HTTP/2 connections share no trait for this).
 macro_rules! serve_until {
     ($conn:expr, $stop:expr) => {{
         let mut conn = std::pin::pin!($conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = $stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
+        let ended = tokio::select! {
+            _ = conn.as_mut() => true,
+            _ = $stop.cancelled() => false,
+        };
+        let ended = ended
+            || tokio::select! {
+                _ = conn.as_mut() => true,
+                _ = tokio::time::sleep(LAST_REQUEST_GRACE) => false,
+            };
+        if !ended {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         }
     }};
 }
@@ -465,5 +478,45 @@ async fn serve_tls(
             .serve_connection(TokioIo::new(tls), service)
             .with_upgrades();
         serve_until!(conn, stop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connection accepted just before the edge stops, whose request comes a moment
+    /// later: it is answered, not closed unanswered.
+    #[tokio::test]
+    async fn a_request_that_arrives_as_the_edge_stops_is_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let service = service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"served"),
+            )))
+        });
+        let served = tokio::spawn(async move {
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            serve_until!(conn, stop);
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The request may meet a closed socket (old behaviour): then the answer is empty.
+        let _ = client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await;
+        served.await.unwrap();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("served"),
+            "{answer}"
+        );
     }
 }
