@@ -9,11 +9,11 @@ use anyhow::{anyhow, Result};
 use berth_kube::cluster::Cluster;
 use berth_kube::spec::{kube_app, Declared};
 use berth_kube::stack::{apply_stack, Stack};
-use berth_kube::Manifest;
+use berth_kube::{KubeApp, Manifest};
 use std::path::Path;
 
-/// The objects of every app DIR declares (namespace objects first) and how many apps.
-fn objects_of(d: &Definition, stack: &Stack) -> Result<(Vec<Manifest>, usize)> {
+/// Every app DIR declares, read and checked whole, with its project's namespace.
+fn apps_of(d: &Definition) -> Result<(String, Vec<KubeApp>)> {
     let dir = d.dir.as_path();
     if !dir.is_dir() {
         return Err(anyhow!("{} is not a directory", dir.display()));
@@ -29,7 +29,7 @@ fn objects_of(d: &Definition, stack: &Stack) -> Result<(Vec<Manifest>, usize)> {
                     p.join("\n  ")
                 )
             })?;
-    let mut objects = berth_kube::project_objects(&namespace);
+    let mut apps = Vec::new();
     let mut problems = Vec::new();
     for app in &declared {
         let name = app.name.as_str();
@@ -71,7 +71,7 @@ fn objects_of(d: &Definition, stack: &Stack) -> Result<(Vec<Manifest>, usize)> {
             procfile,
             hosts: vec![format!("{name}.{}", d.base_domain)],
         }) {
-            Ok(k) => objects.extend(apply_stack(&k, stack, berth_kube::app_objects(&k))),
+            Ok(k) => apps.push(k),
             Err(p) => problems.extend(p.into_iter().map(|p| format!("{}/: {p}", app.dir))),
         }
     }
@@ -81,7 +81,16 @@ fn objects_of(d: &Definition, stack: &Stack) -> Result<(Vec<Manifest>, usize)> {
             problems.join("\n  ")
         ));
     }
-    Ok((objects, declared.len()))
+    Ok((namespace, apps))
+}
+
+/// The objects of `apps` for a cluster with `stack` (the namespace's first).
+fn objects_of(namespace: &str, apps: &[KubeApp], stack: &Stack) -> Vec<Manifest> {
+    let mut objects = berth_kube::project_objects(namespace);
+    for app in apps {
+        objects.extend(apply_stack(app, stack, berth_kube::app_objects(app)));
+    }
+    objects
 }
 
 fn describe(m: &Manifest) -> String {
@@ -99,7 +108,9 @@ fn describe(m: &Manifest) -> String {
 /// `berth render -f DIR --out OUT`.
 pub fn render(g: &Global, d: &Definition, stack: &str, out: &Path) -> Result<i32> {
     let stack = Stack::parse(stack, &d.cluster_issuer).map_err(|e| anyhow!(e))?;
-    let (objects, apps) = objects_of(d, &stack)?;
+    let (namespace, declared) = apps_of(d)?;
+    let objects = objects_of(&namespace, &declared, &stack);
+    let apps = declared.len();
     berth_kube::kustomize::write_tree(out, &objects)?;
     if g.json {
         let list: Vec<_> = objects
@@ -128,13 +139,19 @@ pub fn render(g: &Global, d: &Definition, stack: &str, out: &Path) -> Result<i32
     Ok(0)
 }
 
-/// The cluster, what it has of the stack (said on stderr), and DIR's objects for it.
-async fn connect(
-    t: &ClusterTarget,
-    d: &Definition,
-) -> Result<(Cluster, Stack, Vec<Manifest>, usize)> {
-    // The definition is checked before the cluster is asked anything.
-    objects_of(d, &Stack::default())?;
+/// A cluster and what DIR declares for it.
+struct Target {
+    cluster: Cluster,
+    stack: Stack,
+    namespace: String,
+    objects: Vec<Manifest>,
+    apps: usize,
+}
+
+/// DIR's apps (read and checked before the cluster is asked anything), the cluster, what it
+/// has of the stack (said on stderr), and the apps' objects for it.
+async fn connect(t: &ClusterTarget, d: &Definition) -> Result<Target> {
+    let (namespace, apps) = apps_of(d)?;
     let cluster = Cluster::connect(t.kubeconfig.as_deref(), t.context.as_deref()).await?;
     let stack = cluster.stack(&d.cluster_issuer).await?;
     if !stack.names().is_empty() {
@@ -143,8 +160,13 @@ async fn connect(
             stack.names().join(", ")
         );
     }
-    let (objects, apps) = objects_of(d, &stack)?;
-    Ok((cluster, stack, objects, apps))
+    Ok(Target {
+        objects: objects_of(&namespace, &apps, &stack),
+        apps: apps.len(),
+        cluster,
+        stack,
+        namespace,
+    })
 }
 
 /// `berth kube plan|apply`.
@@ -155,11 +177,15 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
             target,
             prune,
         } => {
-            let (cluster, stack, objects, _) = connect(&target, &definition).await?;
+            let Target {
+                cluster,
+                stack,
+                namespace,
+                objects,
+                ..
+            } = connect(&target, &definition).await?;
             let mut changes = cluster.plan(&objects).await?;
             if prune {
-                let namespace = berth_kube::namespace_of(&definition.project)
-                    .map_err(|e| anyhow!("--project: {e}"))?;
                 for (ar, name) in cluster.unkept(&namespace, &objects, &stack).await? {
                     changes.push(berth_kube::cluster::Change {
                         object: format!("{} {namespace}/{name}", ar.kind),
@@ -208,7 +234,13 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
             wait,
             timeout,
         } => {
-            let (cluster, stack, objects, apps) = connect(&target, &definition).await?;
+            let Target {
+                cluster,
+                stack,
+                namespace,
+                objects,
+                apps,
+            } = connect(&target, &definition).await?;
             let applied = cluster.apply(&objects, force_conflicts).await?;
             if wait {
                 cluster
@@ -216,8 +248,6 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
                     .await?;
             }
             let pruned = if prune {
-                let namespace = berth_kube::namespace_of(&definition.project)
-                    .map_err(|e| anyhow!("--project: {e}"))?;
                 cluster.prune(&namespace, &objects, &stack).await?
             } else {
                 Vec::new()

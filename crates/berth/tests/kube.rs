@@ -6,63 +6,10 @@
 mod common;
 
 use common::{copy_dir, fixture};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// etcd + kube-apiserver, stopped when dropped.
-struct Lab {
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = common::free_ports(3);
-        let out = Command::new(repo().join("scripts/kube-lab/start"))
-            .arg(dir.path())
-            .args(ports.iter().map(|p| p.to_string()))
-            .output()
-            .expect("scripts/kube-lab/start");
-        let lab = Lab { dir };
-        assert!(
-            out.status.success(),
-            "the API server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .args(args)
-            .output()
-            .expect("kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/kube-lab/stop"))
-            .arg(self.dir.path())
-            .status();
-    }
-}
+use common::kube_lab::{repo, KubeLab as Lab};
 
 fn berth(args: &[&str]) -> Output {
     Command::new(common::berth_bin())
@@ -318,7 +265,7 @@ fn berth_applies_to_a_cluster_shows_drift_reports_conflicts_and_prunes_only_its_
     platform(&defs);
     let d = defs.to_str().unwrap();
     let lab = Lab::start();
-    let kubeconfig = lab.dir.path().join("kubeconfig");
+    let kubeconfig = lab.kubeconfig();
     let kc = kubeconfig.to_str().unwrap();
     let kube = |args: &[&str]| {
         let mut all = vec!["kube"];
@@ -706,7 +653,7 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
                 .status
                 .success()
     });
-    let kc = lab.dir.path().join("kubeconfig");
+    let kc = lab.kubeconfig();
     let apply = berth(&[
         "kube",
         "apply",

@@ -9,61 +9,29 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+use common::kube_lab::{repo, KubeLab};
+
+/// A cluster whose pods run, and what this test does with it.
+struct Cluster {
+    lab: KubeLab,
 }
 
-/// A cluster with a node, stopped (containers and all) when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
+impl std::ops::Deref for Cluster {
+    type Target = KubeLab;
+    fn deref(&self) -> &KubeLab {
+        &self.lab
+    }
 }
 
 impl Cluster {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster { dir };
-        let ports = common::free_ports(7);
-        let run = |script: &str, ports: &[u16]| {
-            let out = Command::new(repo().join("scripts/kube-lab").join(script))
-                .arg(cluster.dir.path())
-                .args(ports.iter().map(|p| p.to_string()))
-                .output()
-                .expect("scripts/kube-lab");
-            assert!(
-                out.status.success(),
-                "{script}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run("start", &ports[..3]);
-        run("start-node", &ports[3..]);
-        cluster
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
-            .args(args)
-            .output()
-            .expect("kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        Cluster {
+            lab: KubeLab::with_node(),
+        }
     }
 
     /// Makes an image from a directory and gives it to the node's containerd.
@@ -118,14 +86,6 @@ impl Cluster {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("port-forward said {line:?}"));
         (child, port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/kube-lab/stop"))
-            .arg(self.dir.path())
-            .status();
     }
 }
 

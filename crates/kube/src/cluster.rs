@@ -16,9 +16,9 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("reading the kubeconfig {path}: {message}")]
+    #[error("reading the kubeconfig {path}: {message}\nname one with --kubeconfig FILE (and --context NAME), or set KUBECONFIG")]
     Kubeconfig { path: String, message: String },
-    #[error("cannot reach the cluster at {url}: {message}")]
+    #[error("cannot reach the cluster at {url}: {message}\nis the API server up, and is that the kubeconfig's server for this cluster (--context)?")]
     Unreachable { url: String, message: String },
     #[error("the cluster at {url} refused berth's credentials ({code}): {message}; check the kubeconfig's user (an expired or revoked token?)")]
     Unauthorized {

@@ -3,6 +3,7 @@
 //! and a tiny HTTP client that talks to the edge on loopback.
 #![allow(dead_code)]
 
+pub mod kube_lab;
 pub mod registry;
 
 use std::io::{Read, Write};
