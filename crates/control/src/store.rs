@@ -962,6 +962,16 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Puts an instance whose restart failed back to crashed, keeping why it last exited
+    /// (the restart's own failure is logged, not recorded as the app's exit).
+    pub async fn instance_restart_failed(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE instances SET state = 'crashed', pid = NULL, pid_start = NULL WHERE id = ? AND state IN ('running', 'starting')")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Claims a crashed instance for a restart; false if something else changed it.
     pub async fn instance_restarting(&self, id: &str) -> Result<bool, sqlx::Error> {
         let r = sqlx::query("UPDATE instances SET state = 'starting', restarts = restarts + 1 WHERE id = ? AND state = 'crashed'")
@@ -1517,8 +1527,18 @@ mod tests {
         };
         s.insert_instance(&i).await.unwrap();
         s.instance_running(&i.id, Some((5, 6)), 1).await.unwrap();
-        assert!(s.instance_crashed(&i.id, Some(3), None).await.unwrap());
+        assert!(s
+            .instance_crashed(&i.id, Some(137), Some("oom_killed"))
+            .await
+            .unwrap());
         assert!(!s.instance_crashed(&i.id, Some(3), None).await.unwrap());
+        assert!(s.instance_restarting(&i.id).await.unwrap());
+        // A restart that could not start keeps why the app last exited.
+        assert!(s.instance_restart_failed(&i.id).await.unwrap());
+        assert!(!s.instance_restart_failed(&i.id).await.unwrap());
+        let rows = s.instances(Some("a")).await.unwrap();
+        assert_eq!(rows[0].state, InstanceState::Crashed);
+        assert_eq!(rows[0].last_exit_reason.as_deref(), Some("oom_killed"));
         assert!(s.instance_restarting(&i.id).await.unwrap());
         assert!(!s.instance_restarting(&i.id).await.unwrap());
         s.instance_stopping(&i.id).await.unwrap();
@@ -1527,7 +1547,7 @@ mod tests {
             "stopped instances are not crashes"
         );
         let rows = s.instances(Some("a")).await.unwrap();
-        assert_eq!(rows[0].restarts, 1);
-        assert_eq!(rows[0].last_exit, Some(3));
+        assert_eq!(rows[0].restarts, 2);
+        assert_eq!(rows[0].last_exit, Some(137));
     }
 }

@@ -4,6 +4,7 @@
 //! drives the log ingester.
 
 use crate::platform::Platform;
+use crate::store::InstanceRow;
 use berth_core::model::{InstanceState, WEB_PROCESS};
 use berth_observe::LogRecord;
 use berth_runtime::proc::ProcessIdentity;
@@ -76,6 +77,29 @@ impl Platform {
 }
 
 /// Runs the supervisor and the ingester until shutdown.
+/// A restart that could not start the instance: it goes back to crashed (keeping why it last
+/// exited) and is tried again after the next backoff; the reason is in the app's log.
+async fn restart_failed(
+    platform: &Platform,
+    inst: &InstanceRow,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::warn!(instance = %inst.id, %error, "restart failed");
+    platform.store.instance_restart_failed(&inst.id).await?;
+    let line = format!(
+        "{}.{} could not be restarted: {error}; trying again",
+        inst.process, inst.index
+    );
+    let _ = platform.logs.append(&[event(
+        &inst.app,
+        inst.release,
+        &inst.process,
+        inst.index,
+        line,
+    )]);
+    Ok(())
+}
+
 pub async fn run(platform: Arc<Platform>) {
     let ingest = {
         let platform = platform.clone();
@@ -200,11 +224,7 @@ async fn check(
                 let attach = match platform.attachments(&inst.app, &release).await {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(instance = %inst.id, error = %e.message, "restart failed");
-                        platform
-                            .store
-                            .instance_crashed(&inst.id, None, None)
-                            .await?;
+                        restart_failed(&platform, &inst, &e.message).await?;
                         continue;
                     }
                 };
@@ -257,11 +277,7 @@ async fn check(
                         routes_dirty = true;
                     }
                     Err(e) => {
-                        tracing::warn!(instance = %inst.id, error = %e, "restart failed");
-                        platform
-                            .store
-                            .instance_crashed(&inst.id, None, None)
-                            .await?;
+                        restart_failed(&platform, &inst, &e.to_string()).await?;
                     }
                 }
             }
