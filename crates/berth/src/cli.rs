@@ -1178,6 +1178,20 @@ pub struct UpArgs {
     /// in `FROM` or --image) are pulled from it instead, as HOST[:PORT].
     #[arg(long, env = "BERTH_REGISTRY_MIRROR", value_name = "HOST")]
     pub registry_mirror: Option<String>,
+    /// Where apps run: `embedded` (containers on this machine behind berth's edge) or
+    /// `kubernetes` (a Deployment per process type, a Service, an Ingress and the app's
+    /// Secret in a cluster, by server-side apply; deploys wait for the rollout, `berth logs`
+    /// reads the pods). The Kubernetes backend needs --registry: the nodes pull from it.
+    ///   berth up --backend kubernetes --kubeconfig ~/.kube/config --registry reg.example.com/team
+    #[arg(long, env = "BERTH_BACKEND", default_value = "embedded", value_parser = ["embedded", "kubernetes"])]
+    pub backend: String,
+    /// With --backend kubernetes: the kubeconfig (default: $KUBECONFIG, else
+    /// ~/.kube/config).
+    #[arg(long, env = "BERTH_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --backend kubernetes: a context of the kubeconfig (default: its current one).
+    #[arg(long, env = "BERTH_KUBE_CONTEXT", value_name = "NAME")]
+    pub kube_context: Option<String>,
     /// Start only images whose signature verifies with the platform's key (every image
     /// berth builds or pulls is signed; see `berth images APP`). Deploys, rollbacks and
     /// restarts of anything else are refused.

@@ -458,6 +458,18 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         })
         .transpose()?;
     cfg.require_signed = a.require_signed;
+    cfg.kube = match a.backend.as_str() {
+        "kubernetes" => Some(berth_control::kube_backend::KubeTarget {
+            kubeconfig: a.kubeconfig,
+            context: a.kube_context,
+        }),
+        _ if a.kubeconfig.is_some() || a.kube_context.is_some() => {
+            return Err(anyhow!(
+                "--kubeconfig and --kube-context are for --backend kubernetes (this platform runs apps itself)"
+            ))
+        }
+        _ => None,
+    };
     cfg.vuln_gate = match a.vuln_db {
         Some(db) => Some(berth_factory::builder::VulnGate {
             db,
@@ -543,6 +555,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     )
     .context("writing api.json")?;
     let supervisor = tokio::spawn(berth_control::supervisor::run(platform.clone()));
+    let pod_logs = tokio::spawn(berth_control::kube_backend::run_pod_logs(platform.clone()));
     let renewals = tokio::spawn(berth_control::certificates::run_renewals(platform.clone()));
     let slos = tokio::spawn(berth_control::slo::run_slo(platform.clone()));
     let backups = tokio::spawn(berth_control::backups::create::run_schedule(
@@ -571,6 +584,16 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         cfg.data_dir.display(),
         cfg.default_isolation.as_str()
     );
+    if let Some(kube) = &platform.kube {
+        eprintln!(
+            "apps run in the Kubernetes cluster at {} (namespaces berth-<project>; found: {})",
+            kube.cluster.url,
+            match kube.stack.names() {
+                n if n.is_empty() => "no add-ons".to_string(),
+                n => n.join(", "),
+            }
+        );
+    }
     eprintln!(
         "dashboard: {}ui (sign in with the token in {})",
         cfg.platform_url().unwrap_or_else(|| format!("{url}/")),
@@ -590,6 +613,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
     platform.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(15), platform.tasks.wait()).await;
     let _ = supervisor.await;
+    let _ = pod_logs.await;
     let _ = renewals.await;
     let _ = backups.await;
     let _ = slos.await;

@@ -105,6 +105,9 @@ pub struct PlatformConfig {
     pub require_signed: bool,
     /// The vulnerability gate every new image passes (`--vuln-db`, `--vuln-gate`).
     pub vuln_gate: Option<berth_factory::builder::VulnGate>,
+    /// Apps run in this Kubernetes cluster instead of on this machine
+    /// (`--backend kubernetes`).
+    pub kube: Option<crate::kube_backend::KubeTarget>,
 }
 
 impl PlatformConfig {
@@ -152,6 +155,7 @@ impl PlatformConfig {
             registry_mirror: None,
             require_signed: false,
             vuln_gate: None,
+            kube: None,
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,
@@ -187,6 +191,11 @@ impl PlatformConfig {
                     problems.push(format!("{flag} and --edge-tls-port are both {port}"));
                 }
             }
+        }
+        if self.kube.is_some() && self.registry.is_none() {
+            problems.push(
+                "--backend kubernetes needs --registry: the cluster's nodes pull every release's image from it".into(),
+            );
         }
         if let Some(a) = &self.acme {
             if !a.directory.starts_with("https://") {

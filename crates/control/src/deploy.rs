@@ -62,7 +62,7 @@ pub type Events = UnboundedSender<DeployEvent>;
 /// Lines of log shown with a failure.
 const TAIL_LINES: usize = 20;
 
-fn step(events: &Events, step: &str) {
+pub(crate) fn step(events: &Events, step: &str) {
     let _ = events.send(DeployEvent::Step { step: step.into() });
 }
 
@@ -1206,8 +1206,10 @@ impl Platform {
             .await?;
         let mut stopped_first = None;
         let rollout_started = std::time::Instant::now();
-        let result = self
-            .rollout_steps(
+        let result = if self.kube.is_some() {
+            self.kube_rollout(app, version, events, &deploy_id).await
+        } else {
+            self.rollout_steps(
                 app,
                 version,
                 log_file,
@@ -1217,7 +1219,8 @@ impl Platform {
                 &deploy_id,
                 &mut stopped_first,
             )
-            .await;
+            .await
+        };
         self.metrics.deploy_finished(
             app,
             if result.is_ok() {
@@ -1695,6 +1698,12 @@ impl Platform {
         let _guard = lock.lock().await;
         if self.store.app(app).await?.is_none() {
             return Err(ApiError::app_not_found(app));
+        }
+        // In a cluster, its objects go first: if the cluster refuses, berth keeps its records.
+        if self.kube.is_some() {
+            for deleted in self.kube_remove(app).await? {
+                tracing::info!(%app, "deleted {deleted}");
+            }
         }
         let releases = self.store.releases(app).await?;
         let instances = self.store.instances(Some(app)).await?;

@@ -101,30 +101,10 @@ impl ExitInfo {
     }
 }
 
-/// The argv that runs a Procfile command: the words themselves when the command is a plain
-/// program with arguments (one process less at every start), else `/bin/sh -c COMMAND`.
-pub fn command_argv(command: &str) -> Vec<String> {
-    const SHELL_WORDS: &[&str] = &[
-        "exec", "cd", "export", "set", ".", "source", "ulimit", "umask", "trap", "eval", "if",
-        "for", "while", "case", "until",
-    ];
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c);
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let simple = command.chars().all(|c| plain(c) || c == ' ')
-        && words
-            .first()
-            .is_some_and(|w| !w.contains('=') && !SHELL_WORDS.contains(w));
-    if simple {
-        words.into_iter().map(str::to_string).collect()
-    } else {
-        vec!["/bin/sh".into(), "-c".into(), command.to_string()]
-    }
-}
-
 /// The argv of a command in an image's own root: the plain words, or the image's shell
 /// for a shell command (a command with quotes split by shell rules when it has no shell).
 fn own_root_argv(command: &str, rootfs: &std::path::Path) -> Vec<String> {
-    let argv = command_argv(command);
+    let argv = berth_core::procfile::command_argv(command);
     if argv.first().is_some_and(|a| a == "/bin/sh") && !rootfs.join("bin/sh").exists() {
         return shlex::split(command).unwrap_or(argv);
     }
@@ -501,7 +481,7 @@ impl Launcher {
                 host_loader_argv().ok_or(LaunchError::NoLoader)?,
                 own_root_argv(command, &rootfs),
             ),
-            None => (Vec::new(), command_argv(command)),
+            None => (Vec::new(), berth_core::procfile::command_argv(command)),
         };
         let cwd = own_root.map_or_else(|| "/app".to_string(), |r| r.workdir.clone());
         mounts.extend(attach.volumes.iter().map(|v| BindMount {
@@ -795,29 +775,5 @@ fn redact_lines(
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::command_argv;
-
-    #[test]
-    fn plain_commands_run_directly_and_shell_syntax_goes_through_sh() {
-        assert_eq!(
-            command_argv("python3 app.py --port=8000"),
-            ["python3", "app.py", "--port=8000"]
-        );
-        assert_eq!(command_argv("/app/server"), ["/app/server"]);
-        for shell in [
-            "python3 app.py --port $PORT",
-            "FOO=1 node server.js",
-            "exec gunicorn app:app",
-            "cd web && npm start",
-            "echo 'hi there'",
-            "run > /tmp/log",
-        ] {
-            assert_eq!(command_argv(shell), ["/bin/sh", "-c", shell], "{shell}");
-        }
     }
 }

@@ -57,6 +57,7 @@ pub mod guard;
 pub mod health_alerts;
 pub mod idempotency;
 pub mod idle;
+pub mod kube_backend;
 pub mod launcher;
 pub mod metrics;
 pub mod notify;

@@ -123,6 +123,8 @@ pub struct Platform {
     pub tasks: TaskTracker,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
+    /// The cluster apps run in, with `--backend kubernetes`.
+    pub kube: Option<crate::kube_backend::KubeBackend>,
 }
 
 /// Reads or creates the API token (mode 0600).
@@ -484,7 +486,16 @@ impl Platform {
             cfg.cert_check_interval,
             cfg.edge_certs_file(),
         );
+        let kube = match &cfg.kube {
+            Some(target) => Some(
+                crate::kube_backend::KubeBackend::connect(target)
+                    .await
+                    .map_err(|e| StartError::Other(format!("--backend kubernetes: {e}")))?,
+            ),
+            None => None,
+        };
         let platform = Arc::new(Self {
+            kube,
             ingester: Arc::new(Mutex::new({
                 let mut ingester = Ingester::open(logs.clone());
                 ingester.add(

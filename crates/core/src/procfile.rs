@@ -53,6 +53,26 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, ProcfileError> {
     Ok(out)
 }
 
+/// The argv that runs a Procfile command: the words themselves when the command is a plain
+/// program with arguments (one process less at every start), else `/bin/sh -c COMMAND`.
+pub fn command_argv(command: &str) -> Vec<String> {
+    const SHELL_WORDS: &[&str] = &[
+        "exec", "cd", "export", "set", ".", "source", "ulimit", "umask", "trap", "eval", "if",
+        "for", "while", "case", "until",
+    ];
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c);
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let simple = command.chars().all(|c| plain(c) || c == ' ')
+        && words
+            .first()
+            .is_some_and(|w| !w.contains('=') && !SHELL_WORDS.contains(w));
+    if simple {
+        words.into_iter().map(str::to_string).collect()
+    } else {
+        vec!["/bin/sh".into(), "-c".into(), command.to_string()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +99,24 @@ mod tests {
         assert_eq!(e.line, 1);
         let e = parse("web:\n").unwrap_err();
         assert!(e.message.contains("empty command"));
+    }
+
+    #[test]
+    fn plain_commands_run_directly_and_shell_syntax_goes_through_sh() {
+        assert_eq!(
+            command_argv("python3 app.py --port=8000"),
+            ["python3", "app.py", "--port=8000"]
+        );
+        assert_eq!(command_argv("/app/server"), ["/app/server"]);
+        for shell in [
+            "python3 app.py --port $PORT",
+            "FOO=1 node server.js",
+            "exec gunicorn app:app",
+            "cd web && npm start",
+            "echo 'hi there'",
+            "run > /tmp/log",
+        ] {
+            assert_eq!(command_argv(shell), ["/bin/sh", "-c", shell], "{shell}");
+        }
     }
 }

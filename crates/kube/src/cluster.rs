@@ -13,6 +13,8 @@ use std::path::Path;
 
 /// The label every object berth renders carries.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The label naming the app an object belongs to.
+pub const APP_NAME: &str = "app.kubernetes.io/name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -48,6 +50,16 @@ pub struct Cluster {
     client: kube::Client,
     /// The API server's address, for messages.
     pub url: String,
+}
+
+/// A line a pod wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLine {
+    pub pod: String,
+    /// Its process type (the pod's `app.kubernetes.io/component`).
+    pub process: String,
+    pub at: jiff::Timestamp,
+    pub line: String,
 }
 
 /// What one object needs, as a dry run finds it.
@@ -481,12 +493,106 @@ impl Cluster {
         Ok(())
     }
 
+    /// The lines an app's pods wrote after `seen` (per pod and container, the timestamp of
+    /// the last line already read), oldest first, with `seen` moved on. A pod met for the
+    /// first time is read from its start.
+    pub async fn app_logs(
+        &self,
+        namespace: &str,
+        app: &str,
+        seen: &mut std::collections::BTreeMap<(String, String), jiff::Timestamp>,
+    ) -> Result<Vec<PodLine>, ClusterError> {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let what = format!("pods of {app} in {namespace}");
+        let list = match pods
+            .list(&ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}")))
+            .await
+        {
+            Ok(l) => l,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(&what, e)),
+        };
+        let mut out = Vec::new();
+        let mut live = BTreeSet::new();
+        for pod in list.items {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let process = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+                .unwrap_or_default();
+            let started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map(|c| {
+                    c.iter()
+                        .filter(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_none()))
+                        .map(|c| c.name.clone())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            for container in started {
+                let key = (name.clone(), container.clone());
+                live.insert(key.clone());
+                let since = seen.get(&key).copied();
+                let params = kube::api::LogParams {
+                    container: Some(container.clone()),
+                    timestamps: true,
+                    since_time: since,
+                    ..Default::default()
+                };
+                let text = match pods.logs(&name, &params).await {
+                    Ok(t) => t,
+                    // Gone, or not started yet: the next pass reads it.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 400 => continue,
+                    Err(e) => return Err(self.error(&format!("log of pod {name}"), e)),
+                };
+                for raw in text.lines() {
+                    let Some((ts, line)) = raw.split_once(' ') else {
+                        continue;
+                    };
+                    let Ok(at) = ts.parse::<jiff::Timestamp>() else {
+                        continue;
+                    };
+                    // The API's `sinceTime` is to the second: what was read is skipped.
+                    if since.is_some_and(|s| at <= s) {
+                        continue;
+                    }
+                    seen.insert(key.clone(), at);
+                    out.push(PodLine {
+                        pod: name.clone(),
+                        process: process.clone(),
+                        at,
+                        line: line.to_string(),
+                    });
+                }
+            }
+        }
+        seen.retain(|k, _| live.contains(k));
+        out.sort_by_key(|l| l.at);
+        Ok(out)
+    }
+
     /// The objects berth labelled in `namespace` (of the kinds it renders with `stack`)
     /// that `keep` does not have: what a prune deletes. Objects without berth's label are
     /// never among them.
     pub async fn unkept(
         &self,
         namespace: &str,
+        keep: &[Manifest],
+        stack: &Stack,
+    ) -> Result<Vec<(ApiResource, String)>, ClusterError> {
+        self.unkept_of(namespace, None, keep, stack).await
+    }
+
+    /// [`Cluster::unkept`], of one app's objects only (`app`), or of every app's.
+    async fn unkept_of(
+        &self,
+        namespace: &str,
+        app: Option<&str>,
         keep: &[Manifest],
         stack: &Stack,
     ) -> Result<Vec<(ApiResource, String)>, ClusterError> {
@@ -500,7 +606,11 @@ impl Cluster {
             .filter(|m| m.namespace.as_deref() == Some(namespace))
             .map(|m| (m.kind.clone(), m.name.clone()))
             .collect();
-        let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+        let mut selector = format!("{MANAGED_BY}={MANAGER}");
+        if let Some(app) = app {
+            selector.push_str(&format!(",{APP_NAME}={app}"));
+        }
+        let ours = ListParams::default().labels(&selector);
         let mut unkept = Vec::new();
         for kind in kinds {
             let ar = resource(&kind);
@@ -528,8 +638,31 @@ impl Cluster {
         keep: &[Manifest],
         stack: &Stack,
     ) -> Result<Vec<String>, ClusterError> {
+        let unkept = self.unkept(namespace, keep, stack).await?;
+        self.delete_all(namespace, unkept).await
+    }
+
+    /// Deletes one app's objects that `keep` does not have (a process type it no longer
+    /// declares, its Ingress once it has no host); with nothing kept, the whole app.
+    /// Other apps' objects, and anything berth did not label, are never touched.
+    pub async fn prune_app(
+        &self,
+        namespace: &str,
+        app: &str,
+        keep: &[Manifest],
+        stack: &Stack,
+    ) -> Result<Vec<String>, ClusterError> {
+        let unkept = self.unkept_of(namespace, Some(app), keep, stack).await?;
+        self.delete_all(namespace, unkept).await
+    }
+
+    async fn delete_all(
+        &self,
+        namespace: &str,
+        objects: Vec<(ApiResource, String)>,
+    ) -> Result<Vec<String>, ClusterError> {
         let mut deleted = Vec::new();
-        for (ar, name) in self.unkept(namespace, keep, stack).await? {
+        for (ar, name) in objects {
             let what = format!("{} {namespace}/{name}", ar.kind);
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
             api.delete(&name, &DeleteParams::background())

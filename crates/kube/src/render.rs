@@ -11,7 +11,7 @@ use berth_core::policy::Isolation;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace,
+    EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LocalObjectReference, Secret, LimitRangeItem, LimitRangeSpec, Namespace,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
     SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
@@ -34,6 +34,8 @@ pub const APP_UID: i64 = 10_001;
 
 /// The pod template's annotation holding the digest of the app's variables.
 pub const ENV_DIGEST: &str = "berth.dev/env-digest";
+/// The pod template's annotation naming the secret versions the pods read.
+pub const SECRETS_VERSION: &str = "berth.dev/secrets-version";
 
 /// A digest of variables (names and values), short.
 fn env_digest(env: &BTreeMap<String, String>) -> String {
@@ -100,6 +102,11 @@ pub struct KubeApp {
     pub health_path: Option<String>,
     /// berth.toml's canary strategy (an Argo Rollouts `Rollout` where the cluster has it).
     pub canary: Option<berth_core::canary::CanarySpec>,
+    /// Which secret values the pods get (names and versions, never values): a change rolls
+    /// the pods, as a change of variables does.
+    pub secrets_version: Option<String>,
+    /// The Secret (`kubernetes.io/dockerconfigjson`) the node pulls the image with.
+    pub pull_secret: Option<String>,
 }
 
 /// A rendered object: its kind, namespace and name, and the object itself.
@@ -300,9 +307,17 @@ pub fn kinds(stack: &crate::stack::Stack) -> Vec<Manifest> {
         isolation: Isolation::Trusted,
         health_path: None,
         canary: Some(Default::default()),
+        secrets_version: None,
+        pull_secret: None,
     };
     let app = crate::stack::apply_stack(&probe, stack, app_objects(&probe));
-    project_objects("kinds").into_iter().chain(app).collect()
+    // The Secret of an app's secret values, which the backend writes.
+    let secret = secret_object(&probe, &BTreeMap::new());
+    project_objects("kinds")
+        .into_iter()
+        .chain(app)
+        .chain([secret])
+        .collect()
 }
 
 /// The objects of one app (in its project's namespace).
@@ -376,6 +391,40 @@ pub fn app_objects(app: &KubeApp) -> Vec<Manifest> {
         }
     }
     out
+}
+
+/// The app's `<app>-secrets` Secret with its values (written to the cluster by the backend,
+/// never rendered into files).
+pub fn secret_object(app: &KubeApp, values: &BTreeMap<String, Vec<u8>>) -> Manifest {
+    Manifest::of(Secret {
+        metadata: meta(
+            &format!("{}-secrets", app.name),
+            Some(&app.namespace),
+            labels(Some(&app.name), None),
+        ),
+        type_: Some("Opaque".into()),
+        data: Some(
+            values
+                .iter()
+                .map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone())))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+/// A registry pull secret of a namespace (`kubernetes.io/dockerconfigjson`), from an auth
+/// file's JSON (`{"auths": {HOST: {"auth": …}}}`).
+pub fn pull_secret_object(namespace: &str, name: &str, docker_config: &[u8]) -> Manifest {
+    Manifest::of(Secret {
+        metadata: meta(name, Some(namespace), labels(None, None)),
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            k8s_openapi::ByteString(docker_config.to_vec()),
+        )])),
+        ..Default::default()
+    })
 }
 
 fn ingress(app: &KubeApp) -> Ingress {
@@ -501,7 +550,7 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
         command: process
             .command
             .as_ref()
-            .map(|c| vec!["/bin/sh".into(), "-c".into(), c.clone()]),
+            .map(|c| berth_core::procfile::command_argv(c)),
         env: Some(env),
         env_from: Some(env_from),
         ports: web.then(|| {
@@ -556,14 +605,22 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
                     labels: Some(pod_labels),
                     // Pods read their variables when they start: a change of them changes
                     // the template, so the Deployment rolls.
-                    annotations: Some(BTreeMap::from([(
-                        ENV_DIGEST.to_string(),
-                        env_digest(&app.env),
-                    )])),
+                    annotations: Some(
+                        [(ENV_DIGEST.to_string(), Some(env_digest(&app.env)))]
+                            .into_iter()
+                            .chain([(SECRETS_VERSION.to_string(), app.secrets_version.clone())])
+                            .filter_map(|(k, v)| v.map(|v| (k, v)))
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    image_pull_secrets: app.pull_secret.as_ref().map(|name| {
+                        vec![LocalObjectReference {
+                            name: name.clone(),
+                        }]
+                    }),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     runtime_class_name: (app.isolation == Isolation::Sandbox)
@@ -630,6 +687,8 @@ mod tests {
             isolation: Isolation::Sandbox,
             health_path: Some("/health".into()),
             canary: None,
+            secrets_version: None,
+            pull_secret: None,
         }
     }
 

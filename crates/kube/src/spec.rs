@@ -85,5 +85,7 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
         isolation: d.toml.isolation().unwrap_or_default(),
         health_path: d.toml.health_check().path,
         canary: d.toml.canary(),
+        secrets_version: None,
+        pull_secret: None,
     })
 }

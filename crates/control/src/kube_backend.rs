@@ -1,0 +1,350 @@
+//! The Kubernetes backend (`berth up --backend kubernetes`): releases become objects in a
+//! cluster instead of containers on this machine. A rollout applies the release's objects
+//! by server-side apply (the kube plane's `Cluster`), follows the Deployments until the new
+//! pods are ready and then prunes what the release no longer has; a rollout that fails puts
+//! the serving release's objects back. The app's secret values go to its `<app>-secrets`
+//! Secret, the registry's credentials (when berth holds some) to a pull secret. Pods' logs
+//! are read into berth's log store, so `berth logs` works as on the embedded runtime.
+
+use crate::deploy::{DeployFailure, Events};
+use berth_core::api::{DeployEvent, ReleaseView};
+use crate::platform::Platform;
+use crate::ApiError;
+use axum::http::StatusCode;
+use berth_kube::cluster::{Cluster, ClusterError};
+use berth_kube::stack::Stack;
+use berth_kube::{KubeApp, KubeProcess, KubeVolume, Manifest};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The pull secret berth writes in each project's namespace.
+pub const PULL_SECRET: &str = "berth-registry";
+/// How long a rollout may take before it fails (at least; longer when the app's health
+/// check allows more).
+pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often pods' logs are read.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Which cluster (`--kubeconfig`, `--kube-context`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeTarget {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+/// A connected cluster and what it has of the seeds' stack.
+pub struct KubeBackend {
+    pub cluster: Cluster,
+    pub stack: Stack,
+}
+
+impl KubeBackend {
+    /// Connects, checks the API server answers, and discovers its stack.
+    pub async fn connect(target: &KubeTarget) -> Result<Self, ClusterError> {
+        let cluster =
+            Cluster::connect(target.kubeconfig.as_deref(), target.context.as_deref()).await?;
+        let stack = cluster.stack(DEFAULT_ISSUER).await?;
+        Ok(Self { cluster, stack })
+    }
+}
+
+/// The cert-manager ClusterIssuer apps' certificates are asked of.
+pub const DEFAULT_ISSUER: &str = "letsencrypt";
+
+fn cluster_error(e: ClusterError) -> ApiError {
+    let status = match &e {
+        ClusterError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        ClusterError::Unauthorized { .. } => StatusCode::BAD_GATEWAY,
+        ClusterError::Conflict { .. } | ClusterError::NotOurs(_) => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, "cluster", e.to_string())
+}
+
+/// A digest of the secret versions a release reads (names and versions, never values).
+fn secrets_version(release: &ReleaseView) -> Option<String> {
+    if release.config.secrets.is_empty() {
+        return None;
+    }
+    Some(
+        release
+            .config
+            .secrets
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+impl Platform {
+    fn kube(&self) -> Result<&KubeBackend, ApiError> {
+        self.kube
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("kube backend", "not configured"))
+    }
+
+    /// The namespace of an app's project.
+    async fn kube_namespace(&self, app: &str) -> Result<String, ApiError> {
+        let project = self
+            .store
+            .app_project(app)
+            .await?
+            .unwrap_or_else(|| "default".into());
+        berth_kube::namespace_of(&project).map_err(|e| ApiError::invalid("invalid_project", e))
+    }
+
+    /// A release as the objects that run it in the cluster (its Secret with its values).
+    async fn kube_objects(
+        &self,
+        app: &str,
+        release: &ReleaseView,
+    ) -> Result<Vec<Manifest>, ApiError> {
+        let backend = self.kube()?;
+        let registry = self.cfg.registry.as_ref().ok_or_else(|| {
+            ApiError::invalid(
+                "no_registry",
+                "the Kubernetes backend needs a registry the cluster pulls images from",
+            )
+            .hint("start berth with --registry HOST[:PORT][/PATH]")
+        })?;
+        if release.config.own_root.is_none() {
+            return Err(ApiError::invalid(
+                "host_stack_image",
+                format!(
+                    "v{} of {app} was built by berth's language builder, whose images run on this machine's /usr; a cluster's nodes need an image with its own root filesystem",
+                    release.version
+                ),
+            )
+            .hint("deploy it with a Dockerfile (berth builds it with buildah) or from an image (berth deploy --image REF)"));
+        }
+        let namespace = self.kube_namespace(app).await?;
+        let secrets = self.resolve_secrets(app, &release.config).await?;
+        let mut hosts = self.cfg.app_hosts(app);
+        hosts.extend(self.store.domains(Some(app)).await?.into_iter().map(|d| d.name));
+        hosts.retain(|h| !h.ends_with(".localhost"));
+        if hosts.is_empty() {
+            hosts.push(format!("{app}.localhost"));
+        }
+        let auth = self.registry_auth_file(registry.host()).await?;
+        let docker_config = match &auth {
+            Some(a) => Some(
+                std::fs::read(&a.0).map_err(|e| ApiError::internal("registry credentials", e))?,
+            ),
+            None => None,
+        };
+        let kube_app = KubeApp {
+            name: app.to_string(),
+            namespace: namespace.clone(),
+            image: format!(
+                "{}/{}@{}",
+                registry.base, release.image.repository, release.image.digest
+            ),
+            port: release.config.port.unwrap_or(crate::config::APP_PORT),
+            processes: release
+                .config
+                .processes
+                .iter()
+                .map(|(kind, p)| {
+                    (
+                        kind.clone(),
+                        KubeProcess {
+                            command: Some(p.command.clone()).filter(|c| !c.is_empty()),
+                            instances: p.instances,
+                            limits: p.limits,
+                        },
+                    )
+                })
+                .collect(),
+            env: release.config.env.clone(),
+            has_secrets: !secrets.env.is_empty(),
+            volumes: self
+                .store
+                .volumes(Some(app))
+                .await?
+                .into_iter()
+                .map(|v| KubeVolume {
+                    name: v.name,
+                    mount: v.mount_path,
+                    size_bytes: v.size_bytes,
+                })
+                .collect(),
+            hosts,
+            isolation: release.config.isolation,
+            health_path: release.config.health.path.clone(),
+            canary: None,
+            secrets_version: secrets_version(release),
+            pull_secret: docker_config.as_ref().map(|_| PULL_SECRET.to_string()),
+        };
+        let mut objects = berth_kube::project_objects(&namespace);
+        if let Some(config) = &docker_config {
+            objects.push(berth_kube::render::pull_secret_object(
+                &namespace,
+                PULL_SECRET,
+                config,
+            ));
+        }
+        if kube_app.has_secrets {
+            let values: BTreeMap<String, Vec<u8>> = secrets
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                .collect();
+            objects.push(berth_kube::render::secret_object(&kube_app, &values));
+        }
+        objects.extend(berth_kube::stack::apply_stack(
+            &kube_app,
+            &backend.stack,
+            berth_kube::app_objects(&kube_app),
+        ));
+        Ok(objects)
+    }
+
+    /// Rolls a release out to the cluster: apply, wait for its pods, prune; on failure the
+    /// serving release's objects are applied again.
+    pub(crate) async fn kube_rollout(
+        self: &Arc<Self>,
+        app: &str,
+        version: u32,
+        events: &Events,
+        deploy_id: &str,
+    ) -> Result<(u32, String), DeployFailure> {
+        let say = |line: String| {
+            let _ = events.send(DeployEvent::Log { line });
+        };
+        let release = self
+            .store
+            .release(app, version)
+            .await?
+            .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
+        let objects = self.kube_objects(app, &release).await?;
+        let backend = self.kube()?;
+        self.store.deploy_step(deploy_id, "apply").await?;
+        crate::deploy::step(events, "apply");
+        say(format!(
+            "-----> applying v{version} to the cluster at {} ({} objects)",
+            backend.cluster.url,
+            objects.len()
+        ));
+        let applied = backend.cluster.apply(&objects, false).await;
+        let waited = match applied {
+            Ok(_) => {
+                self.store.deploy_step(deploy_id, "rollout").await?;
+                crate::deploy::step(events, "rollout");
+                let timeout = ROLLOUT_TIMEOUT.max(Duration::from_secs(
+                    release.config.health.timeout_secs.saturating_mul(2),
+                ));
+                backend
+                    .cluster
+                    .wait_rolled_out(&objects, timeout, |line| say(format!("       {line}")))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = waited {
+            // The serving release takes its place again.
+            let serving = self.store.app(app).await?.and_then(|a| a.current_release);
+            if let Some(previous) = serving.filter(|v| *v != version) {
+                say(format!("-----> putting v{previous} back"));
+                if let Some(prev) = self.store.release(app, previous).await? {
+                    match self.kube_objects(app, &prev).await {
+                        Ok(prev_objects) => {
+                            if let Err(e) = backend.cluster.apply(&prev_objects, false).await {
+                                tracing::error!(%app, previous, error = %e, "putting the previous release back failed");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(%app, previous, error = %e.message, "putting the previous release back failed")
+                        }
+                    }
+                }
+            }
+            return Err(cluster_error(e)
+                .hint("the serving release keeps serving; `kubectl describe` the pod named above for more")
+                .into());
+        }
+        let namespace = self.kube_namespace(app).await?;
+        let pruned = backend
+            .cluster
+            .prune_app(&namespace, app, &objects, &backend.stack)
+            .await
+            .map_err(cluster_error)?;
+        for p in pruned {
+            say(format!("       deleted {p} (no longer declared)"));
+        }
+        self.store.deploy_step(deploy_id, "switch").await?;
+        crate::deploy::step(events, "switch");
+        self.store.activate_release(app, version).await?;
+        Ok((version, self.cfg.app_url(app)))
+    }
+
+    /// Deletes every object of an app from the cluster (before its records go).
+    pub(crate) async fn kube_remove(&self, app: &str) -> Result<Vec<String>, ApiError> {
+        let backend = self.kube()?;
+        let namespace = self.kube_namespace(app).await?;
+        backend
+            .cluster
+            .prune_app(&namespace, app, &[], &backend.stack)
+            .await
+            .map_err(cluster_error)
+    }
+}
+
+/// Reads the pods' logs of every app into berth's log store until shutdown.
+pub async fn run_pod_logs(platform: Arc<Platform>) {
+    let Some(backend) = platform.kube.as_ref() else {
+        return;
+    };
+    let mut seen: BTreeMap<String, BTreeMap<(String, String), jiff::Timestamp>> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = platform.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LOG_INTERVAL) => {}
+        }
+        let apps = match platform.store.apps().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing apps for their pods' logs");
+                continue;
+            }
+        };
+        seen.retain(|app, _| apps.iter().any(|a| &a.name == app));
+        for a in apps {
+            let Ok(namespace) = platform.kube_namespace(&a.name).await else {
+                continue;
+            };
+            let project = namespace.trim_start_matches("berth-").to_string();
+            let cursor = seen.entry(a.name.clone()).or_default();
+            let lines = match backend.cluster.app_logs(&namespace, &a.name, cursor).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(app = %a.name, error = %e, "reading pods' logs");
+                    continue;
+                }
+            };
+            if lines.is_empty() {
+                continue;
+            }
+            let records: Vec<berth_observe::LogRecord> = lines
+                .into_iter()
+                .map(|l| berth_observe::LogRecord {
+                    ts: l.at.as_millisecond(),
+                    project: project.clone(),
+                    app: a.name.clone(),
+                    commit: None,
+                    release: a.current_release.unwrap_or(0),
+                    process: l.process,
+                    index: 0,
+                    stream: "stdout".into(),
+                    source: None,
+                    line: l.line,
+                })
+                .collect();
+            if let Err(e) = platform.logs.append(&records) {
+                tracing::warn!(app = %a.name, error = %e, "keeping pods' logs");
+            }
+        }
+    }
+}
