@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::kube_lab::{repo, KubeLab};
@@ -57,35 +56,6 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&imported.stderr)
         );
-    }
-
-    /// `kubectl port-forward` to the app's Service: the forwarding process and its port.
-    fn forward(&self, service: &str) -> (Child, u16) {
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
-            .args(["port-forward", "-n", "berth-default", service, "0:80"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        // It says a line per connection: kept reading, or it dies of a closed pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
-            }
-        });
-        // "Forwarding from 127.0.0.1:41234 -> 8000"
-        let port = line
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("port-forward said {line:?}"));
-        (child, port)
     }
 }
 
@@ -184,7 +154,7 @@ fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
         "{}",
         said(&out)
     );
-    let (mut forward, port) = c.forward("svc/web");
+    let (mut forward, port) = c.forward("berth-default", "svc/web");
     assert_eq!(get(port, "/"), "hello from a pod\n");
     assert_eq!(get(port, "/cgi-bin/env"), "MODE=one uid=10001\n");
     let _ = forward.kill();
@@ -194,7 +164,7 @@ fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
     declare(&defs, "localhost/berth-test-web:1", "two");
     let out = apply(&c, &defs);
     assert!(out.status.success(), "{}", said(&out));
-    let (mut forward, port) = c.forward("svc/web");
+    let (mut forward, port) = c.forward("berth-default", "svc/web");
     assert_eq!(get(port, "/cgi-bin/env"), "MODE=two uid=10001\n");
     let _ = forward.kill();
     // The old pod goes once the new one is ready.
@@ -233,7 +203,7 @@ fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
             ]) == "true"
     });
     assert!(replaced, "the killed pod was not replaced");
-    let (mut forward, port) = c.forward("svc/web");
+    let (mut forward, port) = c.forward("berth-default", "svc/web");
     assert_eq!(get(port, "/"), "hello from a pod\n");
     let _ = forward.kill();
 

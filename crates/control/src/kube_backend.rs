@@ -7,10 +7,10 @@
 //! are read into berth's log store, so `berth logs` works as on the embedded runtime.
 
 use crate::deploy::{DeployFailure, Events};
-use berth_core::api::{DeployEvent, ReleaseView};
 use crate::platform::Platform;
 use crate::ApiError;
 use axum::http::StatusCode;
+use berth_core::api::{DeployEvent, ReleaseView};
 use berth_kube::cluster::{Cluster, ClusterError};
 use berth_kube::stack::Stack;
 use berth_kube::{KubeApp, KubeProcess, KubeVolume, Manifest};
@@ -123,7 +123,13 @@ impl Platform {
         let namespace = self.kube_namespace(app).await?;
         let secrets = self.resolve_secrets(app, &release.config).await?;
         let mut hosts = self.cfg.app_hosts(app);
-        hosts.extend(self.store.domains(Some(app)).await?.into_iter().map(|d| d.name));
+        hosts.extend(
+            self.store
+                .domains(Some(app))
+                .await?
+                .into_iter()
+                .map(|d| d.name),
+        );
         hosts.retain(|h| !h.ends_with(".localhost"));
         if hosts.is_empty() {
             hosts.push(format!("{app}.localhost"));

@@ -151,11 +151,26 @@ fn undeclared_keys(m: &Manifest, live: &serde_json::Value) -> Vec<String> {
         return Vec::new();
     }
     let declared = m.object.get("data").and_then(|d| d.as_object());
+    // A key berth applied before and declares no more is removed by the apply itself.
+    let berths: BTreeSet<String> = live
+        .pointer("/metadata/managedFields")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|f| f.get("manager").and_then(|m| m.as_str()) == Some(MANAGER))
+        .filter_map(|f| f.pointer("/fieldsV1/f:data").and_then(|d| d.as_object()))
+        .flat_map(|d| {
+            d.keys()
+                .filter_map(|k| k.strip_prefix("f:"))
+                .map(str::to_string)
+        })
+        .collect();
     live.get("data")
         .and_then(|d| d.as_object())
         .map(|have| {
             have.keys()
                 .filter(|k| !declared.is_some_and(|d| d.contains_key(*k)))
+                .filter(|k| !berths.contains(*k))
                 .cloned()
                 .collect()
         })
@@ -401,8 +416,10 @@ impl Cluster {
         timeout: std::time::Duration,
         mut progress: impl FnMut(&str),
     ) -> Result<(), ClusterError> {
-        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
         use k8s_openapi::api::core::v1::Pod;
+        const REVISION: &str = "deployment.kubernetes.io/revision";
+        const TEMPLATE_HASH: &str = "pod-template-hash";
         let deadline = tokio::time::Instant::now() + timeout;
         let mut said = std::collections::BTreeMap::new();
         for m in objects.iter().filter(|m| m.kind == "Deployment") {
@@ -410,6 +427,7 @@ impl Cluster {
             let what = describe(m);
             let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
             loop {
                 let d = deployments
                     .get(&m.name)
@@ -440,11 +458,48 @@ impl Cluster {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(",");
+                // Only the pods of the Deployment's newest ReplicaSet: an older one's pods
+                // (a failed release's, on their way out) say nothing about this rollout.
+                let revision = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REVISION).cloned());
+                let newest = replica_sets
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| self.error(&what, e))?
+                    .items
+                    .into_iter()
+                    .find(|rs| {
+                        revision.is_some()
+                            && rs
+                                .metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(REVISION))
+                                == revision.as_ref()
+                    })
+                    .and_then(|rs| {
+                        rs.metadata
+                            .labels
+                            .and_then(|l| l.get(TEMPLATE_HASH).cloned())
+                    });
                 let list = pods
                     .list(&ListParams::default().labels(&selector))
                     .await
                     .map_err(|e| self.error(&what, e))?;
-                for pod in list.items {
+                let current_pods = list.items.into_iter().filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && newest.as_ref().is_none_or(|h| {
+                            p.metadata
+                                .labels
+                                .as_ref()
+                                .and_then(|l| l.get(TEMPLATE_HASH))
+                                == Some(h)
+                        })
+                });
+                for pod in current_pods {
                     let statuses = pod
                         .status
                         .as_ref()
@@ -506,7 +561,9 @@ impl Cluster {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let what = format!("pods of {app} in {namespace}");
         let list = match pods
-            .list(&ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}")))
+            .list(
+                &ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}")),
+            )
             .await
         {
             Ok(l) => l,
@@ -677,6 +734,22 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_variable_berth_applied_before_is_not_one_set_by_hand() {
+        let m = crate::render::app_objects(&crate::render::kinds_app())
+            .into_iter()
+            .find(|m| m.kind == "ConfigMap")
+            .unwrap();
+        let live = serde_json::json!({
+            "metadata": {"managedFields": [
+                {"manager": "berth", "operation": "Apply", "fieldsV1": {"f:data": {"f:OLD": {}}}},
+                {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:HAND": {}}}}
+            ]},
+            "data": {"OLD": "1", "HAND": "2"}
+        });
+        assert_eq!(undeclared_keys(&m, &live), vec!["HAND".to_string()]);
+    }
 
     #[test]
     fn a_plan_names_the_fields_that_differ_and_ignores_bookkeeping() {

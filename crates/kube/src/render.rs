@@ -11,11 +11,11 @@ use berth_core::policy::Isolation;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LocalObjectReference, Secret, LimitRangeItem, LimitRangeSpec, Namespace,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem, LimitRangeSpec,
+    LocalObjectReference, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -280,7 +280,20 @@ pub fn project_objects(namespace: &str) -> Vec<Manifest> {
 
 /// One object of every kind berth renders with `stack` (for listing what it manages).
 pub fn kinds(stack: &crate::stack::Stack) -> Vec<Manifest> {
-    let probe = KubeApp {
+    let probe = kinds_app();
+    let app = crate::stack::apply_stack(&probe, stack, app_objects(&probe));
+    // The Secret of an app's secret values, which the backend writes.
+    let secret = secret_object(&probe, &BTreeMap::new());
+    project_objects("kinds")
+        .into_iter()
+        .chain(app)
+        .chain([secret])
+        .collect()
+}
+
+/// An app with one of everything (two process types, a volume, a host, a canary).
+pub(crate) fn kinds_app() -> KubeApp {
+    KubeApp {
         name: "kinds".into(),
         namespace: "kinds".into(),
         image: String::new(),
@@ -309,15 +322,7 @@ pub fn kinds(stack: &crate::stack::Stack) -> Vec<Manifest> {
         canary: Some(Default::default()),
         secrets_version: None,
         pull_secret: None,
-    };
-    let app = crate::stack::apply_stack(&probe, stack, app_objects(&probe));
-    // The Secret of an app's secret values, which the backend writes.
-    let secret = secret_object(&probe, &BTreeMap::new());
-    project_objects("kinds")
-        .into_iter()
-        .chain(app)
-        .chain([secret])
-        .collect()
+    }
 }
 
 /// The objects of one app (in its project's namespace).
@@ -616,11 +621,10 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    image_pull_secrets: app.pull_secret.as_ref().map(|name| {
-                        vec![LocalObjectReference {
-                            name: name.clone(),
-                        }]
-                    }),
+                    image_pull_secrets: app
+                        .pull_secret
+                        .as_ref()
+                        .map(|name| vec![LocalObjectReference { name: name.clone() }]),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     runtime_class_name: (app.isolation == Isolation::Sandbox)

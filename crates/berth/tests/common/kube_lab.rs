@@ -3,8 +3,9 @@
 //! manager, the scheduler, containerd and a kubelet so pods run. Stopped, containers and
 //! all, when dropped.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -43,6 +44,49 @@ impl KubeLab {
         let lab = Self::start();
         lab.script("start-node", &super::free_ports(4));
         lab
+    }
+
+    /// Lets the node pull from a registry on loopback over plain HTTP (`127.0.0.1:PORT`).
+    pub fn trust_plain_registry(&self, port: u16) {
+        let host = format!("127.0.0.1:{port}");
+        let dir = self.dir.path().join("certs.d").join(&host);
+        std::fs::create_dir_all(&dir).expect("certs.d");
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .expect("hosts.toml");
+    }
+
+    /// `kubectl port-forward` to the app's Service: the forwarding process and its port.
+    pub fn forward(&self, namespace: &str, service: &str) -> (Child, u16) {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(["port-forward", "-n", namespace, service, "0:80"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        // It says a line per connection: kept reading, or it dies of a closed pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        // "Forwarding from 127.0.0.1:41234 -> 8000"
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("port-forward said {line:?}"));
+        (child, port)
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

@@ -1,0 +1,294 @@
+//! `berth up --backend kubernetes` against the test's own cluster whose pods really run
+//! (`scripts/kube-lab`: kube-apiserver, controller manager, scheduler, a kubelet with
+//! containerd) and a real registry on loopback (Debian's `docker-registry`). An app deployed
+//! with the usual commands becomes a Deployment, a Service and an Ingress in `berth-default`,
+//! its image pulled by the node from the registry by digest; variable and secret changes roll
+//! its pods; `berth logs` reads them; a release whose pods cannot start fails the deploy and
+//! the serving one keeps serving; rollback and destroy work; an app built on this machine's
+//! stack is refused with the reason.
+
+mod common;
+
+use common::kube_lab::{repo, KubeLab};
+use common::registry::registry;
+use common::Platform;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NS: &str = "berth-default";
+
+/// An image of busybox (its httpd, a CGI script saying `$MODE` and `$TOKEN`) whose
+/// entrypoint says it starts, then serves: pushed to the registry as `src/NAME:1`.
+fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> String {
+    let root = work.join(format!("rootfs-{name}"));
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("www/cgi-bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("www/index.html"), "hello from the cluster\n").unwrap();
+    let cgi = root.join("www/cgi-bin/env");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tar = work.join(format!("{name}.tar"));
+    let reference = format!("127.0.0.1:{registry_port}/src/{name}:1");
+    let made = Command::new(repo().join("scripts/kube-lab/mkimage.py"))
+        .arg(&root)
+        .arg(&reference)
+        .arg(&tar)
+        .args(["/bin/sh", "-c", entrypoint])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("docker-archive:{}", tar.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    reference
+}
+
+/// `berth up` with these flags, expected to stop with an error: what it said.
+fn up_refused(extra: &[&str]) -> String {
+    let p = Platform::unstarted(None, extra, &[]);
+    let mut child = Command::new(common::berth_bin())
+        .args(p.up_args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth up {extra:?} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// The body of a 200 answer through a port-forward to the app's Service, once there is one.
+fn answer(lab: &KubeLab, path: &str, want: &str) -> String {
+    let mut last = String::new();
+    let ok = common::eventually(Duration::from_secs(60), || {
+        let (mut forward, port) = lab.forward(NS, "svc/web");
+        let got = common::http_get(port, "localhost", path);
+        let _ = forward.kill();
+        let _ = forward.wait();
+        last = format!("{got:?}");
+        matches!(got, Ok((200, ref body)) if body.contains(want))
+    });
+    assert!(ok, "GET {path} never said {want:?}: {last}");
+    last
+}
+
+fn said(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn apps_run_in_the_cluster_with_the_usual_commands() {
+    let lab = KubeLab::with_node();
+    let reg = registry(false);
+    lab.trust_plain_registry(reg.port);
+    let work = tempfile::tempdir().unwrap();
+    let web = push_image(
+        work.path(),
+        reg.port,
+        "web",
+        "echo \"web starting with MODE=$MODE\"; exec /bin/busybox httpd -f -p 8000 -h /www",
+    );
+    let crash = push_image(
+        work.path(),
+        reg.port,
+        "crash",
+        "echo 'cannot start: no database'; exit 3",
+    );
+    let kubeconfig = lab.kubeconfig().display().to_string();
+    let registry_url = format!("http://127.0.0.1:{}/berth", reg.port);
+
+    // Refused before anything starts: no registry for the nodes to pull from, a cluster
+    // that does not answer.
+    let e = up_refused(&["--backend", "kubernetes", "--kubeconfig", &kubeconfig]);
+    assert!(e.contains("--backend kubernetes needs --registry"), "{e}");
+    let dead = work.path().join("dead.kubeconfig");
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace("https://127.0.0.1:", "https://127.0.0.1:1"),
+    )
+    .unwrap();
+    let e = up_refused(&[
+        "--backend",
+        "kubernetes",
+        "--kubeconfig",
+        &dead.display().to_string(),
+        "--registry",
+        &registry_url,
+    ]);
+    assert!(e.contains("cannot reach the cluster"), "{e}");
+
+    let p = Platform::start_with(&[
+        "--backend",
+        "kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--registry",
+        &registry_url,
+    ]);
+    assert!(
+        p.up_log()
+            .contains("apps run in the Kubernetes cluster at https://127.0.0.1:"),
+        "{}",
+        p.up_log()
+    );
+
+    // Deployed as on the embedded runtime; the rollout is followed to the end.
+    let out = p.berth(&["deploy", "--image", &web, "--app", "web"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("Deployment berth-default/web-web: 1/1 ready"),
+        "{}",
+        said(&out)
+    );
+    let releases = p.json(&["releases", "web"]);
+    let digest = releases[0]["image"]["digest"].as_str().unwrap().to_string();
+    let image = lab.ok(&[
+        "get",
+        "deployment",
+        "web-web",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(
+        image,
+        format!("127.0.0.1:{}/berth/web@{digest}", reg.port),
+        "the node pulls the release's image by digest"
+    );
+    let kinds = lab.ok(&["get", "service,ingress,configmap", "-n", NS, "-o", "name"]);
+    for want in [
+        "service/web",
+        "ingress.networking.k8s.io/web",
+        "configmap/web-env",
+    ] {
+        assert!(kinds.contains(want), "{want} in {kinds}");
+    }
+    answer(&lab, "/", "hello from the cluster");
+
+    // A variable and a secret: new releases whose pods have them; the secret's value is
+    // in the Secret berth wrote, never in a rendered object.
+    p.ok(&["env", "set", "web", "MODE=two"]);
+    p.ok(&["secrets", "set", "web", "TOKEN=s3cret-value"]);
+    answer(&lab, "/cgi-bin/env", "MODE=two TOKEN=s3cret-value");
+    let secret = lab.ok(&[
+        "get",
+        "secret",
+        "web-secrets",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.data.TOKEN}",
+    ]);
+    assert_eq!(secret, "czNjcmV0LXZhbHVl", "base64 of the value");
+    let deployment = lab.ok(&["get", "deployment", "web-web", "-n", NS, "-o", "yaml"]);
+    assert!(!deployment.contains("s3cret-value"), "{deployment}");
+
+    // The pods' output reaches `berth logs`.
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            p.ok(&["logs", "web"])
+                .contains("web starting with MODE=two")
+        }),
+        "{}",
+        p.ok(&["logs", "web"])
+    );
+
+    // A release whose pods cannot start fails with the reason; the serving one keeps
+    // serving, and the cluster has its objects again.
+    let serving = p.json(&["releases", "web"])[0]["version"].as_u64().unwrap();
+    let out = p.berth(&["deploy", "--image", &crash, "--app", "web"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("CrashLoopBackOff") || said(&out).contains("cannot start"),
+        "{}",
+        said(&out)
+    );
+    assert!(
+        said(&out).contains(&format!("putting v{serving} back")),
+        "{}",
+        said(&out)
+    );
+    let apps = p.json(&["apps"]);
+    assert_eq!(apps[0]["current_release"].as_u64(), Some(serving), "{apps}");
+    answer(&lab, "/cgi-bin/env", "MODE=two TOKEN=s3cret-value");
+    let image = lab.ok(&[
+        "get",
+        "deployment",
+        "web-web",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert!(image.ends_with(&digest), "{image}");
+
+    // Rollback to the first release: MODE back to its first value, no secret.
+    p.ok(&["rollback", "web", "--to", "1"]);
+    answer(&lab, "/cgi-bin/env", "MODE= TOKEN=");
+
+    // An app berth builds on this machine's stack cannot run on a node: refused, nothing
+    // made in the cluster.
+    let out = p.berth(&[
+        "deploy",
+        &common::examples().join("hello").display().to_string(),
+    ]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("own root filesystem"), "{}", said(&out));
+    let hello = lab.ok(&[
+        "get",
+        "all",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/name=hello",
+        "-o",
+        "name",
+    ]);
+    assert!(hello.trim().is_empty(), "{hello}");
+
+    // Destroy: the app's objects go; the namespace stays.
+    p.ok(&["destroy", "web"]);
+    let left = lab.ok(&[
+        "get",
+        "deployment,service,ingress,configmap,secret,networkpolicy",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/name=web",
+        "-o",
+        "name",
+    ]);
+    assert!(left.trim().is_empty(), "{left}");
+    lab.ok(&["get", "namespace", NS]);
+}
