@@ -135,7 +135,13 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         "RuntimeDefault"
     );
     let c = &pod["containers"][0];
-    assert_eq!(c["command"][2], "python3 app.py");
+    // A plain command runs without a shell (as on berth's own runtime).
+    assert_eq!(c["command"], serde_json::json!(["python3", "app.py"]));
+    assert_eq!(c["resources"]["limits"]["cpu"], "1000m");
+    assert_eq!(
+        c["resources"]["requests"]["cpu"], "250m",
+        "a quarter of the limit"
+    );
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/");

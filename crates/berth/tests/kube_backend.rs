@@ -10,7 +10,7 @@
 mod common;
 
 use common::kube_lab::{repo, KubeLab};
-use common::registry::registry;
+use common::registry::{registry, PASSWORD, PUSHER};
 use common::Platform;
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +46,8 @@ fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> 
         .unwrap();
     assert!(made.status.success(), "{made:?}");
     let pushed = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
+        .arg(format!("{PUSHER}:{PASSWORD}"))
         .arg(format!("docker-archive:{}", tar.display()))
         .arg(format!("docker://{reference}"))
         .output()
@@ -107,7 +108,8 @@ fn said(o: &std::process::Output) -> String {
 #[test]
 fn apps_run_in_the_cluster_with_the_usual_commands() {
     let lab = KubeLab::with_node();
-    let reg = registry(false);
+    // A registry that wants a password: the nodes pull with the pull secret berth writes.
+    let reg = registry(true);
     lab.trust_plain_registry(reg.port);
     let work = tempfile::tempdir().unwrap();
     let web = push_image(
@@ -162,6 +164,18 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         p.up_log()
     );
 
+    let login = p.berth_env(
+        &[
+            "registry",
+            "login",
+            &format!("127.0.0.1:{}", reg.port),
+            "--username",
+            PUSHER,
+        ],
+        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
+    );
+    assert!(login.status.success(), "{}", said(&login));
+
     // Deployed as on the embedded runtime; the rollout is followed to the end.
     let out = p.berth(&["deploy", "--image", &web, "--app", "web"]);
     assert!(out.status.success(), "{}", said(&out));
@@ -195,6 +209,44 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         assert!(kinds.contains(want), "{want} in {kinds}");
     }
     answer(&lab, "/", "hello from the cluster");
+    let pull = lab.ok(&[
+        "get",
+        "secret",
+        "berth-registry",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.type}",
+    ]);
+    assert_eq!(pull, "kubernetes.io/dockerconfigjson");
+    let pull_secrets = lab.ok(&[
+        "get",
+        "deployment",
+        "web-web",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.template.spec.imagePullSecrets[*].name}",
+    ]);
+    assert_eq!(pull_secrets, "berth-registry");
+
+    // Scaled out: two pods, both in `berth ps`.
+    let out = p.berth(&["scale", "web", "web=2"]);
+    assert!(said(&out).contains("2/2 ready"), "{}", said(&out));
+    let ps = p.json(&["ps", "web"]);
+    let running: Vec<&serde_json::Value> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "running" && i["process"] == "web")
+        .collect();
+    assert_eq!(running.len(), 2, "{ps}");
+    assert!(
+        running
+            .iter()
+            .all(|i| i["address"].as_str().unwrap().starts_with("10.88.")),
+        "{ps}"
+    );
 
     // A variable and a secret: new releases whose pods have them; the secret's value is
     // in the Secret berth wrote, never in a rendered object.

@@ -2287,6 +2287,9 @@ async fn instances(
     ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
+    if p.kube.is_some() {
+        return Ok(Json(p.kube_instances(name.as_str()).await?));
+    }
     Ok(Json(
         p.store
             .instances(Some(name.as_str()))

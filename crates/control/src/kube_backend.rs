@@ -286,6 +286,57 @@ impl Platform {
         Ok((version, self.cfg.app_url(app)))
     }
 
+    /// An app's pods as instances (`berth ps`): the serving release's, indexed per process
+    /// type; a pod whose container waits to be restarted is `crashed`.
+    pub async fn kube_instances(
+        &self,
+        app: &str,
+    ) -> Result<Vec<berth_core::api::InstanceView>, ApiError> {
+        use berth_core::model::InstanceState;
+        let backend = self.kube()?;
+        let namespace = self.kube_namespace(app).await?;
+        let release = self
+            .store
+            .app(app)
+            .await?
+            .and_then(|a| a.current_release)
+            .unwrap_or(0);
+        let pods = backend
+            .cluster
+            .app_pods(&namespace, app)
+            .await
+            .map_err(cluster_error)?;
+        let mut index: BTreeMap<String, u32> = BTreeMap::new();
+        Ok(pods
+            .into_iter()
+            .map(|pod| {
+                let i = index.entry(pod.process.clone()).or_default();
+                let view = berth_core::api::InstanceView {
+                    id: pod.name,
+                    release,
+                    process: pod.process,
+                    index: *i,
+                    state: match pod.waiting.as_deref() {
+                        Some("CrashLoopBackOff") => InstanceState::Crashed,
+                        Some(_) => InstanceState::Starting,
+                        None if pod.ready => InstanceState::Running,
+                        None => InstanceState::Starting,
+                    },
+                    address: pod.address,
+                    restarts: u32::try_from(pod.restarts).unwrap_or(0),
+                    last_exit: pod.last_exit,
+                    last_exit_reason: pod
+                        .last_reason
+                        .filter(|r| r == "OOMKilled")
+                        .map(|_| "oom_killed".to_string()),
+                    started_at: pod.started_at,
+                };
+                *i += 1;
+                view
+            })
+            .collect())
+    }
+
     /// Deletes every object of an app from the cluster (before its records go).
     pub(crate) async fn kube_remove(&self, app: &str) -> Result<Vec<String>, ApiError> {
         let backend = self.kube()?;

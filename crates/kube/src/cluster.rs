@@ -52,6 +52,26 @@ pub struct Cluster {
     pub url: String,
 }
 
+/// A pod of an app, as `berth ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodState {
+    pub name: String,
+    /// Its process type.
+    pub process: String,
+    /// The pod's IP.
+    pub address: String,
+    /// Passing its readiness probe.
+    pub ready: bool,
+    /// Why its container waits (`ContainerCreating`, `CrashLoopBackOff`, …).
+    pub waiting: Option<String>,
+    pub restarts: i32,
+    /// How its container last ended (code, and the kubelet's reason: `OOMKilled`, `Error`).
+    pub last_exit: Option<i32>,
+    pub last_reason: Option<String>,
+    /// Unix seconds.
+    pub started_at: i64,
+}
+
 /// A line a pod wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodLine {
@@ -428,6 +448,7 @@ impl Cluster {
             let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
             let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+            let mut stuck: Option<String> = None;
             loop {
                 let d = deployments
                     .get(&m.name)
@@ -500,6 +521,30 @@ impl Cluster {
                         })
                 });
                 for pod in current_pods {
+                    // Waiting for room on a node may end (a node added, a pod gone): said,
+                    // and named if the wait times out.
+                    let unschedulable = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|c| {
+                            c.iter().find(|c| {
+                                c.type_ == "PodScheduled"
+                                    && c.status == "False"
+                                    && c.reason.as_deref() == Some("Unschedulable")
+                            })
+                        })
+                        .map(|c| c.message.clone().unwrap_or_default());
+                    if let Some(message) = unschedulable {
+                        let line = format!(
+                            "pod {} waits for a node: {message}",
+                            pod.metadata.name.clone().unwrap_or_default()
+                        );
+                        if stuck.as_ref() != Some(&line) {
+                            progress(&line);
+                            stuck = Some(line);
+                        }
+                    }
                     let statuses = pod
                         .status
                         .as_ref()
@@ -537,8 +582,9 @@ impl Cluster {
                     return Err(ClusterError::Rollout {
                         object: what,
                         message: format!(
-                            "not rolled out after {}s ({available}/{want} ready, {updated} updated)",
-                            timeout.as_secs()
+                            "not rolled out after {}s ({available}/{want} ready, {updated} updated){}",
+                            timeout.as_secs(),
+                            stuck.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
                         ),
                     });
                 }
@@ -546,6 +592,66 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// An app's pods (not those being deleted), by process type and name.
+    pub async fn app_pods(
+        &self,
+        namespace: &str,
+        app: &str,
+    ) -> Result<Vec<PodState>, ClusterError> {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let list = match pods
+            .list(
+                &ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}")),
+            )
+            .await
+        {
+            Ok(l) => l,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(&format!("pods of {app} in {namespace}"), e)),
+        };
+        let mut out: Vec<PodState> = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|pod| {
+                let status = pod.status.unwrap_or_default();
+                let container = status
+                    .container_statuses
+                    .unwrap_or_default()
+                    .into_iter()
+                    .next();
+                let waiting = container
+                    .as_ref()
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.clone());
+                let last = container
+                    .as_ref()
+                    .and_then(|c| c.last_state.as_ref())
+                    .and_then(|s| s.terminated.clone());
+                PodState {
+                    name: pod.metadata.name.unwrap_or_default(),
+                    process: pod
+                        .metadata
+                        .labels
+                        .unwrap_or_default()
+                        .remove("app.kubernetes.io/component")
+                        .unwrap_or_default(),
+                    address: status.pod_ip.unwrap_or_default(),
+                    ready: container.as_ref().is_some_and(|c| c.ready),
+                    waiting,
+                    restarts: container.as_ref().map(|c| c.restart_count).unwrap_or(0),
+                    last_exit: last.as_ref().map(|t| t.exit_code),
+                    last_reason: last.and_then(|t| t.reason),
+                    started_at: status.start_time.map(|t| t.0.as_second()).unwrap_or(0),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.process, &a.name).cmp(&(&b.process, &b.name)));
+        Ok(out)
     }
 
     /// The lines an app's pods wrote after `seen` (per pod and container, the timestamp of

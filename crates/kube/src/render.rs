@@ -190,6 +190,13 @@ fn quantity_bytes(bytes: u64) -> Quantity {
     }
 }
 
+/// The CPU a pod asks the scheduler for: a quarter of its limit (at least 10m). berth's
+/// CPU limit is a ceiling, as on its own runtime, not a reservation; memory is asked for
+/// whole (a node short of memory evicts pods that use more than they asked for).
+fn cpu_request(limit_millis: u32) -> u32 {
+    (limit_millis / 4).max(10)
+}
+
 fn quantity_cpu(millis: u32) -> Quantity {
     Quantity(format!("{millis}m"))
 }
@@ -215,6 +222,13 @@ pub fn project_objects(namespace: &str) -> Vec<Manifest> {
         ("cpu".to_string(), quantity_cpu(defaults.cpu_millis)),
         ("memory".to_string(), quantity_bytes(defaults.memory_bytes)),
     ]);
+    let request = BTreeMap::from([
+        (
+            "cpu".to_string(),
+            quantity_cpu(cpu_request(defaults.cpu_millis)),
+        ),
+        ("memory".to_string(), quantity_bytes(defaults.memory_bytes)),
+    ]);
     vec![
         Manifest::of(Namespace {
             metadata: meta(namespace, None, labels(None, None)),
@@ -225,8 +239,8 @@ pub fn project_objects(namespace: &str) -> Vec<Manifest> {
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".into(),
-                    default: Some(limit.clone()),
-                    default_request: Some(limit),
+                    default: Some(limit),
+                    default_request: Some(request),
                     ..Default::default()
                 }],
             }),
@@ -482,6 +496,16 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
             quantity_bytes(process.limits.memory_bytes),
         ),
     ]);
+    let requests = BTreeMap::from([
+        (
+            "cpu".to_string(),
+            quantity_cpu(cpu_request(process.limits.cpu_millis)),
+        ),
+        (
+            "memory".to_string(),
+            quantity_bytes(process.limits.memory_bytes),
+        ),
+    ]);
     let mut env = vec![EnvVar {
         name: "PORT".into(),
         value: Some(app.port.to_string()),
@@ -568,8 +592,8 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
         }),
         readiness_probe: probe,
         resources: Some(ResourceRequirements {
-            limits: Some(resources.clone()),
-            requests: Some(resources),
+            limits: Some(resources),
+            requests: Some(requests),
             ..Default::default()
         }),
         security_context: Some(SecurityContext {
