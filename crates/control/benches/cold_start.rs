@@ -323,6 +323,7 @@ fn release_of(
             timeout: Duration::from_secs(60),
             isolation: Isolation::Trusted,
             access: Default::default(),
+            self_contained: false,
         },
         &archive,
     )?;

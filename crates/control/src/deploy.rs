@@ -474,6 +474,7 @@ impl Platform {
             timeout: self.cfg.build_timeout,
             isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
             access,
+            self_contained: self.kube.is_some(),
         };
         let build_started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;

@@ -114,11 +114,11 @@ impl Platform {
             return Err(ApiError::invalid(
                 "host_stack_image",
                 format!(
-                    "v{} of {app} was built by berth's language builder, whose images run on this machine's /usr; a cluster's nodes need an image with its own root filesystem",
+                    "v{} of {app} was built to run on this machine's /usr (before the platform ran apps in a cluster); a cluster's nodes need an image with its own root filesystem",
                     release.version
                 ),
             )
-            .hint("deploy it with a Dockerfile (berth builds it with buildah) or from an image (berth deploy --image REF)"));
+            .hint("deploy its source again: a build for the cluster carries the files of the stack it needs"));
         }
         let namespace = self.kube_namespace(app).await?;
         let secrets = self.resolve_secrets(app, &release.config).await?;

@@ -52,6 +52,10 @@ const PASSTHROUGH_ENV: &[&str] = &[
     "RUSTUP_TOOLCHAIN",
 ];
 
+/// The users and groups of an image that runs on its own: berth's app user.
+const APP_PASSWD: &[u8] = b"root:x:0:0:root:/root:/usr/sbin/nologin\napp:x:10001:10001:app:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const APP_GROUP: &[u8] = b"root:x:0:\napp:x:10001:\nnogroup:x:65534:\n";
+
 /// Errors of a build.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -95,6 +99,8 @@ pub enum BuildError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("signing the image: {0}")]
     Signing(String),
+    #[error("making the image run away from this machine: {0}")]
+    Stack(#[from] crate::stack::StackError),
     #[error("{}", vulnerable_message(*.threshold, .found))]
     Vulnerable {
         threshold: crate::vulns::Severity,
@@ -156,6 +162,9 @@ pub struct BuildRequest {
     pub isolation: Isolation,
     /// How registries are reached (image deploys, Dockerfile bases).
     pub access: crate::registry::Access,
+    /// The image must run on its own, away from this machine (a Kubernetes node): a build
+    /// on the host's stack gets the host files it needs ([`crate::stack`]).
+    pub self_contained: bool,
 }
 
 /// What a build produced.
@@ -350,9 +359,68 @@ impl Factory {
     /// Builds `archive` (a packed source) into an image, or reuses the image already built
     /// from the same source.
     pub fn build(&self, req: &BuildRequest, archive: &[u8]) -> Result<BuildOutput, BuildError> {
-        let out = self.build_or_pull(req, archive)?;
+        let mut out = self.build_or_pull(req, archive)?;
+        if req.self_contained && out.meta.own_root.is_none() {
+            out = self.self_contained(req, out)?;
+        }
         self.attest(req, &out.image)?;
         Ok(out)
+    }
+
+    /// A build on the host's stack as an image that runs on its own (tagged `TAG-stack`;
+    /// made once per source).
+    fn self_contained(
+        &self,
+        req: &BuildRequest,
+        out: BuildOutput,
+    ) -> Result<BuildOutput, BuildError> {
+        let tag = format!("{}-stack", out.image.tag);
+        if let Some(image) = self.images.find(&req.app, &tag)? {
+            let meta = self.images.meta(&image)?;
+            return Ok(BuildOutput { image, meta, ..out });
+        }
+        log_step(
+            &req.log_file,
+            "Adding the files of this machine's stack it runs on (an image that runs on its own)",
+        );
+        let unpacked = self.paths.work_root.join(format!("{}-stack", req.build_id));
+        let _ = std::fs::remove_dir_all(&unpacked);
+        let files = self
+            .images
+            .unpack(&out.image, &unpacked)
+            .map_err(BuildError::from)
+            .and_then(|()| {
+                Ok(crate::stack::needed_files(
+                    &unpacked.join("app"),
+                    &out.meta,
+                )?)
+            });
+        let _ = std::fs::remove_dir_all(&unpacked);
+        let files = files?;
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::symlink_metadata(f).ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        let image = self.images.with_stack(
+            &out.image,
+            &tag,
+            &files,
+            &[("/etc/passwd", APP_PASSWD), ("/etc/group", APP_GROUP)],
+        )?;
+        log_step(
+            &req.log_file,
+            &format!(
+                "Image {}:{tag} ({}): {} files of this machine's stack, {} MiB",
+                req.app,
+                image.digest,
+                files.len(),
+                bytes >> 20
+            ),
+        );
+        let meta = self.images.meta(&image)?;
+        Ok(BuildOutput { image, meta, ..out })
     }
 
     fn build_or_pull(&self, req: &BuildRequest, archive: &[u8]) -> Result<BuildOutput, BuildError> {

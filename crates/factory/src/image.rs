@@ -32,6 +32,9 @@ const RELEASE_LABEL: &str = "dev.berth.release-command";
 const TEST_LABEL: &str = "dev.berth.test-command";
 /// Label of berth's own builds, which run on the host's `/usr`.
 const HOST_STACK_LABEL: &str = "dev.berth.host-stack";
+/// Label of berth's own builds given the host files they need (`with_stack`): they run
+/// anywhere, with the app in `/app`.
+const OWN_STACK_LABEL: &str = "dev.berth.own-stack";
 /// Whiteout file name prefix of OCI layers: the named entry of a lower layer is deleted.
 const WHITEOUT: &str = ".wh.";
 /// Opaque whiteout: the directory's entries from lower layers are deleted.
@@ -234,33 +237,9 @@ impl ImageStore {
         )
         .map_err(io("writing oci-layout"))?;
 
-        // Layer: tar of app_dir under app/, hashed before and after compression.
-        let tmp_layer = blobs.join(format!("layer-{}.tmp", std::process::id()));
-        let file = std::fs::File::create(&tmp_layer).map_err(io("creating layer"))?;
-        let compressed = HashingWriter {
-            inner: std::io::BufWriter::new(file),
-            hasher: Sha256::new(),
-            size: 0,
-        };
-        let uncompressed = HashingWriter {
-            inner: GzEncoder::new(compressed, Compression::fast()),
-            hasher: Sha256::new(),
-            size: 0,
-        };
-        let mut tar = tar::Builder::new(uncompressed);
-        tar.follow_symlinks(false);
-        append_tree(&mut tar, app_dir, Path::new("app")).map_err(io("packing the image layer"))?;
-        let uncompressed = tar.into_inner().map_err(io("packing the image layer"))?;
-        let diff_id = hex::encode(uncompressed.hasher.finalize());
-        let mut compressed = uncompressed
-            .inner
-            .finish()
-            .map_err(io("compressing the layer"))?;
-        compressed.flush().map_err(io("writing the layer"))?;
-        let layer_hex = hex::encode(compressed.hasher.clone().finalize());
-        let layer_size = compressed.size;
-        drop(compressed);
-        std::fs::rename(&tmp_layer, blobs.join(&layer_hex)).map_err(io("storing the layer"))?;
+        // Layer: tar of app_dir under app/.
+        let (diff_id, layer_hex, layer_size) =
+            write_layer(&blobs, |tar| append_tree(tar, app_dir, Path::new("app")))?;
 
         let mut labels: HashMap<String, String> = meta
             .processes
@@ -298,12 +277,110 @@ impl ImageStore {
             .size(layer_size)
             .build()?;
         let (manifest_hex, manifest_size) =
-            self.write_manifest(repository, &canonical_json(&config)?, layer)?;
+            self.write_manifest(repository, &canonical_json(&config)?, vec![layer])?;
 
         let digest = format!("sha256:{manifest_hex}");
         self.add_to_index(repository, tag, &digest, manifest_size)?;
         Ok(ImageRef {
             repository: repository.to_string(),
+            tag: tag.to_string(),
+            digest,
+        })
+    }
+
+    /// A berth build (`/app` over the host's `/usr`) made to run on its own, tagged `tag`: a
+    /// layer of the host `files` it needs (with the directories above them) and `extra`
+    /// files (path, content) under the app's own layer, which stays the same blob. Runs as
+    /// berth's app user.
+    pub fn with_stack(
+        &self,
+        image: &ImageRef,
+        tag: &str,
+        files: &[PathBuf],
+        extra: &[(&str, &[u8])],
+    ) -> Result<ImageRef, ImageError> {
+        let manifest = self.manifest(image)?;
+        let mut config = self.config(image)?;
+        let blobs = self.layout(&image.repository).join("blobs/sha256");
+        let (diff_id, layer_hex, layer_size) = write_layer(&blobs, |tar| {
+            let mut dirs = std::collections::BTreeSet::new();
+            for f in files {
+                for a in f.ancestors().skip(1) {
+                    if a != Path::new("/") {
+                        dirs.insert(a.to_path_buf());
+                    }
+                }
+            }
+            for (path, _) in extra {
+                for a in Path::new(path).ancestors().skip(1) {
+                    if a != Path::new("/") {
+                        dirs.insert(a.to_path_buf());
+                    }
+                }
+            }
+            let mut all: std::collections::BTreeSet<&Path> =
+                dirs.iter().map(PathBuf::as_path).collect();
+            all.extend(files.iter().map(PathBuf::as_path));
+            for p in all {
+                let name = p.strip_prefix("/").unwrap_or(p);
+                if dirs.contains(p) {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(0o755);
+                    header.set_mtime(0);
+                    header.set_size(0);
+                    tar.append_data(&mut header, name, std::io::empty())?;
+                } else {
+                    append_entry(tar, p, name)?;
+                }
+            }
+            for (path, content) in extra {
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o644);
+                header.set_mtime(0);
+                header.set_size(content.len() as u64);
+                let name = path.trim_start_matches('/');
+                tar.append_data(&mut header, name, *content)?;
+            }
+            Ok(())
+        })?;
+        let mut cfg = config.config().clone().unwrap_or_default();
+        let mut labels = cfg.labels().clone().unwrap_or_default();
+        labels.remove(HOST_STACK_LABEL);
+        labels.insert(OWN_STACK_LABEL.into(), "true".into());
+        cfg.set_labels(Some(labels));
+        cfg.set_user(Some(format!(
+            "{}:{}",
+            berth_runtime::bundle::APP_UID,
+            berth_runtime::bundle::APP_GID
+        )));
+        // On this machine berth's init sets PATH; elsewhere the image says it.
+        let mut env = cfg.env().clone().unwrap_or_default();
+        if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/bin:/usr/bin:/bin".into());
+        }
+        cfg.set_env(Some(env));
+        config.set_config(Some(cfg));
+        let mut diff_ids = vec![format!("sha256:{diff_id}")];
+        diff_ids.extend(config.rootfs().diff_ids().iter().cloned());
+        config.set_rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(diff_ids)
+                .build()?,
+        );
+        let mut layers = vec![DescriptorBuilder::default()
+            .media_type(MediaType::ImageLayerGzip)
+            .digest(sha256_digest(&layer_hex)?)
+            .size(layer_size)
+            .build()?];
+        layers.extend(manifest.layers().iter().cloned());
+        let (manifest_hex, manifest_size) =
+            self.write_manifest(&image.repository, &canonical_json(&config)?, layers)?;
+        let digest = format!("sha256:{manifest_hex}");
+        self.add_to_index(&image.repository, tag, &digest, manifest_size)?;
+        Ok(ImageRef {
+            repository: image.repository.clone(),
             tag: tag.to_string(),
             digest,
         })
@@ -353,7 +430,7 @@ impl ImageStore {
             )
             .build()?;
         let (manifest_hex, manifest_size) =
-            self.write_manifest(repository, &canonical_json(&config)?, layer)?;
+            self.write_manifest(repository, &canonical_json(&config)?, vec![layer])?;
         self.add_to_index(
             repository,
             tag,
@@ -428,7 +505,7 @@ impl ImageStore {
         &self,
         repository: &str,
         config: &[u8],
-        layer: Descriptor,
+        layers: Vec<Descriptor>,
     ) -> Result<(String, u64), ImageError> {
         let (config_hex, config_size) = self.write_blob(repository, config)?;
         let manifest = ImageManifestBuilder::default()
@@ -441,7 +518,7 @@ impl ImageStore {
                     .size(config_size)
                     .build()?,
             )
-            .layers(vec![layer])
+            .layers(layers)
             .build()?;
         self.write_blob(repository, &canonical_json(&manifest)?)
     }
@@ -629,6 +706,18 @@ impl ImageStore {
             })
             .collect();
         let env = cfg.env().clone().unwrap_or_default();
+        if labels.contains_key(OWN_STACK_LABEL) {
+            let mut meta = ImageMeta::host_stack(
+                processes,
+                labels.get(RELEASE_LABEL).cloned(),
+                labels.get(TEST_LABEL).cloned(),
+                env,
+            );
+            meta.own_root = Some(berth_core::model::OwnRoot {
+                workdir: "/app".into(),
+            });
+            return Ok(meta);
+        }
         if labels.contains_key(HOST_STACK_LABEL) || !processes.is_empty() {
             return Ok(ImageMeta::host_stack(
                 processes,
@@ -847,6 +936,52 @@ fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ImageError>
 }
 
 /// Appends `dir` and everything under it, sorted by name, as `prefix/...`.
+/// Writes a gzipped tar layer into `blobs` (what `fill` appends, symlinks kept as links),
+/// hashed before and after compression: its diff id, its blob's hex digest and size.
+fn write_layer(
+    blobs: &Path,
+    fill: impl FnOnce(
+        &mut tar::Builder<
+            HashingWriter<GzEncoder<HashingWriter<std::io::BufWriter<std::fs::File>>>>,
+        >,
+    ) -> std::io::Result<()>,
+) -> Result<(String, String, u64), ImageError> {
+    let tmp_layer = blobs.join(format!(
+        "layer-{}-{}.tmp",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let file = std::fs::File::create(&tmp_layer).map_err(io("creating layer"))?;
+    let compressed = HashingWriter {
+        inner: std::io::BufWriter::new(file),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let uncompressed = HashingWriter {
+        inner: GzEncoder::new(compressed, Compression::fast()),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let mut tar = tar::Builder::new(uncompressed);
+    tar.follow_symlinks(false);
+    fill(&mut tar).map_err(io("packing the image layer"))?;
+    let uncompressed = tar.into_inner().map_err(io("packing the image layer"))?;
+    let diff_id = hex::encode(uncompressed.hasher.finalize());
+    let mut compressed = uncompressed
+        .inner
+        .finish()
+        .map_err(io("compressing the layer"))?;
+    compressed.flush().map_err(io("writing the layer"))?;
+    let layer_hex = hex::encode(compressed.hasher.clone().finalize());
+    let layer_size = compressed.size;
+    drop(compressed);
+    std::fs::rename(&tmp_layer, blobs.join(&layer_hex)).map_err(io("storing the layer"))?;
+    Ok((diff_id, layer_hex, layer_size))
+}
+
 fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     dir: &Path,

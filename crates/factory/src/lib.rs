@@ -28,5 +28,6 @@ pub mod registry;
 pub mod sbom;
 pub mod signing;
 pub mod source;
+pub mod stack;
 pub mod tool;
 pub mod vulns;

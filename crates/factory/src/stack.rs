@@ -1,0 +1,343 @@
+//! The part of this machine's stack an app built by berth's language builders needs to run
+//! anywhere else (a Kubernetes node): such an image holds only `/app` and runs on the host's
+//! `/usr`; for a cluster it gets a layer of the host files its processes use — each
+//! program's ELF closure (what `ldd` lists), the interpreters' standard libraries (Python's
+//! `lib/python3.N` and its extension modules' libraries), `/bin/sh`, the CA certificates —
+//! and nothing else of the machine.
+
+use crate::image::ImageMeta;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(
+        "process {process}: {program:?} is neither in the app nor on this machine's PATH ({path})"
+    )]
+    NotFound {
+        process: String,
+        program: String,
+        path: String,
+    },
+    #[error("ldd {file}: {message}")]
+    Ldd { file: String, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Top-level links of a merged-`/usr` system, kept as links in the layer.
+const ROOT_LINKS: &[&str] = &["/bin", "/lib", "/lib64", "/sbin"];
+/// Parts of Python's standard library no server uses.
+const PYTHON_SKIP: &[&str] = &["test", "idlelib", "tkinter", "turtledemo", "__pycache__"];
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Always there: the shell (`sh -c` commands) and the CA certificates.
+const ALWAYS: &[&str] = &["/bin/sh", "/etc/ssl/certs/ca-certificates.crt"];
+
+/// Where a path of the image is: the app's (`/app/…`, in `app_root`) or the host's.
+fn locate(app_root: &Path, path: &Path) -> (bool, PathBuf) {
+    match path.strip_prefix("/app") {
+        Ok(rel) => (true, app_root.join(rel)),
+        Err(_) => (false, path.to_path_buf()),
+    }
+}
+
+struct Closure<'a> {
+    app_root: &'a Path,
+    files: BTreeSet<PathBuf>,
+    seen: BTreeSet<PathBuf>,
+}
+
+impl Closure<'_> {
+    /// A host path with its parent directories resolved (so that `/lib/x/libc.so.6` is kept
+    /// as `/usr/lib/x/libc.so.6`, under the layer's `lib -> usr/lib`).
+    fn normalise(path: &Path) -> PathBuf {
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.to_path_buf()),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// Adds `path` (an image path) and whatever it needs: the links it goes through, the
+    /// file they end at, its interpreter (`#!`), its libraries.
+    fn add(&mut self, path: &Path) -> Result<(), StackError> {
+        let mut current = path.to_path_buf();
+        for _ in 0..40 {
+            let (in_app, real) = locate(self.app_root, &current);
+            let key = if in_app {
+                current.clone()
+            } else {
+                Self::normalise(&current)
+            };
+            if !self.seen.insert(key.clone()) {
+                return Ok(());
+            }
+            let meta = std::fs::symlink_metadata(&real).map_err(|source| StackError::Io {
+                context: format!("reading {}", real.display()),
+                source,
+            })?;
+            if !in_app {
+                self.files.insert(key.clone());
+            }
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&real).map_err(|source| StackError::Io {
+                    context: format!("reading the link {}", real.display()),
+                    source,
+                })?;
+                current = if target.is_absolute() {
+                    target
+                } else {
+                    key.parent().unwrap_or(Path::new("/")).join(target)
+                };
+                continue;
+            }
+            if meta.is_file() {
+                self.file_needs(&key, &real)?;
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    fn file_needs(&mut self, path: &Path, real: &Path) -> Result<(), StackError> {
+        let mut head = [0u8; 256];
+        let n = std::fs::File::open(real)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .unwrap_or(0);
+        let head = &head[..n];
+        if head.starts_with(b"#!") {
+            let line = String::from_utf8_lossy(head);
+            let line = line.lines().next().unwrap_or_default();
+            if let Some(interpreter) = line[2..].split_whitespace().next() {
+                self.add(Path::new(interpreter))?;
+            }
+        } else if head.starts_with(b"\x7fELF") {
+            for lib in ldd(real)? {
+                self.add(&lib)?;
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if let Some(version) = name
+                .strip_prefix("python")
+                .filter(|v| v.starts_with('3') && v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+            {
+                self.python_library(&format!("/usr/lib/python{version}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Python's standard library, and the libraries of its extension modules.
+    fn python_library(&mut self, dir: &str) -> Result<(), StackError> {
+        let mut stack = vec![PathBuf::from(dir)];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().to_string();
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() {
+                    if !PYTHON_SKIP.contains(&name.as_str()) {
+                        stack.push(path);
+                    }
+                } else if name.ends_with(".so") {
+                    self.add(&path)?;
+                } else {
+                    self.files.insert(path);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The libraries `ldd` says an ELF file loads (none for a static one).
+fn ldd(file: &Path) -> Result<Vec<PathBuf>, StackError> {
+    let out = Command::new("ldd")
+        .arg(file)
+        .output()
+        .map_err(|source| StackError::Io {
+            context: "running ldd (libc-bin)".into(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        if text.contains("not a dynamic executable") || out.stderr.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err(StackError::Ldd {
+            file: file.display().to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("=> not found") {
+            return Err(StackError::Ldd {
+                file: file.display().to_string(),
+                message: format!("a library is missing: {line}"),
+            });
+        }
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+/// The program a command starts: its first word after variable assignments and `exec`
+/// (`sh -c` commands included: the shell is always in the layer).
+fn program_of(command: &str) -> Option<String> {
+    shlex::split(command)
+        .unwrap_or_else(|| command.split_whitespace().map(str::to_string).collect())
+        .into_iter()
+        .find(|w| w != "exec" && !(w.contains('=') && !w.starts_with('/')))
+}
+
+/// Finds `program` as the image would: a path, or the first match on the image's PATH (the
+/// app's directories first where PATH names them).
+fn resolve(app_root: &Path, program: &str, path_var: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = if program.starts_with('/') {
+            PathBuf::from(program)
+        } else {
+            Path::new("/app").join(program)
+        };
+        let (_, real) = locate(app_root, &p);
+        return real.symlink_metadata().is_ok().then_some(p);
+    }
+    path_var
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join(program))
+        .find(|p| locate(app_root, p).1.exists())
+}
+
+/// The host files the image's processes need, sorted; `app_root` is the image's `/app`.
+pub fn needed_files(app_root: &Path, meta: &ImageMeta) -> Result<Vec<PathBuf>, StackError> {
+    let path_var = meta
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let mut closure = Closure {
+        app_root,
+        files: BTreeSet::new(),
+        seen: BTreeSet::new(),
+    };
+    for link in ROOT_LINKS {
+        if Path::new(link).is_symlink() {
+            closure.files.insert(PathBuf::from(link));
+        }
+    }
+    for always in ALWAYS {
+        if Path::new(always).exists() {
+            closure.add(Path::new(always))?;
+        }
+    }
+    let commands = meta
+        .processes
+        .iter()
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .chain(
+            meta.release_command
+                .clone()
+                .map(|c| ("release".to_string(), c)),
+        )
+        .chain(meta.test_command.clone().map(|c| ("test".to_string(), c)));
+    for (process, command) in commands {
+        let Some(program) = program_of(&command) else {
+            continue;
+        };
+        let found = resolve(app_root, &program, &path_var).ok_or_else(|| StackError::NotFound {
+            process: process.clone(),
+            program: program.clone(),
+            path: path_var.clone(),
+        })?;
+        closure.add(&found)?;
+    }
+    Ok(closure.files.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_program_of_a_command_skips_assignments_and_exec() {
+        assert_eq!(program_of("python3 app.py").as_deref(), Some("python3"));
+        assert_eq!(
+            program_of("FOO=1 exec gunicorn app:app").as_deref(),
+            Some("gunicorn")
+        );
+        assert_eq!(
+            program_of("/app/.berth/bin/web --port $PORT").as_deref(),
+            Some("/app/.berth/bin/web")
+        );
+    }
+
+    #[test]
+    fn a_python_app_needs_the_interpreter_its_libraries_and_the_standard_library() {
+        let app = tempfile::tempdir().unwrap();
+        let meta = ImageMeta::host_stack(
+            BTreeMap::from([("web".to_string(), "python3 app.py".to_string())]),
+            None,
+            None,
+            vec![],
+        );
+        let files = needed_files(app.path(), &meta).unwrap();
+        let has = |p: &str| files.iter().any(|f| f == Path::new(p));
+        assert!(has("/usr/bin/python3"), "the link the command names");
+        let interpreter = std::fs::canonicalize("/usr/bin/python3").unwrap();
+        assert!(files.contains(&interpreter), "and the file it ends at");
+        assert!(files.iter().any(|f| f.ends_with("libc.so.6")), "{files:?}");
+        assert!(
+            files
+                .iter()
+                .any(|f| f.to_string_lossy().contains("/json/__init__.py")),
+            "the standard library"
+        );
+        assert!(
+            has("/usr/bin/sh") && has("/bin"),
+            "the shell, under /bin -> usr/bin"
+        );
+        assert!(has("/lib"), "merged-/usr links kept");
+        assert!(!files.iter().any(|f| f.starts_with("/app")));
+        assert!(!files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("/idlelib/")));
+    }
+
+    #[test]
+    fn a_program_nowhere_is_named() {
+        let app = tempfile::tempdir().unwrap();
+        let meta = ImageMeta::host_stack(
+            BTreeMap::from([("web".to_string(), "no-such-server --fast".to_string())]),
+            None,
+            None,
+            vec![],
+        );
+        let e = needed_files(app.path(), &meta).unwrap_err().to_string();
+        assert!(e.contains("process web: \"no-such-server\""), "{e}");
+    }
+}
