@@ -4,8 +4,8 @@
 //! with the usual commands becomes a Deployment, a Service and an Ingress in `berth-default`,
 //! its image pulled by the node from the registry by digest; variable and secret changes roll
 //! its pods; `berth logs` reads them; a release whose pods cannot start fails the deploy and
-//! the serving one keeps serving; rollback and destroy work; an app built on this machine's
-//! stack is refused with the reason.
+//! the serving one keeps serving; rollback and destroy work; apps berth builds from source
+//! (Python, Node, a static site) run on the node with the stack files their image carries.
 
 mod common;
 
@@ -326,6 +326,19 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         said(&out)
     );
     answer_from(&lab, "svc/hello", "/", "Hello");
+    // So do a Node app (started by `npm start`, with a dependency from npm) and a static
+    // site (served by berth's own binary).
+    for (example, want) in [
+        ("node-app", "node-app up for"),
+        ("static-site", "Static site served by berth"),
+    ] {
+        let out = p.berth(&[
+            "deploy",
+            &common::examples().join(example).display().to_string(),
+        ]);
+        assert!(out.status.success(), "{example}: {}", said(&out));
+        answer_from(&lab, &format!("svc/{example}"), "/", want);
+    }
 
     // Destroy: the app's objects go; the namespace stays.
     p.ok(&["destroy", "web"]);

@@ -399,7 +399,7 @@ impl Factory {
         let files = files?;
         let bytes: u64 = files
             .iter()
-            .filter_map(|f| std::fs::symlink_metadata(f).ok())
+            .filter_map(|(_, host)| std::fs::symlink_metadata(host).ok())
             .filter(|m| m.is_file())
             .map(|m| m.len())
             .sum();

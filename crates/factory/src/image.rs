@@ -296,7 +296,7 @@ impl ImageStore {
         &self,
         image: &ImageRef,
         tag: &str,
-        files: &[PathBuf],
+        files: &[(PathBuf, PathBuf)],
         extra: &[(&str, &[u8])],
     ) -> Result<ImageRef, ImageError> {
         let manifest = self.manifest(image)?;
@@ -304,7 +304,7 @@ impl ImageStore {
         let blobs = self.layout(&image.repository).join("blobs/sha256");
         let (diff_id, layer_hex, layer_size) = write_layer(&blobs, |tar| {
             let mut dirs = std::collections::BTreeSet::new();
-            for f in files {
+            for (f, _) in files {
                 for a in f.ancestors().skip(1) {
                     if a != Path::new("/") {
                         dirs.insert(a.to_path_buf());
@@ -318,20 +318,24 @@ impl ImageStore {
                     }
                 }
             }
+            let sources: BTreeMap<&Path, &Path> = files
+                .iter()
+                .map(|(image, host)| (image.as_path(), host.as_path()))
+                .collect();
             let mut all: std::collections::BTreeSet<&Path> =
                 dirs.iter().map(PathBuf::as_path).collect();
-            all.extend(files.iter().map(PathBuf::as_path));
+            all.extend(sources.keys().copied());
             for p in all {
                 let name = p.strip_prefix("/").unwrap_or(p);
-                if dirs.contains(p) {
+                if let Some(host) = sources.get(p).filter(|_| !dirs.contains(p)) {
+                    append_entry(tar, host, name)?;
+                } else {
                     let mut header = tar::Header::new_gnu();
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_mode(0o755);
                     header.set_mtime(0);
                     header.set_size(0);
                     tar.append_data(&mut header, name, std::io::empty())?;
-                } else {
-                    append_entry(tar, p, name)?;
                 }
             }
             for (path, content) in extra {

@@ -6,7 +6,7 @@
 //! and nothing else of the machine.
 
 use crate::image::ImageMeta;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -48,7 +48,10 @@ fn locate(app_root: &Path, path: &Path) -> (bool, PathBuf) {
 
 struct Closure<'a> {
     app_root: &'a Path,
-    files: BTreeSet<PathBuf>,
+    /// The image's PATH.
+    path_var: String,
+    /// Image path → host file (the same path, but for berth's own binary).
+    files: BTreeMap<PathBuf, PathBuf>,
     seen: BTreeSet<PathBuf>,
 }
 
@@ -67,6 +70,18 @@ impl Closure<'_> {
     /// Adds `path` (an image path) and whatever it needs: the links it goes through, the
     /// file they end at, its interpreter (`#!`), its libraries.
     fn add(&mut self, path: &Path) -> Result<(), StackError> {
+        if path == Path::new(crate::providers::BERTH_IN_CONTAINER) {
+            // berth's own binary (`serve-static`), which berth's runtime mounts there.
+            let exe = std::env::current_exe().map_err(|source| StackError::Io {
+                context: "finding berth's own binary".into(),
+                source,
+            })?;
+            self.files.insert(path.to_path_buf(), exe.clone());
+            for lib in ldd(&exe)? {
+                self.add(&lib)?;
+            }
+            return Ok(());
+        }
         let mut current = path.to_path_buf();
         for _ in 0..40 {
             let (in_app, real) = locate(self.app_root, &current);
@@ -83,7 +98,7 @@ impl Closure<'_> {
                 source,
             })?;
             if !in_app {
-                self.files.insert(key.clone());
+                self.files.insert(key.clone(), key.clone());
             }
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&real).map_err(|source| StackError::Io {
@@ -111,11 +126,26 @@ impl Closure<'_> {
             .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
             .unwrap_or(0);
         let head = &head[..n];
+        // A script of an npm package (npm itself): the whole package.
+        if let Some(package) = node_package(path) {
+            if self.seen.insert(package.clone()) {
+                self.add_tree(&package, &[])?;
+            }
+        }
         if head.starts_with(b"#!") {
             let line = String::from_utf8_lossy(head);
             let line = line.lines().next().unwrap_or_default();
-            if let Some(interpreter) = line[2..].split_whitespace().next() {
+            let mut words = line[2..].split_whitespace();
+            if let Some(interpreter) = words.next() {
                 self.add(Path::new(interpreter))?;
+                // `#!/usr/bin/env node`: the program env runs, found on the PATH.
+                if interpreter.ends_with("/env") {
+                    if let Some(program) = words.find(|w| !w.starts_with('-')) {
+                        if let Some(found) = resolve(self.app_root, program, &self.path_var) {
+                            self.add(&found)?;
+                        }
+                    }
+                }
             }
         } else if head.starts_with(b"\x7fELF") {
             for lib in ldd(real)? {
@@ -137,7 +167,13 @@ impl Closure<'_> {
 
     /// Python's standard library, and the libraries of its extension modules.
     fn python_library(&mut self, dir: &str) -> Result<(), StackError> {
-        let mut stack = vec![PathBuf::from(dir)];
+        self.add_tree(Path::new(dir), PYTHON_SKIP)
+    }
+
+    /// Every file under `dir` (but directories named in `skip`), shared objects with the
+    /// libraries they load.
+    fn add_tree(&mut self, dir: &Path, skip: &[&str]) -> Result<(), StackError> {
+        let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
                 continue;
@@ -147,18 +183,36 @@ impl Closure<'_> {
                 let name = e.file_name().to_string_lossy().to_string();
                 let Ok(kind) = e.file_type() else { continue };
                 if kind.is_dir() {
-                    if !PYTHON_SKIP.contains(&name.as_str()) {
+                    if !skip.contains(&name.as_str()) {
                         stack.push(path);
                     }
-                } else if name.ends_with(".so") {
+                } else if name.ends_with(".so") || name.ends_with(".node") {
                     self.add(&path)?;
                 } else {
-                    self.files.insert(path);
+                    self.files.insert(path.clone(), path);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The package directory of a host file inside `node_modules/` (`…/node_modules/npm`), or
+/// Debian's tree of Node modules.
+fn node_package(path: &Path) -> Option<PathBuf> {
+    // Debian's npm: its modules side by side under /usr/share/nodejs.
+    const DEBIAN_NODE: &str = "/usr/share/nodejs";
+    if path.starts_with(DEBIAN_NODE) {
+        return Some(PathBuf::from(DEBIAN_NODE));
+    }
+    path.ancestors()
+        .find(|a| {
+            a.parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == "node_modules")
+                && !a.starts_with("/app")
+        })
+        .map(Path::to_path_buf)
 }
 
 /// The libraries `ldd` says an ELF file loads (none for a static one).
@@ -215,6 +269,9 @@ fn program_of(command: &str) -> Option<String> {
 /// Finds `program` as the image would: a path, or the first match on the image's PATH (the
 /// app's directories first where PATH names them).
 fn resolve(app_root: &Path, program: &str, path_var: &str) -> Option<PathBuf> {
+    if program == crate::providers::BERTH_IN_CONTAINER {
+        return Some(PathBuf::from(program));
+    }
     if program.contains('/') {
         let p = if program.starts_with('/') {
             PathBuf::from(program)
@@ -231,8 +288,12 @@ fn resolve(app_root: &Path, program: &str, path_var: &str) -> Option<PathBuf> {
         .find(|p| locate(app_root, p).1.exists())
 }
 
-/// The host files the image's processes need, sorted; `app_root` is the image's `/app`.
-pub fn needed_files(app_root: &Path, meta: &ImageMeta) -> Result<Vec<PathBuf>, StackError> {
+/// The host files the image's processes need, sorted by where they go in the image (with
+/// the host file each is copied from); `app_root` is the image's `/app`.
+pub fn needed_files(
+    app_root: &Path,
+    meta: &ImageMeta,
+) -> Result<Vec<(PathBuf, PathBuf)>, StackError> {
     let path_var = meta
         .env
         .iter()
@@ -241,12 +302,15 @@ pub fn needed_files(app_root: &Path, meta: &ImageMeta) -> Result<Vec<PathBuf>, S
         .to_string();
     let mut closure = Closure {
         app_root,
-        files: BTreeSet::new(),
+        path_var: path_var.clone(),
+        files: BTreeMap::new(),
         seen: BTreeSet::new(),
     };
     for link in ROOT_LINKS {
         if Path::new(link).is_symlink() {
-            closure.files.insert(PathBuf::from(link));
+            closure
+                .files
+                .insert(PathBuf::from(link), PathBuf::from(link));
         }
     }
     for always in ALWAYS {
@@ -305,7 +369,14 @@ mod tests {
             None,
             vec![],
         );
-        let files = needed_files(app.path(), &meta).unwrap();
+        let files: Vec<PathBuf> = needed_files(app.path(), &meta)
+            .unwrap()
+            .into_iter()
+            .map(|(image, host)| {
+                assert_eq!(image, host);
+                image
+            })
+            .collect();
         let has = |p: &str| files.iter().any(|f| f == Path::new(p));
         assert!(has("/usr/bin/python3"), "the link the command names");
         let interpreter = std::fs::canonicalize("/usr/bin/python3").unwrap();
@@ -326,6 +397,29 @@ mod tests {
         assert!(!files
             .iter()
             .any(|f| f.to_string_lossy().contains("/idlelib/")));
+    }
+
+    #[test]
+    fn a_static_site_gets_berths_own_server() {
+        let app = tempfile::tempdir().unwrap();
+        let meta = ImageMeta::host_stack(
+            BTreeMap::from([(
+                "web".to_string(),
+                format!(
+                    "{} serve-static --dir /app --port $PORT",
+                    crate::providers::BERTH_IN_CONTAINER
+                ),
+            )]),
+            None,
+            None,
+            vec![],
+        );
+        let files = needed_files(app.path(), &meta).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            files.contains(&(PathBuf::from("/.berth/berth"), exe)),
+            "{files:?}"
+        );
     }
 
     #[test]
