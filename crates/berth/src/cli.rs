@@ -1307,4 +1307,16 @@ pub enum KubeCommand {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// What changed in the cluster by hand since the platform (`berth up --backend
+    /// kubernetes`) applied its apps: fields another manager set, objects deleted, objects
+    /// left over. Exit status 0: nothing; 2: drift. Secret values are never shown.
+    ///   berth kube drift              # every app
+    ///   berth kube drift shop --json
+    Drift {
+        /// One app (default: every app).
+        app: Option<String>,
+    },
+    /// Put an app's objects back as its serving release has them (changes by hand taken
+    /// back, objects made again, leftovers deleted) and wait for the rollout.
+    Restore { app: String },
 }

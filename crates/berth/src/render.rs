@@ -169,9 +169,91 @@ async fn connect(t: &ClusterTarget, d: &Definition) -> Result<Target> {
     })
 }
 
-/// `berth kube plan|apply`.
+fn print_changes<'a>(changes: impl IntoIterator<Item = (&'a str, &'a str, &'a [String])>) {
+    for (action, object, fields) in changes {
+        let sign = match action {
+            "create" => "+",
+            "delete" => "-",
+            _ => "~",
+        };
+        println!("{sign} {action} {object}");
+        for f in fields {
+            println!("    ~ {f}");
+        }
+    }
+}
+
+/// `berth kube drift [APP]`: the platform's own apps against the cluster.
+async fn drift(g: &Global, app: Option<String>) -> Result<i32> {
+    let client = crate::client::discover(g)?;
+    let apps: Vec<String> = match app {
+        Some(a) => vec![a],
+        None => client
+            .get_json::<Vec<berth_core::api::AppSummary>>("/v1/apps")
+            .await?
+            .into_iter()
+            .filter(|a| a.current_release.is_some())
+            .map(|a| a.name)
+            .collect(),
+    };
+    let mut all = std::collections::BTreeMap::new();
+    for a in &apps {
+        let d: Vec<berth_core::api::DriftView> = client
+            .get_json(&berth_client::app_path(a, "/drift"))
+            .await?;
+        all.insert(a.clone(), d);
+    }
+    let drifted = all.values().any(|d| !d.is_empty());
+    if g.json {
+        output::json(&all);
+    } else if !drifted {
+        println!(
+            "no drift: the cluster has {} as berth applied {}",
+            match apps.len() {
+                1 => format!("{}'s objects", apps[0]),
+                n => format!("the objects of {n} apps"),
+            },
+            if apps.len() == 1 { "it" } else { "them" }
+        );
+    } else {
+        for (a, d) in all.iter().filter(|(_, d)| !d.is_empty()) {
+            println!("{a}:");
+            print_changes(
+                d.iter()
+                    .map(|c| (c.action.as_str(), c.object.as_str(), c.fields.as_slice())),
+            );
+        }
+        println!("put an app back as berth applied it: berth kube restore APP");
+    }
+    Ok(if drifted { 2 } else { 0 })
+}
+
+/// `berth kube plan|apply|drift|restore`.
 pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
     match cmd {
+        KubeCommand::Drift { app } => drift(g, app).await,
+        KubeCommand::Restore { app } => {
+            let client = crate::client::discover(g)?;
+            let restored: Vec<berth_core::api::DriftView> = client
+                .post_json(
+                    &berth_client::app_path(&app, "/drift/restore"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if g.json {
+                output::json(&restored);
+            } else if restored.is_empty() {
+                println!("nothing to restore: the cluster has {app} as berth applied it");
+            } else {
+                print_changes(
+                    restored
+                        .iter()
+                        .map(|c| (c.action.as_str(), c.object.as_str(), c.fields.as_slice())),
+                );
+                println!("restored {app} as its serving release has it");
+            }
+            Ok(0)
+        }
         KubeCommand::Plan {
             definition,
             target,
@@ -204,17 +286,11 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
                     definition.dir.display()
                 );
             } else {
-                for c in &changes {
-                    let sign = match c.action.as_str() {
-                        "create" => "+",
-                        "delete" => "-",
-                        _ => "~",
-                    };
-                    println!("{sign} {} {}", c.action, c.object);
-                    for f in &c.fields {
-                        println!("    ~ {f}");
-                    }
-                }
+                print_changes(
+                    changes
+                        .iter()
+                        .map(|c| (c.action.as_str(), c.object.as_str(), c.fields.as_slice())),
+                );
                 let count = |a: &str| changes.iter().filter(|c| c.action == a).count();
                 println!(
                     "plan: {} to create, {} to update, {} to delete; {} unchanged",

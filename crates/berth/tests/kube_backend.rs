@@ -252,6 +252,62 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "{ps}"
     );
 
+    // Changed by hand: scaled down, its Service deleted. `berth kube drift` names both; a
+    // deploy does not take the replicas back unasked (a conflict, with what to do), and
+    // `berth kube restore` puts the serving release's objects back.
+    assert_eq!(p.berth(&["kube", "drift"]).status.code(), Some(0));
+    // (A patch, not `kubectl scale`: kube-apiserver 1.20 records no owner for a change
+    // through the scale subresource.)
+    lab.ok(&[
+        "patch",
+        "deployment",
+        "web-web",
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"replicas":1}}"#,
+    ]);
+    lab.ok(&["delete", "service", "web", "-n", NS]);
+    let out = p.berth(&["kube", "drift", "web"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(
+        said(&out).contains("~ update Deployment berth-default/web-web"),
+        "{}",
+        said(&out)
+    );
+    assert!(said(&out).contains("spec.replicas"), "{}", said(&out));
+    assert!(
+        said(&out).contains("+ create Service berth-default/web"),
+        "{}",
+        said(&out)
+    );
+    let before = p.json(&["releases", "web"])[0]["version"].clone();
+    let out = p.berth(&["env", "set", "web", "MODE=forced"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("berth kube restore web"),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(p.json(&["apps"])[0]["current_release"], before);
+    let out = p.berth(&["kube", "restore", "web"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("restored web"), "{}", said(&out));
+    assert_eq!(p.berth(&["kube", "drift", "web"]).status.code(), Some(0));
+    let replicas = lab.ok(&[
+        "get",
+        "deployment",
+        "web-web",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "2");
+    answer(&lab, "/", "hello from the cluster");
+
     // A variable and a secret: new releases whose pods have them; the secret's value is
     // in the Secret berth wrote, never in a rendered object.
     p.ok(&["env", "set", "web", "MODE=two"]);

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_core::api::{
-    AppSummary, DeployEvent, EnvChange, InstanceView, ReleaseView, RollbackRequest,
+    AppSummary, DeployEvent, DriftView, EnvChange, InstanceView, ReleaseView, RollbackRequest,
 };
 use berth_core::domains::{DnsStatus, DomainAdd, DomainView};
 use berth_core::git::{
@@ -111,6 +111,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/apps/{app}/canary/{action}", post(canary_command))
         .route("/v1/apps/{app}/instances", get(instances))
+        .route("/v1/apps/{app}/drift", get(drift))
+        .route("/v1/apps/{app}/drift/restore", post(drift_restore))
         .route("/v1/apps/{app}/probes", get(probes))
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/logs/events", get(log_events))
@@ -2273,6 +2275,42 @@ async fn canary_command(
         app: name.to_string(),
         action,
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/drift",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "What differs between the app's objects in the cluster and its serving release (empty: nothing); the Kubernetes backend only", body = [DriftView]),
+        (status = 400, description = "This platform runs its apps itself", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn drift(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<Vec<DriftView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.kube_drift(name.as_str()).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/drift/restore",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The app's objects put back as its serving release has them (changes by hand taken back, rollout waited for); what was restored", body = [DriftView]),
+        (status = 400, description = "This platform runs its apps itself", body = berth_core::api::ErrorBody)
+    )
+)]
+async fn drift_restore(
+    State(p): Shared,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<Vec<DriftView>>, ApiError> {
+    let name = existing_app(&p, &app).await?;
+    Ok(Json(p.kube_restore(name.as_str()).await?))
 }
 
 #[utoipa::path(

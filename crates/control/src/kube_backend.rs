@@ -10,7 +10,7 @@ use crate::deploy::{DeployFailure, Events};
 use crate::platform::Platform;
 use crate::ApiError;
 use axum::http::StatusCode;
-use berth_core::api::{DeployEvent, ReleaseView};
+use berth_core::api::{DeployEvent, DriftView, ReleaseView};
 use berth_kube::cluster::{Cluster, ClusterError};
 use berth_kube::stack::Stack;
 use berth_kube::{KubeApp, KubeProcess, KubeVolume, Manifest};
@@ -53,7 +53,18 @@ impl KubeBackend {
 /// The cert-manager ClusterIssuer apps' certificates are asked of.
 pub const DEFAULT_ISSUER: &str = "letsencrypt";
 
-fn cluster_error(e: ClusterError) -> ApiError {
+/// A cluster's refusal as the API's error (of an operation on `app`).
+fn cluster_error(app: &str, e: ClusterError) -> ApiError {
+    if let ClusterError::Conflict { object, message } = &e {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "cluster_conflict",
+            format!("{object}: {message}"),
+        )
+        .hint(format!(
+            "it was changed in the cluster by hand, and berth does not take it back unasked: `berth kube drift {app}` shows what changed, `berth kube restore {app}` puts back the serving release's objects"
+        ));
+    }
     let status = match &e {
         ClusterError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
         ClusterError::Unauthorized { .. } => StatusCode::BAD_GATEWAY,
@@ -80,6 +91,17 @@ fn secrets_version(release: &ReleaseView) -> Option<String> {
 }
 
 impl Platform {
+    /// The cluster, or a refusal that says this platform runs its apps itself.
+    fn kube_or_refuse(&self) -> Result<&KubeBackend, ApiError> {
+        self.kube.as_ref().ok_or_else(|| {
+            ApiError::invalid(
+                "no_cluster",
+                "this platform runs its apps itself: there is no cluster to compare with",
+            )
+            .hint("start berth with --backend kubernetes to run apps in a cluster")
+        })
+    }
+
     fn kube(&self) -> Result<&KubeBackend, ApiError> {
         self.kube
             .as_ref()
@@ -267,16 +289,18 @@ impl Platform {
                     }
                 }
             }
-            return Err(cluster_error(e)
-                .hint("the serving release keeps serving; `kubectl describe` the pod named above for more")
-                .into());
+            let mut error = cluster_error(app, e);
+            if error.hint.is_none() {
+                error = error.hint("the serving release keeps serving; `kubectl describe` the pod named above for more");
+            }
+            return Err(error.into());
         }
         let namespace = self.kube_namespace(app).await?;
         let pruned = backend
             .cluster
             .prune_app(&namespace, app, &objects, &backend.stack)
             .await
-            .map_err(cluster_error)?;
+            .map_err(|e| cluster_error(app, e))?;
         for p in pruned {
             say(format!("       deleted {p} (no longer declared)"));
         }
@@ -305,7 +329,7 @@ impl Platform {
             .cluster
             .app_pods(&namespace, app)
             .await
-            .map_err(cluster_error)?;
+            .map_err(|e| cluster_error(app, e))?;
         let mut index: BTreeMap<String, u32> = BTreeMap::new();
         Ok(pods
             .into_iter()
@@ -337,6 +361,73 @@ impl Platform {
             .collect())
     }
 
+    /// What differs between the cluster and the app's serving release: fields changed by
+    /// hand, objects deleted, objects berth made that the release does not have.
+    pub async fn kube_drift(&self, app: &str) -> Result<Vec<DriftView>, ApiError> {
+        let backend = self.kube_or_refuse()?;
+        let release = self.serving_or_refuse(app).await?;
+        let objects = self.kube_objects(app, &release).await?;
+        let namespace = self.kube_namespace(app).await?;
+        let mut drift: Vec<DriftView> = backend
+            .cluster
+            .plan(&objects)
+            .await
+            .map_err(|e| cluster_error(app, e))?
+            .into_iter()
+            .map(|c| DriftView {
+                object: c.object,
+                action: c.action,
+                fields: c.fields,
+            })
+            .collect();
+        drift.extend(
+            backend
+                .cluster
+                .app_unkept(&namespace, app, &objects, &backend.stack)
+                .await
+                .map_err(|e| cluster_error(app, e))?
+                .into_iter()
+                .map(|object| DriftView {
+                    object,
+                    action: "delete".into(),
+                    fields: Vec::new(),
+                }),
+        );
+        Ok(drift)
+    }
+
+    /// Puts the app's objects back as its serving release has them (fields another manager
+    /// took are taken back), waits for the rollout, and deletes what the release does not
+    /// have; what it restored.
+    pub async fn kube_restore(&self, app: &str) -> Result<Vec<DriftView>, ApiError> {
+        let lock = self.app_lock(app);
+        let _guard = lock.lock().await;
+        let drift = self.kube_drift(app).await?;
+        if drift.is_empty() {
+            return Ok(drift);
+        }
+        let backend = self.kube_or_refuse()?;
+        let release = self.serving_or_refuse(app).await?;
+        let objects = self.kube_objects(app, &release).await?;
+        let namespace = self.kube_namespace(app).await?;
+        backend
+            .cluster
+            .apply(&objects, true)
+            .await
+            .map_err(|e| cluster_error(app, e))?;
+        backend
+            .cluster
+            .wait_rolled_out(&objects, ROLLOUT_TIMEOUT, |_| {})
+            .await
+            .map_err(|e| cluster_error(app, e))?;
+        backend
+            .cluster
+            .prune_app(&namespace, app, &objects, &backend.stack)
+            .await
+            .map_err(|e| cluster_error(app, e))?;
+        Ok(drift)
+    }
+
     /// Deletes every object of an app from the cluster (before its records go).
     pub(crate) async fn kube_remove(&self, app: &str) -> Result<Vec<String>, ApiError> {
         let backend = self.kube()?;
@@ -345,7 +436,7 @@ impl Platform {
             .cluster
             .prune_app(&namespace, app, &[], &backend.stack)
             .await
-            .map_err(cluster_error)
+            .map_err(|e| cluster_error(app, e))
     }
 }
 

@@ -42,6 +42,8 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
         crate::api::env_list,
         crate::api::env_change,
         crate::api::instances,
+        crate::api::drift,
+        crate::api::drift_restore,
         crate::api::build_log,
         crate::api::secrets_list,
         crate::api::secrets_change,

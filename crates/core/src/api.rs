@@ -114,6 +114,19 @@ pub struct InstanceView {
     pub started_at: i64,
 }
 
+/// What differs between an app's objects in the cluster and what berth applied (the
+/// Kubernetes backend): a change made by hand, or an object gone or left over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DriftView {
+    /// `Deployment berth-default/shop-web`.
+    pub object: String,
+    /// `create` (gone from the cluster), `update` (changed), `delete` (berth's, but no
+    /// longer declared).
+    pub action: String,
+    /// The fields that differ (names only, never a secret's value).
+    pub fields: Vec<String>,
+}
+
 /// A line of the NDJSON stream that `POST /v1/apps/{app}/deploys` answers with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]

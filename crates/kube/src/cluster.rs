@@ -805,6 +805,22 @@ impl Cluster {
         self.delete_all(namespace, unkept).await
     }
 
+    /// One app's objects (berth's label and the app's) that `keep` does not have.
+    pub async fn app_unkept(
+        &self,
+        namespace: &str,
+        app: &str,
+        keep: &[Manifest],
+        stack: &Stack,
+    ) -> Result<Vec<String>, ClusterError> {
+        Ok(self
+            .unkept_of(namespace, Some(app), keep, stack)
+            .await?
+            .into_iter()
+            .map(|(ar, name)| format!("{} {namespace}/{name}", ar.kind))
+            .collect())
+    }
+
     /// Deletes one app's objects that `keep` does not have (a process type it no longer
     /// declares, its Ingress once it has no host); with nothing kept, the whole app.
     /// Other apps' objects, and anything berth did not label, are never touched.
