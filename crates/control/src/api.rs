@@ -762,12 +762,23 @@ pub(crate) async fn app_summaries(
                 .map(|r| r.config.isolation.as_str().to_string()),
             None => None,
         };
-        apps.push(AppSummary {
-            url: p.cfg.app_url(&a.name),
-            running: instances
+        let running = if p.kube.is_some() {
+            // Its pods: a cluster that does not answer shows none rather than no apps.
+            p.kube_instances(&a.name)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count()
+        } else {
+            instances
                 .iter()
                 .filter(|i| i.app == a.name && i.state == InstanceState::Running)
-                .count() as u32,
+                .count()
+        };
+        apps.push(AppSummary {
+            url: p.cfg.app_url(&a.name),
+            running: running as u32,
             current_release: a.current_release,
             created_at: a.created_at,
             isolation,
@@ -2325,18 +2336,7 @@ async fn instances(
     ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let name = existing_app(&p, &app).await?;
-    if p.kube.is_some() {
-        return Ok(Json(p.kube_instances(name.as_str()).await?));
-    }
-    Ok(Json(
-        p.store
-            .instances(Some(name.as_str()))
-            .await?
-            .iter()
-            .filter(|i| i.state != InstanceState::Stopped)
-            .map(|i| i.view())
-            .collect(),
-    ))
+    Ok(Json(p.instance_views(name.as_str()).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -310,6 +310,25 @@ impl Platform {
         Ok((version, self.cfg.app_url(app)))
     }
 
+    /// An app's instances as `berth ps` shows them: its containers here, or its pods in
+    /// the cluster.
+    pub async fn instance_views(
+        &self,
+        app: &str,
+    ) -> Result<Vec<berth_core::api::InstanceView>, ApiError> {
+        if self.kube.is_some() {
+            return self.kube_instances(app).await;
+        }
+        Ok(self
+            .store
+            .instances(Some(app))
+            .await?
+            .iter()
+            .filter(|i| i.state != berth_core::model::InstanceState::Stopped)
+            .map(|i| i.view())
+            .collect())
+    }
+
     /// An app's pods as instances (`berth ps`): the serving release's, indexed per process
     /// type; a pod whose container waits to be restarted is `crashed`.
     pub async fn kube_instances(

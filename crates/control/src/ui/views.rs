@@ -184,13 +184,7 @@ pub async fn app(
         .find(|a| a.name == name.as_str())
         .ok_or_else(|| ApiError::app_not_found(name.as_str()))?;
     let releases = p.store.releases(name.as_str()).await?;
-    let instances: Vec<_> = p
-        .store
-        .instances(Some(name.as_str()))
-        .await?
-        .iter()
-        .map(|i| i.view())
-        .collect();
+    let instances = p.instance_views(name.as_str()).await?;
     let domains = p.list_domains(name.as_str()).await?;
     let volumes = p.list_volumes(name.as_str()).await?;
     let serving = match summary.current_release {
