@@ -245,7 +245,11 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         .filter(|i| i["state"] == "running" && i["process"] == "web")
         .collect();
     assert_eq!(running.len(), 2, "{ps}");
-    assert_eq!(p.json(&["apps"])[0]["running"], 2, "berth apps counts the pods");
+    assert_eq!(
+        p.json(&["apps"])[0]["running"],
+        2,
+        "berth apps counts the pods"
+    );
     assert!(
         running
             .iter()

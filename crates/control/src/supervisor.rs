@@ -224,7 +224,7 @@ async fn check(
                 let attach = match platform.attachments(&inst.app, &release).await {
                     Ok(a) => a,
                     Err(e) => {
-                        restart_failed(&platform, &inst, &e.message).await?;
+                        restart_failed(platform, &inst, &e.message).await?;
                         continue;
                     }
                 };
@@ -277,7 +277,7 @@ async fn check(
                         routes_dirty = true;
                     }
                     Err(e) => {
-                        restart_failed(&platform, &inst, &e.to_string()).await?;
+                        restart_failed(platform, &inst, &e.to_string()).await?;
                     }
                 }
             }

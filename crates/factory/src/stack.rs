@@ -263,7 +263,7 @@ fn program_of(command: &str) -> Option<String> {
     shlex::split(command)
         .unwrap_or_else(|| command.split_whitespace().map(str::to_string).collect())
         .into_iter()
-        .find(|w| w != "exec" && !(w.contains('=') && !w.starts_with('/')))
+        .find(|w| w != "exec" && (w.starts_with('/') || !w.contains('=')))
 }
 
 /// Finds `program` as the image would: a path, or the first match on the image's PATH (the
