@@ -547,6 +547,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
             "edge_port": cfg.edge_listen.port(),
             "edge_tls_port": cfg.edge_tls_listen.map(|l| l.port()),
             "default_isolation": cfg.default_isolation.as_str(),
+            "cluster": platform.kube.as_ref().map(|k| k.cluster.url.clone()),
             // Who serves it: `berth down` stops this process with the platform.
             "pid": std::process::id(),
             "start_ticks": berth_runtime::proc::ProcessIdentity::of(std::process::id())

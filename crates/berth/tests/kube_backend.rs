@@ -168,6 +168,12 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         p.up_log()
     );
 
+    let status = p.berth(&["status"]);
+    assert!(
+        said(&status).contains("apps run in the Kubernetes cluster at https://127.0.0.1:"),
+        "{}",
+        said(&status)
+    );
     let login = p.berth_env(
         &[
             "registry",

@@ -120,6 +120,12 @@ fn an_agent_deploys_reads_logs_and_rolls_back_over_mcp() {
 
         let apps = ok(&call(&client, "list_apps", json!({})).await);
         assert!(apps.to_string().contains("\"bot\""), "{apps}");
+        // This platform runs its apps itself: no cluster to compare with, and it says so.
+        let drift = err(&call(&client, "cluster_drift", json!({ "app": "bot" })).await);
+        assert!(
+            drift.to_string().contains("runs its apps itself"),
+            "{drift}"
+        );
 
         // Each app's spec is a resource: the serving release's processes and environment,
         // its secrets by name only.

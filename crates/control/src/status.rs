@@ -248,8 +248,45 @@ pub fn status(cfg: &PlatformConfig) -> Option<Vec<Check>> {
         firewall(&cfg.bridge),
         disk(&cfg.data_dir),
     ];
+    checks.extend(cluster(&info));
     checks.extend(database(&cfg));
     checks.extend(certificates(&cfg));
     checks.extend(dns(&cfg));
     Some(checks)
+}
+
+/// Where apps run, when it is a Kubernetes cluster (`berth up --backend kubernetes`): is
+/// its API server there?
+fn cluster(info: &serde_json::Value) -> Option<Check> {
+    let url = info["cluster"].as_str()?;
+    let name = "cluster";
+    let reachable = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .and_then(|host| {
+            use std::net::ToSocketAddrs;
+            let with_port = if host.contains(':') {
+                host.to_string()
+            } else {
+                format!("{host}:443")
+            };
+            with_port.to_socket_addrs().ok()?.next()
+        })
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    Some(if reachable {
+        Check::ok(
+            name,
+            format!("apps run in the Kubernetes cluster at {url}; `berth kube drift` compares it with what berth applied"),
+        )
+    } else {
+        Check::problem(
+            name,
+            Level::Fail,
+            format!("apps run in the Kubernetes cluster at {url}, which does not answer"),
+            "check the API server and the kubeconfig berth up was given (--kubeconfig, --kube-context)",
+        )
+    })
 }

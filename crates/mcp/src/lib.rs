@@ -661,6 +661,18 @@ impl BerthMcp {
         )
     }
 
+    #[tool(
+        description = "On a platform whose apps run in a Kubernetes cluster: what differs between the cluster and what berth applied for an app (fields changed by hand, objects deleted or left over; empty: nothing). Secret values never come out."
+    )]
+    async fn cluster_drift(
+        &self,
+        Parameters(a): Parameters<AppArg>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let client = client_or_answer!(self, ctx);
+        answer(client.get_json::<Value>(&app_path(&a.app, "/drift")).await)
+    }
+
     #[tool(description = "An app's SLOs: objectives, error budget left, burn rates.")]
     async fn slo(
         &self,
