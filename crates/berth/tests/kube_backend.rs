@@ -79,6 +79,16 @@ fn up_refused(extra: &[&str]) -> String {
     }
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
+    // Nothing was started: no edge left serving for a platform that never came up.
+    let data = p.data.path().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&data))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 

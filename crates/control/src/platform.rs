@@ -353,6 +353,15 @@ impl Platform {
         if !problems.is_empty() {
             return Err(StartError::Config(problems));
         }
+        // A cluster that does not answer stops the start before anything (the edge) runs.
+        let kube = match &cfg.kube {
+            Some(target) => Some(
+                crate::kube_backend::KubeBackend::connect(target)
+                    .await
+                    .map_err(|e| StartError::Other(format!("--backend kubernetes: {e}")))?,
+            ),
+            None => None,
+        };
         for dir in [
             cfg.data_dir.clone(),
             cfg.edge_dir(),
@@ -486,14 +495,6 @@ impl Platform {
             cfg.cert_check_interval,
             cfg.edge_certs_file(),
         );
-        let kube = match &cfg.kube {
-            Some(target) => Some(
-                crate::kube_backend::KubeBackend::connect(target)
-                    .await
-                    .map_err(|e| StartError::Other(format!("--backend kubernetes: {e}")))?,
-            ),
-            None => None,
-        };
         let platform = Arc::new(Self {
             kube,
             ingester: Arc::new(Mutex::new({
