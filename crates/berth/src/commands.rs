@@ -579,16 +579,24 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         .edge_tls_listen
         .map(|l| format!(" and https://<app>.localhost:{}", l.port()))
         .unwrap_or_default();
-    eprintln!(
-        "berth is up: API {url}, edge http://<app>.localhost:{}{https} (data in {}; apps run {} by default)",
-        cfg.edge_listen.port(),
-        cfg.data_dir.display(),
-        cfg.default_isolation.as_str()
-    );
+    if platform.kube.is_some() {
+        eprintln!(
+            "berth is up: API {url} (data in {})",
+            cfg.data_dir.display()
+        );
+    } else {
+        eprintln!(
+            "berth is up: API {url}, edge http://<app>.localhost:{}{https} (data in {}; apps run {} by default)",
+            cfg.edge_listen.port(),
+            cfg.data_dir.display(),
+            cfg.default_isolation.as_str()
+        );
+    }
     if let Some(kube) = &platform.kube {
         eprintln!(
-            "apps run in the Kubernetes cluster at {} (namespaces berth-<project>; found: {})",
+            "apps run in the Kubernetes cluster at {} (namespaces berth-<project>, served by its Ingress controller at http://<app>.{}/; found: {})",
             kube.cluster.url,
+            cfg.base_domain.as_deref().unwrap_or("localhost"),
             match kube.stack.names() {
                 n if n.is_empty() => "no add-ons".to_string(),
                 n => n.join(", "),

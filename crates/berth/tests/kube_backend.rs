@@ -204,6 +204,12 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "{}",
         said(&out)
     );
+    // Served by the cluster's Ingress controller, not this machine's edge.
+    assert!(
+        said(&out).contains("serving at http://web.localhost/"),
+        "{}",
+        said(&out)
+    );
     let releases = p.json(&["releases", "web"]);
     let digest = releases[0]["image"]["digest"].as_str().unwrap().to_string();
     let image = lab.ok(&[

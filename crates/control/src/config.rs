@@ -404,14 +404,15 @@ impl PlatformConfig {
             format!("https://{host}:{port}/")
         })
     }
-    /// The app's URL at the edge.
+    /// The app's URL at the edge (in a cluster: at its Ingress, whose controller serves
+    /// the standard ports).
     pub fn app_url(&self, app: &str) -> String {
         let port = self.edge_listen.port();
         let host = match &self.base_domain {
             Some(d) => format!("{app}.{d}"),
             None => format!("{app}.localhost"),
         };
-        if port == 80 {
+        if port == 80 || self.kube.is_some() {
             format!("http://{host}/")
         } else {
             format!("http://{host}:{port}/")
