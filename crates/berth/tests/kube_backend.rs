@@ -30,7 +30,7 @@ fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> 
     let cgi = root.join("www/cgi-bin/env");
     std::fs::write(
         &cgi,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN\"\n",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN CERT=$(/bin/busybox cat /run/secrets/CERT)\"\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -197,7 +197,22 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     assert!(login.status.success(), "{}", said(&login));
 
     // Deployed as on the embedded runtime; the rollout is followed to the end.
-    let out = p.berth(&["deploy", "--image", &web, "--app", "web"]);
+    // Its berth.toml: CERT is a secret given as a file.
+    let web_dir = work.path().join("web");
+    std::fs::create_dir_all(&web_dir).unwrap();
+    std::fs::write(
+        web_dir.join("berth.toml"),
+        "[secrets]\nfiles = [\"CERT\"]\n",
+    )
+    .unwrap();
+    let out = p.berth(&[
+        "deploy",
+        &web_dir.display().to_string(),
+        "--image",
+        &web,
+        "--app",
+        "web",
+    ]);
     assert!(out.status.success(), "{}", said(&out));
     assert!(
         said(&out).contains("Deployment berth-default/web-web: 1/1 ready"),
@@ -338,8 +353,18 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     // A variable and a secret: new releases whose pods have them; the secret's value is
     // in the Secret berth wrote, never in a rendered object.
     p.ok(&["env", "set", "web", "MODE=two"]);
-    p.ok(&["secrets", "set", "web", "TOKEN=s3cret-value"]);
-    answer(&lab, "/cgi-bin/env", "MODE=two TOKEN=s3cret-value");
+    p.ok(&[
+        "secrets",
+        "set",
+        "web",
+        "TOKEN=s3cret-value",
+        "CERT=pem-data",
+    ]);
+    answer(
+        &lab,
+        "/cgi-bin/env",
+        "MODE=two TOKEN=s3cret-value CERT=pem-data",
+    );
     let secret = lab.ok(&[
         "get",
         "secret",
@@ -380,7 +405,11 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     );
     let apps = p.json(&["apps"]);
     assert_eq!(apps[0]["current_release"].as_u64(), Some(serving), "{apps}");
-    answer(&lab, "/cgi-bin/env", "MODE=two TOKEN=s3cret-value");
+    answer(
+        &lab,
+        "/cgi-bin/env",
+        "MODE=two TOKEN=s3cret-value CERT=pem-data",
+    );
     let image = lab.ok(&[
         "get",
         "deployment",
@@ -394,7 +423,12 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
 
     // Rollback to the first release: MODE back to its first value, no secret.
     p.ok(&["rollback", "web", "--to", "1"]);
-    answer(&lab, "/cgi-bin/env", "MODE= TOKEN=");
+    answer(&lab, "/cgi-bin/env", "MODE= TOKEN= CERT=");
+    let files = lab.kubectl(&["get", "secret", "web-secret-files", "-n", NS]);
+    assert!(
+        !files.status.success(),
+        "v1 has no secrets: their Secrets are pruned"
+    );
 
     // An app berth builds from source (Python, on this machine's stack) runs on the node
     // too: its image carries the stack files it needs.

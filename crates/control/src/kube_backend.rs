@@ -188,6 +188,7 @@ impl Platform {
                 .collect(),
             env: release.config.env.clone(),
             has_secrets: !secrets.env.is_empty(),
+            secret_files: secrets.files.iter().map(|(k, _)| k.clone()).collect(),
             volumes: self
                 .store
                 .volumes(Some(app))
@@ -221,6 +222,14 @@ impl Platform {
                 .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
                 .collect();
             objects.push(berth_kube::render::secret_object(&kube_app, &values));
+        }
+        if !secrets.files.is_empty() {
+            let files: BTreeMap<String, Vec<u8>> = secrets
+                .files
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_vec()))
+                .collect();
+            objects.push(berth_kube::render::secret_files_object(&kube_app, &files));
         }
         objects.extend(berth_kube::stack::apply_stack(
             &kube_app,

@@ -14,8 +14,9 @@ use k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem, LimitRangeSpec,
     LocalObjectReference, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -34,6 +35,8 @@ pub const APP_UID: i64 = 10_001;
 
 /// The pod template's annotation holding the digest of the app's variables.
 pub const ENV_DIGEST: &str = "berth.dev/env-digest";
+/// Where secrets given as files appear, as on berth's own runtime.
+pub const SECRET_FILES_DIR: &str = "/run/secrets";
 /// The pod template's annotation naming the secret versions the pods read.
 pub const SECRETS_VERSION: &str = "berth.dev/secrets-version";
 
@@ -94,6 +97,9 @@ pub struct KubeApp {
     pub env: BTreeMap<String, String>,
     /// Whether the app has secrets (read from `<app>-secrets`).
     pub has_secrets: bool,
+    /// Secrets given as files (`[secrets] files`): the `<app>-secret-files` Secret,
+    /// mounted read-only at `/run/secrets`.
+    pub secret_files: Vec<String>,
     pub volumes: Vec<KubeVolume>,
     /// Host names the Ingress routes to `web`.
     pub hosts: Vec<String>,
@@ -325,6 +331,7 @@ pub(crate) fn kinds_app() -> KubeApp {
             .collect(),
         env: BTreeMap::new(),
         has_secrets: false,
+        secret_files: Vec::new(),
         volumes: vec![KubeVolume {
             name: "v".into(),
             mount: "/v".into(),
@@ -430,6 +437,15 @@ pub fn secret_object(app: &KubeApp, values: &BTreeMap<String, Vec<u8>>) -> Manif
         ),
         ..Default::default()
     })
+}
+
+/// The app's `<app>-secret-files` Secret: its secrets given as files.
+pub fn secret_files_object(app: &KubeApp, files: &BTreeMap<String, Vec<u8>>) -> Manifest {
+    let mut m = secret_object(app, files);
+    let name = format!("{}-secret-files", app.name);
+    m.object["metadata"]["name"] = serde_json::Value::String(name.clone());
+    m.name = name;
+    m
 }
 
 /// A registry pull secret of a namespace (`kubernetes.io/dockerconfigjson`), from an auth
@@ -543,6 +559,23 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
         mount_path: "/tmp".into(),
         ..Default::default()
     }];
+    if !app.secret_files.is_empty() {
+        volumes.push(Volume {
+            name: "secret-files".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(format!("{name}-secret-files")),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "secret-files".into(),
+            mount_path: SECRET_FILES_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     for v in &app.volumes {
         volumes.push(Volume {
             name: format!("vol-{}", v.name),
@@ -706,6 +739,7 @@ mod tests {
             ]),
             env: BTreeMap::from([("MODE".to_string(), "blue".to_string())]),
             has_secrets: true,
+            secret_files: Vec::new(),
             volumes: vec![KubeVolume {
                 name: "data".into(),
                 mount: "/data".into(),
