@@ -457,6 +457,27 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         answer_from(&lab, &format!("svc/{example}"), "/", want);
     }
 
+    // What the cluster backend does not do yet is refused, not done on this machine
+    // where the pods would never see it.
+    for args in [
+        vec![
+            "volumes", "create", "web", "data", "--size", "64M", "--mount", "/data",
+        ],
+        vec!["db", "create", "web"],
+    ] {
+        let out = p.berth(&args);
+        assert!(!out.status.success(), "{args:?}: {}", said(&out));
+        assert!(
+            said(&out).contains("not available yet when apps run in a Kubernetes cluster"),
+            "{args:?}: {}",
+            said(&out)
+        );
+    }
+    assert!(p
+        .json(&["volumes", "list", "web"])
+        .as_array()
+        .is_none_or(|v| v.is_empty()));
+
     // Destroy: the app's objects go; the namespace stays.
     p.ok(&["destroy", "web"]);
     let left = lab.ok(&[

@@ -90,6 +90,7 @@ impl Platform {
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
+        self.not_on_cluster("a database")?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         if self.store.app(app).await?.is_none() {

@@ -102,6 +102,19 @@ impl Platform {
         })
     }
 
+    /// Refuses what the Kubernetes backend does not do yet (rather than doing it on this
+    /// machine, where the app's pods would never see it).
+    pub(crate) fn not_on_cluster(&self, what: &str) -> Result<(), ApiError> {
+        if self.kube.is_none() {
+            return Ok(());
+        }
+        Err(ApiError::invalid(
+            "not_on_cluster",
+            format!("{what} is not available yet when apps run in a Kubernetes cluster"),
+        )
+        .hint("this platform was started with --backend kubernetes; run such apps on a platform that runs apps itself for now"))
+    }
+
     fn kube(&self) -> Result<&KubeBackend, ApiError> {
         self.kube
             .as_ref()

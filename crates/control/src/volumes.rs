@@ -105,6 +105,7 @@ impl Platform {
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
+        self.not_on_cluster("a volume")?;
         let size = check_volume_request(&req)?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
@@ -206,6 +207,7 @@ impl Platform {
 
     /// Takes a consistent snapshot of a volume.
     pub async fn snapshot_volume(&self, app: &str, name: &str) -> Result<SnapshotView, ApiError> {
+        self.not_on_cluster("a volume snapshot")?;
         self.existing_volume(app, name).await?;
         let (a, n) = (app.to_string(), name.to_string());
         let s = self.volume_fs(move |s| s.snapshot(&a, &n)).await?;
@@ -250,6 +252,7 @@ impl Platform {
         snapshot: &str,
         force: bool,
     ) -> Result<(), DeployFailure> {
+        self.not_on_cluster("a volume restore")?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         self.existing_volume(app, name).await?;
