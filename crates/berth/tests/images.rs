@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::registry::{registry, RegistryServer, PASSWORD, PUSHER};
+use common::registry::{login, registry, RegistryServer, PASSWORD, PUSHER};
 use common::Platform;
 use std::path::Path;
 use std::process::Command;
@@ -120,20 +120,6 @@ fn registry_digest(reference: &str) -> String {
     assert!(out.status.success(), "{out:?}");
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
     seen["Digest"].as_str().expect("digest").to_string()
-}
-
-fn login(p: &Platform, reg: &RegistryServer) {
-    let out = p.berth_env(
-        &[
-            "registry",
-            "login",
-            &format!("127.0.0.1:{}", reg.port),
-            "--username",
-            PUSHER,
-        ],
-        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
-    );
-    assert!(out.status.success(), "{out:?}");
 }
 
 /// Runs a berth command that must succeed; all it printed.

@@ -111,6 +111,19 @@ fn answer_from(lab: &KubeLab, service: &str, path: &str, want: &str) -> String {
     last
 }
 
+/// The image web's Deployment runs.
+fn deployed_image(lab: &KubeLab) -> String {
+    lab.ok(&[
+        "get",
+        "deployment",
+        "web-web",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ])
+}
+
 fn said(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -184,17 +197,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "{}",
         said(&status)
     );
-    let login = p.berth_env(
-        &[
-            "registry",
-            "login",
-            &format!("127.0.0.1:{}", reg.port),
-            "--username",
-            PUSHER,
-        ],
-        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
-    );
-    assert!(login.status.success(), "{}", said(&login));
+    common::registry::login(&p, &reg);
 
     // Deployed as on the embedded runtime; the rollout is followed to the end.
     // Its berth.toml: CERT is a secret given as a file.
@@ -227,15 +230,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     );
     let releases = p.json(&["releases", "web"]);
     let digest = releases[0]["image"]["digest"].as_str().unwrap().to_string();
-    let image = lab.ok(&[
-        "get",
-        "deployment",
-        "web-web",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
-    ]);
+    let image = deployed_image(&lab);
     assert_eq!(
         image,
         format!("127.0.0.1:{}/berth/web@{digest}", reg.port),
@@ -410,15 +405,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "/cgi-bin/env",
         "MODE=two TOKEN=s3cret-value CERT=pem-data",
     );
-    let image = lab.ok(&[
-        "get",
-        "deployment",
-        "web-web",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
-    ]);
+    let image = deployed_image(&lab);
     assert!(image.ends_with(&digest), "{image}");
 
     // Rollback to the first release: MODE back to its first value, no secret.

@@ -594,26 +594,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// The pods berth made for `app` (none when its namespace is not there).
+    async fn list_app_pods(
+        &self,
+        namespace: &str,
+        app: &str,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, ClusterError> {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let selector = format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}");
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(l) => Ok(l.items),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+            Err(e) => Err(self.error(&format!("pods of {app} in {namespace}"), e)),
+        }
+    }
+
     /// An app's pods (not those being deleted), by process type and name.
     pub async fn app_pods(
         &self,
         namespace: &str,
         app: &str,
     ) -> Result<Vec<PodState>, ClusterError> {
-        use k8s_openapi::api::core::v1::Pod;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let list = match pods
-            .list(
-                &ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}")),
-            )
-            .await
-        {
-            Ok(l) => l,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(&format!("pods of {app} in {namespace}"), e)),
-        };
-        let mut out: Vec<PodState> = list
-            .items
+        let mut out: Vec<PodState> = self
+            .list_app_pods(namespace, app)
+            .await?
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|pod| {
@@ -665,20 +670,9 @@ impl Cluster {
     ) -> Result<Vec<PodLine>, ClusterError> {
         use k8s_openapi::api::core::v1::Pod;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let what = format!("pods of {app} in {namespace}");
-        let list = match pods
-            .list(
-                &ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}")),
-            )
-            .await
-        {
-            Ok(l) => l,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(&what, e)),
-        };
         let mut out = Vec::new();
         let mut live = BTreeSet::new();
-        for pod in list.items {
+        for pod in self.list_app_pods(namespace, app).await? {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let process = pod
                 .metadata

@@ -66,3 +66,18 @@ pub fn registry(with_password: bool) -> RegistryServer {
     );
     r
 }
+
+/// `berth registry login` of the registry that wants a password, which must succeed.
+pub fn login(p: &super::Platform, reg: &RegistryServer) {
+    let out = p.berth_env(
+        &[
+            "registry",
+            "login",
+            &format!("127.0.0.1:{}", reg.port),
+            "--username",
+            PUSHER,
+        ],
+        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
