@@ -25,7 +25,9 @@ fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> 
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("www/cgi-bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
     std::fs::write(root.join("www/index.html"), "hello from the cluster\n").unwrap();
     let cgi = root.join("www/cgi-bin/env");
     std::fs::write(
@@ -111,6 +113,74 @@ fn answer_from(lab: &KubeLab, service: &str, path: &str, want: &str) -> String {
     last
 }
 
+/// One GET of `/` from a pod's address (port 8000): whether it answered 200.
+fn get_pod(ip: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{ip}:8000").parse().map_err(|e| format!("{e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("{ip}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{ip}: {e}"))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("{ip}: {e}"))?;
+    if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{ip}: {}",
+            answer.lines().next().unwrap_or("no answer")
+        ))
+    }
+}
+
+/// Requests to web's pods sent the way a Service's proxy sends them — to the addresses its
+/// Endpoints list as ready, followed as they change — until `stop` (at most 3000, 10 ms
+/// apart): how many were sent, and the failures.
+fn load_through_endpoints(
+    kubeconfig: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u32, Vec<String>) {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    let ready: Arc<Mutex<Vec<String>>> = Arc::default();
+    let watcher = {
+        let (ready, stop) = (ready.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = Command::new("kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .args(["get", "endpoints", "web", "-n", NS, "-o"])
+                    .arg("jsonpath={.subsets[*].addresses[*].ip}")
+                    .output();
+                if let Some(o) = out.ok().filter(|o| o.status.success()) {
+                    *ready.lock().unwrap() = String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (mut sent, mut failures) = (0u32, Vec::new());
+    while !stop.load(Ordering::SeqCst) && sent < 3000 {
+        let ips = ready.lock().unwrap().clone();
+        if ips.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        if let Err(e) = get_pod(&ips[sent as usize % ips.len()]) {
+            failures.push(e);
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = watcher.join();
+    (sent, failures)
+}
+
 /// The image web's Deployment runs.
 fn deployed_image(lab: &KubeLab) -> String {
     lab.ok(&[
@@ -143,7 +213,8 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         work.path(),
         reg.port,
         "web",
-        "echo \"web starting with MODE=$MODE\"; exec /bin/busybox httpd -f -p 8000 -h /www",
+        // Like most servers, it stops at once when told to (SIGTERM).
+        "echo \"web starting with MODE=$MODE\"; /bin/busybox httpd -f -p 8000 -h /www & trap \"kill $!; exit 0\" TERM; wait",
     );
     let crash = push_image(
         work.path(),
@@ -347,7 +418,29 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
 
     // A variable and a secret: new releases whose pods have them; the secret's value is
     // in the Secret berth wrote, never in a rendered object.
+    // The variable's rollout under load (two pods, replaced one by one): no request
+    // fails, as a Service's proxy would send them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (kubeconfig, stop) = (lab.kubeconfig(), stop.clone());
+        std::thread::spawn(move || load_through_endpoints(kubeconfig, stop))
+    };
+    std::thread::sleep(Duration::from_secs(1));
     p.ok(&["env", "set", "web", "MODE=two"]);
+    // The old pods' stop (their drain) is over before the load ends.
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, failures) = load.join().unwrap();
+    eprintln!(
+        "rollout under load: {sent} requests, {} failed",
+        failures.len()
+    );
+    assert!(sent > 100, "only {sent} requests were sent");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {failures:?}",
+        failures.len()
+    );
     p.ok(&[
         "secrets",
         "set",

@@ -35,8 +35,13 @@ const ROOT_LINKS: &[&str] = &["/bin", "/lib", "/lib64", "/sbin"];
 /// Parts of Python's standard library no server uses.
 const PYTHON_SKIP: &[&str] = &["test", "idlelib", "tkinter", "turtledemo", "__pycache__"];
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Always there: the shell (`sh -c` commands) and the CA certificates.
-const ALWAYS: &[&str] = &["/bin/sh", "/etc/ssl/certs/ca-certificates.crt"];
+/// Always there: the shell (`sh -c` commands), `sleep` (a pod's stop waits a moment for
+/// its endpoints to go) and the CA certificates.
+const ALWAYS: &[&str] = &[
+    "/bin/sh",
+    "/bin/sleep",
+    "/etc/ssl/certs/ca-certificates.crt",
+];
 
 /// Where a path of the image is: the app's (`/app/…`, in `app_root`) or the host's.
 fn locate(app_root: &Path, path: &Path) -> (bool, PathBuf) {

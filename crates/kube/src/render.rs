@@ -11,12 +11,12 @@ use berth_core::policy::Isolation;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem, LimitRangeSpec,
-    LocalObjectReference, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    EnvFromSource, EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, LimitRange,
+    LimitRangeItem, LimitRangeSpec, LocalObjectReference, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -35,6 +35,9 @@ pub const APP_UID: i64 = 10_001;
 
 /// The pod template's annotation holding the digest of the app's variables.
 pub const ENV_DIGEST: &str = "berth.dev/env-digest";
+/// How long a web pod keeps answering after it is told to stop (its endpoints' removal
+/// reaching every node's proxy meanwhile).
+pub const DRAIN_SECONDS: u32 = 3;
 /// Where secrets given as files appear, as on berth's own runtime.
 pub const SECRET_FILES_DIR: &str = "/run/secrets";
 /// The pod template's annotation naming the secret versions the pods read.
@@ -624,6 +627,22 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
             }]
         }),
         readiness_probe: probe,
+        // Taken out of its Service's endpoints as it is told to stop, a web pod keeps
+        // answering a moment so that requests routed to it meanwhile are not refused (an
+        // image without a shell or `sleep` just stops at once).
+        lifecycle: web.then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        format!("sleep {DRAIN_SECONDS}"),
+                    ]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         resources: Some(ResourceRequirements {
             limits: Some(resources),
             requests: Some(requests),
