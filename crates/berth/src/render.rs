@@ -234,6 +234,9 @@ pub async fn kube(g: &Global, cmd: KubeCommand) -> Result<i32> {
         KubeCommand::Drift { app } => drift(g, app).await,
         KubeCommand::Restore { app } => {
             let client = crate::client::discover(g)?;
+            if !g.json {
+                eprintln!("restoring {app}'s objects and waiting for its rollout …");
+            }
             let restored: Vec<berth_core::api::DriftView> = client
                 .post_json(
                     &berth_client::app_path(&app, "/drift/restore"),

@@ -181,8 +181,8 @@ fn load_through_endpoints(
     (sent, failures)
 }
 
-/// The image web's Deployment runs.
-fn deployed_image(lab: &KubeLab) -> String {
+/// A field of web's Deployment (a JSONPath).
+fn web_deployment(lab: &KubeLab, path: &str) -> String {
     lab.ok(&[
         "get",
         "deployment",
@@ -190,8 +190,13 @@ fn deployed_image(lab: &KubeLab) -> String {
         "-n",
         NS,
         "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
+        &format!("jsonpath={path}"),
     ])
+}
+
+/// The image web's Deployment runs.
+fn deployed_image(lab: &KubeLab) -> String {
+    web_deployment(lab, "{.spec.template.spec.containers[0].image}")
 }
 
 fn said(o: &std::process::Output) -> String {
@@ -326,15 +331,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "jsonpath={.type}",
     ]);
     assert_eq!(pull, "kubernetes.io/dockerconfigjson");
-    let pull_secrets = lab.ok(&[
-        "get",
-        "deployment",
-        "web-web",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.spec.template.spec.imagePullSecrets[*].name}",
-    ]);
+    let pull_secrets = web_deployment(&lab, "{.spec.template.spec.imagePullSecrets[*].name}");
     assert_eq!(pull_secrets, "berth-registry");
 
     // Scaled out: two pods, both in `berth ps`.
@@ -404,15 +401,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     assert!(out.status.success(), "{}", said(&out));
     assert!(said(&out).contains("restored web"), "{}", said(&out));
     assert_eq!(p.berth(&["kube", "drift", "web"]).status.code(), Some(0));
-    let replicas = lab.ok(&[
-        "get",
-        "deployment",
-        "web-web",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.spec.replicas}",
-    ]);
+    let replicas = web_deployment(&lab, "{.spec.replicas}");
     assert_eq!(replicas, "2");
     answer(&lab, "/", "hello from the cluster");
 

@@ -42,6 +42,17 @@ fn event(app: &str, release: u32, process: &str, index: u32, line: String) -> Lo
     }
 }
 
+/// berth's note about an instance, in its app's log.
+fn note(platform: &Platform, inst: &InstanceRow, line: String) {
+    let _ = platform.logs.append(&[event(
+        &inst.app,
+        inst.release,
+        &inst.process,
+        inst.index,
+        line,
+    )]);
+}
+
 impl Platform {
     /// Drops the segments of each app's log past its retention (berth.toml `[logs]`, else the
     /// platform's).
@@ -90,13 +101,7 @@ async fn restart_failed(
         "{}.{} could not be restarted: {error}; trying again",
         inst.process, inst.index
     );
-    let _ = platform.logs.append(&[event(
-        &inst.app,
-        inst.release,
-        &inst.process,
-        inst.index,
-        line,
-    )]);
+    note(platform, inst, line);
     Ok(())
 }
 
@@ -199,13 +204,7 @@ async fn check(
                     }
                 })
                 .await;
-                let _ = platform.logs.append(&[event(
-                    &inst.app,
-                    inst.release,
-                    &inst.process,
-                    inst.index,
-                    line,
-                )]);
+                note(platform, &inst, line);
             }
             InstanceState::Crashed => {
                 let when = *due
