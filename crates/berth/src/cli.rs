@@ -449,15 +449,32 @@ pub enum Command {
     /// TLS. Secret values are never written. Images are named REGISTRY/APP:CODE (the
     /// digest of the app's directory) unless berth.toml says `image =`.
     ///
+    /// With `--stack argo-cd --repo URL` (GitOps): also `OUT/argocd/`, an Argo CD
+    /// Application per app syncing its directory from the repository, and
+    /// `OUT/argocd-root.yaml`, the Application that syncs them — apply it once, then each
+    /// commit of a new rendering is what the cluster runs.
+    ///
     /// Example: berth render -f platform/ --out deploy/ --base-domain apps.example.com
+    ///   berth render -f platform/ --out deploy/ --stack argo-cd --repo https://git.example.com/team/platform.git
     Render {
         #[command(flatten)]
         definition: Definition,
         /// The parts of a cluster stack to render for (`berth kube` finds them itself):
         /// cert-manager (a Certificate per app), argo-rollouts (a canary app's web as a
-        /// Rollout with its steps).
+        /// Rollout with its steps), cloudnative-pg (a score.yaml's postgres as a Cluster,
+        /// its connection in the app's variables), argo-cd (Applications; needs --repo).
         #[arg(long, value_name = "LIST", default_value = "")]
         stack: String,
+        /// With --stack argo-cd: the git repository the rendered tree is committed to.
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+        /// With --repo: the branch, tag or commit Argo CD follows.
+        #[arg(long, value_name = "REV", default_value = "HEAD", requires = "repo")]
+        revision: String,
+        /// With --repo: where OUT is in the repository (default: OUT as given, when it is
+        /// a relative path; else the repository's root).
+        #[arg(long, value_name = "PATH", requires = "repo")]
+        repo_path: Option<String>,
         /// Where to write the tree (an earlier rendering there is replaced, its overlay kept).
         #[arg(long, value_name = "OUT")]
         out: PathBuf,
@@ -1192,6 +1209,10 @@ pub struct UpArgs {
     /// With --backend kubernetes: a context of the kubeconfig (default: its current one).
     #[arg(long, env = "BERTH_KUBE_CONTEXT", value_name = "NAME")]
     pub kube_context: Option<String>,
+    /// With --backend kubernetes: the StorageClass of apps' volumes (`berth volumes
+    /// create` makes a PersistentVolumeClaim of it; default: the cluster's default class).
+    #[arg(long, env = "BERTH_KUBE_STORAGE_CLASS", value_name = "NAME")]
+    pub kube_storage_class: Option<String>,
     /// Start only images whose signature verifies with the platform's key (every image
     /// berth builds or pulls is signed; see `berth images APP`). Deploys, rollbacks and
     /// restarts of anything else are refused.
@@ -1262,6 +1283,9 @@ pub struct Definition {
     /// has cert-manager.
     #[arg(long, default_value = "letsencrypt", value_name = "NAME")]
     pub cluster_issuer: String,
+    /// The StorageClass volumes' claims ask for (default: the cluster's default class).
+    #[arg(long, value_name = "NAME")]
+    pub storage_class: Option<String>,
 }
 
 /// Which cluster.

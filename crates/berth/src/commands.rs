@@ -295,7 +295,26 @@ async fn run_async(cli: Cli) -> Result<i32> {
             definition,
             stack,
             out,
-        } => crate::render::render(g, &definition, &stack, &out),
+            repo,
+            revision,
+            repo_path,
+        } => {
+            let git = repo.map(|repo| {
+                let path = repo_path.unwrap_or_else(|| {
+                    if out.is_relative() {
+                        out.to_string_lossy().trim_start_matches("./").to_string()
+                    } else {
+                        ".".to_string()
+                    }
+                });
+                berth_kube::stack::GitSource {
+                    repo,
+                    revision,
+                    path,
+                }
+            });
+            crate::render::render(g, &definition, &stack, git, &out)
+        }
         Command::Kube(cmd) => crate::render::kube(g, cmd).await,
         Command::Apply { dir, prune } => crate::declarative::apply(g, &dir, prune).await,
         Command::Ca(cmd) => crate::domains::ca(g, cmd).await,
@@ -462,10 +481,11 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         "kubernetes" => Some(berth_control::kube_backend::KubeTarget {
             kubeconfig: a.kubeconfig,
             context: a.kube_context,
+            storage_class: a.kube_storage_class,
         }),
-        _ if a.kubeconfig.is_some() || a.kube_context.is_some() => {
+        _ if a.kubeconfig.is_some() || a.kube_context.is_some() || a.kube_storage_class.is_some() => {
             return Err(anyhow!(
-                "--kubeconfig and --kube-context are for --backend kubernetes (this platform runs apps itself)"
+                "--kubeconfig, --kube-context and --kube-storage-class are for --backend kubernetes (this platform runs apps itself)"
             ))
         }
         _ => None,

@@ -8,7 +8,7 @@ use crate::output;
 use anyhow::{anyhow, Result};
 use berth_kube::cluster::Cluster;
 use berth_kube::spec::{kube_app, Declared};
-use berth_kube::stack::{apply_stack, Stack};
+use berth_kube::stack::{apply_stack, GitSource, Stack};
 use berth_kube::{KubeApp, Manifest};
 use std::path::Path;
 
@@ -70,6 +70,7 @@ fn apps_of(d: &Definition) -> Result<(String, Vec<KubeApp>)> {
             toml: &toml,
             procfile,
             hosts: vec![format!("{name}.{}", d.base_domain)],
+            storage_class: d.storage_class.clone(),
         }) {
             Ok(k) => apps.push(k),
             Err(p) => problems.extend(p.into_iter().map(|p| format!("{}/: {p}", app.dir))),
@@ -84,13 +85,32 @@ fn apps_of(d: &Definition) -> Result<(String, Vec<KubeApp>)> {
     Ok((namespace, apps))
 }
 
-/// The objects of `apps` for a cluster with `stack` (the namespace's first).
-fn objects_of(namespace: &str, apps: &[KubeApp], stack: &Stack) -> Vec<Manifest> {
-    let mut objects = berth_kube::project_objects(namespace);
+/// The objects of `apps` for a cluster with `stack` (the namespace's first); refused whole
+/// when an app needs a part of the stack the cluster lacks (`whose`: "the cluster" or
+/// "--stack").
+fn objects_of(
+    namespace: &str,
+    apps: &[KubeApp],
+    stack: &Stack,
+    whose: &str,
+) -> Result<Vec<Manifest>> {
+    let lacking: Vec<&str> = apps
+        .iter()
+        .filter(|a| a.database.is_some() && !stack.cloudnative_pg)
+        .map(|a| a.name.as_str())
+        .collect();
+    if !lacking.is_empty() {
+        return Err(anyhow!(
+            "nothing was done: {} ask(s) for a postgres database (score.yaml), which berth makes in a cluster with CloudNativePG, and {whose} has none\nhint: install CloudNativePG's operator (the CRD {}), or render with --stack cloudnative-pg",
+            lacking.join(", "),
+            berth_kube::stack::CLOUDNATIVE_PG_CRD
+        ));
+    }
+    let mut objects = berth_kube::project_objects(namespace, None);
     for app in apps {
         objects.extend(apply_stack(app, stack, berth_kube::app_objects(app)));
     }
-    objects
+    Ok(objects)
 }
 
 fn describe(m: &Manifest) -> String {
@@ -105,13 +125,42 @@ fn describe(m: &Manifest) -> String {
     )
 }
 
-/// `berth render -f DIR --out OUT`.
-pub fn render(g: &Global, d: &Definition, stack: &str, out: &Path) -> Result<i32> {
+/// `berth render -f DIR --out OUT` (with `git`, the Argo CD Applications too).
+pub fn render(
+    g: &Global,
+    d: &Definition,
+    stack: &str,
+    git: Option<GitSource>,
+    out: &Path,
+) -> Result<i32> {
     let stack = Stack::parse(stack, &d.cluster_issuer).map_err(|e| anyhow!(e))?;
+    match (stack.argo_cd, &git) {
+        (true, None) => return Err(anyhow!(
+            "--stack argo-cd needs --repo: the git repository Argo CD syncs the rendered tree from"
+        )),
+        (false, Some(_)) => {
+            return Err(anyhow!(
+                "--repo is for GitOps with Argo CD: add argo-cd to --stack"
+            ))
+        }
+        _ => {}
+    }
     let (namespace, declared) = apps_of(d)?;
-    let objects = objects_of(&namespace, &declared, &stack);
+    let objects = objects_of(&namespace, &declared, &stack, "--stack")?;
     let apps = declared.len();
-    berth_kube::kustomize::write_tree(out, &objects)?;
+    let applications = match &git {
+        Some(git) => {
+            let mut dirs: Vec<String> = objects
+                .iter()
+                .map(berth_kube::kustomize::object_dir)
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            berth_kube::stack::argo_applications(&dirs, git)
+        }
+        None => Vec::new(),
+    };
+    berth_kube::kustomize::write_tree(out, &objects, &applications)?;
     if g.json {
         let list: Vec<_> = objects
             .iter()
@@ -135,6 +184,18 @@ pub fn render(g: &Global, d: &Definition, stack: &str, out: &Path) -> Result<i32
             out.display(),
             out.join(berth_kube::kustomize::OVERLAY).display()
         );
+        if let (Some(git), Some(root)) = (&git, applications.last()) {
+            println!(
+                "{} Argo CD Application(s) in {}; commit {} to {} ({}), then once: kubectl apply -f {} (the Application {} syncs the rest)",
+                applications.len(),
+                out.join(berth_kube::kustomize::ARGO_DIR).display(),
+                out.display(),
+                git.repo,
+                git.revision,
+                out.join(berth_kube::kustomize::ARGO_ROOT).display(),
+                root.name
+            );
+        }
     }
     Ok(0)
 }
@@ -160,8 +221,13 @@ async fn connect(t: &ClusterTarget, d: &Definition) -> Result<Target> {
             stack.names().join(", ")
         );
     }
+    if stack.argo_cd {
+        eprintln!(
+            "the cluster has Argo CD: for GitOps, commit `berth render --stack argo-cd --repo URL` instead (berth applies directly now)"
+        );
+    }
     Ok(Target {
-        objects: objects_of(&namespace, &apps, &stack),
+        objects: objects_of(&namespace, &apps, &stack, "the cluster")?,
         apps: apps.len(),
         cluster,
         stack,

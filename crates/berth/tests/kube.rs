@@ -83,7 +83,8 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
     );
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&said.stdout).unwrap();
 
-    // The overlay builds to exactly the rendered objects, each as its file in base/ says.
+    // The overlay builds to exactly the rendered objects, each as its file in base/ says
+    // (a directory per namespace and app, `_project` for the namespace's own).
     let overlay = out.join("overlays/production");
     let built = Command::new("kubectl")
         .args(["kustomize", overlay.to_str().unwrap()])
@@ -110,21 +111,34 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
     assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), names);
     for m in &listed {
         let kind = m["kind"].as_str().unwrap();
-        let ns = m["namespace"].as_str().unwrap_or("cluster");
-        let file = out.join("base").join(ns).join(format!(
-            "{}-{}.yaml",
-            kind.to_ascii_lowercase(),
-            m["name"].as_str().unwrap()
-        ));
+        let name = m["name"].as_str().unwrap();
+        let key = format!("{kind}/{}/{name}", m["namespace"].as_str().unwrap_or(""));
+        let ns = m["namespace"].as_str().unwrap_or(name);
+        let app = docs[&key]["metadata"]["labels"]["app.kubernetes.io/name"]
+            .as_str()
+            .unwrap_or("_project");
+        let file = out
+            .join("base")
+            .join(ns)
+            .join(app)
+            .join(format!("{}-{name}.yaml", kind.to_ascii_lowercase()));
         let text = std::fs::read_to_string(&file).unwrap();
         let v: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-        let key = format!(
-            "{kind}/{}/{}",
-            m["namespace"].as_str().unwrap_or(""),
-            m["name"].as_str().unwrap()
-        );
         assert_eq!(docs[&key], v, "{key}");
     }
+    // Each app's directory builds alone to its own objects (what Argo CD syncs per app).
+    let shop = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(out.join("base/berth-default/shop"))
+        .output()
+        .unwrap();
+    let shop = documents(&String::from_utf8_lossy(&shop.stdout));
+    let want: Vec<&String> = docs
+        .keys()
+        .filter(|k| docs[*k]["metadata"]["labels"]["app.kubernetes.io/name"] == "shop")
+        .collect();
+    assert_eq!(shop.keys().collect::<Vec<_>>(), want);
+    assert!(want.len() >= 6, "{want:?}");
     // What a cluster needs to know of each app.
     let web = &docs["Deployment/berth-default/shop-web"];
     let pod = &web["spec"]["template"]["spec"];
@@ -167,7 +181,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
     // Score's volume example: a claim for its volume, mounted where it says, and a
     // Deployment that replaces its pod rather than running two on one volume.
     let claim = &docs["PersistentVolumeClaim/berth-default/my-workload-data"];
-    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1024Mi");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
     let vols = &docs["Deployment/berth-default/my-workload-web"]["spec"];
     assert_eq!(vols["strategy"]["type"], "Recreate");
     assert_eq!(
@@ -562,8 +576,9 @@ fn eventually_gone(lab: &Lab, kind: &str, name: &str) {
     assert!(gone, "{kind} {name} is still there");
 }
 
-/// Minimal CRDs of cert-manager's Certificate and Argo Rollouts' Rollout: the fields berth
-/// sets, typed as their published schemas type them (and required where they are).
+/// Minimal CRDs of cert-manager's Certificate, Argo Rollouts' Rollout, CloudNativePG's
+/// Cluster and Argo CD's Application: the fields berth sets, typed as their published schemas type them (and
+/// required where they are).
 const STACK_CRDS: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -633,6 +648,85 @@ spec:
                               type: object
                               properties:
                                 duration: {type: string}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: clusters.postgresql.cnpg.io
+spec:
+  group: postgresql.cnpg.io
+  scope: Namespaced
+  names: {kind: Cluster, plural: clusters, singular: cluster, listKind: ClusterList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [instances]
+            properties:
+              instances: {type: integer, minimum: 1}
+              bootstrap:
+                type: object
+                properties:
+                  initdb:
+                    type: object
+                    properties:
+                      database: {type: string}
+                      owner: {type: string}
+              storage:
+                type: object
+                properties:
+                  size: {type: string}
+                  storageClass: {type: string}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: applications.argoproj.io
+spec:
+  group: argoproj.io
+  scope: Namespaced
+  names: {kind: Application, plural: applications, singular: application, listKind: ApplicationList}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        required: [spec]
+        properties:
+          spec:
+            type: object
+            required: [destination, project]
+            properties:
+              project: {type: string}
+              source:
+                type: object
+                required: [repoURL]
+                properties:
+                  repoURL: {type: string}
+                  targetRevision: {type: string}
+                  path: {type: string}
+              destination:
+                type: object
+                properties:
+                  server: {type: string}
+                  namespace: {type: string}
+              syncPolicy:
+                type: object
+                properties:
+                  automated:
+                    type: object
+                    properties:
+                      prune: {type: boolean}
+                      selfHeal: {type: boolean}
+                  syncOptions: {type: array, items: {type: string}}
 "#;
 
 #[test]
@@ -645,8 +739,35 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
         "[deploy]\nstrategy = \"canary\"\nsteps = [10, 50]\nstep_pause = \"30s\"\n",
     )
     .unwrap();
+    // Score's getting-started example: its postgres, and a variable made of its connection.
+    std::fs::create_dir_all(defs.join("sample")).unwrap();
+    std::fs::copy(
+        repo().join("crates/core/tests/fixtures/score-getting-started.yaml"),
+        defs.join("sample/score.yaml"),
+    )
+    .unwrap();
     let d = defs.to_str().unwrap();
     let lab = Lab::start();
+    // Before the cluster has CloudNativePG, an app with a database is refused, whole.
+    let kc = lab.kubeconfig();
+    let refused = berth(&[
+        "kube",
+        "apply",
+        "-f",
+        d,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("sample ask(s) for a postgres database") && why.contains("CloudNativePG"),
+        "{why}"
+    );
+    assert!(!lab
+        .kubectl(&["get", "namespace", "berth-default"])
+        .status
+        .success());
     let crds = work.path().join("crds.yaml");
     std::fs::write(&crds, STACK_CRDS).unwrap();
     lab.ok(&["apply", "-f", crds.to_str().unwrap()]);
@@ -658,8 +779,11 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
                 .kubectl(&["get", "certificates.cert-manager.io", "-A"])
                 .status
                 .success()
+            && lab
+                .kubectl(&["get", "clusters.postgresql.cnpg.io", "-A"])
+                .status
+                .success()
     });
-    let kc = lab.kubeconfig();
     let apply = berth(&[
         "kube",
         "apply",
@@ -677,9 +801,66 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     );
     assert!(apply.status.success(), "{said}");
     assert!(
-        said.contains("the cluster has cert-manager, argo-rollouts"),
+        said.contains("the cluster has cert-manager, argo-rollouts, cloudnative-pg"),
         "{said}"
     );
+    assert!(
+        said.contains("the cluster has Argo CD: for GitOps"),
+        "{said}"
+    );
+    // The database: a CloudNativePG Cluster; the app's variables read its connection from
+    // the operator's Secret, the score.yaml's string made of them; the network policies
+    // let the app (and the operator) reach it.
+    let db = lab.ok(&[
+        "get",
+        "clusters.postgresql.cnpg.io",
+        "sample-db",
+        "-n",
+        "berth-default",
+        "-o",
+        "jsonpath={.spec.instances} {.spec.bootstrap.initdb.database} {.spec.storage.size}",
+    ]);
+    assert_eq!(db, "1 app 1Gi");
+    let env = lab.ok(&[
+        "get",
+        "deployment",
+        "sample-web",
+        "-n",
+        "berth-default",
+        "-o",
+        "json",
+    ]);
+    let env: serde_json::Value = serde_json::from_str(&env).unwrap();
+    let env = env["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap();
+    assert_eq!(
+        var("BERTH_DB_HOST")["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "sample-db-app", "key": "host", "optional": false})
+    );
+    assert_eq!(
+        var("DATABASE_URL")["valueFrom"]["secretKeyRef"]["key"],
+        "uri"
+    );
+    assert_eq!(
+        var("PG_CONNECTION_STRING")["value"],
+        "postgresql://$(BERTH_DB_USERNAME):$(BERTH_DB_PASSWORD)@$(BERTH_DB_HOST):$(BERTH_DB_PORT)/$(BERTH_DB_NAME)?sslmode=disable"
+    );
+    let position = |name: &str| env.iter().position(|e| e["name"] == name).unwrap();
+    assert!(
+        position("BERTH_DB_PASSWORD") < position("PG_CONNECTION_STRING"),
+        "a variable expands only those listed before it"
+    );
+    let policies = lab.ok(&["get", "networkpolicy", "-n", "berth-default", "-o", "name"]);
+    for want in ["sample-db", "sample-db-client"] {
+        assert!(
+            policies.contains(&format!("networkpolicy.networking.k8s.io/{want}\n"))
+                || policies.ends_with(&format!("/{want}")),
+            "{want} in {policies}"
+        );
+    }
     // A certificate per app from the issuer, for its host, into the Ingress's TLS secret.
     let cert = lab.ok(&[
         "get",
@@ -722,7 +903,26 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
         "{}",
         String::from_utf8_lossy(&plan.stdout)
     );
+    // The definition without the database app renders without CloudNativePG.
+    let out = work.path().join("deploy");
+    let said = berth(&[
+        "render",
+        "-f",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--stack",
+        "cert-manager",
+    ]);
+    assert!(!said.status.success());
+    assert!(
+        String::from_utf8_lossy(&said.stderr).contains("--stack has none"),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    assert!(!out.exists(), "nothing written");
     std::fs::remove_dir_all(defs.join("shop")).unwrap();
+    std::fs::remove_dir_all(defs.join("sample")).unwrap();
     let pruned = berth(&[
         "kube",
         "apply",
@@ -735,15 +935,14 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     assert!(pruned.status.success());
     let left = lab.ok(&[
         "get",
-        "rollouts,certificates",
+        "rollouts,certificates,clusters.postgresql.cnpg.io,networkpolicies",
         "-n",
         "berth-default",
         "-o",
         "name",
     ]);
-    assert!(!left.contains("shop"), "{left}");
+    assert!(!left.contains("shop") && !left.contains("sample"), "{left}");
     // render is told the stack; an unknown part is refused.
-    let out = work.path().join("deploy");
     let said = berth(&[
         "render",
         "-f",
@@ -756,4 +955,87 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     assert!(!said.status.success());
     assert!(String::from_utf8_lossy(&said.stderr).contains("istio unknown"));
     assert!(!out.exists(), "nothing written");
+
+    // GitOps: Argo CD is not asked to sync without a repository.
+    let said = berth(&[
+        "render",
+        "-f",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--stack",
+        "argo-cd",
+    ]);
+    assert!(!said.status.success());
+    assert!(String::from_utf8_lossy(&said.stderr).contains("needs --repo"));
+    assert!(!out.exists(), "nothing written");
+    // With one: an Application per app syncing its directory, and the root one syncing
+    // them and the namespace's own objects; the API server takes them all.
+    let said = berth(&[
+        "render",
+        "-f",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--stack",
+        "argo-cd",
+        "--repo",
+        "https://git.example.test/team/platform.git",
+        "--revision",
+        "main",
+        "--repo-path",
+        "deploy",
+    ]);
+    let text = String::from_utf8_lossy(&said.stdout);
+    assert!(said.status.success(), "{text}");
+    assert!(text.contains("kubectl apply -f"), "{text}");
+    let apps = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(out.join("argocd"))
+        .output()
+        .unwrap();
+    let apps = documents(&String::from_utf8_lossy(&apps.stdout));
+    assert!(
+        apps.contains_key("Application/argocd/berth-default.hello"),
+        "{apps:?}"
+    );
+    assert!(apps.contains_key("Namespace//berth-default"), "{apps:?}");
+    let hello = &apps["Application/argocd/berth-default.hello"]["spec"];
+    assert_eq!(
+        hello["source"],
+        serde_json::json!({
+            "repoURL": "https://git.example.test/team/platform.git",
+            "targetRevision": "main",
+            "path": "deploy/base/berth-default/hello",
+        })
+    );
+    assert_eq!(hello["destination"]["namespace"], "berth-default");
+    assert_eq!(hello["syncPolicy"]["automated"]["prune"], true);
+    lab.ok(&["create", "namespace", "argocd"]);
+    lab.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "berth",
+        "-k",
+        out.join("argocd").to_str().unwrap(),
+    ]);
+    lab.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "berth",
+        "-f",
+        out.join("argocd-root.yaml").to_str().unwrap(),
+    ]);
+    let root = lab.ok(&[
+        "get",
+        "applications.argoproj.io",
+        "berth-default",
+        "-n",
+        "argocd",
+        "-o",
+        "jsonpath={.spec.source.path}",
+    ]);
+    assert_eq!(root, "deploy/argocd");
 }

@@ -29,6 +29,13 @@ fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> 
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("www/index.html"), "hello from the cluster\n").unwrap();
+    // Counts its visits in /data (a volume, where the app has one).
+    let count = root.join("www/cgi-bin/count");
+    std::fs::write(
+        &count,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho x >> /data/visits\necho \"visits=$(/bin/busybox wc -l < /data/visits)\"\n",
+    )
+    .unwrap();
     let cgi = root.join("www/cgi-bin/env");
     std::fs::write(
         &cgi,
@@ -36,7 +43,9 @@ fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> 
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for script in [&cgi, &count] {
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let tar = work.join(format!("{name}.tar"));
     let reference = format!("127.0.0.1:{registry_port}/src/{name}:1");
     let made = Command::new(repo().join("scripts/kube-lab/mkimage.py"))
@@ -259,6 +268,8 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         &kubeconfig,
         "--registry",
         &registry_url,
+        "--kube-storage-class",
+        "berth-local",
     ]);
     assert!(
         p.up_log()
@@ -526,26 +537,94 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         answer_from(&lab, &format!("svc/{example}"), "/", want);
     }
 
-    // What the cluster backend does not do yet is refused, not done on this machine
-    // where the pods would never see it.
-    for args in [
-        vec![
-            "volumes", "create", "web", "data", "--size", "64M", "--mount", "/data",
-        ],
-        vec!["db", "create", "web"],
+    // A volume is a PersistentVolumeClaim of the platform's storage class (here a volume
+    // the test made on the node's disk), mounted by the app's pods; what they write
+    // outlives them.
+    let disk = work.path().join("pv");
+    std::fs::create_dir_all(&disk).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pv = work.path().join("pv.yaml");
+    std::fs::write(
+        &pv,
+        format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: test-disk}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: berth-local\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: {}}}\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    lab.ok(&["apply", "-f", &pv.display().to_string()]);
+    let out = p.berth(&[
+        "volumes", "create", "web", "data", "--size", "64M", "--mount", "/data",
+    ]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("ready"), "{}", said(&out));
+    let claim = lab.ok(&[
+        "get",
+        "pvc",
+        "web-data",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.storageClassName} {.spec.resources.requests.storage} {.status.phase}",
+    ]);
+    assert_eq!(claim, "berth-local 64Mi Bound");
+    answer(&lab, "/cgi-bin/count", "visits=");
+    let visits = |body: &str| -> u32 {
+        let n: String = body
+            .split("visits=")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        n.parse().unwrap()
+    };
+    let first = visits(&answer(&lab, "/cgi-bin/count", "visits="));
+    assert!(
+        std::fs::read_to_string(disk.join("visits")).is_ok(),
+        "the pods wrote to the claim's volume"
+    );
+    p.ok(&["env", "set", "web", "MODE=three"]);
+    let after = visits(&answer(&lab, "/cgi-bin/count", "visits="));
+    assert!(after > first, "the new pods see what the old ones wrote");
+    let volumes = p.json(&["volumes", "list", "web"]);
+    assert_eq!(volumes[0]["name"], "data", "{volumes}");
+    assert_eq!(volumes[0]["mount"], "/data", "{volumes}");
+    assert!(
+        !volumes[0]["mounted_by"].as_array().unwrap().is_empty(),
+        "{volumes}"
+    );
+    // Snapshots are the cluster storage's to take; a database is not made here either.
+    for (args, want) in [
+        (vec!["volumes", "snapshot", "web", "data"], "VolumeSnapshot"),
+        (
+            vec!["db", "create", "web"],
+            "not available yet when apps run in a Kubernetes cluster",
+        ),
     ] {
         let out = p.berth(&args);
         assert!(!out.status.success(), "{args:?}: {}", said(&out));
-        assert!(
-            said(&out).contains("not available yet when apps run in a Kubernetes cluster"),
-            "{args:?}: {}",
-            said(&out)
-        );
+        assert!(said(&out).contains(want), "{args:?}: {}", said(&out));
     }
-    assert!(p
-        .json(&["volumes", "list", "web"])
-        .as_array()
-        .is_none_or(|v| v.is_empty()));
+    // Destroyed: in use, it needs --force; then a release without it deletes the claim.
+    let out = p.berth(&["volumes", "destroy", "web", "data"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("--force"), "{}", said(&out));
+    p.ok(&["volumes", "destroy", "web", "data", "--force"]);
+    assert!(
+        common::eventually(Duration::from_secs(30), || !lab
+            .kubectl(&["get", "pvc", "web-data", "-n", NS])
+            .status
+            .success()),
+        "the claim is deleted"
+    );
+    assert!(
+        web_deployment(&lab, "{.spec.template.spec.volumes[*].name}")
+            .split(' ')
+            .all(|v| v != "data")
+    );
+    answer(&lab, "/", "hello from the cluster");
 
     // Destroy: the app's objects go; the namespace stays.
     p.ok(&["destroy", "web"]);
@@ -561,4 +640,43 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     ]);
     assert!(left.trim().is_empty(), "{left}");
     lab.ok(&["get", "namespace", NS]);
+
+    // A project with a quota: its namespace has a ResourceQuota (room for a rolling
+    // update's new pods beside the old), and the app's pods run within it.
+    p.ok(&[
+        "projects",
+        "create",
+        "team",
+        "--max-memory",
+        "1G",
+        "--max-instances",
+        "3",
+    ]);
+    let out = p.berth(&[
+        "deploy",
+        &web_dir.display().to_string(),
+        "--image",
+        &web,
+        "--app",
+        "front",
+        "--project",
+        "team",
+    ]);
+    assert!(out.status.success(), "{}", said(&out));
+    let quota = || {
+        lab.ok(&[
+            "get",
+            "resourcequota",
+            "berth-quota",
+            "-n",
+            "berth-team",
+            "-o",
+            "jsonpath={.spec.hard.limits\\.memory} {.spec.hard.pods} {.status.used.pods}",
+        ])
+    };
+    assert!(
+        common::eventually(Duration::from_secs(30), || quota() == "2Gi 6 1"),
+        "{}",
+        quota()
+    );
 }

@@ -32,6 +32,8 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(2);
 pub struct KubeTarget {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
+    /// The StorageClass of apps' volumes (none: the cluster's default).
+    pub storage_class: Option<String>,
 }
 
 /// A connected cluster and what it has of the seeds' stack.
@@ -113,6 +115,19 @@ impl Platform {
             format!("{what} is not available yet when apps run in a Kubernetes cluster"),
         )
         .hint("this platform was started with --backend kubernetes; run such apps on a platform that runs apps itself for now"))
+    }
+
+    /// Refuses snapshots and restores of a volume that is a claim in the cluster: the
+    /// cluster's storage takes those.
+    pub(crate) fn not_on_cluster_volume(&self, what: &str) -> Result<(), ApiError> {
+        if self.kube.is_none() {
+            return Ok(());
+        }
+        Err(ApiError::invalid(
+            "not_on_cluster",
+            format!("{what} is not available yet when apps run in a Kubernetes cluster"),
+        )
+        .hint("the volume is the PersistentVolumeClaim APP-NAME in the app's namespace: snapshot it with the cluster's storage (a CSI VolumeSnapshot)"))
     }
 
     fn kube(&self) -> Result<&KubeBackend, ApiError> {
@@ -211,6 +226,7 @@ impl Platform {
                     name: v.name,
                     mount: v.mount_path,
                     size_bytes: v.size_bytes,
+                    storage_class: self.cfg.kube.as_ref().and_then(|k| k.storage_class.clone()),
                 })
                 .collect(),
             hosts,
@@ -219,8 +235,16 @@ impl Platform {
             canary: None,
             secrets_version: secrets_version(release),
             pull_secret: docker_config.as_ref().map(|_| PULL_SECRET.to_string()),
+            database: None,
+            derived_env: BTreeMap::new(),
         };
-        let mut objects = berth_kube::project_objects(&namespace);
+        let project = self
+            .store
+            .app_project(app)
+            .await?
+            .unwrap_or_else(|| berth_core::projects::DEFAULT_PROJECT.into());
+        let quota = self.store.project_quota(&project).await?;
+        let mut objects = berth_kube::project_objects(&namespace, quota.as_ref());
         if let Some(config) = &docker_config {
             objects.push(berth_kube::render::pull_secret_object(
                 &namespace,

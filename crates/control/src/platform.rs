@@ -421,6 +421,8 @@ impl Platform {
                 Ok(Ok(())) => {}
             }
         }
+        // On a cluster, volumes are claims there: nothing to mount here.
+        let here = cfg.kube.is_none();
         for v in store
             .volumes(None)
             .await
@@ -428,6 +430,8 @@ impl Platform {
                 path: cfg.db_path().display().to_string(),
                 source,
             })?
+            .into_iter()
+            .filter(|_| here)
         {
             if let Err(e) = volumes.mount(&v.app, &v.name) {
                 tracing::error!(app = %v.app, volume = %v.name, error = %e, "mounting a volume failed");

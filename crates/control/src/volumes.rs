@@ -63,7 +63,7 @@ impl Platform {
 
     /// Volumes of an app with their use and snapshots.
     pub async fn list_volumes(&self, app: &str) -> Result<Vec<VolumeView>, ApiError> {
-        let instances = self.store.instances(Some(app)).await?;
+        let instances = self.instance_views(app).await?;
         let mut out = Vec::new();
         for v in self.store.volumes(Some(app)).await? {
             let (a, n) = (app.to_string(), v.name.clone());
@@ -77,7 +77,6 @@ impl Platform {
                 exclusive: v.exclusive,
                 mounted_by: instances
                     .iter()
-                    .filter(|i| i.state != InstanceState::Stopped)
                     .map(|i| format!("{}.{}[v{}]", i.process, i.index, i.release))
                     .collect(),
                 snapshots: snapshots
@@ -105,7 +104,6 @@ impl Platform {
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
-        self.not_on_cluster("a volume")?;
         let size = check_volume_request(&req)?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
@@ -156,9 +154,13 @@ impl Platform {
                 }
             }
         }
-        let (a, n) = (app.to_string(), req.name.clone());
-        self.volume_fs(move |s| s.create(&a, &n, size, APP_UID, APP_GID))
-            .await?;
+        // On a cluster the release's PersistentVolumeClaim is the volume.
+        let here = self.kube.is_none();
+        if here {
+            let (a, n) = (app.to_string(), req.name.clone());
+            self.volume_fs(move |s| s.create(&a, &n, size, APP_UID, APP_GID))
+                .await?;
+        }
         let row = VolumeRow {
             app: app.to_string(),
             name: req.name.clone(),
@@ -168,8 +170,10 @@ impl Platform {
             created_at: crate::now_secs(),
         };
         if let Err(e) = self.store.insert_volume(&row).await {
-            let (a, n) = (app.to_string(), req.name.clone());
-            let _ = self.volume_fs(move |s| s.destroy(&a, &n)).await;
+            if here {
+                let (a, n) = (app.to_string(), req.name.clone());
+                let _ = self.volume_fs(move |s| s.destroy(&a, &n)).await;
+            }
             return Err(e.into());
         }
         let Some(release) = current else {
@@ -197,17 +201,20 @@ impl Platform {
             )
             .await;
         if result.is_err() {
-            // Nothing changed: the volume goes again.
+            // Nothing changed: the volume goes again (on a cluster, the serving release's
+            // objects were applied again and its claim was never made).
             self.store.delete_volume(app, &req.name).await?;
-            let (a, n) = (app.to_string(), req.name.clone());
-            let _ = self.volume_fs(move |s| s.destroy(&a, &n)).await;
+            if here {
+                let (a, n) = (app.to_string(), req.name.clone());
+                let _ = self.volume_fs(move |s| s.destroy(&a, &n)).await;
+            }
         }
         result
     }
 
     /// Takes a consistent snapshot of a volume.
     pub async fn snapshot_volume(&self, app: &str, name: &str) -> Result<SnapshotView, ApiError> {
-        self.not_on_cluster("a volume snapshot")?;
+        self.not_on_cluster_volume("a volume snapshot")?;
         self.existing_volume(app, name).await?;
         let (a, n) = (app.to_string(), name.to_string());
         let s = self.volume_fs(move |s| s.snapshot(&a, &n)).await?;
@@ -228,6 +235,17 @@ impl Platform {
             .into_iter()
             .find(|v| v.name == name)
             .ok_or_else(|| not_found(app, name))
+    }
+
+    /// The instances using an app's volumes: its running containers here, its pods on a
+    /// cluster (as `process.index`).
+    async fn volume_users(&self, app: &str) -> Result<Vec<String>, ApiError> {
+        Ok(self
+            .instance_views(app)
+            .await?
+            .into_iter()
+            .map(|i| format!("{}.{}", i.process, i.index))
+            .collect())
     }
 
     async fn running_instances(
@@ -252,7 +270,7 @@ impl Platform {
         snapshot: &str,
         force: bool,
     ) -> Result<(), DeployFailure> {
-        self.not_on_cluster("a volume restore")?;
+        self.not_on_cluster_volume("a volume restore")?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         self.existing_volume(app, name).await?;
@@ -306,7 +324,7 @@ impl Platform {
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         let row = self.existing_volume(app, name).await?;
-        let running = self.running_instances(app).await?;
+        let running = self.volume_users(app).await?;
         if !running.is_empty() && !force {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -321,7 +339,8 @@ impl Platform {
         }
         self.store.delete_volume(app, name).await?;
         let mut result = Ok((STORED_ONLY, format!("volume {name} of {app} destroyed")));
-        if !running.is_empty() {
+        // On a cluster a release without the volume deletes its claim (and its data).
+        if !running.is_empty() || self.kube.is_some() {
             if let Some(release) = self.serving_release(app).await? {
                 result = self
                     .deploy_config(
@@ -338,6 +357,9 @@ impl Platform {
         if result.is_err() {
             // The app still mounts it: keep it.
             self.store.insert_volume(&row).await?;
+            return result;
+        }
+        if self.kube.is_some() {
             return result;
         }
         // Old instances drain in the background; their mounts go with them.

@@ -8,13 +8,15 @@
 
 use berth_core::limits::Limits;
 use berth_core::policy::Isolation;
+use berth_core::projects::Quota;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, LimitRange,
-    LimitRangeItem, LimitRangeSpec, LocalObjectReference, Namespace, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
+    EnvFromSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    LimitRange, LimitRangeItem, LimitRangeSpec, LocalObjectReference, Namespace,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota, ResourceQuotaSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
     Volume, VolumeMount, VolumeResourceRequirements,
 };
@@ -84,6 +86,34 @@ pub struct KubeVolume {
     pub name: String,
     pub mount: String,
     pub size_bytes: u64,
+    /// The StorageClass its claim asks for (none: the cluster's default).
+    pub storage_class: Option<String>,
+}
+
+/// The app's PostgreSQL database (score.yaml's `postgres` resource): a CloudNativePG
+/// `Cluster` (`<app>-db`) whose connection the pods read from the operator's
+/// `<app>-db-app` Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeDatabase {
+    pub size_bytes: u64,
+    /// The StorageClass of its disk (none: the cluster's default).
+    pub storage_class: Option<String>,
+}
+
+/// The database's connection as the pods' variables, from the keys of the Secret
+/// CloudNativePG writes; score.yaml's `${resources.DB.OUTPUT}` are these.
+pub const DATABASE_ENV: &[(&str, &str)] = &[
+    ("BERTH_DB_HOST", "host"),
+    ("BERTH_DB_PORT", "port"),
+    ("BERTH_DB_NAME", "dbname"),
+    ("BERTH_DB_USERNAME", "username"),
+    ("BERTH_DB_PASSWORD", "password"),
+    ("DATABASE_URL", "uri"),
+];
+
+/// The CloudNativePG `Cluster` of an app's database.
+pub fn database_cluster(app: &str) -> String {
+    format!("{app}-db")
 }
 
 /// What berth knows of an app, as the cluster needs it.
@@ -116,6 +146,10 @@ pub struct KubeApp {
     pub secrets_version: Option<String>,
     /// The Secret (`kubernetes.io/dockerconfigjson`) the node pulls the image with.
     pub pull_secret: Option<String>,
+    pub database: Option<KubeDatabase>,
+    /// Variables made of the database's connection (`postgresql://$(BERTH_DB_USERNAME)@…`),
+    /// expanded by the kubelet when the pod starts.
+    pub derived_env: BTreeMap<String, String>,
 }
 
 /// A rendered object: its kind, namespace and name, and the object itself.
@@ -190,9 +224,12 @@ fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -
     }
 }
 
-fn quantity_bytes(bytes: u64) -> Quantity {
+pub(crate) fn quantity_bytes(bytes: u64) -> Quantity {
     const MI: u64 = 1 << 20;
-    if bytes.is_multiple_of(MI) {
+    const GI: u64 = 1 << 30;
+    if bytes.is_multiple_of(GI) {
+        Quantity(format!("{}Gi", bytes / GI))
+    } else if bytes.is_multiple_of(MI) {
         Quantity(format!("{}Mi", bytes / MI))
     } else {
         Quantity(bytes.to_string())
@@ -222,8 +259,32 @@ pub fn namespace_of(project: &str) -> Result<String, String> {
     Ok(ns)
 }
 
-/// The objects a project's namespace holds whatever its apps.
-pub fn project_objects(namespace: &str) -> Vec<Manifest> {
+/// A project's quota as a ResourceQuota's hard limits: memory and pods at twice the
+/// quota (a rolling update's new pods start beside the old ones; berth holds each release
+/// to the quota itself), volume storage as it is. None when the quota limits none of them.
+fn quota_limits(quota: &Quota) -> Option<BTreeMap<String, Quantity>> {
+    let mut hard = BTreeMap::new();
+    if let Some(m) = quota.max_memory_bytes {
+        hard.insert(
+            "limits.memory".to_string(),
+            quantity_bytes(m.saturating_mul(2)),
+        );
+    }
+    if let Some(n) = quota.max_instances {
+        hard.insert(
+            "pods".to_string(),
+            Quantity(n.saturating_mul(2).to_string()),
+        );
+    }
+    if let Some(b) = quota.max_volume_bytes {
+        hard.insert("requests.storage".to_string(), quantity_bytes(b));
+    }
+    (!hard.is_empty()).then_some(hard)
+}
+
+/// The objects a project's namespace holds whatever its apps: with the project's `quota`,
+/// a ResourceQuota as the cluster's side of it.
+pub fn project_objects(namespace: &str, quota: Option<&Quota>) -> Vec<Manifest> {
     let ns = Some(namespace);
     let all_pods = LabelSelector::default();
     let defaults = Limits::default();
@@ -238,7 +299,17 @@ pub fn project_objects(namespace: &str) -> Vec<Manifest> {
         ),
         ("memory".to_string(), quantity_bytes(defaults.memory_bytes)),
     ]);
-    vec![
+    let resource_quota = quota.and_then(quota_limits).map(|hard| {
+        Manifest::of(ResourceQuota {
+            metadata: meta("berth-quota", ns, labels(None, None)),
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(hard),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    });
+    let mut objects = vec![
         Manifest::of(Namespace {
             metadata: meta(namespace, None, labels(None, None)),
             ..Default::default()
@@ -298,7 +369,10 @@ pub fn project_objects(namespace: &str) -> Vec<Manifest> {
                 ..Default::default()
             }),
         }),
-    ]
+    ];
+    // After the namespace and its LimitRange (quota'd pods need their defaults).
+    objects.extend(resource_quota);
+    objects
 }
 
 /// One object of every kind berth renders with `stack` (for listing what it manages).
@@ -307,7 +381,13 @@ pub fn kinds(stack: &crate::stack::Stack) -> Vec<Manifest> {
     let app = crate::stack::apply_stack(&probe, stack, app_objects(&probe));
     // The Secret of an app's secret values, which the backend writes.
     let secret = secret_object(&probe, &BTreeMap::new());
-    project_objects("kinds")
+    let every_limit = Quota {
+        max_apps: Some(1),
+        max_instances: Some(1),
+        max_memory_bytes: Some(1 << 30),
+        max_volume_bytes: Some(1 << 30),
+    };
+    project_objects("kinds", Some(&every_limit))
         .into_iter()
         .chain(app)
         .chain([secret])
@@ -339,6 +419,7 @@ pub(crate) fn kinds_app() -> KubeApp {
             name: "v".into(),
             mount: "/v".into(),
             size_bytes: 1 << 20,
+            storage_class: None,
         }],
         hosts: vec!["kinds.invalid".into()],
         isolation: Isolation::Trusted,
@@ -346,6 +427,11 @@ pub(crate) fn kinds_app() -> KubeApp {
         canary: Some(Default::default()),
         secrets_version: None,
         pull_secret: None,
+        database: Some(KubeDatabase {
+            size_bytes: 1 << 30,
+            storage_class: None,
+        }),
+        derived_env: BTreeMap::new(),
     }
 }
 
@@ -364,6 +450,7 @@ pub fn app_objects(app: &KubeApp) -> Vec<Manifest> {
             metadata: meta(&format!("{name}-{}", v.name), ns, labels(Some(name), None)),
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: v.storage_class.clone(),
                 resources: Some(VolumeResourceRequirements {
                     requests: Some(BTreeMap::from([(
                         "storage".to_string(),
@@ -535,6 +622,35 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
         value: Some(name.to_string()),
         ..Default::default()
     });
+    if app.database.is_some() {
+        // The connection, from the operator's Secret (a variable the app sets wins).
+        let secret = format!("{}-app", database_cluster(name));
+        for (var, key) in DATABASE_ENV {
+            if app.env.contains_key(*var) || app.derived_env.contains_key(*var) {
+                continue;
+            }
+            env.push(EnvVar {
+                name: var.to_string(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.to_string(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    // After what they refer to: `$(VAR)` expands only variables listed before it.
+    for (var, value) in &app.derived_env {
+        env.push(EnvVar {
+            name: var.clone(),
+            value: Some(value.clone()),
+            ..Default::default()
+        });
+    }
     let mut env_from = vec![EnvFromSource {
         config_map_ref: Some(ConfigMapEnvSource {
             name: format!("{name}-env"),
@@ -763,6 +879,7 @@ mod tests {
                 name: "data".into(),
                 mount: "/data".into(),
                 size_bytes: 1 << 30,
+                storage_class: Some("fast-ssd".into()),
             }],
             hosts: vec!["shop.example.test".into()],
             isolation: Isolation::Sandbox,
@@ -770,15 +887,30 @@ mod tests {
             canary: None,
             secrets_version: None,
             pull_secret: None,
+            database: Some(KubeDatabase {
+                size_bytes: 5 << 30,
+                storage_class: Some("fast-ssd".into()),
+            }),
+            derived_env: BTreeMap::from([(
+                "PG".to_string(),
+                "postgresql://$(BERTH_DB_USERNAME)@$(BERTH_DB_HOST)/shop".to_string(),
+            )]),
         }
     }
 
     #[test]
     fn an_app_renders_as_the_objects_a_cluster_runs_it_with() {
-        let objects: Vec<Manifest> = project_objects("berth-team-a")
-            .into_iter()
-            .chain(app_objects(&shop()))
-            .collect();
+        let objects: Vec<Manifest> = project_objects(
+            "berth-team-a",
+            Some(&Quota {
+                max_instances: Some(4),
+                max_memory_bytes: Some(2 << 30),
+                ..Default::default()
+            }),
+        )
+        .into_iter()
+        .chain(app_objects(&shop()))
+        .collect();
         let all: String = objects
             .iter()
             .map(|m| format!("# {}\n{}", m.file_name(), m.to_yaml()))
