@@ -135,9 +135,11 @@ pub fn render(
 ) -> Result<i32> {
     let stack = Stack::parse(stack, &d.cluster_issuer).map_err(|e| anyhow!(e))?;
     match (stack.argo_cd, &git) {
-        (true, None) => return Err(anyhow!(
+        (true, None) => {
+            return Err(anyhow!(
             "--stack argo-cd needs --repo: the git repository Argo CD syncs the rendered tree from"
-        )),
+        ))
+        }
         (false, Some(_)) => {
             return Err(anyhow!(
                 "--repo is for GitOps with Argo CD: add argo-cd to --stack"

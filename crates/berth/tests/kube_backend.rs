@@ -608,17 +608,23 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         assert!(said(&out).contains(want), "{args:?}: {}", said(&out));
     }
     // Destroyed: in use, it needs --force; then a release without it deletes the claim.
-    let out = p.berth(&["volumes", "destroy", "web", "data"]);
+    let out = p.berth(&["volumes", "destroy", "web", "data", "--yes"]);
     assert!(!out.status.success(), "{}", said(&out));
     assert!(said(&out).contains("--force"), "{}", said(&out));
-    p.ok(&["volumes", "destroy", "web", "data", "--force"]);
+    let out = p.berth(&["volumes", "destroy", "web", "data", "--force", "--yes"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let t0 = Instant::now();
     assert!(
-        common::eventually(Duration::from_secs(30), || !lab
+        common::eventually(Duration::from_secs(150), || !lab
             .kubectl(&["get", "pvc", "web-data", "-n", NS])
             .status
             .success()),
-        "the claim is deleted"
+        "the claim is deleted: {}\n{}\n{}",
+        said(&out),
+        said(&lab.kubectl(&["get", "pvc", "web-data", "-n", NS, "-o", "yaml"])),
+        said(&lab.kubectl(&["get", "pods", "-n", NS, "-o", "wide"]))
     );
+    eprintln!("claim deleted after {:?}", t0.elapsed());
     assert!(
         web_deployment(&lab, "{.spec.template.spec.volumes[*].name}")
             .split(' ')

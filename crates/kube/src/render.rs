@@ -9,7 +9,9 @@
 use berth_core::limits::Limits;
 use berth_core::policy::Isolation;
 use berth_core::projects::Quota;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
@@ -779,10 +781,22 @@ fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    // A volume is mounted by one node at a time: replace rather than surge.
-    let strategy = (!app.volumes.is_empty()).then(|| DeploymentStrategy {
-        type_: Some("Recreate".into()),
-        ..Default::default()
+    // A volume is mounted by one node at a time: replace rather than surge. The rolling
+    // update's parameters are berth's own (Kubernetes' defaults, written out), so that an
+    // app given a volume drops them (a Recreate Deployment may not have them).
+    let strategy = Some(if app.volumes.is_empty() {
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::String("25%".into())),
+                max_unavailable: Some(IntOrString::String("25%".into())),
+            }),
+        }
+    } else {
+        DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        }
     });
     Deployment {
         metadata: meta(
