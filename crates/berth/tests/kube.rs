@@ -652,41 +652,6 @@ spec:
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: clusters.postgresql.cnpg.io
-spec:
-  group: postgresql.cnpg.io
-  scope: Namespaced
-  names: {kind: Cluster, plural: clusters, singular: cluster, listKind: ClusterList}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            required: [instances]
-            properties:
-              instances: {type: integer, minimum: 1}
-              bootstrap:
-                type: object
-                properties:
-                  initdb:
-                    type: object
-                    properties:
-                      database: {type: string}
-                      owner: {type: string}
-              storage:
-                type: object
-                properties:
-                  size: {type: string}
-                  storageClass: {type: string}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
   name: applications.argoproj.io
 spec:
   group: argoproj.io
@@ -771,6 +736,7 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     let crds = work.path().join("crds.yaml");
     std::fs::write(&crds, STACK_CRDS).unwrap();
     lab.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    lab.install_crd(common::kube_lab::CLOUDNATIVE_PG_CRD);
     common::eventually(std::time::Duration::from_secs(30), || {
         lab.kubectl(&["get", "rollouts.argoproj.io", "-A"])
             .status

@@ -39,7 +39,7 @@ fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> 
     let cgi = root.join("www/cgi-bin/env");
     std::fs::write(
         &cgi,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN CERT=$(/bin/busybox cat /run/secrets/CERT)\"\n",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN CERT=$(/bin/busybox cat /run/secrets/CERT) DB=$DATABASE_URL\"\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -261,6 +261,8 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     ]);
     assert!(e.contains("cannot reach the cluster"), "{e}");
 
+    // The cluster has CloudNativePG (its CRD; the platform looks for it when it starts).
+    lab.install_crd(common::kube_lab::CLOUDNATIVE_PG_CRD);
     let p = Platform::start_with(&[
         "--backend",
         "kubernetes",
@@ -595,18 +597,10 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         !volumes[0]["mounted_by"].as_array().unwrap().is_empty(),
         "{volumes}"
     );
-    // Snapshots are the cluster storage's to take; a database is not made here either.
-    for (args, want) in [
-        (vec!["volumes", "snapshot", "web", "data"], "VolumeSnapshot"),
-        (
-            vec!["db", "create", "web"],
-            "not available yet when apps run in a Kubernetes cluster",
-        ),
-    ] {
-        let out = p.berth(&args);
-        assert!(!out.status.success(), "{args:?}: {}", said(&out));
-        assert!(said(&out).contains(want), "{args:?}: {}", said(&out));
-    }
+    // Snapshots are the cluster storage's to take.
+    let out = p.berth(&["volumes", "snapshot", "web", "data"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("VolumeSnapshot"), "{}", said(&out));
     // Destroyed: in use, it needs --force; then a release without it deletes the claim.
     let out = p.berth(&["volumes", "destroy", "web", "data", "--yes"]);
     assert!(!out.status.success(), "{}", said(&out));
@@ -632,11 +626,81 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     );
     answer(&lab, "/", "hello from the cluster");
 
+    // A database: CloudNativePG's Cluster, made before the pods that read its connection
+    // from the operator's Secret. (CloudNativePG's operator is not a Debian package and its
+    // images cannot be pulled here: the test does its part, writing the Secret the operator
+    // writes once the database is up.)
+    let operator = {
+        let kubeconfig = lab.kubeconfig();
+        std::thread::spawn(move || {
+            let kubectl = |args: &[&str]| {
+                Command::new("kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .args(args)
+                    .output()
+                    .unwrap()
+            };
+            let made = common::eventually(Duration::from_secs(60), || {
+                kubectl(&["get", "clusters.postgresql.cnpg.io", "web-db", "-n", NS])
+                    .status
+                    .success()
+            });
+            assert!(made, "no Cluster web-db");
+            std::thread::sleep(Duration::from_secs(2));
+            let out = kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                "web-db-app",
+                "-n",
+                NS,
+                "--from-literal=uri=postgresql://app:pw@web-db-rw.berth-default:5432/app",
+                "--from-literal=host=web-db-rw",
+                "--from-literal=port=5432",
+                "--from-literal=dbname=app",
+                "--from-literal=username=app",
+                "--from-literal=password=pw",
+            ]);
+            assert!(out.status.success(), "{out:?}");
+        })
+    };
+    let out = p.berth(&["db", "create", "web"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("waiting for CloudNativePG to make database web-db"),
+        "{}",
+        said(&out)
+    );
+    operator.join().unwrap();
+    let db = lab.ok(&[
+        "get",
+        "clusters.postgresql.cnpg.io",
+        "web-db",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.bootstrap.initdb.database} {.spec.storage.storageClass}",
+    ]);
+    assert_eq!(db, "app berth-local");
+    answer(
+        &lab,
+        "/cgi-bin/env",
+        "DB=postgresql://app:pw@web-db-rw.berth-default:5432/app",
+    );
+    let info = p.json(&["db", "info", "web"]);
+    assert_eq!(info["host"], "web-db-rw.berth-default", "{info}");
+    assert_eq!(info["server_running"], true, "{info}");
+    let out = p.berth(&["db", "create", "web"]);
+    assert!(!out.status.success(), "an app has one database");
+    let out = p.berth(&["db", "backup", "web"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("ScheduledBackup"), "{}", said(&out));
+
     // Destroy: the app's objects go; the namespace stays.
     p.ok(&["destroy", "web"]);
     let left = lab.ok(&[
         "get",
-        "deployment,service,ingress,configmap,secret,networkpolicy",
+        "deployment,service,ingress,configmap,secret,networkpolicy,clusters.postgresql.cnpg.io",
         "-n",
         NS,
         "-l",

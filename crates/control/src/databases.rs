@@ -90,7 +90,6 @@ impl Platform {
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
-        self.not_on_cluster("a database")?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         if self.store.app(app).await?.is_none() {
@@ -120,6 +119,9 @@ impl Platform {
                 "berth sets {DATABASE_URL} itself; `berth secrets unset {app} {DATABASE_URL}` first"
             ))
             .into());
+        }
+        if self.kube.is_some() {
+            return self.create_cluster_database(app, actor, events).await;
         }
         let db = AppDatabase::for_app(app);
         let password = crate::random_id(24);
@@ -190,6 +192,11 @@ impl Platform {
     pub async fn database_info(&self, app: &str) -> Result<DatabaseView, ApiError> {
         let dbs = self.store.databases().await?;
         let (database, role, created_at) = dbs.get(app).cloned().ok_or_else(|| no_database(app))?;
+        if self.kube.is_some() {
+            return self
+                .cluster_database_info(app, database, role, created_at)
+                .await;
+        }
         let running = self.with_pg(|pg| Ok(pg.is_running())).await?;
         let (host, port) = self
             .postgres
@@ -225,6 +232,10 @@ impl Platform {
 
     /// Dumps the app's database (pg_dump custom format) into the data directory.
     pub async fn backup_database(&self, app: &str) -> Result<DatabaseBackupView, ApiError> {
+        self.not_on_cluster(
+            "a database backup",
+            crate::kube_backend::DATABASE_BACKUP_HINT,
+        )?;
         let (database, role, _) = self
             .store
             .databases()
@@ -252,6 +263,10 @@ impl Platform {
 
     /// Replaces the app's database contents with a backup, in one transaction.
     pub async fn restore_database(&self, app: &str, backup: &str) -> Result<(), ApiError> {
+        self.not_on_cluster(
+            "a database restore",
+            crate::kube_backend::DATABASE_BACKUP_HINT,
+        )?;
         let (database, role, _) = self
             .store
             .databases()
@@ -280,6 +295,11 @@ impl Platform {
         let Some((database, role, _)) = self.store.databases().await?.get(app).cloned() else {
             return Ok(());
         };
+        if self.kube.is_some() {
+            // Its Cluster went with the app's objects.
+            self.store.delete_database(app).await?;
+            return Ok(());
+        }
         self.with_pg(move |pg| {
             pg.ensure_running()?;
             pg.deprovision(&AppDatabase { database, role })

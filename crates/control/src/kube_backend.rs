@@ -52,6 +52,10 @@ impl KubeBackend {
     }
 }
 
+/// What a cluster offers for volume snapshots and database backups.
+pub const VOLUME_SNAPSHOT_HINT: &str = "the volume is the PersistentVolumeClaim APP-NAME in the app's namespace: snapshot it with the cluster's storage (a CSI VolumeSnapshot)";
+pub const DATABASE_BACKUP_HINT: &str = "the database is CloudNativePG's Cluster APP-db in the app's namespace: back it up with CloudNativePG (a Backup or ScheduledBackup to an object store)";
+
 /// The cert-manager ClusterIssuer apps' certificates are asked of.
 pub const DEFAULT_ISSUER: &str = "letsencrypt";
 
@@ -105,8 +109,8 @@ impl Platform {
     }
 
     /// Refuses what the Kubernetes backend does not do yet (rather than doing it on this
-    /// machine, where the app's pods would never see it).
-    pub(crate) fn not_on_cluster(&self, what: &str) -> Result<(), ApiError> {
+    /// machine, where the app's pods would never see it), with what the cluster offers.
+    pub(crate) fn not_on_cluster(&self, what: &str, hint: &str) -> Result<(), ApiError> {
         if self.kube.is_none() {
             return Ok(());
         }
@@ -114,20 +118,91 @@ impl Platform {
             "not_on_cluster",
             format!("{what} is not available yet when apps run in a Kubernetes cluster"),
         )
-        .hint("this platform was started with --backend kubernetes; run such apps on a platform that runs apps itself for now"))
+        .hint(hint))
     }
 
-    /// Refuses snapshots and restores of a volume that is a claim in the cluster: the
-    /// cluster's storage takes those.
-    pub(crate) fn not_on_cluster_volume(&self, what: &str) -> Result<(), ApiError> {
-        if self.kube.is_none() {
-            return Ok(());
+    /// `berth db create` on a cluster: CloudNativePG makes the database (a `Cluster`, from
+    /// the app's next release on), its connection reaches the pods from the operator's
+    /// Secret. Refused where the cluster has no CloudNativePG.
+    pub(crate) async fn create_cluster_database(
+        self: &Arc<Self>,
+        app: &str,
+        actor: String,
+        events: Events,
+    ) -> Result<(u32, String), DeployFailure> {
+        let backend = self.kube()?;
+        if !backend.stack.cloudnative_pg {
+            return Err(ApiError::invalid(
+                "not_on_cluster",
+                format!(
+                    "a database in the cluster is made by CloudNativePG, and this cluster has none (no CRD {})",
+                    berth_kube::stack::CLOUDNATIVE_PG_CRD
+                ),
+            )
+            .hint("install CloudNativePG's operator in the cluster, then start berth again (it looks for it when it starts)")
+            .into());
         }
-        Err(ApiError::invalid(
-            "not_on_cluster",
-            format!("{what} is not available yet when apps run in a Kubernetes cluster"),
-        )
-        .hint("the volume is the PersistentVolumeClaim APP-NAME in the app's namespace: snapshot it with the cluster's storage (a CSI VolumeSnapshot)"))
+        let cluster = berth_kube::render::database_cluster(app);
+        self.store
+            .insert_database(app, "app", "app", crate::now_secs())
+            .await?;
+        let Some(release) = self.serving_release(app).await? else {
+            return Ok((
+                crate::deploy::STORED_ONLY,
+                format!("database {cluster} (CloudNativePG) is made with {app}'s first deploy, which gets DATABASE_URL"),
+            ));
+        };
+        let result = self
+            .deploy_config(
+                app,
+                &release.image,
+                release.config.clone(),
+                &format!("database {cluster}"),
+                &actor,
+                &events,
+            )
+            .await;
+        if result.is_err() {
+            // The serving release's objects are back; its database record goes too.
+            self.store.delete_database(app).await?;
+            let namespace = self.kube_namespace(app).await?;
+            if let Ok(objects) = self.kube_objects(app, &release).await {
+                let _ = backend
+                    .cluster
+                    .prune_app(&namespace, app, &objects, &backend.stack)
+                    .await;
+            }
+        }
+        result
+    }
+
+    /// `berth db info` of a database CloudNativePG makes: its service, and whether it is up
+    /// (its connection Secret written).
+    pub(crate) async fn cluster_database_info(
+        &self,
+        app: &str,
+        database: String,
+        role: String,
+        created_at: i64,
+    ) -> Result<berth_core::state::DatabaseView, ApiError> {
+        let backend = self.kube()?;
+        let namespace = self.kube_namespace(app).await?;
+        let cluster = berth_kube::render::database_cluster(app);
+        let running = backend
+            .cluster
+            .has_secret(&namespace, &format!("{cluster}-app"))
+            .await
+            .map_err(|e| cluster_error(app, e))?;
+        Ok(berth_core::state::DatabaseView {
+            app: app.to_string(),
+            database,
+            role,
+            host: format!("{cluster}-rw.{namespace}"),
+            port: 5432,
+            server_running: running,
+            backups: Vec::new(),
+            created_at,
+        })
     }
 
     fn kube(&self) -> Result<&KubeBackend, ApiError> {
@@ -235,7 +310,12 @@ impl Platform {
             canary: None,
             secrets_version: secrets_version(release),
             pull_secret: docker_config.as_ref().map(|_| PULL_SECRET.to_string()),
-            database: None,
+            database: self.store.databases().await?.contains_key(app).then(|| {
+                berth_kube::render::KubeDatabase {
+                    size_bytes: berth_kube::spec::DATABASE_SIZE,
+                    storage_class: self.cfg.kube.as_ref().and_then(|k| k.storage_class.clone()),
+                }
+            }),
             derived_env: BTreeMap::new(),
         };
         let project = self
@@ -276,6 +356,50 @@ impl Platform {
         Ok(objects)
     }
 
+    /// Applies a release's objects: its workloads last, after the database's connection
+    /// Secret is there when it has a database (CloudNativePG writes it once the database is
+    /// up; a pod started before would fail on the missing Secret).
+    async fn kube_apply_in_order(
+        &self,
+        app: &str,
+        objects: &[Manifest],
+        say: &impl Fn(String),
+    ) -> Result<(), ClusterError> {
+        let backend = self.kube().map_err(|e| ClusterError::Other {
+            object: app.to_string(),
+            message: e.message,
+        })?;
+        let (workloads, rest): (Vec<Manifest>, Vec<Manifest>) = objects
+            .iter()
+            .cloned()
+            .partition(|m| matches!(m.kind.as_str(), "Deployment" | "Rollout"));
+        backend.cluster.apply(&rest, false).await?;
+        if let Some(db) = objects
+            .iter()
+            .find(|m| m.kind == "Cluster" && m.group == "postgresql.cnpg.io")
+        {
+            let namespace = db.namespace.clone().unwrap_or_default();
+            let secret = format!("{}-app", db.name);
+            if !backend.cluster.has_secret(&namespace, &secret).await? {
+                say(format!(
+                    "       waiting for CloudNativePG to make database {} (its Secret {secret})",
+                    db.name
+                ));
+            }
+            backend
+                .cluster
+                .wait_for_secret(
+                    &namespace,
+                    &secret,
+                    "CloudNativePG writes it once the database is up; `kubectl describe cluster` it",
+                    ROLLOUT_TIMEOUT,
+                )
+                .await?;
+        }
+        backend.cluster.apply(&workloads, false).await?;
+        Ok(())
+    }
+
     /// Rolls a release out to the cluster: apply, wait for its pods, prune; on failure the
     /// serving release's objects are applied again.
     pub(crate) async fn kube_rollout(
@@ -302,7 +426,7 @@ impl Platform {
             backend.cluster.url,
             objects.len()
         ));
-        let applied = backend.cluster.apply(&objects, false).await;
+        let applied = self.kube_apply_in_order(app, &objects, &say).await;
         let waited = match applied {
             Ok(_) => {
                 self.store.deploy_step(deploy_id, "rollout").await?;

@@ -214,7 +214,10 @@ impl Platform {
 
     /// Takes a consistent snapshot of a volume.
     pub async fn snapshot_volume(&self, app: &str, name: &str) -> Result<SnapshotView, ApiError> {
-        self.not_on_cluster_volume("a volume snapshot")?;
+        self.not_on_cluster(
+            "a volume snapshot",
+            crate::kube_backend::VOLUME_SNAPSHOT_HINT,
+        )?;
         self.existing_volume(app, name).await?;
         let (a, n) = (app.to_string(), name.to_string());
         let s = self.volume_fs(move |s| s.snapshot(&a, &n)).await?;
@@ -270,7 +273,10 @@ impl Platform {
         snapshot: &str,
         force: bool,
     ) -> Result<(), DeployFailure> {
-        self.not_on_cluster_volume("a volume restore")?;
+        self.not_on_cluster(
+            "a volume restore",
+            crate::kube_backend::VOLUME_SNAPSHOT_HINT,
+        )?;
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         self.existing_volume(app, name).await?;

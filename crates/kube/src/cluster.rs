@@ -612,6 +612,38 @@ impl Cluster {
         }
     }
 
+    /// Whether Secret `name` is in `namespace` (one an operator writes, say).
+    pub async fn has_secret(&self, namespace: &str, name: &str) -> Result<bool, ClusterError> {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), namespace);
+        secrets
+            .get_metadata_opt(name)
+            .await
+            .map(|s| s.is_some())
+            .map_err(|e| self.error(&format!("Secret {namespace}/{name}"), e))
+    }
+
+    /// Waits until Secret `name` is in `namespace`; `what` says who makes it.
+    pub async fn wait_for_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.has_secret(namespace, name).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Rollout {
+                    object: format!("Secret {namespace}/{name}"),
+                    message: format!("not there after {}s: {what}", timeout.as_secs()),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
     /// An app's pods (not those being deleted), by process type and name.
     pub async fn app_pods(
         &self,

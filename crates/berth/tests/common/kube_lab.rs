@@ -101,6 +101,19 @@ impl KubeLab {
             .expect("kubectl")
     }
 
+    /// Installs a CustomResourceDefinition (YAML) and waits until its kind is served.
+    pub fn install_crd(&self, yaml: &str) {
+        let file = self.dir.path().join("crd.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        self.ok(&["apply", "-f", file.to_str().unwrap()]);
+        let v: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let name = v["metadata"]["name"].as_str().unwrap().to_string();
+        let served = super::eventually(std::time::Duration::from_secs(30), || {
+            self.kubectl(&["get", &name, "-A"]).status.success()
+        });
+        assert!(served, "{name} is not served");
+    }
+
     /// kubectl's output, which must succeed.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
@@ -121,3 +134,41 @@ impl Drop for KubeLab {
             .status();
     }
 }
+
+/// A minimal CRD of CloudNativePG's Cluster: the fields berth sets, typed as its published
+/// schema types them.
+pub const CLOUDNATIVE_PG_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: clusters.postgresql.cnpg.io
+spec:
+  group: postgresql.cnpg.io
+  scope: Namespaced
+  names: {kind: Cluster, plural: clusters, singular: cluster, listKind: ClusterList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [instances]
+            properties:
+              instances: {type: integer, minimum: 1}
+              bootstrap:
+                type: object
+                properties:
+                  initdb:
+                    type: object
+                    properties:
+                      database: {type: string}
+                      owner: {type: string}
+              storage:
+                type: object
+                properties:
+                  size: {type: string}
+                  storageClass: {type: string}
+"#;
