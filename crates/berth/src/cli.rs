@@ -462,7 +462,9 @@ pub enum Command {
         /// The parts of a cluster stack to render for (`berth kube` finds them itself):
         /// cert-manager (a Certificate per app), argo-rollouts (a canary app's web as a
         /// Rollout with its steps), cloudnative-pg (a score.yaml's postgres as a Cluster,
-        /// its connection in the app's variables), argo-cd (Applications; needs --repo).
+        /// its connection in the app's variables), prometheus-operator (an app's SLO rules
+        /// as a PrometheusRule, a ServiceMonitor where berth.toml has `[metrics] path`),
+        /// argo-cd (Applications; needs --repo).
         #[arg(long, value_name = "LIST", default_value = "")]
         stack: String,
         /// With --stack argo-cd: the git repository the rendered tree is committed to.

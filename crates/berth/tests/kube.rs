@@ -576,9 +576,9 @@ fn eventually_gone(lab: &Lab, kind: &str, name: &str) {
     assert!(gone, "{kind} {name} is still there");
 }
 
-/// Minimal CRDs of cert-manager's Certificate, Argo Rollouts' Rollout, CloudNativePG's
-/// Cluster and Argo CD's Application: the fields berth sets, typed as their published schemas type them (and
-/// required where they are).
+/// Minimal CRDs of cert-manager's Certificate, Argo Rollouts' Rollout, the Prometheus
+/// operator's PrometheusRule and ServiceMonitor, and Argo CD's Application (CloudNativePG's Cluster is the lab's): the fields berth sets, typed as their
+/// published schemas type them (and required where they are).
 const STACK_CRDS: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -652,6 +652,76 @@ spec:
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              groups:
+                type: array
+                items:
+                  type: object
+                  required: [name, rules]
+                  properties:
+                    name: {type: string}
+                    rules:
+                      type: array
+                      items:
+                        type: object
+                        required: [expr]
+                        properties:
+                          record: {type: string}
+                          alert: {type: string}
+                          expr: {x-kubernetes-int-or-string: true}
+                          labels: {type: object, additionalProperties: {type: string}}
+                          annotations: {type: object, additionalProperties: {type: string}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [selector, endpoints]
+            properties:
+              selector:
+                type: object
+                properties:
+                  matchLabels: {type: object, additionalProperties: {type: string}}
+              endpoints:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    port: {type: string}
+                    path: {type: string}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
   name: applications.argoproj.io
 spec:
   group: argoproj.io
@@ -701,7 +771,7 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     platform(&defs);
     std::fs::write(
         defs.join("shop/berth.toml"),
-        "[deploy]\nstrategy = \"canary\"\nsteps = [10, 50]\nstep_pause = \"30s\"\n",
+        "[deploy]\nstrategy = \"canary\"\nsteps = [10, 50]\nstep_pause = \"30s\"\n[metrics]\npath = \"/metrics\"\n[slo]\nlatency_ms = 500\n",
     )
     .unwrap();
     // Score's getting-started example: its postgres, and a variable made of its connection.
@@ -767,12 +837,70 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     );
     assert!(apply.status.success(), "{said}");
     assert!(
-        said.contains("the cluster has cert-manager, argo-rollouts, cloudnative-pg"),
+        said.contains(
+            "the cluster has cert-manager, argo-rollouts, cloudnative-pg, prometheus-operator"
+        ),
         "{said}"
     );
     assert!(
         said.contains("the cluster has Argo CD: for GitOps"),
         "{said}"
+    );
+    // The SLO rules as a PrometheusRule over ingress-nginx's counts of the app's Ingress
+    // (valid rules for promtool), and a ServiceMonitor of the metrics shop serves itself.
+    let rule = lab.ok(&[
+        "get",
+        "prometheusrule",
+        "shop-slo",
+        "-n",
+        "berth-default",
+        "-o",
+        "json",
+    ]);
+    let rule: serde_json::Value = serde_json::from_str(&rule).unwrap();
+    let groups = &rule["spec"]["groups"];
+    assert_eq!(groups[0]["name"], "berth-slo-shop");
+    let text = serde_json::to_string(groups).unwrap();
+    assert!(
+        text.contains(r#"nginx_ingress_controller_requests{exported_namespace=\"berth-default\",ingress=\"shop\",status=~\"5..\"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"le=\"0.5\""#),
+        "berth.toml's 500 ms: {text}"
+    );
+    let rules_file = work.path().join("rules.yaml");
+    std::fs::write(
+        &rules_file,
+        serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).unwrap(),
+    )
+    .unwrap();
+    let checked = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules_file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let monitor = lab.ok(&[
+        "get",
+        "servicemonitor",
+        "shop",
+        "-n",
+        "berth-default",
+        "-o",
+        "jsonpath={.spec.endpoints[0].port} {.spec.endpoints[0].path} {.spec.selector.matchLabels.app\\.kubernetes\\.io/name}",
+    ]);
+    assert_eq!(monitor, "http /metrics shop");
+    assert!(
+        !lab.kubectl(&["get", "servicemonitor", "hello", "-n", "berth-default"])
+            .status
+            .success(),
+        "hello serves no metrics of its own"
     );
     // The database: a CloudNativePG Cluster; the app's variables read its connection from
     // the operator's Secret, the score.yaml's string made of them; the network policies
@@ -901,7 +1029,7 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     assert!(pruned.status.success());
     let left = lab.ok(&[
         "get",
-        "rollouts,certificates,clusters.postgresql.cnpg.io,networkpolicies",
+        "rollouts,certificates,clusters.postgresql.cnpg.io,networkpolicies,prometheusrules,servicemonitors",
         "-n",
         "berth-default",
         "-o",

@@ -574,6 +574,7 @@ impl Platform {
             secrets: self.store.app_secrets(app.as_str()).await?,
             secret_files: toml.secrets.files.clone(),
             slo: toml.slo(),
+            metrics_path: toml.metrics.path.clone(),
             log_retention: toml.log_retention(),
             port: berth_factory::foreign::web_port(&out.meta, &toml),
             own_root: out.meta.own_root.clone(),

@@ -316,6 +316,8 @@ impl Platform {
                     storage_class: self.cfg.kube.as_ref().and_then(|k| k.storage_class.clone()),
                 }
             }),
+            slo: release.config.slo,
+            metrics_path: release.config.metrics_path.clone(),
             derived_env: BTreeMap::new(),
         };
         let project = self

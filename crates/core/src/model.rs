@@ -70,6 +70,9 @@ pub struct ReleaseConfig {
     /// The port the `web` process listens on (unset: 8000, told to the app as `$PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Where `web` serves its own Prometheus metrics (berth.toml's `[metrics] path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_path: Option<String>,
     /// Set when the image brings its whole root filesystem (a Dockerfile build, an image
     /// from a registry); unset for berth's own builds, which run on the host's `/usr` with
     /// the app in `/app`.

@@ -35,6 +35,9 @@ pub struct BerthToml {
     pub secrets: SecretsToml,
     /// Service level objectives (defaults: 99.9% available, 99% under 300 ms).
     pub slo: SloToml,
+    /// Where the app serves its own Prometheus metrics (on a cluster with the Prometheus
+    /// operator, a ServiceMonitor scrapes them).
+    pub metrics: MetricsToml,
     /// How long the app's logs are kept (default: the platform's, 7 days and 1 GiB).
     pub logs: LogsToml,
     /// What a deploy does besides building and starting.
@@ -139,6 +142,14 @@ pub struct LogsToml {
     pub retention: Option<String>,
     /// The oldest lines go while the app's log is bigger than this, e.g. "200M".
     pub max_size: Option<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsToml {
+    /// The path on the web process's port, e.g. `/metrics`.
+    pub path: Option<String>,
 }
 
 /// `[slo]`.
@@ -492,6 +503,11 @@ impl BerthToml {
             }
         }
         problems.extend(self.slo().validate());
+        if let Some(p) = self.metrics.path.as_deref().filter(|p| !p.starts_with('/')) {
+            problems.push(format!(
+                "metrics.path: {p:?} is not a path (it starts with /, e.g. \"/metrics\")"
+            ));
+        }
         if let Some(r) = &self.logs.retention {
             match humantime::parse_duration(r) {
                 Ok(d) if d.as_secs() >= 3_600 && d.as_secs() <= 90 * 86_400 => {}

@@ -4,7 +4,10 @@
 //! pruned — only objects berth labelled, never anything else.
 
 use crate::render::{Manifest, MANAGER};
-use crate::stack::{Stack, ARGO_CD_CRD, ARGO_ROLLOUTS_CRD, CERT_MANAGER_CRD, CLOUDNATIVE_PG_CRD};
+use crate::stack::{
+    Stack, ARGO_CD_CRD, ARGO_ROLLOUTS_CRD, CERT_MANAGER_CRD, CLOUDNATIVE_PG_CRD,
+    PROMETHEUS_RULE_CRD,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -327,6 +330,7 @@ impl Cluster {
             cert_manager: has(CERT_MANAGER_CRD).await?.then(|| issuer.to_string()),
             argo_rollouts: has(ARGO_ROLLOUTS_CRD).await?,
             cloudnative_pg: has(CLOUDNATIVE_PG_CRD).await?,
+            prometheus_operator: has(PROMETHEUS_RULE_CRD).await?,
             argo_cd: has(ARGO_CD_CRD).await?,
         })
     }

@@ -149,6 +149,10 @@ pub struct KubeApp {
     /// The Secret (`kubernetes.io/dockerconfigjson`) the node pulls the image with.
     pub pull_secret: Option<String>,
     pub database: Option<KubeDatabase>,
+    /// The app's objectives (a PrometheusRule where the cluster has the Prometheus operator).
+    pub slo: berth_core::slo::SloSpec,
+    /// Where `web` serves its own metrics (a ServiceMonitor scrapes them).
+    pub metrics_path: Option<String>,
     /// Variables made of the database's connection (`postgresql://$(BERTH_DB_USERNAME)@…`),
     /// expanded by the kubelet when the pod starts.
     pub derived_env: BTreeMap<String, String>,
@@ -433,6 +437,8 @@ pub(crate) fn kinds_app() -> KubeApp {
             size_bytes: 1 << 30,
             storage_class: None,
         }),
+        slo: Default::default(),
+        metrics_path: Some("/metrics".into()),
         derived_env: BTreeMap::new(),
     }
 }
@@ -905,6 +911,8 @@ mod tests {
                 size_bytes: 5 << 30,
                 storage_class: Some("fast-ssd".into()),
             }),
+            slo: Default::default(),
+            metrics_path: None,
             derived_env: BTreeMap::from([(
                 "PG".to_string(),
                 "postgresql://$(BERTH_DB_USERNAME)@$(BERTH_DB_HOST)/shop".to_string(),

@@ -140,6 +140,7 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
             }
         }
     }
+    let metrics_path = d.toml.metrics.path.clone();
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -160,6 +161,8 @@ pub fn kube_app(d: Declared) -> Result<KubeApp, Vec<String>> {
         secrets_version: None,
         pull_secret: None,
         database,
+        slo: d.toml.slo(),
+        metrics_path,
         derived_env,
     })
 }

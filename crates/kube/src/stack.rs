@@ -2,7 +2,9 @@
 //! app for its Ingress's TLS secret, from a ClusterIssuer), Argo Rollouts (a canary app's
 //! web process as a `Rollout` whose steps are berth.toml's canary steps, in place of its
 //! Deployment) and CloudNativePG (an app's database as a `Cluster`, with the network
-//! policies that let the app and the operator reach it); and for GitOps, Argo CD (an
+//! policies that let the app and the operator reach it), the Prometheus operator (the
+//! app's SLO rules as a `PrometheusRule` over its ingress-nginx requests, and a
+//! `ServiceMonitor` where the app serves metrics of its own); and for GitOps, Argo CD (an
 //! `Application` per app syncing its rendered directory from a git repository). Each is used only when its CRD exists (`Cluster::stack`), or when `berth
 //! render --stack` names it; otherwise the built-in equivalent stands (the Ingress's TLS
 //! secret from whatever the cluster uses, a Deployment's rolling update).
@@ -17,6 +19,7 @@ pub struct Stack {
     pub cert_manager: Option<String>,
     pub argo_rollouts: bool,
     pub cloudnative_pg: bool,
+    pub prometheus_operator: bool,
     pub argo_cd: bool,
 }
 
@@ -25,6 +28,7 @@ pub const CERT_MANAGER_CRD: &str = "certificates.cert-manager.io";
 pub const ARGO_ROLLOUTS_CRD: &str = "rollouts.argoproj.io";
 pub const CLOUDNATIVE_PG_CRD: &str = "clusters.postgresql.cnpg.io";
 pub const ARGO_CD_CRD: &str = "applications.argoproj.io";
+pub const PROMETHEUS_RULE_CRD: &str = "prometheusrules.monitoring.coreos.com";
 /// The namespace Argo CD watches for Applications (its manifests' default).
 pub const ARGO_CD_NAMESPACE: &str = "argocd";
 /// The namespace CloudNativePG's operator runs in (its manifests' default).
@@ -41,6 +45,7 @@ impl Stack {
                 "argo-rollouts" => stack.argo_rollouts = true,
                 "cloudnative-pg" => stack.cloudnative_pg = true,
                 "argo-cd" => stack.argo_cd = true,
+                "prometheus-operator" => stack.prometheus_operator = true,
                 other => unknown.push(other.to_string()),
             }
         }
@@ -48,7 +53,7 @@ impl Stack {
             Ok(stack)
         } else {
             Err(format!(
-                "--stack: {} unknown (berth knows cert-manager, argo-rollouts, cloudnative-pg and argo-cd)",
+                "--stack: {} unknown (berth knows cert-manager, argo-rollouts, cloudnative-pg, prometheus-operator and argo-cd)",
                 unknown.join(", ")
             ))
         }
@@ -66,6 +71,9 @@ impl Stack {
         }
         if self.cloudnative_pg {
             n.push("cloudnative-pg");
+        }
+        if self.prometheus_operator {
+            n.push("prometheus-operator");
         }
         n
     }
@@ -169,6 +177,58 @@ fn database_objects(app: &KubeApp, db: &KubeDatabase, labels: &serde_json::Value
             }),
         ),
     ]
+}
+
+/// The app's SLO rules for the Prometheus operator (the same multi-window, multi-burn-rate
+/// rules as `berth slo --rules`, over the requests ingress-nginx counts for its Ingress),
+/// and a ServiceMonitor of its Service where `web` serves metrics of its own.
+fn monitoring_objects(app: &KubeApp, labels: &serde_json::Value) -> Vec<Manifest> {
+    let (ns, name) = (app.namespace.as_str(), app.name.as_str());
+    let mut out = Vec::new();
+    if !app.hosts.is_empty() {
+        let source = berth_core::slo::RequestMetrics::IngressNginx {
+            namespace: ns.to_string(),
+        };
+        let rules = berth_core::slo::prometheus_rules_for(&[(name.to_string(), app.slo)], &source);
+        let groups = serde_yaml_ng::from_str::<serde_json::Value>(&rules)
+            .map(|v| v["groups"].clone())
+            .unwrap_or_default();
+        let rule_name = format!("{name}-slo");
+        out.push(custom(
+            "monitoring.coreos.com",
+            "v1",
+            "PrometheusRule",
+            "prometheusrules",
+            ns,
+            &rule_name,
+            json!({
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": { "name": rule_name, "namespace": ns, "labels": labels },
+                "spec": { "groups": groups },
+            }),
+        ));
+    }
+    if let Some(path) = &app.metrics_path {
+        out.push(custom(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+            "servicemonitors",
+            ns,
+            name,
+            json!({
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "ServiceMonitor",
+                "metadata": { "name": name, "namespace": ns, "labels": labels },
+                "spec": {
+                    "selector": { "matchLabels": labels },
+                    "endpoints": [{ "port": "http", "path": path }],
+                },
+            }),
+        ));
+    }
+    out
 }
 
 /// Where Argo CD reads a rendered tree: a git repository, the revision to follow, and the
@@ -294,6 +354,9 @@ pub fn apply_stack(app: &KubeApp, stack: &Stack, mut objects: Vec<Manifest>) -> 
                 }),
             ));
         }
+    }
+    if stack.prometheus_operator && app.processes.contains_key("web") {
+        objects.extend(monitoring_objects(app, &labels));
     }
     if let (true, Some(db)) = (stack.cloudnative_pg, &app.database) {
         objects.extend(database_objects(app, db, &labels));
