@@ -539,6 +539,64 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         answer_from(&lab, &format!("svc/{example}"), "/", want);
     }
 
+    // The tests and the release command run as Jobs of the new image before its pods
+    // start, their output in the deploy's; tests that fail fail the deploy and the serving
+    // release stays.
+    let tested = work.path().join("tested");
+    std::fs::create_dir_all(&tested).unwrap();
+    let toml = |test: &str| {
+        format!(
+            "[deploy]\ntest = \"{test}\"\n[processes.release]\ncommand = \"echo migrating as $BERTH_APP with MODE=$MODE\"\n[env]\nMODE = \"ok\"\n"
+        )
+    };
+    std::fs::write(
+        tested.join("berth.toml"),
+        toml("echo the tests see MODE=$MODE; test $MODE = ok"),
+    )
+    .unwrap();
+    let deploy_tested = || {
+        p.berth(&[
+            "deploy",
+            &tested.display().to_string(),
+            "--image",
+            &web,
+            "--app",
+            "tested",
+        ])
+    };
+    let out = deploy_tested();
+    assert!(out.status.success(), "{}", said(&out));
+    for want in [
+        "running tests in the cluster",
+        "the tests see MODE=ok",
+        "the tests passed",
+        "running release in the cluster",
+        "migrating as tested with MODE=ok",
+        "Deployment berth-default/tested-web: 1/1 ready",
+    ] {
+        assert!(said(&out).contains(want), "{want}: {}", said(&out));
+    }
+    std::fs::write(tested.join("berth.toml"), toml("echo two failed; exit 3")).unwrap();
+    let out = deploy_tested();
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("the tests failed: they exited with code 3"),
+        "{}",
+        said(&out)
+    );
+    assert!(said(&out).contains("two failed"), "{}", said(&out));
+    let apps = p.json(&["apps"]);
+    let current = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "tested")
+        .map(|a| a["current_release"].clone());
+    assert_eq!(current, Some(serde_json::json!(1)), "v1 serves on: {apps}");
+    let jobs = lab.ok(&["get", "jobs", "-n", NS, "-o", "name"]);
+    assert!(jobs.trim().is_empty(), "one-offs are deleted: {jobs}");
+    p.ok(&["destroy", "tested"]);
+
     // A volume is a PersistentVolumeClaim of the platform's storage class (here a volume
     // the test made on the node's disk), mounted by the app's pods; what they write
     // outlives them.

@@ -60,7 +60,7 @@ impl OneOff {
 pub type Events = UnboundedSender<DeployEvent>;
 
 /// Lines of log shown with a failure.
-const TAIL_LINES: usize = 20;
+pub(crate) const TAIL_LINES: usize = 20;
 
 pub(crate) fn step(events: &Events, step: &str) {
     let _ = events.send(DeployEvent::Step { step: step.into() });
@@ -1209,7 +1209,8 @@ impl Platform {
         let mut stopped_first = None;
         let rollout_started = std::time::Instant::now();
         let result = if self.kube.is_some() {
-            self.kube_rollout(app, version, events, &deploy_id).await
+            self.kube_rollout(app, version, tests, canary.is_some(), events, &deploy_id)
+                .await
         } else {
             self.rollout_steps(
                 app,

@@ -6,18 +6,28 @@
 //! Secret, the registry's credentials (when berth holds some) to a pull secret. Pods' logs
 //! are read into berth's log store, so `berth logs` works as on the embedded runtime.
 
-use crate::deploy::{DeployFailure, Events};
+use crate::deploy::{DeployFailure, Events, TestStep};
 use crate::platform::Platform;
 use crate::ApiError;
 use axum::http::StatusCode;
 use berth_core::api::{DeployEvent, DriftView, ReleaseView};
 use berth_kube::cluster::{Cluster, ClusterError};
+use berth_kube::render::OneOff;
 use berth_kube::stack::Stack;
 use berth_kube::{KubeApp, KubeProcess, KubeVolume, Manifest};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a rollout runs before the new pods start.
+struct OneOffs<'a> {
+    tests: Option<&'a TestStep>,
+    /// The app's first deploy (its postdeploy script runs).
+    first: bool,
+    events: &'a Events,
+    deploy_id: &'a str,
+}
 
 /// The pull secret berth writes in each project's namespace.
 pub const PULL_SECRET: &str = "berth-registry";
@@ -227,6 +237,15 @@ impl Platform {
         app: &str,
         release: &ReleaseView,
     ) -> Result<Vec<Manifest>, ApiError> {
+        Ok(self.kube_release(app, release).await?.1)
+    }
+
+    /// A release as the cluster has it: the app, and its objects.
+    async fn kube_release(
+        &self,
+        app: &str,
+        release: &ReleaseView,
+    ) -> Result<(KubeApp, Vec<Manifest>), ApiError> {
         let backend = self.kube()?;
         let registry = self.cfg.registry.as_ref().ok_or_else(|| {
             ApiError::invalid(
@@ -355,7 +374,7 @@ impl Platform {
             &backend.stack,
             berth_kube::app_objects(&kube_app),
         ));
-        Ok(objects)
+        Ok((kube_app, objects))
     }
 
     /// Applies a release's objects: its workloads last, after the database's connection
@@ -364,25 +383,50 @@ impl Platform {
     async fn kube_apply_in_order(
         &self,
         app: &str,
+        release: &ReleaseView,
+        kube_app: &KubeApp,
         objects: &[Manifest],
-        say: &impl Fn(String),
-    ) -> Result<(), ClusterError> {
-        let backend = self.kube().map_err(|e| ClusterError::Other {
-            object: app.to_string(),
-            message: e.message,
-        })?;
-        let (workloads, rest): (Vec<Manifest>, Vec<Manifest>) = objects
+        one_offs: &OneOffs<'_>,
+    ) -> Result<(), DeployFailure> {
+        let say = |line: String| {
+            let _ = one_offs.events.send(DeployEvent::Log { line });
+        };
+        let backend = self.kube()?;
+        let fail = |e| DeployFailure::from(cluster_error(app, e));
+        // The tests first, before anything of the app changes (the namespace may be new).
+        let (project, app_objects): (Vec<Manifest>, Vec<Manifest>) = objects
             .iter()
             .cloned()
+            .partition(|m| m.object["metadata"]["labels"][berth_kube::cluster::APP_NAME].is_null());
+        backend.cluster.apply(&project, false).await.map_err(fail)?;
+        if let Some(tests) = one_offs.tests {
+            self.kube_one_off(
+                app,
+                release,
+                kube_app,
+                OneOff::Tests,
+                &tests.command,
+                tests.timeout,
+                one_offs,
+            )
+            .await?;
+        }
+        let (workloads, rest): (Vec<Manifest>, Vec<Manifest>) = app_objects
+            .into_iter()
             .partition(|m| matches!(m.kind.as_str(), "Deployment" | "Rollout"));
-        backend.cluster.apply(&rest, false).await?;
+        backend.cluster.apply(&rest, false).await.map_err(fail)?;
         if let Some(db) = objects
             .iter()
             .find(|m| m.kind == "Cluster" && m.group == "postgresql.cnpg.io")
         {
             let namespace = db.namespace.clone().unwrap_or_default();
             let secret = format!("{}-app", db.name);
-            if !backend.cluster.has_secret(&namespace, &secret).await? {
+            if !backend
+                .cluster
+                .has_secret(&namespace, &secret)
+                .await
+                .map_err(fail)?
+            {
                 say(format!(
                     "       waiting for CloudNativePG to make database {} (its Secret {secret})",
                     db.name
@@ -396,10 +440,137 @@ impl Platform {
                     "CloudNativePG writes it once the database is up; `kubectl describe cluster` it",
                     ROLLOUT_TIMEOUT,
                 )
-                .await?;
+                .await
+                .map_err(fail)?;
         }
-        backend.cluster.apply(&workloads, false).await?;
+        // The release command and (on the first deploy) the postdeploy script, with what
+        // the app's processes have, before they start.
+        if let Some(command) = &release.config.release_command {
+            self.kube_one_off(
+                app,
+                release,
+                kube_app,
+                OneOff::Release,
+                command,
+                ROLLOUT_TIMEOUT,
+                one_offs,
+            )
+            .await?;
+        }
+        if let (Some(command), true) = (&release.config.postdeploy, one_offs.first) {
+            self.kube_one_off(
+                app,
+                release,
+                kube_app,
+                OneOff::Postdeploy,
+                command,
+                ROLLOUT_TIMEOUT,
+                one_offs,
+            )
+            .await?;
+        }
+        backend
+            .cluster
+            .apply(&workloads, false)
+            .await
+            .map_err(fail)?;
         Ok(())
+    }
+
+    /// Runs one of a deploy's one-offs as a Job in the cluster; its output joins the
+    /// deploy's, and its failure fails the deploy as on berth's own runtime.
+    #[allow(clippy::too_many_arguments)]
+    async fn kube_one_off(
+        &self,
+        app: &str,
+        release: &ReleaseView,
+        kube_app: &KubeApp,
+        kind: OneOff,
+        command: &str,
+        timeout: Duration,
+        one_offs: &OneOffs<'_>,
+    ) -> Result<(), DeployFailure> {
+        let backend = self.kube()?;
+        let events = one_offs.events;
+        let step = match kind {
+            OneOff::Tests => "tests",
+            OneOff::Release => "release_command",
+            OneOff::Postdeploy => "postdeploy",
+        };
+        self.store.deploy_step(one_offs.deploy_id, step).await?;
+        crate::deploy::step(events, step);
+        let job = berth_kube::render::one_off_job(
+            kube_app,
+            release.version,
+            kind,
+            command,
+            timeout.as_secs(),
+        );
+        let _ = events.send(DeployEvent::Log {
+            line: format!(
+                "-----> running {} in the cluster: {command} (Job {})",
+                kind.name(),
+                job.name
+            ),
+        });
+        let outcome = backend
+            .cluster
+            .run_job(&job, timeout + Duration::from_secs(60))
+            .await
+            .map_err(|e| cluster_error(app, e))?;
+        let lines: Vec<String> = outcome.output.lines().map(str::to_string).collect();
+        for line in &lines {
+            let _ = events.send(DeployEvent::Log {
+                line: format!("       {line}"),
+            });
+        }
+        if outcome.succeeded {
+            if kind == OneOff::Tests {
+                let _ = events.send(DeployEvent::Log {
+                    line: "-----> the tests passed".into(),
+                });
+            }
+            return Ok(());
+        }
+        let tail: Vec<String> = lines
+            .iter()
+            .skip(lines.len().saturating_sub(crate::deploy::TAIL_LINES))
+            .cloned()
+            .collect();
+        let how = match (&outcome.exit_code, &outcome.reason) {
+            (_, Some(r)) if r == "DeadlineExceeded" => {
+                format!("ran longer than {}", humantime::format_duration(timeout))
+            }
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(r)) => format!("could not run ({r})"),
+            (None, None) => "failed".to_string(),
+        };
+        let (code, message, hint) = match kind {
+            OneOff::Tests if outcome.reason.as_deref() == Some("DeadlineExceeded") => (
+                "tests_timed_out",
+                format!("the tests {how}"),
+                "the previous release keeps serving; make the tests faster, or raise test_timeout under [deploy] in berth.toml",
+            ),
+            OneOff::Tests => (
+                "tests_failed",
+                format!("the tests failed: they {how}"),
+                "the previous release keeps serving; their output is above",
+            ),
+            OneOff::Release => (
+                "release_command_failed",
+                format!("the release command {how}"),
+                "the previous release keeps serving; fix the release command and deploy again",
+            ),
+            OneOff::Postdeploy => (
+                "postdeploy_failed",
+                format!("the postdeploy script {how}"),
+                "nothing was rolled out; fix scripts.postdeploy (app.json) or [deploy] postdeploy (berth.toml) and deploy again — it runs on the app's first deploy only",
+            ),
+        };
+        Err(DeployFailure {
+            error: ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).hint(hint),
+            log_tail: tail,
+        })
     }
 
     /// Rolls a release out to the cluster: apply, wait for its pods, prune; on failure the
@@ -408,6 +579,8 @@ impl Platform {
         self: &Arc<Self>,
         app: &str,
         version: u32,
+        tests: Option<TestStep>,
+        canary: bool,
         events: &Events,
         deploy_id: &str,
     ) -> Result<(u32, String), DeployFailure> {
@@ -419,8 +592,21 @@ impl Platform {
             .release(app, version)
             .await?
             .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
-        let objects = self.kube_objects(app, &release).await?;
+        let (kube_app, objects) = self.kube_release(app, &release).await?;
         let backend = self.kube()?;
+        if canary {
+            say("-----> canary: steps and analysis are not done in a cluster yet (its web pods roll as a Deployment's rolling update)".into());
+        }
+        let one_offs = OneOffs {
+            tests: tests.as_ref(),
+            first: self
+                .store
+                .app(app)
+                .await?
+                .is_none_or(|a| a.current_release.is_none()),
+            events,
+            deploy_id,
+        };
         self.store.deploy_step(deploy_id, "apply").await?;
         crate::deploy::step(events, "apply");
         say(format!(
@@ -428,7 +614,9 @@ impl Platform {
             backend.cluster.url,
             objects.len()
         ));
-        let applied = self.kube_apply_in_order(app, &objects, &say).await;
+        let applied = self
+            .kube_apply_in_order(app, &release, &kube_app, &objects, &one_offs)
+            .await;
         let waited = match applied {
             Ok(_) => {
                 self.store.deploy_step(deploy_id, "rollout").await?;
@@ -440,6 +628,13 @@ impl Platform {
                     .cluster
                     .wait_rolled_out(&objects, timeout, |line| say(format!("       {line}")))
                     .await
+                    .map_err(|e| {
+                        let mut error = cluster_error(app, e);
+                        if error.hint.is_none() {
+                            error = error.hint("the serving release keeps serving; `kubectl describe` the pod named above for more");
+                        }
+                        DeployFailure::from(error)
+                    })
             }
             Err(e) => Err(e),
         };
@@ -461,11 +656,7 @@ impl Platform {
                     }
                 }
             }
-            let mut error = cluster_error(app, e);
-            if error.hint.is_none() {
-                error = error.hint("the serving release keeps serving; `kubectl describe` the pod named above for more");
-            }
-            return Err(error.into());
+            return Err(e);
         }
         let namespace = self.kube_namespace(app).await?;
         let pruned = backend

@@ -56,7 +56,7 @@ pub fn pull(
 }
 
 /// Reads how to run an image berth took in, checks that this machine can run it, and
-/// applies berth.toml's process commands and tests.
+/// applies berth.toml's process commands, tests and variables.
 pub fn adopt(
     images: &ImageStore,
     req: &BuildRequest,
@@ -118,8 +118,14 @@ pub fn web_port(meta: &ImageMeta, toml: &BerthToml) -> Option<u16> {
     toml.port.or(exposed)
 }
 
-/// berth.toml's `[processes.*] command` and `[deploy] test` over what the image says.
+/// berth.toml's `[processes.*] command`, `[deploy] test` and `[env]` over what the image
+/// says.
 fn apply_toml(meta: &mut ImageMeta, toml: &BerthToml) {
+    for (k, v) in &toml.env {
+        let key = format!("{k}=");
+        meta.env.retain(|kv| !kv.starts_with(&key));
+        meta.env.push(format!("{k}={v}"));
+    }
     for (kind, p) in &toml.processes {
         if let Some(cmd) = &p.command {
             if kind == RELEASE_PROCESS {

@@ -14,6 +14,27 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+/// How a one-off Job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub succeeded: bool,
+    /// Its container's exit code, when it ran to an end.
+    pub exit_code: Option<i32>,
+    /// Why it failed otherwise (`DeadlineExceeded`, `ImagePullBackOff`, …).
+    pub reason: Option<String>,
+    /// What it wrote.
+    pub output: String,
+}
+
+/// Why a pod's container waits that means it will not start by itself.
+const CANNOT_START: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
 /// The label every object berth renders carries.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The label naming the app an object belongs to.
@@ -560,15 +581,9 @@ impl Cluster {
                         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
                         if let Some(w) = waiting {
                             let reason = w.reason.clone().unwrap_or_default();
-                            if matches!(
-                                reason.as_str(),
-                                "ImagePullBackOff"
-                                    | "ErrImagePull"
-                                    | "InvalidImageName"
-                                    | "CrashLoopBackOff"
-                                    | "CreateContainerConfigError"
-                                    | "CreateContainerError"
-                            ) {
+                            if reason == "CrashLoopBackOff"
+                                || CANNOT_START.contains(&reason.as_str())
+                            {
                                 return Err(ClusterError::Rollout {
                                     object: what,
                                     message: format!(
@@ -608,12 +623,128 @@ impl Cluster {
     ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, ClusterError> {
         use k8s_openapi::api::core::v1::Pod;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let selector = format!("{MANAGED_BY}={MANAGER},{APP_NAME}={app}");
+        // A deploy's one-offs (tests, release command) are not the app's instances.
+        let selector = format!(
+            "{MANAGED_BY}={MANAGER},{APP_NAME}={app},!{}",
+            crate::render::ONE_OFF
+        );
         match pods.list(&ListParams::default().labels(&selector)).await {
             Ok(l) => Ok(l.items),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
             Err(e) => Err(self.error(&format!("pods of {app} in {namespace}"), e)),
         }
+    }
+
+    /// Runs a one-off Job (`one_off_job`) to its end: an earlier Job of that name is
+    /// replaced, the Job's pod followed until it exits (or cannot start, or `timeout`
+    /// passes), its output read, and the Job deleted with its pod.
+    pub async fn run_job(
+        &self,
+        job: &Manifest,
+        timeout: std::time::Duration,
+    ) -> Result<JobOutcome, ClusterError> {
+        use k8s_openapi::api::batch::v1::Job;
+        use k8s_openapi::api::core::v1::Pod;
+        let namespace = job.namespace.clone().unwrap_or_default();
+        let what = describe(job);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let background = DeleteParams::background();
+        let gone = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+        if let Err(e) = jobs.delete(&job.name, &background).await {
+            if !gone(&e) {
+                return Err(self.error(&what, e));
+            }
+        }
+        // Its name is free once the earlier one is gone.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while jobs
+            .get_opt(&job.name)
+            .await
+            .map_err(|e| self.error(&what, e))?
+            .is_some()
+        {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        self.apply(std::slice::from_ref(job), false).await?;
+        let selector = format!("job-name={}", job.name);
+        let (succeeded, reason) = loop {
+            let status = jobs
+                .get(&job.name)
+                .await
+                .map_err(|e| self.error(&what, e))?
+                .status
+                .unwrap_or_default();
+            if status.succeeded.unwrap_or(0) > 0 {
+                break (true, None);
+            }
+            let failed = status
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True");
+            if let Some(c) = failed {
+                break (false, Some(c.reason.unwrap_or_else(|| "Failed".into())));
+            }
+            if status.failed.unwrap_or(0) > 0 {
+                break (false, None);
+            }
+            let listed = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| self.error(&what, e))?;
+            let stuck = listed.items.iter().find_map(|p| {
+                p.status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .iter()
+                    .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                    .filter(|r| CANNOT_START.contains(&r.as_str()))
+            });
+            if let Some(r) = stuck {
+                break (false, Some(r));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break (
+                    false,
+                    Some(format!("still running after {}s", timeout.as_secs())),
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        let mut output = String::new();
+        let mut exit_code = None;
+        if let Ok(listed) = pods.list(&ListParams::default().labels(&selector)).await {
+            for p in listed.items {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                exit_code = exit_code.or_else(|| {
+                    p.status
+                        .as_ref()?
+                        .container_statuses
+                        .as_ref()?
+                        .iter()
+                        .find_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+                });
+                if let Ok(text) = pods.logs(&name, &kube::api::LogParams::default()).await {
+                    output.push_str(&text);
+                }
+            }
+        }
+        if let Err(e) = jobs.delete(&job.name, &background).await {
+            if !gone(&e) {
+                return Err(self.error(&what, e));
+            }
+        }
+        Ok(JobOutcome {
+            succeeded,
+            exit_code,
+            reason,
+            output,
+        })
     }
 
     /// Whether Secret `name` is in `namespace` (one an operator writes, say).

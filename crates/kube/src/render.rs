@@ -12,6 +12,7 @@ use berth_core::projects::Quota;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
@@ -598,6 +599,115 @@ fn ingress(app: &KubeApp) -> Ingress {
         }),
         ..Default::default()
     }
+}
+
+/// A one-off container a deploy runs to its end before the new pods start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneOff {
+    /// The app's tests (`[deploy] test`): its variables, but not its secrets, volumes or
+    /// database.
+    Tests,
+    /// The release command (Procfile `release:`), with all the app's processes have.
+    Release,
+    /// The postdeploy script of the app's first deploy, likewise.
+    Postdeploy,
+}
+
+impl OneOff {
+    pub fn name(self) -> &'static str {
+        match self {
+            OneOff::Tests => "tests",
+            OneOff::Release => "release",
+            OneOff::Postdeploy => "postdeploy",
+        }
+    }
+}
+
+/// The label on a one-off's pod (which is not one of the app's instances).
+pub const ONE_OFF: &str = "berth.dev/one-off";
+
+/// A deploy's one-off as a Job of the release's image (`APP-KIND-vVERSION`): one pod with
+/// the guardrails of the app's processes, never restarted, stopped after `deadline_secs`.
+/// Its variables are the release's own (not the ConfigMap, which the release has not
+/// changed yet).
+pub fn one_off_job(
+    app: &KubeApp,
+    version: u32,
+    kind: OneOff,
+    command: &str,
+    deadline_secs: u64,
+) -> Manifest {
+    let base = if kind == OneOff::Tests {
+        KubeApp {
+            has_secrets: false,
+            secret_files: Vec::new(),
+            volumes: Vec::new(),
+            database: None,
+            derived_env: BTreeMap::new(),
+            ..app.clone()
+        }
+    } else {
+        app.clone()
+    };
+    let process = KubeProcess {
+        command: Some(command.to_string()),
+        instances: 1,
+        limits: app
+            .processes
+            .values()
+            .next()
+            .map(|p| p.limits)
+            .unwrap_or_default(),
+    };
+    let suffix = format!("-{}-v{version}", kind.name());
+    let keep = 63usize.saturating_sub(suffix.len()).min(app.name.len());
+    let name = format!(
+        "{}{suffix}",
+        app.name
+            .get(..keep)
+            .unwrap_or(&app.name)
+            .trim_end_matches('-')
+    );
+    let mut template = deployment(&base, kind.name(), &process)
+        .spec
+        .map(|s| s.template)
+        .unwrap_or_default();
+    let mut labels = labels(Some(&app.name), Some(kind.name()));
+    labels.insert(ONE_OFF.into(), "true".into());
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.labels = Some(labels.clone());
+    }
+    if let Some(pod) = template.spec.as_mut() {
+        pod.restart_policy = Some("Never".into());
+        for c in &mut pod.containers {
+            c.readiness_probe = None;
+            c.lifecycle = None;
+            c.ports = None;
+            if let Some(from) = c.env_from.as_mut() {
+                from.retain(|f| f.config_map_ref.is_none());
+            }
+            let env = c.env.get_or_insert_with(Vec::new);
+            for (k, v) in &base.env {
+                if !env.iter().any(|e| &e.name == k) {
+                    env.push(EnvVar {
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    Manifest::of(Job {
+        metadata: meta(&name, Some(&app.namespace), labels),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(i64::try_from(deadline_secs).unwrap_or(i64::MAX)),
+            template,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 fn deployment(app: &KubeApp, kind: &str, process: &KubeProcess) -> Deployment {
