@@ -18,6 +18,29 @@ fn berth(args: &[&str]) -> Output {
         .expect("berth")
 }
 
+/// `kubectl kustomize DIR`, which must build, as its documents.
+fn kustomize(dir: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let built = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    documents(&String::from_utf8_lossy(&built.stdout))
+}
+
+/// `berth render -f DIR --out OUT` with `extra` arguments.
+fn render(dir: &str, out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["render", "-f", dir, "--out", out];
+    args.extend_from_slice(extra);
+    berth(&args)
+}
+
 /// The YAML documents of a kustomize build, as JSON objects keyed by kind/namespace/name.
 fn documents(yaml: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
     yaml.split("\n---\n")
@@ -86,16 +109,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
     // The overlay builds to exactly the rendered objects, each as its file in base/ says
     // (a directory per namespace and app, `_project` for the namespace's own).
     let overlay = out.join("overlays/production");
-    let built = Command::new("kubectl")
-        .args(["kustomize", overlay.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let docs = documents(&String::from_utf8_lossy(&built.stdout));
+    let docs = kustomize(&overlay);
     let mut names: Vec<String> = listed
         .iter()
         .map(|m| {
@@ -127,12 +141,7 @@ fn rendered_apps_are_what_kustomize_builds_and_what_a_real_api_server_accepts() 
         assert_eq!(docs[&key], v, "{key}");
     }
     // Each app's directory builds alone to its own objects (what Argo CD syncs per app).
-    let shop = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(out.join("base/berth-default/shop"))
-        .output()
-        .unwrap();
-    let shop = documents(&String::from_utf8_lossy(&shop.stdout));
+    let shop = kustomize(&out.join("base/berth-default/shop"));
     let want: Vec<&String> = docs
         .keys()
         .filter(|k| docs[*k]["metadata"]["labels"]["app.kubernetes.io/name"] == "shop")
@@ -999,15 +1008,7 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     );
     // The definition without the database app renders without CloudNativePG.
     let out = work.path().join("deploy");
-    let said = berth(&[
-        "render",
-        "-f",
-        d,
-        "--out",
-        out.to_str().unwrap(),
-        "--stack",
-        "cert-manager",
-    ]);
+    let said = render(d, &out, &["--stack", "cert-manager"]);
     assert!(!said.status.success());
     assert!(
         String::from_utf8_lossy(&said.stderr).contains("--stack has none"),
@@ -1037,58 +1038,36 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     ]);
     assert!(!left.contains("shop") && !left.contains("sample"), "{left}");
     // render is told the stack; an unknown part is refused.
-    let said = berth(&[
-        "render",
-        "-f",
-        d,
-        "--out",
-        out.to_str().unwrap(),
-        "--stack",
-        "cert-manager,istio",
-    ]);
+    let said = render(d, &out, &["--stack", "cert-manager,istio"]);
     assert!(!said.status.success());
     assert!(String::from_utf8_lossy(&said.stderr).contains("istio unknown"));
     assert!(!out.exists(), "nothing written");
 
     // GitOps: Argo CD is not asked to sync without a repository.
-    let said = berth(&[
-        "render",
-        "-f",
-        d,
-        "--out",
-        out.to_str().unwrap(),
-        "--stack",
-        "argo-cd",
-    ]);
+    let said = render(d, &out, &["--stack", "argo-cd"]);
     assert!(!said.status.success());
     assert!(String::from_utf8_lossy(&said.stderr).contains("needs --repo"));
     assert!(!out.exists(), "nothing written");
     // With one: an Application per app syncing its directory, and the root one syncing
     // them and the namespace's own objects; the API server takes them all.
-    let said = berth(&[
-        "render",
-        "-f",
+    let said = render(
         d,
-        "--out",
-        out.to_str().unwrap(),
-        "--stack",
-        "argo-cd",
-        "--repo",
-        "https://git.example.test/team/platform.git",
-        "--revision",
-        "main",
-        "--repo-path",
-        "deploy",
-    ]);
+        &out,
+        &[
+            "--stack",
+            "argo-cd",
+            "--repo",
+            "https://git.example.test/team/platform.git",
+            "--revision",
+            "main",
+            "--repo-path",
+            "deploy",
+        ],
+    );
     let text = String::from_utf8_lossy(&said.stdout);
     assert!(said.status.success(), "{text}");
     assert!(text.contains("kubectl apply -f"), "{text}");
-    let apps = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(out.join("argocd"))
-        .output()
-        .unwrap();
-    let apps = documents(&String::from_utf8_lossy(&apps.stdout));
+    let apps = kustomize(&out.join("argocd"));
     assert!(
         apps.contains_key("Application/argocd/berth-default.hello"),
         "{apps:?}"
