@@ -122,71 +122,52 @@ fn answer_from(lab: &KubeLab, service: &str, path: &str, want: &str) -> String {
     last
 }
 
-/// One GET of `/` from a pod's address (port 8000): whether it answered 200.
-fn get_pod(ip: &str) -> Result<(), String> {
+/// One GET of `/` from `addr`: whether it answered 200.
+fn get(addr: std::net::SocketAddr) -> Result<(), String> {
     use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = format!("{ip}:8000").parse().map_err(|e| format!("{e}"))?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("{ip}: {e}"))?;
+        .map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("{ip}: {e}"))?;
+        .map_err(|e| format!("{addr}: {e}"))?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)
-        .map_err(|e| format!("{ip}: {e}"))?;
+        .map_err(|e| format!("{addr}: {e}"))?;
     if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
         Ok(())
     } else {
         Err(format!(
-            "{ip}: {}",
+            "{addr}: {}",
             answer.lines().next().unwrap_or("no answer")
         ))
     }
 }
 
-/// Requests to web's pods sent the way a Service's proxy sends them — to the addresses its
-/// Endpoints list as ready, followed as they change — until `stop` (at most 3000, 10 ms
-/// apart): how many were sent, and the failures.
-fn load_through_endpoints(
-    kubeconfig: std::path::PathBuf,
+/// Waits until the Service's address answers (kube-proxy has its rules).
+fn answer_at(service: std::net::SocketAddr) {
+    let mut last = Ok(());
+    let ok = common::eventually(Duration::from_secs(30), || {
+        last = get(service);
+        last.is_ok()
+    });
+    assert!(ok, "{service} never answered: {last:?}");
+}
+
+/// Requests to web's Service address (kube-proxy sends each to one of its ready pods) until
+/// `stop` (at most 3000, 10 ms apart): how many were sent, and the failures.
+fn load_through_service(
+    service: std::net::SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (u32, Vec<String>) {
     use std::sync::atomic::Ordering;
-    use std::sync::{Arc, Mutex};
-    let ready: Arc<Mutex<Vec<String>>> = Arc::default();
-    let watcher = {
-        let (ready, stop) = (ready.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let out = Command::new("kubectl")
-                    .env("KUBECONFIG", &kubeconfig)
-                    .args(["get", "endpoints", "web", "-n", NS, "-o"])
-                    .arg("jsonpath={.subsets[*].addresses[*].ip}")
-                    .output();
-                if let Some(o) = out.ok().filter(|o| o.status.success()) {
-                    *ready.lock().unwrap() = String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect();
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
     let (mut sent, mut failures) = (0u32, Vec::new());
     while !stop.load(Ordering::SeqCst) && sent < 3000 {
-        let ips = ready.lock().unwrap().clone();
-        if ips.is_empty() {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        if let Err(e) = get_pod(&ips[sent as usize % ips.len()]) {
+        if let Err(e) = get(service) {
             failures.push(e);
         }
         sent += 1;
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = watcher.join();
     (sent, failures)
 }
 
@@ -421,11 +402,22 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     // A variable and a secret: new releases whose pods have them; the secret's value is
     // in the Secret berth wrote, never in a rendered object.
     // The variable's rollout under load (two pods, replaced one by one): no request
-    // fails, as a Service's proxy would send them.
+    // fails, sent to its Service's address (kube-proxy picks a ready pod for each).
+    let cluster_ip = lab.ok(&[
+        "get",
+        "service",
+        "web",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let service: std::net::SocketAddr = format!("{cluster_ip}:80").parse().unwrap();
+    answer_at(service);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (kubeconfig, stop) = (lab.kubeconfig(), stop.clone());
-        std::thread::spawn(move || load_through_endpoints(kubeconfig, stop))
+        let stop = stop.clone();
+        std::thread::spawn(move || load_through_service(service, stop))
     };
     std::thread::sleep(Duration::from_secs(1));
     p.ok(&["env", "set", "web", "MODE=two"]);

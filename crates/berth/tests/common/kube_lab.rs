@@ -1,7 +1,7 @@
 //! A real Kubernetes cluster for the kube plane's tests (`scripts/kube-lab`): etcd and
 //! kube-apiserver on loopback ports of its own, and with `with_node` the controller
-//! manager, the scheduler, containerd and a kubelet so pods run. Stopped, containers and
-//! all, when dropped.
+//! manager, the scheduler, containerd, a kubelet and kube-proxy so pods run and Services'
+//! addresses reach them. Stopped, containers and all, when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ impl KubeLab {
     /// A cluster whose pods run (the node Ready).
     pub fn with_node() -> Self {
         let lab = Self::start();
-        lab.script("start-node", &super::free_ports(4));
+        lab.script("start-node", &super::free_ports(6));
         lab
     }
 
