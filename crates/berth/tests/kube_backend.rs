@@ -103,18 +103,15 @@ fn up_refused(extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// The body of a 200 answer through a port-forward to web's Service, once there is one.
+/// The body of a 200 answer from web's Service, once there is one saying `want`.
 fn answer(lab: &KubeLab, path: &str, want: &str) -> String {
-    answer_from(lab, "svc/web", path, want)
+    answer_from(lab, "web", path, want)
 }
 
 fn answer_from(lab: &KubeLab, service: &str, path: &str, want: &str) -> String {
     let mut last = String::new();
     let ok = common::eventually(Duration::from_secs(60), || {
-        let (mut forward, port) = lab.forward(NS, service);
-        let got = common::http_get(port, "localhost", path);
-        let _ = forward.kill();
-        let _ = forward.wait();
+        let got = common::http_get_at(lab.service(NS, service), "localhost", path);
         last = format!("{got:?}");
         matches!(got, Ok((200, ref body)) if body.contains(want))
     });
@@ -124,22 +121,10 @@ fn answer_from(lab: &KubeLab, service: &str, path: &str, want: &str) -> String {
 
 /// One GET of `/` from `addr`: whether it answered 200.
 fn get(addr: std::net::SocketAddr) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(format!(
-            "{addr}: {}",
-            answer.lines().next().unwrap_or("no answer")
-        ))
+    match common::http_get_at(addr, "web", "/") {
+        Ok((200, _)) => Ok(()),
+        Ok((code, _)) => Err(format!("{addr}: {code}")),
+        Err(e) => Err(format!("{addr}: {e}")),
     }
 }
 
@@ -403,16 +388,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
     // in the Secret berth wrote, never in a rendered object.
     // The variable's rollout under load (two pods, replaced one by one): no request
     // fails, sent to its Service's address (kube-proxy picks a ready pod for each).
-    let cluster_ip = lab.ok(&[
-        "get",
-        "service",
-        "web",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
-    let service: std::net::SocketAddr = format!("{cluster_ip}:80").parse().unwrap();
+    let service = lab.service(NS, "web");
     answer_at(service);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
@@ -516,7 +492,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "{}",
         said(&out)
     );
-    answer_from(&lab, "svc/hello", "/", "Hello");
+    answer_from(&lab, "hello", "/", "Hello");
     // So do a Node app (started by `npm start`, with a dependency from npm) and a static
     // site (served by berth's own binary).
     for (example, want) in [
@@ -528,7 +504,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
             &common::examples().join(example).display().to_string(),
         ]);
         assert!(out.status.success(), "{example}: {}", said(&out));
-        answer_from(&lab, &format!("svc/{example}"), "/", want);
+        answer_from(&lab, example, "/", want);
     }
 
     // The tests and the release command run as Jobs of the new image before its pods

@@ -59,10 +59,10 @@ impl Cluster {
     }
 }
 
-fn get(port: u16, path: &str) -> String {
+fn get(service: std::net::SocketAddr, path: &str) -> String {
     let mut answer = String::new();
     common::eventually(Duration::from_secs(30), || {
-        match common::http_get(port, "localhost", path) {
+        match common::http_get_at(service, "localhost", path) {
             Ok((200, body)) => {
                 answer = body;
                 true
@@ -154,19 +154,16 @@ fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
         "{}",
         said(&out)
     );
-    let (mut forward, port) = c.forward("berth-default", "svc/web");
-    assert_eq!(get(port, "/"), "hello from a pod\n");
-    assert_eq!(get(port, "/cgi-bin/env"), "MODE=one uid=10001\n");
-    let _ = forward.kill();
+    let web = c.service("berth-default", "web");
+    assert_eq!(get(web, "/"), "hello from a pod\n");
+    assert_eq!(get(web, "/cgi-bin/env"), "MODE=one uid=10001\n");
 
     // A changed variable rolls the Deployment: a new pod with the new value.
     let before = c.ok(&["get", "pods", "-n", "berth-default", "-o", "name"]);
     declare(&defs, "localhost/berth-test-web:1", "two");
     let out = apply(&c, &defs);
     assert!(out.status.success(), "{}", said(&out));
-    let (mut forward, port) = c.forward("berth-default", "svc/web");
-    assert_eq!(get(port, "/cgi-bin/env"), "MODE=two uid=10001\n");
-    let _ = forward.kill();
+    assert_eq!(get(web, "/cgi-bin/env"), "MODE=two uid=10001\n");
     // The old pod goes once the new one is ready.
     let mut after = Vec::new();
     common::eventually(Duration::from_secs(90), || {
@@ -203,9 +200,7 @@ fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
             ]) == "true"
     });
     assert!(replaced, "the killed pod was not replaced");
-    let (mut forward, port) = c.forward("berth-default", "svc/web");
-    assert_eq!(get(port, "/"), "hello from a pod\n");
-    let _ = forward.kill();
+    assert_eq!(get(web, "/"), "hello from a pod\n");
 
     // An image the node cannot get: the apply fails with the pod's reason.
     declare(&defs, "localhost/berth-test-missing:1", "two");

@@ -3,9 +3,8 @@
 //! manager, the scheduler, containerd, a kubelet and kube-proxy so pods run and Services'
 //! addresses reach them. Stopped, containers and all, when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -60,33 +59,18 @@ impl KubeLab {
         .expect("hosts.toml");
     }
 
-    /// `kubectl port-forward` to the app's Service: the forwarding process and its port.
-    pub fn forward(&self, namespace: &str, service: &str) -> (Child, u16) {
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
-            .args(["port-forward", "-n", namespace, service, "0:80"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        // It says a line per connection: kept reading, or it dies of a closed pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
-            }
-        });
-        // "Forwarding from 127.0.0.1:41234 -> 8000"
-        let port = line
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("port-forward said {line:?}"));
-        (child, port)
+    /// A Service's address (its cluster IP, port 80), which kube-proxy takes to its pods.
+    pub fn service(&self, namespace: &str, name: &str) -> std::net::SocketAddr {
+        let ip = self.ok(&[
+            "get",
+            "service",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        format!("{ip}:80").parse().expect("a cluster IP")
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

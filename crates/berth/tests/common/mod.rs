@@ -314,7 +314,20 @@ impl Drop for Platform {
 
 /// One HTTP/1.1 GET on a fresh connection; returns status and body.
 pub fn http_get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    http_get_at(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        host,
+        path,
+    )
+}
+
+/// [`http_get`] to `addr`.
+pub fn http_get_at(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     // Generous: several platforms share the machine, and some routes write to disk.
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
