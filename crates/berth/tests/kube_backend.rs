@@ -103,6 +103,20 @@ fn up_refused(extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// `berth deploy DIR --image IMAGE --app APP` and `extra` arguments.
+fn deploy_image(
+    p: &Platform,
+    dir: &Path,
+    image: &str,
+    app: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let dir = dir.display().to_string();
+    let mut args = vec!["deploy", dir.as_str(), "--image", image, "--app", app];
+    args.extend_from_slice(extra);
+    p.berth(&args)
+}
+
 /// The body of a 200 answer from web's Service, once there is one saying `want`.
 fn answer(lab: &KubeLab, path: &str, want: &str) -> String {
     answer_from(lab, "web", path, want)
@@ -263,14 +277,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "[secrets]\nfiles = [\"CERT\"]\n",
     )
     .unwrap();
-    let out = p.berth(&[
-        "deploy",
-        &web_dir.display().to_string(),
-        "--image",
-        &web,
-        "--app",
-        "web",
-    ]);
+    let out = deploy_image(&p, &web_dir, &web, "web", &[]);
     assert!(out.status.success(), "{}", said(&out));
     assert!(
         said(&out).contains("Deployment berth-default/web-web: 1/1 ready"),
@@ -522,16 +529,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         toml("echo the tests see MODE=$MODE; test $MODE = ok"),
     )
     .unwrap();
-    let deploy_tested = || {
-        p.berth(&[
-            "deploy",
-            &tested.display().to_string(),
-            "--image",
-            &web,
-            "--app",
-            "tested",
-        ])
-    };
+    let deploy_tested = || deploy_image(&p, &tested, &web, "tested", &[]);
     let out = deploy_tested();
     assert!(out.status.success(), "{}", said(&out));
     for want in [
@@ -748,16 +746,7 @@ fn apps_run_in_the_cluster_with_the_usual_commands() {
         "--max-instances",
         "3",
     ]);
-    let out = p.berth(&[
-        "deploy",
-        &web_dir.display().to_string(),
-        "--image",
-        &web,
-        "--app",
-        "front",
-        "--project",
-        "team",
-    ]);
+    let out = deploy_image(&p, &web_dir, &web, "front", &["--project", "team"]);
     assert!(out.status.success(), "{}", said(&out));
     let quota = || {
         lab.ok(&[

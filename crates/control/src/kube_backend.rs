@@ -285,6 +285,8 @@ impl Platform {
             ),
             None => None,
         };
+        // The StorageClass of the app's claims (its volumes', its database's).
+        let storage_class = self.cfg.kube.as_ref().and_then(|k| k.storage_class.clone());
         let kube_app = KubeApp {
             name: app.to_string(),
             namespace: namespace.clone(),
@@ -320,7 +322,7 @@ impl Platform {
                     name: v.name,
                     mount: v.mount_path,
                     size_bytes: v.size_bytes,
-                    storage_class: self.cfg.kube.as_ref().and_then(|k| k.storage_class.clone()),
+                    storage_class: storage_class.clone(),
                 })
                 .collect(),
             hosts,
@@ -332,7 +334,7 @@ impl Platform {
             database: self.store.databases().await?.contains_key(app).then(|| {
                 berth_kube::render::KubeDatabase {
                     size_bytes: berth_kube::spec::DATABASE_SIZE,
-                    storage_class: self.cfg.kube.as_ref().and_then(|k| k.storage_class.clone()),
+                    storage_class: storage_class.clone(),
                 }
             }),
             slo: release.config.slo,
@@ -377,9 +379,11 @@ impl Platform {
         Ok((kube_app, objects))
     }
 
-    /// Applies a release's objects: its workloads last, after the database's connection
-    /// Secret is there when it has a database (CloudNativePG writes it once the database is
-    /// up; a pod started before would fail on the missing Secret).
+    /// Applies a release's objects in the order a rollout needs: the namespace's own, then
+    /// the tests (as a Job) before anything of the app changes, then the app's objects but
+    /// its workloads, the database's connection Secret waited for (CloudNativePG writes it
+    /// once the database is up; a pod started before would fail on the missing Secret), the
+    /// release command and postdeploy script (as Jobs), and the workloads last.
     async fn kube_apply_in_order(
         &self,
         app: &str,
@@ -515,7 +519,11 @@ impl Platform {
         });
         let outcome = backend
             .cluster
-            .run_job(&job, timeout + Duration::from_secs(60))
+            .run_job(&job, timeout + Duration::from_secs(60), |line| {
+                let _ = events.send(DeployEvent::Log {
+                    line: format!("       {line}"),
+                });
+            })
             .await
             .map_err(|e| cluster_error(app, e))?;
         let lines: Vec<String> = outcome.output.lines().map(str::to_string).collect();

@@ -637,11 +637,13 @@ impl Cluster {
 
     /// Runs a one-off Job (`one_off_job`) to its end: an earlier Job of that name is
     /// replaced, the Job's pod followed until it exits (or cannot start, or `timeout`
-    /// passes), its output read, and the Job deleted with its pod.
+    /// passes), its output read, and the Job deleted with its pod. `progress` hears every
+    /// 30 s that it still runs.
     pub async fn run_job(
         &self,
         job: &Manifest,
         timeout: std::time::Duration,
+        progress: impl Fn(String),
     ) -> Result<JobOutcome, ClusterError> {
         use k8s_openapi::api::batch::v1::Job;
         use k8s_openapi::api::core::v1::Pod;
@@ -671,7 +673,17 @@ impl Cluster {
         }
         self.apply(std::slice::from_ref(job), false).await?;
         let selector = format!("job-name={}", job.name);
+        let started = tokio::time::Instant::now();
+        let mut said = started;
         let (succeeded, reason) = loop {
+            if said.elapsed() >= std::time::Duration::from_secs(30) {
+                said = tokio::time::Instant::now();
+                progress(format!(
+                    "Job {} still running ({}s)",
+                    job.name,
+                    started.elapsed().as_secs()
+                ));
+            }
             let status = jobs
                 .get(&job.name)
                 .await
