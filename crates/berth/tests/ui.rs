@@ -194,7 +194,7 @@ fn the_dashboard_runs_the_day_in_a_real_browser() {
     assert!(requests > 0, "the requests chart counts the app's requests");
     let (_, _, body) = ui(&p, Some(&admin), "GET", "/ui/apps/shop", None);
     for needle in [
-        "requests (0 answered 5xx) in the last hour, per minute",
+        "requests (0 answered 5xx) in the last hour; busiest minute",
         "aria-label=\"0 of ",
         "answers slower than the latency objective in the last hour",
         "Error budgets (30 days)",

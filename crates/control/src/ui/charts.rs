@@ -5,29 +5,48 @@
 use maud::{html, Markup};
 
 /// A line of `values` (oldest first) in a `width`×`height` box, with `label` as its text
-/// alternative and `point(i)` as each point's title.
+/// alternative.
 pub fn sparkline(values: &[f64], width: u32, height: u32, label: &str) -> Markup {
-    let max = values.iter().copied().fold(0.0_f64, f64::max);
-    let n = values.len().max(2) - 1;
-    let x = |i: usize| f64::from(width) * i as f64 / n as f64;
-    let y = |v: f64| {
-        let h = f64::from(height) - 2.0;
-        if max > 0.0 {
-            1.0 + h - h * v / max
-        } else {
-            1.0 + h
-        }
-    };
-    let points: Vec<String> = values
+    lines(&[(values, BLUE)], width, height, label)
+}
+
+/// The line colour of the main series.
+pub const BLUE: &str = "#0b5cad";
+/// The line colour of failures drawn over it.
+pub const RED: &str = "#a40e26";
+
+/// Lines of `(values, colour)` (oldest first) on one scale in a `width`×`height` box — e.g.
+/// requests and, over them, the errors among them — with `label` as their text alternative.
+pub fn lines(series: &[(&[f64], &str)], width: u32, height: u32, label: &str) -> Markup {
+    let max = series
         .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
-        .collect();
+        .flat_map(|(values, _)| values.iter().copied())
+        .fold(0.0_f64, f64::max);
+    let polyline = |values: &[f64]| {
+        let n = values.len().max(2) - 1;
+        let h = f64::from(height) - 2.0;
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let x = f64::from(width) * i as f64 / n as f64;
+                let y = if max > 0.0 {
+                    1.0 + h - h * v / max
+                } else {
+                    1.0 + h
+                };
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     html! {
         svg.chart role="img" aria-label=(label) width=(width) height=(height)
             viewBox={ "0 0 " (width) " " (height) } xmlns="http://www.w3.org/2000/svg" {
             title { (label) }
-            polyline points=(points.join(" ")) fill="none" stroke="#0b5cad" stroke-width="1.5" {}
+            @for (values, colour) in series {
+                polyline points=(polyline(values)) fill="none" stroke=(colour) stroke-width="1.5" {}
+            }
         }
     }
 }
@@ -78,7 +97,7 @@ pub fn columns(
 pub fn budget(remaining: f64, label: &str) -> Markup {
     let share = remaining.clamp(0.0, 1.0);
     let colour = if remaining <= 0.0 {
-        "#a40e26"
+        RED
     } else if remaining < 0.25 {
         "#9a6700"
     } else {
@@ -102,6 +121,11 @@ mod tests {
         let s = sparkline(&[0.0, 5.0, 10.0], 100, 20, "12 requests").into_string();
         assert!(s.contains(r#"aria-label="12 requests""#), "{s}");
         assert!(s.contains("0.0,19.0 50.0,10.0 100.0,1.0"), "{s}");
+        let both = lines(&[(&[0.0, 10.0], BLUE), (&[0.0, 5.0], RED)], 10, 20, "x").into_string();
+        assert!(
+            both.contains("0.0,19.0 10.0,1.0") && both.contains("0.0,19.0 10.0,10.0"),
+            "one scale for both lines: {both}"
+        );
         let b = bars(
             &[1, 0, 2],
             &["a".into(), "b".into(), "c".into()],

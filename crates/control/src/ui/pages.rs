@@ -14,15 +14,22 @@ use std::collections::BTreeMap;
 /// slower than the latency objective).
 pub type Series = Vec<(i64, i64, i64)>;
 
-fn requests_chart(series: &Series, width: u32) -> Markup {
+fn requests_label(series: &Series) -> String {
     let total: i64 = series.iter().map(|(r, _, _)| r).sum();
     let errors: i64 = series.iter().map(|(_, e, _)| e).sum();
-    let values: Vec<f64> = series.iter().map(|(r, _, _)| *r as f64).collect();
-    charts::sparkline(
-        &values,
+    let peak = series.iter().map(|(r, _, _)| *r).max().unwrap_or(0);
+    format!("{total} requests ({errors} answered 5xx) in the last hour; busiest minute {peak}")
+}
+
+/// Requests per minute, and in red the 5xx answers among them.
+fn requests_chart(series: &Series, width: u32, height: u32) -> Markup {
+    let requests: Vec<f64> = series.iter().map(|(r, _, _)| *r as f64).collect();
+    let errors: Vec<f64> = series.iter().map(|(_, e, _)| *e as f64).collect();
+    charts::lines(
+        &[(&requests, charts::BLUE), (&errors, charts::RED)],
         width,
-        24,
-        &format!("{total} requests ({errors} answered 5xx) in the last hour, per minute"),
+        height,
+        &requests_label(series),
     )
 }
 
@@ -163,7 +170,7 @@ pub fn apps_table(
                         td { a href={ "/ui/apps/" (a.name) } { (a.name) } }
                         td { span class={ "status " (class) } { (text) } }
                         td { @if let Some(v) = a.current_release { "v" (v) } @else { "—" } }
-                        td { @if let Some(series) = traffic.get(&a.name) { (requests_chart(series, 120)) } }
+                        td { @if let Some(series) = traffic.get(&a.name) { (requests_chart(series, 120, 24)) } }
                         td { (a.isolation.as_deref().unwrap_or("—")) }
                         td { a href={ "/ui/projects/" (a.project) } { (a.project) } }
                         td { a href=(a.url) { (a.url) } }
@@ -339,20 +346,19 @@ pub fn run(chrome: &Chrome, app: &str, id: &str, run: &super::runs::Run) -> Html
     )
 }
 
-/// The share of each minute's answers slower than the latency objective.
-fn slow_chart(series: &Series, width: u32) -> Markup {
+fn slow_label(series: &Series) -> String {
     let total: i64 = series.iter().map(|(r, _, _)| r).sum();
     let slow: i64 = series.iter().map(|(_, _, s)| s).sum();
+    format!("{slow} of {total} answers slower than the latency objective in the last hour")
+}
+
+/// The share of each minute's answers slower than the latency objective.
+fn slow_chart(series: &Series, width: u32) -> Markup {
     let values: Vec<f64> = series
         .iter()
         .map(|(r, _, s)| if *r > 0 { *s as f64 / *r as f64 } else { 0.0 })
         .collect();
-    charts::sparkline(
-        &values,
-        width,
-        24,
-        &format!("{slow} of {total} answers slower than the latency objective in the last hour, share per minute"),
-    )
+    charts::sparkline(&values, width, 48, &slow_label(series))
 }
 
 /// An app's health: its traffic, its objectives' error budgets, and its DORA keys.
@@ -435,23 +441,37 @@ fn dora_trend(trend: &[(i64, berth_core::dora::DoraView)]) -> Markup {
         })
         .collect();
     let measured = |v: &[Option<f64>]| v.iter().flatten().count();
+    let deploys_label = format!("{} in the last 30 days", plural(total, "deploy"));
+    let lead_label = format!("measured on {} of the last 30 days", measured(&lead));
+    let failure_label = format!(
+        "{failed} of {} failed in the last 30 days",
+        plural(tried, "deploy")
+    );
+    let restore_label = format!(
+        "service restored on {} of the last 30 days",
+        measured(&restore)
+    );
     html! {
         div.trend {
             figure {
                 figcaption { "Deploys per day" }
-                (charts::bars(&deploys, &deploy_titles, 300, 40, &format!("{} in the last 30 days, per day", plural(total, "deploy"))))
+                (charts::bars(&deploys, &deploy_titles, 300, 40, &format!("{deploys_label}, per day")))
+                p.hint { (deploys_label) }
             }
             figure {
                 figcaption { "Lead time for changes (median per day)" }
-                (charts::columns(&lead, &lead_titles, 300, 40, &format!("lead time measured on {} of the last 30 days", measured(&lead))))
+                (charts::columns(&lead, &lead_titles, 300, 40, &format!("lead time {lead_label}")))
+                p.hint { "Lead time " (lead_label) }
             }
             figure {
                 figcaption { "Change failure rate per day" }
-                (charts::columns(&failure, &failure_titles, 300, 40, &format!("{failed} of {} failed in the last 30 days, per day", plural(tried, "deploy"))))
+                (charts::columns(&failure, &failure_titles, 300, 40, &format!("{failure_label}, per day")))
+                p.hint { (failure_label) }
             }
             figure {
                 figcaption { "Time to restore service (median per day)" }
-                (charts::columns(&restore, &restore_titles, 300, 40, &format!("service restored on {} of the last 30 days", measured(&restore))))
+                (charts::columns(&restore, &restore_titles, 300, 40, &restore_label))
+                p.hint { (restore_label) }
             }
         }
     }
@@ -461,10 +481,16 @@ fn health(h: &Health) -> Markup {
     html! {
         section aria-labelledby="health" {
             h2 id="health" { "Health" }
-            h3 { "Requests" }
-            p { (requests_chart(h.traffic, 360)) }
-            h3 { "Slow answers" }
-            p { (slow_chart(h.traffic, 360)) }
+            h3 { "Requests per minute" }
+            figure {
+                (requests_chart(h.traffic, 360, 48))
+                figcaption.hint { (requests_label(h.traffic)) " (5xx in red)" }
+            }
+            h3 { "Slow answers (share per minute)" }
+            figure {
+                (slow_chart(h.traffic, 360))
+                figcaption.hint { (slow_label(h.traffic)) }
+            }
             @if let Some(slo) = h.slo {
                 h3 { "Error budgets (30 days)" }
                 table {
