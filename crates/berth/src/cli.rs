@@ -212,9 +212,11 @@ pub enum Command {
         #[arg(long, default_value = "/")]
         path: String,
     },
-    /// Give a canary under way all the requests now (skipping its remaining steps).
+    /// Give a canary under way all the requests now (skipping its remaining steps); on a
+    /// cluster, promote its Argo Rollouts Rollout fully.
     Promote { app: String },
-    /// Roll a canary under way back now; the serving release keeps serving.
+    /// Roll a canary under way back now; the serving release keeps serving (on a cluster,
+    /// its Argo Rollouts Rollout is aborted).
     Abort { app: String },
     /// Show an app's images: digest, size, the releases that run them, SBOM and signature.
     ///

@@ -622,45 +622,6 @@ spec:
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: rollouts.argoproj.io
-spec:
-  group: argoproj.io
-  scope: Namespaced
-  names: {kind: Rollout, plural: rollouts, singular: rollout, listKind: RolloutList}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              replicas: {type: integer}
-              selector: {type: object, x-kubernetes-preserve-unknown-fields: true}
-              template: {type: object, x-kubernetes-preserve-unknown-fields: true}
-              strategy:
-                type: object
-                properties:
-                  canary:
-                    type: object
-                    properties:
-                      steps:
-                        type: array
-                        items:
-                          type: object
-                          properties:
-                            setWeight: {type: integer, format: int32}
-                            pause:
-                              type: object
-                              properties:
-                                duration: {type: string}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
   name: prometheusrules.monitoring.coreos.com
 spec:
   group: monitoring.coreos.com
@@ -816,6 +777,7 @@ fn the_clusters_stack_is_used_where_its_crds_are() {
     std::fs::write(&crds, STACK_CRDS).unwrap();
     lab.ok(&["apply", "-f", crds.to_str().unwrap()]);
     lab.install_crd(common::kube_lab::CLOUDNATIVE_PG_CRD);
+    lab.install_crd(common::kube_lab::ARGO_ROLLOUTS_CRD);
     common::eventually(std::time::Duration::from_secs(30), || {
         lab.kubectl(&["get", "rollouts.argoproj.io", "-A"])
             .status

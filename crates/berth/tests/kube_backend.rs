@@ -9,67 +9,14 @@
 
 mod common;
 
-use common::kube_lab::{repo, KubeLab};
-use common::registry::{registry, PASSWORD, PUSHER};
+use common::kube_lab::{push_image, KubeLab};
+use common::registry::registry;
 use common::Platform;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NS: &str = "berth-default";
-
-/// An image of busybox (its httpd, a CGI script saying `$MODE` and `$TOKEN`) whose
-/// entrypoint says it starts, then serves: pushed to the registry as `src/NAME:1`.
-fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> String {
-    let root = work.join(format!("rootfs-{name}"));
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("www/cgi-bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("www/index.html"), "hello from the cluster\n").unwrap();
-    // Counts its visits in /data (a volume, where the app has one).
-    let count = root.join("www/cgi-bin/count");
-    std::fs::write(
-        &count,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho x >> /data/visits\necho \"visits=$(/bin/busybox wc -l < /data/visits)\"\n",
-    )
-    .unwrap();
-    let cgi = root.join("www/cgi-bin/env");
-    std::fs::write(
-        &cgi,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN CERT=$(/bin/busybox cat /run/secrets/CERT) DB=$DATABASE_URL\"\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for script in [&cgi, &count] {
-        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let tar = work.join(format!("{name}.tar"));
-    let reference = format!("127.0.0.1:{registry_port}/src/{name}:1");
-    let made = Command::new(repo().join("scripts/kube-lab/mkimage.py"))
-        .arg(&root)
-        .arg(&reference)
-        .arg(&tar)
-        .args(["/bin/sh", "-c", entrypoint])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-    let pushed = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
-        .arg(format!("{PUSHER}:{PASSWORD}"))
-        .arg(format!("docker-archive:{}", tar.display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
-    reference
-}
 
 /// `berth up` with these flags, expected to stop with an error: what it said.
 fn up_refused(extra: &[&str]) -> String {

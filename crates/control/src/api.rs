@@ -2274,7 +2274,14 @@ async fn canary_command(
             .hint("use promote or abort"))
         }
     };
-    if !p.canaries.signal(name.as_str(), command) {
+    // On a cluster, the canary is the app's Argo Rollouts Rollout.
+    let handed = if p.kube.is_some() {
+        let abort = matches!(command, crate::canary::Command::Abort(_));
+        p.kube_canary_command(name.as_str(), abort).await?
+    } else {
+        p.canaries.signal(name.as_str(), command)
+    };
+    if !handed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_canary",

@@ -580,6 +580,7 @@ impl Platform {
             own_root: out.meta.own_root.clone(),
             idle_secs: toml.idle_secs(),
             autoscale: toml.autoscale(),
+            canary: toml.canary(),
         };
         // Within the project's quota, or nothing changes (a new app is not kept).
         if let Err(e) = self

@@ -81,6 +81,16 @@ fn cluster_error(app: &str, e: ClusterError) -> ApiError {
             "it was changed in the cluster by hand, and berth does not take it back unasked: `berth kube drift {app}` shows what changed, `berth kube restore {app}` puts back the serving release's objects"
         ));
     }
+    if let ClusterError::Canary { aborted, .. } = &e {
+        let code = if *aborted {
+            "canary_aborted"
+        } else {
+            "canary_failed"
+        };
+        return ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string()).hint(
+            "the stable release keeps serving; deploy again to retry the canary (`berth logs` shows how the new pods did)",
+        );
+    }
     let status = match &e {
         ClusterError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
         ClusterError::Unauthorized { .. } => StatusCode::BAD_GATEWAY,
@@ -231,6 +241,31 @@ impl Platform {
         berth_kube::namespace_of(&project).map_err(|e| ApiError::invalid("invalid_project", e))
     }
 
+    /// Hands `berth promote` (`abort` false) or `berth abort` to `app`'s canary under way
+    /// in the cluster (its Argo Rollouts Rollout); false when none is walking its steps.
+    pub(crate) async fn kube_canary_command(
+        &self,
+        app: &str,
+        abort: bool,
+    ) -> Result<bool, ApiError> {
+        let backend = self.kube()?;
+        let namespace = self.kube_namespace(app).await?;
+        let Some(rollout) = backend
+            .cluster
+            .canary_under_way(&namespace, app)
+            .await
+            .map_err(|e| cluster_error(app, e))?
+        else {
+            return Ok(false);
+        };
+        backend
+            .cluster
+            .command_canary(&rollout, abort)
+            .await
+            .map_err(|e| cluster_error(app, e))?;
+        Ok(true)
+    }
+
     /// A release as the objects that run it in the cluster (its Secret with its values).
     async fn kube_objects(
         &self,
@@ -328,7 +363,7 @@ impl Platform {
             hosts,
             isolation: release.config.isolation,
             health_path: release.config.health.path.clone(),
-            canary: None,
+            canary: release.config.canary.clone(),
             secrets_version: secrets_version(release),
             pull_secret: docker_config.as_ref().map(|_| PULL_SECRET.to_string()),
             database: self.store.databases().await?.contains_key(app).then(|| {
@@ -602,9 +637,26 @@ impl Platform {
             .ok_or_else(|| ApiError::internal("release lookup", "release missing"))?;
         let (kube_app, objects) = self.kube_release(app, &release).await?;
         let backend = self.kube()?;
-        if canary {
-            say("-----> canary: steps and analysis are not done in a cluster yet (its web pods roll as a Deployment's rolling update)".into());
+        // With Argo Rollouts, an app whose berth.toml asks for a canary has its web pods as a
+        // Rollout (whatever the change: a variable, a rollback), walked step by step.
+        let argo_canary = kube_app
+            .canary
+            .as_ref()
+            .filter(|_| backend.stack.argo_rollouts && kube_app.processes.contains_key("web"));
+        match argo_canary {
+            Some(spec) => say(format!(
+                "-----> canary through Argo Rollouts: {} of the web pods, {}s each; `berth promote {app}` gives it everything now, `berth abort {app}` rolls it back",
+                spec.steps
+                    .iter()
+                    .map(|w| format!("{w}%"))
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                spec.step_secs
+            )),
+            None if canary => say("-----> canary: the cluster has no Argo Rollouts (its CRD rollouts.argoproj.io), so the web pods roll as a Deployment's rolling update, without steps or analysis".into()),
+            None => {}
         }
+        let canary_secs = argo_canary.map_or(0, |c| c.step_secs * c.steps.len() as u64);
         let one_offs = OneOffs {
             tests: tests.as_ref(),
             first: self
@@ -631,7 +683,7 @@ impl Platform {
                 crate::deploy::step(events, "rollout");
                 let timeout = ROLLOUT_TIMEOUT.max(Duration::from_secs(
                     release.config.health.timeout_secs.saturating_mul(2),
-                ));
+                )) + Duration::from_secs(canary_secs);
                 backend
                     .cluster
                     .wait_rolled_out(&objects, timeout, |line| say(format!("       {line}")))

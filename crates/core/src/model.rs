@@ -85,6 +85,10 @@ pub struct ReleaseConfig {
     /// How the web instances follow the load (`[scale] target_concurrency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
+    /// The canary steps berth.toml asked for (`[deploy] strategy = "canary"`): on a cluster
+    /// with Argo Rollouts the web pods are a `Rollout` with these steps, whatever changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::canary::CanarySpec>,
 }
 
 /// The autoscaler's settings for a release's web instances.

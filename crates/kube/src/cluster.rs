@@ -63,6 +63,14 @@ pub enum ClusterError {
     },
     #[error("{object}: {message}")]
     Rollout { object: String, message: String },
+    /// A canary (an Argo Rollouts Rollout) aborted — by `berth abort` or the controller's
+    /// analysis — or degraded.
+    #[error("{object}: the canary {}: {message}", if *.aborted { "was aborted" } else { "failed" })]
+    Canary {
+        object: String,
+        aborted: bool,
+        message: String,
+    },
     #[error("namespace {0} exists and is not berth's (no {MANAGED_BY}={MANAGER} label); berth does not take over a namespace it did not make")]
     NotOurs(String),
     #[error("{object}: {message}")]
@@ -71,7 +79,7 @@ pub enum ClusterError {
 
 /// A connected cluster.
 pub struct Cluster {
-    client: kube::Client,
+    pub(crate) client: kube::Client,
     /// The API server's address, for messages.
     pub url: String,
 }
@@ -116,11 +124,53 @@ pub struct Change {
     pub fields: Vec<String>,
 }
 
-fn describe(m: &Manifest) -> String {
+pub(crate) fn describe(m: &Manifest) -> String {
     match &m.namespace {
         Some(ns) => format!("{} {ns}/{}", m.kind, m.name),
         None => format!("{} {}", m.kind, m.name),
     }
+}
+
+/// What keeps a rollout's pod from serving.
+pub(crate) enum PodTrouble {
+    /// `pod NAME waits for a node: …` — may end by itself (a node added, a pod gone).
+    WaitsForNode(String),
+    /// `pod NAME cannot start: REASON (…)` — will not by waiting.
+    CannotStart(String),
+}
+
+/// Whether `pod` waits for a node or cannot start (an image that cannot be pulled, a
+/// container that keeps crashing).
+pub(crate) fn pod_trouble(pod: &k8s_openapi::api::core::v1::Pod) -> Option<PodTrouble> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    for c in status.container_statuses.iter().flatten() {
+        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.clone().unwrap_or_default();
+            if reason == "CrashLoopBackOff" || CANNOT_START.contains(&reason.as_str()) {
+                let detail = w.message.as_ref().map(|m| format!(" ({m})"));
+                return Some(PodTrouble::CannotStart(format!(
+                    "pod {name} cannot start: {reason}{}",
+                    detail.unwrap_or_default()
+                )));
+            }
+        }
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+        .map(|c| {
+            PodTrouble::WaitsForNode(format!(
+                "pod {name} waits for a node: {}",
+                c.message.clone().unwrap_or_default()
+            ))
+        })
 }
 
 fn resource(m: &Manifest) -> ApiResource {
@@ -261,7 +311,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn error(&self, object: &str, e: kube::Error) -> ClusterError {
+    pub(crate) fn error(&self, object: &str, e: kube::Error) -> ClusterError {
         match e {
             kube::Error::Api(s) if s.code == 401 || s.code == 403 => ClusterError::Unauthorized {
                 url: self.url.clone(),
@@ -291,7 +341,7 @@ impl Cluster {
         }
     }
 
-    fn api(&self, m: &Manifest) -> Api<DynamicObject> {
+    pub(crate) fn api(&self, m: &Manifest) -> Api<DynamicObject> {
         let ar = resource(m);
         match &m.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
@@ -454,7 +504,7 @@ impl Cluster {
     }
 
     /// Waits until every Deployment among `objects` has rolled out (its new pods ready and
-    /// the old ones gone), saying how far each is through `progress`; stops early when a pod
+    /// the old ones gone) and every Rollout is fully promoted (`wait_canary`), saying how far each is through `progress`; stops early when a pod
     /// cannot start (an image that cannot be pulled, a container that keeps crashing) with
     /// the pod and its reason.
     pub async fn wait_rolled_out(
@@ -469,7 +519,14 @@ impl Cluster {
         const TEMPLATE_HASH: &str = "pod-template-hash";
         let deadline = tokio::time::Instant::now() + timeout;
         let mut said = std::collections::BTreeMap::new();
-        for m in objects.iter().filter(|m| m.kind == "Deployment") {
+        for m in objects
+            .iter()
+            .filter(|m| m.kind == "Deployment" || m.kind == "Rollout")
+        {
+            if m.kind == "Rollout" {
+                self.wait_canary(m, deadline, &mut progress).await?;
+                continue;
+            }
             let ns = m.namespace.as_deref().unwrap_or("default");
             let what = describe(m);
             let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
@@ -548,55 +605,20 @@ impl Cluster {
                         })
                 });
                 for pod in current_pods {
-                    // Waiting for room on a node may end (a node added, a pod gone): said,
-                    // and named if the wait times out.
-                    let unschedulable = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .and_then(|c| {
-                            c.iter().find(|c| {
-                                c.type_ == "PodScheduled"
-                                    && c.status == "False"
-                                    && c.reason.as_deref() == Some("Unschedulable")
-                            })
-                        })
-                        .map(|c| c.message.clone().unwrap_or_default());
-                    if let Some(message) = unschedulable {
-                        let line = format!(
-                            "pod {} waits for a node: {message}",
-                            pod.metadata.name.clone().unwrap_or_default()
-                        );
-                        if stuck.as_ref() != Some(&line) {
+                    match pod_trouble(&pod) {
+                        // Waiting for room on a node may end (a node added, a pod gone):
+                        // said, and named if the wait times out.
+                        Some(PodTrouble::WaitsForNode(line)) if stuck.as_ref() != Some(&line) => {
                             progress(&line);
                             stuck = Some(line);
                         }
-                    }
-                    let statuses = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.container_statuses.clone())
-                        .unwrap_or_default();
-                    for c in statuses {
-                        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
-                        if let Some(w) = waiting {
-                            let reason = w.reason.clone().unwrap_or_default();
-                            if reason == "CrashLoopBackOff"
-                                || CANNOT_START.contains(&reason.as_str())
-                            {
-                                return Err(ClusterError::Rollout {
-                                    object: what,
-                                    message: format!(
-                                        "pod {} cannot start: {reason}{}",
-                                        pod.metadata.name.unwrap_or_default(),
-                                        w.message
-                                            .as_ref()
-                                            .map(|m| format!(" ({m})"))
-                                            .unwrap_or_default()
-                                    ),
-                                });
-                            }
+                        Some(PodTrouble::CannotStart(message)) => {
+                            return Err(ClusterError::Rollout {
+                                object: what,
+                                message,
+                            })
                         }
+                        _ => {}
                     }
                 }
                 if tokio::time::Instant::now() >= deadline {

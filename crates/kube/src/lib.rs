@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod canary;
 pub mod cluster;
 pub mod kustomize;
 pub mod render;

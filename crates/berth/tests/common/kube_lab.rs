@@ -3,12 +3,69 @@
 //! manager, the scheduler, containerd, a kubelet and kube-proxy so pods run and Services'
 //! addresses reach them. Stopped, containers and all, when dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// An image of busybox (its httpd, a CGI script saying `$MODE` and `$TOKEN`) whose
+/// entrypoint says it starts, then serves: pushed to the registry as `src/NAME:1`.
+pub fn push_image(work: &Path, registry_port: u16, name: &str, entrypoint: &str) -> String {
+    let root = work.join(format!("rootfs-{name}"));
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("www/cgi-bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("www/index.html"), "hello from the cluster\n").unwrap();
+    // Counts its visits in /data (a volume, where the app has one).
+    let count = root.join("www/cgi-bin/count");
+    std::fs::write(
+        &count,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho x >> /data/visits\necho \"visits=$(/bin/busybox wc -l < /data/visits)\"\n",
+    )
+    .unwrap();
+    let cgi = root.join("www/cgi-bin/env");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"MODE=$MODE TOKEN=$TOKEN CERT=$(/bin/busybox cat /run/secrets/CERT) DB=$DATABASE_URL\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for script in [&cgi, &count] {
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let tar = work.join(format!("{name}.tar"));
+    let reference = format!("127.0.0.1:{registry_port}/src/{name}:1");
+    let made = Command::new(repo().join("scripts/kube-lab/mkimage.py"))
+        .arg(&root)
+        .arg(&reference)
+        .arg(&tar)
+        .args(["/bin/sh", "-c", entrypoint])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
+        .arg(format!(
+            "{}:{}",
+            super::registry::PUSHER,
+            super::registry::PASSWORD
+        ))
+        .arg(format!("docker-archive:{}", tar.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    reference
 }
 
 pub struct KubeLab {
@@ -98,6 +155,42 @@ impl KubeLab {
         assert!(served, "{name} is not served");
     }
 
+    /// Merges `status` into the status of the custom object at `path` (e.g.
+    /// `/apis/argoproj.io/v1alpha1/namespaces/NS/rollouts/NAME`) through its status
+    /// subresource, as its controller would.
+    pub fn patch_status(&self, path: &str, status: &serde_json::Value) {
+        let server = self.ok(&[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]);
+        let token = self.ok(&[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.users[0].user.token}",
+        ]);
+        let out = Command::new("curl")
+            .args(["-sSk", "--fail-with-body", "-X", "PATCH"])
+            .args(["-H", "Content-Type: application/merge-patch+json"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg("--data")
+            .arg(serde_json::json!({ "status": status }).to_string())
+            .arg(format!("{server}{path}/status"))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "patching {path}/status: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// kubectl's output, which must succeed.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
@@ -155,4 +248,49 @@ spec:
                 properties:
                   size: {type: string}
                   storageClass: {type: string}
+"#;
+
+/// A minimal CRD of Argo Rollouts' Rollout: the fields berth sets, typed as its published
+/// schema types them, with the status subresource its controller (and CLI) write through.
+pub const ARGO_ROLLOUTS_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: rollouts.argoproj.io
+spec:
+  group: argoproj.io
+  scope: Namespaced
+  names: {kind: Rollout, plural: rollouts, singular: rollout, listKind: RolloutList}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: object, x-kubernetes-preserve-unknown-fields: true}
+              template: {type: object, x-kubernetes-preserve-unknown-fields: true}
+              strategy:
+                type: object
+                properties:
+                  canary:
+                    type: object
+                    properties:
+                      steps:
+                        type: array
+                        items:
+                          type: object
+                          properties:
+                            setWeight: {type: integer, format: int32}
+                            pause:
+                              type: object
+                              properties:
+                                duration: {type: string}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
