@@ -26,10 +26,16 @@ pub async fn run_idle(platform: Arc<Platform>) {
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut last_check = Instant::now();
     let mut first = true;
+    // The edge nudges after asking for an app: looked at now, not at the poll.
+    let wake_dir = RoutePublisher::wake_dir_of(&platform.cfg);
+    let _ = std::fs::create_dir_all(&wake_dir);
+    let nudges = berth_edge::nudge::Listener::bind(&berth_edge::nudge::wake_socket(&wake_dir))
+        .map_err(|e| tracing::debug!(error = %e, "no wake nudges; polling only"))
+        .ok();
     loop {
         tokio::select! {
             _ = platform.shutdown.cancelled() => break,
-            _ = tokio::time::sleep(WAKE_POLL) => {}
+            _ = berth_edge::nudge::or_poll(nudges.as_ref(), WAKE_POLL) => {}
         }
         if let Err(e) = wake_requested(&platform, &mut seen).await {
             tracing::warn!(error = %e.message, "waking an app failed");

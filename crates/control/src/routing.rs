@@ -228,6 +228,7 @@ impl RoutePublisher {
             Ok(Err(e)) => return Err(crate::ApiError::internal("writing routes", e)),
             Err(e) => return Err(crate::ApiError::internal("writing routes", e)),
         }
+        berth_edge::nudge::send(&berth_edge::nudge::routes_socket(&self.routes_file()));
         let deadline = Instant::now() + APPLY_TIMEOUT;
         while Instant::now() < deadline {
             if self.applied_generation().is_some_and(|g| g >= generation) {

@@ -20,6 +20,7 @@ pub mod dns_update;
 pub mod handover;
 pub mod local_ca;
 pub mod metrics;
+pub mod nudge;
 pub mod pages;
 pub mod probe;
 pub mod proxy;

@@ -137,15 +137,23 @@ impl Proxy {
         let dir = self.wake_dir.as_ref()?;
         let _ = std::fs::create_dir_all(dir);
         let _ = std::fs::write(dir.join(app), b"");
+        crate::nudge::send(&crate::nudge::wake_socket(dir));
         let started = std::time::Instant::now();
         while started.elapsed() < WAKE_LIMIT {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Listening for the next table before looking at this one: no change is missed.
+            let changed = crate::routes::table_changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let route = self.table.load().lookup(host)?;
             if !route.stable.is_empty() {
                 return Some(route);
             }
             if !route.route.sleeping {
                 return None;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
         None

@@ -337,6 +337,14 @@ pub fn strip_port(host: &str) -> &str {
 /// The shared, atomically swapped table.
 pub type SharedTable = Arc<ArcSwap<Table>>;
 
+/// Told each time this process's route table is replaced (requests held for a sleeping
+/// app wait on it rather than polling).
+pub fn table_changed() -> &'static tokio::sync::Notify {
+    static CHANGED: std::sync::LazyLock<tokio::sync::Notify> =
+        std::sync::LazyLock::new(tokio::sync::Notify::new);
+    &CHANGED
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

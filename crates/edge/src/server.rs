@@ -109,6 +109,7 @@ fn reload(cfg: &EdgeConfig, table: &SharedTable, metrics: &EdgeMetrics) {
         Ok(s) => {
             let previous = table.load();
             table.store(Arc::new(Table::from_snapshot(&s, metrics, Some(&previous))));
+            crate::routes::table_changed().notify_waiters();
             write_applied(&cfg.applied_file, s.generation);
             tracing::info!(
                 generation = s.generation,
@@ -194,10 +195,15 @@ pub async fn run_after(
         tokio::spawn(async move {
             let mut last = stamp(&cfg.routes_file);
             let mut last_certs = certs_file.as_deref().and_then(stamp);
+            // The control plane nudges after writing routes: looked at now, not at the poll.
+            let nudges =
+                crate::nudge::Listener::bind(&crate::nudge::routes_socket(&cfg.routes_file))
+                    .map_err(|e| tracing::debug!(error = %e, "no route nudges; polling only"))
+                    .ok();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(ROUTE_POLL) => {}
+                    _ = crate::nudge::or_poll(nudges.as_ref(), ROUTE_POLL) => {}
                 }
                 // Certificates first: a route to a new domain is served with its certificate.
                 if let Some(f) = &certs_file {
