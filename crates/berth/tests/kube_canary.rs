@@ -121,6 +121,8 @@ fn a_canary_on_the_cluster_is_an_argo_rollout_promoted_or_aborted_on_request() {
     assert!(promoted, "berth promote never reached the canary");
     let asked = rollout(&lab).unwrap();
     assert_eq!(asked["status"]["promoteFull"], json!(true), "{asked}");
+    // The deploy looks at the Rollout twice a second: it sees the pause before the end.
+    std::thread::sleep(Duration::from_millis(1500));
     controller_says(
         &lab,
         1,
