@@ -11,6 +11,7 @@ mod common;
 
 use common::kube_lab::{push_image, KubeLab};
 use common::registry::registry;
+use common::said;
 use common::Platform;
 use std::path::Path;
 use std::process::Command;
@@ -133,14 +134,6 @@ fn web_deployment(lab: &KubeLab, path: &str) -> String {
 /// The image web's Deployment runs.
 fn deployed_image(lab: &KubeLab) -> String {
     web_deployment(lab, "{.spec.template.spec.containers[0].image}")
-}
-
-fn said(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod common;
 
 use common::kube_lab::{push_image, KubeLab, ARGO_ROLLOUTS_CRD};
 use common::registry::registry;
+use common::said;
 use common::Platform;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -41,14 +42,6 @@ fn controller_says(lab: &KubeLab, generation: i64, status: Value) {
     let mut status = status;
     status["observedGeneration"] = json!(generation.to_string());
     lab.patch_status(ROLLOUT, &status);
-}
-
-fn said(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::kube_lab::{repo, KubeLab};
+use common::said;
 
 /// A cluster whose pods run, and what this test does with it.
 struct Cluster {
@@ -128,14 +129,6 @@ fn apply(c: &Cluster, defs: &Path) -> Output {
         .unwrap()
 }
 
-fn said(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
     let c = Cluster::start();
@@ -163,7 +156,14 @@ fn an_app_runs_as_a_pod_answers_through_its_service_and_rolls() {
     declare(&defs, "localhost/berth-test-web:1", "two");
     let out = apply(&c, &defs);
     assert!(out.status.success(), "{}", said(&out));
-    assert_eq!(get(web, "/cgi-bin/env"), "MODE=two uid=10001\n");
+    // The old pod keeps answering for its drain pause while it leaves the Service's
+    // endpoints; then only the new one does.
+    let mut last = String::new();
+    let rolled = common::eventually(Duration::from_secs(30), || {
+        last = get(web, "/cgi-bin/env");
+        last == "MODE=two uid=10001\n"
+    });
+    assert!(rolled, "still {last:?}");
     // The old pod goes once the new one is ready.
     let mut after = Vec::new();
     common::eventually(Duration::from_secs(90), || {

@@ -656,7 +656,8 @@ impl Platform {
             None if canary => say("-----> canary: the cluster has no Argo Rollouts (its CRD rollouts.argoproj.io), so the web pods roll as a Deployment's rolling update, without steps or analysis".into()),
             None => {}
         }
-        let canary_secs = argo_canary.map_or(0, |c| c.step_secs * c.steps.len() as u64);
+        let canary_secs =
+            argo_canary.map_or(0, |c| c.step_secs.saturating_mul(c.steps.len() as u64));
         let one_offs = OneOffs {
             tests: tests.as_ref(),
             first: self

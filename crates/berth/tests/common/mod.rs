@@ -372,6 +372,15 @@ impl Platform {
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
+/// What a command wrote, its standard output then its standard error.
+pub fn said(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
