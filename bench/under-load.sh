@@ -16,7 +16,7 @@ API=17472; EDGE=18472
 UP_ARGS=(up --api-port $API --edge-port $EDGE --bridge bload --subnet 10.77.204.0/24)
 cleanup() {
   [ -n "${LOAD:-}" ] && kill "$LOAD" 2>/dev/null || true
-  [ -n "${UP:-}" ] && { kill "$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; }
+  [ -n "${UP:-}" ] && kill "$UP" 2>/dev/null || true
   "$BERTH" --data-dir "$work/data" down >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -26,6 +26,7 @@ B=("$BERTH" --data-dir "$work/data")
 start_platform() {  # $1: the berth binary
   "$1" --data-dir "$work/data" "${UP_ARGS[@]}" >>"$work/up.log" 2>&1 &
   UP=$!
+  disown "$UP"  # the drill kills it on purpose
   for _ in $(seq 1 200); do
     curl -fsS "http://127.0.0.1:$API/v1/health" >/dev/null 2>&1 && return 0
     sleep 0.1
@@ -106,12 +107,12 @@ grep -h "canary" "$work/good canary.out" | tail -n 1 | sed 's/^/    /'
 # The edge upgrade: the control plane stops (the edge keeps serving), and `berth up` from
 # another berth binary starts a new edge that takes the listening sockets over.
 upgrade() {
-  kill -9 "$UP"; wait "$UP" 2>/dev/null || true
+  kill -9 "$UP"; while kill -0 "$UP" 2>/dev/null; do sleep 0.05; done
   cp "$BERTH" "$work/berth-next"
   start_platform "$work/berth-next"
 }
 phase "edge upgrade" upgrade
-grep -h "replacing the running edge" "$work/up.log" | tail -n 1 | sed 's/^/    /'
+grep -h "replacing the running edge" "$work/up.log" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'
 
 # Sleep and wake: idle after 3 s without requests; the next request is held, then served.
 printf '[health]\npath = "/"\n[scale]\nmin = 0\nidle = "3s"\n' > "$app/berth.toml"
