@@ -203,6 +203,10 @@ impl Platform {
         }
         self.start_web(app, None, 0).await?;
         self.routes.set_sleeping(app, false);
-        self.publish_network().await
+        // The instances' network policy was put in force before they started
+        // (`start_instances`), and the app's names and certificates did not change while it
+        // slept: only its routes are published again, and the held requests go on.
+        self.routes.publish(&self.store).await?;
+        Ok(())
     }
 }
