@@ -4,7 +4,7 @@
 //! (`berth promote`, `berth abort`), as Argo's own `kubectl argo rollouts` does: through the
 //! Rollout's status.
 
-use crate::cluster::{describe, pod_trouble, Cluster, ClusterError, PodTrouble};
+use crate::cluster::{check_pods, describe, Cluster, ClusterError};
 use crate::render::Manifest;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::Value;
@@ -161,21 +161,7 @@ impl Cluster {
                     .list(&ListParams::default().labels(&selector))
                     .await
                     .map_err(|e| self.error(&what, e))?;
-                for pod in listed.items {
-                    match pod_trouble(&pod) {
-                        Some(PodTrouble::CannotStart(message)) => {
-                            return Err(ClusterError::Rollout {
-                                object: what,
-                                message,
-                            })
-                        }
-                        Some(PodTrouble::WaitsForNode(line)) if stuck.as_ref() != Some(&line) => {
-                            progress(&line);
-                            stuck = Some(line);
-                        }
-                        _ => {}
-                    }
-                }
+                check_pods(&what, listed.items, &mut stuck, &mut progress)?;
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClusterError::Rollout {

@@ -132,7 +132,7 @@ pub(crate) fn describe(m: &Manifest) -> String {
 }
 
 /// What keeps a rollout's pod from serving.
-pub(crate) enum PodTrouble {
+enum PodTrouble {
     /// `pod NAME waits for a node: …` — may end by itself (a node added, a pod gone).
     WaitsForNode(String),
     /// `pod NAME cannot start: REASON (…)` — will not by waiting.
@@ -141,7 +141,7 @@ pub(crate) enum PodTrouble {
 
 /// Whether `pod` waits for a node or cannot start (an image that cannot be pulled, a
 /// container that keeps crashing).
-pub(crate) fn pod_trouble(pod: &k8s_openapi::api::core::v1::Pod) -> Option<PodTrouble> {
+fn pod_trouble(pod: &k8s_openapi::api::core::v1::Pod) -> Option<PodTrouble> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.as_ref()?;
     for c in status.container_statuses.iter().flatten() {
@@ -171,6 +171,32 @@ pub(crate) fn pod_trouble(pod: &k8s_openapi::api::core::v1::Pod) -> Option<PodTr
                 c.message.clone().unwrap_or_default()
             ))
         })
+}
+
+/// Stops a rollout of `what` at the first of `pods` that cannot start; a pod waiting for a
+/// node is said through `progress` once (and kept in `stuck` for the timeout's message).
+pub(crate) fn check_pods(
+    what: &str,
+    pods: impl IntoIterator<Item = k8s_openapi::api::core::v1::Pod>,
+    stuck: &mut Option<String>,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), ClusterError> {
+    for pod in pods {
+        match pod_trouble(&pod) {
+            Some(PodTrouble::CannotStart(message)) => {
+                return Err(ClusterError::Rollout {
+                    object: what.to_string(),
+                    message,
+                })
+            }
+            Some(PodTrouble::WaitsForNode(line)) if stuck.as_ref() != Some(&line) => {
+                progress(&line);
+                *stuck = Some(line);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn resource(m: &Manifest) -> ApiResource {
@@ -604,23 +630,9 @@ impl Cluster {
                                 == Some(h)
                         })
                 });
-                for pod in current_pods {
-                    match pod_trouble(&pod) {
-                        // Waiting for room on a node may end (a node added, a pod gone):
-                        // said, and named if the wait times out.
-                        Some(PodTrouble::WaitsForNode(line)) if stuck.as_ref() != Some(&line) => {
-                            progress(&line);
-                            stuck = Some(line);
-                        }
-                        Some(PodTrouble::CannotStart(message)) => {
-                            return Err(ClusterError::Rollout {
-                                object: what,
-                                message,
-                            })
-                        }
-                        _ => {}
-                    }
-                }
+                // Waiting for room on a node may end (a node added, a pod gone): said, and
+                // named if the wait times out.
+                check_pods(&what, current_pods, &mut stuck, &mut progress)?;
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ClusterError::Rollout {
                         object: what,
