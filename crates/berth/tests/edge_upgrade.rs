@@ -25,8 +25,10 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
-fn counted(p: &Platform, app: &str) -> (i64, u64) {
-    let text = std::fs::read_to_string(p.data.path().join("edge/metrics.json")).expect("metrics");
+/// The edge's request count for `app` and the start its counting carries on from, as the
+/// edge last wrote them (once a second); `None` before it has written any.
+fn counted(p: &Platform, app: &str) -> Option<(i64, u64)> {
+    let text = std::fs::read_to_string(p.data.path().join("edge/metrics.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let n = v["series"]
         .as_array()
@@ -42,7 +44,7 @@ fn counted(p: &Platform, app: &str) -> (i64, u64) {
                 .sum::<u64>()
         })
         .sum();
-    (v["started_at"].as_i64().expect("started_at"), n)
+    Some((v["started_at"].as_i64().expect("started_at"), n))
 }
 
 #[test]
@@ -79,8 +81,17 @@ fn a_new_berth_binary_replaces_the_edge_without_failing_a_request() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    // The edge's count first, then the clients': what the clients have had answered since
+    // is counted on top, but for at most one request per client that the edge had counted
+    // (it counts at the response's head) and the client had not yet read.
+    assert!(
+        common::eventually(Duration::from_secs(10), || counted(&p, "shop")
+            .is_some_and(|(_, n)| n > 0)),
+        "the edge writes its counts"
+    );
+    let (started_at, before) = counted(&p, "shop").expect("counts");
     let done_before = done.load(Ordering::SeqCst) as u64;
-    let (started_at, before) = counted(&p, "shop");
+    let in_flight_at_count = clients.len() as u64;
     // A request the old edge holds while it is replaced.
     let in_flight = std::thread::spawn(move || http_get(port, "shop.localhost", "/slow?ms=3000"));
     std::thread::sleep(Duration::from_millis(300));
@@ -125,11 +136,13 @@ fn a_new_berth_binary_replaces_the_edge_without_failing_a_request() {
     let answered = done.load(Ordering::SeqCst) as u64 - done_before;
     assert!(
         common::eventually(Duration::from_secs(10), || {
-            let (s, n) = counted(&p, "shop");
-            s == started_at && n >= before + answered
+            counted(&p, "shop").is_some_and(|(s, n)| {
+                s == started_at && n + in_flight_at_count >= before + answered
+            })
         }),
-        "{:?} vs {started_at} and {before} + {answered}",
-        counted(&p, "shop")
+        "{:?} vs {started_at} and {before} + {answered}\n{}",
+        counted(&p, "shop"),
+        std::fs::read_to_string(p.data.path().join("edge/edge.log")).unwrap_or_default()
     );
     assert!(alive(new_edge));
 
