@@ -184,8 +184,9 @@ fn volume_lifecycle(isolation: &str) {
             last = p.json(&["ps", &app]);
             last[0]["restarts"] == 1 && last[0]["state"] == "running"
         }),
-        "{last}\n{}",
-        p.up_log()
+        "{last}\n{}\n{}",
+        p.up_log(),
+        p.edge_log()
     );
     // (A restarted instance is routed before it listens, #12; under a loaded machine a
     // sandbox takes a while to answer again.)

@@ -161,7 +161,7 @@ fn a_deploy_killed_at_each_step_completes_or_rolls_back_and_the_app_keeps_answer
     let failed = failed.lock().expect("lock");
     if !failed.is_empty() {
         eprintln!("{}", p.up_log());
-        let edge = std::fs::read_to_string(p.data.path().join("edge/edge.log")).unwrap_or_default();
+        let edge = p.edge_log();
         eprintln!(
             "edge:\n{}",
             edge.lines()

@@ -142,7 +142,7 @@ fn a_new_berth_binary_replaces_the_edge_without_failing_a_request() {
         }),
         "{:?} vs {started_at} and {before} + {answered}\n{}",
         counted(&p, "shop"),
-        std::fs::read_to_string(p.data.path().join("edge/edge.log")).unwrap_or_default()
+        p.edge_log()
     );
     assert!(alive(new_edge));
 

@@ -16,6 +16,7 @@
 pub mod access;
 pub mod acme;
 pub mod certs;
+pub mod coarse_timer;
 pub mod dns_update;
 pub mod handover;
 pub mod local_ca;

@@ -417,12 +417,12 @@ async fn serve(
         builder
             .http1()
             .keep_alive(true)
-            .timer(hyper_util::rt::TokioTimer::new())
+            .timer(crate::coarse_timer::CoarseTimer)
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES);
         builder
             .http2()
-            .timer(hyper_util::rt::TokioTimer::new())
+            .timer(crate::coarse_timer::CoarseTimer)
             .max_header_list_size(MAX_HEADER_BYTES as u32);
         connections.spawn(async move {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -469,7 +469,7 @@ async fn serve_tls(
     // ALPN already chose the protocol: no need to sniff the first bytes.
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
+            .timer(crate::coarse_timer::CoarseTimer)
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .serve_connection(TokioIo::new(tls), service);
         serve_until!(conn, stop);
@@ -478,7 +478,7 @@ async fn serve_tls(
         let conn = http1::Builder::new()
             .keep_alive(true)
             .writev(false)
-            .timer(hyper_util::rt::TokioTimer::new())
+            .timer(crate::coarse_timer::CoarseTimer)
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES)
             .serve_connection(TokioIo::new(tls), service)

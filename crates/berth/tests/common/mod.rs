@@ -197,6 +197,11 @@ impl Platform {
         std::fs::read_to_string(self.data.path().join("up.log")).unwrap_or_default()
     }
 
+    /// What the edge logged (for a failing test's message).
+    pub fn edge_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("edge/edge.log")).unwrap_or_default()
+    }
+
     /// Whether the `berth up` this harness started has exited.
     pub fn up_exited(&mut self) -> bool {
         self.up
