@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -237,10 +238,9 @@ impl Proxy {
         remote: SocketAddr,
         scheme: Scheme,
     ) -> Response<EdgeBody> {
-        let host = host.to_string();
         if scheme == Scheme::Http && route.route.https_redirect {
             if let Some(port) = self.https_port {
-                let name = crate::routes::strip_port(&host);
+                let name = crate::routes::strip_port(host);
                 let authority = if port == 443 {
                     name.to_string()
                 } else {
@@ -265,20 +265,23 @@ impl Proxy {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let retryable = has_no_body(&req);
-        let method = req.method().clone();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-
-        let mut headers = req.headers().clone();
+        // The path as it came (its bytes shared, not parsed again).
+        let uri = Uri::from(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        let (parts, body) = req.into_parts();
+        let method = parts.method;
+        let mut headers = parts.headers;
         // HTTP/2 carries the host in the URI; instances speak HTTP/1.1 and need the header.
-        if !headers.contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(&host) {
-                headers.insert(header::HOST, v);
-            }
-        }
+        let host_value = match headers.get(header::HOST) {
+            Some(v) => Some(v.clone()),
+            None => HeaderValue::from_str(host).ok().inspect(|v| {
+                headers.insert(header::HOST, v.clone());
+            }),
+        };
         let upgrade_value = headers.get(header::UPGRADE).cloned();
         remove_hop_by_hop(&mut headers);
         if let Some(u) = upgrade_value.filter(|_| upgrade) {
@@ -293,7 +296,7 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&xff) {
             headers.insert("x-forwarded-for", v);
         }
-        if let Ok(v) = HeaderValue::from_str(&host) {
+        if let Some(v) = host_value {
             headers.insert("x-forwarded-host", v);
         }
         headers.insert(
@@ -305,18 +308,13 @@ impl Proxy {
         );
 
         // A body of unknown length is cut off at the limit (the app sees an aborted upload).
-        let mut body =
-            Some(http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES as usize).boxed());
+        let mut body = Some(http_body_util::Limited::new(body, MAX_BODY_BYTES as usize).boxed());
         let mut last_failed = false;
         // Whether every failure so far left the request unsent (no connection, or one hyper
         // closed before writing it): only then may another instance get it. A request an
         // instance may have seen (and perhaps crashed on) is not handed to the next one —
         // one bad request must not take every instance down.
         let mut never_sent = true;
-        let uri: Uri = match path.parse() {
-            Ok(u) => u,
-            Err(_) => return pages::bad_request(),
-        };
         // Instances in the order to try: fewest requests under way first, ejected last.
         'instances: for (upstream, state) in group.pick() {
             let mut fresh = upgrade;
@@ -374,7 +372,7 @@ impl Proxy {
             // Once an instance may have seen it, only another release (the app was
             // replaced, not merely restarted) may get it again.
             let seen_by = (!never_sent).then_some(group.release);
-            if let Some(resp) = self.settle(&host, &method, &uri, &headers, seen_by).await {
+            if let Some(resp) = self.settle(host, &method, &uri, &headers, seen_by).await {
                 return self.respond(resp, None, None).await;
             }
         }

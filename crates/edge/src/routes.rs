@@ -184,12 +184,13 @@ impl Group {
             return Vec::new();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
-        order.sort_by_key(|&i| (self.states[i].ejected(), self.states[i].in_flight()));
-        order
-            .into_iter()
+        let mut order: Vec<(SocketAddr, Arc<UpstreamState>)> = (0..n)
+            .map(|i| (start + i) % n)
             .map(|i| (self.upstreams[i], self.states[i].clone()))
-            .collect()
+            .collect();
+        // Stable: among equals, the rotation's order.
+        order.sort_by_key(|(_, s)| (s.ejected(), s.in_flight()));
+        order
     }
 
     /// Whether it has no instance.
@@ -321,8 +322,11 @@ impl Table {
 
     /// The route for a `Host` header value (port and trailing dot ignored).
     pub fn lookup(&self, host: &str) -> Option<Arc<LiveRoute>> {
-        let name = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.get(&name).cloned()
+        let name = strip_port(host).trim_end_matches('.');
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.hosts.get(&name.to_ascii_lowercase()).cloned();
+        }
+        self.hosts.get(name).cloned()
     }
 }
 

@@ -209,7 +209,20 @@ impl Firewall {
     }
 }
 
+/// Runs `script` as `nft -f -` does: in this process through libnftables where it loads,
+/// else with the `nft` command.
 fn nft(script: &str) -> Result<(), RuntimeError> {
+    match crate::nft_lib::run(script) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(message)) => Err(RuntimeError::Network {
+            command: "nft -f - (libnftables)".into(),
+            message,
+        }),
+        None => nft_command(script),
+    }
+}
+
+fn nft_command(script: &str) -> Result<(), RuntimeError> {
     let fail = |message: String| RuntimeError::Network {
         command: "nft -f -".into(),
         message,

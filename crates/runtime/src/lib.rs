@@ -9,11 +9,14 @@
 //!   [`fake::RecordingRuntime`] records calls for unit tests. Kubernetes slots in as a
 //!   further implementation.
 //! - [`network`] gives each instance its own network namespace with a veth into berth's bridge.
+//! - [`firewall`] keeps each app's network policy as one nftables table, applied through
+//!   libnftables in this process ([`nft_lib`], the only unsafe code: the library's C calls)
+//!   or the `nft` command where the library is missing.
 //! - [`cgroups`] checks (and on these hosts fixes) the cgroup layout crun needs.
 //! - [`init`] is the tiny init berth runs as PID 1 inside each app container: it forwards
 //!   signals, reaps, and records the app's exit status where the platform can read it after
 //!   any restart of its own.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod bundle;
 pub mod cgroups;
@@ -22,6 +25,7 @@ pub mod fake;
 pub mod firewall;
 pub mod init;
 pub mod network;
+mod nft_lib;
 mod oci_cli;
 pub mod ownership;
 pub mod proc;
