@@ -15,6 +15,18 @@ fn asleep(p: &Platform, app: &str) -> bool {
         .any(|a| a["name"] == app && a["sleeping"] == true)
 }
 
+/// The address (`ip:port`) of the app's first web instance.
+fn web_address(p: &Platform, app: &str) -> String {
+    p.json(&["ps", app])
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["process"] == "web")
+        .and_then(|i| i["address"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn web_instances(p: &Platform, app: &str) -> usize {
     p.json(&["ps", app])
         .as_array()
@@ -33,13 +45,18 @@ fn an_idle_app_sleeps_and_the_next_request_wakes_it() {
         copy_dir(&common::fixture("stateful"), &dir);
         std::fs::write(
             dir.join("berth.toml"),
-            format!("isolation = \"{isolation}\"\n\n[scale]\nmin = 0\nidle = \"2s\"\n"),
+            // (No egress: the app's own rules name its addresses.)
+            format!("isolation = \"{isolation}\"\n\n[scale]\nmin = 0\nidle = \"2s\"\n\n[network]\negress = \"none\"\n"),
         )
         .expect("berth.toml");
         p.ok(&["deploy", &dir.display().to_string()]);
         assert_eq!(p.answer(app, "/env?name=BERTH_APP"), app);
     }
-    for app in ["nap", "napbox"] {
+    let awake_at: Vec<String> = ["nap", "napbox"]
+        .iter()
+        .map(|app| web_address(&p, app))
+        .collect();
+    for (app, was_at) in ["nap", "napbox"].into_iter().zip(awake_at) {
         // Idle: its web instances stop.
         assert!(
             common::eventually(Duration::from_secs(60), || asleep(&p, app)),
@@ -56,6 +73,20 @@ fn an_idle_app_sleeps_and_the_next_request_wakes_it() {
         assert_eq!((code, body.as_str()), (200, app), "{}", p.up_log());
         assert!(!asleep(&p, app));
         assert_eq!(web_instances(&p, app), 1, "{}", p.up_log());
+        // It woke at the address it had — kept from other instances while it slept, and
+        // under the network policy in force for it (its egress denied).
+        assert_eq!(web_address(&p, app), was_at);
+        let ip = was_at.split(':').next().expect("ip");
+        let table = format!("berth_{}", p.bridge.replace('-', "_"));
+        let rules = std::process::Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .output()
+            .expect("nft");
+        assert!(
+            String::from_utf8_lossy(&rules.stdout).contains(ip),
+            "{ip} not in the rules:\n{}",
+            String::from_utf8_lossy(&rules.stdout)
+        );
     }
     // A bad idle time is refused before anything is built.
     let dir = work.path().join("nap");

@@ -1584,12 +1584,37 @@ impl Platform {
     ) -> Result<Vec<InstanceRow>, DeployFailure> {
         let version = release.version;
         let mut started: Vec<InstanceRow> = Vec::new();
+        // Whether every instance got an address the rules in force already hold.
+        let mut under_rules_in_force = true;
         {
             let _a = self.alloc_lock.lock().await;
             let mut taken = HashSet::new();
+            // A sleeping app wakes at the addresses its web instances had (another
+            // release's are given up).
+            let mut reserved: Vec<String> = self
+                .policy
+                .take_reserved(app)
+                .into_iter()
+                .filter(|(rel, _)| *rel == version)
+                .map(|(_, a)| a.to_string())
+                .collect();
             for (kind, p) in &release.config.processes {
                 for index in first_index..first_index + p.instances {
-                    let address = self.allocate_address(&mut taken).await?;
+                    let kept = if kind == WEB_PROCESS {
+                        reserved.pop()
+                    } else {
+                        None
+                    };
+                    let address = match kept {
+                        Some(a) => {
+                            taken.insert(a.clone());
+                            a
+                        }
+                        None => {
+                            under_rules_in_force = false;
+                            self.allocate_address(&mut taken).await?
+                        }
+                    };
                     let inst = InstanceRow {
                         id: instance_id(app, version, kind, index, &crate::random_id(3)),
                         app: app.to_string(),
@@ -1610,8 +1635,11 @@ impl Platform {
                 }
             }
         }
-        // The new instances' network policy is in force before they start.
-        self.policy.publish(&self.store).await?;
+        // The new instances' network policy is in force before they start (for a waking
+        // app's kept addresses, it is already).
+        if !under_rules_in_force || started.is_empty() {
+            self.policy.publish(&self.store).await?;
+        }
         for inst in &started {
             if let Ok(mut ing) = self.ingester.lock() {
                 ing.add(
@@ -1620,8 +1648,10 @@ impl Platform {
                 );
             }
             let (i, r, a) = (inst.clone(), release.clone(), attach.clone());
+            let runtime_started = std::time::Instant::now();
             match self.blocking(move |l| l.start(&i, &r, &a)).await {
                 Ok(pid) => {
+                    tracing::debug!(%app, took_us = runtime_started.elapsed().as_micros() as u64, "instance started");
                     self.store
                         .instance_running(
                             &inst.id,

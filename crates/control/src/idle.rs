@@ -15,6 +15,17 @@ const WAKE_POLL: Duration = Duration::from_millis(50);
 /// How often idleness is checked.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// How long the steps of a wake-up took, each from its start.
+#[derive(Debug, Clone, Copy)]
+pub struct WakeSteps {
+    /// Until the instances ran (the store's rows, their network policy, the runtime).
+    pub started: Duration,
+    /// Until they answered their health check.
+    pub answered: Duration,
+    /// Until their routes were published and confirmed by the edge.
+    pub routed: Duration,
+}
+
 /// What the loop remembers of an app: its request count and when it last changed.
 struct Seen {
     requests: u64,
@@ -67,8 +78,16 @@ async fn wake_requested(
             continue;
         }
         let started = Instant::now();
-        platform.wake(&app).await?;
-        tracing::info!(%app, took_ms = started.elapsed().as_millis() as u64, "woke a sleeping app");
+        if let Some(steps) = platform.wake(&app).await? {
+            tracing::info!(
+                %app,
+                took_ms = started.elapsed().as_millis() as u64,
+                started_ms = steps.started.as_millis() as u64,
+                answered_ms = steps.answered.as_millis() as u64,
+                routed_ms = steps.routed.as_millis() as u64,
+                "woke a sleeping app"
+            );
+        }
         seen.insert(
             app,
             Seen {
@@ -134,14 +153,16 @@ impl Platform {
     /// autoscaler): `count` of them (default: the release's), numbered from `first_index`,
     /// and waits — at most the health check's time — until each answers, so that the next
     /// publish routes only answering instances (the supervisor looks after one that died).
+    /// Returns how long they took to run, and to answer.
     pub(crate) async fn start_web(
         self: &Arc<Self>,
         app: &str,
         count: Option<u32>,
         first_index: u32,
-    ) -> Result<(), crate::ApiError> {
+    ) -> Result<(Duration, Duration), crate::ApiError> {
+        let begun = Instant::now();
         let Some(mut release) = self.serving_release(app).await? else {
-            return Ok(());
+            return Ok((begun.elapsed(), begun.elapsed()));
         };
         release
             .config
@@ -155,16 +176,23 @@ impl Platform {
             .start_instances(app, &release, &attach, first_index)
             .await
             .map_err(|f| f.error)?;
+        let running = begun.elapsed();
         let health = release.config.health.clone();
         let deadline = Instant::now() + Duration::from_secs(health.timeout_secs);
         for inst in &started {
             while Instant::now() < deadline
                 && !crate::deploy::probe(&inst.address, inst.port, health.path.as_deref()).await
             {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // A request may be held for it: asked often while it is new.
+                let pause = if begun.elapsed() < Duration::from_millis(200) {
+                    1
+                } else {
+                    5
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
-        Ok(())
+        Ok((running, begun.elapsed()))
     }
 
     /// Stops `app`'s web instances and marks it asleep (unless a deploy holds it now).
@@ -183,9 +211,13 @@ impl Platform {
             .into_iter()
             .filter(|i| i.release == current && i.process == WEB_PROCESS)
             .collect();
-        // Routed away first, then stopped.
+        // Routed away first, then stopped; their addresses stay the app's (in its rules,
+        // from other instances) for the wake-up.
         self.routes.set_sleeping(app, true);
         for inst in &web {
+            if let Ok(address) = inst.address.parse() {
+                self.policy.reserve(app, current, address);
+            }
             self.store.instance_stopping(&inst.id).await?;
         }
         self.publish_network().await?;
@@ -194,19 +226,25 @@ impl Platform {
         Ok(())
     }
 
-    /// Starts `app`'s web instances again and routes to them once they answer.
-    pub async fn wake(self: &Arc<Self>, app: &str) -> Result<(), crate::ApiError> {
+    /// Starts `app`'s web instances again and routes to them once they answer; `None` when
+    /// it was awake already.
+    pub async fn wake(self: &Arc<Self>, app: &str) -> Result<Option<WakeSteps>, crate::ApiError> {
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
         if !self.routes.is_sleeping(app) {
-            return Ok(());
+            return Ok(None);
         }
-        self.start_web(app, None, 0).await?;
+        let begun = Instant::now();
+        let (started, answered) = self.start_web(app, None, 0).await?;
         self.routes.set_sleeping(app, false);
         // The instances' network policy was put in force before they started
         // (`start_instances`), and the app's names and certificates did not change while it
         // slept: only its routes are published again, and the held requests go on.
         self.routes.publish(&self.store).await?;
-        Ok(())
+        Ok(Some(WakeSteps {
+            started,
+            answered,
+            routed: begun.elapsed(),
+        }))
     }
 }

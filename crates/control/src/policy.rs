@@ -17,6 +17,9 @@ pub struct PolicyPublisher {
     lock: tokio::sync::Mutex<()>,
     /// Containers that are not instances but act for an app: (app, release, address).
     transient: std::sync::Mutex<Vec<(String, u32, Ipv4Addr)>>,
+    /// Addresses a sleeping app's instances had, kept in its rules and from other
+    /// instances until it wakes: (app, release, address).
+    reserved: std::sync::Mutex<Vec<(String, u32, Ipv4Addr)>>,
 }
 
 impl PolicyPublisher {
@@ -26,6 +29,7 @@ impl PolicyPublisher {
             firewall,
             lock: tokio::sync::Mutex::new(()),
             transient: std::sync::Mutex::new(Vec::new()),
+            reserved: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -45,12 +49,39 @@ impl PolicyPublisher {
         }
     }
 
-    /// Addresses held by transient containers (not free for new instances).
+    /// Keeps `address`, where an instance of `app` (release `release`) ran before the app
+    /// went to sleep, in the app's rules and from other instances, until
+    /// [`PolicyPublisher::take_reserved`]: the app wakes at the same address, under the
+    /// rules already in force.
+    pub fn reserve(&self, app: &str, release: u32, address: Ipv4Addr) {
+        if let Ok(mut r) = self.reserved.lock() {
+            r.push((app.to_string(), release, address));
+        }
+    }
+
+    /// Hands back (and forgets) the addresses reserved for `app`, with their release.
+    pub fn take_reserved(&self, app: &str) -> Vec<(u32, Ipv4Addr)> {
+        let Ok(mut r) = self.reserved.lock() else {
+            return Vec::new();
+        };
+        let (mine, others) = std::mem::take(&mut *r)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(a, _, _)| a == app);
+        *r = others;
+        mine.into_iter().map(|(_, rel, addr)| (rel, addr)).collect()
+    }
+
+    /// Addresses held by transient containers and sleeping apps (not free for new
+    /// instances).
     pub fn transient_addresses(&self) -> Vec<String> {
-        self.transient
-            .lock()
-            .map(|t| t.iter().map(|(_, _, a)| a.to_string()).collect())
-            .unwrap_or_default()
+        let held = |list: &std::sync::Mutex<Vec<(String, u32, Ipv4Addr)>>| {
+            list.lock()
+                .map(|t| t.iter().map(|(_, _, a)| a.to_string()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let mut all = held(&self.transient);
+        all.extend(held(&self.reserved));
+        all
     }
 
     /// Computes the rules from the store and applies them.
@@ -67,11 +98,15 @@ impl PolicyPublisher {
                 entry.1.push(addr);
             }
         }
-        let transient = self.transient.lock().map(|t| t.clone()).unwrap_or_default();
+        let mut transient = self.transient.lock().map(|t| t.clone()).unwrap_or_default();
+        transient.extend(self.reserved.lock().map(|r| r.clone()).unwrap_or_default());
         for (app, release, addr) in transient {
             let entry = by_app.entry(app).or_insert((0, Vec::new()));
             entry.0 = entry.0.max(release);
-            entry.1.push(addr);
+            // A sleeping app's instance may still be stopping at its reserved address.
+            if !entry.1.contains(&addr) {
+                entry.1.push(addr);
+            }
         }
         let databases = store.databases().await?;
         let mut rules = Vec::new();
