@@ -15,25 +15,24 @@ fn asleep(p: &Platform, app: &str) -> bool {
         .any(|a| a["name"] == app && a["sleeping"] == true)
 }
 
-/// The address (`ip:port`) of the app's first web instance.
-fn web_address(p: &Platform, app: &str) -> String {
-    p.json(&["ps", app])
-        .as_array()
-        .expect("instances")
-        .iter()
-        .find(|i| i["process"] == "web")
-        .and_then(|i| i["address"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn web_instances(p: &Platform, app: &str) -> usize {
+/// The app's web instances as `berth ps` shows them.
+fn web_rows(p: &Platform, app: &str) -> Vec<serde_json::Value> {
     p.json(&["ps", app])
         .as_array()
         .expect("instances")
         .iter()
         .filter(|i| i["process"] == "web")
-        .count()
+        .cloned()
+        .collect()
+}
+
+/// The address (`ip:port`) of the app's first web instance.
+fn web_address(p: &Platform, app: &str) -> String {
+    web_rows(p, app)
+        .first()
+        .and_then(|i| i["address"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -72,7 +71,7 @@ fn an_idle_app_sleeps_and_the_next_request_wakes_it() {
         .expect("GET");
         assert_eq!((code, body.as_str()), (200, app), "{}", p.up_log());
         assert!(!asleep(&p, app));
-        assert_eq!(web_instances(&p, app), 1, "{}", p.up_log());
+        assert_eq!(web_rows(&p, app).len(), 1, "{}", p.up_log());
         // It woke at the address it had — kept from other instances while it slept, and
         // under the network policy in force for it (its egress denied).
         assert_eq!(web_address(&p, app), was_at);
