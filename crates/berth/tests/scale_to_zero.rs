@@ -15,6 +15,20 @@ fn asleep(p: &Platform, app: &str) -> bool {
         .any(|a| a["name"] == app && a["sleeping"] == true)
 }
 
+/// A log without its terminal colour codes.
+fn without_colours(log: &str) -> String {
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&d| d == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// The app's web instances as `berth ps` shows them.
 fn web_rows(p: &Platform, app: &str) -> Vec<serde_json::Value> {
     p.json(&["ps", app])
@@ -62,6 +76,18 @@ fn an_idle_app_sleeps_and_the_next_request_wakes_it() {
             "{app} never slept\n{}",
             p.up_log()
         );
+        // Nothing of the app's answers while it sleeps (a trusted app's container waits
+        // created, its program not started).
+        assert!(
+            common::eventually(Duration::from_secs(10), || {
+                std::net::TcpStream::connect_timeout(
+                    &was_at.parse().expect("address"),
+                    Duration::from_millis(300),
+                )
+                .is_err()
+            }),
+            "{app} still answers at {was_at} while asleep"
+        );
         // One request, not retried by the test: held while the app starts, then served.
         let (code, body) = http_get(
             p.edge_port,
@@ -87,6 +113,39 @@ fn an_idle_app_sleeps_and_the_next_request_wakes_it() {
             String::from_utf8_lossy(&rules.stdout)
         );
     }
+    // The trusted app woke by starting the instance made ready while it slept.
+    assert!(
+        without_colours(&p.up_log()).contains("prepared=1"),
+        "the wake-up did not use the prepared instance:\n{}",
+        p.up_log()
+    );
+    // Destroyed while asleep: no container, namespace or address of it stays behind.
+    assert!(
+        common::eventually(Duration::from_secs(60), || asleep(&p, "nap")),
+        "nap never slept again\n{}",
+        p.up_log()
+    );
+    p.ok(&["destroy", "nap"]);
+    let crun = std::process::Command::new("crun")
+        .arg("--root")
+        .arg(p.data.path().join("run/crun"))
+        .args(["list", "-q"])
+        .output()
+        .expect("crun list");
+    let containers = String::from_utf8_lossy(&crun.stdout).to_string();
+    assert!(
+        !containers.lines().any(|c| c.starts_with("nap-")),
+        "containers left: {containers}"
+    );
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    let namespaces = String::from_utf8_lossy(&netns.stdout).to_string();
+    assert!(
+        !namespaces.lines().any(|n| n.starts_with("nap-")),
+        "namespaces left: {namespaces}"
+    );
     // A bad idle time is refused before anything is built.
     let dir = work.path().join("nap");
     std::fs::write(dir.join("berth.toml"), "[scale]\nmin = 0\nidle = \"0s\"\n").expect("toml");

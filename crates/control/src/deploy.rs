@@ -1584,6 +1584,9 @@ impl Platform {
     ) -> Result<Vec<InstanceRow>, DeployFailure> {
         let version = release.version;
         let mut started: Vec<InstanceRow> = Vec::new();
+        // Prepared instances this start resumes, and those it does not need.
+        let mut resumed = HashSet::new();
+        let unused;
         // Whether every instance got an address the rules in force already hold.
         let mut under_rules_in_force = true;
         {
@@ -1598,6 +1601,8 @@ impl Platform {
                 .filter(|(rel, _)| *rel == version)
                 .map(|(_, a)| a.to_string())
                 .collect();
+            // Instances prepared while it slept, taken by the address they were made for.
+            let mut ready = self.prepared.take(app);
             for (kind, p) in &release.config.processes {
                 for index in first_index..first_index + p.instances {
                     let kept = if kind == WEB_PROCESS {
@@ -1615,8 +1620,20 @@ impl Platform {
                             self.allocate_address(&mut taken).await?
                         }
                     };
+                    let prepared = ready
+                        .iter()
+                        .position(|p| {
+                            p.release == version && p.process == *kind && p.address == address
+                        })
+                        .map(|i| ready.swap_remove(i));
+                    if let Some(p) = &prepared {
+                        resumed.insert(p.id.clone());
+                    }
                     let inst = InstanceRow {
-                        id: instance_id(app, version, kind, index, &crate::random_id(3)),
+                        id: prepared.map_or_else(
+                            || instance_id(app, version, kind, index, &crate::random_id(3)),
+                            |p| p.id,
+                        ),
                         app: app.to_string(),
                         release: version,
                         process: kind.clone(),
@@ -1634,6 +1651,11 @@ impl Platform {
                     started.push(inst);
                 }
             }
+            unused = ready;
+        }
+        // Prepared for another release (or more instances than now): not needed.
+        for inst in unused {
+            self.blocking(move |l| l.discard(&inst.id)).await;
         }
         // The new instances' network policy is in force before they start (for a waking
         // app's kept addresses, it is already).
@@ -1649,9 +1671,17 @@ impl Platform {
             }
             let (i, r, a) = (inst.clone(), release.clone(), attach.clone());
             let runtime_started = std::time::Instant::now();
-            match self.blocking(move |l| l.start(&i, &r, &a)).await {
+            let resume = resumed.contains(&inst.id);
+            let start = self.blocking(move |l| {
+                if resume {
+                    l.resume(&i, &r, &a)
+                } else {
+                    l.start(&i, &r, &a)
+                }
+            });
+            match start.await {
                 Ok(pid) => {
-                    tracing::debug!(%app, took_us = runtime_started.elapsed().as_micros() as u64, "instance started");
+                    tracing::debug!(%app, took_us = runtime_started.elapsed().as_micros() as u64, prepared = resume, "instance started");
                     self.store
                         .instance_running(
                             &inst.id,
@@ -1748,6 +1778,8 @@ impl Platform {
         for inst in &instances {
             self.store.instance_stopping(&inst.id).await?;
         }
+        self.discard_prepared(app).await;
+        self.policy.take_reserved(app);
         self.store.delete_app_records(app, links).await?;
         self.publish_network().await?;
         let timeout = self.cfg.stop_timeout;

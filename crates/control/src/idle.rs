@@ -5,7 +5,8 @@
 
 use crate::platform::Platform;
 use crate::routing::RoutePublisher;
-use berth_core::model::WEB_PROCESS;
+use crate::store::InstanceRow;
+use berth_core::model::{InstanceState, WEB_PROCESS};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ pub struct WakeSteps {
     pub answered: Duration,
     /// Until their routes were published and confirmed by the edge.
     pub routed: Duration,
+    /// How many instances had been prepared while the app slept (see
+    /// [`PreparedInstances`]).
+    pub prepared: usize,
 }
 
 /// What the loop remembers of an app: its request count and when it last changed.
@@ -85,6 +89,7 @@ async fn wake_requested(
                 started_ms = steps.started.as_millis() as u64,
                 answered_ms = steps.answered.as_millis() as u64,
                 routed_ms = steps.routed.as_millis() as u64,
+                prepared = steps.prepared,
                 "woke a sleeping app"
             );
         }
@@ -148,7 +153,100 @@ async fn sleep_idle(
     Ok(())
 }
 
+/// Instances of sleeping (trusted) apps made ready to start: network namespace configured,
+/// container created, no process of the app's running. A wake-up then only starts them.
+#[derive(Default)]
+pub struct PreparedInstances {
+    by_app: std::sync::Mutex<HashMap<String, Vec<InstanceRow>>>,
+}
+
+impl PreparedInstances {
+    fn add(&self, inst: InstanceRow) {
+        if let Ok(mut m) = self.by_app.lock() {
+            m.entry(inst.app.clone()).or_default().push(inst);
+        }
+    }
+
+    /// How many instances of `app` are prepared.
+    pub fn count(&self, app: &str) -> usize {
+        self.by_app
+            .lock()
+            .map(|m| m.get(app).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// Hands back (and forgets) `app`'s prepared instances.
+    pub fn take(&self, app: &str) -> Vec<InstanceRow> {
+        self.by_app
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(app))
+            .unwrap_or_default()
+    }
+}
+
 impl Platform {
+    /// Removes `app`'s prepared instances (its containers, namespaces and files).
+    pub(crate) async fn discard_prepared(&self, app: &str) {
+        for inst in self.prepared.take(app) {
+            self.blocking(move |l| l.discard(&inst.id)).await;
+        }
+    }
+
+    /// Prepares `app`'s sleeping web instances (one per address it slept at) so that the
+    /// wake-up only has to start them; a failure only costs the wake-up its head start.
+    async fn prepare_for_wake(self: &Arc<Self>, app: &str, addresses: &[String]) {
+        let prepared = async {
+            let Some(mut release) = self.serving_release(app).await? else {
+                return Ok(());
+            };
+            if release.config.isolation != berth_core::policy::Isolation::Trusted {
+                return Ok(());
+            }
+            release
+                .config
+                .processes
+                .retain(|kind, _| kind == WEB_PROCESS);
+            let attach = Arc::new(self.attachments(app, &release).await?);
+            let port = release.config.port.unwrap_or(crate::config::APP_PORT);
+            for (index, address) in (0u32..).zip(addresses) {
+                let inst = InstanceRow {
+                    id: berth_core::model::instance_id(
+                        app,
+                        release.version,
+                        WEB_PROCESS,
+                        index,
+                        &crate::random_id(3),
+                    ),
+                    app: app.to_string(),
+                    release: release.version,
+                    process: WEB_PROCESS.to_string(),
+                    index,
+                    address: address.clone(),
+                    port,
+                    state: InstanceState::Starting,
+                    restarts: 0,
+                    last_exit: None,
+                    last_exit_reason: None,
+                    started_at: crate::now_secs(),
+                    pid: None,
+                };
+                let (i, r, a) = (inst.clone(), release.clone(), attach.clone());
+                match self.blocking(move |l| l.prepare(&i, &r, &a)).await {
+                    Ok(true) => self.prepared.add(inst),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(%app, error = %e, "preparing the wake-up failed; it will start the instance in full")
+                    }
+                }
+            }
+            Ok::<(), crate::ApiError>(())
+        };
+        if let Err(e) = prepared.await {
+            tracing::warn!(%app, error = %e.message, "preparing the wake-up failed");
+        }
+    }
+
     /// Starts web instances of `app`'s serving release outside a rollout (a wake-up, the
     /// autoscaler): `count` of them (default: the release's), numbered from `first_index`,
     /// and waits — at most the health check's time — until each answers, so that the next
@@ -222,6 +320,8 @@ impl Platform {
         }
         self.publish_network().await?;
         self.stop_instances(&web, self.cfg.stop_timeout).await?;
+        let addresses: Vec<String> = web.iter().map(|i| i.address.clone()).collect();
+        self.prepare_for_wake(app, &addresses).await;
         tracing::info!(%app, instances = web.len(), "idle: the app sleeps until its next request");
         Ok(())
     }
@@ -235,6 +335,7 @@ impl Platform {
             return Ok(None);
         }
         let begun = Instant::now();
+        let prepared = self.prepared.count(app);
         let (started, answered) = self.start_web(app, None, 0).await?;
         self.routes.set_sleeping(app, false);
         // The instances' network policy was put in force before they started
@@ -245,6 +346,7 @@ impl Platform {
             started,
             answered,
             routed: begun.elapsed(),
+            prepared,
         }))
     }
 }

@@ -595,6 +595,71 @@ impl Launcher {
         Ok(state.pid.and_then(ProcessIdentity::of))
     }
 
+    /// Prepares a trusted instance of a sleeping app for a quick wake-up: its network
+    /// namespace configured and its container created, its process not started (what waits
+    /// is the runtime's small init, none of the app's code). [`Launcher::resume`] starts it.
+    /// Sandboxed instances are not prepared (a gVisor sandbox is a running kernel): `false`.
+    pub fn prepare(
+        &self,
+        inst: &InstanceRow,
+        release: &ReleaseView,
+        attach: &Attachments,
+    ) -> Result<bool, LaunchError> {
+        if release.config.isolation != Isolation::Trusted {
+            return Ok(false);
+        }
+        let (command, limits) = release
+            .config
+            .processes
+            .get(&inst.process)
+            .map(|p| (p.command.clone(), p.limits))
+            .unwrap_or_default();
+        let netns = self.netns(&inst.id, &inst.address)?;
+        let what = What {
+            id: &inst.id,
+            app: &inst.app,
+            release,
+            process: &inst.process,
+            index: inst.index,
+            command: &command,
+            port: inst.port,
+            limits,
+            wait_for_network: false,
+            attach,
+        };
+        let created = self
+            .spec(&what, netns)
+            .and_then(|spec| Ok(self.runtime.create(&spec)?));
+        created.inspect_err(|_| self.discard(&inst.id))?;
+        Ok(true)
+    }
+
+    /// Starts an instance [`Launcher::prepare`]d for it (its secrets and attachments as they
+    /// were then); when that fails, starts it the usual way.
+    pub fn resume(
+        &self,
+        inst: &InstanceRow,
+        release: &ReleaseView,
+        attach: &Attachments,
+    ) -> Result<Option<ProcessIdentity>, LaunchError> {
+        let bundle = self.instance_dir(&inst.id).join("bundle");
+        match self.runtime.start_created(&inst.id, &bundle) {
+            Ok(state) => Ok(state.pid.and_then(ProcessIdentity::of)),
+            Err(e) => {
+                tracing::warn!(instance = %inst.id, error = %e, "the prepared instance did not start; starting it anew");
+                self.start(inst, release, attach)
+            }
+        }
+    }
+
+    /// Removes a prepared (or failed) instance: its container, namespace, secrets, files.
+    pub fn discard(&self, id: &str) {
+        let _ = self.runtime.delete(id);
+        self.network.detach(id);
+        self.forget_secrets(id);
+        let _ = std::fs::remove_dir_all(self.instance_dir(id));
+    }
+
     /// Whether the instance's container is alive according to the runtime.
     pub fn running(&self, id: &str) -> Option<ProcessIdentity> {
         match self.runtime.state(id) {

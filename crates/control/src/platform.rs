@@ -75,6 +75,8 @@ pub struct Platform {
     pub routes: RoutePublisher,
     /// Network policy (nftables).
     pub policy: PolicyPublisher,
+    /// Sleeping apps' instances made ready to start (see [`crate::idle::PreparedInstances`]).
+    pub prepared: crate::idle::PreparedInstances,
     /// API bearer token.
     pub token: String,
     /// The OIDC provider people sign in with, if one is configured.
@@ -523,6 +525,7 @@ impl Platform {
             logs,
             routes,
             policy: PolicyPublisher::new(firewall),
+            prepared: Default::default(),
             token,
             oidc: match &cfg_oidc {
                 Some((issuer, client_id)) => Some(

@@ -6,8 +6,19 @@
 
 use crate::oci_cli::{failure_message, open_log, OciCli};
 use crate::{bundle, cgroups, ContainerSpec, ContainerState, Runtime, RuntimeError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+
+/// How a bundle is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// `run`, waiting for the container to end.
+    Foreground,
+    /// `run --detach`.
+    Detached,
+    /// `create`: in place, its process not started.
+    Created,
+}
 
 /// The crun runtime.
 #[derive(Debug, Clone)]
@@ -28,12 +39,9 @@ impl Crun {
         }
     }
 
-    /// `crun run [--detach]` of a freshly written bundle, output appended to the log file.
-    fn run(
-        &self,
-        spec: &ContainerSpec,
-        detach: bool,
-    ) -> Result<(ExitStatus, String), RuntimeError> {
+    /// `crun run [--detach]` (or `crun create`) of a freshly written bundle, output appended
+    /// to the log file.
+    fn run(&self, spec: &ContainerSpec, how: How) -> Result<(ExitStatus, String), RuntimeError> {
         bundle::write(spec)?;
         let log = open_log(&spec.log_file)?;
         let log2 = log
@@ -42,11 +50,20 @@ impl Crun {
         let err_log = self.cli.error_log(&spec.id);
         let _ = std::fs::remove_file(&err_log);
         let mut cmd = self.cli.command();
-        cmd.arg("--log").arg(&err_log).arg("run");
-        if detach {
-            cmd.arg("--detach")
-                .arg("--pid-file")
-                .arg(self.cli.pid_file(&spec.id));
+        cmd.arg("--log").arg(&err_log);
+        match how {
+            How::Foreground => {
+                cmd.arg("run");
+            }
+            How::Detached => {
+                cmd.args(["run", "--detach"]);
+            }
+            How::Created => {
+                cmd.arg("create");
+            }
+        }
+        if how != How::Foreground {
+            cmd.arg("--pid-file").arg(self.cli.pid_file(&spec.id));
         }
         let status = cmd
             .arg("--bundle")
@@ -78,12 +95,47 @@ impl Runtime for Crun {
     }
 
     fn start(&self, spec: &ContainerSpec) -> Result<ContainerState, RuntimeError> {
-        let (status, said) = self.run(spec, true)?;
+        let (status, said) = self.run(spec, How::Detached)?;
         self.cli.detached(spec, status, said)
     }
 
+    fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let (status, said) = self.run(spec, How::Created)?;
+        if status.success() {
+            return Ok(());
+        }
+        let _ = self.delete(&spec.id);
+        Err(self.cli.failed(
+            "create",
+            &spec.id,
+            if said.is_empty() {
+                "crun exited with an error".to_string()
+            } else {
+                said
+            },
+        ))
+    }
+
+    fn start_created(&self, id: &str, bundle: &Path) -> Result<ContainerState, RuntimeError> {
+        let out = self
+            .cli
+            .command()
+            .args(["start", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| self.cli.spawn_error("start", id, e))?;
+        if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(self.cli.failed("start", id, said));
+        }
+        // The pid `create` wrote is the app's now (the runtime's init became it).
+        self.cli.started(id, bundle)
+    }
+
     fn run_to_exit(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
-        let (status, said) = self.run(spec, false)?;
+        let (status, said) = self.run(spec, How::Foreground)?;
         let _ = self.delete(&spec.id);
         match status.code() {
             // crun itself failed before the process ran: say why.

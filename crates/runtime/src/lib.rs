@@ -33,7 +33,7 @@ pub mod runsc;
 pub mod seccomp;
 pub mod select;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use bundle::{BindMount, ContainerSpec, Isolation, NetworkMode, Privileges, Resources};
 pub use oci_cli::find_on_path;
@@ -61,6 +61,12 @@ pub enum RuntimeError {
     /// The cgroup layout stops the runtime from working.
     #[error("{0}")]
     Cgroups(String),
+    /// The runtime cannot do this (e.g. create a container without starting it).
+    #[error("{runtime} cannot {op}")]
+    Unsupported {
+        runtime: &'static str,
+        op: &'static str,
+    },
     /// The bundle could not be generated.
     #[error("bundle for {id}: {message}")]
     Bundle { id: String, message: String },
@@ -103,6 +109,23 @@ pub trait Runtime: Send + Sync {
     /// Writes the bundle and starts the container detached: it keeps running when the caller
     /// exits. Its stdout and stderr go to `spec.log_file`, appended.
     fn start(&self, spec: &ContainerSpec) -> Result<ContainerState, RuntimeError>;
+    /// Writes the bundle and creates the container without starting its process: its
+    /// namespaces, cgroup and mounts are in place and the runtime's init waits (a small
+    /// process, none of the app's) until [`Runtime::start_created`]. Its output will go to
+    /// `spec.log_file`, appended.
+    fn create(&self, _spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: self.name(),
+            op: "create a container without starting it",
+        })
+    }
+    /// Starts the process of a container made by [`Runtime::create`].
+    fn start_created(&self, _id: &str, _bundle: &Path) -> Result<ContainerState, RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: self.name(),
+            op: "start a created container",
+        })
+    }
     /// Runs the container in the foreground until it exits; returns its exit code. Output is
     /// appended to `spec.log_file`.
     fn run_to_exit(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError>;

@@ -71,6 +71,26 @@ impl Runtime for ByIsolation {
         self.runtime_for(spec.isolation).run_to_exit(spec)
     }
 
+    fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.runtime_for(spec.isolation).create(spec)
+    }
+
+    fn start_created(
+        &self,
+        id: &str,
+        bundle: &std::path::Path,
+    ) -> Result<ContainerState, RuntimeError> {
+        match self.holding(id).first() {
+            Some(r) => r.start_created(id, bundle),
+            None => Err(RuntimeError::Failed {
+                runtime: self.name(),
+                op: "start",
+                id: id.to_string(),
+                message: "no runtime holds this container".into(),
+            }),
+        }
+    }
+
     fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
         for r in self.holding(id) {
             match r.state(id) {
