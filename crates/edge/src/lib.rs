@@ -6,6 +6,9 @@
 //!   plane is down or restarting.
 //! - [`proxy`]: the hyper-based reverse proxy (HTTP/1.1 keep-alive, pooled upstream
 //!   connections, WebSocket upgrades, `X-Forwarded-*`), with error pages in [`pages`].
+//! - [`fast`]: the lean path for plain HTTP/1.1 requests without a body (parsed once,
+//!   forwarded as bytes, the response relayed on the connection's own task; chunked bodies
+//!   followed by [`chunked`]); anything else goes to [`proxy`].
 //! - [`server`]: the edge process: listener, route file watcher, graceful shutdown.
 //! - [`static_files`]: berth's static file server, which static-site apps run.
 //! - [`tls`]: HTTPS termination (rustls, SNI, ALPN h2/http1.1) over the certificate snapshot
@@ -16,8 +19,10 @@
 pub mod access;
 pub mod acme;
 pub mod certs;
+pub mod chunked;
 pub mod coarse_timer;
 pub mod dns_update;
+pub mod fast;
 pub mod handover;
 pub mod local_ca;
 pub mod metrics;

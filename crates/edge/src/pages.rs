@@ -11,13 +11,17 @@ pub type EdgeBody = BoxBody<Bytes, BoxError>;
 /// Any error a body may end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn page(status: StatusCode, title: &str, detail: &str) -> Response<EdgeBody> {
-    let html = format!(
+fn page_html(status: StatusCode, title: &str, detail: &str) -> String {
+    format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
          <body style=\"font-family:sans-serif;margin:3em\"><h1>{code} {title}</h1><p>{detail}</p>\
          <hr><small>berth edge</small></body></html>\n",
         code = status.as_u16()
-    );
+    )
+}
+
+fn page(status: StatusCode, title: &str, detail: &str) -> Response<EdgeBody> {
+    let html = page_html(status, title, detail);
     let mut resp = Response::new(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -80,13 +84,22 @@ pub fn not_found(host: &str) -> Response<EdgeBody> {
     )
 }
 
+const BAD_GATEWAY_DETAIL: &str =
+    "The app did not answer this request. It may be restarting; try again in a moment.";
+
 /// 502: the app did not answer properly.
 pub fn bad_gateway() -> Response<EdgeBody> {
-    page(
-        StatusCode::BAD_GATEWAY,
-        "Bad gateway",
-        "The app did not answer this request. It may be restarting; try again in a moment.",
+    page(StatusCode::BAD_GATEWAY, "Bad gateway", BAD_GATEWAY_DETAIL)
+}
+
+/// [`bad_gateway`] as the bytes of an HTTP/1.1 response that closes its connection.
+pub fn bad_gateway_http1() -> Vec<u8> {
+    let html = page_html(StatusCode::BAD_GATEWAY, "Bad gateway", BAD_GATEWAY_DETAIL);
+    format!(
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html; charset=utf-8\r\nx-berth-error: edge\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+        html.len()
     )
+    .into_bytes()
 }
 
 /// 503: the app has no running instance.

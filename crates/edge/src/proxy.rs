@@ -28,7 +28,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Where ACME HTTP-01 challenges are asked for (RFC 8555 §8.3).
-const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// How a request reached the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +42,12 @@ pub enum Scheme {
 /// The proxy: the live route table and a pooled upstream client.
 #[derive(Clone)]
 pub struct Proxy {
-    table: SharedTable,
+    pub(crate) table: SharedTable,
     pool: Arc<UpstreamPool>,
-    https_port: Option<u16>,
-    access: Option<crate::access::WorkerLog>,
+    /// The lean path's connections to instances ([`crate::fast`]).
+    pub(crate) raw: Arc<crate::fast::RawPool>,
+    pub(crate) https_port: Option<u16>,
+    pub(crate) access: Option<crate::access::WorkerLog>,
     wake_dir: Option<std::path::PathBuf>,
 }
 
@@ -120,6 +122,7 @@ impl Proxy {
         Self {
             table,
             pool: Arc::new(UpstreamPool::default()),
+            raw: Arc::default(),
             https_port,
             access: None,
             wake_dir: None,

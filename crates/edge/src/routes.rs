@@ -193,6 +193,24 @@ impl Group {
         order
     }
 
+    /// The first of [`Group::pick`]'s order, without ordering the rest.
+    pub fn best(&self) -> Option<(SocketAddr, &Arc<UpstreamState>)> {
+        let n = self.upstreams.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<(usize, (bool, usize))> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let key = (self.states[i].ejected(), self.states[i].in_flight());
+            if best.is_none_or(|(_, b)| key < b) {
+                best = Some((i, key));
+            }
+        }
+        best.map(|(i, _)| (self.upstreams[i], &self.states[i]))
+    }
+
     /// Whether it has no instance.
     pub fn is_empty(&self) -> bool {
         self.upstreams.is_empty()

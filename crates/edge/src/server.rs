@@ -405,12 +405,15 @@ async fn serve(
             connections.spawn(serve_tls(acceptor, stream, remote, proxy, stop));
             continue;
         }
-        let service = service_fn(move |req| {
+        let service = {
             let proxy = proxy.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Http).await)
-            }
-        });
+            service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Http).await)
+                }
+            })
+        };
         // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the first bytes.
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -425,7 +428,13 @@ async fn serve(
             .timer(crate::coarse_timer::CoarseTimer)
             .max_header_list_size(MAX_HEADER_BYTES as u32);
         connections.spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            // The lean path while the requests suit it; the full proxy for the rest.
+            let (stream, read) = match crate::fast::serve(stream, remote, &proxy, &stop).await {
+                crate::fast::Outcome::Closed => return,
+                crate::fast::Outcome::HandOver(stream, read) => (stream, read),
+            };
+            let io = TokioIo::new(crate::fast::Rewind::new(read, stream));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             serve_until!(conn, stop);
         });
     }

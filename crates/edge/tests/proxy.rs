@@ -785,3 +785,164 @@ async fn plain_http2_with_prior_knowledge_is_served() {
     let body = String::from_utf8_lossy(&body);
     assert!(body.starts_with("alpha\nGET /h2c HTTP/1.1"), "{body}");
 }
+
+/// An instance that keeps its connection open and answers the requests on it in turn with
+/// the canned responses (chunked with a trailer, sized, a HEAD, one with a header named in
+/// `Connection`), then one delimited by closing; counts the connections it accepted.
+async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(m) => buf.extend_from_slice(&chunk[..m]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                    let answer: &[u8] = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n",
+                        "/sized" => b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-App: yes\r\n\r\nsize",
+                        "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+                        "/named" => b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok",
+                        _ => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
+                            return;
+                        }
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one response from `s` (bytes beyond it stay in `pending`): its head and body.
+async fn read_response(
+    s: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    head_request: bool,
+) -> (String, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let m = s.read(&mut chunk).await.expect("read");
+        assert!(
+            m > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&chunk[..m]);
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+    pending.drain(..end);
+    let body_end = if head_request {
+        Some(0)
+    } else if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(len)
+    } else if head.contains("transfer-encoding: chunked") {
+        loop {
+            if let Some(i) = pending.windows(5).position(|w| w == b"0\r\nx-") {
+                if let Some(j) = pending[i..].windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + j + 4);
+                }
+            }
+            let m = s.read(&mut chunk).await.expect("read");
+            assert!(m > 0, "chunked body cut");
+            pending.extend_from_slice(&chunk[..m]);
+        }
+    } else {
+        None
+    };
+    match body_end {
+        Some(n) => {
+            while pending.len() < n {
+                let m = s.read(&mut chunk).await.expect("read");
+                assert!(m > 0, "body cut");
+                pending.extend_from_slice(&chunk[..m]);
+            }
+            let body = pending.drain(..n).collect();
+            (head, body)
+        }
+        None => {
+            s.read_to_end(pending).await.expect("read");
+            (head, std::mem::take(pending))
+        }
+    }
+}
+
+#[tokio::test]
+async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections() {
+    use std::sync::atomic::Ordering;
+    let edge = Edge::start().await;
+    let (a, accepted) = framing_upstream().await;
+    write_routes(&edge.routes(), 1, "frames.localhost", vec![a]);
+    edge.wait_applied(1).await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    let mut pending = Vec::new();
+    // Two requests written at once (pipelined), then one at a time, on one connection.
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: frames.localhost\r\n\r\nGET /sized HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(
+        body,
+        b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n"
+    );
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(
+        head.starts_with("http/1.1 201") && head.contains("x-app: yes"),
+        "{head}"
+    );
+    assert_eq!(body, b"size");
+    for _ in 0..3 {
+        s.write_all(b"HEAD /head HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, body) = read_response(&mut s, &mut pending, true).await;
+        assert!(head.contains("content-length: 1000"), "{head}");
+        assert!(body.is_empty());
+    }
+    s.write_all(b"GET /named HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(
+        !head.contains("x-hop") && !head.contains("connection: x-hop"),
+        "{head}"
+    );
+    assert_eq!(body, b"ok");
+    // Every one of those went over one connection to the instance.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // A body delimited by the instance closing reaches the client whole, and the edge
+    // then closes the client's connection too (nothing else could tell where it ends).
+    s.write_all(b"GET /until-close HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"until the end");
+}

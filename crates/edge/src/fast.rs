@@ -1,0 +1,689 @@
+//! The edge's lean path for plain HTTP/1.1. A request without a body for an app's instance —
+//! most requests — is parsed once (httparse), forwarded as bytes with the edge's
+//! `X-Forwarded-*` headers, and its response relayed as it comes, on the connection's own
+//! task over a pooled connection to the instance: what nginx and HAProxy do.
+//!
+//! Everything else is the full proxy's ([`crate::proxy::Proxy::handle`], on hyper): HTTP/2,
+//! upgrades, request bodies, HTTP/1.0, redirects, sleeping apps, error pages, and a request
+//! whose instance could not be reached or did not answer before its response began. The full
+//! proxy then serves the rest of the connection, starting with the bytes already read, so
+//! nothing a client sent is lost and every rule of the full proxy holds.
+
+use crate::chunked::ChunkedEnd;
+use crate::proxy::Proxy;
+use crate::routes::{Group, LiveRoute};
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Most header fields in a request or response head on this path (more: the full proxy).
+const MAX_HEADERS: usize = 64;
+/// Most idle connections kept per instance and worker.
+const MAX_IDLE: usize = 256;
+/// Longest wait for a TCP connection to an instance.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Size of the buffer a response body passes through.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), and the ones
+/// the edge sets itself.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Idle connections to instances, by address (one pool per edge worker; a worker talks to
+/// few instances, so a list is searched).
+#[derive(Default)]
+pub struct RawPool {
+    idle: Mutex<Vec<(SocketAddr, Vec<TcpStream>)>>,
+    returns: AtomicUsize,
+}
+
+/// Whether an idle connection is still open (nothing arrived on it, not even its end).
+fn still_open(conn: &TcpStream) -> bool {
+    matches!(conn.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+impl RawPool {
+    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.iter_mut().find(|(a, _)| *a == addr)?.1.pop()
+    }
+
+    fn give_back(&self, addr: SocketAddr, conn: TcpStream) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        // Now and then, forget connections their instance closed (it went away).
+        if self
+            .returns
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(4096)
+        {
+            idle.retain_mut(|(_, list)| {
+                list.retain(still_open);
+                !list.is_empty()
+            });
+        }
+        match idle.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, list)) if list.len() < MAX_IDLE => list.push(conn),
+            Some(_) => {}
+            None => idle.push((addr, vec![conn])),
+        }
+    }
+}
+
+/// How a connection left this path.
+pub enum Outcome {
+    /// It is over (the client closed it, timed out, asked to close, or the edge stops).
+    Closed,
+    /// The full proxy serves the rest of it, starting with `read` (bytes already read).
+    HandOver(TcpStream, Vec<u8>),
+}
+
+/// A request this path forwards.
+struct Plan {
+    /// Length of the request head in the buffer.
+    head_len: usize,
+    route: Arc<LiveRoute>,
+    canary: bool,
+    head_request: bool,
+    client_close: bool,
+    /// Method and target, for the access log.
+    logged: Option<(String, String)>,
+}
+
+enum Parsed {
+    /// More bytes needed.
+    Partial,
+    /// For the full proxy.
+    HandOver,
+    Forward(Plan),
+}
+
+/// Serves a plain-HTTP connection while its requests suit this path.
+pub async fn serve(
+    mut client: TcpStream,
+    remote: SocketAddr,
+    proxy: &Proxy,
+    stop: &CancellationToken,
+) -> Outcome {
+    let mut input: Vec<u8> = Vec::with_capacity(4096);
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
+    let mut relay: Vec<u8> = Vec::new();
+    loop {
+        // The next request's head.
+        let mut deadline = hyper::rt::Timer::sleep_until(
+            &crate::coarse_timer::CoarseTimer,
+            Instant::now() + crate::server::HEADER_READ_TIMEOUT,
+        );
+        let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let plan = loop {
+            if !input.is_empty() {
+                match plan(&input, proxy, remote.ip(), &mut head) {
+                    Parsed::Forward(plan) => break plan,
+                    Parsed::HandOver => return Outcome::HandOver(client, input),
+                    Parsed::Partial if input.len() > crate::server::MAX_HEADER_BYTES => {
+                        return Outcome::HandOver(client, input)
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            if input.capacity() - input.len() < 1024 {
+                input.reserve(4096);
+            }
+            let stopping = stop.is_cancelled();
+            if stopping && grace.is_none() {
+                grace = Some(Box::pin(tokio::time::sleep(
+                    crate::server::LAST_REQUEST_GRACE,
+                )));
+            }
+            let read = tokio::select! {
+                r = client.read_buf(&mut input) => r,
+                _ = &mut deadline => return Outcome::Closed,
+                // Stopping: a connection gets a moment to bring the request it may be
+                // sending, then closes.
+                _ = stop.cancelled(), if !stopping => continue,
+                _ = async {
+                    match grace.as_mut() {
+                        Some(g) => g.await,
+                        None => std::future::pending().await,
+                    }
+                } => return Outcome::Closed,
+            };
+            match read {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            }
+        };
+        let stopping = stop.is_cancelled();
+        match forward(
+            &mut client,
+            remote,
+            proxy,
+            &plan,
+            &mut head,
+            &mut relay,
+            stopping,
+        )
+        .await
+        {
+            Relayed::Done { keep_alive } => {
+                input.drain(..plan.head_len);
+                if !keep_alive || plan.client_close || stopping {
+                    let _ = client.shutdown().await;
+                    return Outcome::Closed;
+                }
+            }
+            Relayed::Broken => return Outcome::Closed,
+            Relayed::NotSent => return Outcome::HandOver(client, input),
+        }
+    }
+}
+
+/// Parses the request at the start of `input` and decides whether this path forwards it;
+/// if so, writes the head to send to the instance into `out`.
+fn plan(input: &[u8], proxy: &Proxy, client_ip: IpAddr, out: &mut Vec<u8>) -> Parsed {
+    if input.starts_with(b"PRI ") {
+        return Parsed::HandOver;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::HandOver,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::HandOver;
+    };
+    let head_request = method == "HEAD";
+    if !(method == "GET" || head_request)
+        || !path.starts_with('/')
+        || path.starts_with(crate::proxy::ACME_CHALLENGE_PREFIX)
+    {
+        return Parsed::HandOver;
+    }
+    let mut host = None;
+    let mut forwarded_for = None;
+    let mut client_close = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Parsed::HandOver;
+            }
+            host = std::str::from_utf8(h.value).ok();
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if h.value != b"0" {
+                return Parsed::HandOver;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return Parsed::HandOver;
+        } else if name.eq_ignore_ascii_case("connection") {
+            // Only `close` and `keep-alive` here (a header named in it: the full proxy).
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    client_close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    return Parsed::HandOver;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") && forwarded_for.is_none() {
+            forwarded_for = Some(h.value);
+        }
+    }
+    let Some(host) = host else {
+        return Parsed::HandOver;
+    };
+    let Some(route) = proxy.table.load().lookup(host) else {
+        return Parsed::HandOver;
+    };
+    if route.stable.is_empty() || (route.route.https_redirect && proxy.https_port.is_some()) {
+        return Parsed::HandOver;
+    }
+    let group = route.choose(client_ip);
+    let canary = !std::ptr::eq(group, &route.stable);
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        if is_hop_by_hop(h.name)
+            || h.name.eq_ignore_ascii_case("x-forwarded-for")
+            || h.name.eq_ignore_ascii_case("x-forwarded-host")
+            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
+        {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = forwarded_for {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    {
+        use std::io::Write as _;
+        let _ = write!(out, "{client_ip}");
+    }
+    out.extend_from_slice(b"\r\nx-forwarded-host: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
+    let logged = proxy
+        .access
+        .as_ref()
+        .map(|_| (method.to_string(), path.to_string()));
+    Parsed::Forward(Plan {
+        head_len,
+        route,
+        canary,
+        head_request,
+        client_close,
+        logged,
+    })
+}
+
+enum Relayed {
+    /// The response went to the client in full; whether the connection may carry another.
+    Done { keep_alive: bool },
+    /// The client or the instance broke off mid-response: the connection is over.
+    Broken,
+    /// No response came: the full proxy takes the request over.
+    NotSent,
+}
+
+/// How the instance's response body is delimited.
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    client: &mut TcpStream,
+    remote: SocketAddr,
+    proxy: &Proxy,
+    plan: &Plan,
+    head: &mut Vec<u8>,
+    relay: &mut Vec<u8>,
+    stopping: bool,
+) -> Relayed {
+    let group: &Group = match (&plan.route.canary, plan.canary) {
+        (Some((g, _, _)), true) => g,
+        _ => &plan.route.stable,
+    };
+    let Some((upstream, state)) = group.best() else {
+        return Relayed::NotSent;
+    };
+    let started = Instant::now();
+    let _under_way = state.begin();
+    // A pooled connection first; if it turns out closed before answering, a new one.
+    let mut pooled = proxy.raw.take(upstream);
+    let (mut conn, response_head_len) = loop {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => match connect(upstream).await {
+                Some(c) => c,
+                None => return Relayed::NotSent,
+            },
+        };
+        relay.clear();
+        match exchange(&mut conn, head, relay).await {
+            Ok(n) => break (conn, n),
+            Err(Exchange::NothingBack) if reused => continue,
+            Err(Exchange::NothingBack) => return Relayed::NotSent,
+            Err(Exchange::Garbled) => {
+                state.failed();
+                let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
+                return Relayed::Broken;
+            }
+        }
+    };
+
+    // The response head, rewritten for the client.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    if !matches!(
+        resp.parse(&relay[..response_head_len]),
+        Ok(httparse::Status::Complete(_))
+    ) {
+        state.failed();
+        let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
+        return Relayed::Broken;
+    }
+    let status = resp.code.unwrap_or(502);
+    let mut framing = if plan.head_request || status == 204 || status == 304 {
+        Framing::Length(0)
+    } else {
+        Framing::UntilClose
+    };
+    let mut upstream_close = false;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    head.clear();
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.to_string().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    // Headers named in Connection are for this hop only.
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    upstream_close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection")
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if !chunked {
+                upstream_close = true;
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    state.failed();
+                    let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
+                    return Relayed::Broken;
+                }
+            }
+        } else if is_hop_by_hop(h.name) {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if matches!(framing, Framing::UntilClose) {
+        framing = match (chunked, length) {
+            (true, _) => Framing::Chunked,
+            (false, Some(n)) => Framing::Length(n),
+            _ => Framing::UntilClose,
+        };
+    }
+    let client_keeps = !matches!(framing, Framing::UntilClose) && !plan.client_close && !stopping;
+    if !client_keeps {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+
+    // Counted at the response's head, as the full proxy counts.
+    let elapsed = started.elapsed();
+    group.series.record(status, elapsed);
+    if matches!(status, 502..=504) {
+        state.failed();
+    } else {
+        state.succeeded();
+    }
+    if let (Some(log), Some((method, path))) = (&proxy.access, &plan.logged) {
+        log.record(
+            &plan.route.route.app,
+            group.release,
+            method,
+            path,
+            status,
+            elapsed,
+            remote.ip(),
+        );
+    }
+
+    // The body: what came with the head, then the rest as it comes.
+    let body_start = &relay[response_head_len..];
+    let mut chunks = ChunkedEnd::default();
+    let (first, mut done, mut reusable) = match framing {
+        Framing::Length(n) => {
+            let take = (n as usize).min(body_start.len());
+            (take, take as u64 == n, body_start.len() as u64 <= n)
+        }
+        Framing::Chunked => match chunks.feed(body_start) {
+            Ok(Some(end)) => (end, true, end == body_start.len()),
+            Ok(None) => (body_start.len(), false, true),
+            Err(_) => (0, true, false),
+        },
+        Framing::UntilClose => (body_start.len(), false, false),
+    };
+    let written = client
+        .write_vectored(&[IoSlice::new(head), IoSlice::new(&body_start[..first])])
+        .await;
+    let total = head.len() + first;
+    match written {
+        Ok(n) if n == total => {}
+        Ok(n) => {
+            // The rest of the head and first bytes.
+            let mut rest = head.clone();
+            rest.extend_from_slice(&body_start[..first]);
+            if client.write_all(&rest[n..]).await.is_err() {
+                return Relayed::Broken;
+            }
+        }
+        Err(_) => return Relayed::Broken,
+    }
+    let mut left = match framing {
+        Framing::Length(n) => n - first as u64,
+        _ => 0,
+    };
+    while !done {
+        relay.clear();
+        relay.reserve(RELAY_BUFFER);
+        let n = match conn.read_buf(relay).await {
+            Ok(0) | Err(_) => {
+                // An instance that closes ends a close-delimited body; any other body is cut.
+                if matches!(framing, Framing::UntilClose) {
+                    let _ = client.shutdown().await;
+                }
+                return if matches!(framing, Framing::UntilClose) {
+                    Relayed::Done { keep_alive: false }
+                } else {
+                    Relayed::Broken
+                };
+            }
+            Ok(n) => n,
+        };
+        let pass = match framing {
+            Framing::Length(_) => {
+                let take = (left as usize).min(n);
+                left -= take as u64;
+                done = left == 0;
+                reusable = take == n;
+                take
+            }
+            Framing::Chunked => match chunks.feed(&relay[..n]) {
+                Ok(Some(end)) => {
+                    done = true;
+                    reusable = end == n;
+                    end
+                }
+                Ok(None) => n,
+                Err(_) => return Relayed::Broken,
+            },
+            Framing::UntilClose => n,
+        };
+        if client.write_all(&relay[..pass]).await.is_err() {
+            return Relayed::Broken;
+        }
+    }
+    relay.clear();
+    if reusable && !upstream_close && !matches!(framing, Framing::UntilClose) {
+        proxy.raw.give_back(upstream, conn);
+    } else {
+        let _ = conn.shutdown().await;
+    }
+    Relayed::Done {
+        keep_alive: client_keeps,
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Option<TcpStream> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = conn.set_nodelay(true);
+    Some(conn)
+}
+
+enum Exchange {
+    /// Not a byte came back (the connection was closed or broke): the request may go again.
+    NothingBack,
+    /// Something came back that is not an HTTP/1.1 response head.
+    Garbled,
+}
+
+/// Sends the request head and reads the response head (informational 1xx responses are
+/// skipped) into `into`; returns the head's length.
+async fn exchange(
+    conn: &mut TcpStream,
+    request: &[u8],
+    into: &mut Vec<u8>,
+) -> Result<usize, Exchange> {
+    if conn.write_all(request).await.is_err() {
+        return Err(Exchange::NothingBack);
+    }
+    loop {
+        if into.capacity() - into.len() < 1024 {
+            into.reserve(8192);
+        }
+        match conn.read_buf(into).await {
+            Ok(0) | Err(_) if into.is_empty() => return Err(Exchange::NothingBack),
+            Ok(0) | Err(_) => return Err(Exchange::Garbled),
+            Ok(_) => {}
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(into) {
+            Ok(httparse::Status::Complete(n)) => match resp.code {
+                Some(101) => return Err(Exchange::Garbled),
+                Some(100..=199) => {
+                    into.drain(..n);
+                }
+                _ => return Ok(n),
+            },
+            Ok(httparse::Status::Partial) if into.len() <= crate::server::MAX_HEADER_BYTES => {}
+            _ => return Err(Exchange::Garbled),
+        }
+    }
+}
+
+/// A connection whose first bytes were read already: they are read again first.
+pub struct Rewind {
+    read: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    /// `inner`, with `read` in front of what it brings next.
+    pub fn new(read: Vec<u8>, inner: TcpStream) -> Self {
+        Self {
+            read,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.read.len() {
+            let n = (self.read.len() - self.pos).min(buf.remaining());
+            let from = self.pos;
+            buf.put_slice(&self.read[from..from + n]);
+            self.pos += n;
+            if self.pos == self.read.len() {
+                self.read = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
