@@ -104,6 +104,8 @@ pub enum Outcome {
 struct Plan {
     /// Length of the request head in the buffer.
     head_len: usize,
+    /// Where the Host header's value is in the buffer.
+    host: std::ops::Range<usize>,
     route: Arc<LiveRoute>,
     canary: bool,
     head_request: bool,
@@ -176,11 +178,13 @@ pub async fn serve(
             }
         };
         let stopping = stop.is_cancelled();
+        let host = std::str::from_utf8(&input[plan.host.clone()]).unwrap_or_default();
         match forward(
             &mut client,
             remote,
             proxy,
             &plan,
+            host,
             &mut head,
             &mut relay,
             stopping,
@@ -209,6 +213,10 @@ fn plan(input: &[u8], proxy: &Proxy, client_ip: IpAddr, out: &mut Vec<u8>) -> Pa
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(input) {
+        // Over the limit: the full proxy refuses it (431).
+        Ok(httparse::Status::Complete(n)) if n > crate::server::MAX_HEADER_BYTES => {
+            return Parsed::HandOver
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::HandOver,
@@ -302,8 +310,10 @@ fn plan(input: &[u8], proxy: &Proxy, client_ip: IpAddr, out: &mut Vec<u8>) -> Pa
         .access
         .as_ref()
         .map(|_| (method.to_string(), path.to_string()));
+    let host_at = host.as_ptr() as usize - input.as_ptr() as usize;
     Parsed::Forward(Plan {
         head_len,
+        host: host_at..host_at + host.len(),
         route,
         canary,
         head_request,
@@ -334,6 +344,7 @@ async fn forward(
     remote: SocketAddr,
     proxy: &Proxy,
     plan: &Plan,
+    host: &str,
     head: &mut Vec<u8>,
     relay: &mut Vec<u8>,
     stopping: bool,
@@ -347,28 +358,49 @@ async fn forward(
     };
     let started = Instant::now();
     let _under_way = state.begin();
-    // A pooled connection first; if it turns out closed before answering, a new one.
+    // A pooled connection first; if it turns out closed before answering, a new one. As in
+    // the full proxy, a request an instance may have seen (and perhaps crashed on) is not
+    // handed to another instance of its release.
     let mut pooled = proxy.raw.take(upstream);
-    let (mut conn, response_head_len) = loop {
+    let mut maybe_seen = false;
+    let exchanged = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(c) => c,
             None => match connect(upstream).await {
                 Some(c) => c,
-                None => return Relayed::NotSent,
+                None if !maybe_seen => return Relayed::NotSent,
+                None => {
+                    state.failed();
+                    break None;
+                }
             },
         };
         relay.clear();
         match exchange(&mut conn, head, relay).await {
-            Ok(n) => break (conn, n),
-            Err(Exchange::NothingBack) if reused => continue,
-            Err(Exchange::NothingBack) => return Relayed::NotSent,
+            Ok(n) => break Some((conn, n)),
+            Err(Exchange::NothingBack) => {
+                if !reused {
+                    state.failed();
+                }
+                maybe_seen = true;
+                if reused {
+                    continue;
+                }
+                break None;
+            }
             Err(Exchange::Garbled) => {
                 state.failed();
-                let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
-                return Relayed::Broken;
+                return bad_gateway(client, group, started).await;
             }
         }
+    };
+    let Some((mut conn, response_head_len)) = exchanged else {
+        // Only another release's instances may get it now: the app may be being replaced.
+        if settle(proxy, host, group.release).await {
+            return Relayed::NotSent;
+        }
+        return bad_gateway(client, group, started).await;
     };
 
     // The response head, rewritten for the client.
@@ -379,8 +411,7 @@ async fn forward(
         Ok(httparse::Status::Complete(_))
     ) {
         state.failed();
-        let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
-        return Relayed::Broken;
+        return bad_gateway(client, group, started).await;
     }
     let status = resp.code.unwrap_or(502);
     let mut framing = if plan.head_request || status == 204 || status == 304 {
@@ -437,8 +468,7 @@ async fn forward(
                 (Some(n), Some(m)) if n == m => {}
                 _ => {
                     state.failed();
-                    let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
-                    return Relayed::Broken;
+                    return bad_gateway(client, group, started).await;
                 }
             }
         } else if is_hop_by_hop(h.name) {
@@ -566,6 +596,33 @@ async fn forward(
     Relayed::Done {
         keep_alive: client_keeps,
     }
+}
+
+/// Answers 502 (counted as the release's) and ends the connection.
+async fn bad_gateway(client: &mut TcpStream, group: &Group, started: Instant) -> Relayed {
+    group.series.record(502, started.elapsed());
+    let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
+    Relayed::Broken
+}
+
+/// Waits a moment (as [`Proxy`]'s settle does) for `host` to be served by another release
+/// than `seen_by`; whether it is.
+async fn settle(proxy: &Proxy, host: &str, seen_by: u32) -> bool {
+    let started = Instant::now();
+    for pause in crate::proxy::SETTLE_PAUSES_MS {
+        if started.elapsed() >= crate::proxy::SETTLE_LIMIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match proxy.table.load().lookup(host) {
+            Some(route) if route.route.release != seen_by && !route.stable.is_empty() => {
+                return true
+            }
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    false
 }
 
 async fn connect(addr: SocketAddr) -> Option<TcpStream> {

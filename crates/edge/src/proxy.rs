@@ -103,8 +103,8 @@ pub const WAKE_LIMIT: Duration = Duration::from_secs(60);
 pub const MAX_BODY_BYTES: u64 = 100 << 20;
 
 /// Pauses between the tries of [`Proxy::settle`], and the most it waits in all.
-const SETTLE_PAUSES_MS: [u64; 5] = [50, 100, 200, 400, 800];
-const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+pub(crate) const SETTLE_PAUSES_MS: [u64; 5] = [50, 100, 200, 400, 800];
+pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 /// The request sent to an instance.
 fn outgoing(method: &Method, uri: &Uri, headers: &HeaderMap, body: EdgeBody) -> Request<EdgeBody> {
