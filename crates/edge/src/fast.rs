@@ -23,8 +23,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// Most header fields in a request or response head on this path (more: the full proxy).
-const MAX_HEADERS: usize = 64;
+/// Most header fields in a request or response head on this path (as many as the full proxy
+/// takes; a request with more goes to it).
+const MAX_HEADERS: usize = 100;
 /// Most idle connections kept per instance and worker.
 const MAX_IDLE: usize = 256;
 /// Longest wait for a TCP connection to an instance.
@@ -356,7 +357,13 @@ async fn forward(
     let Some((upstream, state)) = group.best() else {
         return Relayed::NotSent;
     };
-    let started = Instant::now();
+    let answering = Answering {
+        proxy,
+        plan,
+        group,
+        remote,
+        started: Instant::now(),
+    };
     let _under_way = state.begin();
     // A pooled connection first; if it turns out closed before answering, a new one. As in
     // the full proxy, a request an instance may have seen (and perhaps crashed on) is not
@@ -391,7 +398,7 @@ async fn forward(
             }
             Err(Exchange::Garbled) => {
                 state.failed();
-                return bad_gateway(client, group, started).await;
+                return bad_gateway(client, &answering).await;
             }
         }
     };
@@ -400,7 +407,7 @@ async fn forward(
         if settle(proxy, host, group.release).await {
             return Relayed::NotSent;
         }
-        return bad_gateway(client, group, started).await;
+        return bad_gateway(client, &answering).await;
     };
 
     // The response head, rewritten for the client.
@@ -411,7 +418,7 @@ async fn forward(
         Ok(httparse::Status::Complete(_))
     ) {
         state.failed();
-        return bad_gateway(client, group, started).await;
+        return bad_gateway(client, &answering).await;
     }
     let status = resp.code.unwrap_or(502);
     let mut framing = if plan.head_request || status == 204 || status == 304 {
@@ -431,6 +438,16 @@ async fn forward(
     // Headers named in Connection are for this hop only.
     let mut named: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if !chunked {
+                upstream_close = true;
+            }
+        }
         if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -450,16 +467,11 @@ async fn forward(
         {
             continue;
         }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            if !chunked {
-                upstream_close = true;
+        if h.name.eq_ignore_ascii_case("content-length") {
+            // A chunked body's length is its chunks' (RFC 9112 §6.3): the header goes.
+            if chunked {
+                continue;
             }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
@@ -468,10 +480,11 @@ async fn forward(
                 (Some(n), Some(m)) if n == m => {}
                 _ => {
                     state.failed();
-                    return bad_gateway(client, group, started).await;
+                    return bad_gateway(client, &answering).await;
                 }
             }
-        } else if is_hop_by_hop(h.name) {
+        } else if is_hop_by_hop(h.name) && !h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // (The body is passed on in its own framing: its transfer coding stays.)
             continue;
         }
         head.extend_from_slice(h.name.as_bytes());
@@ -493,23 +506,11 @@ async fn forward(
     head.extend_from_slice(b"\r\n");
 
     // Counted at the response's head, as the full proxy counts.
-    let elapsed = started.elapsed();
-    group.series.record(status, elapsed);
+    answering.record(status);
     if matches!(status, 502..=504) {
         state.failed();
     } else {
         state.succeeded();
-    }
-    if let (Some(log), Some((method, path))) = (&proxy.access, &plan.logged) {
-        log.record(
-            &plan.route.route.app,
-            group.release,
-            method,
-            path,
-            status,
-            elapsed,
-            remote.ip(),
-        );
     }
 
     // The body: what came with the head, then the rest as it comes.
@@ -598,9 +599,37 @@ async fn forward(
     }
 }
 
-/// Answers 502 (counted as the release's) and ends the connection.
-async fn bad_gateway(client: &mut TcpStream, group: &Group, started: Instant) -> Relayed {
-    group.series.record(502, started.elapsed());
+/// What a response is counted and logged with.
+struct Answering<'a> {
+    proxy: &'a Proxy,
+    plan: &'a Plan,
+    group: &'a Group,
+    remote: SocketAddr,
+    started: Instant,
+}
+
+impl Answering<'_> {
+    /// Counts the response (as the release's) and writes its access log line.
+    fn record(&self, status: u16) {
+        let elapsed = self.started.elapsed();
+        self.group.series.record(status, elapsed);
+        if let (Some(log), Some((method, path))) = (&self.proxy.access, &self.plan.logged) {
+            log.record(
+                &self.plan.route.route.app,
+                self.group.release,
+                method,
+                path,
+                status,
+                elapsed,
+                self.remote.ip(),
+            );
+        }
+    }
+}
+
+/// Answers 502 (counted and logged as the release's) and ends the connection.
+async fn bad_gateway(client: &mut TcpStream, answering: &Answering<'_>) -> Relayed {
+    answering.record(502);
     let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
     Relayed::Broken
 }
@@ -660,18 +689,23 @@ async fn exchange(
             Ok(0) | Err(_) => return Err(Exchange::Garbled),
             Ok(_) => {}
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(into) {
-            Ok(httparse::Status::Complete(n)) => match resp.code {
-                Some(101) => return Err(Exchange::Garbled),
-                Some(100..=199) => {
-                    into.drain(..n);
+        // What came may hold informational responses before the final one.
+        while !into.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(into) {
+                Ok(httparse::Status::Complete(n)) => match resp.code {
+                    Some(101) => return Err(Exchange::Garbled),
+                    Some(100..=199) => {
+                        into.drain(..n);
+                    }
+                    _ => return Ok(n),
+                },
+                Ok(httparse::Status::Partial) if into.len() <= crate::server::MAX_HEADER_BYTES => {
+                    break
                 }
-                _ => return Ok(n),
-            },
-            Ok(httparse::Status::Partial) if into.len() <= crate::server::MAX_HEADER_BYTES => {}
-            _ => return Err(Exchange::Garbled),
+                _ => return Err(Exchange::Garbled),
+            }
         }
     }
 }

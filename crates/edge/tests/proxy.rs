@@ -818,6 +818,8 @@ async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::At
                         "/sized" => b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-App: yes\r\n\r\nsize",
                         "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
                         "/named" => b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok",
+                        "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
+                        "/both" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nab\r\n0\r\nx-t: 1\r\n\r\n",
                         _ => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
                             return;
@@ -935,6 +937,20 @@ async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections() {
         "{head}"
     );
     assert_eq!(body, b"ok");
+    // An informational response that came with the final one: the final one is answered.
+    s.write_all(b"GET /hints HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"after");
+    // Chunked and a length: the chunks tell the length, the header goes.
+    s.write_all(b"GET /both HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(body, b"2\r\nab\r\n0\r\nx-t: 1\r\n\r\n");
     // Every one of those went over one connection to the instance.
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     // A body delimited by the instance closing reaches the client whole, and the edge
