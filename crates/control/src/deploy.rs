@@ -9,9 +9,7 @@ use crate::platform::Platform;
 use crate::store::InstanceRow;
 use axum::http::StatusCode;
 use berth_core::api::{DeployEvent, EnvChange, ReleaseView};
-use berth_core::model::{
-    instance_id, InstanceState, ProcessSpec, ReleaseConfig, ReleaseStatus, WEB_PROCESS,
-};
+use berth_core::model::{instance_id, ProcessSpec, ReleaseConfig, ReleaseStatus, WEB_PROCESS};
 use berth_core::spec::BerthToml;
 use berth_core::AppName;
 use berth_factory::builder::{BuildError, BuildRequest};
@@ -1629,24 +1627,18 @@ impl Platform {
                     if let Some(p) = &prepared {
                         resumed.insert(p.id.clone());
                     }
-                    let inst = InstanceRow {
-                        id: prepared.map_or_else(
+                    let inst = InstanceRow::starting(
+                        prepared.map_or_else(
                             || instance_id(app, version, kind, index, &crate::random_id(3)),
                             |p| p.id,
                         ),
-                        app: app.to_string(),
-                        release: version,
-                        process: kind.clone(),
+                        app,
+                        version,
+                        kind,
                         index,
                         address,
-                        port: release.config.port.unwrap_or(APP_PORT),
-                        state: InstanceState::Starting,
-                        restarts: 0,
-                        last_exit: None,
-                        last_exit_reason: None,
-                        started_at: crate::now_secs(),
-                        pid: None,
-                    };
+                        release.config.port.unwrap_or(APP_PORT),
+                    );
                     self.store.insert_instance(&inst).await?;
                     started.push(inst);
                 }

@@ -6,7 +6,7 @@
 use crate::platform::Platform;
 use crate::routing::RoutePublisher;
 use crate::store::InstanceRow;
-use berth_core::model::{InstanceState, WEB_PROCESS};
+use berth_core::model::WEB_PROCESS;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,27 +210,22 @@ impl Platform {
             let attach = Arc::new(self.attachments(app, &release).await?);
             let port = release.config.port.unwrap_or(crate::config::APP_PORT);
             for (index, address) in (0u32..).zip(addresses) {
-                let inst = InstanceRow {
-                    id: berth_core::model::instance_id(
-                        app,
-                        release.version,
-                        WEB_PROCESS,
-                        index,
-                        &crate::random_id(3),
-                    ),
-                    app: app.to_string(),
-                    release: release.version,
-                    process: WEB_PROCESS.to_string(),
+                let id = berth_core::model::instance_id(
+                    app,
+                    release.version,
+                    WEB_PROCESS,
                     index,
-                    address: address.clone(),
+                    &crate::random_id(3),
+                );
+                let inst = InstanceRow::starting(
+                    id,
+                    app,
+                    release.version,
+                    WEB_PROCESS,
+                    index,
+                    address.clone(),
                     port,
-                    state: InstanceState::Starting,
-                    restarts: 0,
-                    last_exit: None,
-                    last_exit_reason: None,
-                    started_at: crate::now_secs(),
-                    pid: None,
-                };
+                );
                 let (i, r, a) = (inst.clone(), release.clone(), attach.clone());
                 match self.blocking(move |l| l.prepare(&i, &r, &a)).await {
                     Ok(true) => self.prepared.add(inst),

@@ -252,6 +252,30 @@ struct What<'a> {
     attach: &'a Attachments,
 }
 
+impl<'a> What<'a> {
+    /// Instance `inst` of `release`, running `process` (none: an empty command, default
+    /// limits).
+    fn instance(
+        inst: &'a InstanceRow,
+        release: &'a ReleaseView,
+        process: Option<&'a berth_core::model::ProcessSpec>,
+        attach: &'a Attachments,
+    ) -> Self {
+        Self {
+            id: &inst.id,
+            app: &inst.app,
+            release,
+            process: &inst.process,
+            index: inst.index,
+            command: process.map_or("", |p| p.command.as_str()),
+            port: inst.port,
+            limits: process.map(|p| p.limits).unwrap_or_default(),
+            wait_for_network: false,
+            attach,
+        }
+    }
+}
+
 /// Launches and stops app containers.
 pub struct Launcher {
     cfg: PlatformConfig,
@@ -538,29 +562,13 @@ impl Launcher {
         release: &ReleaseView,
         attach: &Attachments,
     ) -> Result<Option<ProcessIdentity>, LaunchError> {
-        let (command, limits) = release
-            .config
-            .processes
-            .get(&inst.process)
-            .map(|p| (p.command.clone(), p.limits))
-            .unwrap_or_default();
+        let command = release.config.processes.get(&inst.process);
         let _ = self.runtime.delete(&inst.id);
         let addr: Ipv4Addr = inst
             .address
             .parse()
             .map_err(|_| LaunchError::BadAddress(inst.address.clone()))?;
-        let mut what = What {
-            id: &inst.id,
-            app: &inst.app,
-            release,
-            process: &inst.process,
-            index: inst.index,
-            command: &command,
-            port: inst.port,
-            limits,
-            wait_for_network: false,
-            attach,
-        };
+        let mut what = What::instance(inst, release, command, attach);
         let started = match release.config.isolation {
             // gVisor copies the namespace's address and route into its own network stack
             // when the sandbox starts: they must be in place first.
@@ -608,25 +616,9 @@ impl Launcher {
         if release.config.isolation != Isolation::Trusted {
             return Ok(false);
         }
-        let (command, limits) = release
-            .config
-            .processes
-            .get(&inst.process)
-            .map(|p| (p.command.clone(), p.limits))
-            .unwrap_or_default();
+        let command = release.config.processes.get(&inst.process);
         let netns = self.netns(&inst.id, &inst.address)?;
-        let what = What {
-            id: &inst.id,
-            app: &inst.app,
-            release,
-            process: &inst.process,
-            index: inst.index,
-            command: &command,
-            port: inst.port,
-            limits,
-            wait_for_network: false,
-            attach,
-        };
+        let what = What::instance(inst, release, command, attach);
         let created = self
             .spec(&what, netns)
             .and_then(|spec| Ok(self.runtime.create(&spec)?));

@@ -106,6 +106,34 @@ pub struct InstanceRow {
 }
 
 impl InstanceRow {
+    /// A new instance `id` of `app`'s release `release` — process `process` number `index`
+    /// at `address`, listening on `port` —, about to start.
+    pub fn starting(
+        id: String,
+        app: &str,
+        release: u32,
+        process: &str,
+        index: u32,
+        address: String,
+        port: u16,
+    ) -> Self {
+        Self {
+            id,
+            app: app.to_string(),
+            release,
+            process: process.to_string(),
+            index,
+            address,
+            port,
+            state: InstanceState::Starting,
+            restarts: 0,
+            last_exit: None,
+            last_exit_reason: None,
+            started_at: crate::now_secs(),
+            pid: None,
+        }
+    }
+
     /// As shown by the API.
     pub fn view(&self) -> InstanceView {
         InstanceView {

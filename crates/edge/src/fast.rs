@@ -33,22 +33,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of the buffer a response body passes through.
 const RELAY_BUFFER: usize = 64 * 1024;
 
-/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), and the ones
-/// the edge sets itself.
+/// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    crate::proxy::HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Idle connections to instances, by address (one pool per edge worker; a worker talks to
