@@ -673,6 +673,7 @@ async fn wait_for_signal() {
 }
 
 async fn edge(cfg: berth_edge::server::EdgeConfig, take_over: bool) -> Result<i32> {
+    use berth_edge::listen::Listeners;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -691,21 +692,14 @@ async fn edge(cfg: berth_edge::server::EdgeConfig, take_over: bool) -> Result<i3
         },
         _ => (None, Vec::new()),
     };
-    let mut listen_on = |addr: std::net::SocketAddr| {
-        let position = taken
-            .iter()
-            .position(|l| l.local_addr().is_ok_and(|a| a == addr));
-        position.map(|i| taken.swap_remove(i))
+    // What was taken over serves as it is: every socket of the running edge's groups.
+    let mut listen_on = |addr: std::net::SocketAddr| match Listeners::take(&mut taken, addr) {
+        Some(group) => Ok(group),
+        None => Listeners::bind(addr, berth_edge::server::workers()),
     };
-    let listener = match listen_on(cfg.listen) {
-        Some(l) => tokio::net::TcpListener::from_std(l)?,
-        None => berth_edge::server::bind(cfg.listen).await?,
-    };
-    let tls_listener = match cfg.tls.as_ref().map(|t| t.listen) {
-        Some(addr) => Some(match listen_on(addr) {
-            Some(l) => tokio::net::TcpListener::from_std(l)?,
-            None => berth_edge::server::bind(addr).await?,
-        }),
+    let listeners = listen_on(cfg.listen)?;
+    let tls_listeners = match cfg.tls.as_ref().map(|t| t.listen) {
+        Some(addr) => Some(listen_on(addr)?),
         None => None,
     };
     drop(taken);
@@ -715,7 +709,7 @@ async fn edge(cfg: berth_edge::server::EdgeConfig, take_over: bool) -> Result<i3
         wait_for_signal().await;
         stop.cancel();
     });
-    berth_edge::server::run_after(cfg, listener, tls_listener, predecessor, shutdown).await?;
+    berth_edge::server::run_after(cfg, listeners, tls_listeners, predecessor, shutdown).await?;
     Ok(0)
 }
 

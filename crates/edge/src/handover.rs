@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub const GREETING: &[u8] = b"berth-edge-handover 1\n";
 /// What the successor answers once it serves.
 pub const READY: &[u8] = b"ready\n";
-/// Most listeners handed over (plain and TLS).
-const MAX_LISTENERS: usize = 4;
+/// Most listeners handed over (a group for plain HTTP and one for HTTPS).
+const MAX_LISTENERS: usize = 2 * crate::listen::MAX_GROUP;
 /// Longest the predecessor waits for its successor to say it serves.
 const READY_WAIT: Duration = Duration::from_secs(30);
 

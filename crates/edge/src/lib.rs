@@ -9,7 +9,8 @@
 //! - [`fast`]: the lean path for plain HTTP/1.1 requests without a body (parsed once,
 //!   forwarded as bytes, the response relayed on the connection's own task; chunked bodies
 //!   followed by [`chunked`]); anything else goes to [`proxy`].
-//! - [`server`]: the edge process: listener, route file watcher, graceful shutdown.
+//! - [`server`]: the edge process: workers, route file watcher, graceful shutdown; its
+//!   listening sockets, one per worker, in [`listen`].
 //! - [`static_files`]: berth's static file server, which static-site apps run.
 //! - [`tls`]: HTTPS termination (rustls, SNI, ALPN h2/http1.1) over the certificate snapshot
 //!   in [`certs`]; certificates come from berth's [`local_ca`] or an ACME directory
@@ -24,6 +25,7 @@ pub mod coarse_timer;
 pub mod dns_update;
 pub mod fast;
 pub mod handover;
+pub mod listen;
 pub mod local_ca;
 pub mod metrics;
 pub mod nudge;

@@ -3,6 +3,7 @@
 
 use crate::certs::CertSnapshot;
 use crate::handover::{self, Successor};
+use crate::listen::Listeners;
 use crate::metrics::EdgeMetrics;
 use crate::proxy::{Proxy, Scheme};
 use crate::routes::{RouteSnapshot, SharedTable, Table};
@@ -84,7 +85,13 @@ macro_rules! serve_until {
     }};
 }
 
-/// Binds the edge's listener, with an error that names the port when it is taken.
+/// How many workers the edge runs: one per core, each on its own thread.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Binds one listener, with an error that names the port when it is taken (the static
+/// file server's; the edge binds a [`Listeners`] group).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, EdgeError> {
     TcpListener::bind(addr)
         .await
@@ -147,15 +154,15 @@ fn reload_certs(path: &Path, certs: &SharedCerts) {
     }
 }
 
-/// Runs the edge until `shutdown` fires, then drains open connections. `tls_listener` is
-/// bound to `cfg.tls`'s address when HTTPS is served.
+/// Runs the edge until `shutdown` fires, then drains open connections. `tls_listeners`
+/// are bound to `cfg.tls`'s address when HTTPS is served.
 pub async fn run(
     cfg: EdgeConfig,
-    listener: TcpListener,
-    tls_listener: Option<TcpListener>,
+    listeners: Listeners,
+    tls_listeners: Option<Listeners>,
     shutdown: CancellationToken,
 ) -> Result<(), EdgeError> {
-    run_after(cfg, listener, tls_listener, None, shutdown).await
+    run_after(cfg, listeners, tls_listeners, None, shutdown).await
 }
 
 /// [`run`], for an edge that took its listeners over from `predecessor` (a graceful
@@ -163,8 +170,8 @@ pub async fn run(
 /// counts carry on from the predecessor's final ones.
 pub async fn run_after(
     cfg: EdgeConfig,
-    listener: TcpListener,
-    tls_listener: Option<TcpListener>,
+    listeners: Listeners,
+    tls_listeners: Option<Listeners>,
     predecessor: Option<Successor>,
     shutdown: CancellationToken,
 ) -> Result<(), EdgeError> {
@@ -177,7 +184,7 @@ pub async fn run_after(
     if let Some(f) = &certs_file {
         reload_certs(f, &certs);
     }
-    let acceptor = match (&cfg.tls, &tls_listener) {
+    let acceptor = match (&cfg.tls, &tls_listeners) {
         (Some(_), Some(_)) => Some(tokio_rustls::TlsAcceptor::from(
             crate::tls::server_config(certs.clone()).map_err(|e| EdgeError::Io {
                 context: "configuring TLS".into(),
@@ -222,30 +229,39 @@ pub async fn run_after(
         })
     };
 
-    // Thread per core: each worker accepts on the shared socket and serves its connections
-    // on a single-threaded runtime with its own upstream pool, so a request never crosses
-    // threads.
-    let std_listener = listener.into_std().map_err(|source| EdgeError::Io {
-        context: "preparing the listener".into(),
-        source,
-    })?;
-    let std_tls_listener = match tls_listener {
-        Some(l) => Some(l.into_std().map_err(|source| EdgeError::Io {
-            context: "preparing the HTTPS listener".into(),
+    // Thread per core: each worker accepts on its own sockets (see [`crate::listen`]) and
+    // serves its connections on a single-threaded runtime with its own upstream pool, so a
+    // request never crosses threads.
+    let workers = workers();
+    let mut offered = Vec::new();
+    if cfg.handover.is_some() {
+        for group in std::iter::once(&listeners).chain(tls_listeners.as_ref()) {
+            offered.extend(group.duplicates().map_err(|source| EdgeError::Io {
+                context: "sharing the listeners".into(),
+                source,
+            })?);
+        }
+    }
+    let dealt = |group: Listeners| {
+        group.deal(workers).map_err(|source| EdgeError::Io {
+            context: "sharing the listeners".into(),
             source,
-        })?),
-        None => None,
+        })
+    };
+    let mut plain_hands = dealt(listeners)?.into_iter();
+    let mut tls_hands = match (tls_listeners, &acceptor) {
+        (Some(group), Some(_)) => Some(dealt(group)?.into_iter()),
+        _ => None,
     };
     let https_port = cfg.tls.as_ref().map(|t| t.listen.port());
     // Beside the route snapshot: where requests for sleeping apps ask for them.
     let wake_dir = cfg.routes_file.parent().map(|d| d.join("wake"));
     let access = cfg.access_log.clone().map(crate::access::AccessLog::start);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let l = shared(&std_listener)?;
-        let tl = match (&std_tls_listener, &acceptor) {
-            (Some(t), Some(a)) => Some((shared(t)?, a.clone())),
+        let plain = plain_hands.next().unwrap_or_default();
+        let tls = match (tls_hands.as_mut(), &acceptor) {
+            (Some(hands), Some(a)) => Some((hands.next().unwrap_or_default(), a.clone())),
             _ => None,
         };
         let (table, shutdown, wake_dir) = (table.clone(), shutdown.clone(), wake_dir.clone());
@@ -271,13 +287,16 @@ pub async fn run_after(
                     let proxy = Proxy::new(table, https_port)
                         .with_access_log(access.clone())
                         .with_wake_dir(wake_dir.clone());
-                    let plain = serve(l, None, proxy.clone(), shutdown.clone());
-                    match tl {
-                        Some((tl, acceptor)) => {
-                            tokio::join!(plain, serve(tl, Some(acceptor), proxy, shutdown));
-                        }
-                        None => plain.await,
+                    let mut serving = tokio::task::JoinSet::new();
+                    for l in plain {
+                        serving.spawn(serve(l, None, proxy.clone(), shutdown.clone()));
                     }
+                    for (l, acceptor) in tls.into_iter().flat_map(|(ls, a)| {
+                        ls.into_iter().map(move |l| (l, a.clone()))
+                    }) {
+                        serving.spawn(serve(l, Some(acceptor), proxy.clone(), shutdown.clone()));
+                    }
+                    serving.join_all().await;
                     // What the drained connections logged last.
                     if let Some(log) = &access {
                         log.flush();
@@ -296,11 +315,7 @@ pub async fn run_after(
     });
     let handed_over = match &cfg.handover {
         Some(path) => {
-            let mut fds = vec![std::os::fd::OwnedFd::from(shared(&std_listener)?)];
-            if let Some(t) = &std_tls_listener {
-                fds.push(std::os::fd::OwnedFd::from(shared(t)?));
-            }
-            match handover::offer(path.clone(), fds, shutdown.clone()) {
+            match handover::offer(path.clone(), offered, shutdown.clone()) {
                 Ok(slot) => Some(slot),
                 Err(e) => {
                     tracing::warn!(error = %e, "this edge cannot be upgraded gracefully");
@@ -310,8 +325,6 @@ pub async fn run_after(
         }
         None => None,
     };
-    drop(std_listener);
-    drop(std_tls_listener);
 
     let metrics_writer = cfg.metrics_file.clone().map(|path| {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
@@ -361,13 +374,6 @@ pub async fn run_after(
 
 /// How much longer than its drain a successor waits for the predecessor's counts.
 const PREDECESSOR_SLACK: Duration = Duration::from_secs(5);
-
-fn shared(l: &std::net::TcpListener) -> Result<std::net::TcpListener, EdgeError> {
-    l.try_clone().map_err(|source| EdgeError::Io {
-        context: "sharing the listener".into(),
-        source,
-    })
-}
 
 /// Accepts and serves connections (over TLS when given an acceptor) until shutdown, then
 /// drains them.

@@ -6,7 +6,8 @@
 use berth_edge::certs::{CertEntry, CertSnapshot};
 use berth_edge::local_ca::LocalCa;
 use berth_edge::routes::{Route, RouteSnapshot};
-use berth_edge::server::{bind, run, EdgeConfig, TlsSettings};
+use berth_edge::listen::Listeners;
+use berth_edge::server::{run, EdgeConfig, TlsSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -137,14 +138,12 @@ struct Edge {
 impl Edge {
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tmp");
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let tls_listener = bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let tls_addr = tls_listener.local_addr().expect("addr");
+        // Two sockets each, as an edge on two cores has.
+        let listener = Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
+        let tls_listener =
+            Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
+        let addr = listener.local_addr();
+        let tls_addr = tls_listener.local_addr();
         let cfg = EdgeConfig {
             listen: addr,
             routes_file: dir.path().join("routes.json"),
