@@ -184,7 +184,8 @@ pub async fn serve(
             Relayed::Done { keep_alive } => {
                 input.drain(..plan.head_len);
                 if !keep_alive || plan.client_close || stopping {
-                    let _ = client.shutdown().await;
+                    // Closed as it drops: nothing is left to write, so the close sends the
+                    // FIN a shutdown would (one system call less per connection).
                     return Outcome::Closed;
                 }
             }
@@ -542,10 +543,8 @@ async fn forward(
         relay.reserve(RELAY_BUFFER);
         let n = match conn.read_buf(relay).await {
             Ok(0) | Err(_) => {
-                // An instance that closes ends a close-delimited body; any other body is cut.
-                if matches!(framing, Framing::UntilClose) {
-                    let _ = client.shutdown().await;
-                }
+                // An instance that closes ends a close-delimited body (the client's
+                // connection closes with it); any other body is cut.
                 return if matches!(framing, Framing::UntilClose) {
                     Relayed::Done { keep_alive: false }
                 } else {

@@ -15,7 +15,7 @@
 //! - [`tls`]: HTTPS termination (rustls, SNI, ALPN h2/http1.1) over the certificate snapshot
 //!   in [`certs`]; certificates come from berth's [`local_ca`] or an ACME directory
 //!   ([`acme`]), both driven by the control plane, never in the request path.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod acme;

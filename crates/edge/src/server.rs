@@ -314,15 +314,13 @@ pub async fn run_after(
         tokio::task::spawn_blocking(move || p.final_counts(DRAIN_DEADLINE + PREDECESSOR_SLACK))
     });
     let handed_over = match &cfg.handover {
-        Some(path) => {
-            match handover::offer(path.clone(), offered, shutdown.clone()) {
-                Ok(slot) => Some(slot),
-                Err(e) => {
-                    tracing::warn!(error = %e, "this edge cannot be upgraded gracefully");
-                    None
-                }
+        Some(path) => match handover::offer(path.clone(), offered, shutdown.clone()) {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                tracing::warn!(error = %e, "this edge cannot be upgraded gracefully");
+                None
             }
-        }
+        },
         None => None,
     };
 
@@ -403,7 +401,6 @@ async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let stop = shutdown.clone();
         if let Some(acceptor) = &tls {

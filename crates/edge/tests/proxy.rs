@@ -4,9 +4,9 @@
 //! ACME HTTP-01 answers.
 
 use berth_edge::certs::{CertEntry, CertSnapshot};
+use berth_edge::listen::Listeners;
 use berth_edge::local_ca::LocalCa;
 use berth_edge::routes::{Route, RouteSnapshot};
-use berth_edge::listen::Listeners;
 use berth_edge::server::{run, EdgeConfig, TlsSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -140,8 +140,7 @@ impl Edge {
         let dir = tempfile::tempdir().expect("tmp");
         // Two sockets each, as an edge on two cores has.
         let listener = Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
-        let tls_listener =
-            Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
+        let tls_listener = Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
         let addr = listener.local_addr();
         let tls_addr = tls_listener.local_addr();
         let cfg = EdgeConfig {
