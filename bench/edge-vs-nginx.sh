@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# berth's edge vs nginx, HAProxy and Caddy as reverse proxies for the same backend (nginx
-# serving a small answer and a 64 KiB file), on loopback, measured in one run with wrk (1
+# berth's edge vs nginx, HAProxy and Caddy as reverse proxies for the same backend (an nginx
+# of its own serving a small answer and a 64 KiB file), on loopback, measured in one run with wrk (1
 # thread, 64 connections, BENCH_SECS=10 s each): kept-alive connections, then a new
 # connection per request, for the small and the 64 KiB response. Each proxy gets the same
 # number of worker threads or processes (one per core). Traffic stays on 127.0.0.1.
@@ -18,6 +18,24 @@ BACKEND=18481; NGINX=18482; EDGE=18483; HAPROXY=18484; CADDY=18485
 CORES=$(nproc)
 head -c 65536 /dev/urandom > "$DIR/big.bin"
 chmod 755 "$DIR"; chmod 644 "$DIR/big.bin"
+# The backend: an nginx of its own, so that every proxy — nginx included — reaches it across
+# processes, as it would an app (an nginx serving backend and proxy in the same worker
+# processes would hand many requests to itself without a single wake-up).
+cat >"$DIR/backend.conf" <<CONF
+worker_processes $CORES;
+pid $DIR/backend.pid;
+error_log $DIR/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$BACKEND;
+    keepalive_requests 1000000;
+    location / { return 200 "hello from backend\n"; }
+    location = /big { alias $DIR/big.bin; }
+  }
+}
+CONF
 cat >"$DIR/nginx.conf" <<CONF
 worker_processes $CORES;
 pid $DIR/nginx.pid;
@@ -26,12 +44,6 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
-  server {
-    listen 127.0.0.1:$BACKEND;
-    keepalive_requests 1000000;
-    location / { return 200 "hello from backend\n"; }
-    location = /big { alias $DIR/big.bin; }
-  }
   server {
     listen 127.0.0.1:$NGINX;
     keepalive_requests 1000000;
@@ -79,13 +91,18 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null || true
+  nginx -c "$DIR/backend.conf" -s stop 2>/dev/null || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
+# Each server in a session of its own, as nginx puts itself: with the kernel's autogroup
+# scheduling, processes of one session share one share of the CPU — a proxy left in the
+# script's session would share its share with wrk.
+nginx -c "$DIR/backend.conf"
 nginx -c "$DIR/nginx.conf"
-haproxy -q -f "$DIR/haproxy.cfg" & PIDS+=($!)
-GOMAXPROCS=$CORES XDG_DATA_HOME="$DIR" XDG_CONFIG_HOME="$DIR" caddy run --adapter caddyfile --config "$DIR/Caddyfile" >"$DIR/caddy.log" 2>&1 & PIDS+=($!)
-"$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" 2>"$DIR/edge.log" & PIDS+=($!)
+setsid haproxy -q -f "$DIR/haproxy.cfg" & PIDS+=($!)
+GOMAXPROCS=$CORES XDG_DATA_HOME="$DIR" XDG_CONFIG_HOME="$DIR" setsid caddy run --adapter caddyfile --config "$DIR/Caddyfile" >"$DIR/caddy.log" 2>&1 & PIDS+=($!)
+setsid "$BERTH" edge --listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" --applied "$DIR/applied" 2>"$DIR/edge.log" & PIDS+=($!)
 for _ in $(seq 1 100); do [ -f "$DIR/applied" ] && break; sleep 0.05; done
 for port in $HAPROXY $CADDY $EDGE; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" -H "Host: bench.localhost" && break; sleep 0.05; done
