@@ -129,15 +129,18 @@ pub async fn serve(
             Instant::now() + crate::server::HEADER_READ_TIMEOUT,
         );
         let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut seen = 0;
         let plan = loop {
             if !input.is_empty() {
-                match plan(&input, proxy, remote.ip(), &mut head) {
-                    Parsed::Forward(plan) => break plan,
-                    Parsed::HandOver => return Outcome::HandOver(client, input),
-                    Parsed::Partial if input.len() > crate::server::MAX_HEADER_BYTES => {
-                        return Outcome::HandOver(client, input)
+                if head_complete(&input, &mut seen) {
+                    match plan(&input, proxy, remote.ip(), &mut head) {
+                        Parsed::Forward(plan) => break plan,
+                        Parsed::HandOver => return Outcome::HandOver(client, input),
+                        Parsed::Partial => {}
                     }
-                    Parsed::Partial => {}
+                }
+                if input.len() > crate::server::MAX_HEADER_BYTES {
+                    return Outcome::HandOver(client, input);
                 }
             }
             if input.capacity() - input.len() < 1024 {
@@ -193,6 +196,19 @@ pub async fn serve(
             Relayed::NotSent => return Outcome::HandOver(client, input),
         }
     }
+}
+
+/// Whether `input` holds a whole request head (it ends at an empty line), looking only at
+/// the bytes that came since the last look (`seen`): a head that arrives in many pieces is
+/// scanned once, not parsed again from its start at each piece.
+fn head_complete(input: &[u8], seen: &mut usize) -> bool {
+    // A line end that began in the previous piece.
+    let from = seen.saturating_sub(2).min(input.len());
+    *seen = input.len();
+    memchr::memchr_iter(b'\n', &input[from..]).any(|i| {
+        let rest = &input[from + i + 1..];
+        rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+    })
 }
 
 /// Parses the request at the start of `input` and decides whether this path forwards it;
@@ -764,5 +780,44 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_complete;
+
+    /// Fed piece by piece, as a slow client sends it.
+    fn complete_after(head: &[u8], piece: usize) -> Option<usize> {
+        let mut seen = 0;
+        (1..=head.len().div_ceil(piece)).find_map(|n| {
+            let upto = (n * piece).min(head.len());
+            head_complete(&head[..upto], &mut seen).then_some(upto)
+        })
+    }
+
+    #[test]
+    fn a_head_is_complete_at_its_empty_line_however_it_arrives() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+        ] {
+            for piece in 1..=head.len() {
+                assert_eq!(
+                    complete_after(head, piece),
+                    Some(head.len()),
+                    "{head:?} in pieces of {piece}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_without_its_empty_line_is_not_complete() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n";
+        for piece in 1..=head.len() {
+            assert_eq!(complete_after(head, piece), None, "in pieces of {piece}");
+        }
     }
 }
