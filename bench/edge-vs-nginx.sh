@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # berth's edge vs nginx, HAProxy and Caddy as reverse proxies for the same backend (an nginx
-# of its own serving a small answer and a 64 KiB file), on loopback, measured in one run with wrk (1
-# thread, 64 connections, BENCH_SECS=10 s each): kept-alive connections, then a new
-# connection per request, for the small and the 64 KiB response. Each proxy gets the same
+# of its own serving a small answer and a 64 KiB file), on loopback, measured in one run with
+# wrk (1 thread, 64 connections): kept-alive connections, then a new connection per request,
+# for the small and the 64 KiB response; the median of BENCH_ROUNDS=3 rounds of
+# BENCH_SECS=5 s each, the proxies taking turns in each round. Each proxy gets the same
 # number of worker threads or processes (one per core). Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,27 +108,46 @@ for _ in $(seq 1 100); do [ -f "$DIR/applied" ] && break; sleep 0.05; done
 for port in $HAPROXY $CADDY $EDGE; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" -H "Host: bench.localhost" && break; sleep 0.05; done
 done
-SECS=${BENCH_SECS:-10}
-run() { # port name path extra-wrk-args...
+SECS=${BENCH_SECS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+mkdir -p "$DIR/results"
+TARGETS=("$BACKEND direct" "$NGINX nginx" "$HAPROXY haproxy" "$CADDY caddy" "$EDGE berth")
+run() { # port name path extra-wrk-args... : appends "req/s p99-ms errors" to $DIR/<name>
   local port=$1 name=$2 path=$3; shift 3
   wrk -t1 -c64 -d"${SECS}s" --latency -H "Host: bench.localhost" "$@" "http://127.0.0.1:$port$path" >"$DIR/out.txt"
-  rps=$(awk '/Requests\/sec/ {print $2}' "$DIR/out.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$DIR/out.txt")
-  errs=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' "$DIR/out.txt")
-  printf '  %-8s %12s req/s   p99 %9s   %s\n' "$name" "$rps" "$p99" "$errs"
-  echo "$rps" > "$DIR/rps-$name"
+  awk '/Requests\/sec/ {rps = $2}
+       $1 == "99%" {v = $2; m = 1; if (v ~ /us$/) m = 0.001; else if (v ~ /ms$/) m = 1; else if (v ~ /s$/) m = 1000;
+                    sub(/[a-z]+$/, "", v); p99 = v * m}
+       /Non-2xx|Socket errors/ {e = e $0 " "}
+       END {printf "%s %.2f %s\n", rps, p99, e}' "$DIR/out.txt" >>"$DIR/results/$name"
 }
+median() { # column file
+  sort -g -k"$1","$1" "$2" | awk -v c="$1" '{v[NR] = $c} END {print v[int((NR + 1) / 2)]}'
+}
+echo "wrk -t1 -c64, ${SECS} s per run, median of $ROUNDS rounds (the proxies take turns in each round)"
 for load in keepalive new-connection; do
   extra=()
   [ "$load" = new-connection ] && extra=(-H "Connection: close")
   for path in / /big; do
     size=small; [ "$path" = /big ] && size=64KiB
     echo "$load, $size response:"
-    for target in "$BACKEND direct" "$NGINX nginx" "$HAPROXY haproxy" "$CADDY caddy" "$EDGE berth"; do
+    for target in "${TARGETS[@]}"; do
       set -- $target
+      rm -f "$DIR/results/$2"
       wrk -t1 -c16 -d1s -H "Host: bench.localhost" "${extra[@]}" "http://127.0.0.1:$1$path" >/dev/null 2>&1 || true
-      run "$1" "$2" "$path" "${extra[@]}"
     done
-    awk -v b="$(cat "$DIR/rps-berth")" -v n="$(cat "$DIR/rps-nginx")" 'BEGIN {printf "  berth / nginx: %.2fx\n", b / n}'
+    for _ in $(seq 1 "$ROUNDS"); do
+      for target in "${TARGETS[@]}"; do
+        set -- $target
+        run "$1" "$2" "$path" "${extra[@]}"
+      done
+    done
+    for target in "${TARGETS[@]}"; do
+      set -- $target
+      errs=$(cut -d' ' -f3- "$DIR/results/$2" | tr -s ' ' | sed 's/^ *$//' | sort -u | tr '\n' ' ')
+      printf '  %-8s %12s req/s   p99 %7s ms   (runs: %s)  %s\n' "$2" "$(median 1 "$DIR/results/$2")" \
+        "$(median 2 "$DIR/results/$2")" "$(cut -d' ' -f1 "$DIR/results/$2" | cut -d. -f1 | tr '\n' ' ' | sed 's/ $//')" "$errs"
+    done
+    awk -v b="$(median 1 "$DIR/results/berth")" -v n="$(median 1 "$DIR/results/nginx")" 'BEGIN {printf "  berth / nginx: %.2fx\n", b / n}'
   done
 done
