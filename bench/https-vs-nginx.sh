@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# HTTPS through berth's edge vs nginx terminating TLS for the same backend (nginx `return
-# 200`), on loopback, one run with wrk (1 thread, 64 connections, 10 s each): keep-alive
+# HTTPS through berth's edge vs nginx terminating TLS for the same backend (an nginx of its
+# own, `return 200`), on loopback, one run with wrk (1 thread, 64 connections, 10 s each): keep-alive
 # (requests over established TLS connections) and new connections (`Connection: close`, so
 # every request pays a full TLS handshake). Both sides serve the same ECDSA P-256 certificate
 # and offer TLS 1.3.
@@ -17,6 +17,18 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj "/CN=bench.localhost" -addext "subjectAltName=DNS:bench.localhost" \
   -keyout "$DIR/key.pem" -out "$DIR/cert.pem" 2>/dev/null
 openssl pkcs8 -topk8 -nocrypt -in "$DIR/key.pem" -out "$DIR/key8.pem"
+# The backend: an nginx of its own, reached across processes by both proxies (see
+# bench/edge-vs-nginx.sh).
+cat >"$DIR/backend.conf" <<CONF
+worker_processes auto;
+pid $DIR/backend.pid;
+error_log $DIR/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from backend\n"; } }
+}
+CONF
 cat >"$DIR/nginx.conf" <<CONF
 worker_processes auto;
 pid $DIR/nginx.pid;
@@ -25,7 +37,6 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from backend\n"; } }
   server {
     listen 127.0.0.1:$NGINX ssl http2;
     ssl_certificate $DIR/cert.pem;
@@ -42,6 +53,7 @@ http {
   }
 }
 CONF
+nginx -c "$DIR/backend.conf"
 nginx -c "$DIR/nginx.conf"
 cat >"$DIR/routes.json" <<JSON
 {"generation": 1, "routes": {"bench.localhost": {"app": "bench", "release": 1, "upstreams": ["127.0.0.1:$BACKEND"]}}}
@@ -52,10 +64,12 @@ d = sys.argv[1]
 entry = {"names": ["bench.localhost"], "chain_pem": open(f"{d}/cert.pem").read(), "key_pem": open(f"{d}/key8.pem").read()}
 json.dump({"generation": 1, "fallback": entry, "certs": []}, open(f"{d}/certs.json", "w"))
 PY
-"$BERTH" edge --listen "127.0.0.1:$EDGE_HTTP" --tls-listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" \
+# In a session of its own, as nginx puts itself (autogroup scheduling: see
+# bench/edge-vs-nginx.sh).
+setsid "$BERTH" edge --listen "127.0.0.1:$EDGE_HTTP" --tls-listen "127.0.0.1:$EDGE" --routes "$DIR/routes.json" \
   --applied "$DIR/applied" --certs "$DIR/certs.json" 2>"$DIR/edge.log" &
 EDGE_PID=$!
-trap 'kill $EDGE_PID 2>/dev/null; nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill $EDGE_PID 2>/dev/null; nginx -c "$DIR/nginx.conf" -s stop 2>/dev/null; nginx -c "$DIR/backend.conf" -s stop 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 1 100); do [ -f "$DIR/certs.applied" ] && [ -f "$DIR/applied" ] && break; sleep 0.05; done
 curl -fsS --cacert "$DIR/cert.pem" --resolve "bench.localhost:$EDGE:127.0.0.1" "https://bench.localhost:$EDGE/" >/dev/null
 curl -fsS --cacert "$DIR/cert.pem" --resolve "bench.localhost:$NGINX:127.0.0.1" "https://bench.localhost:$NGINX/" >/dev/null
