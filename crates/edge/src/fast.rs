@@ -1,4 +1,4 @@
-//! The edge's lean path for plain HTTP/1.1. A request without a body for an app's instance —
+//! The edge's lean path for HTTP/1.1, plain or over TLS. A request without a body for an app's instance —
 //! most requests — is parsed once (httparse), forwarded as bytes with the edge's
 //! `X-Forwarded-*` headers, and its response relayed as it comes, on the connection's own
 //! task over a pooled connection to the instance: what nginx and HAProxy do.
@@ -10,7 +10,7 @@
 //! nothing a client sent is lost and every rule of the full proxy holds.
 
 use crate::chunked::ChunkedEnd;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Scheme};
 use crate::routes::{Group, LiveRoute};
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
@@ -83,11 +83,14 @@ impl RawPool {
 }
 
 /// How a connection left this path.
-pub enum Outcome {
-    /// It is over (the client closed it, timed out, asked to close, or the edge stops).
+pub enum Outcome<S> {
+    /// It is over (the client closed it, timed out or broke off).
     Closed,
+    /// Its last response was sent and it is to be closed (the client asked to, the response
+    /// ran until the instance closed, or the edge stops): over TLS, say so (`close_notify`).
+    Answered(S),
     /// The full proxy serves the rest of it, starting with `read` (bytes already read).
-    HandOver(TcpStream, Vec<u8>),
+    HandOver(S, Vec<u8>),
 }
 
 /// A request this path forwards.
@@ -112,13 +115,15 @@ enum Parsed {
     Forward(Plan),
 }
 
-/// Serves a plain-HTTP connection while its requests suit this path.
-pub async fn serve(
-    mut client: TcpStream,
+/// Serves an HTTP/1.1 connection (plain, or TLS after its handshake) while its requests
+/// suit this path.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
     remote: SocketAddr,
     proxy: &Proxy,
     stop: &CancellationToken,
-) -> Outcome {
+    scheme: Scheme,
+) -> Outcome<S> {
     let mut input: Vec<u8> = Vec::with_capacity(4096);
     let mut head: Vec<u8> = Vec::with_capacity(1024);
     let mut relay: Vec<u8> = Vec::new();
@@ -133,7 +138,7 @@ pub async fn serve(
         let plan = loop {
             if !input.is_empty() {
                 if head_complete(&input, &mut seen) {
-                    match plan(&input, proxy, remote.ip(), &mut head) {
+                    match plan(&input, proxy, remote.ip(), scheme, &mut head) {
                         Parsed::Forward(plan) => break plan,
                         Parsed::HandOver => return Outcome::HandOver(client, input),
                         Parsed::Partial => {}
@@ -187,9 +192,7 @@ pub async fn serve(
             Relayed::Done { keep_alive } => {
                 input.drain(..plan.head_len);
                 if !keep_alive || plan.client_close || stopping {
-                    // Closed as it drops: nothing is left to write, so the close sends the
-                    // FIN a shutdown would (one system call less per connection).
-                    return Outcome::Closed;
+                    return Outcome::Answered(client);
                 }
             }
             Relayed::Broken => return Outcome::Closed,
@@ -213,7 +216,13 @@ fn head_complete(input: &[u8], seen: &mut usize) -> bool {
 
 /// Parses the request at the start of `input` and decides whether this path forwards it;
 /// if so, writes the head to send to the instance into `out`.
-fn plan(input: &[u8], proxy: &Proxy, client_ip: IpAddr, out: &mut Vec<u8>) -> Parsed {
+fn plan(
+    input: &[u8],
+    proxy: &Proxy,
+    client_ip: IpAddr,
+    scheme: Scheme,
+    out: &mut Vec<u8>,
+) -> Parsed {
     if input.starts_with(b"PRI ") {
         return Parsed::HandOver;
     }
@@ -277,7 +286,9 @@ fn plan(input: &[u8], proxy: &Proxy, client_ip: IpAddr, out: &mut Vec<u8>) -> Pa
     let Some(route) = proxy.table.load().lookup(host) else {
         return Parsed::HandOver;
     };
-    if route.stable.is_empty() || (route.route.https_redirect && proxy.https_port.is_some()) {
+    let redirected =
+        scheme == Scheme::Http && route.route.https_redirect && proxy.https_port.is_some();
+    if route.stable.is_empty() || redirected {
         return Parsed::HandOver;
     }
     let group = route.choose(client_ip);
@@ -312,7 +323,10 @@ fn plan(input: &[u8], proxy: &Proxy, client_ip: IpAddr, out: &mut Vec<u8>) -> Pa
     }
     out.extend_from_slice(b"\r\nx-forwarded-host: ");
     out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
+    out.extend_from_slice(match scheme {
+        Scheme::Http => b"\r\nx-forwarded-proto: http\r\n\r\n",
+        Scheme::Https => b"\r\nx-forwarded-proto: https\r\n\r\n",
+    });
     let logged = proxy
         .access
         .as_ref()
@@ -346,8 +360,8 @@ enum Framing {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward(
-    client: &mut TcpStream,
+async fn forward<S: AsyncWrite + Unpin>(
+    client: &mut S,
     remote: SocketAddr,
     proxy: &Proxy,
     plan: &Plan,
@@ -561,6 +575,7 @@ async fn forward(
             Ok(0) | Err(_) => {
                 // An instance that closes ends a close-delimited body (the client's
                 // connection closes with it); any other body is cut.
+                let _ = client.flush().await;
                 return if matches!(framing, Framing::UntilClose) {
                     Relayed::Done { keep_alive: false }
                 } else {
@@ -593,6 +608,10 @@ async fn forward(
         }
     }
     relay.clear();
+    // Over TLS, what the last write left in the session goes out now.
+    if client.flush().await.is_err() {
+        return Relayed::Broken;
+    }
     if reusable && !upstream_close && !matches!(framing, Framing::UntilClose) {
         proxy.raw.give_back(upstream, conn);
     } else {
@@ -632,9 +651,10 @@ impl Answering<'_> {
 }
 
 /// Answers 502 (counted and logged as the release's) and ends the connection.
-async fn bad_gateway(client: &mut TcpStream, answering: &Answering<'_>) -> Relayed {
+async fn bad_gateway<S: AsyncWrite + Unpin>(client: &mut S, answering: &Answering<'_>) -> Relayed {
     answering.record(502);
     let _ = client.write_all(&crate::pages::bad_gateway_http1()).await;
+    let _ = client.flush().await;
     Relayed::Broken
 }
 
@@ -715,15 +735,15 @@ async fn exchange(
 }
 
 /// A connection whose first bytes were read already: they are read again first.
-pub struct Rewind {
+pub struct Rewind<S> {
     read: Vec<u8>,
     pos: usize,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Rewind {
+impl<S> Rewind<S> {
     /// `inner`, with `read` in front of what it brings next.
-    pub fn new(read: Vec<u8>, inner: TcpStream) -> Self {
+    pub fn new(read: Vec<u8>, inner: S) -> Self {
         Self {
             read,
             pos: 0,
@@ -732,7 +752,7 @@ impl Rewind {
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -753,7 +773,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

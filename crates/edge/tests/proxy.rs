@@ -522,6 +522,74 @@ fn local_cert(ca: &LocalCa, names: &[&str]) -> CertEntry {
     }
 }
 
+/// Over HTTPS with HTTP/1.1, requests on one connection are answered in turn, each instance
+/// told it came over HTTPS; a connection the client asks to close ends with TLS's own
+/// close_notify, so the client knows the last response is whole.
+#[tokio::test]
+async fn https_http1_keeps_connections_alive_and_closes_them_cleanly() {
+    use rustls::pki_types::pem::PemObject;
+    let edge = Edge::start().await;
+    let ca = LocalCa::generate("edge-test").expect("ca");
+    let a = upstream("alpha", Duration::ZERO).await;
+    CertSnapshot {
+        generation: 1,
+        fallback: None,
+        certs: vec![local_cert(&ca, &["shop.test"])],
+    }
+    .save(&edge.certs())
+    .expect("certs");
+    write_routes(&edge.routes(), 1, "shop.test", vec![a]);
+    edge.wait_applied(1).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let name = rustls::pki_types::ServerName::try_from("shop.test").expect("name");
+    let mut tls = None;
+    for _ in 0..100 {
+        let tcp = TcpStream::connect(edge.tls_addr).await.expect("connect");
+        if let Ok(t) = connector.connect(name.clone(), tcp).await {
+            tls = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tls = tls.expect("TLS handshake with the edge");
+    let mut pending = Vec::new();
+    for path in ["/one", "/two"] {
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let (head, body) = read_response(&mut tls, &mut pending, false).await;
+        let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "kept alive: {head}");
+        assert!(
+            body.starts_with(&format!("alpha\nget {path} http/1.1")),
+            "{body}"
+        );
+        assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    }
+    tls.write_all(b"GET /three HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut tls, &mut pending, false).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("GET /three"));
+    // A TLS client reading on meets close_notify (a clean end), not a cut connection.
+    let mut rest = Vec::new();
+    let end = tls.read_to_end(&mut rest).await;
+    assert!(end.is_ok() && rest.is_empty(), "{end:?} {rest:?}");
+}
+
 #[tokio::test]
 async fn https_picks_certificates_by_sni_and_speaks_h2_and_http1() {
     let edge = Edge::start().await;
@@ -587,6 +655,13 @@ async fn https_picks_certificates_by_sni_and_speaks_h2_and_http1() {
     .expect("https over http/1.1 via the wildcard");
     assert_eq!((h1.status, h1.version), (200, hyper::Version::HTTP_11));
     assert!(h1.body.starts_with("alpha"), "{}", h1.body);
+    assert!(
+        h1.body
+            .to_ascii_lowercase()
+            .contains("x-forwarded-proto: https"),
+        "{}",
+        h1.body
+    );
     assert_ne!(h1.serial, h2.serial, "each name gets its own certificate");
 
     // A client trusting another CA refuses the edge: the certificate is really checked.
@@ -834,8 +909,8 @@ async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::At
 }
 
 /// Reads one response from `s` (bytes beyond it stay in `pending`): its head and body.
-async fn read_response(
-    s: &mut TcpStream,
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
     pending: &mut Vec<u8>,
     head_request: bool,
 ) -> (String, Vec<u8>) {
