@@ -1,7 +1,8 @@
-//! The edge's lean path for HTTP/1.1, plain or over TLS. A request without a body for an app's instance —
-//! most requests — is parsed once (httparse), forwarded as bytes with the edge's
-//! `X-Forwarded-*` headers, and its response relayed as it comes, on the connection's own
-//! task over a pooled connection to the instance: what nginx and HAProxy do.
+//! The edge's lean path for HTTP/1.1, plain or over TLS (once the handshake chose it). A
+//! request without a body for an app's instance — most requests — is parsed once
+//! (httparse), forwarded as bytes with the edge's `X-Forwarded-*` headers, and its response
+//! relayed as it comes, on the connection's own task over a pooled connection to the
+//! instance: what nginx and HAProxy do.
 //!
 //! Everything else is the full proxy's ([`crate::proxy::Proxy::handle`], on hyper): HTTP/2,
 //! upgrades, request bodies, HTTP/1.0, redirects, sleeping apps, error pages, and a request

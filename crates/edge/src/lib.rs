@@ -6,9 +6,9 @@
 //!   plane is down or restarting.
 //! - [`proxy`]: the hyper-based reverse proxy (HTTP/1.1 keep-alive, pooled upstream
 //!   connections, WebSocket upgrades, `X-Forwarded-*`), with error pages in [`pages`].
-//! - [`fast`]: the lean path for plain HTTP/1.1 requests without a body (parsed once,
-//!   forwarded as bytes, the response relayed on the connection's own task; chunked bodies
-//!   followed by [`chunked`]); anything else goes to [`proxy`].
+//! - [`fast`]: the lean path for HTTP/1.1 requests without a body, plain or over TLS
+//!   (parsed once, forwarded as bytes, the response relayed on the connection's own task;
+//!   chunked bodies followed by [`chunked`]); anything else goes to [`proxy`].
 //! - [`server`]: the edge process: workers, route file watcher, graceful shutdown; its
 //!   listening sockets, one per worker, in [`listen`].
 //! - [`static_files`]: berth's static file server, which static-site apps run.
