@@ -25,23 +25,32 @@ pub fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
-/// `n` distinct free TCP ports on loopback (held together while chosen, so no two are
-/// the same).
+/// Ports handed out below the kernel's ephemeral range (32768–60999 by default), so no
+/// socket the system numbers itself — an outgoing connection, anything bound to port 0 —
+/// can take one between the choice and the server binding it; a process-wide counter so
+/// that tests running side by side never get the same port twice.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` distinct free TCP ports, free on every address (the edge listens on 0.0.0.0).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("free port").port())
-        .collect()
+    (0..n).map(|_| free_port()).collect()
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port, free on every address.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Each test binary starts elsewhere in the range; the ones before it may still hold
+    // ports (checked below all the same).
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("offset within the range");
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {PORTS:?}")
 }
 
 /// A running platform.
