@@ -548,6 +548,9 @@ pub enum Command {
         /// graceful upgrade); bind them afresh when none does.
         #[arg(long, requires = "handover")]
         take_over: bool,
+        /// Serve plain HTTP on epoll even where io_uring is available.
+        #[arg(long)]
+        no_io_uring: bool,
     },
     /// (internal) Init process inside app containers.
     #[command(hide = true)]

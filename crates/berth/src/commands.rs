@@ -78,6 +78,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             access_log,
             handover,
             take_over,
+            no_io_uring,
         } => {
             edge(
                 berth_edge::server::EdgeConfig {
@@ -90,6 +91,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
                     metrics_file: metrics,
                     access_log,
                     handover,
+                    io_uring: !no_io_uring,
                 },
                 take_over,
             )

@@ -41,26 +41,60 @@ fn is_hop_by_hop(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// A connection to an instance the lean path can pool: a tokio socket, or one on the
+/// worker's io_uring ([`crate::uring::UringStream`]).
+pub trait Upstream: AsyncRead + AsyncWrite + Unpin + Sized {
+    /// Connects to `addr`, with `TCP_NODELAY` (requests go out whole, at once).
+    fn open(addr: SocketAddr) -> impl std::future::Future<Output = std::io::Result<Self>>;
+    /// Whether an idle connection is still open (nothing arrived on it, not even its end).
+    fn still_open(&self) -> bool;
+}
+
+impl Upstream for TcpStream {
+    async fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let conn = TcpStream::connect(addr).await?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    }
+
+    fn still_open(&self) -> bool {
+        matches!(self.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+impl Upstream for crate::uring::UringStream {
+    async fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::connect(addr).await
+    }
+
+    fn still_open(&self) -> bool {
+        crate::uring::UringStream::still_open(self)
+    }
+}
+
 /// Idle connections to instances, by address (one pool per edge worker; a worker talks to
 /// few instances, so a list is searched).
-#[derive(Default)]
-pub struct RawPool {
-    idle: Mutex<Vec<(SocketAddr, Vec<TcpStream>)>>,
+pub struct RawPool<C = TcpStream> {
+    idle: Mutex<Vec<(SocketAddr, Vec<C>)>>,
     returns: AtomicUsize,
 }
 
-/// Whether an idle connection is still open (nothing arrived on it, not even its end).
-fn still_open(conn: &TcpStream) -> bool {
-    matches!(conn.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+impl<C> Default for RawPool<C> {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            returns: AtomicUsize::new(0),
+        }
+    }
 }
 
-impl RawPool {
-    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+impl<C: Upstream> RawPool<C> {
+    fn take(&self, addr: SocketAddr) -> Option<C> {
         let mut idle = self.idle.lock().ok()?;
         idle.iter_mut().find(|(a, _)| *a == addr)?.1.pop()
     }
 
-    fn give_back(&self, addr: SocketAddr, conn: TcpStream) {
+    fn give_back(&self, addr: SocketAddr, conn: C) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -71,7 +105,7 @@ impl RawPool {
             .is_multiple_of(4096)
         {
             idle.retain_mut(|(_, list)| {
-                list.retain(still_open);
+                list.retain(C::still_open);
                 !list.is_empty()
             });
         }
@@ -117,13 +151,14 @@ enum Parsed {
 }
 
 /// Serves an HTTP/1.1 connection (plain, or TLS after its handshake) while its requests
-/// suit this path.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+/// suit this path, over connections to instances from `pool`.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin, C: Upstream>(
     mut client: S,
     remote: SocketAddr,
     proxy: &Proxy,
     stop: &CancellationToken,
     scheme: Scheme,
+    pool: &RawPool<C>,
 ) -> Outcome<S> {
     let mut input: Vec<u8> = Vec::with_capacity(4096);
     let mut head: Vec<u8> = Vec::with_capacity(1024);
@@ -182,6 +217,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             &mut client,
             remote,
             proxy,
+            pool,
             &plan,
             host,
             &mut head,
@@ -361,10 +397,11 @@ enum Framing {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward<S: AsyncWrite + Unpin>(
+async fn forward<S: AsyncWrite + Unpin, C: Upstream>(
     client: &mut S,
     remote: SocketAddr,
     proxy: &Proxy,
+    pool: &RawPool<C>,
     plan: &Plan,
     host: &str,
     head: &mut Vec<u8>,
@@ -389,7 +426,7 @@ async fn forward<S: AsyncWrite + Unpin>(
     // A pooled connection first; if it turns out closed before answering, a new one. As in
     // the full proxy, a request an instance may have seen (and perhaps crashed on) is not
     // handed to another instance of its release.
-    let mut pooled = proxy.raw.take(upstream);
+    let mut pooled = pool.take(upstream);
     let mut maybe_seen = false;
     let exchanged = loop {
         let reused = pooled.is_some();
@@ -614,7 +651,7 @@ async fn forward<S: AsyncWrite + Unpin>(
         return Relayed::Broken;
     }
     if reusable && !upstream_close && !matches!(framing, Framing::UntilClose) {
-        proxy.raw.give_back(upstream, conn);
+        pool.give_back(upstream, conn);
     } else {
         let _ = conn.shutdown().await;
     }
@@ -679,13 +716,11 @@ async fn settle(proxy: &Proxy, host: &str, seen_by: u32) -> bool {
     false
 }
 
-async fn connect(addr: SocketAddr) -> Option<TcpStream> {
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+async fn connect<C: Upstream>(addr: SocketAddr) -> Option<C> {
+    tokio::time::timeout(CONNECT_TIMEOUT, C::open(addr))
         .await
         .ok()?
-        .ok()?;
-    let _ = conn.set_nodelay(true);
-    Some(conn)
+        .ok()
 }
 
 enum Exchange {
@@ -697,8 +732,8 @@ enum Exchange {
 
 /// Sends the request head and reads the response head (informational 1xx responses are
 /// skipped) into `into`; returns the head's length.
-async fn exchange(
-    conn: &mut TcpStream,
+async fn exchange<C: Upstream>(
+    conn: &mut C,
     request: &[u8],
     into: &mut Vec<u8>,
 ) -> Result<usize, Exchange> {

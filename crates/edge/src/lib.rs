@@ -37,6 +37,7 @@ pub mod server;
 pub mod static_files;
 pub mod tls;
 pub mod upstream;
+pub mod uring;
 
 /// Errors of the edge.
 #[derive(Debug, thiserror::Error)]

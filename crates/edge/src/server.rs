@@ -43,6 +43,9 @@ pub struct EdgeConfig {
     /// Where this edge offers its listening sockets to a successor (a graceful upgrade,
     /// see [`crate::handover`]); `None`: it does not.
     pub handover: Option<PathBuf>,
+    /// Serve plain HTTP on io_uring where the kernel offers it ([`crate::uring`]); `false`:
+    /// on epoll, as HTTPS always is.
+    pub io_uring: bool,
 }
 
 /// How often the request counts are written.
@@ -266,45 +269,64 @@ pub async fn run_after(
         };
         let (table, shutdown, wake_dir) = (table.clone(), shutdown.clone(), wake_dir.clone());
         let access = access.as_ref().map(|a| a.worker());
-        handles.push(std::thread::spawn(
-            move || match tokio::runtime::Builder::new_current_thread()
+        let io_uring = cfg.io_uring;
+        handles.push(std::thread::spawn(move || {
+            let work = move |on_ring: bool| async move {
+                if let Some(log) = access.clone() {
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(Duration::from_millis(100)) => log.flush(),
+                            }
+                        }
+                        log.flush();
+                    });
+                }
+                let proxy = Proxy::new(table, https_port)
+                    .with_access_log(access.clone())
+                    .with_wake_dir(wake_dir.clone());
+                let mut serving = tokio::task::JoinSet::new();
+                for l in plain {
+                    if on_ring {
+                        serving.spawn_local(serve_on_ring(l, proxy.clone(), shutdown.clone()));
+                    } else {
+                        serving.spawn_local(serve(l, None, proxy.clone(), shutdown.clone()));
+                    }
+                }
+                for (l, acceptor) in tls
+                    .into_iter()
+                    .flat_map(|(ls, a)| ls.into_iter().map(move |l| (l, a.clone())))
+                {
+                    serving.spawn_local(serve(l, Some(acceptor), proxy.clone(), shutdown.clone()));
+                }
+                serving.join_all().await;
+                // What the drained connections logged last.
+                if let Some(log) = &access {
+                    log.flush();
+                }
+            };
+            let ring = if io_uring {
+                crate::uring::runtime()
+                    .map_err(
+                        |e| tracing::warn!(error = %e, "io_uring unavailable; serving on epoll"),
+                    )
+                    .ok()
+            } else {
+                None
+            };
+            if let Some(ring) = ring {
+                return ring.block_on(work(true));
+            }
+            match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(async move {
-                    if let Some(log) = access.clone() {
-                        let stop = shutdown.clone();
-                        tokio::spawn(async move {
-                            loop {
-                                tokio::select! {
-                                    _ = stop.cancelled() => break,
-                                    _ = tokio::time::sleep(Duration::from_millis(100)) => log.flush(),
-                                }
-                            }
-                            log.flush();
-                        });
-                    }
-                    let proxy = Proxy::new(table, https_port)
-                        .with_access_log(access.clone())
-                        .with_wake_dir(wake_dir.clone());
-                    let mut serving = tokio::task::JoinSet::new();
-                    for l in plain {
-                        serving.spawn(serve(l, None, proxy.clone(), shutdown.clone()));
-                    }
-                    for (l, acceptor) in tls.into_iter().flat_map(|(ls, a)| {
-                        ls.into_iter().map(move |l| (l, a.clone()))
-                    }) {
-                        serving.spawn(serve(l, Some(acceptor), proxy.clone(), shutdown.clone()));
-                    }
-                    serving.join_all().await;
-                    // What the drained connections logged last.
-                    if let Some(log) = &access {
-                        log.flush();
-                    }
-                }),
+                Ok(rt) => tokio::task::LocalSet::new().block_on(&rt, work(false)),
                 Err(e) => tracing::error!(error = %e, "cannot start an edge worker"),
-            },
-        ));
+            }
+        }));
     }
     // Serving: a predecessor may stop accepting now; its counts come once it has drained.
     let carried = predecessor.map(|mut p| {
@@ -408,48 +430,108 @@ async fn serve(
             connections.spawn(serve_tls(acceptor, stream, remote, proxy, stop));
             continue;
         }
-        let service = {
-            let proxy = proxy.clone();
-            service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Http).await)
-                }
-            })
-        };
-        // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the first bytes.
-        let mut builder =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        builder
-            .http1()
-            .keep_alive(true)
-            .timer(crate::coarse_timer::CoarseTimer)
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES);
-        builder
-            .http2()
-            .timer(crate::coarse_timer::CoarseTimer)
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
         connections.spawn(async move {
             // The lean path while the requests suit it; the full proxy for the rest.
+            let pool = proxy.raw.clone();
             let (stream, read) =
-                match crate::fast::serve(stream, remote, &proxy, &stop, Scheme::Http).await {
+                match crate::fast::serve(stream, remote, &proxy, &stop, Scheme::Http, &*pool).await
+                {
                     // Closed as it drops: nothing is left to write, so the close sends the
                     // FIN a shutdown would (one system call less per connection).
                     crate::fast::Outcome::Closed | crate::fast::Outcome::Answered(_) => return,
                     crate::fast::Outcome::HandOver(stream, read) => (stream, read),
                 };
-            let io = TokioIo::new(crate::fast::Rewind::new(read, stream));
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            serve_until!(conn, stop);
+            full_proxy(stream, read, remote, proxy, stop).await;
         });
     }
     drop(listener);
+    drain(connections).await;
+}
+
+/// Waits for the open connections to finish, at most [`DRAIN_DEADLINE`].
+async fn drain(connections: tokio_util::task::TaskTracker) {
     connections.close();
     tokio::select! {
         _ = connections.wait() => {}
         _ = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing remaining connections"),
     }
+}
+
+/// Plain HTTP on the worker's io_uring ([`crate::uring`]): the lean path reads and writes
+/// through the ring, over a pool of connections to instances on the ring too; a connection
+/// the full proxy is to serve goes back to epoll for it.
+async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
+    use crate::uring::{accept, UringStream, CLIENT_BUFFER};
+    let listener = match crate::uring::listener(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "edge worker cannot listen");
+            return;
+        }
+    };
+    let pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let (stream, remote) = match accepted
+            .and_then(|(s, remote)| UringStream::from_std(s, CLIENT_BUFFER).map(|s| (s, remote)))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let (proxy, stop, pool) = (proxy.clone(), shutdown.clone(), pool.clone());
+        connections.spawn_local(async move {
+            let (stream, read) =
+                match crate::fast::serve(stream, remote, &proxy, &stop, Scheme::Http, &*pool).await
+                {
+                    crate::fast::Outcome::Closed | crate::fast::Outcome::Answered(_) => return,
+                    crate::fast::Outcome::HandOver(stream, read) => (stream, read),
+                };
+            match stream.into_tokio() {
+                Ok(stream) => full_proxy(stream, read, remote, proxy, stop).await,
+                Err(e) => tracing::warn!(error = %e, "cannot hand a connection to the full proxy"),
+            }
+        });
+    }
+    drop(listener);
+    drain(connections).await;
+}
+
+/// The rest of a plain-HTTP connection on the full proxy, starting with the bytes the lean
+/// path read: HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the first bytes.
+async fn full_proxy(
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+    remote: SocketAddr,
+    proxy: Proxy,
+    stop: CancellationToken,
+) {
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, remote, Scheme::Http).await) }
+    });
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(crate::coarse_timer::CoarseTimer)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(crate::coarse_timer::CoarseTimer)
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let io = TokioIo::new(crate::fast::Rewind::new(read, stream));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    serve_until!(conn, stop);
 }
 
 /// Longest a client may take to finish its TLS handshake.
@@ -481,7 +563,8 @@ async fn serve_tls(
     let (tls, read) = if h2 {
         (tls, Vec::new())
     } else {
-        match crate::fast::serve(tls, remote, &proxy, &stop, Scheme::Https).await {
+        let pool = proxy.raw.clone();
+        match crate::fast::serve(tls, remote, &proxy, &stop, Scheme::Https, &*pool).await {
             crate::fast::Outcome::Closed => return,
             crate::fast::Outcome::Answered(mut tls) => {
                 // close_notify: the client knows the response was whole.

@@ -137,6 +137,15 @@ struct Edge {
 
 impl Edge {
     async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// An edge serving plain HTTP on epoll (as where io_uring is unavailable).
+    async fn start_on_epoll() -> Self {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(io_uring: bool) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         // Two sockets each, as an edge on two cores has.
         let listener = Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
@@ -154,6 +163,7 @@ impl Edge {
             metrics_file: Some(dir.path().join("metrics.json")),
             access_log: Some(dir.path().join("access.log")),
             handover: None,
+            io_uring,
         };
         let stop = CancellationToken::new();
         tokio::spawn(run(cfg, listener, Some(tls_listener), stop.clone()));
@@ -216,7 +226,16 @@ impl Drop for Edge {
 
 #[tokio::test]
 async fn routes_by_host_and_forwards_client_details() {
-    let edge = Edge::start().await;
+    routes_by_host_and_forwards_client_details_on(Edge::start().await).await;
+}
+
+/// The same where plain HTTP is served on epoll (io_uring unavailable).
+#[tokio::test]
+async fn routes_by_host_and_forwards_client_details_on_epoll() {
+    routes_by_host_and_forwards_client_details_on(Edge::start_on_epoll().await).await;
+}
+
+async fn routes_by_host_and_forwards_client_details_on(edge: Edge) {
     let a = upstream("alpha", Duration::ZERO).await;
     write_routes(&edge.routes(), 10, "alpha.localhost", vec![a]);
     edge.wait_applied(10).await;
@@ -358,7 +377,17 @@ async fn a_get_an_instance_dropped_goes_only_to_another_instance() {
 
 #[tokio::test]
 async fn upgrades_are_tunnelled_both_ways_and_outlive_route_changes() {
-    let edge = Edge::start().await;
+    upgrades_are_tunnelled_both_ways_and_outlive_route_changes_on(Edge::start().await).await;
+}
+
+/// The same where plain HTTP is served on epoll (io_uring unavailable).
+#[tokio::test]
+async fn upgrades_are_tunnelled_both_ways_and_outlive_route_changes_on_epoll() {
+    upgrades_are_tunnelled_both_ways_and_outlive_route_changes_on(Edge::start_on_epoll().await)
+        .await;
+}
+
+async fn upgrades_are_tunnelled_both_ways_and_outlive_route_changes_on(edge: Edge) {
     let a = upstream("ws", Duration::ZERO).await;
     write_routes(&edge.routes(), 5, "ws.localhost", vec![a]);
     edge.wait_applied(5).await;
@@ -970,8 +999,20 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(
 
 #[tokio::test]
 async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections() {
+    responses_are_relayed_byte_for_byte_over_kept_alive_connections_on(Edge::start().await).await;
+}
+
+/// The same where plain HTTP is served on epoll (io_uring unavailable).
+#[tokio::test]
+async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections_on_epoll() {
+    responses_are_relayed_byte_for_byte_over_kept_alive_connections_on(
+        Edge::start_on_epoll().await,
+    )
+    .await;
+}
+
+async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections_on(edge: Edge) {
     use std::sync::atomic::Ordering;
-    let edge = Edge::start().await;
     let (a, accepted) = framing_upstream().await;
     write_routes(&edge.routes(), 1, "frames.localhost", vec![a]);
     edge.wait_applied(1).await;

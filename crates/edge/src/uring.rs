@@ -1,0 +1,337 @@
+//! Plain-HTTP connections on io_uring, for the lean path ([`crate::fast`]).
+//!
+//! Under load an edge worker makes four system calls per request on epoll — a read and a
+//! write each way — and every write that wakes a peer (the client, the instance) is a point
+//! where that peer takes the core: the worker is switched out once per write. On io_uring a
+//! worker queues the reads and writes of all its ready connections and hands them to the
+//! kernel in one call when it has nothing else to do (`COOP_TASKRUN`: completions are taken
+//! at that call too, not by interrupting the worker), so a burst of requests costs one
+//! switch, not one per write.
+//!
+//! [`UringStream`] puts a socket on the worker's ring behind tokio's `AsyncRead` and
+//! `AsyncWrite`, so the lean path runs unchanged on it; a connection the full proxy is to
+//! serve becomes a tokio socket again ([`UringStream::into_tokio`]). Where io_uring is
+//! unavailable (an old kernel, a seccomp profile that forbids it, `io_uring_disabled`), the
+//! workers run on epoll as before.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Submission queue entries per worker ring (completions: twice as many).
+const RING_ENTRIES: u32 = 1024;
+/// Read buffer of a client's connection (a request head fits; more comes in turns).
+pub const CLIENT_BUFFER: usize = 8 * 1024;
+/// Read buffer of a connection to an instance (a response body passes through it).
+pub const UPSTREAM_BUFFER: usize = 64 * 1024;
+
+/// A worker's runtime on io_uring, or why there is none.
+pub fn runtime() -> io::Result<tokio_uring::Runtime> {
+    let mut ring = tokio_uring::uring_builder();
+    // Completions are run when the worker enters the kernel anyway, never by interrupting it.
+    ring.setup_coop_taskrun().setup_taskrun_flag();
+    tokio_uring::Runtime::new(
+        tokio_uring::builder()
+            .entries(RING_ENTRIES)
+            .uring_builder(&ring),
+    )
+}
+
+type Op = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+
+/// A TCP connection on the worker's ring, read and written through tokio's traits.
+pub struct UringStream {
+    socket: Rc<tokio_uring::net::TcpStream>,
+    /// What the last read brought, from `read_pos` on not yet taken.
+    read_buf: Vec<u8>,
+    read_pos: usize,
+    reading: Option<Op>,
+    /// A write under way and its buffer's next use.
+    writing: Option<Op>,
+    write_buf: Vec<u8>,
+    buffer: usize,
+}
+
+impl UringStream {
+    /// Puts `stream` (in blocking mode, as accepted) on the current worker's ring; reads
+    /// take up to `buffer` bytes at a time.
+    pub fn from_std(stream: std::net::TcpStream, buffer: usize) -> io::Result<Self> {
+        stream.set_nonblocking(false)?;
+        Ok(Self::new(
+            tokio_uring::net::TcpStream::from_std(stream),
+            buffer,
+        ))
+    }
+
+    fn new(socket: tokio_uring::net::TcpStream, buffer: usize) -> Self {
+        Self {
+            socket: Rc::new(socket),
+            read_buf: Vec::with_capacity(buffer),
+            read_pos: 0,
+            reading: None,
+            writing: None,
+            write_buf: Vec::new(),
+            buffer,
+        }
+    }
+
+    /// Connects to `addr` (with `TCP_NODELAY`: requests go out whole, at once).
+    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let socket = tokio_uring::net::TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        Ok(Self::new(socket, UPSTREAM_BUFFER))
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        borrow(self.socket.as_ref())
+    }
+
+    /// Whether the peer has neither sent anything nor closed (for an idle pooled connection).
+    pub fn still_open(&self) -> bool {
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        matches!(
+            rustix::net::recv(self.fd(), &mut [0u8; 1], flags),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+
+    /// The same connection as a tokio socket, for the full proxy. Refused while a read or a
+    /// write is under way (what it brings would be lost).
+    pub fn into_tokio(self) -> io::Result<tokio::net::TcpStream> {
+        if self.reading.is_some() || self.writing.is_some() || self.read_pos < self.read_buf.len() {
+            return Err(io::Error::other(
+                "the connection has reads or writes under way",
+            ));
+        }
+        let fd: OwnedFd = rustix::io::fcntl_dupfd_cloexec(self.fd(), 0)?;
+        let stream = std::net::TcpStream::from(fd);
+        stream.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(stream)
+    }
+
+    /// Polls the write under way; its buffer comes back for the next.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(op) = self.writing.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let (result, buf) = std::task::ready!(op.as_mut().poll(cx));
+        self.writing = None;
+        self.write_buf = buf;
+        Poll::Ready(result)
+    }
+
+    fn start_write(&mut self, parts: &[&[u8]]) {
+        let mut buf = std::mem::take(&mut self.write_buf);
+        buf.clear();
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+        let socket = self.socket.clone();
+        self.writing = Some(Box::pin(async move { socket.write(buf).submit().await }));
+    }
+
+    fn write_parts(&mut self, cx: &mut Context<'_>, parts: &[&[u8]]) -> Poll<io::Result<usize>> {
+        // A write is answered once the kernel took it; a caller asked again after `Pending`
+        // passes the same bytes, so the write under way is theirs.
+        if self.writing.is_none() {
+            if parts.iter().all(|p| p.is_empty()) {
+                return Poll::Ready(Ok(0));
+            }
+            self.start_write(parts);
+        }
+        self.poll_written(cx)
+    }
+}
+
+/// A listening socket whose readiness the worker's epoll follows: its connections are
+/// accepted in blocking mode, as io_uring wants them (an accept queued on the ring would
+/// stay armed on a socket a successor serves after a graceful upgrade).
+#[allow(unsafe_code)]
+pub fn listener(
+    listener: std::net::TcpListener,
+) -> io::Result<tokio::io::unix::AsyncFd<std::net::TcpListener>> {
+    listener.set_nonblocking(true)?;
+    // SAFETY: the AsyncFd owns the listener, so its descriptor stays open and the same for
+    // the AsyncFd's whole lifetime.
+    unsafe { tokio::io::unix::AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)
+}
+
+/// The next connection on a [`listener`] (in blocking mode).
+pub async fn accept(
+    listener: &tokio::io::unix::AsyncFd<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
+            return accepted;
+        }
+    }
+}
+
+/// The socket's descriptor, borrowed for as long as the socket is.
+#[allow(unsafe_code)]
+fn borrow(socket: &tokio_uring::net::TcpStream) -> BorrowedFd<'_> {
+    // SAFETY: the descriptor belongs to `socket`, which stays open (it closes only when
+    // dropped) for the borrow's lifetime, tied to `socket`'s.
+    unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) }
+}
+
+impl AsyncRead for UringStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.reading.is_some() || this.read_pos == this.read_buf.len() {
+            if this.reading.is_none() {
+                this.read_pos = 0;
+                let mut buf = std::mem::take(&mut this.read_buf);
+                buf.clear();
+                buf.reserve(this.buffer);
+                let socket = this.socket.clone();
+                this.reading = Some(Box::pin(async move { socket.read(buf).await }));
+            }
+            let Some(op) = this.reading.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let (result, buf) = std::task::ready!(op.as_mut().poll(cx));
+            this.reading = None;
+            this.read_buf = buf;
+            this.read_pos = 0;
+            if let Err(e) = result {
+                this.read_buf.clear();
+                return Poll::Ready(Err(e));
+            }
+        }
+        let ready = &this.read_buf[this.read_pos..];
+        let n = ready.len().min(out.remaining());
+        out.put_slice(&ready[..n]);
+        this.read_pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for UringStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.write_parts(cx, &[buf])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+        self.write_parts(cx, &parts)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing is held back: a write is done when it is answered.
+        self.poll_written(cx).map_ok(|_| ())
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_written(cx))?;
+        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl Drop for UringStream {
+    fn drop(&mut self) {
+        // A read or write still under way holds the socket open until the kernel answers
+        // it, which on an idle connection is never: ending the connection answers it (and
+        // tells the peer, as a close would).
+        if self.reading.is_some() || self.writing.is_some() {
+            let _ = rustix::net::shutdown(self.fd(), rustix::net::Shutdown::Both);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn bytes_pass_both_ways_and_the_socket_goes_back_to_tokio_whole() {
+        let rt = runtime().unwrap();
+        rt.block_on(async {
+            let (mut peer, mine) = pair();
+            let mut s = UringStream::from_std(mine, 4).unwrap();
+            peer.write_all(b"hello, edge").unwrap();
+            // A read buffer smaller than what came: the rest is read next.
+            let mut got = vec![0u8; 11];
+            s.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, b"hello, edge");
+            s.write_all(b"and back").await.unwrap();
+            let mut back = [0u8; 8];
+            peer.read_exact(&mut back).unwrap();
+            assert_eq!(&back, b"and back");
+            assert!(s.still_open());
+
+            let mut t = s.into_tokio().unwrap();
+            peer.write_all(b"on tokio").unwrap();
+            let mut more = [0u8; 8];
+            t.read_exact(&mut more).await.unwrap();
+            assert_eq!(&more, b"on tokio");
+        });
+    }
+
+    #[test]
+    fn a_connection_dropped_while_reading_is_closed_for_its_peer() {
+        let rt = runtime().unwrap();
+        rt.block_on(async {
+            let (mut peer, mine) = pair();
+            let mut s = UringStream::from_std(mine, 64).unwrap();
+            let mut buf = [0u8; 1];
+            // A read under way on an idle connection, given up (as a timeout does).
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(50), s.read(&mut buf)).await;
+            assert!(waited.is_err(), "nothing was sent");
+            assert!(s.into_tokio().is_err(), "a read is under way");
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut rest = Vec::new();
+            assert_eq!(
+                peer.read_to_end(&mut rest).unwrap(),
+                0,
+                "the peer sees the end"
+            );
+        });
+    }
+
+    #[test]
+    fn a_closed_peer_is_noticed_on_an_idle_connection() {
+        let rt = runtime().unwrap();
+        rt.block_on(async {
+            let (peer, mine) = pair();
+            let s = UringStream::from_std(mine, 64).unwrap();
+            assert!(s.still_open());
+            drop(peer);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!s.still_open());
+        });
+    }
+}
