@@ -309,9 +309,13 @@ pub async fn run_after(
             };
             let ring = if io_uring {
                 crate::uring::runtime()
-                    .map_err(
-                        |e| tracing::warn!(error = %e, "io_uring unavailable; serving on epoll"),
-                    )
+                    .map_err(|e| {
+                        // Said once, not by every worker.
+                        static SAID: std::sync::Once = std::sync::Once::new();
+                        SAID.call_once(|| {
+                            tracing::warn!(error = %e, "io_uring unavailable; serving plain HTTP on epoll")
+                        });
+                    })
                     .ok()
             } else {
                 None
