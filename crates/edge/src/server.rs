@@ -465,7 +465,7 @@ async fn drain(connections: tokio_util::task::TaskTracker) {
 /// through the ring, over a pool of connections to instances on the ring too; a connection
 /// the full proxy is to serve goes back to epoll for it.
 async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
-    use crate::uring::{accept, UringStream, CLIENT_BUFFER};
+    use crate::uring::{accept, UringStream, BUFFER};
     let listener = match crate::uring::listener(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -480,10 +480,8 @@ async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: 
             _ = shutdown.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
-        let (stream, remote) = match accepted
-            .and_then(|(s, remote)| UringStream::from_std(s, CLIENT_BUFFER).map(|s| (s, remote)))
-        {
-            Ok(a) => a,
+        let (stream, remote) = match accepted {
+            Ok((s, remote)) => (UringStream::from_std(s, BUFFER), remote),
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;

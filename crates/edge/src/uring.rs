@@ -25,10 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Submission queue entries per worker ring (completions: twice as many).
 const RING_ENTRIES: u32 = 1024;
-/// Read buffer of a client's connection (a request head fits; more comes in turns).
-pub const CLIENT_BUFFER: usize = 8 * 1024;
-/// Read buffer of a connection to an instance (a response body passes through it).
-pub const UPSTREAM_BUFFER: usize = 64 * 1024;
+/// Read buffer of a connection on the ring: a request or response head fits; a body
+/// flowing in goes past it (see [`DIRECT`]).
+pub const BUFFER: usize = 8 * 1024;
 /// Reads and writes at least this large (a response body's) go straight between the
 /// caller's buffer and the socket by a system call of their own when the socket is ready:
 /// copying them through the ring's buffers would cost more than the call.
@@ -59,17 +58,22 @@ pub struct UringStream {
     writing: Option<Op>,
     write_buf: Vec<u8>,
     buffer: usize,
+    /// Whether the last read found more than its buffer took or read straight from the
+    /// socket: a body is flowing in, so the next large read is tried straight away too.
+    flowing: bool,
+    /// Whether bytes are known to be waiting for the first read.
+    first: bool,
 }
 
 impl UringStream {
-    /// Puts `stream` (in blocking mode, as accepted) on the current worker's ring; reads
-    /// take up to `buffer` bytes at a time.
-    pub fn from_std(stream: std::net::TcpStream, buffer: usize) -> io::Result<Self> {
-        stream.set_nonblocking(false)?;
-        Ok(Self::new(
-            tokio_uring::net::TcpStream::from_std(stream),
-            buffer,
-        ))
+    /// Puts `stream` on the current worker's ring; reads through it take up to `buffer`
+    /// bytes at a time. The stream is in blocking mode, as `accept` returns it.
+    pub fn from_std(stream: std::net::TcpStream, buffer: usize) -> Self {
+        let mut s = Self::new(tokio_uring::net::TcpStream::from_std(stream), buffer);
+        // Accepted once its first bytes are in (`TCP_DEFER_ACCEPT`, see [`crate::listen`]):
+        // they are read at once.
+        s.first = true;
+        s
     }
 
     fn new(socket: tokio_uring::net::TcpStream, buffer: usize) -> Self {
@@ -81,6 +85,8 @@ impl UringStream {
             writing: None,
             write_buf: Vec::new(),
             buffer,
+            flowing: false,
+            first: false,
         }
     }
 
@@ -88,7 +94,7 @@ impl UringStream {
     pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
         let socket = tokio_uring::net::TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
-        Ok(Self::new(socket, UPSTREAM_BUFFER))
+        Ok(Self::new(socket, BUFFER))
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -220,9 +226,10 @@ impl AsyncRead for UringStream {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let idle = this.reading.is_none() && this.read_pos == this.read_buf.len();
-        if idle && out.remaining() >= DIRECT {
+        if idle && (this.first || this.flowing && out.remaining() >= DIRECT) {
+            this.first = false;
             match recv_into(this.fd(), out) {
-                Err(rustix::io::Errno::AGAIN) => {}
+                Err(rustix::io::Errno::AGAIN) => this.flowing = false,
                 done => return Poll::Ready(done.map_err(Into::into)),
             }
         }
@@ -242,9 +249,12 @@ impl AsyncRead for UringStream {
             this.reading = None;
             this.read_buf = buf;
             this.read_pos = 0;
-            if let Err(e) = result {
-                this.read_buf.clear();
-                return Poll::Ready(Err(e));
+            match result {
+                Ok(n) => this.flowing = n >= this.buffer,
+                Err(e) => {
+                    this.read_buf.clear();
+                    return Poll::Ready(Err(e));
+                }
             }
         }
         let ready = &this.read_buf[this.read_pos..];
@@ -317,7 +327,7 @@ mod tests {
         let rt = runtime().unwrap();
         rt.block_on(async {
             let (mut peer, mine) = pair();
-            let mut s = UringStream::from_std(mine, 4).unwrap();
+            let mut s = UringStream::from_std(mine, 4);
             peer.write_all(b"hello, edge").unwrap();
             // A read buffer smaller than what came: the rest is read next.
             let mut got = vec![0u8; 11];
@@ -342,7 +352,7 @@ mod tests {
         let rt = runtime().unwrap();
         rt.block_on(async {
             let (peer, mine) = pair();
-            let mut s = UringStream::from_std(mine, 4096).unwrap();
+            let mut s = UringStream::from_std(mine, 4096);
             let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
             // Out: more than the socket buffers hold, so some writes wait for room.
             let mut reader = peer.try_clone().unwrap();
@@ -373,7 +383,7 @@ mod tests {
         let rt = runtime().unwrap();
         rt.block_on(async {
             let (mut peer, mine) = pair();
-            let mut s = UringStream::from_std(mine, 64).unwrap();
+            let mut s = UringStream::from_std(mine, 64);
             let mut buf = [0u8; 1];
             // A read under way on an idle connection, given up (as a timeout does).
             let waited =
@@ -396,7 +406,7 @@ mod tests {
         let rt = runtime().unwrap();
         rt.block_on(async {
             let (peer, mine) = pair();
-            let s = UringStream::from_std(mine, 64).unwrap();
+            let s = UringStream::from_std(mine, 64);
             assert!(s.still_open());
             drop(peer);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
