@@ -126,6 +126,9 @@ pub enum Outcome<S> {
     Answered(S),
     /// The full proxy serves the rest of it, starting with `read` (bytes already read).
     HandOver(S, Vec<u8>),
+    /// Its first response was sent, it stays open and nothing of a next request is in (only
+    /// when asked for, with `idle_after_first`): the caller serves the rest.
+    Idle(S),
 }
 
 /// A request this path forwards.
@@ -151,7 +154,8 @@ enum Parsed {
 }
 
 /// Serves an HTTP/1.1 connection (plain, or TLS after its handshake) while its requests
-/// suit this path, over connections to instances from `pool`.
+/// suit this path, over connections to instances from `pool`; with `idle_after_first`,
+/// until its first response (see [`Outcome::Idle`]).
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin, C: Upstream>(
     mut client: S,
     remote: SocketAddr,
@@ -159,6 +163,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin, C: Upstream>(
     stop: &CancellationToken,
     scheme: Scheme,
     pool: &RawPool<C>,
+    idle_after_first: bool,
 ) -> Outcome<S> {
     let mut input: Vec<u8> = Vec::with_capacity(4096);
     let mut head: Vec<u8> = Vec::with_capacity(1024);
@@ -230,6 +235,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin, C: Upstream>(
                 input.drain(..plan.head_len);
                 if !keep_alive || plan.client_close || stopping {
                     return Outcome::Answered(client);
+                }
+                if idle_after_first && input.is_empty() {
+                    return Outcome::Idle(client);
                 }
             }
             Relayed::Broken => return Outcome::Closed,

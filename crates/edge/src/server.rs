@@ -437,14 +437,24 @@ async fn serve(
         connections.spawn(async move {
             // The lean path while the requests suit it; the full proxy for the rest.
             let pool = proxy.raw.clone();
-            let (stream, read) =
-                match crate::fast::serve(stream, remote, &proxy, &stop, Scheme::Http, &*pool).await
-                {
-                    // Closed as it drops: nothing is left to write, so the close sends the
-                    // FIN a shutdown would (one system call less per connection).
-                    crate::fast::Outcome::Closed | crate::fast::Outcome::Answered(_) => return,
-                    crate::fast::Outcome::HandOver(stream, read) => (stream, read),
-                };
+            let (stream, read) = match crate::fast::serve(
+                stream,
+                remote,
+                &proxy,
+                &stop,
+                Scheme::Http,
+                &*pool,
+                false,
+            )
+            .await
+            {
+                // Closed as it drops: nothing is left to write, so the close sends the
+                // FIN a shutdown would (one system call less per connection).
+                crate::fast::Outcome::Closed
+                | crate::fast::Outcome::Answered(_)
+                | crate::fast::Outcome::Idle(_) => return,
+                crate::fast::Outcome::HandOver(stream, read) => (stream, read),
+            };
             full_proxy(stream, read, remote, proxy, stop).await;
         });
     }
@@ -461,45 +471,74 @@ async fn drain(connections: tokio_util::task::TaskTracker) {
     }
 }
 
-/// Plain HTTP on the worker's io_uring ([`crate::uring`]): the lean path reads and writes
-/// through the ring, over a pool of connections to instances on the ring too; a connection
-/// the full proxy is to serve goes back to epoll for it.
+/// Plain HTTP with the worker's io_uring ([`crate::uring`]). A connection's first request
+/// is served on epoll, as everywhere (most connections that bring one request and close
+/// are served best there); a connection kept alive after it moves to the ring, where its
+/// further requests go out over a pool of connections to instances on the ring too. One
+/// the full proxy is to serve stays on, or goes back to, epoll.
 async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
-    use crate::uring::{accept, UringStream, BUFFER};
-    let listener = match crate::uring::listener(listener) {
+    use crate::fast::Outcome;
+    use crate::uring::{UringStream, BUFFER};
+    let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "edge worker cannot listen");
             return;
         }
     };
-    let pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
+    let ring_pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
     let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let accepted = tokio::select! {
+        let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = accept(&listener) => accepted,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
         };
-        let (stream, remote) = match accepted {
-            Ok((s, remote)) => (UringStream::from_std(s, BUFFER), remote),
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let (proxy, stop, pool) = (proxy.clone(), shutdown.clone(), pool.clone());
+        let (proxy, stop, ring_pool) = (proxy.clone(), shutdown.clone(), ring_pool.clone());
         connections.spawn_local(async move {
+            let pool = proxy.raw.clone();
             let (stream, read) =
-                match crate::fast::serve(stream, remote, &proxy, &stop, Scheme::Http, &*pool).await
+                match crate::fast::serve(stream, remote, &proxy, &stop, Scheme::Http, &*pool, true)
+                    .await
                 {
-                    crate::fast::Outcome::Closed | crate::fast::Outcome::Answered(_) => return,
-                    crate::fast::Outcome::HandOver(stream, read) => (stream, read),
+                    Outcome::Closed | Outcome::Answered(_) => return,
+                    Outcome::HandOver(stream, read) => (stream, read),
+                    Outcome::Idle(stream) => {
+                        let on_ring = stream
+                            .into_std()
+                            .and_then(|s| s.set_nonblocking(false).map(|()| s))
+                            .map(|s| UringStream::from_std(s, BUFFER));
+                        let stream = match on_ring {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot move a connection to io_uring");
+                                return;
+                            }
+                        };
+                        let outcome = crate::fast::serve(
+                            stream, remote, &proxy, &stop, Scheme::Http, &*ring_pool, false,
+                        )
+                        .await;
+                        let (stream, read) = match outcome {
+                            Outcome::Closed | Outcome::Answered(_) | Outcome::Idle(_) => return,
+                            Outcome::HandOver(stream, read) => (stream, read),
+                        };
+                        match stream.into_tokio() {
+                            Ok(stream) => (stream, read),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot hand a connection to the full proxy");
+                                return;
+                            }
+                        }
+                    }
                 };
-            match stream.into_tokio() {
-                Ok(stream) => full_proxy(stream, read, remote, proxy, stop).await,
-                Err(e) => tracing::warn!(error = %e, "cannot hand a connection to the full proxy"),
-            }
+            full_proxy(stream, read, remote, proxy, stop).await;
         });
     }
     drop(listener);
@@ -566,8 +605,8 @@ async fn serve_tls(
         (tls, Vec::new())
     } else {
         let pool = proxy.raw.clone();
-        match crate::fast::serve(tls, remote, &proxy, &stop, Scheme::Https, &*pool).await {
-            crate::fast::Outcome::Closed => return,
+        match crate::fast::serve(tls, remote, &proxy, &stop, Scheme::Https, &*pool, false).await {
+            crate::fast::Outcome::Closed | crate::fast::Outcome::Idle(_) => return,
             crate::fast::Outcome::Answered(mut tls) => {
                 // close_notify: the client knows the response was whole.
                 let _ = tokio::time::timeout(

@@ -61,19 +61,13 @@ pub struct UringStream {
     /// Whether the last read found more than its buffer took or read straight from the
     /// socket: a body is flowing in, so the next large read is tried straight away too.
     flowing: bool,
-    /// Whether bytes are known to be waiting for the first read.
-    first: bool,
 }
 
 impl UringStream {
     /// Puts `stream` on the current worker's ring; reads through it take up to `buffer`
     /// bytes at a time. The stream is in blocking mode, as `accept` returns it.
     pub fn from_std(stream: std::net::TcpStream, buffer: usize) -> Self {
-        let mut s = Self::new(tokio_uring::net::TcpStream::from_std(stream), buffer);
-        // Accepted once its first bytes are in (`TCP_DEFER_ACCEPT`, see [`crate::listen`]):
-        // they are read at once.
-        s.first = true;
-        s
+        Self::new(tokio_uring::net::TcpStream::from_std(stream), buffer)
     }
 
     fn new(socket: tokio_uring::net::TcpStream, buffer: usize) -> Self {
@@ -86,7 +80,6 @@ impl UringStream {
             write_buf: Vec::new(),
             buffer,
             flowing: false,
-            first: false,
         }
     }
 
@@ -169,31 +162,6 @@ impl UringStream {
     }
 }
 
-/// A listening socket whose readiness the worker's epoll follows: its connections are
-/// accepted in blocking mode, as io_uring wants them (an accept queued on the ring would
-/// stay armed on a socket a successor serves after a graceful upgrade).
-#[allow(unsafe_code)]
-pub fn listener(
-    listener: std::net::TcpListener,
-) -> io::Result<tokio::io::unix::AsyncFd<std::net::TcpListener>> {
-    listener.set_nonblocking(true)?;
-    // SAFETY: the AsyncFd owns the listener, so its descriptor stays open and the same for
-    // the AsyncFd's whole lifetime.
-    unsafe { tokio::io::unix::AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)
-}
-
-/// The next connection on a [`listener`] (in blocking mode).
-pub async fn accept(
-    listener: &tokio::io::unix::AsyncFd<std::net::TcpListener>,
-) -> io::Result<(std::net::TcpStream, SocketAddr)> {
-    loop {
-        let mut ready = listener.readable().await?;
-        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
-            return accepted;
-        }
-    }
-}
-
 /// Reads what the socket holds into `out`'s unfilled part, without waiting.
 #[allow(unsafe_code)]
 fn recv_into(fd: BorrowedFd<'_>, out: &mut ReadBuf<'_>) -> rustix::io::Result<()> {
@@ -226,8 +194,7 @@ impl AsyncRead for UringStream {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let idle = this.reading.is_none() && this.read_pos == this.read_buf.len();
-        if idle && (this.first || this.flowing && out.remaining() >= DIRECT) {
-            this.first = false;
+        if idle && this.flowing && out.remaining() >= DIRECT {
             match recv_into(this.fd(), out) {
                 Err(rustix::io::Errno::AGAIN) => this.flowing = false,
                 done => return Poll::Ready(done.map_err(Into::into)),
