@@ -10,9 +10,11 @@
 //!
 //! [`UringStream`] puts a socket on the worker's ring behind tokio's `AsyncRead` and
 //! `AsyncWrite`, so the lean path runs unchanged on it; a connection the full proxy is to
-//! serve becomes a tokio socket again ([`UringStream::into_tokio`]). Where io_uring is
-//! unavailable (an old kernel, a seccomp profile that forbids it, `io_uring_disabled`), the
-//! workers run on epoll as before.
+//! serve becomes a tokio socket again ([`UringStream::into_tokio`]). A connection comes to
+//! the ring once it is kept alive after its first request (see `server.rs`): one that brings
+//! a single request and closes is served best on epoll. Where io_uring is unavailable (an
+//! old kernel, a seccomp profile that forbids it, `io_uring_disabled`), the workers run on
+//! epoll throughout.
 
 use std::future::Future;
 use std::io;
