@@ -407,32 +407,13 @@ async fn serve(
     proxy: Proxy,
     shutdown: CancellationToken,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "edge worker cannot listen");
-            return;
-        }
-    };
-    let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let stopping = shutdown.clone();
+    accept_until_stopped(listener, &stopping, |stream, remote, connections| {
         let proxy = proxy.clone();
         let stop = shutdown.clone();
         if let Some(acceptor) = &tls {
-            let acceptor = acceptor.clone();
-            connections.spawn(serve_tls(acceptor, stream, remote, proxy, stop));
-            continue;
+            connections.spawn(serve_tls(acceptor.clone(), stream, remote, proxy, stop));
+            return;
         }
         connections.spawn(async move {
             // The lean path while the requests suit it; the full proxy for the rest.
@@ -457,6 +438,38 @@ async fn serve(
             };
             full_proxy(stream, read, remote, proxy, stop).await;
         });
+    })
+    .await;
+}
+
+/// Accepts connections on `listener`, handing each to `serve_one` with the tracker of the
+/// open ones, until `shutdown`; then lets the open ones finish ([`drain`]).
+async fn accept_until_stopped(
+    listener: std::net::TcpListener,
+    shutdown: &CancellationToken,
+    mut serve_one: impl FnMut(tokio::net::TcpStream, SocketAddr, &tokio_util::task::TaskTracker),
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "edge worker cannot listen");
+            return;
+        }
+    };
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        serve_one(stream, remote, &connections);
     }
     drop(listener);
     drain(connections).await;
@@ -479,27 +492,9 @@ async fn drain(connections: tokio_util::task::TaskTracker) {
 async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
     use crate::fast::Outcome;
     use crate::uring::{UringStream, BUFFER};
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "edge worker cannot listen");
-            return;
-        }
-    };
     let ring_pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
-    let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let stopping = shutdown.clone();
+    accept_until_stopped(listener, &stopping, |stream, remote, connections| {
         let (proxy, stop, ring_pool) = (proxy.clone(), shutdown.clone(), ring_pool.clone());
         connections.spawn_local(async move {
             let pool = proxy.raw.clone();
@@ -540,9 +535,8 @@ async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: 
                 };
             full_proxy(stream, read, remote, proxy, stop).await;
         });
-    }
-    drop(listener);
-    drain(connections).await;
+    })
+    .await;
 }
 
 /// The rest of a plain-HTTP connection on the full proxy, starting with the bytes the lean
