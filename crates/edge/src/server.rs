@@ -313,7 +313,12 @@ pub async fn run_after(
                         // Said once, not by every worker.
                         static SAID: std::sync::Once = std::sync::Once::new();
                         SAID.call_once(|| {
-                            tracing::warn!(error = %e, "io_uring unavailable; serving plain HTTP on epoll")
+                            tracing::warn!(
+                                error = %e,
+                                "io_uring unavailable; serving plain HTTP on epoll \
+                                 (io_uring needs Linux 5.19 or later, sysctl \
+                                 kernel.io_uring_disabled=0 and no seccomp profile forbidding it)"
+                            )
                         });
                     })
                     .ok()
@@ -407,8 +412,7 @@ async fn serve(
     proxy: Proxy,
     shutdown: CancellationToken,
 ) {
-    let stopping = shutdown.clone();
-    accept_until_stopped(listener, &stopping, |stream, remote, connections| {
+    accept_until_stopped(listener, &shutdown, |stream, remote, connections| {
         let proxy = proxy.clone();
         let stop = shutdown.clone();
         if let Some(acceptor) = &tls {
@@ -493,8 +497,7 @@ async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: 
     use crate::fast::Outcome;
     use crate::uring::{UringStream, BUFFER};
     let ring_pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
-    let stopping = shutdown.clone();
-    accept_until_stopped(listener, &stopping, |stream, remote, connections| {
+    accept_until_stopped(listener, &shutdown, |stream, remote, connections| {
         let (proxy, stop, ring_pool) = (proxy.clone(), shutdown.clone(), ring_pool.clone());
         connections.spawn_local(async move {
             let pool = proxy.raw.clone();
