@@ -13,6 +13,7 @@
 use crate::chunked::ChunkedEnd;
 use crate::proxy::{Proxy, Scheme};
 use crate::routes::{Group, LiveRoute};
+use crate::splice::{SpliceEnd, Spliced};
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -33,6 +34,8 @@ const MAX_IDLE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of the buffer a response body passes through.
 const RELAY_BUFFER: usize = 64 * 1024;
+/// Most bytes read from an instance at a time until its response head is in.
+const HEAD_READ: u64 = 16 * 1024;
 
 /// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &str) -> bool {
@@ -43,7 +46,7 @@ fn is_hop_by_hop(name: &str) -> bool {
 
 /// A connection to an instance the lean path can pool: a tokio socket, or one on the
 /// worker's io_uring ([`crate::uring::UringStream`]).
-pub trait Upstream: AsyncRead + AsyncWrite + Unpin + Sized {
+pub trait Upstream: AsyncRead + AsyncWrite + SpliceEnd + Unpin + Sized {
     /// Connects to `addr`, with `TCP_NODELAY` (requests go out whole, at once).
     fn open(addr: SocketAddr) -> impl std::future::Future<Output = std::io::Result<Self>>;
     /// Whether an idle connection is still open (nothing arrived on it, not even its end).
@@ -156,7 +159,7 @@ enum Parsed {
 /// Serves an HTTP/1.1 connection (plain, or TLS after its handshake) while its requests
 /// suit this path, over connections to instances from `pool`; with `idle_after_first`,
 /// until its first response (see [`Outcome::Idle`]).
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin, C: Upstream>(
+pub async fn serve<S: AsyncRead + AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
     mut client: S,
     remote: SocketAddr,
     proxy: &Proxy,
@@ -405,7 +408,7 @@ enum Framing {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward<S: AsyncWrite + Unpin, C: Upstream>(
+async fn forward<S: AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
     client: &mut S,
     remote: SocketAddr,
     proxy: &Proxy,
@@ -594,9 +597,19 @@ async fn forward<S: AsyncWrite + Unpin, C: Upstream>(
         },
         Framing::UntilClose => (body_start.len(), false, false),
     };
-    let written = client
-        .write_vectored(&[IoSlice::new(head), IoSlice::new(&body_start[..first])])
-        .await;
+    let mut left = match framing {
+        Framing::Length(n) => n - first as u64,
+        _ => 0,
+    };
+    let splicing = matches!(framing, Framing::Length(_))
+        && left >= crate::splice::MIN_BODY
+        && conn.splice_fd().is_some();
+    let parts = [IoSlice::new(head), IoSlice::new(&body_start[..first])];
+    let written = match splicing.then(|| crate::splice::send_before(client, &parts)) {
+        // Held back until the spliced body follows: the client is woken once, for both.
+        Some(Some(sent)) => Ok(sent),
+        _ => client.write_vectored(&parts).await,
+    };
     let total = head.len() + first;
     match written {
         Ok(n) if n == total => {}
@@ -610,11 +623,15 @@ async fn forward<S: AsyncWrite + Unpin, C: Upstream>(
         }
         Err(_) => return Relayed::Broken,
     }
-    let mut left = match framing {
-        Framing::Length(n) => n - first as u64,
-        _ => 0,
-    };
     while !done {
+        // A large body of known length passes inside the kernel, as far as it can.
+        if splicing && left >= crate::splice::MIN_BODY {
+            match crate::splice::relay(&mut conn, client, &mut left, relay).await {
+                Spliced::Done => break,
+                Spliced::Broken => return Relayed::Broken,
+                Spliced::Stopped => {}
+            }
+        }
         relay.clear();
         relay.reserve(RELAY_BUFFER);
         let n = match conn.read_buf(relay).await {
@@ -752,7 +769,9 @@ async fn exchange<C: Upstream>(
         if into.capacity() - into.len() < 1024 {
             into.reserve(8192);
         }
-        match conn.read_buf(into).await {
+        // A head and a small body come in one read; the rest of a large body stays in the
+        // socket, to be spliced.
+        match (&mut *conn).take(HEAD_READ).read_buf(into).await {
             Ok(0) | Err(_) if into.is_empty() => return Err(Exchange::NothingBack),
             Ok(0) | Err(_) => return Err(Exchange::Garbled),
             Ok(_) => {}

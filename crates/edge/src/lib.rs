@@ -34,6 +34,7 @@ pub mod probe;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod splice;
 pub mod static_files;
 pub mod tls;
 pub mod upstream;

@@ -267,6 +267,18 @@ impl AsyncWrite for UringStream {
     }
 }
 
+impl crate::splice::SpliceEnd for UringStream {
+    fn splice_fd(&self) -> Option<BorrowedFd<'_>> {
+        let idle = self.reading.is_none() && self.writing.is_none();
+        (idle && self.read_pos == self.read_buf.len()).then(|| self.fd())
+    }
+
+    fn nonblocking(&self, on: bool) -> io::Result<()> {
+        // Kept blocking otherwise: the ring's reads and writes wait on a blocking socket.
+        Ok(rustix::io::ioctl_fionbio(self.fd(), on)?)
+    }
+}
+
 impl Drop for UringStream {
     fn drop(&mut self) {
         // A read or write still under way holds the socket open until the kernel answers

@@ -891,8 +891,8 @@ async fn plain_http2_with_prior_knowledge_is_served() {
 }
 
 /// An instance that keeps its connection open and answers the requests on it in turn with
-/// the canned responses (chunked with a trailer, sized, a HEAD, one with a header named in
-/// `Connection`), then one delimited by closing; counts the connections it accepted.
+/// the canned responses (chunked with a trailer, sized, a large sized one, a HEAD, one with a
+/// header named in `Connection`), then one delimited by closing; counts the connections it accepted.
 async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -917,7 +917,17 @@ async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::At
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
                     buf.drain(..end);
                     let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                    let large;
                     let answer: &[u8] = match path.as_str() {
+                        "/large" => {
+                            large = [
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", LARGE)
+                                    .into_bytes(),
+                                large_body(),
+                            ]
+                            .concat();
+                            &large
+                        }
                         "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n",
                         "/sized" => b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-App: yes\r\n\r\nsize",
                         "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
@@ -937,6 +947,16 @@ async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::At
         }
     });
     (addr, accepted)
+}
+
+/// Length of the large body `framing_upstream` answers `/large` with.
+const LARGE: usize = 3 << 20;
+
+/// A body that shows any loss, repeat or reordering.
+fn large_body() -> Vec<u8> {
+    (0..LARGE)
+        .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+        .collect()
 }
 
 /// Reads one response from `s` (bytes beyond it stay in `pending`): its head and body.
@@ -1035,6 +1055,25 @@ async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections_on(edge
         head.starts_with("http/1.1 201") && head.contains("x-app: yes"),
         "{head}"
     );
+    assert_eq!(body, b"size");
+    // Large bodies (passed between the sockets inside the kernel), one to a client that
+    // reads at once and one to a client that reads late, its socket full meanwhile; then a
+    // small one after them on the same connections.
+    for late in [false, true] {
+        s.write_all(b"GET /large HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        if late {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (head, body) = read_response(&mut s, &mut pending, false).await;
+        assert!(head.contains(&format!("content-length: {LARGE}")), "{head}");
+        assert!(body == large_body(), "the large body arrived changed");
+    }
+    s.write_all(b"GET /sized HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (_, body) = read_response(&mut s, &mut pending, false).await;
     assert_eq!(body, b"size");
     for _ in 0..3 {
         s.write_all(b"HEAD /head HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
