@@ -603,7 +603,8 @@ async fn forward<S: AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
     };
     let splicing = matches!(framing, Framing::Length(_))
         && left >= crate::splice::MIN_BODY
-        && conn.splice_fd().is_some();
+        && conn.splice_fd().is_some()
+        && client.splice_fd().is_some();
     let parts = [IoSlice::new(head), IoSlice::new(&body_start[..first])];
     let written = match splicing.then(|| crate::splice::send_before(client, &parts)) {
         // Held back until the spliced body follows: the client is woken once, for both.
