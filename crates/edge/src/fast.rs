@@ -628,7 +628,12 @@ async fn forward<S: AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
         // A large body of known length passes inside the kernel, as far as it can.
         if splicing && left >= crate::splice::MIN_BODY {
             match crate::splice::relay(&mut conn, client, &mut left, relay).await {
-                Spliced::Done => break,
+                Spliced::Done => {
+                    // Bytes past the body (an instance sending more than it said) were read
+                    // with its last bytes: the connection is not for another request.
+                    reusable = conn.splice_fd().is_some();
+                    break;
+                }
                 Spliced::Broken => return Relayed::Broken,
                 Spliced::Stopped => {}
             }

@@ -240,16 +240,10 @@ async fn write_blocking<S: AsyncWrite + SpliceEnd + Unpin>(client: &mut S, bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uring::tests::pair;
     use crate::uring::UringStream;
     use std::io::{Read, Write};
     use std::time::Duration;
-
-    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
-        (a, b)
-    }
 
     fn tokio_pair() -> (std::net::TcpStream, tokio::net::TcpStream) {
         let (a, b) = pair();
