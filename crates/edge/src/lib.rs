@@ -10,7 +10,8 @@
 //!   (parsed once, forwarded as bytes, the response relayed on the connection's own task;
 //!   chunked bodies followed by [`chunked`]); anything else goes to [`proxy`].
 //! - [`server`]: the edge process: workers, route file watcher, graceful shutdown; its
-//!   listening sockets, one per worker, in [`listen`].
+//!   listening sockets, one per worker, in [`listen`]; a worker serving kept-alive
+//!   connections kept on its own core by [`pinning`].
 //! - [`static_files`]: berth's static file server, which static-site apps run.
 //! - [`tls`]: HTTPS termination (rustls, SNI, ALPN h2/http1.1) over the certificate snapshot
 //!   in [`certs`]; certificates come from berth's [`local_ca`] or an ACME directory
@@ -30,6 +31,7 @@ pub mod local_ca;
 pub mod metrics;
 pub mod nudge;
 pub mod pages;
+pub mod pinning;
 pub mod probe;
 pub mod proxy;
 pub mod routes;

@@ -261,7 +261,8 @@ pub async fn run_after(
     let wake_dir = cfg.routes_file.parent().map(|d| d.join("wake"));
     let access = cfg.access_log.clone().map(crate::access::AccessLog::start);
     let mut handles = Vec::new();
-    for _ in 0..workers {
+    let cores = crate::pinning::cores_for(workers);
+    for (index, core) in cores.into_iter().enumerate() {
         let plain = plain_hands.next().unwrap_or_default();
         let tls = match (tls_hands.as_mut(), &acceptor) {
             (Some(hands), Some(a)) => Some((hands.next().unwrap_or_default(), a.clone())),
@@ -270,7 +271,8 @@ pub async fn run_after(
         let (table, shutdown, wake_dir) = (table.clone(), shutdown.clone(), wake_dir.clone());
         let access = access.as_ref().map(|a| a.worker());
         let io_uring = cfg.io_uring;
-        handles.push(std::thread::spawn(move || {
+        let worker = std::thread::Builder::new().name(format!("edge-worker-{index}"));
+        let spawned = worker.spawn(move || {
             let work = move |on_ring: bool| async move {
                 if let Some(log) = access.clone() {
                     let stop = shutdown.clone();
@@ -287,10 +289,19 @@ pub async fn run_after(
                 let proxy = Proxy::new(table, https_port)
                     .with_access_log(access.clone())
                     .with_wake_dir(wake_dir.clone());
+                let load = std::rc::Rc::new(crate::pinning::Load::default());
+                if let (true, Some(core)) = (on_ring, core) {
+                    tokio::task::spawn_local(keep_on_core(core, load.clone(), shutdown.clone()));
+                }
                 let mut serving = tokio::task::JoinSet::new();
                 for l in plain {
                     if on_ring {
-                        serving.spawn_local(serve_on_ring(l, proxy.clone(), shutdown.clone()));
+                        serving.spawn_local(serve_on_ring(
+                            l,
+                            proxy.clone(),
+                            load.clone(),
+                            shutdown.clone(),
+                        ));
                     } else {
                         serving.spawn_local(serve(l, None, proxy.clone(), shutdown.clone()));
                     }
@@ -335,7 +346,11 @@ pub async fn run_after(
                 Ok(rt) => tokio::task::LocalSet::new().block_on(&rt, work(false)),
                 Err(e) => tracing::error!(error = %e, "cannot start an edge worker"),
             }
-        }));
+        });
+        handles.push(spawned.map_err(|source| EdgeError::Io {
+            context: "starting an edge worker".into(),
+            source,
+        })?);
     }
     // Serving: a predecessor may stop accepting now; its counts come once it has drained.
     let carried = predecessor.map(|mut p| {
@@ -493,12 +508,19 @@ async fn drain(connections: tokio_util::task::TaskTracker) {
 /// are served best there); a connection kept alive after it moves to the ring, where its
 /// further requests go out over a pool of connections to instances on the ring too. One
 /// the full proxy is to serve stays on, or goes back to, epoll.
-async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: CancellationToken) {
+async fn serve_on_ring(
+    listener: std::net::TcpListener,
+    proxy: Proxy,
+    load: std::rc::Rc<crate::pinning::Load>,
+    shutdown: CancellationToken,
+) {
     use crate::fast::Outcome;
     use crate::uring::{UringStream, BUFFER};
     let ring_pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
     accept_until_stopped(listener, &shutdown, |stream, remote, connections| {
+        load.accepted();
         let (proxy, stop, ring_pool) = (proxy.clone(), shutdown.clone(), ring_pool.clone());
+        let load = load.clone();
         connections.spawn_local(async move {
             let pool = proxy.raw.clone();
             let (stream, read) =
@@ -519,10 +541,12 @@ async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: 
                                 return;
                             }
                         };
+                        let counted = load.on_ring();
                         let outcome = crate::fast::serve(
                             stream, remote, &proxy, &stop, Scheme::Http, &*ring_pool, false,
                         )
                         .await;
+                        drop(counted);
                         let (stream, read) = match outcome {
                             Outcome::Closed | Outcome::Answered(_) | Outcome::Idle(_) => return,
                             Outcome::HandOver(stream, read) => (stream, read),
@@ -540,6 +564,32 @@ async fn serve_on_ring(listener: std::net::TcpListener, proxy: Proxy, shutdown: 
         });
     })
     .await;
+}
+
+/// Keeps the worker on `core` while its work is mostly kept-alive connections on the ring
+/// (see [`crate::pinning`]), until shutdown.
+async fn keep_on_core(
+    core: usize,
+    load: std::rc::Rc<crate::pinning::Load>,
+    stop: CancellationToken,
+) {
+    let mut pinning = match crate::pinning::Pinning::new(core) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, "the worker's cores cannot be read; not pinning it");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(crate::pinning::CHECK_EVERY) => {}
+        }
+        if let Err(e) = pinning.set(load.mostly_kept_alive()) {
+            tracing::debug!(error = %e, core, "cannot change the worker's core; not pinning it");
+            return;
+        }
+    }
 }
 
 /// The rest of a plain-HTTP connection on the full proxy, starting with the bytes the lean
