@@ -2,8 +2,9 @@
 # berth's edge vs nginx, HAProxy and Caddy as reverse proxies for the same backend (an nginx
 # of its own serving a small answer and a 64 KiB file), on loopback, measured in one run with
 # wrk (1 thread, 64 connections): kept-alive connections, then a new connection per request,
-# for the small and the 64 KiB response; the median of BENCH_ROUNDS=3 rounds of
-# BENCH_SECS=5 s each, the proxies taking turns in each round. Each proxy gets the same
+# for the small and the 64 KiB response; the median of BENCH_ROUNDS=5 rounds of
+# BENCH_SECS=5 s each, the proxies taking turns in each round, in an order that rotates
+# from round to round. Each proxy gets the same
 # number of worker threads or processes (one per core). Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +110,7 @@ for port in $HAPROXY $CADDY $EDGE; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" -H "Host: bench.localhost" && break; sleep 0.05; done
 done
 SECS=${BENCH_SECS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 mkdir -p "$DIR/results"
 TARGETS=("$BACKEND direct" "$NGINX nginx" "$HAPROXY haproxy" "$CADDY caddy" "$EDGE berth")
 run() { # port name path extra-wrk-args... : appends "req/s p99-ms errors" to $DIR/<name>
@@ -124,7 +125,7 @@ run() { # port name path extra-wrk-args... : appends "req/s p99-ms errors" to $D
 median() { # column file
   sort -g -k"$1","$1" "$2" | awk -v c="$1" '{v[NR] = $c} END {print v[int((NR + 1) / 2)]}'
 }
-echo "wrk -t1 -c64, ${SECS} s per run, median of $ROUNDS rounds (the proxies take turns in each round)"
+echo "wrk -t1 -c64, ${SECS} s per run, median of $ROUNDS rounds (the proxies take turns, in an order rotating each round)"
 for load in keepalive new-connection; do
   extra=()
   [ "$load" = new-connection ] && extra=(-H "Connection: close")
@@ -136,9 +137,11 @@ for load in keepalive new-connection; do
       rm -f "$DIR/results/$2"
       wrk -t1 -c16 -d1s -H "Host: bench.localhost" "${extra[@]}" "http://127.0.0.1:$1$path" >/dev/null 2>&1 || true
     done
-    for _ in $(seq 1 "$ROUNDS"); do
-      for target in "${TARGETS[@]}"; do
-        set -- $target
+    for round in $(seq 0 $((ROUNDS - 1))); do
+      # Each round starts one place further down the list: no proxy always runs right
+      # after the same one (what one leaves behind, the next would always pay for).
+      for i in $(seq 0 $((${#TARGETS[@]} - 1))); do
+        set -- ${TARGETS[$(((round + i) % ${#TARGETS[@]}))]}
         run "$1" "$2" "$path" "${extra[@]}"
       done
     done
