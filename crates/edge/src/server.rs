@@ -303,14 +303,26 @@ pub async fn run_after(
                             shutdown.clone(),
                         ));
                     } else {
-                        serving.spawn_local(serve(l, None, proxy.clone(), shutdown.clone()));
+                        serving.spawn_local(serve(
+                            l,
+                            None,
+                            proxy.clone(),
+                            load.clone(),
+                            shutdown.clone(),
+                        ));
                     }
                 }
                 for (l, acceptor) in tls
                     .into_iter()
                     .flat_map(|(ls, a)| ls.into_iter().map(move |l| (l, a.clone())))
                 {
-                    serving.spawn_local(serve(l, Some(acceptor), proxy.clone(), shutdown.clone()));
+                    serving.spawn_local(serve(
+                        l,
+                        Some(acceptor),
+                        proxy.clone(),
+                        load.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 serving.join_all().await;
                 // What the drained connections logged last.
@@ -425,9 +437,10 @@ async fn serve(
     listener: std::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     proxy: Proxy,
+    load: std::rc::Rc<crate::pinning::Load>,
     shutdown: CancellationToken,
 ) {
-    accept_until_stopped(listener, &shutdown, |stream, remote, connections| {
+    accept_until_stopped(listener, &shutdown, &load, |stream, remote, connections| {
         let proxy = proxy.clone();
         let stop = shutdown.clone();
         if let Some(acceptor) = &tls {
@@ -461,11 +474,13 @@ async fn serve(
     .await;
 }
 
-/// Accepts connections on `listener`, handing each to `serve_one` with the tracker of the
-/// open ones, until `shutdown`; then lets the open ones finish ([`drain`]).
+/// Accepts connections on `listener` (counted in the worker's `load`), handing each to
+/// `serve_one` with the tracker of the open ones, until `shutdown`; then lets the open ones
+/// finish ([`drain`]).
 async fn accept_until_stopped(
     listener: std::net::TcpListener,
     shutdown: &CancellationToken,
+    load: &crate::pinning::Load,
     mut serve_one: impl FnMut(tokio::net::TcpStream, SocketAddr, &tokio_util::task::TaskTracker),
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -488,6 +503,7 @@ async fn accept_until_stopped(
                 }
             },
         };
+        load.accepted();
         serve_one(stream, remote, &connections);
     }
     drop(listener);
@@ -517,8 +533,7 @@ async fn serve_on_ring(
     use crate::fast::Outcome;
     use crate::uring::{UringStream, BUFFER};
     let ring_pool = std::rc::Rc::new(crate::fast::RawPool::<UringStream>::default());
-    accept_until_stopped(listener, &shutdown, |stream, remote, connections| {
-        load.accepted();
+    accept_until_stopped(listener, &shutdown, &load, |stream, remote, connections| {
         let (proxy, stop, ring_pool) = (proxy.clone(), shutdown.clone(), ring_pool.clone());
         let load = load.clone();
         connections.spawn_local(async move {
