@@ -61,8 +61,7 @@ impl Load {
     /// Whether the worker's work since the last call was mostly kept-alive connections
     /// (and starts counting anew).
     pub fn mostly_kept_alive(&self) -> bool {
-        let (on_ring, accepted) = (self.on_ring.get(), self.accepted.replace(0));
-        on_ring > 0 && on_ring > accepted
+        self.on_ring.get() > self.accepted.replace(0)
     }
 }
 

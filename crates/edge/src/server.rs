@@ -591,7 +591,7 @@ async fn keep_on_core(
     let mut pinning = match crate::pinning::Pinning::new(core) {
         Ok(p) => p,
         Err(e) => {
-            tracing::debug!(error = %e, "the worker's cores cannot be read; not pinning it");
+            tracing::warn!(error = %e, "the worker's cores cannot be read; it runs on any core");
             return;
         }
     };
@@ -601,7 +601,7 @@ async fn keep_on_core(
             _ = tokio::time::sleep(crate::pinning::CHECK_EVERY) => {}
         }
         if let Err(e) = pinning.set(load.mostly_kept_alive()) {
-            tracing::debug!(error = %e, core, "cannot change the worker's core; not pinning it");
+            tracing::warn!(error = %e, core, "cannot change the cores the worker runs on; leaving them as they are");
             return;
         }
     }
