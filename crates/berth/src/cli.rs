@@ -551,6 +551,10 @@ pub enum Command {
         /// Serve plain HTTP on epoll even where io_uring is available.
         #[arg(long)]
         no_io_uring: bool,
+        /// A peer whose forwarding headers are kept and extended (see `berth up
+        /// --trusted-proxy`); repeatable.
+        #[arg(long, value_name = "CIDR")]
+        trusted_proxy: Vec<berth_edge::policy::Cidr>,
     },
     /// (internal) Init process inside app containers.
     #[command(hide = true)]
@@ -891,6 +895,10 @@ pub enum ProjectsCommand {
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
     /// Keep credentials for a registry host (HOST or HOST:PORT), replacing earlier ones.
+    ///
+    /// Credentials belong to a scope: the platform's (default) are used by every project's
+    /// deploys; with --tenant or --project only by that tenant's or project's, which then
+    /// take precedence over the platform's for the same host.
     Login {
         host: String,
         #[arg(long)]
@@ -898,11 +906,40 @@ pub enum RegistryCommand {
         /// Read the password (or token) from standard input (else BERTH_REGISTRY_PASSWORD).
         #[arg(long)]
         password_stdin: bool,
+        #[command(flatten)]
+        scope: RegistryScopeArgs,
     },
-    /// List the registries berth holds credentials for (never the passwords).
+    /// List the registries berth holds credentials for, with their scopes (never the
+    /// passwords).
     List,
-    /// Forget a registry's credentials.
-    Logout { host: String },
+    /// Forget a registry's credentials (the platform's, or those of --tenant/--project).
+    Logout {
+        host: String,
+        #[command(flatten)]
+        scope: RegistryScopeArgs,
+    },
+}
+
+/// Whose deploys may use registry credentials.
+#[derive(Debug, Args)]
+pub struct RegistryScopeArgs {
+    /// Only this project's deploys use them.
+    #[arg(long, conflicts_with = "tenant")]
+    pub project: Option<String>,
+    /// Only the deploys of this tenant's projects use them.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+impl RegistryScopeArgs {
+    /// `project:NAME`, `tenant:NAME`, or none (the platform's).
+    pub fn scope(&self) -> Option<String> {
+        match (&self.project, &self.tenant) {
+            (Some(p), _) => Some(format!("project:{p}")),
+            (None, Some(t)) => Some(format!("tenant:{t}")),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -929,12 +966,23 @@ pub enum PeopleCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
-    /// Make a tenant, with quotas over all of its projects if given.
+    /// Make a tenant, with quotas over all of its projects if given, and what its apps are
+    /// held to whatever their berth.toml says.
+    ///
+    /// Example: berth tenants create acme --isolation sandbox --max-apps 20
     Create {
         /// A DNS label, e.g. acme.
         name: String,
         #[command(flatten)]
         quota: QuotaArgs,
+        /// The least isolation its apps run and build at: `sandbox` runs every app of the
+        /// tenant under gVisor (an app asking for `trusted` is refused).
+        #[arg(long, value_name = "LEVEL")]
+        isolation: Option<String>,
+        /// The capabilities its apps may keep, comma-separated (e.g. net_bind_service);
+        /// `none` for none. Default: every one the platform grants.
+        #[arg(long, value_name = "CAPS")]
+        capabilities: Option<String>,
     },
     /// List tenants with their projects, quotas and what they use.
     List,
@@ -1143,6 +1191,20 @@ pub struct UpArgs {
     /// edge about a quarter of its peak request rate on a 2-core machine (bench/).
     #[arg(long, env = "BERTH_NO_ACCESS_LOG")]
     pub no_access_log: bool,
+    /// A proxy or load balancer in front of the edge, as a CIDR range (10.0.0.0/8,
+    /// 192.0.2.7/32, 2001:db8::/32); repeat the flag or separate ranges by commas. The edge
+    /// replaces every client's X-Forwarded-For, X-Real-IP, X-Forwarded-Host/-Proto/-Port and
+    /// Forwarded headers with what it saw itself (so apps cannot be lied to about who
+    /// called); from a trusted proxy it keeps them and appends the proxy's address to
+    /// X-Forwarded-For and Forwarded. Trust only addresses clients cannot reach the edge
+    /// from.
+    #[arg(
+        long,
+        env = "BERTH_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<berth_edge::policy::Cidr>,
     /// How long apps' log lines are kept (berth.toml `[logs] retention` overrides), e.g. 7d.
     #[arg(long, env = "BERTH_LOG_RETENTION", default_value = "7d")]
     pub log_retention: String,

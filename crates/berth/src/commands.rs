@@ -79,6 +79,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
             handover,
             take_over,
             no_io_uring,
+            trusted_proxy,
         } => {
             edge(
                 berth_edge::server::EdgeConfig {
@@ -92,6 +93,7 @@ async fn run_async(cli: Cli) -> Result<i32> {
                     access_log,
                     handover,
                     io_uring: !no_io_uring,
+                    trusted_proxies: berth_edge::policy::TrustedProxies::new(trusted_proxy),
                 },
                 take_over,
             )
@@ -513,6 +515,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         })
         .transpose()?;
     cfg.access_log = !a.no_access_log;
+    cfg.trusted_proxies = a.trusted_proxy;
     cfg.log_retention = berth_observe::Retention {
         max_age_ms: humantime::parse_duration(&a.log_retention)
             .context("--log-retention")?
@@ -773,13 +776,21 @@ async fn deploy_image(
 ) -> Result<i32> {
     let reference = berth_core::registries::parse_reference(image).map_err(|e| anyhow!(e))?;
     let toml_path = path.join("berth.toml");
-    let berth_toml = match std::fs::read_to_string(&toml_path) {
-        Ok(text) => {
+    // Read beneath `path`: a regular file of at most 1 MiB, never a link out of it.
+    let text = match berth_factory::tree::SourceTree::open(path)
+        .and_then(|tree| tree.read_spec("berth.toml"))
+    {
+        Ok(text) => text,
+        Err(berth_factory::tree::TreeError::Io { .. }) => None,
+        Err(e) => bail!("{}: {e}", path.display()),
+    };
+    let berth_toml = match text {
+        Some(text) => {
             let parsed = berth_core::spec::BerthToml::parse(&text)
                 .map_err(|e| anyhow!("{}: {e}", toml_path.display()))?;
             Some((text, parsed.name))
         }
-        Err(_) => None,
+        None => None,
     };
     let app = app
         .or_else(|| berth_toml.as_ref().and_then(|(_, n)| n.clone()))

@@ -270,9 +270,9 @@ fn export(commit: &str, into: &Path) -> Result<()> {
     }
     let src = into.join("src");
     std::fs::create_dir_all(&src)?;
+    // The pushed tree is the pusher's: unpacked within bounds, links kept inside it.
     let file = std::fs::File::open(&tar)?;
-    tar::Archive::new(file)
-        .unpack(&src)
+    berth_factory::source::unpack_tar(std::io::BufReader::new(file), &src)
         .context("unpacking the pushed commit")?;
     std::fs::remove_file(&tar)?;
     Ok(())
@@ -284,6 +284,31 @@ fn commit_time(commit: &str) -> Option<i64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Whether commit `old` is in the history of `new` (a fast-forward), inside the hook,
+/// where the pushed objects are visible.
+fn is_ancestor(old: &str, new: &str) -> bool {
+    Command::new("git")
+        .args(["merge-base", "--is-ancestor", old, new])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The first 12 characters of a commit id.
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// Whether the pusher's token sees app `app` (an unreachable API counts as no).
+async fn app_exists(g: &Global, app: &str) -> bool {
+    let Ok(client) = crate::client::Client::discover(&crate::client::target(g)) else {
+        return false;
+    };
+    client
+        .get_json::<serde_json::Value>(&berth_client::app_path(app, "/releases"))
+        .await
+        .is_ok()
 }
 
 /// The `pre-receive` hook: each pushed ref on stdin (`OLD NEW REF`); a push to `main`
@@ -312,7 +337,26 @@ pub async fn hook(g: &Global) -> Result<i32> {
             deploy = Some(new.clone());
         }
     }
+    // The deploy branch is protected: its history is what the releases record, so a push
+    // may only build on it, never rewrite it.
+    for (old, new, name) in &pushed {
+        if *name == deploy_ref && old != ZERO && new != ZERO && !is_ancestor(old, new) {
+            eprintln!(
+                "berth: {deploy_ref} cannot be rewritten (a non-fast-forward push): {} is not in the history of {}",
+                short(old),
+                short(new)
+            );
+            eprintln!("berth: pull and push a commit that builds on it; `berth rollback {app}` serves an earlier release");
+            return Ok(1);
+        }
+    }
     let Some(commit) = deploy else {
+        // Other branches are kept only for an app that exists (to the pusher): a repository
+        // is never filled before its app is made — by a push to the deploy branch.
+        if !app_exists(g, &app).await {
+            eprintln!("berth: app {app} does not exist: push {deploy_ref} first, which makes and deploys it");
+            return Ok(1);
+        }
         return Ok(0);
     };
     let work = tempfile::tempdir().context("a work directory")?;

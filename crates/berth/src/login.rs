@@ -204,8 +204,9 @@ pub async fn login(g: &Global, no_browser: bool, callback_port: Option<u16>) -> 
     if c["nonce"].as_str() != Some(nonce.as_str()) {
         bail!("the ID token was not made for this login (nonce mismatch); try again");
     }
+    // As the platform maps it: the email only when the provider vouches for it.
     let identity = match (c["email"].as_str(), c["email_verified"].as_bool()) {
-        (Some(email), verified) if verified != Some(false) && !email.is_empty() => email,
+        (Some(email), Some(true)) if !email.is_empty() => email,
         _ => c["sub"].as_str().unwrap_or("?"),
     }
     .to_string();

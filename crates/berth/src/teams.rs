@@ -251,13 +251,33 @@ pub async fn tenants(g: &Global, cmd: TenantsCommand) -> Result<i32> {
     use berth_core::projects::TenantView;
     let client = crate::client::discover(g)?;
     match cmd {
-        TenantsCommand::Create { name, quota } => {
+        TenantsCommand::Create {
+            name,
+            quota,
+            isolation,
+            capabilities,
+        } => {
             berth_core::projects::check_tenant_name(&name).map_err(|e| anyhow!(e))?;
             let quota = quota_of(quota)?;
+            let policy = berth_core::projects::TenantPolicy {
+                min_isolation: isolation
+                    .map(|l| berth_core::policy::Isolation::parse(&l))
+                    .transpose()
+                    .map_err(|e| anyhow!("--isolation: {e}"))?,
+                capabilities: capabilities.map(|c| {
+                    c.split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty() && *c != "none")
+                        .map(str::to_string)
+                        .collect()
+                }),
+            }
+            .normalized()
+            .map_err(|e| anyhow!("--capabilities: {e}"))?;
             let view: TenantView = client
                 .post_json(
                     "/v1/tenants",
-                    &serde_json::json!({ "name": name, "quota": quota }),
+                    &serde_json::json!({ "name": name, "quota": quota, "policy": policy }),
                 )
                 .await?;
             if g.json {
@@ -306,6 +326,7 @@ pub async fn registry(g: &Global, cmd: RegistryCommand) -> Result<i32> {
             host,
             username,
             password_stdin,
+            scope,
         } => {
             let password = if password_stdin {
                 let mut text = String::new();
@@ -321,6 +342,7 @@ pub async fn registry(g: &Global, cmd: RegistryCommand) -> Result<i32> {
                 host,
                 username,
                 password,
+                scope: scope.scope(),
             };
             berth_core::registries::check_login(&login).map_err(|e| anyhow!(e))?;
             let v: RegistryView = client
@@ -329,7 +351,12 @@ pub async fn registry(g: &Global, cmd: RegistryCommand) -> Result<i32> {
             if g.json {
                 output::json(&v);
             } else {
-                println!("credentials for {} ({}) kept", v.host, v.username);
+                println!(
+                    "credentials for {} ({}) kept, for the deploys of {}",
+                    v.host,
+                    v.username,
+                    v.scope.replacen(':', " ", 1)
+                );
             }
             Ok(0)
         }
@@ -341,18 +368,24 @@ pub async fn registry(g: &Global, cmd: RegistryCommand) -> Result<i32> {
             }
             let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|r| vec![r.host.clone(), r.username.clone(), r.created_by.clone()])
+                .map(|r| {
+                    vec![
+                        r.host.clone(),
+                        r.scope.clone(),
+                        r.username.clone(),
+                        r.created_by.clone(),
+                    ]
+                })
                 .collect();
-            output::table(&["REGISTRY", "USER", "GIVEN BY"], &rows);
+            output::table(&["REGISTRY", "SCOPE", "USER", "GIVEN BY"], &rows);
             Ok(0)
         }
-        RegistryCommand::Logout { host } => {
-            client
-                .delete(&format!(
-                    "/v1/registries/{}",
-                    berth_client::path_segment(&host)
-                ))
-                .await?;
+        RegistryCommand::Logout { host, scope } => {
+            let path = berth_client::with_query(
+                &format!("/v1/registries/{}", berth_client::path_segment(&host)),
+                &[("scope", scope.scope())],
+            );
+            client.delete(&path).await?;
             println!("credentials for {host} forgotten");
             Ok(0)
         }

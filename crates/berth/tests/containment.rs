@@ -197,6 +197,21 @@ fn contained(isolation: &str) {
         app_copy(&dir, &examples().join("hello"), name, "");
         p.ok(&["deploy", dir.to_str().expect("path")]);
     }
+    // An app of another project, which accepts hostile (named with its project).
+    p.ok(&["projects", "create", "elsewhere"]);
+    let stranger_dir = tmp.path().join("stranger");
+    app_copy(
+        &stranger_dir,
+        &examples().join("hello"),
+        "stranger",
+        "[network]\naccept_from = [\"default/hostile\"]",
+    );
+    p.ok(&[
+        "deploy",
+        stranger_dir.to_str().expect("path"),
+        "--project",
+        "elsewhere",
+    ]);
     let hostile = tmp.path().join("hostile");
     let fixture =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile");
@@ -209,7 +224,9 @@ fn contained(isolation: &str) {
     // Its release command acts for it: it reaches the app it may reach, and nothing else.
     let friend = address(&p, "friend");
     let neighbor = address(&p, "neighbor");
-    let mut toml = std::fs::read_to_string(hostile.join("berth.toml")).expect("berth.toml");
+    let mut toml = std::fs::read_to_string(hostile.join("berth.toml"))
+        .expect("berth.toml")
+        .replace("allow = [\"friend\"]", "allow = [\"friend\", \"stranger\"]");
     toml.push_str(&format!(
         "\n[env]\nPROBE = \"{friend}:8000 {neighbor}:8000 {}:80 {OUTSIDE}:25\"\n",
         METADATA[0]
@@ -250,6 +267,24 @@ fn contained(isolation: &str) {
     assert_eq!(v["ok"], true, "allowed app must be reachable: {v}");
     let v = ask(&p, &format!("/connect?host={neighbor}&port=8000"));
     record("connect to another app (neighbor)", &v);
+    refused(&v);
+    let stranger = address(&p, "stranger");
+    let v = ask(&p, &format!("/connect?host={stranger}&port=8000"));
+    record(
+        "connect to an allowed app of another project that accepts it (stranger)",
+        &v,
+    );
+    assert_eq!(v["ok"], true, "an accepting app must be reachable: {v}");
+    // It stops accepting: its next release closes the way, though hostile's allow is
+    // unchanged.
+    app_copy(&stranger_dir, &examples().join("hello"), "stranger", "");
+    p.ok(&["deploy", stranger_dir.to_str().expect("path")]);
+    let stranger = address(&p, "stranger");
+    let v = ask(&p, &format!("/connect?host={stranger}&port=8000"));
+    record(
+        "connect to an allowed app of another project that no longer accepts it",
+        &v,
+    );
     refused(&v);
     for addr in METADATA {
         let v = ask(&p, &format!("/connect?host={addr}&port=80"));

@@ -221,6 +221,17 @@ fn verified_webhooks_deploy_pushes_and_forged_or_replayed_ones_change_nothing() 
     );
     assert_eq!(code, 409, "{answer}");
     assert!(p.up_log().contains("replayed"));
+    // The same signed body under a delivery id of the replayer's choosing, or none: the
+    // id is not signed, so it makes no replay new.
+    for id in [Some("d-1-again"), None] {
+        let mut headers = github_headers(&secret, &body, id.unwrap_or(""));
+        if id.is_none() {
+            headers.retain(|(name, _)| *name != "X-GitHub-Delivery");
+        }
+        let (code, answer) = deliver(&p, "/hooks/github", &headers, &body);
+        assert_eq!(code, 409, "{id:?}: {answer}");
+    }
+    assert_eq!(releases(&p, "hooked").len(), 2);
     // A ping (GitHub sends one when the hook is made) verifies and deploys nothing.
     let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
     let mut headers = github_headers(&secret, ping, "d-ping");

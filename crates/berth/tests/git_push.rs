@@ -6,35 +6,8 @@
 
 mod common;
 
-use common::{copy_dir, fixture, Platform};
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn git(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
-        .args(args)
-        .current_dir(dir)
-        // Never ask a person for a password.
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "/bin/false")
-        // A CA bundle named in the environment overrides the remote's own (see the hint
-        // `berth git remote --add` gives).
-        .env_remove("GIT_SSL_CAINFO")
-        .output()
-        .expect("git")
-}
-
-fn git_ok(dir: &Path, args: &[&str]) -> String {
-    let out = git(dir, args);
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{copy_dir, fixture, git_client as git, git_client_ok as git_ok, Platform};
+use std::process::Command;
 
 fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
     p.json(&["releases", app])
@@ -142,10 +115,30 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
     assert!(said.contains("kept, not deployed"), "{said}");
     assert_eq!(releases(&p, "pushed").len(), 2);
 
-    // main cannot be deleted.
+    // main cannot be deleted, nor rewritten (a force-push of another history).
     let out = git(&repo, &["push", "berth", ":main"]);
     assert!(!out.status.success());
+    git_ok(&repo, &["checkout", "-q", "main"]);
+    git_ok(
+        &repo,
+        &["commit", "-q", "--amend", "-m", "history rewritten"],
+    );
+    let out = git(&repo, &["push", "--force", "berth", "main"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("cannot be rewritten"), "{said}");
+    let remote_main = git_ok(&repo, &["ls-remote", "berth", "refs/heads/main"]);
+    assert!(remote_main.starts_with(&second), "{remote_main}");
     assert_eq!(p.answer("pushed", "/env?name=BERTH_RELEASE"), "2");
+    // The feature branch, force-pushed: any branch but main may be.
+    git_ok(&repo, &["checkout", "-q", "feature"]);
+    git_ok(&repo, &["commit", "-q", "--amend", "-m", "wip, rewritten"]);
+    let out = git(&repo, &["push", "--force", "berth", "feature"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The pushes are in the audit log as the token that made them.
     let audit = p.ok(&["audit"]);

@@ -224,6 +224,52 @@ fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
     );
     assert!(p.json(&["apps"]).as_array().expect("apps").is_empty());
 
+    // Credentials kept for one project's deploys are used by that project's only.
+    p.ok(&["projects", "create", "alpha"]);
+    p.ok(&["projects", "create", "beta"]);
+    let host = format!("127.0.0.1:{}", reg.port);
+    let out = p.berth_env(
+        &[
+            "registry",
+            "login",
+            &host,
+            "--username",
+            PUSHER,
+            "--project",
+            "beta",
+        ],
+        &[("BERTH_REGISTRY_PASSWORD", PASSWORD)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let listed = p.ok(&["registry", "list"]);
+    assert!(listed.contains("project:beta"), "{listed}");
+    let err = p.fails(&[
+        "deploy",
+        "--image",
+        &web,
+        "--app",
+        "other",
+        "--project",
+        "alpha",
+    ]);
+    assert!(err.contains("refused access"), "{err}");
+    assert!(p.json(&["apps"]).as_array().expect("apps").is_empty());
+    deploys(
+        &p,
+        &[
+            "deploy",
+            "--image",
+            &web,
+            "--app",
+            "scoped",
+            "--project",
+            "beta",
+        ],
+    );
+    assert_eq!(p.answer("scoped", "/"), "hello from the registry\n");
+    p.ok(&["destroy", "scoped"]);
+    p.ok(&["registry", "logout", &host, "--project", "beta"]);
+
     login(&p, &reg);
     let out = deploys(&p, &["deploy", "--image", &web, "--app", "web"]);
     assert!(

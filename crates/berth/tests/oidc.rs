@@ -296,6 +296,36 @@ fn people_sign_in_with_oidc_and_act_with_the_role_they_were_given() {
         ok && text.contains("admin (admin, platform, by token)"),
         "{text}"
     );
+
+    // Someone whose provider account carries alice's address, unverified (the claim
+    // missing, or false), signs in as themselves — never as alice, who has a role again.
+    as_admin(&["people", "add", "alice@example.com", "--role", "admin"]);
+    for (sub, claims) in [
+        ("mallory", r#"{"email": "alice@example.com"}"#),
+        (
+            "mallet",
+            r#"{"email": "alice@example.com", "email_verified": false}"#,
+        ),
+    ] {
+        let (ok, _) = curl(&[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            claims,
+            &format!("{}/users/{sub}", idp.url),
+        ]);
+        assert!(ok, "the provider took {sub}'s claims");
+        let (ok, text) = sign_in(&p, port, sub);
+        assert!(
+            !ok && text.contains(&format!("signed in as {sub}")) && text.contains("no role"),
+            "{text}"
+        );
+        let (ok, text) = as_person(&p, &["apps"]);
+        assert!(!ok && !text.contains("shop"), "{text}");
+    }
 }
 
 /// The values of header `name` in a response's head (names compared without case).

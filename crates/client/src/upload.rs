@@ -17,15 +17,25 @@ pub struct Upload {
     pub path: String,
 }
 
+/// berth.toml and score.yaml of `dir`, read beneath it (regular files of at most 1 MiB; a
+/// link out of the directory is refused by name, never followed): this runs on the
+/// platform too, for pushes and MCP git deploys.
 fn local_toml(dir: &Path) -> Result<BerthToml> {
+    let tree = berth_factory::tree::SourceTree::open(dir).map_err(|e| anyhow!("{e}"))?;
+    let read = |name: &str| {
+        tree.read_spec(name)
+            .map_err(|e| anyhow!("{}: {e}", dir.display()))
+    };
     let path = dir.join("berth.toml");
-    let mut toml = match std::fs::read_to_string(&path) {
-        Ok(text) => BerthToml::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.0))?,
-        Err(_) => BerthToml::default(),
+    let mut toml = match read("berth.toml")? {
+        Some(text) => {
+            BerthToml::parse(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.0))?
+        }
+        None => BerthToml::default(),
     };
     // A score.yaml names its workload; its problems are refused here, before the upload.
     let score = dir.join("score.yaml");
-    if let Ok(text) = std::fs::read_to_string(&score) {
+    if let Some(text) = read("score.yaml")? {
         let parsed = berth_core::score::Score::parse(&text)
             .map_err(|problems| anyhow!("{}: {}", score.display(), problems.join("; ")))?;
         parsed.apply_to(&mut toml);

@@ -207,6 +207,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
             platform,
             crate::qualified::qualified,
         ))
+        // Names in paths are decoded once, before routing and the guard.
+        .layer(middleware::from_fn(crate::request_path::decode_once))
         // The dashboard's session cookie becomes the token the guard reads.
         .layer(middleware::from_fn(crate::ui::session))
 }
@@ -561,16 +563,28 @@ async fn registries_login(
     delete,
     path = "/v1/registries/{host}",
     tag = "factory",
-    params(("host" = String, Path, description = "The registry's host[:port]")),
+    params(
+        ("host" = String, Path, description = "The registry's host[:port]"),
+        RegistryScopeQuery
+    ),
     responses((status = 204, description = "Forgotten"))
 )]
 async fn registries_logout(
     State(p): Shared,
     ApiPath(host): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RegistryScopeQuery>,
 ) -> Result<StatusCode, ApiError> {
     crate::audit::CallContext::set_target(&host);
-    p.registry_logout(&host).await?;
+    p.registry_logout(&host, q.scope.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?scope=` of a registry's credentials.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RegistryScopeQuery {
+    /// `platform` (the default), `tenant:NAME` or `project:NAME`.
+    scope: Option<String>,
 }
 
 #[utoipa::path(
@@ -1818,12 +1832,12 @@ pub(crate) async fn deploy_checks(
             project
         }
     };
-    let isolation = toml.isolation().unwrap_or(p.cfg.default_isolation);
+    let isolation = p.isolation_for(&project, toml).await?;
     if isolation == Isolation::Sandbox {
         if !toml.capabilities().is_empty() {
             return Err(ApiError::invalid(
                 "invalid_berth_toml",
-                "berth.toml: security.capabilities: this platform runs apps sandboxed by default, \
+                "berth.toml: security.capabilities: this app runs sandboxed (the platform's or its tenant's default), \
                  and sandboxed apps keep no capabilities",
             )
             .hint("remove security.capabilities, or set isolation = \"trusted\""));
@@ -1842,16 +1856,61 @@ pub(crate) async fn deploy_checks(
     }
     if let Ok(policy) = toml.network_policy() {
         for other in &policy.allow {
-            if other != name.as_str() && p.store.app(other).await?.is_none() {
-                return Err(ApiError::invalid(
-                    "invalid_berth_toml",
-                    format!("berth.toml: network.allow: there is no app named {other:?}"),
-                )
-                .hint("deploy that app first, or remove it from network.allow"));
+            if other != name.as_str() {
+                allowed_app_check(p, name, &project, other, caller).await?;
             }
         }
     }
     Ok(project)
+}
+
+/// `[network] allow` of app `name` (in `project`) naming `other`: it must exist, and be of
+/// the same project or accept `project/name` in its own `[network] accept_from`. An app of
+/// a project the caller does not reach is answered as one that does not exist.
+async fn allowed_app_check(
+    p: &Arc<Platform>,
+    name: &AppName,
+    project: &str,
+    other: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let missing = || {
+        ApiError::invalid(
+            "invalid_berth_toml",
+            format!("berth.toml: network.allow: there is no app named {other:?}"),
+        )
+        .hint("deploy that app first, or remove it from network.allow")
+    };
+    let (Some(row), Some(of)) = (p.store.app(other).await?, p.store.app_project(other).await?)
+    else {
+        return Err(missing());
+    };
+    if of == project {
+        return Ok(());
+    }
+    let accepts = match row.current_release {
+        Some(v) => p
+            .store
+            .release(other, v)
+            .await?
+            .is_some_and(|r| r.config.network.accepts(&of, project, name.as_str())),
+        None => false,
+    };
+    if accepts {
+        return Ok(());
+    }
+    if !reaches(p, caller, &of).await? {
+        return Err(missing());
+    }
+    Err(ApiError::invalid(
+        "network_not_accepted",
+        format!(
+            "berth.toml: network.allow: app {other} (project {of}) does not accept connections from {name} (project {project})"
+        ),
+    )
+    .hint(format!(
+        "apps reach only apps of their own project, unless the target names the caller: add accept_from = [\"{project}/{name}\"] to {other}'s [network]"
+    )))
 }
 
 /// Body of `POST /v1/apps/{app}/deploys/image`.

@@ -80,6 +80,8 @@ pub struct PlatformConfig {
     pub slo_sample_interval: Duration,
     /// Whether the edge writes an access log (ingested as each app's `access` stream).
     pub access_log: bool,
+    /// Proxies in front of the edge whose forwarding headers it keeps (`--trusted-proxy`).
+    pub trusted_proxies: Vec<berth_edge::policy::Cidr>,
     /// Default log retention of apps (berth.toml `[logs]` overrides it per app).
     pub log_retention: berth_observe::Retention,
     /// How long a condition holds before it alerts (app down, crash loop, …).
@@ -159,6 +161,7 @@ impl PlatformConfig {
             alert_for: crate::health_alerts::DEFAULT_ALERT_FOR,
             log_retention: berth_observe::Retention::default(),
             access_log: true,
+            trusted_proxies: Vec::new(),
             slo_time_scale: 1.0,
             slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }

@@ -44,25 +44,49 @@ struct AppliedRow {
 
 /// Reads every app directory under `root`; every problem at once, each naming its file.
 pub fn read_platform(root: &Path, limit: u64) -> Result<Vec<DeclaredApp>, Vec<String>> {
+    match berth_factory::tree::SourceTree::open(root) {
+        Ok(tree) => read_platform_tree(&tree, limit),
+        Err(e) => Err(vec![e.to_string()]),
+    }
+}
+
+/// Reads every app directory of `tree`: apps are its directories (never links), their
+/// berth.toml and score.yaml read beneath them (regular files of at most 1 MiB; a link out
+/// of the definition is refused by name, never followed).
+pub fn read_platform_tree(
+    tree: &berth_factory::tree::SourceTree,
+    limit: u64,
+) -> Result<Vec<DeclaredApp>, Vec<String>> {
+    use berth_factory::tree::Kind;
+    let root = tree.path();
     let mut problems = Vec::new();
-    let mut dirs: Vec<_> = match std::fs::read_dir(root) {
+    let mut dirs: Vec<String> = match tree.read_dir("") {
         Ok(entries) => entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
+            .into_iter()
+            .filter(|(name, kind)| *kind == Kind::Dir && !name.starts_with('.'))
+            .map(|(name, _)| name)
             .collect(),
         Err(e) => return Err(vec![format!("{}: {e}", root.display())]),
     };
     dirs.sort();
     let mut apps: Vec<DeclaredApp> = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for dir in dirs {
-        let rel = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let toml_text = std::fs::read_to_string(dir.join("berth.toml")).unwrap_or_default();
+    for rel in dirs {
+        let app_tree = match tree.subtree(&rel) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{rel}: {e}"));
+                continue;
+            }
+        };
+        let dir = app_tree.path().to_path_buf();
+        let toml_text = match app_tree.read_spec("berth.toml") {
+            Ok(text) => text.unwrap_or_default(),
+            Err(e) => {
+                problems.push(format!("{rel}/: {e}"));
+                continue;
+            }
+        };
         let toml = match BerthToml::parse(&toml_text) {
             Ok(t) => t,
             Err(e) => {
@@ -71,8 +95,8 @@ pub fn read_platform(root: &Path, limit: u64) -> Result<Vec<DeclaredApp>, Vec<St
             }
         };
         // A score.yaml is part of the definition: planned field by field under `score.`.
-        let score_doc = match std::fs::read_to_string(dir.join("score.yaml")) {
-            Ok(text) => match serde_yaml_ng::from_str::<serde_json::Value>(&text)
+        let score_doc = match app_tree.read_spec("score.yaml") {
+            Ok(Some(text)) => match serde_yaml_ng::from_str::<serde_json::Value>(&text)
                 .map_err(|e| e.to_string())
                 .and_then(|v| toml::Value::try_from(v).map_err(|e| e.to_string()))
             {
@@ -82,7 +106,11 @@ pub fn read_platform(root: &Path, limit: u64) -> Result<Vec<DeclaredApp>, Vec<St
                     continue;
                 }
             },
-            Err(_) => None,
+            Ok(None) => None,
+            Err(e) => {
+                problems.push(format!("{rel}/: {e}"));
+                continue;
+            }
         };
         let score_name = score_doc
             .as_ref()

@@ -298,20 +298,25 @@ pub fn finish(events: &Events, result: Result<(u32, String), DeployFailure>) {
 /// The spec of a packed source: its berth.toml, with what an app.json and a score.yaml say
 /// where berth.toml is silent.
 pub fn spec_of(archive: &[u8]) -> Result<BerthToml, ApiError> {
-    let mut toml = match berth_factory::source::read_file(archive, "berth.toml") {
-        Ok(Some(text)) => BerthToml::parse(&text).map_err(|e| {
+    // One bounded pass over the archive: each a regular file (or a link to one inside it)
+    // of at most 1 MiB; a link out of the source is refused by name.
+    let mut specs =
+        berth_factory::source::read_files(archive, &["berth.toml", "app.json", "score.yaml"])
+            .map_err(|e| {
+                ApiError::invalid("bad_upload", e.to_string()).hint(
+                    "keep berth.toml, app.json and score.yaml regular files inside the source",
+                )
+            })?;
+    let mut toml = match specs.remove("berth.toml") {
+        Some(text) => BerthToml::parse(&text).map_err(|e| {
             ApiError::invalid("invalid_berth_toml", e.to_string())
                 .hint("fix berth.toml and deploy again")
         })?,
-        Ok(None) => BerthToml::default(),
-        Err(e) => return Err(ApiError::invalid("bad_upload", e.to_string())),
+        None => BerthToml::default(),
     };
     // The other formats fill in what berth.toml leaves unset; what they cannot honour is
     // refused by name.
-    let other = |file: &str| {
-        berth_factory::source::read_file(archive, file)
-            .map_err(|e| ApiError::invalid("bad_upload", e.to_string()))
-    };
+    let mut other = |file: &str| -> Result<Option<String>, ApiError> { Ok(specs.remove(file)) };
     let refused = |code: &'static str, file: &str, problems: Vec<String>| {
         ApiError::invalid(code, problems.join("; ")).hint(format!(
             "fix {file} (or remove what berth cannot honour) and deploy again"
@@ -451,7 +456,7 @@ impl Platform {
         let follower = follow_file(log_file.clone(), events.clone(), stop.clone());
         let factory = self.factory.clone();
         // Registry credentials reach the pull (never the build itself) for its duration.
-        let auth = self.registries_auth_file().await?;
+        let auth = self.registries_auth_file(&project).await?;
         let access = berth_factory::registry::Access {
             auth_file: auth.as_ref().map(|a| a.0.clone()),
             plain_http: self
@@ -470,7 +475,7 @@ impl Platform {
             toml: toml.clone(),
             log_file: log_file.clone(),
             timeout: self.cfg.build_timeout,
-            isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
+            isolation: self.isolation_for(&project, &toml).await?,
             access,
             self_contained: self.kube.is_some(),
         };
@@ -566,7 +571,7 @@ impl Platform {
             release_limits: toml
                 .limits(berth_core::model::RELEASE_PROCESS)
                 .unwrap_or_default(),
-            isolation: toml.isolation().unwrap_or(self.cfg.default_isolation),
+            isolation: self.isolation_for(&project, &toml).await?,
             network: toml.network_policy().unwrap_or_default(),
             capabilities: toml.capabilities(),
             secrets: self.store.app_secrets(app.as_str()).await?,

@@ -95,6 +95,8 @@ pub(crate) fn git_refused(e: berth_factory::git::GitError) -> ApiError {
     use berth_factory::git::GitError;
     match e {
         GitError::BadUrl(_) => ApiError::invalid("invalid_git_url", e.to_string()),
+        GitError::PasswordInUrl(_) => ApiError::invalid("invalid_git_url", e.to_string())
+            .hint("use an ssh:// URL with the app's deploy key (`berth git key APP`), or a public https:// URL"),
         GitError::BadRef(_) => ApiError::invalid("invalid_branch", e.to_string()),
         GitError::Missing => ApiError::internal("git", e),
         GitError::Fetch { .. } | GitError::Timeout(..) => ApiError::new(

@@ -77,6 +77,32 @@ fn check_path(path: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The definition at `path` of a checkout, read beneath it: the directory is reached without
+/// links (a `platform -> /` in the repository is refused, never followed onto the host).
+fn read_definition(
+    checkout: &Path,
+    path: &str,
+    limit: u64,
+) -> Result<Vec<crate::declarative::DeclaredApp>, Vec<String>> {
+    use berth_factory::tree::{SourceTree, TreeError};
+    let tree = SourceTree::open(checkout).map_err(|e| vec![e.to_string()])?;
+    let rel = path.trim_matches('/');
+    let sub = if rel.is_empty() || rel == "." {
+        tree
+    } else {
+        match tree.subtree(rel) {
+            Ok(t) => t,
+            Err(TreeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(vec![format!(
+                    "the repository has no directory {rel:?} at this commit"
+                )])
+            }
+            Err(e) => return Err(vec![e.to_string()]),
+        }
+    };
+    crate::declarative::read_platform_tree(&sub, limit)
+}
+
 fn not_found(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -123,13 +149,13 @@ impl Platform {
             .as_deref()
             .is_some_and(|o| o.starts_with("applied"));
         let drift = if applied {
-            let root = self.gitops_checkout(&row.name).join(&row.path);
+            let checkout = self.gitops_checkout(&row.name);
+            let path = row.path.clone();
             let limit = self.cfg.upload_limit;
-            let apps = tokio::task::spawn_blocking(move || {
-                crate::declarative::read_platform(&root, limit)
-            })
-            .await
-            .map_err(|e| ApiError::internal("reading the applied definition", e))?;
+            let apps =
+                tokio::task::spawn_blocking(move || read_definition(&checkout, &path, limit))
+                    .await
+                    .map_err(|e| ApiError::internal("reading the applied definition", e))?;
             match apps {
                 Ok(apps) => self.plan_platform(&apps, row.prune).await?.changes,
                 Err(_) => Vec::new(),
@@ -316,23 +342,12 @@ impl Platform {
                 return Err(e);
             }
         };
-        let root = checkout.join(&src.path);
         let limit = self.cfg.upload_limit;
-        let read_root = root.clone();
-        let apps = tokio::task::spawn_blocking(move || {
-            if !read_root.is_dir() {
-                return Err(vec![format!(
-                    "the repository has no directory {:?} at this commit",
-                    read_root
-                        .file_name()
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default()
-                )]);
-            }
-            crate::declarative::read_platform(&read_root, limit)
-        })
-        .await
-        .map_err(|e| ApiError::internal("reading the definition", e))?;
+        let (read_checkout, read_path) = (checkout.clone(), src.path.clone());
+        let apps =
+            tokio::task::spawn_blocking(move || read_definition(&read_checkout, &read_path, limit))
+                .await
+                .map_err(|e| ApiError::internal("reading the definition", e))?;
         let apps = match apps {
             Ok(apps) => apps,
             Err(problems) => {
@@ -420,5 +435,46 @@ fn keep_checkout(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
     if std::fs::rename(from, to).is_err() {
         tracing::warn!(to = %to.display(), "keeping the applied checkout failed; drift is not shown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_definition_path_that_is_a_link_is_refused_never_followed() {
+        let checkout = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(checkout.path().join("apps/web")).unwrap();
+        std::fs::write(checkout.path().join("apps/web/index.html"), "hi").unwrap();
+        // `platform -> /`: the host's directories would read as apps.
+        symlink("/", checkout.path().join("platform")).unwrap();
+        let problems = read_definition(checkout.path(), "platform", 1 << 20).unwrap_err();
+        assert!(problems[0].contains("platform"), "{problems:?}");
+        let problems = read_definition(checkout.path(), "missing/", 1 << 20).unwrap_err();
+        assert!(problems[0].contains("no directory"), "{problems:?}");
+        let apps = read_definition(checkout.path(), "apps", 1 << 20).unwrap();
+        assert_eq!(apps.len(), 1);
+    }
+
+    #[test]
+    fn an_apps_berth_toml_linked_out_is_refused_by_name_and_not_echoed() {
+        let checkout = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "TOP-SECRET = [").unwrap();
+        std::fs::create_dir_all(checkout.path().join("apps/web")).unwrap();
+        std::fs::write(checkout.path().join("apps/web/index.html"), "hi").unwrap();
+        symlink(
+            outside.path().join("secret"),
+            checkout.path().join("apps/web/berth.toml"),
+        )
+        .unwrap();
+        // An app directory that is a link is not an app.
+        symlink("/etc", checkout.path().join("apps/etc")).unwrap();
+        let problems = read_definition(checkout.path(), "apps", 1 << 20).unwrap_err();
+        let all = problems.join("; ");
+        assert!(all.contains("web/") && all.contains("berth.toml"), "{all}");
+        assert!(!all.contains("TOP-SECRET") && !all.contains("etc"), "{all}");
     }
 }

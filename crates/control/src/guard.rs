@@ -52,13 +52,18 @@ fn target_of(path: &str) -> Option<String> {
                 .take(128)
                 .collect(),
         ),
-        (Some("git"), Some(repo), _) if !repo.is_empty() => Some(
-            percent_encoding::percent_decode_str(repo.strip_suffix(".git").unwrap_or(repo))
-                .decode_utf8_lossy()
-                .chars()
-                .take(128)
-                .collect(),
-        ),
+        (Some("git"), Some(repo), _) if !repo.is_empty() => {
+            // Decoded first, then the suffix taken off: as the handler reads it.
+            let decoded = percent_encoding::percent_decode_str(repo).decode_utf8_lossy();
+            Some(
+                decoded
+                    .strip_suffix(".git")
+                    .unwrap_or(&decoded)
+                    .chars()
+                    .take(128)
+                    .collect(),
+            )
+        }
         _ => None,
     }
 }
@@ -232,7 +237,7 @@ pub async fn guard(State(p): State<Arc<Platform>>, mut req: Request, next: Next)
         return with_request_id(err.into_response(), &id);
     }
     if let Some(limit) = Limit::of(&who) {
-        if let Err(err) = within(&p, &limit, &route, req.uri()).await {
+        if let Err(err) = within(&p, &limit, &method, &route, req.uri()).await {
             if mutating {
                 record(&p, &call(who), err.status, None, Some(err.message.clone())).await;
             }
@@ -352,6 +357,7 @@ impl Limit {
 async fn within(
     p: &Platform,
     limit: &Limit,
+    method: &str,
     route: &str,
     uri: &axum::http::Uri,
 ) -> Result<(), ApiError> {
@@ -417,7 +423,33 @@ async fn within(
     }
     match p.store.app_project(&app).await? {
         Some(of) if !limit.reaches(p, &of).await? => Err(ApiError::app_not_found(&app)),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        // An app that does not exist yet is reached only by the calls that make one (in
+        // the token's project); every other call on it is answered as unknown here, so no
+        // handler ever acts on a name the guard did not place.
+        None if makes_an_app(method, route, uri) => Ok(()),
+        None => Err(ApiError::app_not_found(&app)),
+    }
+}
+
+/// Whether a call may name an app that does not exist yet: a deploy makes it, so do a git
+/// connection and its deploy key, and a push (its first step, the refs of the repository
+/// to push to, too); a dashboard run follows the first deploy of a new app until it exists.
+fn makes_an_app(method: &str, route: &str, uri: &axum::http::Uri) -> bool {
+    match (method, route) {
+        (
+            "POST",
+            "/v1/apps/{app}/deploys"
+            | "/v1/apps/{app}/deploys/image"
+            | "/v1/apps/{app}/git"
+            | "/v1/apps/{app}/git/key"
+            | "/git/{repo}/git-receive-pack",
+        )
+        | ("GET", "/ui/apps/{app}/runs/{id}" | "/ui/apps/{app}/runs/{id}/live") => true,
+        ("GET", "/git/{repo}/info/refs") => uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "service=git-receive-pack")),
+        _ => false,
     }
 }
 

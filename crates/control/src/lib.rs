@@ -70,6 +70,7 @@ pub mod probes;
 pub mod projects;
 pub mod qualified;
 pub mod registries;
+pub mod request_path;
 pub mod routing;
 pub mod score;
 pub mod secrets;

@@ -242,8 +242,11 @@ impl Oidc {
             _ => OidcError::Invalid(e.to_string()),
         })?;
         let c = data.claims;
+        // An email is the identity only when the provider vouches for it: a missing
+        // `email_verified` is not a yes (a provider letting anyone type any address would
+        // otherwise let them sign in as whoever holds it here).
         Ok(match c.email {
-            Some(email) if c.email_verified != Some(false) && !email.is_empty() => email,
+            Some(email) if c.email_verified == Some(true) && !email.is_empty() => email,
             _ => c.sub,
         })
     }

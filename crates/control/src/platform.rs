@@ -19,6 +19,7 @@ use berth_runtime::select::ByIsolation;
 use berth_runtime::Isolation;
 use berth_runtime::Runtime;
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -192,6 +193,9 @@ impl EdgeProcess {
         if cfg.access_log {
             args.extend(["--access-log".into(), cfg.edge_access_log().into()]);
         }
+        for range in &cfg.trusted_proxies {
+            args.extend(["--trusted-proxy".into(), range.to_string().into()]);
+        }
         if let Some(tls) = cfg.edge_tls_listen {
             args.extend([
                 "--tls-listen".into(),
@@ -312,6 +316,7 @@ impl EdgeProcess {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 return Err(StartError::Edge(
                     "it did not start serving within 10 seconds".into(),
                 ));
@@ -325,8 +330,16 @@ impl EdgeProcess {
             format!("{} {}", id.pid, id.start_ticks),
         )
         .map_err(io("writing the edge pid file"))?;
-        // The edge is not our child to wait for: it must outlive us.
-        std::mem::forget(child);
+        // The edge outlives us (its own process group); should it end first, a thread
+        // waits for it so that it leaves no zombie behind in `berth up`.
+        let reaper = std::thread::Builder::new()
+            .name("edge-reaper".into())
+            .spawn(move || {
+                let _ = child.wait();
+            });
+        if let Err(e) = reaper {
+            tracing::warn!(error = %e, "no thread to wait for the edge; it becomes a zombie should it end before berth up");
+        }
         Ok(id.pid)
     }
 
@@ -378,6 +391,10 @@ impl Platform {
         ] {
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         }
+        // The platform's state, keys, sources and logs are root's alone: nothing that runs
+        // as another user (a build, an app, a local account) lists or reads them.
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("restricting {}", cfg.data_dir.display())))?;
         let runtimes = runtimes(&cfg);
         runtimes.preflight()?;
         if cfg.default_isolation == Isolation::Sandbox {

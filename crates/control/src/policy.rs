@@ -6,6 +6,7 @@
 
 use crate::store::Store;
 use berth_core::model::InstanceState;
+use berth_core::policy::NetworkPolicy;
 use berth_runtime::firewall::{AppRules, Firewall};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -84,7 +85,9 @@ impl PolicyPublisher {
         all
     }
 
-    /// Computes the rules from the store and applies them.
+    /// Computes the rules from the store and applies them. An app's `allow` reaches an
+    /// app of another project only while that app's serving rules accept it: checked here,
+    /// at every publish, as well as at deploy, so a change on either side takes effect.
     pub async fn publish(&self, store: &Store) -> Result<(), crate::ApiError> {
         let _guard = self.lock.lock().await;
         let mut by_app: BTreeMap<String, (u32, Vec<Ipv4Addr>)> = BTreeMap::new();
@@ -109,20 +112,30 @@ impl PolicyPublisher {
             }
         }
         let databases = store.databases().await?;
-        let mut rules = Vec::new();
+        let mut running = Vec::new();
+        let mut members: BTreeMap<String, (String, NetworkPolicy)> = BTreeMap::new();
         for (app, (newest, addresses)) in by_app {
             let network = store
                 .release(&app, newest)
                 .await?
                 .map(|r| r.config.network)
                 .unwrap_or_default();
+            let project = store.app_project(&app).await?.unwrap_or_default();
+            members.insert(app.clone(), (project, network));
+            running.push((app, addresses));
+        }
+        let mut rules = Vec::new();
+        for (app, addresses) in running {
+            let Some((project, network)) = members.get(&app) else {
+                continue;
+            };
             rules.push(AppRules {
                 database: databases.contains_key(&app),
+                allow: reachable(&app, project, &network.allow, &members),
                 name: app,
                 addresses,
-                allow: network.allow,
                 egress: network.egress,
-                egress_allow: network.egress_allow,
+                egress_allow: network.egress_allow.clone(),
             });
         }
         let fw = self.firewall.clone();
@@ -131,4 +144,23 @@ impl PolicyPublisher {
             .map_err(|e| crate::ApiError::internal("applying the network policy", e))?
             .map_err(|e| crate::ApiError::internal("applying the network policy", e))
     }
+}
+
+/// The apps of `allow` that `app` (of `project`) may reach: those of its own project, and
+/// those of other projects whose `accept_from` names it.
+fn reachable(
+    app: &str,
+    project: &str,
+    allow: &[String],
+    members: &BTreeMap<String, (String, NetworkPolicy)>,
+) -> Vec<String> {
+    allow
+        .iter()
+        .filter(|target| match members.get(target.as_str()) {
+            Some((of, policy)) => policy.accepts(of, project, app),
+            // Not running: nothing to reach until it runs, and then it is published again.
+            None => false,
+        })
+        .cloned()
+        .collect()
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use berth_core::model::ReleaseConfig;
 use berth_core::projects::{
     check_project_name, check_tenant_name, ProjectCreate, ProjectView, Quota, TenantCreate,
-    TenantView, Usage, DEFAULT_PROJECT, DEFAULT_TENANT,
+    TenantPolicy, TenantView, Usage, DEFAULT_PROJECT, DEFAULT_TENANT,
 };
 use sqlx::Row;
 
@@ -68,15 +68,22 @@ impl Store {
     /// Makes a tenant.
     pub async fn create_tenant(&self, req: &TenantCreate, now: i64) -> Result<(), ApiError> {
         check_tenant_name(&req.name).map_err(|e| ApiError::invalid("invalid_tenant_name", e))?;
+        let policy = req
+            .policy
+            .normalized()
+            .map_err(|e| ApiError::invalid("invalid_tenant_policy", e))?;
         let quota = serde_json::to_string(&req.quota).unwrap_or_else(|_| "{}".into());
-        let inserted =
-            sqlx::query("INSERT INTO tenants (id, name, created_at, quota) VALUES (?, ?, ?, ?)")
-                .bind(&req.name)
-                .bind(&req.name)
-                .bind(now)
-                .bind(quota)
-                .execute(&self.pool)
-                .await;
+        let policy = serde_json::to_string(&policy).unwrap_or_else(|_| "{}".into());
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, name, created_at, quota, policy) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&req.name)
+        .bind(&req.name)
+        .bind(now)
+        .bind(quota)
+        .bind(policy)
+        .execute(&self.pool)
+        .await;
         made(inserted, "tenant", &req.name)
     }
 
@@ -87,6 +94,31 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| quota_of(&r)))
+    }
+
+    /// The tenant a project is in and what that tenant holds its apps to (the default
+    /// tenant's, for a project not found).
+    pub async fn project_policy(
+        &self,
+        project: &str,
+    ) -> Result<(String, TenantPolicy), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT t.name AS tenant, t.policy AS policy FROM projects p \
+             JOIN tenants t ON p.tenant_id = t.id WHERE p.name = ?",
+        )
+        .bind(project)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => {
+                let policy: String = r.try_get("policy")?;
+                Ok((
+                    r.try_get("tenant")?,
+                    serde_json::from_str(&policy).unwrap_or_default(),
+                ))
+            }
+            None => Ok((DEFAULT_TENANT.to_string(), TenantPolicy::default())),
+        }
     }
 
     /// The tenant a project is in.
@@ -102,7 +134,7 @@ impl Store {
 
     /// Every tenant with its quota, its projects and what they use.
     pub async fn tenants(&self) -> Result<Vec<TenantView>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name, created_at, quota FROM tenants ORDER BY name")
+        let rows = sqlx::query("SELECT name, created_at, quota, policy FROM tenants ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         let projects = self.projects().await?;
@@ -110,6 +142,7 @@ impl Store {
         for r in rows {
             let name: String = r.try_get("name")?;
             let quota: String = r.try_get("quota")?;
+            let policy: String = r.try_get("policy")?;
             let mut usage = Usage::default();
             let mut names = Vec::new();
             for p in projects.iter().filter(|p| p.tenant == name) {
@@ -119,6 +152,7 @@ impl Store {
             out.push(TenantView {
                 created_at: r.try_get("created_at")?,
                 quota: serde_json::from_str(&quota).unwrap_or_default(),
+                policy: serde_json::from_str(&policy).unwrap_or_default(),
                 usage,
                 projects: names,
                 name,
@@ -365,5 +399,38 @@ pub async fn project_for_new_app(
         (Some(a), _) => Ok(a.to_string()),
         (None, Some(t)) => Ok(t.to_string()),
         (None, None) => Ok(DEFAULT_PROJECT.to_string()),
+    }
+}
+
+impl crate::platform::Platform {
+    /// The isolation an app of `project` runs and builds at: what its berth.toml asks, else
+    /// the platform's default, never below its tenant's least; and its capabilities within
+    /// the tenant's. A berth.toml asking for less than the tenant allows is refused, naming
+    /// the tenant and what it holds to.
+    pub async fn isolation_for(
+        &self,
+        project: &str,
+        toml: &berth_core::spec::BerthToml,
+    ) -> Result<berth_core::policy::Isolation, ApiError> {
+        let (tenant, policy) = self.store.project_policy(project).await?;
+        let isolation = policy
+            .isolation(&tenant, toml.isolation(), self.cfg.default_isolation)
+            .map_err(|e| {
+                ApiError::invalid("isolation_below_tenant", e)
+                    .hint("remove `isolation` from berth.toml (the tenant's level applies), or ask an admin")
+            })?;
+        let asked = toml.capabilities();
+        let refused = policy.refused_capabilities(&asked);
+        if !refused.is_empty() {
+            return Err(ApiError::invalid(
+                "capability_not_allowed",
+                format!(
+                    "tenant {tenant} does not let its apps keep {}",
+                    refused.join(", ")
+                ),
+            )
+            .hint("remove them from security.capabilities, or ask an admin"));
+        }
+        Ok(isolation)
     }
 }

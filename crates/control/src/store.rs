@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         21,
         include_str!("../migrations/0021_idempotent_locations.sql"),
     ),
+    (
+        22,
+        include_str!("../migrations/0022_scoped_registries_and_tenant_policy.sql"),
+    ),
 ];
 
 /// An answer kept for an `Idempotency-Key`.
@@ -193,9 +197,31 @@ fn instance_from_row(r: &SqliteRow) -> Result<InstanceRow, sqlx::Error> {
     })
 }
 
+/// Makes the database file (if missing) and its journal files readable by their owner
+/// only: the store holds apps' environment, tokens' hashes and the audit log. SQLite gives
+/// its `-wal` and `-shm` files the main file's mode.
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        restrict(path)?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -266,6 +292,9 @@ impl Store {
             .bind(path.display().to_string())
             .execute(&self.pool)
             .await?;
+        // The copy holds what the store holds: as private as it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         Ok(())
     }
 

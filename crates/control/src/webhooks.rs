@@ -225,11 +225,21 @@ async fn handle(p: Arc<Platform>, provider: Provider, headers: HeaderMap, body: 
             serde_json::json!({"code": "bad_signature", "message": "the delivery's signature does not verify", "hint": "set the webhook's secret to the one `berth git connect` printed"}),
         );
     }
+    // Replays are known by what the signature covers — the body — and by the delivery id
+    // the host sends (unsigned: changing or dropping it alone does not make a replay new).
+    let digest = hex::encode(<Sha256 as sha2::Digest>::digest(&body));
+    let mut seen = vec![(
+        format!("{name}:body:{digest}"),
+        format!("body sha256:{digest}"),
+    )];
     if let Some(id) = provider.delivery(&headers) {
+        seen.push((format!("{name}:{id}"), format!("delivery {id}")));
+    }
+    for (key, what) in seen {
         let fresh = sqlx::query(
             "INSERT OR IGNORE INTO webhook_deliveries (id, provider, received_at) VALUES (?, ?, ?)",
         )
-        .bind(format!("{name}:{id}"))
+        .bind(key)
         .bind(name)
         .bind(crate::now_secs())
         .execute(&p.store.pool)
@@ -238,10 +248,10 @@ async fn handle(p: Arc<Platform>, provider: Provider, headers: HeaderMap, body: 
         match fresh {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(provider = name, delivery = %id, "a webhook delivery was replayed; it triggers nothing");
+                tracing::warn!(provider = name, delivery = %what, "a webhook delivery was replayed; it triggers nothing");
                 return answer(
                     StatusCode::CONFLICT,
-                    serde_json::json!({"code": "replayed", "message": format!("delivery {id} was already handled")}),
+                    serde_json::json!({"code": "replayed", "message": format!("{what} was already handled")}),
                 );
             }
             Err(e) => return crate::ApiError::from(e).into_response(),

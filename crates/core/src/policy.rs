@@ -5,8 +5,20 @@
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-/// How an app's containers are isolated from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+/// How an app's containers are isolated from the host (ordered: `Trusted` < `Sandbox`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Default,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// Linux containers (crun): namespaces, cgroups, seccomp, no capabilities.
@@ -49,6 +61,22 @@ pub struct NetworkPolicy {
     /// Destinations allowed in [`EgressMode::Allowlist`] mode.
     #[serde(default)]
     pub egress_allow: Vec<EgressRule>,
+    /// Apps of other projects (`PROJECT/APP`) whose `allow` may reach this app. Apps of
+    /// the app's own project need no mention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_from: Vec<String>,
+}
+
+impl NetworkPolicy {
+    /// Whether app `caller` of project `project` may reach an app of `own_project` with
+    /// this policy: the same project, or named in `accept_from`.
+    pub fn accepts(&self, own_project: &str, project: &str, caller: &str) -> bool {
+        own_project == project
+            || self
+                .accept_from
+                .iter()
+                .any(|a| a.split_once('/') == Some((project, caller)))
+    }
 }
 
 /// How egress beyond berth's bridge is filtered. The blocklist (cloud metadata, SMTP, the
@@ -167,6 +195,19 @@ pub fn parse_capability(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apps_of_other_projects_are_accepted_only_when_named_with_their_project() {
+        let policy = NetworkPolicy {
+            accept_from: vec!["front/web".into()],
+            ..NetworkPolicy::default()
+        };
+        assert!(policy.accepts("back", "back", "anyone"));
+        assert!(policy.accepts("back", "front", "web"));
+        assert!(!policy.accepts("back", "front", "admin"));
+        assert!(!policy.accepts("back", "other", "web"));
+        assert!(!NetworkPolicy::default().accepts("back", "front", "web"));
+    }
 
     #[test]
     fn isolation_levels_parse_and_name_the_choices() {

@@ -87,6 +87,76 @@ pub struct TenantCreate {
     pub name: String,
     #[serde(default)]
     pub quota: Quota,
+    #[serde(default)]
+    pub policy: TenantPolicy,
+}
+
+/// What a tenant's apps are held to, whatever their berth.toml says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantPolicy {
+    /// The least isolation its apps run (and build) at: with `sandbox`, an app that asks
+    /// for `trusted` is refused, and one that asks for nothing is sandboxed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_isolation: Option<crate::policy::Isolation>,
+    /// The capabilities its apps may keep (a subset of those the platform grants); none
+    /// given: all those.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+}
+
+impl TenantPolicy {
+    /// The policy with its capabilities checked (each one the platform grants) and
+    /// written as the platform names them (`net_raw` → `CAP_NET_RAW`).
+    pub fn normalized(&self) -> Result<Self, String> {
+        let capabilities = match &self.capabilities {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|c| crate::policy::parse_capability(c))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Self {
+            min_isolation: self.min_isolation,
+            capabilities,
+        })
+    }
+
+    /// The isolation an app of the tenant runs at, given what its berth.toml asks
+    /// (`asked`) and the platform's default; an error when it asks for less than the
+    /// tenant's least.
+    pub fn isolation(
+        &self,
+        tenant: &str,
+        asked: Option<crate::policy::Isolation>,
+        default: crate::policy::Isolation,
+    ) -> Result<crate::policy::Isolation, String> {
+        let least = self
+            .min_isolation
+            .unwrap_or(crate::policy::Isolation::Trusted);
+        match asked {
+            Some(level) if level < least => Err(format!(
+                "tenant {tenant} holds its apps to isolation {:?} at least; berth.toml asks for {:?}",
+                least.as_str(),
+                level.as_str()
+            )),
+            Some(level) => Ok(level),
+            None => Ok(default.max(least)),
+        }
+    }
+
+    /// The capabilities of `asked` the tenant does not let its apps keep.
+    pub fn refused_capabilities<'a>(&self, asked: &'a [String]) -> Vec<&'a str> {
+        match &self.capabilities {
+            None => Vec::new(),
+            Some(allowed) => asked
+                .iter()
+                .filter(|c| !allowed.contains(c))
+                .map(String::as_str)
+                .collect(),
+        }
+    }
 }
 
 /// A tenant as listed.
@@ -95,6 +165,8 @@ pub struct TenantView {
     pub name: String,
     pub created_at: i64,
     pub quota: Quota,
+    #[serde(default)]
+    pub policy: TenantPolicy,
     /// The sum over its projects.
     pub usage: Usage,
     pub projects: Vec<String>,
@@ -139,6 +211,48 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Isolation;
+
+    #[test]
+    fn a_tenant_holds_its_apps_to_its_least_isolation_and_its_capabilities() {
+        let sandboxed = TenantPolicy {
+            min_isolation: Some(Isolation::Sandbox),
+            capabilities: Some(vec!["net_bind_service".into()]),
+        }
+        .normalized()
+        .unwrap();
+        assert_eq!(
+            sandboxed.capabilities,
+            Some(vec!["CAP_NET_BIND_SERVICE".to_string()])
+        );
+        // Nothing asked: the tenant's level, above the platform's default.
+        assert_eq!(
+            sandboxed.isolation("acme", None, Isolation::Trusted),
+            Ok(Isolation::Sandbox)
+        );
+        let err = sandboxed
+            .isolation("acme", Some(Isolation::Trusted), Isolation::Trusted)
+            .unwrap_err();
+        assert!(err.contains("acme") && err.contains("\"sandbox\""), "{err}");
+        let free = TenantPolicy::default();
+        assert_eq!(
+            free.isolation("x", Some(Isolation::Trusted), Isolation::Sandbox),
+            Ok(Isolation::Trusted)
+        );
+        assert_eq!(
+            sandboxed.refused_capabilities(&["CAP_NET_RAW".into(), "CAP_NET_BIND_SERVICE".into()]),
+            vec!["CAP_NET_RAW"]
+        );
+        assert!(free
+            .refused_capabilities(&["CAP_NET_RAW".into()])
+            .is_empty());
+        assert!(TenantPolicy {
+            min_isolation: None,
+            capabilities: Some(vec!["sys_admin".into()]),
+        }
+        .normalized()
+        .is_err());
+    }
 
     #[test]
     fn quotas_name_the_first_limit_passed() {

@@ -13,6 +13,49 @@ pub struct RegistryLogin {
     pub username: String,
     /// Password or access token; sealed at once, never shown again.
     pub password: String,
+    /// Who may use them: `platform` (every project; the default), `tenant:NAME` or
+    /// `project:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Whose deploys may use a registry credential.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RegistryScope {
+    /// Every project's.
+    Platform,
+    /// The projects of one tenant.
+    Tenant(String),
+    /// One project's.
+    Project(String),
+}
+
+impl RegistryScope {
+    /// Reads `platform`, `tenant:NAME` or `project:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let named = |name: &str| {
+            crate::projects::check_project_name(name)
+                .map(|()| name.to_string())
+                .map_err(|e| format!("registry scope {text:?}: {e}"))
+        };
+        match text.split_once(':') {
+            None if text == "platform" => Ok(Self::Platform),
+            Some(("tenant", name)) => named(name).map(Self::Tenant),
+            Some(("project", name)) => named(name).map(Self::Project),
+            _ => Err(format!(
+                "{text:?} is not a registry scope: use platform, tenant:NAME or project:NAME"
+            )),
+        }
+    }
+
+    /// As stored and shown.
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::Platform => "platform".into(),
+            Self::Tenant(t) => format!("tenant:{t}"),
+            Self::Project(p) => format!("project:{p}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for RegistryLogin {
@@ -29,6 +72,8 @@ impl std::fmt::Debug for RegistryLogin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistryView {
     pub host: String,
+    /// `platform`, `tenant:NAME` or `project:NAME`.
+    pub scope: String,
     pub username: String,
     pub created_at: i64,
     pub created_by: String,
@@ -37,6 +82,9 @@ pub struct RegistryView {
 /// Checks a login: a registry host (`host[:port]`, lowercase), a user name and a password
 /// of sane sizes.
 pub fn check_login(login: &RegistryLogin) -> Result<(), String> {
+    if let Some(scope) = &login.scope {
+        RegistryScope::parse(scope)?;
+    }
     let (name, port) = match login.host.rsplit_once(':') {
         Some((n, p)) => (n, Some(p)),
         None => (login.host.as_str(), None),
@@ -73,11 +121,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scopes_are_the_platform_a_tenant_or_a_project() {
+        assert_eq!(
+            RegistryScope::parse("platform"),
+            Ok(RegistryScope::Platform)
+        );
+        assert_eq!(
+            RegistryScope::parse("project:shop"),
+            Ok(RegistryScope::Project("shop".into()))
+        );
+        assert_eq!(
+            RegistryScope::parse("tenant:acme").map(|s| s.as_text()),
+            Ok("tenant:acme".into())
+        );
+        for bad in [
+            "",
+            "project:",
+            "project:Shop",
+            "team:x",
+            "tenant:a:b",
+            "platform:x",
+        ] {
+            assert!(RegistryScope::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn logins_name_a_host_and_never_print_the_password() {
         let mut l = RegistryLogin {
             host: "127.0.0.1:5000".into(),
             username: "ci".into(),
             password: "hunter2-hunter2".into(),
+            scope: None,
         };
         assert!(check_login(&l).is_ok());
         assert!(!format!("{l:?}").contains("hunter2"));

@@ -183,6 +183,9 @@ pub struct NetworkToml {
     pub egress: Option<String>,
     /// Destinations allowed in allowlist mode: `"203.0.113.0/24"`, `"198.51.100.7:443"`.
     pub egress_allow: Vec<String>,
+    /// Apps of other projects that may connect to this one, as `PROJECT/APP` (apps of the
+    /// same project need not be named: their own `allow` is enough).
+    pub accept_from: Vec<String>,
 }
 
 /// `[security]`.
@@ -648,6 +651,19 @@ impl BerthToml {
             match AppName::parse(name) {
                 Ok(n) => policy.allow.push(n.to_string()),
                 Err(e) => problems.push(format!("network.allow: {e}")),
+            }
+        }
+        for caller in &self.network.accept_from {
+            match crate::names::split_qualified(caller) {
+                (Some(project), app)
+                    if crate::projects::check_project_name(project).is_ok()
+                        && AppName::parse(app).is_ok() =>
+                {
+                    policy.accept_from.push(format!("{project}/{app}"));
+                }
+                _ => problems.push(format!(
+                    "network.accept_from: {caller:?} is not PROJECT/APP (an app of another project, named with its project)"
+                )),
             }
         }
         if let Some(mode) = &self.network.egress {

@@ -135,9 +135,36 @@ impl Postgres {
         c
     }
 
-    fn run(&self, mut c: Command, what: &str) -> Result<String, PgError> {
-        let out = c
-            .output()
+    fn run(&self, c: Command, what: &str) -> Result<String, PgError> {
+        self.run_with_input(c, what, None)
+    }
+
+    /// Runs `c`, its standard input `input` (none: nothing), to its end; its output, or its
+    /// standard error as the failure.
+    fn run_with_input(
+        &self,
+        mut c: Command,
+        what: &str,
+        input: Option<&[u8]>,
+    ) -> Result<String, PgError> {
+        use std::io::Write;
+        use std::process::Stdio;
+        c.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| PgError::Failed(format!("{what}: {e}")))?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A write that fails means the tool ended early: its own error says why.
+            let _ = stdin.write_all(input);
+        }
+        let out = child
+            .wait_with_output()
             .map_err(|e| PgError::Failed(format!("{what}: {e}")))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).to_string())
@@ -267,14 +294,16 @@ impl Postgres {
         let _ = std::fs::remove_dir(&self.layout.run_root);
     }
 
-    /// Runs SQL as the superuser in `database`; returns psql's unaligned output.
+    /// Runs SQL as the superuser in `database`; returns psql's unaligned output. The SQL
+    /// goes in on standard input, never on psql's command line (which every local user can
+    /// read in /proc).
     pub fn sql(&self, database: &str, sql: &str) -> Result<String, PgError> {
         let mut c = self.as_postgres("psql");
         c.arg("-h")
             .arg(self.socket_dir())
             .args(["-p", &PORT.to_string(), "-U", "postgres", "-d", database])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
-        self.run(c, "psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        self.run_with_input(c, "psql", Some(sql.as_bytes()))
     }
 
     /// Whether a database exists.
@@ -293,10 +322,14 @@ impl Postgres {
     /// connect to it. On failure nothing is left behind.
     pub fn provision(&self, db: &AppDatabase, password: &str) -> Result<(), PgError> {
         let (d, r) = (quote_ident(&db.database), quote_ident(&db.role));
+        // The server is handed the password's SCRAM verifier, never the password: no log
+        // line of a failed statement can hold it.
+        let mut salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
         let steps = [
             format!(
                 "CREATE ROLE {r} LOGIN PASSWORD {} CONNECTION LIMIT 64",
-                quote_literal(password)
+                quote_literal(&scram_verifier(password, &salt)?)
             ),
             format!("CREATE DATABASE {d} OWNER {r} ENCODING 'UTF8'"),
             format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"),
@@ -399,9 +432,55 @@ pub fn default_run_root(data_dir: &Path) -> PathBuf {
     PathBuf::from("/run/berth").join(format!("pg-{}", &digest[..12]))
 }
 
+/// Iterations of SCRAM-SHA-256's key derivation (PostgreSQL's own default).
+const SCRAM_ITERATIONS: u32 = 4096;
+
+/// The SCRAM-SHA-256 verifier PostgreSQL keeps for `password` (RFC 5802, RFC 7677), in the
+/// form `CREATE ROLE … PASSWORD` takes as already hashed:
+/// `SCRAM-SHA-256$ITERATIONS:SALT$STOREDKEY:SERVERKEY`.
+pub fn scram_verifier(password: &str, salt: &[u8]) -> Result<String, PgError> {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, SCRAM_ITERATIONS, &mut salted);
+    let keyed = |text: &[u8]| {
+        <Hmac<Sha256> as Mac>::new_from_slice(&salted)
+            .map(|mut mac| {
+                mac.update(text);
+                mac.finalize().into_bytes()
+            })
+            .map_err(|e| PgError::Failed(format!("deriving the password's verifier: {e}")))
+    };
+    let stored = Sha256::digest(keyed(b"Client Key")?);
+    let server = keyed(b"Server Key")?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(format!(
+        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored),
+        b64.encode(server)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_is_given_the_scram_verifier_not_the_password() {
+        use base64::Engine as _;
+        // RFC 7677's salt and password; the verifier as Python's hashlib/hmac derive it.
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+            .unwrap();
+        let v = scram_verifier("pencil", &salt).unwrap();
+        assert_eq!(
+            v,
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+        assert!(!v.contains("pencil"));
+    }
 
     #[test]
     fn names_and_quoting() {

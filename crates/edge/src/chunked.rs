@@ -1,12 +1,18 @@
 //! Finds where a chunked HTTP/1.1 body (RFC 9112 §7.1) ends, so that the edge can pass its
 //! bytes on unchanged and know when the response is complete: the chunk sizes, the chunk
 //! data, the last (zero) chunk and the trailer section are followed, nothing is copied.
+//! What it accepts, hyper's client accepts the same way (a body hyper would refuse, or
+//! read differently, is malformed here too): the edge never relays a body whose end its
+//! client could see elsewhere.
 
 /// Where in the chunked framing the next byte falls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// The hexadecimal size of the next chunk (`digits` read so far).
     Size { size: u64, digits: u8 },
+    /// Spaces or tabs after a chunk size: only more of them, an extension or the line's end
+    /// may follow.
+    SizeLws { size: u64 },
     /// A chunk extension, up to the line's end.
     Extension { size: u64 },
     /// The LF that ends a size line.
@@ -19,8 +25,10 @@ enum State {
     DataLf,
     /// The start of a trailer line (an empty one ends the body).
     TrailerStart,
-    /// Inside a trailer field line.
-    TrailerLine,
+    /// A trailer field's name.
+    TrailerName,
+    /// A trailer field's value.
+    TrailerValue,
     /// The LF of a trailer line.
     TrailerLf,
     /// The LF of the empty line that ends the body.
@@ -38,18 +46,41 @@ pub struct Malformed;
 #[derive(Debug, Clone)]
 pub struct ChunkedEnd {
     state: State,
+    /// Bytes of chunk extensions and of trailer lines so far.
+    extensions: u32,
+    trailers: u32,
+    /// Trailer fields so far.
+    trailer_fields: u32,
 }
 
 impl Default for ChunkedEnd {
     fn default() -> Self {
         Self {
             state: State::Size { size: 0, digits: 0 },
+            extensions: 0,
+            trailers: 0,
+            trailer_fields: 0,
         }
     }
 }
 
 /// Most hex digits of a chunk size (2^60 bytes: far beyond any body).
 const MAX_SIZE_DIGITS: u8 = 15;
+/// Most bytes of chunk extensions in a body, and of its trailer section (hyper refuses
+/// past 16 KiB of each).
+const MAX_EXTRA_BYTES: u32 = 8 * 1024;
+/// Most trailer fields (hyper refuses past 100).
+const MAX_TRAILER_FIELDS: u32 = 64;
+
+/// A byte of a field name (RFC 9110 `tchar`).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte of a field value (as httparse and hyper take it).
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
+}
 
 impl ChunkedEnd {
     /// Reads `bytes`, the body's next ones: `Ok(Some(n))` when the body ends after the
@@ -58,6 +89,15 @@ impl ChunkedEnd {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
+            if matches!(
+                self.state,
+                State::TrailerStart | State::TrailerName | State::TrailerValue | State::TrailerLf
+            ) {
+                self.trailers += 1;
+                if self.trailers > MAX_EXTRA_BYTES {
+                    return Err(Malformed);
+                }
+            }
             self.state = match self.state {
                 State::Size { size, digits } => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -70,14 +110,27 @@ impl ChunkedEnd {
                             digits: digits + 1,
                         }
                     }
-                    b';' | b' ' | b'\t' if digits > 0 => State::Extension { size },
+                    b' ' | b'\t' if digits > 0 => State::SizeLws { size },
+                    b';' if digits > 0 => State::Extension { size },
                     b'\r' if digits > 0 => State::SizeLf { size },
+                    _ => return Err(Malformed),
+                },
+                State::SizeLws { size } => match b {
+                    b' ' | b'\t' => State::SizeLws { size },
+                    b';' => State::Extension { size },
+                    b'\r' => State::SizeLf { size },
                     _ => return Err(Malformed),
                 },
                 State::Extension { size } => match b {
                     b'\r' => State::SizeLf { size },
                     b'\n' => return Err(Malformed),
-                    _ => State::Extension { size },
+                    _ => {
+                        self.extensions += 1;
+                        if self.extensions > MAX_EXTRA_BYTES {
+                            return Err(Malformed);
+                        }
+                        State::Extension { size }
+                    }
                 },
                 State::SizeLf { size } => match (b, size) {
                     (b'\n', 0) => State::TrailerStart,
@@ -99,15 +152,28 @@ impl ChunkedEnd {
                 State::DataCr if b == b'\r' => State::DataLf,
                 State::DataLf if b == b'\n' => State::Size { size: 0, digits: 0 },
                 State::DataCr | State::DataLf => return Err(Malformed),
+                // A trailer field is `name: value` (hyper parses the trailer section as
+                // header fields, and fails the body when it does not parse).
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
-                    b'\n' => return Err(Malformed),
-                    _ => State::TrailerLine,
+                    b if is_tchar(b) => {
+                        self.trailer_fields += 1;
+                        if self.trailer_fields > MAX_TRAILER_FIELDS {
+                            return Err(Malformed);
+                        }
+                        State::TrailerName
+                    }
+                    _ => return Err(Malformed),
                 },
-                State::TrailerLine => match b {
+                State::TrailerName => match b {
+                    b':' => State::TrailerValue,
+                    b if is_tchar(b) => State::TrailerName,
+                    _ => return Err(Malformed),
+                },
+                State::TrailerValue => match b {
                     b'\r' => State::TrailerLf,
-                    b'\n' => return Err(Malformed),
-                    _ => State::TrailerLine,
+                    b if is_value_byte(b) => State::TrailerValue,
+                    _ => return Err(Malformed),
                 },
                 State::TrailerLf if b == b'\n' => State::TrailerStart,
                 State::EndLf if b == b'\n' => State::Done,
@@ -161,5 +227,17 @@ mod tests {
         assert_eq!(end_of(b"3\r\nabcX"), Err(Malformed));
         assert_eq!(end_of(b"3\nabc"), Err(Malformed));
         assert_eq!(end_of(b"ffffffffffffffffff\r\n"), Err(Malformed));
+        // Whitespace after a size is only followed by more, an extension or the line's end.
+        assert_eq!(end_of(b"3 x\r\nabc\r\n"), Err(Malformed));
+        assert_eq!(end_of(b"3 \t;a=b\r\nabc\r\n0\r\n\r\n"), Ok(Some(19)));
+        // Trailer lines are header fields.
+        assert_eq!(end_of(b"0\r\nno colon\r\n\r\n"), Err(Malformed));
+        assert_eq!(end_of(b"0\r\n x: folded\r\n\r\n"), Err(Malformed));
+        assert_eq!(end_of(b"0\r\nx: a\x01b\r\n\r\n"), Err(Malformed));
+        assert_eq!(end_of(b"0\r\nx:\r\n\r\n"), Ok(Some(9)));
+        // Extensions and trailers are bounded.
+        let mut long = b"1;".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 9000));
+        assert_eq!(end_of(&long), Err(Malformed));
     }
 }

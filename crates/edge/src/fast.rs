@@ -11,6 +11,7 @@
 //! nothing a client sent is lost and every rule of the full proxy holds.
 
 use crate::chunked::ChunkedEnd;
+use crate::policy;
 use crate::proxy::{Proxy, Scheme};
 use crate::routes::{Group, LiveRoute};
 use crate::splice::{SpliceEnd, Spliced};
@@ -36,13 +37,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RELAY_BUFFER: usize = 64 * 1024;
 /// Most bytes read from an instance at a time until its response head is in.
 const HEAD_READ: u64 = 16 * 1024;
-
-/// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &str) -> bool {
-    crate::proxy::HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-}
 
 /// A connection to an instance the lean path can pool: a tokio socket, or one on the
 /// worker's io_uring ([`crate::uring::UringStream`]).
@@ -92,9 +86,18 @@ impl<C> Default for RawPool<C> {
 }
 
 impl<C: Upstream> RawPool<C> {
+    /// An idle connection to `addr` that is still open and brought nothing since its last
+    /// response: bytes an instance sent after a response (past a body-less one's end, say)
+    /// would be read as the next request's response.
     fn take(&self, addr: SocketAddr) -> Option<C> {
         let mut idle = self.idle.lock().ok()?;
-        idle.iter_mut().find(|(a, _)| *a == addr)?.1.pop()
+        let list = &mut idle.iter_mut().find(|(a, _)| *a == addr)?.1;
+        while let Some(conn) = list.pop() {
+            if conn.still_open() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
     fn give_back(&self, addr: SocketAddr, conn: C) {
@@ -262,6 +265,133 @@ fn head_complete(input: &[u8], seen: &mut usize) -> bool {
     })
 }
 
+/// A request head this path may forward, as [`read_request`] read it.
+pub struct LeanRequest<'h, 'b> {
+    /// `GET` or `HEAD`.
+    pub method: &'b str,
+    /// The origin-form target, as it came.
+    pub target: &'b str,
+    /// The value of its one Host header (valid, see [`policy::valid_host`]).
+    pub host: &'b [u8],
+    /// Length of the head: the next pipelined request starts there (it has no body).
+    pub head_len: usize,
+    /// Whether the client asked to close the connection after it.
+    pub client_close: bool,
+    /// Its header fields.
+    pub headers: &'h [httparse::Header<'b>],
+}
+
+/// What the lean path makes of the bytes at the start of a connection's input.
+pub enum RequestHead<'h, 'b> {
+    /// More bytes are needed.
+    Partial,
+    /// Not for this path: the full proxy (hyper) reads it, and answers it if it is bad.
+    HandOver,
+    /// A request without a body this path frames exactly as hyper would.
+    Forward(LeanRequest<'h, 'b>),
+}
+
+/// Bytes of a request target this path takes: visible ASCII that hyper's URI parser keeps
+/// as it is in both path and query (not `"`, `#`, `<`, `>`, `` ` ``, `{`, `}`, nor any
+/// byte past ASCII). A target with any other goes to the full proxy, so that what an
+/// instance sees never depends on the path the request took.
+static TARGET_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = !matches!(b as u8, b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}');
+        b += 1;
+    }
+    t
+};
+
+/// Longest target hyper's URI parser takes.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
+/// Reads the request head at the start of `input` (no I/O, no routing): whether this path
+/// may forward it, and if so how it is framed. It forwards only what hyper frames the same
+/// way — a `GET` or `HEAD` over HTTP/1.1 with one valid Host, no body, no upgrade or
+/// expectation, an origin-form target — and hands over everything else, bad requests
+/// included, so that the full proxy's answer (a 400 from one place) holds.
+pub fn read_request<'h, 'b>(
+    input: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+) -> RequestHead<'h, 'b> {
+    if input.starts_with(b"PRI ") {
+        return RequestHead::HandOver;
+    }
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(input) {
+        // Over the limit: the full proxy refuses it (431).
+        Ok(httparse::Status::Complete(n)) if n > crate::server::MAX_HEADER_BYTES => {
+            return RequestHead::HandOver
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return RequestHead::Partial,
+        Err(_) => return RequestHead::HandOver,
+    };
+    let httparse::Request {
+        method,
+        path,
+        version,
+        headers,
+    } = req;
+    let (Some(method), Some(target), Some(1)) = (method, path, version) else {
+        return RequestHead::HandOver;
+    };
+    if !(method == "GET" || method == "HEAD")
+        || !target.starts_with('/')
+        || target.len() > MAX_TARGET
+        || !target.bytes().all(|b| TARGET_BYTES[usize::from(b)])
+    {
+        return RequestHead::HandOver;
+    }
+    // Host fields are counted whatever their bytes: a second one, even after one that is
+    // not UTF-8, is a request the full proxy refuses.
+    let mut hosts = 0;
+    let mut host: &[u8] = b"";
+    let mut lengths = 0;
+    let mut client_close = false;
+    for h in headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            host = h.value;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            if lengths > 1 || policy::parse_content_length(h.value) != Some(0) {
+                return RequestHead::HandOver;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return RequestHead::HandOver;
+        } else if name.eq_ignore_ascii_case("connection") {
+            // Only `close` and `keep-alive` here (a header named in it: the full proxy).
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    client_close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    return RequestHead::HandOver;
+                }
+            }
+        }
+    }
+    if hosts != 1 || !policy::valid_host(host) {
+        return RequestHead::HandOver;
+    }
+    RequestHead::Forward(LeanRequest {
+        method,
+        target,
+        host,
+        head_len,
+        client_close,
+        headers,
+    })
+}
+
 /// Parses the request at the start of `input` and decides whether this path forwards it;
 /// if so, writes the head to send to the instance into `out`.
 fn plan(
@@ -271,64 +401,17 @@ fn plan(
     scheme: Scheme,
     out: &mut Vec<u8>,
 ) -> Parsed {
-    if input.starts_with(b"PRI ") {
-        return Parsed::HandOver;
-    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(input) {
-        // Over the limit: the full proxy refuses it (431).
-        Ok(httparse::Status::Complete(n)) if n > crate::server::MAX_HEADER_BYTES => {
-            return Parsed::HandOver
-        }
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::HandOver,
+    let req = match read_request(input, &mut headers) {
+        RequestHead::Forward(req) => req,
+        RequestHead::Partial => return Parsed::Partial,
+        RequestHead::HandOver => return Parsed::HandOver,
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-        return Parsed::HandOver;
-    };
-    let head_request = method == "HEAD";
-    if !(method == "GET" || head_request)
-        || !path.starts_with('/')
-        || path.starts_with(crate::proxy::ACME_CHALLENGE_PREFIX)
-    {
+    if req.target.starts_with(crate::proxy::ACME_CHALLENGE_PREFIX) {
         return Parsed::HandOver;
     }
-    let mut host = None;
-    let mut forwarded_for = None;
-    let mut client_close = false;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Parsed::HandOver;
-            }
-            host = std::str::from_utf8(h.value).ok();
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if h.value != b"0" {
-                return Parsed::HandOver;
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect")
-        {
-            return Parsed::HandOver;
-        } else if name.eq_ignore_ascii_case("connection") {
-            // Only `close` and `keep-alive` here (a header named in it: the full proxy).
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    client_close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                    return Parsed::HandOver;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") && forwarded_for.is_none() {
-            forwarded_for = Some(h.value);
-        }
-    }
-    let Some(host) = host else {
+    // A valid Host is ASCII.
+    let Ok(host) = std::str::from_utf8(req.host) else {
         return Parsed::HandOver;
     };
     let Some(route) = proxy.table.load().lookup(host) else {
@@ -343,16 +426,12 @@ fn plan(
     let canary = !std::ptr::eq(group, &route.stable);
 
     out.clear();
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        if is_hop_by_hop(h.name)
-            || h.name.eq_ignore_ascii_case("x-forwarded-for")
-            || h.name.eq_ignore_ascii_case("x-forwarded-host")
-            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
-        {
+    for h in req.headers {
+        if policy::is_hop_by_hop(h.name.as_bytes()) || policy::is_forwarding(h.name.as_bytes()) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -360,33 +439,31 @@ fn plan(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prev) = forwarded_for {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+    // The client's forwarding headers are replaced (a trusted proxy's extended).
+    policy::Forwarding {
+        peer: client_ip,
+        trusted: proxy.trusted.contains(client_ip),
+        host: req.host,
+        scheme,
+        port: proxy.port(scheme),
     }
-    {
-        use std::io::Write as _;
-        let _ = write!(out, "{client_ip}");
-    }
-    out.extend_from_slice(b"\r\nx-forwarded-host: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(match scheme {
-        Scheme::Http => b"\r\nx-forwarded-proto: http\r\n\r\n",
-        Scheme::Https => b"\r\nx-forwarded-proto: https\r\n\r\n",
-    });
+    .write_lines(
+        req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
+        out,
+    );
+    out.extend_from_slice(b"\r\n");
     let logged = proxy
         .access
         .as_ref()
-        .map(|_| (method.to_string(), path.to_string()));
+        .map(|_| (req.method.to_string(), req.target.to_string()));
     let host_at = host.as_ptr() as usize - input.as_ptr() as usize;
     Parsed::Forward(Plan {
-        head_len,
+        head_len: req.head_len,
         host: host_at..host_at + host.len(),
         route,
         canary,
-        head_request,
-        client_close,
+        head_request: req.method == "HEAD",
+        client_close: req.client_close,
         logged,
     })
 }
@@ -400,11 +477,153 @@ enum Relayed {
     NotSent,
 }
 
-/// How the instance's response body is delimited.
-enum Framing {
+/// How an instance's response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// This many bytes (none for a body-less response: HEAD, 204, 304).
     Length(u64),
+    /// Chunked, followed by [`ChunkedEnd`].
     Chunked,
+    /// Until the instance closes the connection.
     UntilClose,
+}
+
+/// An instance's response head as this path relays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeanResponse {
+    /// Its status code.
+    pub status: u16,
+    /// How its body is delimited.
+    pub framing: Framing,
+    /// The instance closes the connection after it (`Connection: close`, HTTP/1.0).
+    pub upstream_close: bool,
+    /// It declared both a transfer coding and a length: the body is relayed in its
+    /// transfer coding (RFC 9112 §6.3), but no byte after it is trusted — the client's
+    /// connection closes after it and the instance's is not reused.
+    pub ambiguous: bool,
+}
+
+/// Why a response head from an instance is not relayed (the client gets a 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    /// Not a whole HTTP/1.x response head.
+    #[error("the response head does not parse")]
+    Unparsable,
+    /// A status code below 100, or an informational one where a final one belongs.
+    #[error("the response status is not a final status code")]
+    Status,
+    /// A Content-Length that is not plain digits, or more than one.
+    #[error("the response's Content-Length is malformed or repeated")]
+    Length,
+    /// A Transfer-Encoding that is not visible ASCII, or one in an HTTP/1.0 response.
+    #[error("the response's Transfer-Encoding is malformed")]
+    TransferEncoding,
+}
+
+/// Reads an instance's final response head (`head`, a whole head and nothing more) and
+/// writes the head to send to the client into `out`: status line and end-to-end headers,
+/// without the final empty line (the caller adds `connection: close` first if it closes).
+/// The framing is hyper's client's (RFC 9112 §6.3); what hyper would accept in more than
+/// one way — a signed or padded length, two lengths — is refused.
+pub fn frame_response(
+    head: &[u8],
+    head_request: bool,
+    out: &mut Vec<u8>,
+) -> Result<LeanResponse, BadResponse> {
+    use std::io::Write as _;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Err(BadResponse::Unparsable);
+    }
+    let status = resp.code.unwrap_or(0);
+    if status < 200 {
+        return Err(BadResponse::Status);
+    }
+    // An HTTP/1.0 instance closes after each response unless it says otherwise: assumed.
+    let http10 = resp.version == Some(0);
+    let mut upstream_close = http10;
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    let mut chunked = false;
+    // Headers named in Connection are for this hop only.
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if http10
+                || !h
+                    .value
+                    .iter()
+                    .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+            {
+                return Err(BadResponse::TransferEncoding);
+            }
+            coded = true;
+            // The last coding of the last field decides (as hyper reads it).
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match (policy::parse_content_length(h.value), length) {
+                (Some(n), None) => length = Some(n),
+                _ => return Err(BadResponse::Length),
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    upstream_close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive")
+                    && !token.is_empty()
+                    && policy::connection_may_remove(token)
+                {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::Length(0)
+    } else if coded && chunked {
+        Framing::Chunked
+    } else if coded {
+        // A transfer coding that does not end in chunked: the body runs until the close.
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let _ = write!(out, "{status}");
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        if h.name.eq_ignore_ascii_case("connection")
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            // With a transfer coding the length goes: the coding delimits the body.
+            || (coded && h.name.eq_ignore_ascii_case("content-length"))
+            // (The body is passed on in its own framing: its transfer coding stays.)
+            || (policy::is_hop_by_hop(name) && !h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok(LeanResponse {
+        status,
+        framing,
+        upstream_close,
+        ambiguous: coded && length.is_some(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -480,109 +699,22 @@ async fn forward<S: AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
     };
 
     // The response head, rewritten for the client.
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    if !matches!(
-        resp.parse(&relay[..response_head_len]),
-        Ok(httparse::Status::Complete(_))
-    ) {
+    let Ok(response) = frame_response(&relay[..response_head_len], plan.head_request, head) else {
         state.failed();
         return bad_gateway(client, &answering).await;
-    }
-    let status = resp.code.unwrap_or(502);
-    let mut framing = if plan.head_request || status == 204 || status == 304 {
-        Framing::Length(0)
-    } else {
-        Framing::UntilClose
     };
-    let mut upstream_close = false;
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    head.clear();
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.to_string().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    // Headers named in Connection are for this hop only.
-    let mut named: Vec<&[u8]> = Vec::new();
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            if !chunked {
-                upstream_close = true;
-            }
-        }
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    upstream_close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                    named.push(token);
-                }
-            }
-        }
-    }
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection")
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-        {
-            continue;
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            // A chunked body's length is its chunks' (RFC 9112 §6.3): the header goes.
-            if chunked {
-                continue;
-            }
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match (n, length) {
-                (Some(n), None) => length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => {
-                    state.failed();
-                    return bad_gateway(client, &answering).await;
-                }
-            }
-        } else if is_hop_by_hop(h.name) && !h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // (The body is passed on in its own framing: its transfer coding stays.)
-            continue;
-        }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
-    }
-    if matches!(framing, Framing::UntilClose) {
-        framing = match (chunked, length) {
-            (true, _) => Framing::Chunked,
-            (false, Some(n)) => Framing::Length(n),
-            _ => Framing::UntilClose,
-        };
-    }
-    let client_keeps = !matches!(framing, Framing::UntilClose) && !plan.client_close && !stopping;
+    let framing = response.framing;
+    let client_keeps = !matches!(framing, Framing::UntilClose)
+        && !response.ambiguous
+        && !plan.client_close
+        && !stopping;
     if !client_keeps {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
 
-    // Counted at the response's head, as the full proxy counts.
-    answering.record(status);
-    if matches!(status, 502..=504) {
-        state.failed();
-    } else {
-        state.succeeded();
-    }
-
-    // The body: what came with the head, then the rest as it comes.
+    // What came with the head, checked before anything is sent: a malformed first chunk
+    // is a 502, not a head followed by a cut body.
     let body_start = &relay[response_head_len..];
     let mut chunks = ChunkedEnd::default();
     let (first, mut done, mut reusable) = match framing {
@@ -593,10 +725,23 @@ async fn forward<S: AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
         Framing::Chunked => match chunks.feed(body_start) {
             Ok(Some(end)) => (end, true, end == body_start.len()),
             Ok(None) => (body_start.len(), false, true),
-            Err(_) => (0, true, false),
+            Err(_) => {
+                state.failed();
+                return bad_gateway(client, &answering).await;
+            }
         },
         Framing::UntilClose => (body_start.len(), false, false),
     };
+
+    // Counted at the response's head, as the full proxy counts.
+    let status = response.status;
+    answering.record(status);
+    if matches!(status, 502..=504) {
+        state.failed();
+    } else {
+        state.succeeded();
+    }
+
     let mut left = match framing {
         Framing::Length(n) => n - first as u64,
         _ => 0,
@@ -681,7 +826,13 @@ async fn forward<S: AsyncWrite + SpliceEnd + Unpin, C: Upstream>(
     if client.flush().await.is_err() {
         return Relayed::Broken;
     }
-    if reusable && !upstream_close && !matches!(framing, Framing::UntilClose) {
+    // Not reused after an ambiguous response, nor one with bytes past its end (a
+    // body-less response's included): those bytes would answer the next request.
+    if reusable
+        && !response.upstream_close
+        && !response.ambiguous
+        && !matches!(framing, Framing::UntilClose)
+    {
         pool.give_back(upstream, conn);
     } else {
         let _ = conn.shutdown().await;
@@ -782,25 +933,47 @@ async fn exchange<C: Upstream>(
             Ok(0) | Err(_) => return Err(Exchange::Garbled),
             Ok(_) => {}
         }
-        // What came may hold informational responses before the final one.
-        while !into.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(into) {
-                Ok(httparse::Status::Complete(n)) => match resp.code {
-                    Some(101) => return Err(Exchange::Garbled),
-                    Some(100..=199) => {
-                        into.drain(..n);
-                    }
-                    _ => return Ok(n),
-                },
-                Ok(httparse::Status::Partial) if into.len() <= crate::server::MAX_HEADER_BYTES => {
-                    break
-                }
-                _ => return Err(Exchange::Garbled),
-            }
+        match skip_informational(into) {
+            ResponseHead::Final(n) => return Ok(n),
+            ResponseHead::Partial => {}
+            ResponseHead::Garbled => return Err(Exchange::Garbled),
         }
     }
+}
+
+/// Where an instance's response stands in the bytes read so far, see
+/// [`skip_informational`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseHead {
+    /// The final response's head is not all in yet.
+    Partial,
+    /// The final response's head is the first this many bytes.
+    Final(usize),
+    /// Not an HTTP/1.1 response head, or a switch of protocols nobody asked for.
+    Garbled,
+}
+
+/// Drops the informational (1xx) responses at the start of `read`, as hyper's client
+/// does, and says whether the final response's head is in.
+pub fn skip_informational(read: &mut Vec<u8>) -> ResponseHead {
+    while !read.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(read) {
+            Ok(httparse::Status::Complete(n)) => match resp.code {
+                Some(101) => return ResponseHead::Garbled,
+                Some(100..=199) => {
+                    read.drain(..n);
+                }
+                _ => return ResponseHead::Final(n),
+            },
+            Ok(httparse::Status::Partial) if read.len() <= crate::server::MAX_HEADER_BYTES => {
+                return ResponseHead::Partial
+            }
+            _ => return ResponseHead::Garbled,
+        }
+    }
+    ResponseHead::Partial
 }
 
 /// A connection whose first bytes were read already: they are read again first.

@@ -6,6 +6,8 @@
 //!   plane is down or restarting.
 //! - [`proxy`]: the hyper-based reverse proxy (HTTP/1.1 keep-alive, pooled upstream
 //!   connections, WebSocket upgrades, `X-Forwarded-*`), with error pages in [`pages`].
+//! - [`policy`]: the request hygiene both of them apply (valid `Host`, hop-by-hop and
+//!   forwarding headers, strict `Content-Length`, trusted proxies).
 //! - [`fast`]: the lean path for HTTP/1.1 requests without a body, plain or over TLS
 //!   (parsed once, forwarded as bytes, the response relayed on the connection's own task;
 //!   chunked bodies followed by [`chunked`]); anything else goes to [`proxy`].
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod nudge;
 pub mod pages;
 pub mod pinning;
+pub mod policy;
 pub mod probe;
 pub mod proxy;
 pub mod routes;

@@ -120,6 +120,16 @@ pub fn bad_request() -> Response<EdgeBody> {
     )
 }
 
+/// 400: the request's `Host` is repeated, malformed (not `name[:port]` with a numeric
+/// port) or disagrees with the address in its request line.
+pub fn bad_host() -> Response<EdgeBody> {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        "The request's Host is repeated, malformed or contradicts its address, so berth cannot tell which app it is for.",
+    )
+}
+
 /// 413: the request body is larger than the edge takes.
 pub fn too_large(limit: u64) -> Response<EdgeBody> {
     page(

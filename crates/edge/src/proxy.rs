@@ -1,6 +1,7 @@
 //! The reverse proxy: routes each request by `Host` to one of the app's instances.
 
 use crate::pages::{self, EdgeBody};
+use crate::policy::{self, TrustedProxies};
 use crate::routes::{InFlight, SharedTable};
 use crate::upstream::{PooledBody, UpstreamError, UpstreamPool};
 use bytes::Bytes;
@@ -13,19 +14,6 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
-pub(crate) const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Where ACME HTTP-01 challenges are asked for (RFC 8555 §8.3).
 pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -47,25 +35,66 @@ pub struct Proxy {
     /// The lean path's connections to instances ([`crate::fast`]).
     pub(crate) raw: Arc<crate::fast::RawPool>,
     pub(crate) https_port: Option<u16>,
+    /// Where plain HTTP is served (for `X-Forwarded-Port`).
+    pub(crate) http_port: u16,
+    /// Peers whose forwarding headers are kept and extended.
+    pub(crate) trusted: Arc<TrustedProxies>,
     pub(crate) access: Option<crate::access::WorkerLog>,
     wake_dir: Option<std::path::PathBuf>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
+    // Headers named in Connection are hop-by-hop too, except those the message's routing,
+    // framing and forwarding depend on (`Connection: close, Host` keeps the Host).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| policy::connection_may_remove(n.as_str().as_bytes()))
         .collect();
     for n in named {
         headers.remove(n);
     }
-    for h in HOP_BY_HOP {
+    for h in policy::HOP_BY_HOP {
         headers.remove(*h);
     }
+}
+
+/// Why a request has no usable host (both answered 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum HostRefused {
+    /// Neither a Host header nor an authority in the target.
+    #[error("the request names no host")]
+    Missing,
+    /// Two Host headers, one that is not `name[:port]`, or one the target contradicts.
+    #[error("the request's host is repeated, malformed or contradicted")]
+    Invalid,
+}
+
+/// The request's host: its one valid `Host` header, or (HTTP/2, absolute form) its URI's
+/// authority; both must agree when both are there.
+fn request_host(req: &Request<Incoming>) -> Result<String, HostRefused> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostRefused::Invalid);
+    }
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = match (header, authority) {
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()) => {
+            return Err(HostRefused::Invalid)
+        }
+        (Some(h), _) => h.as_bytes(),
+        (None, Some(a)) => a.as_bytes(),
+        (None, None) => return Err(HostRefused::Missing),
+    };
+    if !policy::valid_host(host) {
+        return Err(HostRefused::Invalid);
+    }
+    // Valid hosts are ASCII.
+    Ok(String::from_utf8_lossy(host).into_owned())
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -124,8 +153,30 @@ impl Proxy {
             pool: Arc::new(UpstreamPool::default()),
             raw: Arc::default(),
             https_port,
+            http_port: 80,
+            trusted: Arc::default(),
             access: None,
             wake_dir: None,
+        }
+    }
+
+    /// Serves plain HTTP on `port` (what `X-Forwarded-Port` says of such requests).
+    pub fn with_http_port(mut self, port: u16) -> Self {
+        self.http_port = port;
+        self
+    }
+
+    /// Keeps and extends the forwarding headers of requests from `trusted` peers.
+    pub fn with_trusted_proxies(mut self, trusted: Arc<TrustedProxies>) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// The edge's port for requests that came in over `scheme`.
+    pub(crate) fn port(&self, scheme: Scheme) -> u16 {
+        match scheme {
+            Scheme::Http => self.http_port,
+            Scheme::Https => self.https_port.unwrap_or(443),
         }
     }
 
@@ -176,14 +227,10 @@ impl Proxy {
         remote: SocketAddr,
         scheme: Scheme,
     ) -> Response<EdgeBody> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()));
-        let Some(host) = host else {
-            return pages::bad_request();
+        let host = match request_host(&req) {
+            Ok(host) => host,
+            Err(HostRefused::Missing) => return pages::bad_request(),
+            Err(HostRefused::Invalid) => return pages::bad_host(),
         };
         let table = self.table.load();
         if scheme == Scheme::Http {
@@ -291,24 +338,7 @@ impl Proxy {
             headers.insert(header::UPGRADE, u);
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let client_ip = remote.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {client_ip}"),
-            None => client_ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
-        }
-        if let Some(v) = host_value {
-            headers.insert("x-forwarded-host", v);
-        }
-        headers.insert(
-            "x-forwarded-proto",
-            HeaderValue::from_static(match scheme {
-                Scheme::Http => "http",
-                Scheme::Https => "https",
-            }),
-        );
+        self.write_forwarding(&mut headers, host_value.as_ref(), remote, scheme);
 
         // A body of unknown length is cut off at the limit (the app sees an aborted upload).
         let mut body = Some(http_body_util::Limited::new(body, MAX_BODY_BYTES as usize).boxed());
@@ -386,6 +416,39 @@ impl Proxy {
         }
     }
 
+    /// Replaces the client's forwarding headers with the edge's (a trusted proxy's are kept
+    /// and extended), by the rules of [`policy::Forwarding`].
+    fn write_forwarding(
+        &self,
+        headers: &mut HeaderMap,
+        host: Option<&HeaderValue>,
+        remote: SocketAddr,
+        scheme: Scheme,
+    ) {
+        let forwarding = policy::Forwarding {
+            peer: remote.ip(),
+            trusted: self.trusted.contains(remote.ip()),
+            host: host.map_or(&b""[..], |h| h.as_bytes()),
+            scheme,
+            port: self.port(scheme),
+        };
+        let mut values = Vec::with_capacity(policy::FORWARDING.len());
+        for field in 0..policy::FORWARDING.len() {
+            let prior = headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+            let mut value = Vec::new();
+            forwarding.value(field, prior, &mut value);
+            values.push(value);
+        }
+        for (name, value) in policy::FORWARDING.iter().zip(values) {
+            headers.remove(*name);
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                headers.insert(*name, v);
+            }
+        }
+    }
+
     /// Every instance failed a body-less request: the app may be between two instances (a
     /// restart, a replaced release, a platform recovering its routes). Asks the route
     /// table again a few times over a moment, so that such a gap costs the client a short
@@ -448,7 +511,17 @@ impl Proxy {
             return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
         }
         let (mut parts, body) = resp.into_parts();
+        // Both framings at once (RFC 9112 §6.3: the chunks win): the length goes, and the
+        // client's connection ends with this response, as the lean path's does.
+        let ambiguous = parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && parts.headers.contains_key(header::CONTENT_LENGTH);
         remove_hop_by_hop(&mut parts.headers);
+        if ambiguous {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         Response::from_parts(
             parts,
             Holding {
@@ -505,6 +578,25 @@ mod tests {
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn connection_cannot_strip_host_framing_or_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, Host, Content-Length, X-Forwarded-For, x-other"),
+        );
+        h.insert("host", HeaderValue::from_static("a.test"));
+        h.insert("content-length", HeaderValue::from_static("0"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.get("host").is_some());
+        assert!(h.get("content-length").is_some());
+        assert!(h.get("x-forwarded-for").is_some());
+        assert!(h.get("x-other").is_none());
+        assert!(h.get("connection").is_none());
     }
 
     #[test]

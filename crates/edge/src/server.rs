@@ -46,6 +46,9 @@ pub struct EdgeConfig {
     /// Serve plain HTTP on io_uring where the kernel offers it ([`crate::uring`]); `false`:
     /// on epoll, as HTTPS always is.
     pub io_uring: bool,
+    /// Peers (a load balancer, a CDN) whose forwarding headers are kept and extended;
+    /// every other client's are replaced.
+    pub trusted_proxies: crate::policy::TrustedProxies,
 }
 
 /// How often the request counts are written.
@@ -257,6 +260,8 @@ pub async fn run_after(
         _ => None,
     };
     let https_port = cfg.tls.as_ref().map(|t| t.listen.port());
+    let http_port = cfg.listen.port();
+    let trusted = Arc::new(cfg.trusted_proxies.clone());
     // Beside the route snapshot: where requests for sleeping apps ask for them.
     let wake_dir = cfg.routes_file.parent().map(|d| d.join("wake"));
     let access = cfg.access_log.clone().map(crate::access::AccessLog::start);
@@ -269,6 +274,7 @@ pub async fn run_after(
             _ => None,
         };
         let (table, shutdown, wake_dir) = (table.clone(), shutdown.clone(), wake_dir.clone());
+        let trusted = trusted.clone();
         let access = access.as_ref().map(|a| a.worker());
         let io_uring = cfg.io_uring;
         let worker = std::thread::Builder::new().name(format!("edge-worker-{index}"));
@@ -287,6 +293,8 @@ pub async fn run_after(
                     });
                 }
                 let proxy = Proxy::new(table, https_port)
+                    .with_http_port(http_port)
+                    .with_trusted_proxies(trusted.clone())
                     .with_access_log(access.clone())
                     .with_wake_dir(wake_dir.clone());
                 let load = std::rc::Rc::new(crate::pinning::Load::default());

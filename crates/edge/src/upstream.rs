@@ -114,10 +114,16 @@ impl UpstreamPool {
             .await
             .map_err(|e| (UpstreamError::Request(e), was_reused))?;
         let upgrade = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+        // Both framings at once: where this response ends is a guess, so nothing after it
+        // on that connection is trusted (it is not pooled).
+        let ambiguous = resp
+            .headers()
+            .contains_key(hyper::header::TRANSFER_ENCODING)
+            && resp.headers().contains_key(hyper::header::CONTENT_LENGTH);
         let (parts, body) = resp.into_parts();
         let mut body = PooledBody {
             inner: body,
-            give_back: (!upgrade).then(|| (sender, addr, self.clone())),
+            give_back: (!upgrade && !ambiguous).then(|| (sender, addr, self.clone())),
         };
         if body.inner.is_end_stream() {
             body.finish();

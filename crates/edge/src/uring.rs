@@ -96,8 +96,13 @@ impl UringStream {
         borrow(self.socket.as_ref())
     }
 
-    /// Whether the peer has neither sent anything nor closed (for an idle pooled connection).
+    /// Whether the peer has neither sent anything nor closed (for an idle pooled connection):
+    /// bytes already read into this stream's buffer count as sent, and so does a read
+    /// under way (what it brings was sent after the last response).
     pub fn still_open(&self) -> bool {
+        if self.reading.is_some() || self.read_pos < self.read_buf.len() {
+            return false;
+        }
         let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
         matches!(
             rustix::net::recv(self.fd(), &mut [0u8; 1], flags),

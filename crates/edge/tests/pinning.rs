@@ -121,6 +121,7 @@ async fn workers_stay_on_their_cores_only_while_serving_kept_alive_connections()
         access_log: None,
         handover: None,
         io_uring: true,
+        trusted_proxies: Default::default(),
     };
     let upstreams = vec![instance().await];
     let route = Route {

@@ -138,15 +138,20 @@ struct Edge {
 
 impl Edge {
     async fn start() -> Self {
-        Self::start_with(true).await
+        Self::start_with(true, &[]).await
     }
 
     /// An edge serving plain HTTP on epoll (as where io_uring is unavailable).
     async fn start_on_epoll() -> Self {
-        Self::start_with(false).await
+        Self::start_with(false, &[]).await
     }
 
-    async fn start_with(io_uring: bool) -> Self {
+    /// An edge that keeps the forwarding headers of peers in `trusted` (`--trusted-proxy`).
+    async fn start_trusting(trusted: &[&str]) -> Self {
+        Self::start_with(true, trusted).await
+    }
+
+    async fn start_with(io_uring: bool, trusted: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         // Two sockets each, as an edge on two cores has.
         let listener = Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
@@ -165,6 +170,9 @@ impl Edge {
             access_log: Some(dir.path().join("access.log")),
             handover: None,
             io_uring,
+            trusted_proxies: berth_edge::policy::TrustedProxies::new(
+                trusted.iter().map(|c| c.parse().expect("cidr")).collect(),
+            ),
         };
         let stop = CancellationToken::new();
         tokio::spawn(run(cfg, listener, Some(tls_listener), stop.clone()));
@@ -252,9 +260,13 @@ async fn routes_by_host_and_forwards_client_details_on(edge: Edge) {
     );
     assert!(lower.contains("x-forwarded-proto: http"), "{body}");
 
-    let (status, body) = edge.get("<b>unknown</b>.localhost").await;
+    let (status, body) = edge.get("unknown.localhost").await;
     assert_eq!(status, 404);
-    assert!(body.contains("&lt;b&gt;unknown"), "host is escaped: {body}");
+    assert!(body.contains("unknown.localhost"), "{body}");
+    // Not a host name at all: refused, and not echoed.
+    let (status, body) = edge.get("<b>unknown</b>.localhost").await;
+    assert_eq!(status, 400);
+    assert!(!body.contains("<b>"), "{body}");
 }
 
 #[tokio::test]
@@ -558,7 +570,6 @@ fn local_cert(ca: &LocalCa, names: &[&str]) -> CertEntry {
 /// close_notify, so the client knows the last response is whole.
 #[tokio::test]
 async fn https_http1_keeps_connections_alive_and_closes_them_cleanly() {
-    use rustls::pki_types::pem::PemObject;
     let edge = Edge::start().await;
     let ca = LocalCa::generate("edge-test").expect("ca");
     let a = upstream("alpha", Duration::ZERO).await;
@@ -571,29 +582,7 @@ async fn https_http1_keeps_connections_alive_and_closes_them_cleanly() {
     .expect("certs");
     write_routes(&edge.routes(), 1, "shop.test", vec![a]);
     edge.wait_applied(1).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
-    let name = rustls::pki_types::ServerName::try_from("shop.test").expect("name");
-    let mut tls = None;
-    for _ in 0..100 {
-        let tcp = TcpStream::connect(edge.tls_addr).await.expect("connect");
-        if let Ok(t) = connector.connect(name.clone(), tcp).await {
-            tls = Some(t);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut tls = tls.expect("TLS handshake with the edge");
+    let mut tls = tls_http1(&edge, &ca, "shop.test").await;
     let mut pending = Vec::new();
     for path in ["/one", "/two"] {
         tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes())
@@ -608,6 +597,15 @@ async fn https_http1_keeps_connections_alive_and_closes_them_cleanly() {
             "{body}"
         );
         assert!(body.contains("x-forwarded-proto: https"), "{body}");
+        let port = edge.tls_addr.port();
+        assert!(
+            body.contains(&format!("x-forwarded-port: {port}\r\n")),
+            "{body}"
+        );
+        assert!(
+            body.contains("forwarded: for=127.0.0.1;host=shop.test;proto=https\r\n"),
+            "{body}"
+        );
     }
     tls.write_all(b"GET /three HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
         .await
@@ -619,6 +617,82 @@ async fn https_http1_keeps_connections_alive_and_closes_them_cleanly() {
     let mut rest = Vec::new();
     let end = tls.read_to_end(&mut rest).await;
     assert!(end.is_ok() && rest.is_empty(), "{end:?} {rest:?}");
+}
+
+/// A TLS connection to the edge for `name`, trusting `ca`, speaking HTTP/1.1.
+async fn tls_http1(
+    edge: &Edge,
+    ca: &LocalCa,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+    for _ in 0..100 {
+        let tcp = TcpStream::connect(edge.tls_addr).await.expect("connect");
+        if let Ok(t) = connector.connect(name.clone(), tcp).await {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no TLS handshake with the edge");
+}
+
+/// Over HTTPS too: a repeated Host is refused, a client's forwarding headers replaced.
+#[tokio::test]
+async fn https_refuses_repeated_hosts_and_replaces_forwarding_headers() {
+    let edge = Edge::start().await;
+    let ca = LocalCa::generate("edge-test").expect("ca");
+    let a = upstream("alpha", Duration::ZERO).await;
+    CertSnapshot {
+        generation: 1,
+        fallback: None,
+        certs: vec![local_cert(&ca, &["shop.test"])],
+    }
+    .save(&edge.certs())
+    .expect("certs");
+    write_routes(&edge.routes(), 1, "shop.test", vec![a]);
+    edge.wait_applied(1).await;
+    let mut tls = tls_http1(&edge, &ca, "shop.test").await;
+    tls.write_all(
+        b"GET / HTTP/1.1\r\nHost: shop.test\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(!text.contains("alpha"), "{text}");
+
+    let mut tls = tls_http1(&edge, &ca, "shop.test").await;
+    tls.write_all(
+        format!("GET / HTTP/1.1\r\nHost: shop.test\r\n{SPOOFED}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        !text.contains("6.6.6.6") && !text.contains("evil.test"),
+        "{text}"
+    );
+    assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
+    assert!(text.contains("x-forwarded-for: 127.0.0.1\r\n"), "{text}");
 }
 
 #[tokio::test]
@@ -675,6 +749,16 @@ async fn https_picks_certificates_by_sni_and_speaks_h2_and_http1() {
         h2.body
     );
     assert!(lower.contains("x-forwarded-proto: https"), "{}", h2.body);
+    assert!(
+        lower.contains(&format!("x-forwarded-port: {}", edge.tls_addr.port())),
+        "{}",
+        h2.body
+    );
+    assert!(
+        lower.contains("forwarded: for=127.0.0.1;host=shop.test;proto=https"),
+        "{}",
+        h2.body
+    );
 
     let h1 = https_get(
         edge.tls_addr,
@@ -934,6 +1018,20 @@ async fn framing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::At
                         "/named" => b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok",
                         "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
                         "/both" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nab\r\n0\r\nx-t: 1\r\n\r\n",
+                        "/signed" => b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+                        "/twice" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+                        "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nwhat\r\n0\r\n\r\n",
+                        "/conn-length" => b"HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding\r\nContent-Length: 2\r\n\r\nok",
+                        // A body-less answer followed by bytes that look like the next one.
+                        "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwrong",
+                        "/late" => {
+                            if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.is_err() {
+                                return;
+                            }
+                            // The same, sent a moment after the response ended.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwrong"
+                        }
                         _ => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
                             return;
@@ -1099,13 +1197,6 @@ async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections_on(edge
     let (head, body) = read_response(&mut s, &mut pending, false).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"after");
-    // Chunked and a length: the chunks tell the length, the header goes.
-    s.write_all(b"GET /both HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let (head, body) = read_response(&mut s, &mut pending, false).await;
-    assert!(!head.contains("content-length"), "{head}");
-    assert_eq!(body, b"2\r\nab\r\n0\r\nx-t: 1\r\n\r\n");
     // Every one of those went over one pooled connection to the instance (with io_uring,
     // one for a connection's first request, on epoll, and one for the rest, on the ring).
     let pools = if edge.io_uring { 2 } else { 1 };
@@ -1118,4 +1209,249 @@ async fn responses_are_relayed_byte_for_byte_over_kept_alive_connections_on(edge
     let (head, body) = read_response(&mut s, &mut pending, false).await;
     assert!(head.contains("connection: close"), "{head}");
     assert_eq!(body, b"until the end");
+}
+
+/// Sends `request` on a new connection and reads everything the edge answers until it
+/// closes the connection.
+async fn exchange_raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn repeated_or_malformed_hosts_are_refused_on_both_paths() {
+    repeated_or_malformed_hosts_are_refused_on(Edge::start().await).await;
+}
+
+/// The same where plain HTTP is served on epoll (io_uring unavailable).
+#[tokio::test]
+async fn repeated_or_malformed_hosts_are_refused_on_epoll() {
+    repeated_or_malformed_hosts_are_refused_on(Edge::start_on_epoll().await).await;
+}
+
+async fn repeated_or_malformed_hosts_are_refused_on(edge: Edge) {
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_table(
+        &edge.routes(),
+        1,
+        &[("a.test", vec![a], false), ("b.test", vec![a], false)],
+        &[],
+    );
+    edge.wait_applied(1).await;
+    let refused: [&[u8]; 12] = [
+        // The lean path's requests (no body).
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        // A first Host that is not UTF-8 does not hide the second.
+        b"GET / HTTP/1.1\r\nHost: \xffa.test\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test:abc\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test:99999\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test:\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: user@a.test\r\nConnection: close\r\n\r\n",
+        // An absolute-form target that names another host than Host.
+        b"GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        // The full proxy's (a body; an expectation).
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        b"POST / HTTP/1.1\r\nHost: a.test:+80\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a.test:8080:1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ];
+    for request in refused {
+        let answer = exchange_raw(edge.addr, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{:?}: {answer}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(
+            !answer.contains("alpha"),
+            "no instance saw {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    // Valid hosts still pass, with their port, on both paths.
+    let answer = exchange_raw(
+        edge.addr,
+        b"GET / HTTP/1.1\r\nHost: A.test:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = exchange_raw(
+        edge.addr,
+        b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_connection_header_cannot_strip_host_or_forwarding_headers() {
+    let edge = Edge::start().await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_routes(&edge.routes(), 1, "hop.test", vec![a]);
+    edge.wait_applied(1).await;
+    let answer = exchange_raw(
+        edge.addr,
+        b"GET /x HTTP/1.1\r\nHost: hop.test\r\nConnection: close, Host, X-Forwarded-For, Forwarded, X-Secret\r\nX-Secret: 1\r\n\r\n",
+    )
+    .await;
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{answer}");
+    assert!(lower.contains("\r\nhost: hop.test\r\n"), "{answer}");
+    assert!(lower.contains("x-forwarded-for: 127.0.0.1\r\n"), "{answer}");
+    assert!(lower.contains("forwarded: for=127.0.0.1;"), "{answer}");
+    assert!(
+        !lower.contains("x-secret"),
+        "named headers still go: {answer}"
+    );
+}
+
+/// The client's own forwarding headers: every one should be replaced.
+const SPOOFED: &str = "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil.test\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 1\r\n";
+
+#[tokio::test]
+async fn client_forwarding_headers_are_replaced_on_both_paths() {
+    let edge = Edge::start().await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_routes(&edge.routes(), 1, "fw.test", vec![a]);
+    edge.wait_applied(1).await;
+    let port = edge.addr.port();
+    for request in [
+        format!("GET /lean HTTP/1.1\r\nHost: fw.test\r\n{SPOOFED}Connection: close\r\n\r\n"),
+        format!("POST /full HTTP/1.1\r\nHost: fw.test\r\n{SPOOFED}Content-Length: 2\r\nConnection: close\r\n\r\nhi"),
+    ] {
+        let answer = exchange_raw(edge.addr, request.as_bytes()).await;
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 200"), "{answer}");
+        assert!(!lower.contains("6.6.6.6"), "{answer}");
+        assert!(!lower.contains("evil.test"), "{answer}");
+        for expected in [
+            "x-forwarded-for: 127.0.0.1\r\n".to_string(),
+            "x-real-ip: 127.0.0.1\r\n".to_string(),
+            "x-forwarded-host: fw.test\r\n".to_string(),
+            "x-forwarded-proto: http\r\n".to_string(),
+            format!("x-forwarded-port: {port}\r\n"),
+            "forwarded: for=127.0.0.1;host=fw.test;proto=http\r\n".to_string(),
+        ] {
+            assert!(lower.contains(&expected), "{expected:?} in {answer}");
+            let name = expected.split(':').next().unwrap_or_default();
+            assert_eq!(
+                lower.matches(&format!("\r\n{name}:")).count(),
+                1,
+                "one {name} in {answer}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_s_forwarding_headers_are_kept_and_extended() {
+    let edge = Edge::start_trusting(&["127.0.0.1/32"]).await;
+    let a = upstream("alpha", Duration::ZERO).await;
+    write_routes(&edge.routes(), 1, "fw.test", vec![a]);
+    edge.wait_applied(1).await;
+    for request in [
+        format!("GET /lean HTTP/1.1\r\nHost: fw.test\r\n{SPOOFED}Connection: close\r\n\r\n"),
+        format!("POST /full HTTP/1.1\r\nHost: fw.test\r\n{SPOOFED}Content-Length: 2\r\nConnection: close\r\n\r\nhi"),
+    ] {
+        let answer = exchange_raw(edge.addr, request.as_bytes()).await;
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 200"), "{answer}");
+        for expected in [
+            "x-forwarded-for: 6.6.6.6, 127.0.0.1\r\n",
+            "x-real-ip: 6.6.6.6\r\n",
+            "x-forwarded-host: evil.test\r\n",
+            "x-forwarded-proto: https\r\n",
+            "x-forwarded-port: 1\r\n",
+            "\r\nforwarded: for=6.6.6.6, for=127.0.0.1;host=fw.test;proto=http\r\n",
+        ] {
+            assert!(lower.contains(expected), "{expected:?} in {answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_or_malformed_upstream_framing_is_never_relayed_as_if_sound() {
+    ambiguous_or_malformed_upstream_framing_on(Edge::start().await).await;
+}
+
+/// The same where plain HTTP is served on epoll (io_uring unavailable).
+#[tokio::test]
+async fn ambiguous_or_malformed_upstream_framing_is_never_relayed_as_if_sound_on_epoll() {
+    ambiguous_or_malformed_upstream_framing_on(Edge::start_on_epoll().await).await;
+}
+
+async fn ambiguous_or_malformed_upstream_framing_on(edge: Edge) {
+    let (a, _) = framing_upstream().await;
+    write_routes(&edge.routes(), 1, "frames.localhost", vec![a]);
+    edge.wait_applied(1).await;
+
+    // Chunked and a length: relayed in its chunks without the length, and the client's
+    // connection closes after it (nothing after it can be trusted), on both paths.
+    // (The second request names a header in Connection: the full proxy's.)
+    for (request, lean) in [
+        (
+            &b"GET /both HTTP/1.1\r\nHost: frames.localhost\r\n\r\n"[..],
+            true,
+        ),
+        (
+            b"GET /both HTTP/1.1\r\nHost: frames.localhost\r\nConnection: x-hop\r\n\r\n",
+            false,
+        ),
+    ] {
+        // Read to the end: the edge closes the connection after the response.
+        let answer = exchange_raw(edge.addr, request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{answer}");
+        assert!(!head.contains("content-length"), "{answer}");
+        assert!(head.contains("connection: close"), "{answer}");
+        if lean {
+            assert_eq!(body, "2\r\nab\r\n0\r\nx-t: 1\r\n\r\n");
+        } else {
+            assert!(body.contains("ab"), "{answer}");
+        }
+    }
+
+    // A signed or repeated length, a malformed first chunk: a 502, and the connection ends.
+    for path in ["/signed", "/twice", "/bad-chunk"] {
+        let answer = exchange_raw(
+            edge.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: frames.localhost\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{path}: {answer}");
+        assert!(!answer.contains("what"), "{path}: {answer}");
+    }
+
+    // A Connection header cannot take the response's framing away.
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    let mut pending = Vec::new();
+    s.write_all(b"GET /conn-length HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut s, &mut pending, false).await;
+    assert!(head.contains("content-length: 2"), "{head}");
+    assert_eq!(body, b"ok");
+
+    // Bytes after a body-less response, with it or a moment later: that connection to the
+    // instance is not used again, and the next request gets its own answer.
+    for path in ["/no-content", "/late"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: frames.localhost\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let (head, body) = read_response(&mut s, &mut pending, true).await;
+        assert!(head.starts_with("http/1.1 204"), "{path}: {head}");
+        assert!(body.is_empty());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(b"GET /sized HTTP/1.1\r\nHost: frames.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, body) = read_response(&mut s, &mut pending, false).await;
+        assert!(head.starts_with("http/1.1 201"), "after {path}: {head}");
+        assert_eq!(body, b"size", "after {path}");
+    }
 }

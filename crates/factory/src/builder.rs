@@ -473,15 +473,8 @@ impl Factory {
         let app_dir = work.join("app");
         source::unpack(archive, &app_dir)?;
         if let Some(dockerfile) = crate::dockerfile::dockerfile_of(&app_dir, &req.toml) {
-            if !dockerfile.is_file() {
-                return Err(BuildError::Dockerfile(format!(
-                    "build.dockerfile names {}, which is not in the directory",
-                    dockerfile
-                        .strip_prefix(&app_dir)
-                        .unwrap_or(&dockerfile)
-                        .display()
-                )));
-            }
+            // A regular file inside the source, or refused by name before anything runs.
+            crate::dockerfile::read_dockerfile(&app_dir, &dockerfile)?;
             let mut out = crate::dockerfile::build(
                 &self.images,
                 &self.paths.build_user_root.join("cache"),

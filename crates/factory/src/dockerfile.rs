@@ -28,15 +28,41 @@ const BASES: &str = "bases";
 const SUBID_START: u64 = 1_000_000;
 const SUBID_COUNT: u64 = 65_536;
 
-/// The Dockerfile a directory is built with, when it is built with one.
+/// The Dockerfile a directory is built with, when it is built with one (a default name
+/// counts only as a regular file inside the directory, never through a link out of it).
 pub fn dockerfile_of(dir: &Path, toml: &berth_core::spec::BerthToml) -> Option<PathBuf> {
     match &toml.build.dockerfile {
         Some(f) => Some(dir.join(f)),
-        None => ["Dockerfile", "Containerfile"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file()),
+        None => {
+            let tree = crate::tree::SourceTree::open(dir).ok()?;
+            ["Dockerfile", "Containerfile"]
+                .iter()
+                .find(|f| tree.is_file(f))
+                .map(|f| dir.join(f))
+        }
     }
+}
+
+/// The text of `dockerfile`, read beneath `app_dir`: a regular file inside it of at most
+/// 1 MiB. An error names the file, never bytes of anything else.
+pub fn read_dockerfile(app_dir: &Path, dockerfile: &Path) -> Result<String, BuildError> {
+    let rel = dockerfile
+        .strip_prefix(app_dir)
+        .map(|p| p.to_string_lossy().to_string())
+        .map_err(|_| {
+            BuildError::Dockerfile(format!(
+                "{} is not inside the app directory",
+                dockerfile.display()
+            ))
+        })?;
+    crate::tree::SourceTree::open(app_dir)
+        .and_then(|tree| tree.read_spec(&rel))
+        .map_err(|e| BuildError::Dockerfile(e.to_string()))?
+        .ok_or_else(|| {
+            BuildError::Dockerfile(format!(
+                "build.dockerfile names {rel}, which is not in the directory"
+            ))
+        })
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -54,15 +80,8 @@ pub fn build(
     work: &Path,
 ) -> Result<BuildOutput, BuildError> {
     let started = Instant::now();
-    let text = std::fs::read_to_string(dockerfile).map_err(|e| {
-        BuildError::Dockerfile(format!(
-            "{}: {e}",
-            dockerfile
-                .strip_prefix(app_dir)
-                .unwrap_or(dockerfile)
-                .display()
-        ))
-    })?;
+    // Parse errors may quote this text: it is a regular file inside the source.
+    let text = read_dockerfile(app_dir, dockerfile)?;
     let parsed = Dockerfile::parse(&text)
         .map_err(|e| BuildError::Dockerfile(format!("the Dockerfile does not parse: {e}")))?;
     refuse_privileged(&parsed)?;

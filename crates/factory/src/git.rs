@@ -16,6 +16,10 @@ pub enum GitError {
         "{0:?} is not a repository URL berth fetches: use https://, http://, git:// or ssh://"
     )]
     BadUrl(String),
+    #[error(
+        "{0:?} carries a password: berth never puts credentials on a command line or in its records"
+    )]
+    PasswordInUrl(String),
     #[error("{0:?} is not a branch, tag or commit name")]
     BadRef(String),
     #[error("git is not installed (install the `git` package)")]
@@ -36,10 +40,28 @@ pub fn check_url(url: &str) -> Result<(), GitError> {
     let ok = allowed.iter().any(|p| url.starts_with(p))
         && url.len() <= 2048
         && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(GitError::BadUrl(url.to_string()))
+    if !ok {
+        return Err(GitError::BadUrl(redacted(url)));
+    }
+    if password_of(url).is_some() {
+        return Err(GitError::PasswordInUrl(redacted(url)));
+    }
+    Ok(())
+}
+
+/// The password part of a URL's `user:password@`, if it has one.
+fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+/// `url` with any password replaced by `***`, fit for errors and logs.
+pub fn redacted(url: &str) -> String {
+    match password_of(url) {
+        Some(p) if !p.is_empty() => url.replacen(&format!(":{p}@"), ":***@", 1),
+        _ => url.to_string(),
     }
 }
 
@@ -82,15 +104,42 @@ fn shell_quoted(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-/// `GIT_SSH_COMMAND`: never a prompt; with a key, only that key.
-fn ssh_command(ssh: Option<SshKey>) -> String {
-    match ssh {
-        None => "ssh -o BatchMode=yes".into(),
-        Some(k) => format!(
-            "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -i {} -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
-            shell_quoted(k.key),
-            shell_quoted(k.known_hosts)
-        ),
+/// Whose credentials a fetch may use.
+#[derive(Debug, Clone, Copy)]
+enum Who<'a> {
+    /// The user running the CLI on their own machine: their git and ssh set-up.
+    User,
+    /// The platform fetching for a tenant: only the deploy key it holds for the app (if
+    /// any) — never the host user's ssh keys, agent, git credential helpers or config.
+    Platform(Option<SshKey<'a>>),
+}
+
+impl Who<'_> {
+    /// Sets git's environment for this identity.
+    fn apply(self, cmd: &mut Command) {
+        cmd.env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_SSH_COMMAND", self.ssh_command());
+        if let Who::Platform(_) = self {
+            cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env_remove("SSH_AUTH_SOCK")
+                .env_remove("GIT_ASKPASS")
+                .env_remove("SSH_ASKPASS");
+        }
+    }
+
+    /// `GIT_SSH_COMMAND`: never a prompt; for the platform, only its key (or none).
+    fn ssh_command(self) -> String {
+        match self {
+            Who::User => "ssh -o BatchMode=yes".into(),
+            Who::Platform(None) => "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -o IdentityFile=none".into(),
+            Who::Platform(Some(k)) => format!(
+                "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -i {} -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
+                shell_quoted(k.key),
+                shell_quoted(k.known_hosts)
+            ),
+        }
     }
 }
 
@@ -125,7 +174,7 @@ fn git(
     deadline: Instant,
     url: &str,
     git_ref: &str,
-    ssh: Option<SshKey>,
+    who: Who,
 ) -> Result<(), GitError> {
     let mut cmd = Command::new("git");
     cmd.args([
@@ -135,11 +184,9 @@ fn git(
         "protocol.ext.allow=never",
     ])
     .args(args)
-    .current_dir(dir)
+    .current_dir(dir);
     // Submodules and redirects are held to the same transports.
-    .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
-    .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_SSH_COMMAND", ssh_command(ssh));
+    who.apply(&mut cmd);
     let failed = |detail: String| GitError::Fetch {
         url: url.into(),
         git_ref: git_ref.into(),
@@ -156,17 +203,29 @@ fn git(
 
 /// Fetches `git_ref` of `url` into the empty directory `into` (a checkout with one commit:
 /// the build sees a clean git working tree and records its commit).
+/// Runs on the user's machine (the CLI) with the user's own git and ssh set-up.
 pub fn fetch(url: &str, git_ref: &str, into: &Path, timeout: Duration) -> Result<(), GitError> {
-    fetch_with(url, git_ref, into, timeout, None)
+    fetch_as(url, git_ref, into, timeout, Who::User)
 }
 
-/// [`fetch`], authenticating over ssh with `ssh`'s key.
+/// [`fetch`] by the platform: authenticating over ssh with `ssh`'s key only, nothing of
+/// the host user's keys, agent, credential helpers or git configuration.
 pub fn fetch_with(
     url: &str,
     git_ref: &str,
     into: &Path,
     timeout: Duration,
     ssh: Option<SshKey>,
+) -> Result<(), GitError> {
+    fetch_as(url, git_ref, into, timeout, Who::Platform(ssh))
+}
+
+fn fetch_as(
+    url: &str,
+    git_ref: &str,
+    into: &Path,
+    timeout: Duration,
+    who: Who,
 ) -> Result<(), GitError> {
     check_url(url)?;
     check_ref(git_ref)?;
@@ -175,7 +234,7 @@ pub fn fetch_with(
         Err(GitError::Timeout(u, _)) => Err(GitError::Timeout(u, timeout)),
         other => other,
     };
-    timed(git(into, &["init", "-q"], deadline, url, git_ref, ssh))?;
+    timed(git(into, &["init", "-q"], deadline, url, git_ref, who))?;
     timed(git(
         into,
         &[
@@ -191,7 +250,7 @@ pub fn fetch_with(
         deadline,
         url,
         git_ref,
-        ssh,
+        who,
     ))?;
     timed(git(
         into,
@@ -205,21 +264,30 @@ pub fn fetch_with(
         deadline,
         url,
         git_ref,
-        ssh,
+        who,
     ))
 }
 
 /// The commit `branch` of `url` names now (`git ls-remote`), without fetching anything.
 pub fn remote_head(url: &str, branch: &str, timeout: Duration) -> Result<String, GitError> {
-    remote_head_with(url, branch, timeout, None)
+    remote_head_as(url, branch, timeout, Who::User)
 }
 
-/// [`remote_head`], authenticating over ssh with `ssh`'s key.
+/// [`remote_head`] by the platform, authenticating over ssh with `ssh`'s key only.
 pub fn remote_head_with(
     url: &str,
     branch: &str,
     timeout: Duration,
     ssh: Option<SshKey>,
+) -> Result<String, GitError> {
+    remote_head_as(url, branch, timeout, Who::Platform(ssh))
+}
+
+fn remote_head_as(
+    url: &str,
+    branch: &str,
+    timeout: Duration,
+    who: Who,
 ) -> Result<String, GitError> {
     check_url(url)?;
     check_ref(branch)?;
@@ -241,10 +309,8 @@ pub fn remote_head_with(
         url,
         &full,
     ])
-    .current_dir(dir.path())
-    .env("GIT_ALLOW_PROTOCOL", "https:http:git:ssh")
-    .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_SSH_COMMAND", ssh_command(ssh));
+    .current_dir(dir.path());
+    who.apply(&mut cmd);
     let ran = crate::tool::run_logged(&mut cmd, &log, Instant::now() + timeout);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let failed = |detail: String| GitError::Fetch {
@@ -279,6 +345,18 @@ pub fn remote_head_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_with_passwords_are_refused_and_never_echoed() {
+        let err = check_url("https://ci:s3cr3t-token@git.example.com/shop.git").unwrap_err();
+        assert!(matches!(err, GitError::PasswordInUrl(_)));
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(err.to_string().contains("ci:***@git.example.com"), "{err}");
+        // A user name alone (ssh's git@) is no credential.
+        check_url("ssh://git@git.example.com/shop.git").unwrap();
+        check_url("https://git.example.com/a@b/shop.git").unwrap();
+        assert_eq!(redacted("https://a:b@h/x"), "https://a:***@h/x".to_string());
+    }
 
     #[test]
     fn only_network_transports_and_plain_ref_names_are_fetched() {

@@ -94,7 +94,9 @@ impl GitRepos {
             for (key, value) in [
                 // Served over smart HTTP by berth, which has checked the token.
                 ("http.receivepack", "true"),
-                // The deploy branch's history is what releases record: no rewrites, no deletes.
+                // No branch is deleted. The deploy branch's history is what releases
+                // record: the pre-receive hook (`berth git-hook`) refuses rewriting it;
+                // other branches may be force-pushed, as on any git host.
                 ("receive.denyDeletes", "true"),
                 ("receive.denyNonFastForwards", "false"),
                 ("receive.fsckObjects", "true"),

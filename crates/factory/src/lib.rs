@@ -1,7 +1,9 @@
 //! berth's factory (build plane): source in, OCI image out.
 //!
 //! - [`source`] packs an app directory for upload (honouring `.gitignore` and
-//!   `.dockerignore`, within a size limit) and unpacks uploads safely.
+//!   `.dockerignore`, within a size limit, refusing links out of it); [`archive`] reads and
+//!   unpacks uploads within bounds (size, entries, compression ratio, links kept inside);
+//!   [`tree`] reads the files of a source directory beneath its root (`openat2`).
 //! - [`providers`] detect how to build a directory: one provider per language, each turning a
 //!   directory into a [`plan::BuildPlan`], plain data that is snapshot-tested per example.
 //! - [`builder`] executes a plan inside a container on the same runtime as apps, sharing the
@@ -16,6 +18,7 @@
 //!   offline OSV database.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod builder;
 pub mod dockerfile;
 pub mod foreign;
@@ -30,4 +33,5 @@ pub mod signing;
 pub mod source;
 pub mod stack;
 pub mod tool;
+pub mod tree;
 pub mod vulns;

@@ -1,11 +1,18 @@
-//! Packing an app directory into a gzipped tarball for upload, and unpacking one.
+//! Packing an app directory into a gzipped tarball for upload; unpacking and reading one is
+//! [`crate::archive`]'s, re-exported here. A link whose target leaves the directory is
+//! refused by name (berth never follows a link out of a source), and the ignore files are
+//! read only when they are regular files.
 
-use flate2::read::GzDecoder;
+pub use crate::archive::{
+    digest_except, read_file, read_files, unpack, unpack_tar, unpack_with, Limits, LIMITS,
+};
+use crate::tree::{SourceTree, TreeError};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::{Component, Path};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// Default upload limit: 256 MiB compressed.
 pub const DEFAULT_UPLOAD_LIMIT: u64 = 256 << 20;
@@ -25,6 +32,32 @@ pub enum SourceError {
     BadArchive(String),
     #[error("archive entry {0:?} points outside the source directory")]
     UnsafePath(String),
+    #[error("{path:?} is a link to {target:?}, outside the source directory: berth does not follow links out of a source; copy the file in or remove the link")]
+    UnsafeLink { path: String, target: String },
+    #[error(
+        "archive entry {path:?} is beneath the link {link:?}: berth does not write through links"
+    )]
+    BeneathLink { path: String, link: String },
+    #[error("archive entry {path:?} is a {kind}: berth takes regular files, directories and symbolic links inside the source (pack without hard links, e.g. tar --hard-dereference)")]
+    Unsupported { path: String, kind: &'static str },
+    #[error("archive entry {path:?} is given more than once")]
+    Duplicate { path: String },
+    #[error("the archive has more than {0} entries")]
+    TooManyEntries(u64),
+    #[error("the archive expands more than {0} times its compressed size: refused as a compression bomb")]
+    CompressionRatio(u64),
+    #[error("archive entry {path:?} is deeper than {limit} directories")]
+    TooDeep { path: String, limit: usize },
+    #[error("archive entry {path:?}… has a path longer than {limit} bytes")]
+    PathTooLong { path: String, limit: usize },
+    #[error("{0:?} is not a UTF-8 name or text")]
+    NotUtf8Path(String),
+    #[error("{path} is {size} bytes, over the limit of {cap} bytes for a spec file")]
+    SpecTooLarge { path: String, size: u64, cap: u64 },
+    #[error("{path} is a {kind}, not a regular file")]
+    NotRegular { path: String, kind: String },
+    #[error(transparent)]
+    Tree(#[from] TreeError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -58,13 +91,41 @@ impl<W: Write> Write for Limited<W> {
     }
 }
 
+/// The ignore files `pack` reads in each directory.
+const IGNORE_FILES: &[&str] = &[".gitignore", ".dockerignore"];
+
+/// Refuses an ignore file of directory `rel` that is not a regular file: the ignore crate
+/// opens them by path, and a `.gitignore -> /etc/shadow` must not be read (its lines could
+/// come back in a glob error).
+fn check_ignore_files(tree: &SourceTree, rel: &str) -> Result<(), SourceError> {
+    for name in IGNORE_FILES {
+        let path = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
+        match tree.kind_nofollow(&path)? {
+            None | Some(crate::tree::Kind::File) => {}
+            Some(kind) => {
+                return Err(SourceError::NotRegular {
+                    path,
+                    kind: kind.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Packs `dir` into a reproducible `tar.gz` (sorted, zeroed times and owners), skipping
 /// `.git` and whatever `.gitignore` or `.dockerignore` exclude. Fails once the archive
-/// passes `limit` bytes.
+/// passes `limit` bytes, and on a link that leads out of `dir` (named, with its target).
 pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     if !dir.is_dir() {
         return Err(SourceError::NotADirectory(dir.display().to_string()));
     }
+    let tree = SourceTree::open(dir)?;
+    check_ignore_files(&tree, "")?;
     let out = Limited {
         inner: Vec::new(),
         written: 0,
@@ -72,6 +133,11 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     };
     let mut tar = tar::Builder::new(GzEncoder::new(out, Compression::fast()));
     tar.follow_symlinks(false);
+    // The walker reads a directory's ignore files once it enters it: each directory's are
+    // checked as it is let in (the walker never follows links, `follow_links(false)`).
+    let refused: Arc<Mutex<Option<SourceError>>> = Arc::new(Mutex::new(None));
+    let filter_tree = Arc::new(SourceTree::open(dir)?);
+    let (filter_refused, root) = (refused.clone(), dir.to_path_buf());
     let walker = ignore::WalkBuilder::new(dir)
         .hidden(false)
         .git_ignore(true)
@@ -79,12 +145,37 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
         .git_exclude(false)
         .require_git(false)
         .parents(false)
+        .follow_links(false)
         .add_custom_ignore_filename(".dockerignore")
-        .filter_entry(|e| e.file_name() != ".git")
+        .filter_entry(move |e| {
+            if e.file_name() == ".git" {
+                return false;
+            }
+            if !e.file_type().is_some_and(|t| t.is_dir()) {
+                return true;
+            }
+            let rel = e
+                .path()
+                .strip_prefix(&root)
+                .map(|r| r.to_string_lossy().to_string())
+                .unwrap_or_default();
+            match check_ignore_files(&filter_tree, &rel) {
+                Ok(()) => true,
+                Err(err) => {
+                    if let Ok(mut slot) = filter_refused.lock() {
+                        slot.get_or_insert(err);
+                    }
+                    false
+                }
+            }
+        })
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
     let too_large = |e: &std::io::Error| e.to_string().contains("upload limit exceeded");
     for entry in walker {
+        if let Some(err) = refused.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(err);
+        }
         let entry = entry.map_err(|e| SourceError::Io {
             context: format!("reading {}", dir.display()),
             source: std::io::Error::other(e.to_string()),
@@ -96,6 +187,15 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
         if rel.as_os_str().is_empty() {
             continue;
         }
+        if entry.path_is_symlink() {
+            let name = rel.to_string_lossy();
+            if let Some(target) = tree.link_escapes(&name)? {
+                return Err(SourceError::UnsafeLink {
+                    path: name.to_string(),
+                    target: target.display().to_string(),
+                });
+            }
+        }
         if let Err(e) = append_entry(&mut tar, path, rel) {
             if too_large(&e) {
                 return Err(SourceError::TooLarge {
@@ -105,6 +205,9 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
             }
             return Err(io(format!("packing {}", rel.display()))(e));
         }
+    }
+    if let Some(err) = refused.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(err);
     }
     let finish = tar.into_inner().and_then(|gz| gz.finish());
     match finish {
@@ -118,7 +221,8 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
 }
 
 /// Appends one file, directory or symlink at `path` as `name`, with reproducible metadata
-/// (zeroed times and owners). Other file types are skipped.
+/// (zeroed times and owners). Other file types are skipped. A regular file is opened
+/// without following a link put in its place meanwhile.
 pub fn append_entry<W: Write>(
     tar: &mut tar::Builder<W>,
     path: &Path,
@@ -134,8 +238,21 @@ pub fn append_entry<W: Write>(
         let target = std::fs::read_link(path)?;
         tar.append_link(&mut header, name, target)
     } else if meta.is_file() {
-        let f = std::fs::File::open(path)?;
-        tar.append_data(&mut header, name, f)
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::NOCTTY)
+                    .bits() as i32,
+            )
+            .open(path)?;
+        if !f.metadata()?.is_file() {
+            return Ok(());
+        }
+        // The size recorded is the size read: a file that grows meanwhile is cut there.
+        tar.append_data(&mut header, name, f.take(meta.len()))
     } else {
         Ok(())
     }
@@ -145,100 +262,6 @@ pub fn append_entry<W: Write>(
 /// unchanged directory gives the same id).
 pub fn content_id(archive: &[u8]) -> String {
     format!("sha256-{}", hex::encode(Sha256::digest(archive)))
-}
-
-/// A digest of a packed source's files other than `skip` (paths and contents, in the
-/// archive's order): the code of an app apart from its berth.toml, which a declarative plan
-/// compares field by field instead.
-pub fn digest_except(archive: &[u8], skip: &[&str]) -> Result<String, SourceError> {
-    let mut tar = tar::Archive::new(GzDecoder::new(archive));
-    let mut hasher = Sha256::new();
-    let entries = tar
-        .entries()
-        .map_err(io("reading the archive".to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(io("reading the archive".to_string()))?;
-        let path = entry
-            .path()
-            .map_err(io("reading the archive".to_string()))?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        if skip.contains(&path.as_str()) || path.is_empty() {
-            continue;
-        }
-        hasher.update(path.as_bytes());
-        hasher.update([0]);
-        let mut body = Vec::new();
-        entry
-            .read_to_end(&mut body)
-            .map_err(io(format!("reading {path}")))?;
-        hasher.update((body.len() as u64).to_le_bytes());
-        hasher.update(&body);
-    }
-    Ok(format!("sha256-{}", hex::encode(hasher.finalize())))
-}
-
-/// Unpacks a `tar.gz` into `dest`, refusing entries that escape it, devices, and archives
-/// that expand past [`MAX_UNPACKED_BYTES`].
-pub fn unpack(archive: &[u8], dest: &Path) -> Result<(), SourceError> {
-    std::fs::create_dir_all(dest).map_err(io(format!("creating {}", dest.display())))?;
-    let mut tar = tar::Archive::new(GzDecoder::new(archive));
-    tar.set_preserve_permissions(true);
-    tar.set_overwrite(true);
-    let mut total = 0u64;
-    let entries = tar
-        .entries()
-        .map_err(|e| SourceError::BadArchive(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| SourceError::BadArchive(e.to_string()))?;
-        let path = entry
-            .path()
-            .map_err(|e| SourceError::BadArchive(e.to_string()))?
-            .into_owned();
-        if path.is_absolute()
-            || path
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
-        {
-            return Err(SourceError::UnsafePath(path.display().to_string()));
-        }
-        let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
-            continue;
-        }
-        total += entry.size();
-        if total > MAX_UNPACKED_BYTES {
-            return Err(SourceError::UnpackedTooLarge(MAX_UNPACKED_BYTES));
-        }
-        let ok = entry
-            .unpack_in(dest)
-            .map_err(|e| SourceError::BadArchive(format!("{}: {e}", path.display())))?;
-        if !ok {
-            return Err(SourceError::UnsafePath(path.display().to_string()));
-        }
-    }
-    Ok(())
-}
-
-/// Reads a file from a packed source, if present (used to find `berth.toml` before building).
-pub fn read_file(archive: &[u8], name: &str) -> Result<Option<String>, SourceError> {
-    let mut tar = tar::Archive::new(GzDecoder::new(archive));
-    for entry in tar
-        .entries()
-        .map_err(|e| SourceError::BadArchive(e.to_string()))?
-    {
-        let mut entry = entry.map_err(|e| SourceError::BadArchive(e.to_string()))?;
-        let matches = entry.path().map(|p| p == Path::new(name)).unwrap_or(false);
-        if matches {
-            let mut s = String::new();
-            entry
-                .read_to_string(&mut s)
-                .map_err(|e| SourceError::BadArchive(format!("{name}: {e}")))?;
-            return Ok(Some(s));
-        }
-    }
-    Ok(None)
 }
 
 /// The git commit of `dir` when it is a clean git checkout.
@@ -341,5 +364,35 @@ mod tests {
             unpack(b"not a tarball", &inner),
             Err(SourceError::BadArchive(_))
         ));
+    }
+
+    #[test]
+    fn pack_refuses_a_link_out_of_the_directory_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("app.py"), "print(1)").unwrap();
+        std::os::unix::fs::symlink("app.py", d.path().join("inside")).unwrap();
+        pack(d.path(), DEFAULT_UPLOAD_LIMIT).unwrap();
+        std::fs::create_dir(d.path().join("conf")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", d.path().join("conf/secrets")).unwrap();
+        match pack(d.path(), DEFAULT_UPLOAD_LIMIT) {
+            Err(SourceError::UnsafeLink { path, target }) => {
+                assert_eq!(
+                    (path.as_str(), target.as_str()),
+                    ("conf/secrets", "/etc/shadow")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // An ignored directory's links are not packed, so not refused (a virtualenv's
+        // bin/python -> /usr/bin/python3).
+        std::fs::write(d.path().join(".gitignore"), "conf/\n").unwrap();
+        pack(d.path(), DEFAULT_UPLOAD_LIMIT).unwrap();
+        // An ignore file that is a link is not read.
+        std::fs::remove_file(d.path().join(".gitignore")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join(".dockerignore")).unwrap();
+        match pack(d.path(), DEFAULT_UPLOAD_LIMIT) {
+            Err(SourceError::NotRegular { path, .. }) => assert_eq!(path, ".dockerignore"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! and nothing else of the machine.
 
 use crate::image::ImageMeta;
+use crate::tree::{Kind, SourceTree, TreeError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +20,14 @@ pub enum StackError {
         process: String,
         program: String,
         path: String,
+    },
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("{link} is a link to {target}, on this machine outside the app: berth follows a link out of the app only into {allowed}; copy the file into the app instead")]
+    LinkOut {
+        link: String,
+        target: String,
+        allowed: String,
     },
     #[error("ldd {file}: {message}")]
     Ldd { file: String, message: String },
@@ -43,16 +52,55 @@ const ALWAYS: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
 ];
 
+/// Where on the host a link of the app may lead (a virtualenv's `bin/python ->
+/// /usr/bin/python3.N`): the system's programs, libraries and certificates, nothing else.
+const HOST_ALLOWED: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ssl/certs",
+    "/etc/alternatives",
+];
+
+/// An absolute image path with `.` and `..` resolved lexically (`/app/../etc` → `/etc`), so
+/// that a path of the app is recognised as one only when it stays in `/app`.
+fn clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Where a path of the image is: the app's (`Some(relative path)`, read beneath the app's
+/// tree) or the host's (`None`).
+fn app_rel(path: &Path) -> Option<String> {
+    clean(path)
+        .strip_prefix("/app")
+        .ok()
+        .map(|rel| rel.to_string_lossy().to_string())
+}
+
 /// Where a path of the image is: the app's (`/app/…`, in `app_root`) or the host's.
 fn locate(app_root: &Path, path: &Path) -> (bool, PathBuf) {
-    match path.strip_prefix("/app") {
-        Ok(rel) => (true, app_root.join(rel)),
-        Err(_) => (false, path.to_path_buf()),
+    match app_rel(path) {
+        Some(rel) => (true, app_root.join(rel)),
+        None => (false, clean(path)),
     }
 }
 
 struct Closure<'a> {
-    app_root: &'a Path,
+    app: &'a SourceTree,
     /// The image's PATH.
     path_var: String,
     /// Image path → host file (the same path, but for berth's own binary).
@@ -87,9 +135,9 @@ impl Closure<'_> {
             }
             return Ok(());
         }
-        let mut current = path.to_path_buf();
+        let mut current = clean(path);
         for _ in 0..40 {
-            let (in_app, real) = locate(self.app_root, &current);
+            let (in_app, real) = locate(self.app.path(), &current);
             let key = if in_app {
                 current.clone()
             } else {
@@ -98,26 +146,54 @@ impl Closure<'_> {
             if !self.seen.insert(key.clone()) {
                 return Ok(());
             }
-            let meta = std::fs::symlink_metadata(&real).map_err(|source| StackError::Io {
-                context: format!("reading {}", real.display()),
-                source,
-            })?;
+            // The app's files are looked at beneath its tree: a link in it is followed
+            // inside only, and out of it only into the host's system directories.
+            let (is_link, is_file) = match app_rel(&current) {
+                Some(rel) => match self.app.kind_nofollow(&rel)? {
+                    Some(kind) => (kind == Kind::Link, kind == Kind::File),
+                    None => {
+                        return Err(StackError::Io {
+                            context: format!("reading {}", current.display()),
+                            source: std::io::ErrorKind::NotFound.into(),
+                        })
+                    }
+                },
+                None => {
+                    let meta =
+                        std::fs::symlink_metadata(&real).map_err(|source| StackError::Io {
+                            context: format!("reading {}", real.display()),
+                            source,
+                        })?;
+                    (meta.file_type().is_symlink(), meta.is_file())
+                }
+            };
             if !in_app {
                 self.files.insert(key.clone(), key.clone());
             }
-            if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&real).map_err(|source| StackError::Io {
-                    context: format!("reading the link {}", real.display()),
-                    source,
-                })?;
-                current = if target.is_absolute() {
-                    target
-                } else {
-                    key.parent().unwrap_or(Path::new("/")).join(target)
+            if is_link {
+                let target = match app_rel(&current) {
+                    Some(rel) => self.app.read_link(&rel)?,
+                    None => std::fs::read_link(&real).map_err(|source| StackError::Io {
+                        context: format!("reading the link {}", real.display()),
+                        source,
+                    })?,
                 };
+                let next = clean(&if target.is_absolute() {
+                    target.clone()
+                } else {
+                    key.parent().unwrap_or(Path::new("/")).join(&target)
+                });
+                if in_app && app_rel(&next).is_none() && !host_allowed(&next) {
+                    return Err(StackError::LinkOut {
+                        link: current.display().to_string(),
+                        target: target.display().to_string(),
+                        allowed: HOST_ALLOWED.join(", "),
+                    });
+                }
+                current = next;
                 continue;
             }
-            if meta.is_file() {
+            if is_file {
                 self.file_needs(&key, &real)?;
             }
             return Ok(());
@@ -146,7 +222,7 @@ impl Closure<'_> {
                 // `#!/usr/bin/env node`: the program env runs, found on the PATH.
                 if interpreter.ends_with("/env") {
                     if let Some(program) = words.find(|w| !w.starts_with('-')) {
-                        if let Some(found) = resolve(self.app_root, program, &self.path_var) {
+                        if let Some(found) = resolve(self.app, program, &self.path_var) {
                             self.add(&found)?;
                         }
                     }
@@ -200,6 +276,11 @@ impl Closure<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a link of the app may lead to host path `path`.
+fn host_allowed(path: &Path) -> bool {
+    HOST_ALLOWED.iter().any(|dir| path.starts_with(dir))
 }
 
 /// The package directory of a host file inside `node_modules/` (`…/node_modules/npm`), or
@@ -273,7 +354,7 @@ fn program_of(command: &str) -> Option<String> {
 
 /// Finds `program` as the image would: a path, or the first match on the image's PATH (the
 /// app's directories first where PATH names them).
-fn resolve(app_root: &Path, program: &str, path_var: &str) -> Option<PathBuf> {
+fn resolve(app: &SourceTree, program: &str, path_var: &str) -> Option<PathBuf> {
     if program == crate::providers::BERTH_IN_CONTAINER {
         return Some(PathBuf::from(program));
     }
@@ -283,14 +364,21 @@ fn resolve(app_root: &Path, program: &str, path_var: &str) -> Option<PathBuf> {
         } else {
             Path::new("/app").join(program)
         };
-        let (_, real) = locate(app_root, &p);
-        return real.symlink_metadata().is_ok().then_some(p);
+        let there = match app_rel(&p) {
+            Some(rel) => matches!(app.kind_nofollow(&rel), Ok(Some(_))),
+            None => p.symlink_metadata().is_ok(),
+        };
+        return there.then_some(p);
     }
     path_var
         .split(':')
         .filter(|d| d.starts_with('/'))
         .map(|d| Path::new(d).join(program))
-        .find(|p| locate(app_root, p).1.exists())
+        .find(|p| match app_rel(p) {
+            // There, link or not: where a link leads is `add`'s to check.
+            Some(rel) => matches!(app.kind_nofollow(&rel), Ok(Some(_))),
+            None => p.exists(),
+        })
 }
 
 /// The host files the image's processes need, sorted by where they go in the image (with
@@ -305,8 +393,9 @@ pub fn needed_files(
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
+    let app = SourceTree::open(app_root)?;
     let mut closure = Closure {
-        app_root,
+        app: &app,
         path_var: path_var.clone(),
         files: BTreeMap::new(),
         seen: BTreeSet::new(),
@@ -337,7 +426,7 @@ pub fn needed_files(
         let Some(program) = program_of(&command) else {
             continue;
         };
-        let found = resolve(app_root, &program, &path_var).ok_or_else(|| StackError::NotFound {
+        let found = resolve(&app, &program, &path_var).ok_or_else(|| StackError::NotFound {
             process: process.clone(),
             program: program.clone(),
             path: path_var.clone(),
@@ -438,5 +527,37 @@ mod tests {
         );
         let e = needed_files(app.path(), &meta).unwrap_err().to_string();
         assert!(e.contains("process web: \"no-such-server\""), "{e}");
+    }
+
+    #[test]
+    fn an_apps_link_onto_the_host_is_followed_only_into_system_directories() {
+        let app = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(app.path().join("bin")).unwrap();
+        let web = |cmd: &str| {
+            ImageMeta::host_stack(
+                BTreeMap::from([("web".to_string(), cmd.to_string())]),
+                None,
+                None,
+                vec![],
+            )
+        };
+        // A virtualenv's interpreter: a link to the host's, allowed.
+        std::os::unix::fs::symlink("/bin/sh", app.path().join("bin/python")).unwrap();
+        let files = needed_files(app.path(), &web("/app/bin/python app.py")).unwrap();
+        assert!(files.iter().any(|(f, _)| f.ends_with("sh")), "{files:?}");
+        // Anything else of the host is refused, by name, and never copied.
+        for (name, target) in [("shadow", "/etc/shadow"), ("up", "../../../etc/passwd")] {
+            std::os::unix::fs::symlink(target, app.path().join("bin").join(name)).unwrap();
+            let e = needed_files(app.path(), &web(&format!("/app/bin/{name}")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("/app/bin/{name}")) && e.contains("/usr"),
+                "{e}"
+            );
+        }
+        // A path of the app that climbs out by `..` is the host's, not the app's.
+        assert_eq!(app_rel(Path::new("/app/../etc/shadow")), None);
+        assert_eq!(app_rel(Path::new("/app/bin/../x")).as_deref(), Some("x"));
     }
 }

@@ -243,19 +243,31 @@ impl BerthMcp {
         url: String,
         git_ref: Option<String>,
         app: Option<String>,
+        by_platform: bool,
     ) -> Result<berth_client::upload::Upload, CallToolResult> {
         let git_ref = git_ref.unwrap_or_else(|| "HEAD".into());
         // By default the app is named after the repository.
         let app = app.or_else(|| berth_factory::git::suggested_app_name(&url));
         tokio::task::spawn_blocking(move || {
-            let dir = tempfile::tempdir().map_err(|e| failure(anyhow::anyhow!("a work directory: {e}")))?;
-            berth_factory::git::fetch(&url, &git_ref, dir.path(), GIT_FETCH_TIMEOUT).map_err(|e| {
+            let dir = tempfile::tempdir()
+                .map_err(|e| failure(anyhow::anyhow!("a work directory: {e}")))?;
+            // Over HTTP the platform fetches: with none of the host user's credentials.
+            let fetched = if by_platform {
+                berth_factory::git::fetch_with(&url, &git_ref, dir.path(), GIT_FETCH_TIMEOUT, None)
+            } else {
+                berth_factory::git::fetch(&url, &git_ref, dir.path(), GIT_FETCH_TIMEOUT)
+            };
+            fetched.map_err(|e| {
                 let code = match e {
                     berth_factory::git::GitError::BadUrl(_) => "invalid_git_url",
                     berth_factory::git::GitError::BadRef(_) => "invalid_git_ref",
                     _ => "git_fetch_failed",
                 };
-                refused(code, e.to_string(), "give a repository this platform can reach and a branch, tag or commit in it")
+                refused(
+                    code,
+                    e.to_string(),
+                    "give a repository this platform can reach and a branch, tag or commit in it",
+                )
             })?;
             let limit = berth_factory::source::DEFAULT_UPLOAD_LIMIT;
             berth_client::upload::prepare(dir.path(), app, limit).map_err(failure)
@@ -275,7 +287,8 @@ impl BerthMcp {
                     "git_url (with git_ref) builds a commit of a repository",
                 ));
             }
-            return Self::from_git(url, a.git_ref, a.app).await;
+            let by_platform = matches!(self.caller, Caller::Remote { .. });
+            return Self::from_git(url, a.git_ref, a.app, by_platform).await;
         }
         match (a.path, a.archive_base64) {
             (Some(_), Some(_)) => Err(refused(
@@ -443,6 +456,28 @@ impl BerthMcp {
                     v
                 }),
             );
+        }
+        // Fetching a URL is a deployer's act: a viewer never makes the platform connect
+        // anywhere (the deploy it would lead to is refused anyway, but only after).
+        if a.git_url.is_some() {
+            match client
+                .get_json::<berth_core::auth::WhoAmI>("/v1/whoami")
+                .await
+            {
+                Ok(who) if who.role >= berth_core::auth::Role::Deployer => {}
+                Ok(who) => {
+                    return Ok(refused(
+                        "forbidden",
+                        format!(
+                            "{} ({}) may not deploy from a git URL: fetching needs role deployer or above",
+                            who.name,
+                            who.role.as_str()
+                        ),
+                        "use a deployer's token",
+                    ))
+                }
+                Err(e) => return Ok(failure(e)),
+            }
         }
         let upload = match self.source(a).await {
             Ok(u) => u,

@@ -627,6 +627,35 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs git in `dir` as a client of berth's repositories, which may be refused: never
+/// asking a person for a password, and trusting the remote's own CA setting (a CA bundle
+/// named in the environment would override it).
+#[allow(dead_code)]
+pub fn git_client(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .env_remove("GIT_SSL_CAINFO")
+        .output()
+        .expect("git")
+}
+
+/// [`git_client`], requiring success; its standard output.
+#[allow(dead_code)]
+pub fn git_client_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git_client(dir, args);
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// An OpenSSH server on loopback with its own host key and authorized keys (none at
 /// first): git over ssh, as a private repository's host serves it.
 #[allow(dead_code)]

@@ -111,15 +111,7 @@ pub(crate) fn csrf_of(token: &str) -> String {
 
 /// Whether a form came from one of this session's pages.
 pub(crate) fn csrf_ok(headers: &HeaderMap, given: &str) -> bool {
-    session_token(headers).is_some_and(|t| {
-        let want = csrf_of(&t);
-        want.len() == given.len()
-            && want
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    })
+    session_token(headers).is_some_and(|t| same_secret(&csrf_of(&t), given))
 }
 
 /// The query a form's action carries so that submitting it twice (a double click, a
@@ -252,21 +244,70 @@ pub(crate) struct LoginPage {
     failed: Option<String>,
 }
 
+/// The cookie that ties a sign-in form to the browser it was shown to.
+const LOGIN_COOKIE: &str = "berth_login";
+
+/// The sign-in page, with a fresh value in a cookie and the same in the form (a sign-in
+/// posted from another site has the cookie's value nowhere to copy from).
 async fn login_page(
     axum::extract::State(p): axum::extract::State<Arc<Platform>>,
+    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<LoginPage>,
-) -> axum::response::Html<String> {
-    pages::login(q.failed.is_some(), p.oidc.is_some())
+) -> Response {
+    let nonce = crate::random_id(32);
+    let mut r = pages::login(q.failed.is_some(), p.oidc.is_some(), &nonce).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie_header(
+            LOGIN_COOKIE,
+            &nonce,
+            "/ui/login",
+            "Strict",
+            600,
+            over_https(&headers),
+        ),
+    );
+    secured(r)
 }
 
 #[derive(serde::Deserialize)]
 pub(crate) struct LoginForm {
     token: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Whether a request says it comes from another site (browsers send `Sec-Fetch-Site`).
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+}
+
+/// Constant-time equality of two secrets' texts.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Signing in: the token goes into the session cookie; the guard judges it on the next
-/// page (an unknown one comes back here).
+/// page (an unknown one comes back here). Only from the sign-in form berth showed this
+/// browser: another site cannot sign a visitor in as someone else (login CSRF).
 async fn login(headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    let shown = cookie_value(&headers, LOGIN_COOKIE);
+    let from_our_form = shown.is_some_and(|n| !f.csrf.is_empty() && same_secret(&n, &f.csrf));
+    if !from_our_form || cross_site(&headers) {
+        return secured(
+            (
+                StatusCode::FORBIDDEN,
+                "this sign-in did not come from berth's sign-in page: open /ui/login and sign in there",
+            )
+                .into_response(),
+        );
+    }
     let token = f.token.trim();
     let plausible = !token.is_empty()
         && token.len() <= 4096
@@ -284,7 +325,23 @@ async fn login(headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
     secured(r)
 }
 
-async fn logout() -> Response {
+#[derive(serde::Deserialize)]
+pub(crate) struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Signing out, from one of the session's own pages only.
+async fn logout(headers: HeaderMap, Form(f): Form<LogoutForm>) -> Response {
+    if session_token(&headers).is_some() && (!csrf_ok(&headers, &f.csrf) || cross_site(&headers)) {
+        return secured(
+            (
+                StatusCode::FORBIDDEN,
+                "this sign-out did not come from a berth page: use the Sign out button",
+            )
+                .into_response(),
+        );
+    }
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, cookie("", 0, false));

@@ -68,6 +68,7 @@ fn page(title: &str, chrome: Option<&Chrome>, body: Markup) -> Html<String> {
                             @if c.admin { a href="/ui/audit" { "Audit" } }
                             span.who { (c.who) }
                             form.inline method="post" action="/ui/logout" {
+                                input type="hidden" name="csrf" value=(c.csrf);
                                 button type="submit" { "Sign out" }
                             }
                         }
@@ -101,7 +102,7 @@ pub fn when(secs: i64) -> String {
     )
 }
 
-pub fn login(failed: bool, oidc: bool) -> Html<String> {
+pub fn login(failed: bool, oidc: bool, csrf: &str) -> Html<String> {
     page(
         "Sign in",
         None,
@@ -115,6 +116,7 @@ pub fn login(failed: bool, oidc: bool) -> Html<String> {
                 p { "Or with an API token:" }
             }
             form method="post" action="/ui/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 label for="token" { "API token" }
                 input id="token" name="token" type="password" autocomplete="current-password" required;
                 p.hint { "On the platform's machine: " code { "cat <data dir>/api-token" } ", or make one with " code { "berth tokens create NAME --role viewer" } "." }

@@ -8,6 +8,7 @@ mod rust;
 mod static_site;
 
 use crate::plan::BuildPlan;
+use crate::tree::{SourceTree, TreeError};
 use berth_core::model::{RELEASE_PROCESS, TEST_PROCESS};
 use berth_core::procfile;
 use berth_core::spec::BerthToml;
@@ -29,6 +30,9 @@ pub enum DetectError {
     Procfile(#[from] procfile::ProcfileError),
     #[error("{file}: {message}")]
     BadFile { file: String, message: String },
+    /// A file berth reads is not a regular file inside the source (or is too large).
+    #[error(transparent)]
+    Tree(#[from] TreeError),
     #[error("{provider} app has no web process: {hint}")]
     NoWebProcess { provider: String, hint: String },
 }
@@ -38,9 +42,9 @@ pub trait Provider {
     /// Short name used in plans and logs.
     fn name(&self) -> &'static str;
     /// Whether this provider recognises the directory.
-    fn detect(&self, dir: &Path) -> bool;
+    fn detect(&self, dir: &SourceTree) -> bool;
     /// The plan for a recognised directory.
-    fn plan(&self, dir: &Path) -> Result<BuildPlan, DetectError>;
+    fn plan(&self, dir: &SourceTree) -> Result<BuildPlan, DetectError>;
 }
 
 /// Every provider, in detection order.
@@ -64,11 +68,14 @@ fn plan_with_no_language(processes: BTreeMap<String, String>) -> BuildPlan {
     }
 }
 
-/// Detects how to build `dir` and applies `Procfile` and `berth.toml` overrides.
+/// Detects how to build `dir` and applies `Procfile` and `berth.toml` overrides. Every file
+/// is read beneath `dir` ([`SourceTree`]): a link out of it is never followed.
 pub fn detect(dir: &Path, toml: &BerthToml) -> Result<BuildPlan, DetectError> {
-    let procfile = match std::fs::read_to_string(dir.join("Procfile")) {
-        Ok(text) => Some(procfile::parse(&text)?),
-        Err(_) => None,
+    let tree = SourceTree::open(dir)?;
+    let dir = &tree;
+    let procfile = match dir.read_spec("Procfile")? {
+        Some(text) => Some(procfile::parse(&text)?),
+        None => None,
     };
     let language = all().into_iter().find(|p| p.detect(dir));
     let mut plan = match (&language, &procfile) {
@@ -110,7 +117,10 @@ pub fn detect(dir: &Path, toml: &BerthToml) -> Result<BuildPlan, DetectError> {
     Ok(plan)
 }
 
-fn language_plan_without_processes(p: &dyn Provider, dir: &Path) -> Result<BuildPlan, DetectError> {
+fn language_plan_without_processes(
+    p: &dyn Provider,
+    dir: &SourceTree,
+) -> Result<BuildPlan, DetectError> {
     // Providers that fail only for want of a start command still know their build steps.
     match p.name() {
         "python" => Ok(python::build_only(dir)),
@@ -174,6 +184,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Procfile line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_procfile_out_of_the_source_is_refused_by_name_never_read() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "web: TOP-SECRET\n").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("index.html"), "hi").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("Procfile"))
+            .unwrap();
+        let e = detect(d.path(), &BerthToml::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Procfile") && !e.contains("TOP-SECRET"), "{e}");
+        // package.json through a link out is not a Node app, nor read.
+        std::fs::remove_file(d.path().join("Procfile")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("package.json")).unwrap();
+        let plan = detect(d.path(), &BerthToml::default()).unwrap();
+        assert_eq!(plan.provider, "static");
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! node and npm; `npm start` runs the app. `node_modules` is cached per lockfile.
 
 use super::{cached_install, BuildPlan, DetectError, Provider};
+use crate::tree::SourceTree;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 pub struct Node;
 
-pub(super) fn build_only(dir: &Path) -> BuildPlan {
-    let (keys, install): (&[&str], &str) = if dir.join("package-lock.json").exists() {
+pub(super) fn build_only(dir: &SourceTree) -> BuildPlan {
+    let (keys, install): (&[&str], &str) = if dir.exists("package-lock.json") {
         (
             &["package.json", "package-lock.json"],
             "npm ci --no-audit --no-fund",
@@ -33,17 +33,13 @@ impl Provider for Node {
         "node"
     }
 
-    fn detect(&self, dir: &Path) -> bool {
-        dir.join("package.json").is_file()
+    fn detect(&self, dir: &SourceTree) -> bool {
+        dir.is_file("package.json")
     }
 
-    fn plan(&self, dir: &Path) -> Result<BuildPlan, DetectError> {
-        let text = std::fs::read_to_string(dir.join("package.json")).map_err(|e| {
-            DetectError::BadFile {
-                file: "package.json".into(),
-                message: e.to_string(),
-            }
-        })?;
+    fn plan(&self, dir: &SourceTree) -> Result<BuildPlan, DetectError> {
+        // Detected as a regular file inside; gone meanwhile reads as empty (a parse error).
+        let text = dir.read_spec("package.json")?.unwrap_or_default();
         let pkg: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| DetectError::BadFile {
                 file: "package.json".into(),
@@ -54,9 +50,9 @@ impl Provider for Node {
             "npm start".to_string()
         } else if let Some(main) = pkg["main"].as_str() {
             format!("node {main}")
-        } else if dir.join("server.js").is_file() {
+        } else if dir.is_file("server.js") {
             "node server.js".into()
-        } else if dir.join("index.js").is_file() {
+        } else if dir.is_file("index.js") {
             "node index.js".into()
         } else {
             return Err(DetectError::NoWebProcess {

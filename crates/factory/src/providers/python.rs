@@ -2,13 +2,13 @@
 //! the host's Python and pip, cached per dependency set.
 
 use super::{cached_install, BuildPlan, DetectError, Provider};
+use crate::tree::SourceTree;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 pub struct Python;
 
-pub(super) fn build_only(dir: &Path) -> BuildPlan {
-    let (key, install) = if dir.join("requirements.txt").exists() {
+pub(super) fn build_only(dir: &SourceTree) -> BuildPlan {
+    let (key, install) = if dir.exists("requirements.txt") {
         (
             "requirements.txt",
             "/app/.venv/bin/pip install --no-input -r requirements.txt",
@@ -42,15 +42,15 @@ impl Provider for Python {
         "python"
     }
 
-    fn detect(&self, dir: &Path) -> bool {
-        dir.join("requirements.txt").is_file() || dir.join("pyproject.toml").is_file()
+    fn detect(&self, dir: &SourceTree) -> bool {
+        dir.is_file("requirements.txt") || dir.is_file("pyproject.toml")
     }
 
-    fn plan(&self, dir: &Path) -> Result<BuildPlan, DetectError> {
+    fn plan(&self, dir: &SourceTree) -> Result<BuildPlan, DetectError> {
         let mut plan = build_only(dir);
         let entry = ["app.py", "main.py", "server.py"]
             .into_iter()
-            .find(|f| dir.join(f).is_file())
+            .find(|f| dir.is_file(f))
             .ok_or_else(|| DetectError::NoWebProcess {
                 provider: "python".into(),
                 hint: "add app.py, main.py or server.py, or a Procfile with a `web:` line".into(),

@@ -3,8 +3,8 @@
 //! build cache, so an unchanged rebuild compiles nothing.
 
 use super::{BuildPlan, DetectError, Provider};
+use crate::tree::SourceTree;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 pub struct Rust;
 
@@ -13,17 +13,16 @@ impl Provider for Rust {
         "rust"
     }
 
-    fn detect(&self, dir: &Path) -> bool {
-        dir.join("Cargo.toml").is_file()
+    fn detect(&self, dir: &SourceTree) -> bool {
+        dir.is_file("Cargo.toml")
     }
 
-    fn plan(&self, dir: &Path) -> Result<BuildPlan, DetectError> {
+    fn plan(&self, dir: &SourceTree) -> Result<BuildPlan, DetectError> {
         let bad = |message: String| DetectError::BadFile {
             file: "Cargo.toml".into(),
             message,
         };
-        let text =
-            std::fs::read_to_string(dir.join("Cargo.toml")).map_err(|e| bad(e.to_string()))?;
+        let text = dir.read_spec("Cargo.toml")?.unwrap_or_default();
         let manifest: toml::Value =
             toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
         let name = manifest

@@ -1,8 +1,8 @@
 //! Static sites: a directory with `index.html`, served by berth's own static file server.
 
 use super::{BuildPlan, DetectError, Provider, BERTH_IN_CONTAINER};
+use crate::tree::SourceTree;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 pub struct StaticSite;
 
@@ -11,11 +11,11 @@ impl Provider for StaticSite {
         "static"
     }
 
-    fn detect(&self, dir: &Path) -> bool {
-        dir.join("index.html").is_file()
+    fn detect(&self, dir: &SourceTree) -> bool {
+        dir.is_file("index.html")
     }
 
-    fn plan(&self, _dir: &Path) -> Result<BuildPlan, DetectError> {
+    fn plan(&self, _dir: &SourceTree) -> Result<BuildPlan, DetectError> {
         let mut processes = BTreeMap::new();
         processes.insert(
             "web".into(),
