@@ -450,6 +450,34 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "{apps}"
     );
 
+    // -- Sources: a link out of the tree is refused by name, and nothing it points at is
+    // read or echoed.
+    for (name, target) in [("berth.toml", "/etc/shadow"), ("data", "../../../etc")] {
+        let src = work
+            .path()
+            .join(format!("linked-{}", name.replace('.', "-")));
+        copy_dir(&fixture("stateful"), &src);
+        std::os::unix::fs::symlink(target, src.join(name)).expect("symlink");
+        let archive = work
+            .path()
+            .join(format!("{}.tar.gz", name.replace('.', "-")));
+        common::tar_gz(&src, &archive);
+        let text = ledger.api(
+            "upload a source with a link out of its tree",
+            &mallory,
+            "POST",
+            "/v1/apps/probe/deploys",
+            &[
+                "-H",
+                "content-type: application/gzip",
+                "--data-binary",
+                &format!("@{}", archive.display()),
+            ],
+            400,
+        );
+        assert!(text.contains(name) && !text.contains("root:"), "{text}");
+    }
+
     // -- Git URLs: one carrying a password is refused and never echoed.
     let (code, text) = curl(
         &p,
@@ -612,6 +640,28 @@ fn a_tenant_holds_its_apps_to_its_isolation_and_capabilities() {
         .clone();
     assert_eq!(inmate["isolation"], "sandbox", "{inmate}");
     assert_eq!(p.answer("inmate", "/env?name=BERTH_APP"), "inmate");
+
+    // Its Dockerfile would run RUN steps on the host's kernel: refused, nothing made.
+    let docker = work.path().join("dockered");
+    std::fs::create_dir_all(&docker).expect("dir");
+    std::fs::write(docker.join("Dockerfile"), "FROM scratch\nRUN true\n").expect("Dockerfile");
+    let (ok, said) = as_token(
+        &p,
+        &tenant_admin,
+        &[
+            "deploy",
+            docker.to_str().expect("path"),
+            "--app",
+            "dockered",
+            "--project",
+            "jail",
+        ],
+    );
+    assert!(
+        !ok && said.contains("a sandboxed app's Dockerfile is not built here"),
+        "{said}"
+    );
+    assert!(!p.json(&["apps"]).to_string().contains("dockered"));
 
     // A tenant's capability ceiling.
     p.ok(&[

@@ -239,6 +239,59 @@ fn contained(isolation: &str) {
         assert!(said.contains(&line), "{line}\n{said}");
         line
     };
+    // A build's install script tries the same from the build's own namespace: nothing
+    // but the build proxy answers, and the proxy tunnels to no address given by number,
+    // no loopback, no SMTP.
+    let gateway_ip = {
+        let mut parts: Vec<&str> = friend.split('.').collect();
+        parts[3] = "1";
+        parts.join(".")
+    };
+    let builder = tmp.path().join("builder");
+    common::copy_dir(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile-build"),
+        &builder,
+    );
+    std::fs::write(
+        builder.join("berth.toml"),
+        format!(
+            "name = \"builder\"\nisolation = \"{isolation}\"\n[env]\nPROBE = \"{friend}:8000 {gateway_ip}:{edge} {}:80 {OUTSIDE}:80\"\nVIA_PROXY = \"{OUTSIDE}:80 localhost:{edge} [::1]:{edge} registry.example.com:25\"\n",
+            METADATA[0],
+            edge = p.edge_port,
+        ),
+    )
+    .expect("berth.toml");
+    p.ok(&["deploy", builder.to_str().expect("path")]);
+    let mut built = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(60), || {
+            let (status, body) = p.get("builder", "/");
+            built = body;
+            status == 200
+        }),
+        "the builder never answered: {built}"
+    );
+    for target in [
+        format!("{friend}:8000"),
+        format!("{gateway_ip}:{}", p.edge_port),
+        format!("{}:80", METADATA[0]),
+        format!("{OUTSIDE}:80"),
+    ] {
+        let line = format!("build probe {target}: blocked");
+        assert!(built.contains(&line), "{line}\n{built}");
+    }
+    for target in [
+        format!("{OUTSIDE}:80"),
+        format!("localhost:{}", p.edge_port),
+        format!("[::1]:{}", p.edge_port),
+        "registry.example.com:25".to_string(),
+    ] {
+        let line = format!("build proxy {target}: HTTP/1.1 403");
+        assert!(built.contains(&line), "{line}\n{built}");
+    }
+    let log = p.ok(&["logs", "builder", "--build"]);
+    assert!(log.contains("out through the build proxy"), "{log}");
+
     let mut release_lines = vec![
         release_said(format!("{friend}:8000"), "reached"),
         release_said(format!("{neighbor}:8000"), "blocked"),

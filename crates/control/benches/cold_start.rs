@@ -324,6 +324,7 @@ fn release_of(
             isolation: Isolation::Trusted,
             access: Default::default(),
             self_contained: false,
+            network: None,
         },
         &archive,
     )?;

@@ -468,6 +468,10 @@ impl Platform {
                 .collect(),
             docker_hub_mirror: self.cfg.registry_mirror.clone(),
         };
+        // The build's own network, whose only way out is the build proxy.
+        let build_net = self
+            .open_build_network(&build_id, toml.build_egress(), &log_file)
+            .await?;
         let req = BuildRequest {
             app: app.to_string(),
             build_id: build_id.clone(),
@@ -478,10 +482,12 @@ impl Platform {
             isolation: self.isolation_for(&project, &toml).await?,
             access,
             self_contained: self.kube.is_some(),
+            network: Some(build_net.network.clone()),
         };
         let build_started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;
         drop(auth);
+        drop(build_net);
         self.metrics.build_finished(
             app.as_str(),
             if matches!(built, Ok(Ok(_))) {
@@ -1009,7 +1015,10 @@ impl Platform {
 
     /// Picks a free address, cycling through the subnet so that an address is reused as late
     /// as possible (the edge may still hold connections to its previous owner).
-    async fn allocate_address(&self, taken: &mut HashSet<String>) -> Result<String, ApiError> {
+    pub(crate) async fn allocate_address(
+        &self,
+        taken: &mut HashSet<String>,
+    ) -> Result<String, ApiError> {
         let used: HashSet<String> = self
             .store
             .used_addresses()

@@ -33,6 +33,8 @@ pub mod api;
 pub mod audit;
 pub mod autoscale;
 pub mod backups;
+pub mod build_egress;
+pub mod build_network;
 pub mod canary;
 pub mod certificates;
 pub mod config;

@@ -124,6 +124,8 @@ pub struct Platform {
     pub git_repos: berth_factory::git_repos::GitRepos,
     /// Background work (drains) that shutdown waits for.
     pub tasks: TaskTracker,
+    /// The proxy builds reach the internet through (by host name).
+    pub build_egress: Option<crate::build_egress::BuildEgress>,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
     /// The cluster apps run in, with `--backend kubernetes`.
@@ -409,8 +411,23 @@ impl Platform {
         let created = network.ensure_bridge()?;
         // A start that fails from here on leaves no bridge of its own behind.
         let mut undo = CreatedBridge(created.then(|| network.clone()));
+        let shutdown = CancellationToken::new();
+        // Builds leave their namespaces through this proxy only, by host name.
+        let build_egress = crate::build_egress::BuildEgress::start(
+            crate::build_egress::EgressConfig {
+                blocked: crate::build_network::blocked(&cfg),
+                ..crate::build_egress::EgressConfig::new(std::net::SocketAddr::from((
+                    cfg.subnet.gateway(),
+                    0,
+                )))
+            },
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("the build proxy: {e}")))?;
         let firewall = Firewall::new(cfg.bridge.clone(), cfg.subnet)
-            .with_database(cfg.subnet.gateway(), berth_data::postgres::PORT);
+            .with_database(cfg.subnet.gateway(), berth_data::postgres::PORT)
+            .with_build_proxy(cfg.subnet.gateway(), build_egress.addr().port());
         let store = Store::open(&cfg.db_path())
             .await
             .map_err(|source| StartError::Store {
@@ -582,7 +599,8 @@ impl Platform {
             dns_wake: tokio::sync::Notify::new(),
             git_repos: berth_factory::git_repos::GitRepos::new(cfg_git_root),
             tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
+            build_egress: Some(build_egress),
+            shutdown,
         });
         platform
             .recover()

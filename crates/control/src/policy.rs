@@ -21,6 +21,9 @@ pub struct PolicyPublisher {
     /// Addresses a sleeping app's instances had, kept in its rules and from other
     /// instances until it wakes: (app, release, address).
     reserved: std::sync::Mutex<Vec<(String, u32, Ipv4Addr)>>,
+    /// Builds under way, each in its own namespace: (build id, address). They reach the
+    /// build proxy and nothing else.
+    builds: std::sync::Mutex<Vec<(String, Ipv4Addr)>>,
 }
 
 impl PolicyPublisher {
@@ -31,6 +34,22 @@ impl PolicyPublisher {
             lock: tokio::sync::Mutex::new(()),
             transient: std::sync::Mutex::new(Vec::new()),
             reserved: std::sync::Mutex::new(Vec::new()),
+            builds: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts the build `build` at `address` until [`PolicyPublisher::forget_build`]: it
+    /// reaches the build proxy, nothing else. Takes effect at the next publish.
+    pub fn add_build(&self, build: &str, address: Ipv4Addr) {
+        if let Ok(mut b) = self.builds.lock() {
+            b.push((build.to_string(), address));
+        }
+    }
+
+    /// Stops counting the build at `address`.
+    pub fn forget_build(&self, address: Ipv4Addr) {
+        if let Ok(mut b) = self.builds.lock() {
+            b.retain(|(_, a)| *a != address);
         }
     }
 
@@ -82,6 +101,9 @@ impl PolicyPublisher {
         };
         let mut all = held(&self.transient);
         all.extend(held(&self.reserved));
+        if let Ok(b) = self.builds.lock() {
+            all.extend(b.iter().map(|(_, a)| a.to_string()));
+        }
         all
     }
 
@@ -136,6 +158,19 @@ impl PolicyPublisher {
                 addresses,
                 egress: network.egress,
                 egress_allow: network.egress_allow.clone(),
+                build: false,
+            });
+        }
+        let builds = self.builds.lock().map(|b| b.clone()).unwrap_or_default();
+        for (build, address) in builds {
+            rules.push(AppRules {
+                name: format!("build-{build}"),
+                addresses: vec![address],
+                allow: Vec::new(),
+                egress: berth_core::policy::EgressMode::None,
+                egress_allow: Vec::new(),
+                database: false,
+                build: true,
             });
         }
         let fw = self.firewall.clone();

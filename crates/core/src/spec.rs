@@ -102,6 +102,9 @@ pub struct BuildToml {
     pub args: BTreeMap<String, String>,
     /// The stage to build (`--target`; default the last).
     pub target: Option<String>,
+    /// Where build steps may connect: `"open"` (default: any host by name, through the
+    /// build proxy) or `"none"` (nothing: a build that needs no download).
+    pub egress: Option<String>,
 }
 
 /// The longest a test step may take when berth.toml does not say.
@@ -577,6 +580,13 @@ impl BerthToml {
         if let Err(e) = self.network_policy() {
             problems.extend(e);
         }
+        if let Some(mode) = &self.build.egress {
+            if !matches!(mode.as_str(), "open" | "none") {
+                problems.push(format!(
+                    "build.egress: {mode:?} is not a build egress mode; use \"open\" (through the build proxy) or \"none\""
+                ));
+            }
+        }
         for name in &self.secrets.files {
             if name != "*" {
                 if let Err(e) = crate::state::validate_secret_name(name) {
@@ -640,6 +650,12 @@ impl BerthToml {
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether build steps may connect out (through the build proxy): all but
+    /// `[build] egress = "none"`.
+    pub fn build_egress(&self) -> bool {
+        self.build.egress.as_deref() != Some("none")
     }
 
     /// The network policy asked for. Errors name the field. Whether the allowed apps exist

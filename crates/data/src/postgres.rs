@@ -149,23 +149,24 @@ impl Postgres {
     ) -> Result<String, PgError> {
         use std::io::Write;
         use std::process::Stdio;
-        c.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .map_err(|e| PgError::Failed(format!("{what}: {e}")))?;
-        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-            // A write that fails means the tool ended early: its own error says why.
-            let _ = stdin.write_all(input);
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| PgError::Failed(format!("{what}: {e}")))?;
+        let failed = |e: std::io::Error| PgError::Failed(format!("{what}: {e}"));
+        let out = match input {
+            // Whatever standard streams the caller set (a dump's file) stay as they are.
+            None => c.output().map_err(failed)?,
+            Some(input) => {
+                let mut child = c
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(failed)?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    // A write that fails means the tool ended early: its own error says why.
+                    let _ = stdin.write_all(input);
+                }
+                child.wait_with_output().map_err(failed)?
+            }
+        };
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).to_string())
         } else {

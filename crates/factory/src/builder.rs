@@ -165,7 +165,51 @@ pub struct BuildRequest {
     /// The image must run on its own, away from this machine (a Kubernetes node): a build
     /// on the host's stack gets the host files it needs ([`crate::stack`]).
     pub self_contained: bool,
+    /// The network the build steps run in: a namespace of their own whose only way out is
+    /// the build proxy. None: the host's (only where no bridge exists, e.g. unit tests).
+    pub network: Option<BuildNetwork>,
 }
+
+/// A build's own network namespace and how it leaves it.
+#[derive(Debug, Clone)]
+pub struct BuildNetwork {
+    /// The namespace (`/var/run/netns/…`), attached to berth's bridge.
+    pub netns: PathBuf,
+    /// `http://GATEWAY:PORT` of the build proxy; None for `[build] egress = "none"`.
+    pub proxy: Option<String>,
+}
+
+impl BuildNetwork {
+    /// The environment that sends package managers through the proxy (and nowhere else:
+    /// no host that skips it).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let Some(proxy) = &self.proxy else {
+            return Vec::new();
+        };
+        [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "npm_config_proxy",
+            "npm_config_https_proxy",
+            "CARGO_HTTP_PROXY",
+        ]
+        .iter()
+        .map(|k| ((*k).to_string(), proxy.clone()))
+        .collect()
+    }
+}
+
+/// The host's proxy settings, which a build in its own namespace never takes.
+const HOST_PROXY_ENV: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
 
 /// What a build produced.
 #[derive(Debug, Clone)]
@@ -531,20 +575,12 @@ impl Factory {
             std::fs::create_dir_all(rootfs.join(d)).map_err(io("preparing the build root"))?;
         }
         let cache = self.paths.cache_root.join(&req.app);
+        // The build's home is its own: nothing of the host user's (their package managers'
+        // credentials among it) is copied in. Copies earlier versions made are removed.
         let home = cache.join("home");
         std::fs::create_dir_all(&home).map_err(io(format!("creating {}", home.display())))?;
-        if let Some(host_home) = std::env::var_os("HOME").map(PathBuf::from) {
-            // The host's package-manager configuration, as the build's own.
-            for rel in [".npmrc", ".config/pip/pip.conf", ".pip/pip.conf"] {
-                let src = host_home.join(rel);
-                if src.is_file() {
-                    let dst = home.join(rel);
-                    if let Some(p) = dst.parent() {
-                        let _ = std::fs::create_dir_all(p);
-                    }
-                    let _ = std::fs::copy(&src, &dst);
-                }
-            }
+        for rel in [".npmrc", ".config/pip/pip.conf", ".pip/pip.conf"] {
+            let _ = std::fs::remove_file(home.join(rel));
         }
 
         let mut mounts = vec![
@@ -579,6 +615,12 @@ impl Factory {
                 env.insert((*key).to_string(), v);
             }
         }
+        if let Some(net) = &req.network {
+            for key in HOST_PROXY_ENV {
+                env.remove(*key);
+            }
+            env.extend(net.env());
+        }
         env.insert("PATH".into(), path);
         env.insert("HOME".into(), "/cache/home".into());
         env.insert("PIP_CACHE_DIR".into(), "/cache/pip".into());
@@ -609,7 +651,10 @@ impl Factory {
             cwd: "/app".into(),
             hostname: format!("build-{}", req.app),
             mounts,
-            network: NetworkMode::Host,
+            network: match &req.network {
+                Some(net) => NetworkMode::Namespace(net.netns.clone()),
+                None => NetworkMode::Host,
+            },
             log_file: req.log_file.clone(),
             resources: Resources {
                 memory_bytes: Some(BUILD_MEMORY_BYTES),
@@ -625,12 +670,19 @@ impl Factory {
         for dir in [app_dir, cache.as_path()] {
             chown_tree(dir, APP_UID, APP_GID)?;
         }
+        let network = match &req.network {
+            Some(BuildNetwork { proxy: Some(_), .. }) => "own network, out through the build proxy",
+            Some(BuildNetwork { proxy: None, .. }) => "own network, no egress",
+            None => "host network",
+        };
         log_step(
             &req.log_file,
-            match req.isolation {
-                Isolation::Trusted => "Building in a container (host network, host toolchains)",
+            &match req.isolation {
+                Isolation::Trusted => {
+                    format!("Building in a container ({network}, host toolchains)")
+                }
                 Isolation::Sandbox => {
-                    "Building in a gVisor sandbox (host network, host toolchains)"
+                    format!("Building in a gVisor sandbox ({network}, host toolchains)")
                 }
             },
         );

@@ -80,6 +80,15 @@ pub fn build(
     work: &Path,
 ) -> Result<BuildOutput, BuildError> {
     let started = Instant::now();
+    // buildah runs RUN steps on the host's kernel: never for an app that must run — and so
+    // be built — under gVisor.
+    if req.isolation == berth_core::policy::Isolation::Sandbox {
+        return Err(BuildError::Dockerfile(
+            "a sandboxed app's Dockerfile is not built here: buildah runs its RUN steps on the host's kernel, not under gVisor; \
+             deploy an image built elsewhere (`berth deploy --image`), let berth build the source (without the Dockerfile), or set isolation = \"trusted\""
+                .into(),
+        ));
+    }
     // Parse errors may quote this text: it is a regular file inside the source.
     let text = read_dockerfile(app_dir, dockerfile)?;
     let parsed = Dockerfile::parse(&text)
@@ -121,6 +130,12 @@ pub fn build(
     // layer cache of the next build (removing them would remove that cache too).
     let tag = format!("localhost/berth-build/{}", req.app);
     let mut bud = buildah(&cache, &run);
+    if let Some(net) = &req.network {
+        // RUN steps share buildah's network namespace: the build's own, whose only way
+        // out is the build proxy (buildah hands them the proxy settings).
+        bud = in_namespace(bud, &net.netns);
+        bud.envs(net.env());
+    }
     bud.args(["bud", "--isolation", "chroot", "--pull-never", "--layers"])
         .args(["--format", "oci"])
         .arg("-f")
@@ -197,6 +212,27 @@ fn buildah(cache: &Path, run: &Path) -> Command {
     .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
     .current_dir(cache);
     cmd
+}
+
+/// `cmd` run inside the network namespace at `netns` (by `nsenter`, as root, before it
+/// drops to the build user).
+fn in_namespace(cmd: Command, netns: &Path) -> Command {
+    let mut wrapped = Command::new("nsenter");
+    wrapped
+        .arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            wrapped.env(k, v);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }
 
 /// A build step that asks for more than an unprivileged build has is refused up front.

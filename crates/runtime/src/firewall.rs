@@ -44,6 +44,9 @@ pub struct AppRules {
     pub egress_allow: Vec<EgressRule>,
     /// Whether it may reach the platform's database server (it has a database there).
     pub database: bool,
+    /// Whether these are a build's addresses: they reach the build proxy on the host and
+    /// nothing else (no other app, no egress of their own).
+    pub build: bool,
 }
 
 /// The nftables rules of one berth bridge.
@@ -53,6 +56,8 @@ pub struct Firewall {
     subnet: Subnet,
     /// The platform's database server on the host, which apps with a database may reach.
     database: Option<(Ipv4Addr, u16)>,
+    /// The build proxy on the host, which builds reach (and nothing else).
+    build_proxy: Option<(Ipv4Addr, u16)>,
 }
 
 impl Firewall {
@@ -62,7 +67,14 @@ impl Firewall {
             bridge: bridge.into(),
             subnet,
             database: None,
+            build_proxy: None,
         }
+    }
+
+    /// Lets builds reach the build proxy at `address:port` on the host.
+    pub fn with_build_proxy(mut self, address: Ipv4Addr, port: u16) -> Self {
+        self.build_proxy = Some((address, port));
+        self
     }
 
     /// Lets apps with a database reach the database server at `address:port` on the host.
@@ -125,6 +137,20 @@ impl Firewall {
                 ));
             }
         }
+        // Builds reach the build proxy, which connects for them by host name.
+        if let Some((addr, port)) = self.build_proxy {
+            let builds: Vec<Ipv4Addr> = apps
+                .iter()
+                .filter(|a| a.build)
+                .flat_map(|a| a.addresses.iter().copied())
+                .collect();
+            if !builds.is_empty() {
+                s.push_str(&format!(
+                    "    iifname \"{br}\" ip saddr {} ip daddr {addr} tcp dport {port} accept comment \"builds -> build proxy\"\n",
+                    set(&builds)
+                ));
+            }
+        }
         s.push_str(&format!("    iifname \"{br}\" jump deny\n  }}\n"));
         s.push_str(&format!(
             "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
@@ -132,11 +158,11 @@ impl Firewall {
              iifname \"{br}\" meta nfproto ipv6 jump deny\n"
         ));
         // App to app.
-        for app in apps.iter().filter(|a| !a.addresses.is_empty()) {
+        for app in apps.iter().filter(|a| !a.addresses.is_empty() && !a.build) {
             for other in &app.allow {
                 if let Some(target) = apps
                     .iter()
-                    .find(|a| &a.name == other && !a.addresses.is_empty())
+                    .find(|a| &a.name == other && !a.addresses.is_empty() && !a.build)
                 {
                     s.push_str(&format!(
                         "    iifname \"{br}\" oifname \"{br}\" ip saddr {} ip daddr {} accept comment \"{} -> {}\"\n",
@@ -159,8 +185,16 @@ impl Firewall {
             "    iifname \"{br}\" meta l4proto {{ tcp, udp }} th dport {{ {} }} jump deny comment \"smtp\"\n",
             smtp.join(", ")
         ));
-        // Per-app egress modes.
+        // Per-app egress modes; a build has none of its own (it goes through the proxy).
         for app in apps.iter().filter(|a| !a.addresses.is_empty()) {
+            if app.build {
+                s.push_str(&format!(
+                    "    iifname \"{br}\" ip saddr {} jump deny comment \"{}: a build, through the proxy only\"\n",
+                    set(&app.addresses),
+                    app.name
+                ));
+                continue;
+            }
             match app.egress {
                 EgressMode::Open => {}
                 EgressMode::None => s.push_str(&format!(
@@ -267,7 +301,39 @@ mod tests {
             egress,
             egress_allow: vec![],
             database: false,
+            build: false,
         }
+    }
+
+    #[test]
+    fn a_build_reaches_the_build_proxy_and_nothing_else() {
+        let fw = Firewall::new("berth0", "10.77.0.0/24".parse().unwrap())
+            .with_build_proxy(Ipv4Addr::new(10, 77, 0, 1), 41234);
+        let mut build = app("build-shop-abc", 9, &["db"], EgressMode::Open);
+        build.build = true;
+        let rules = fw.render(&[build, app("db", 3, &[], EgressMode::Open)]);
+        let proxy = rules
+            .lines()
+            .find(|l| l.contains("builds -> build proxy"))
+            .expect("proxy rule");
+        assert!(
+            proxy.contains("ip saddr { 10.77.0.9 }")
+                && proxy.contains("ip daddr 10.77.0.1 tcp dport 41234 accept"),
+            "{proxy}"
+        );
+        // Its input rule comes before the input chain's deny; its forward deny before any
+        // egress; it reaches no app even when named in an allow list of its own.
+        let input_deny = rules.find("jump deny\n  }").expect("input deny");
+        assert!(rules.find("builds -> build proxy").expect("proxy") < input_deny);
+        assert!(rules.contains("ip saddr { 10.77.0.9 } jump deny comment \"build-shop-abc: a build, through the proxy only\""));
+        assert!(!rules.contains("build-shop-abc -> db"), "{rules}");
+        // Without a proxy, a build reaches nothing at all.
+        let closed = Firewall::new("berth0", "10.77.0.0/24".parse().unwrap()).render(&[{
+            let mut b = app("build-x", 9, &[], EgressMode::Open);
+            b.build = true;
+            b
+        }]);
+        assert!(!closed.contains("build proxy"));
     }
 
     #[test]

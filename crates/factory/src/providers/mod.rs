@@ -129,14 +129,15 @@ fn language_plan_without_processes(
     }
 }
 
-/// A shell snippet that restores `dir` from the build cache when `key_file`'s contents are
-/// unchanged, and otherwise runs `install` and saves the result to the cache.
+/// The shell of an install step cached by its key files' digest: restored from the cache
+/// when they are unchanged, else run and kept (an install that makes no directory — a
+/// package with no dependencies — keeps an empty one).
 pub(crate) fn cached_install(dir: &str, key_files: &[&str], install: &str) -> String {
     let key_files = key_files.join(" ");
     format!(
         "key=$(cat {key_files} 2>/dev/null | sha256sum | cut -c1-16); \
          if [ -d /cache/{dir}-$key ]; then echo \"-----> Restoring {dir} from the build cache\"; cp -a /cache/{dir}-$key {dir}; \
-         else {install} && rm -rf /cache/{dir}-* && cp -a {dir} /cache/{dir}-$key; fi"
+         else {install} && mkdir -p {dir} && rm -rf /cache/{dir}-* && cp -a {dir} /cache/{dir}-$key; fi"
     )
 }
 
