@@ -1205,6 +1205,18 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub trusted_proxy: Vec<berth_edge::policy::Cidr>,
+    /// Address ranges neither apps nor builds may reach, besides what berth always refuses
+    /// (the host, other apps, cloud metadata, SMTP), e.g. an office network:
+    /// 10.20.0.0/16, 192.168.0.0/16; repeat the flag or separate ranges by commas. Apps'
+    /// connections there are refused by the firewall; builds' by the build proxy, whatever
+    /// name resolves there.
+    #[arg(
+        long,
+        env = "BERTH_EGRESS_BLOCK",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub egress_block: Vec<berth_edge::policy::Cidr>,
     /// How long apps' log lines are kept (berth.toml `[logs] retention` overrides), e.g. 7d.
     #[arg(long, env = "BERTH_LOG_RETENTION", default_value = "7d")]
     pub log_retention: String,

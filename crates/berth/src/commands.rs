@@ -516,6 +516,7 @@ async fn up(g: &Global, a: UpArgs) -> Result<i32> {
         .transpose()?;
     cfg.access_log = !a.no_access_log;
     cfg.trusted_proxies = a.trusted_proxy;
+    cfg.egress_block = a.egress_block;
     cfg.log_retention = berth_observe::Retention {
         max_age_ms: humantime::parse_duration(&a.log_retention)
             .context("--log-retention")?

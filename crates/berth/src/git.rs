@@ -255,26 +255,33 @@ const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// The commit's tree, exported into `into`.
 fn export(commit: &str, into: &Path) -> Result<()> {
-    let tar = into.join(".berth-push.tar");
-    let out = Command::new("git")
-        .args(["archive", "--format=tar", "-o"])
-        .arg(&tar)
-        .arg(commit)
-        .output()
+    let src = into.join("src");
+    std::fs::create_dir_all(&src)?;
+    // The pushed tree is the pusher's: streamed from git straight into the bounded unpacker
+    // (never written whole first, so a tree of one blob repeated a million times stops at
+    // the bounds), links kept inside it.
+    let mut child = Command::new("git")
+        .args(["archive", "--format=tar", commit])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("running git archive")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("reading git archive's output")?;
+    let unpacked = berth_factory::source::unpack_tar(std::io::BufReader::new(stdout), &src);
+    if unpacked.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().context("running git archive")?;
+    unpacked.context("unpacking the pushed commit")?;
     if !out.status.success() {
         bail!(
             "git archive {commit}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let src = into.join("src");
-    std::fs::create_dir_all(&src)?;
-    // The pushed tree is the pusher's: unpacked within bounds, links kept inside it.
-    let file = std::fs::File::open(&tar)?;
-    berth_factory::source::unpack_tar(std::io::BufReader::new(file), &src)
-        .context("unpacking the pushed commit")?;
-    std::fs::remove_file(&tar)?;
     Ok(())
 }
 

@@ -221,6 +221,43 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "refused by the hook, nothing kept",
     );
 
+    // A pushed tree dressed as a git repository (HEAD, refs, an index, a config whose
+    // fsmonitor is a command) never has the platform run that command.
+    let marker = work.path().join("pwned-by-push");
+    let dressed = work.path().join("dressed");
+    copy_dir(&fixture("stateful"), &dressed);
+    std::fs::create_dir_all(dressed.join("refs")).expect("refs");
+    std::fs::write(dressed.join("refs/x"), "x\n").expect("refs/x");
+    std::fs::write(dressed.join("HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+    std::fs::write(
+        dressed.join("config"),
+        format!(
+            "[core]\n\tbare = false\n\tworktree = .\n\tfsmonitor = \"touch {}; false\"\n",
+            marker.display()
+        ),
+    )
+    .expect("config");
+    common::git_commit_all(&dressed);
+    std::fs::copy(dressed.join(".git/index"), dressed.join("index")).expect("index");
+    common::git_commit_all(&dressed);
+    git_ok(&dressed, &["branch", "-M", "main"]);
+    let _ = git(
+        &dressed,
+        &[
+            "push",
+            &format!("http://berth:{mallory}@{api}/git/dressed.git"),
+            "main",
+        ],
+    );
+    assert!(
+        !marker.exists(),
+        "a pushed tree's git config ran on the platform"
+    );
+    ledger.note(
+        "push a tree dressed as a git repository whose config runs a command",
+        "never run",
+    );
+
     // -- API paths: encoded and qualified names of the victim are the victim, out of reach.
     for (method, path) in [
         ("GET", "/v1/apps/%76ault/env"),
@@ -332,6 +369,35 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
     );
     assert!(!ok && said.contains("does not exist"), "{said}");
     ledger.note("deploy over another project's app", "refused as unknown");
+
+    // A deploy key made by beta for an app it has not deployed yet makes that app beta's:
+    // alpha can neither connect a repository with it nor rotate it.
+    let bob = token(&p, "bob", "deployer", "beta");
+    let made = ledger.api(
+        "a deploy key for an app not deployed yet (its own project)",
+        &bob,
+        "POST",
+        "/v1/apps/pending/git/key",
+        &["-H", "content-type: application/json", "--data", "{}"],
+        200,
+    );
+    assert!(made.contains("ssh-ed25519"), "{made}");
+    for (path, body) in [
+        ("/v1/apps/pending/git/key", r#"{"rotate":true}"#),
+        (
+            "/v1/apps/pending/git",
+            r#"{"url":"ssh://git@127.0.0.1:1/b/private.git","branch":"main"}"#,
+        ),
+    ] {
+        ledger.api(
+            "take another project's pending deploy key",
+            &mallory,
+            "POST",
+            path,
+            &["-H", "content-type: application/json", "--data", body],
+            404,
+        );
+    }
 
     // -- The viewer of beta reads, and changes nothing.
     ledger.api(

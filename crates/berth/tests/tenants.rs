@@ -98,7 +98,7 @@ fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
     let (ok, text) = as_token(&p, &acme, &["--json", "releases", "shop/one"]);
     assert!(ok && text.trim() == "[]", "{text}");
     let (ok, text) = as_token(&p, &acme, &["env", "list", "blog/one"]);
-    assert!(!ok && text.contains("does not exist in project"), "{text}");
+    assert!(!ok && text.contains("app \"one\" does not exist"), "{text}");
     let (ok, text) = as_token(&p, &acme, &["env", "list", "default/outside"]);
     assert!(!ok && text.contains("does not exist"), "{text}");
     let (status, text) = common::curl(&p, &acme, "GET", "/v1/apps/%6Futside/env", &[]);

@@ -734,6 +734,19 @@ pub(crate) fn caller_limit(c: &Caller) -> Option<crate::guard::Limit> {
         .and_then(|axum::Extension(p)| crate::guard::Limit::of(p))
 }
 
+/// An app that exists must be in a project the caller reaches; otherwise it is answered
+/// as one that does not exist — before anything else about it is looked at.
+pub(crate) async fn reach_existing(
+    p: &Platform,
+    caller: &Caller,
+    app: &AppName,
+) -> Result<(), ApiError> {
+    match p.store.app_project(app.as_str()).await? {
+        Some(of) if !reaches(p, caller, &of).await? => Err(ApiError::app_not_found(app.as_str())),
+        _ => Ok(()),
+    }
+}
+
 /// Whether the caller's token reaches `project`.
 pub(crate) async fn reaches(
     p: &Platform,
@@ -1214,9 +1227,18 @@ async fn git_connect(
 async fn deploy_key_make(
     State(p): Shared,
     ApiPath(app): ApiPath<String>,
+    caller: Caller,
     ApiJson(req): ApiJson<DeployKeyRequest>,
 ) -> Result<Json<DeployKeyView>, ApiError> {
     let name = app_name(&app)?;
+    // A key for an app not made yet makes the app (in the caller's project): the key is
+    // its, and no token of another project can connect the repository it opens.
+    if p.store.app(name.as_str()).await?.is_none() {
+        let project = deploy_checks(&p, &name, None, &caller, &BerthToml::default()).await?;
+        p.store
+            .ensure_app_in(name.as_str(), &project, crate::now_secs())
+            .await?;
+    }
     Ok(Json(p.deploy_key(name.as_str(), req.rotate).await?))
 }
 

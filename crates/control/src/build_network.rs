@@ -80,19 +80,18 @@ impl Platform {
 
 impl Drop for BuildNet {
     fn drop(&mut self) {
+        // The namespace and its interfaces go first (two short `ip` runs), and only then
+        // the address is free for another instance: nothing left of the build can answer
+        // at an address an app gets next.
+        self.platform.launcher.network().detach(&self.ns);
         self.platform.policy.forget_build(self.address);
-        let (platform, ns) = (self.platform.clone(), self.ns.clone());
-        let network = platform.launcher.network().clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    let _ = tokio::task::spawn_blocking(move || network.detach(&ns)).await;
-                    if let Err(e) = platform.policy.publish(&platform.store).await {
-                        tracing::warn!(error = %e.message, "publishing the network policy after a build failed");
-                    }
-                });
-            }
-            Err(_) => network.detach(&ns),
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let platform = self.platform.clone();
+            handle.spawn(async move {
+                if let Err(e) = platform.policy.publish(&platform.store).await {
+                    tracing::warn!(error = %e.message, "publishing the network policy after a build failed");
+                }
+            });
         }
     }
 }
@@ -118,12 +117,15 @@ pub fn host_addresses() -> Vec<std::net::IpAddr> {
 }
 
 /// What no build reaches through the proxy, whatever name it gives: the bridge's subnet
-/// (the gateway and every instance) and every address of the host.
+/// (the gateway and every instance), every address of the host, and `--egress-block`.
 pub fn blocked(cfg: &crate::config::PlatformConfig) -> Vec<berth_edge::policy::Cidr> {
     let mut ranges = vec![cfg.subnet.to_string()];
     ranges.extend(host_addresses().into_iter().map(|a| match a {
         std::net::IpAddr::V4(v4) => format!("{v4}/32"),
         std::net::IpAddr::V6(v6) => format!("{v6}/128"),
     }));
-    ranges.iter().filter_map(|r| r.parse().ok()).collect()
+    let mut blocked: Vec<berth_edge::policy::Cidr> =
+        ranges.iter().filter_map(|r| r.parse().ok()).collect();
+    blocked.extend(cfg.egress_block.iter().cloned());
+    blocked
 }

@@ -82,6 +82,8 @@ pub struct PlatformConfig {
     pub access_log: bool,
     /// Proxies in front of the edge whose forwarding headers it keeps (`--trusted-proxy`).
     pub trusted_proxies: Vec<berth_edge::policy::Cidr>,
+    /// Ranges neither apps nor builds reach (`--egress-block`).
+    pub egress_block: Vec<berth_edge::policy::Cidr>,
     /// Default log retention of apps (berth.toml `[logs]` overrides it per app).
     pub log_retention: berth_observe::Retention,
     /// How long a condition holds before it alerts (app down, crash loop, …).
@@ -162,6 +164,7 @@ impl PlatformConfig {
             log_retention: berth_observe::Retention::default(),
             access_log: true,
             trusted_proxies: Vec::new(),
+            egress_block: Vec::new(),
             slo_time_scale: 1.0,
             slo_sample_interval: crate::slo::DEFAULT_SAMPLE_INTERVAL,
         }

@@ -448,6 +448,15 @@ impl Platform {
         let existed = self.store.app(app.as_str()).await?.is_some();
         let build_id = format!("{}-{}", app, crate::random_id(6));
         let log_file = self.logs.build_path(&build_id);
+        // Everything that can refuse the build is settled before it is recorded and its
+        // log followed: a refusal leaves no build row running and no follower behind.
+        let isolation = self.isolation_for(&project, &toml).await?;
+        // Registry credentials reach the pull (never the build itself) for its duration.
+        let auth = self.registries_auth_file(&project).await?;
+        // The build's own network, whose only way out is the build proxy.
+        let build_net = self
+            .open_build_network(&build_id, toml.build_egress(), &log_file)
+            .await?;
         self.store
             .insert_build(&build_id, app.as_str(), &source_id, crate::now_secs())
             .await?;
@@ -455,8 +464,6 @@ impl Platform {
         let stop = tokio_util::sync::CancellationToken::new();
         let follower = follow_file(log_file.clone(), events.clone(), stop.clone());
         let factory = self.factory.clone();
-        // Registry credentials reach the pull (never the build itself) for its duration.
-        let auth = self.registries_auth_file(&project).await?;
         let access = berth_factory::registry::Access {
             auth_file: auth.as_ref().map(|a| a.0.clone()),
             plain_http: self
@@ -468,10 +475,6 @@ impl Platform {
                 .collect(),
             docker_hub_mirror: self.cfg.registry_mirror.clone(),
         };
-        // The build's own network, whose only way out is the build proxy.
-        let build_net = self
-            .open_build_network(&build_id, toml.build_egress(), &log_file)
-            .await?;
         let req = BuildRequest {
             app: app.to_string(),
             build_id: build_id.clone(),
@@ -479,7 +482,7 @@ impl Platform {
             toml: toml.clone(),
             log_file: log_file.clone(),
             timeout: self.cfg.build_timeout,
-            isolation: self.isolation_for(&project, &toml).await?,
+            isolation,
             access,
             self_contained: self.kube.is_some(),
             network: Some(build_net.network.clone()),

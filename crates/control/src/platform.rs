@@ -427,7 +427,14 @@ impl Platform {
         .map_err(|e| StartError::Other(format!("the build proxy: {e}")))?;
         let firewall = Firewall::new(cfg.bridge.clone(), cfg.subnet)
             .with_database(cfg.subnet.gateway(), berth_data::postgres::PORT)
-            .with_build_proxy(cfg.subnet.gateway(), build_egress.addr().port());
+            .with_build_proxy(cfg.subnet.gateway(), build_egress.addr().port())
+            .with_egress_block(
+                cfg.egress_block
+                    .iter()
+                    .map(ToString::to_string)
+                    .filter(|r| !r.contains(':'))
+                    .collect(),
+            );
         let store = Store::open(&cfg.db_path())
             .await
             .map_err(|source| StartError::Store {

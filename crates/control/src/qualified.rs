@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use crate::platform::Platform;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_core::names::split_qualified;
@@ -72,14 +72,9 @@ async fn resolve(
     })?;
     berth_core::projects::check_project_name(project)
         .map_err(|e| ApiError::invalid("invalid_project_name", e))?;
-    let unknown = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "app_not_found",
-            format!("app {app:?} does not exist in project {project:?}"),
-        )
-        .hint("list apps and their projects with `berth apps`")
-    };
+    // Worded as the guard words an app beyond a token's reach, so that the answer tells
+    // nothing of which project an app is in.
+    let unknown = || ApiError::app_not_found(app);
     match p.store.app_project(app).await? {
         Some(of) if of == project => Ok(false),
         Some(_) => Err(unknown()),

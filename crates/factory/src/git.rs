@@ -121,8 +121,11 @@ impl Who<'_> {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_SSH_COMMAND", self.ssh_command());
         if let Who::Platform(_) = self {
+            // No home either: git's HTTP client would read the host user's ~/.netrc.
             cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
                 .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", "/dev/null")
+                .env_remove("XDG_CONFIG_HOME")
                 .env_remove("SSH_AUTH_SOCK")
                 .env_remove("GIT_ASKPASS")
                 .env_remove("SSH_ASKPASS");

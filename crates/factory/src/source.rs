@@ -264,12 +264,45 @@ pub fn content_id(archive: &[u8]) -> String {
     format!("sha256-{}", hex::encode(Sha256::digest(archive)))
 }
 
+/// git run on `dir` as a checkout, and never as anything the tree's files could make it:
+/// the environment a git hook runs in (`GIT_DIR`, the quarantine's object directories, …)
+/// is cleared, a directory that looks like a bare repository is not taken for one, git
+/// does not look above `dir`, and no configuration can run a command (fsmonitor, hooks).
+/// A pushed tree holding `HEAD`, `refs/` and a `config` with `core.fsmonitor` would
+/// otherwise have git run that command.
+fn checkout_git(dir: &Path) -> std::process::Command {
+    checkout_git_under(dir, std::env::vars_os().map(|(k, _)| k))
+}
+
+/// [`checkout_git`] for a process whose environment holds the variables `inherited`.
+fn checkout_git_under(
+    dir: &Path,
+    inherited: impl Iterator<Item = std::ffi::OsString>,
+) -> std::process::Command {
+    let mut c = std::process::Command::new("git");
+    for key in inherited {
+        if key.to_string_lossy().starts_with("GIT_") {
+            c.env_remove(key);
+        }
+    }
+    c.env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir))
+        .args([
+            "-c",
+            "safe.bareRepository=explicit",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
+        .arg("-C")
+        .arg(dir);
+    c
+}
+
 /// The git commit of `dir` when it is a clean git checkout.
 pub fn git_commit(dir: &Path) -> Option<String> {
     let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
+        checkout_git(dir)
             .args(args)
             .output()
             .ok()
@@ -289,9 +322,7 @@ pub fn git_commit(dir: &Path) -> Option<String> {
 
 /// When the checked-out commit of `dir` was made (Unix seconds, committer time).
 pub fn git_commit_time(dir: &Path) -> Option<i64> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    let out = checkout_git(dir)
         .args(["log", "-1", "--format=%ct"])
         .output()
         .ok()
@@ -302,6 +333,41 @@ pub fn git_commit_time(dir: &Path) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_dressed_as_a_repository_never_runs_its_config() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("refs/heads")).unwrap();
+        std::fs::create_dir_all(src.join("objects")).unwrap();
+        std::fs::write(src.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let pwned = d.path().join("pwned");
+        std::fs::write(
+            src.join("config"),
+            format!(
+                "[core]\n\tbare = false\n\tworktree = .\n\tfsmonitor = \"touch {}; false\"\n",
+                pwned.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(git_commit(&src), None);
+        let status = checkout_git(&src).args(["status"]).output().unwrap();
+        assert!(!status.status.success());
+        assert!(!pwned.exists(), "the tree's git config ran a command");
+        // The environment of a git hook (GIT_DIR=., the quarantine) never reaches it.
+        let cmd = checkout_git_under(
+            &src,
+            ["GIT_DIR", "GIT_OBJECT_DIRECTORY", "HOME"]
+                .map(std::ffi::OsString::from)
+                .into_iter(),
+        );
+        let removed: Vec<_> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().to_string())
+            .collect();
+        assert_eq!(removed, ["GIT_DIR", "GIT_OBJECT_DIRECTORY"]);
+    }
 
     #[test]
     fn pack_honours_ignore_files_and_is_reproducible() {

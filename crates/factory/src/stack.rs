@@ -29,6 +29,8 @@ pub enum StackError {
         target: String,
         allowed: String,
     },
+    #[error("{path} is on this machine outside the app: an image gets the app and, of this machine, only programs, libraries and certificates under {allowed}")]
+    HostOut { path: String, allowed: String },
     #[error("ldd {file}: {message}")]
     Ldd { file: String, message: String },
     #[error("{context}: {source}")]
@@ -168,6 +170,14 @@ impl Closure<'_> {
                 }
             };
             if !in_app {
+                // A command, an interpreter (`#!`) or a program found on a PATH the app
+                // set may name any host path: only the system's directories are copied.
+                if !host_allowed(&key) {
+                    return Err(StackError::HostOut {
+                        path: key.display().to_string(),
+                        allowed: HOST_ALLOWED.join(", "),
+                    });
+                }
                 self.files.insert(key.clone(), key.clone());
             }
             if is_link {
@@ -514,6 +524,22 @@ mod tests {
             files.contains(&(PathBuf::from("/.berth/berth"), exe)),
             "{files:?}"
         );
+    }
+
+    #[test]
+    fn a_command_or_interpreter_naming_a_host_file_is_refused() {
+        let app = tempfile::tempdir().unwrap();
+        std::fs::write(app.path().join("x"), "#!/etc/shadow\n").unwrap();
+        for cmd in ["/etc/shadow", "/app/x", "/root/.bashrc --now"] {
+            let meta = ImageMeta::host_stack(
+                BTreeMap::from([("web".to_string(), cmd.to_string())]),
+                None,
+                None,
+                vec![],
+            );
+            let e = needed_files(app.path(), &meta).unwrap_err();
+            assert!(matches!(e, StackError::HostOut { .. }), "{cmd}: {e}");
+        }
     }
 
     #[test]

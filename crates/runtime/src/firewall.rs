@@ -58,6 +58,8 @@ pub struct Firewall {
     database: Option<(Ipv4Addr, u16)>,
     /// The build proxy on the host, which builds reach (and nothing else).
     build_proxy: Option<(Ipv4Addr, u16)>,
+    /// IPv4 ranges no app reaches (`--egress-block`), as nftables writes them.
+    egress_block: Vec<String>,
 }
 
 impl Firewall {
@@ -68,7 +70,15 @@ impl Firewall {
             subnet,
             database: None,
             build_proxy: None,
+            egress_block: Vec::new(),
         }
+    }
+
+    /// Refuses apps every connection to `ranges` (IPv4 `a.b.c.d/n`; the bridge carries no
+    /// IPv6 at all).
+    pub fn with_egress_block(mut self, ranges: Vec<String>) -> Self {
+        self.egress_block = ranges;
+        self
     }
 
     /// Lets builds reach the build proxy at `address:port` on the host.
@@ -180,6 +190,12 @@ impl Firewall {
             "    iifname \"{br}\" ip daddr {{ {} }} jump deny comment \"cloud metadata\"\n",
             METADATA_V4.join(", ")
         ));
+        if !self.egress_block.is_empty() {
+            s.push_str(&format!(
+                "    iifname \"{br}\" ip daddr {{ {} }} jump deny comment \"egress block\"\n",
+                self.egress_block.join(", ")
+            ));
+        }
         let smtp: Vec<String> = SMTP_PORTS.iter().map(u16::to_string).collect();
         s.push_str(&format!(
             "    iifname \"{br}\" meta l4proto {{ tcp, udp }} th dport {{ {} }} jump deny comment \"smtp\"\n",
@@ -303,6 +319,23 @@ mod tests {
             database: false,
             build: false,
         }
+    }
+
+    #[test]
+    fn the_platforms_egress_block_holds_for_every_app() {
+        let fw = Firewall::new("berth0", "10.77.0.0/24".parse().unwrap())
+            .with_egress_block(vec!["10.20.0.0/16".into(), "192.168.0.0/16".into()]);
+        let rules = fw.render(&[app("shop", 2, &[], EgressMode::Open)]);
+        let block = rules
+            .lines()
+            .find(|l| l.contains("comment \"egress block\""))
+            .expect("block rule");
+        assert!(
+            block.contains("ip daddr { 10.20.0.0/16, 192.168.0.0/16 } jump deny"),
+            "{block}"
+        );
+        // Before any app's own egress accepts.
+        assert!(rules.find("egress block").unwrap() < rules.find("postrouting").unwrap());
     }
 
     #[test]

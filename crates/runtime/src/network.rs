@@ -367,10 +367,16 @@ impl Network {
         }
     }
 
-    /// Removes namespace `ns` (and with it the veth pair). Idempotent.
+    /// Removes namespace `ns` and its veth pair (the host's end too: a process still
+    /// holding the namespace would otherwise keep the pair, and its address, on the
+    /// bridge). Idempotent.
     pub fn detach(&self, ns: &str) {
         if Self::netns_path(ns).exists() {
             let _ = run(&["netns", "del", ns]);
+        }
+        let host_if = format!("bh{}", short_hash(ns));
+        if Path::new("/sys/class/net").join(&host_if).exists() {
+            let _ = run(&["link", "del", &host_if]);
         }
     }
 

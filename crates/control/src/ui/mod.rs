@@ -101,6 +101,18 @@ pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The session's token, from its cookie.
 pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    // Two session cookies mean one was set by someone else (an app of the same base
+    // domain can set one for a longer path): no session at all, rather than a guess.
+    let sent = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter(|kv| kv.trim().split_once('=').is_some_and(|(k, _)| k == COOKIE))
+        .count();
+    if sent > 1 {
+        return None;
+    }
     cookie_value(headers, COOKIE)
 }
 
@@ -277,11 +289,14 @@ pub(crate) struct LoginForm {
     csrf: String,
 }
 
-/// Whether a request says it comes from another site (browsers send `Sec-Fetch-Site`).
+/// Whether a browser says the request comes from another origin (`Sec-Fetch-Site`):
+/// another site, or another host of this one — an app at `APP.<base domain>` is the same
+/// site as the dashboard at `berth.<base domain>`, and may set cookies for the whole base
+/// domain, so only the dashboard's own origin (or the user typing the address) counts.
 fn cross_site(headers: &HeaderMap) -> bool {
     headers
         .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
 }
 
 /// Constant-time equality of two secrets' texts.

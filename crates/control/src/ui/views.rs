@@ -502,6 +502,7 @@ pub async fn deploy(
     berth_factory::git::check_url(&url)
         .and_then(|_| berth_factory::git::check_ref(&git_ref))
         .map_err(|e| ApiError::invalid("invalid_git_source", e.to_string()))?;
+    crate::api::reach_existing(&p, &caller, &name).await?;
     let project = crate::api::deploy_checks(&p, &name, None, &caller, &Default::default()).await?;
     if !crate::api::reaches(&p, &caller, &project).await? {
         return Err(ApiError::app_not_found(name.as_str()));
@@ -632,6 +633,7 @@ pub async fn upload(
             ApiError::invalid("bad_upload", "no archive was chosen, or it is empty")
                 .hint("pick a .tar.gz of the app's directory: tar czf app.tar.gz -C DIR .")
         })?;
+    crate::api::reach_existing(&p, &caller, &name).await?;
     let toml = crate::deploy::spec_of(&archive)?;
     let project = crate::api::deploy_checks(&p, &name, None, &caller, &toml).await?;
     if !crate::api::reaches(&p, &caller, &project).await? {
