@@ -138,7 +138,6 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "/git/vault.gi%74/info/refs?service=git-upload-pack",
         "/git/%76ault.git/info/refs?service=git-upload-pack",
         "/git/vault%2egit/info/refs?service=git-receive-pack",
-        "/git/..%2fvault.git/info/refs?service=git-upload-pack",
     ] {
         let text = ledger.api(
             "fetch another project's repository",
@@ -309,8 +308,15 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "GET",
         "/v1/apps/..%00/env",
         &[],
-        404,
+        400,
     );
+    for path in [
+        "/git/..%2fvault.git/info/refs?service=git-upload-pack",
+        "/git/%2e%2e.git/info/refs?service=git-upload-pack",
+    ] {
+        let text = ledger.api("a name no app can have", &mallory, "GET", path, &[], 400);
+        assert!(!text.contains("refs/heads/main"), "{path}: {text}");
+    }
     ledger.api(
         "another project's DORA",
         &mallory,

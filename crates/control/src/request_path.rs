@@ -5,7 +5,7 @@
 //! name for the guard and another for the handler.
 //!
 //! Names of apps (and of repositories, `APP.git`) are DNS labels: a segment whose decoded
-//! form holds anything else is refused here, with the same answer an unknown app gets.
+//! form holds anything else is refused here as an invalid name, never echoed.
 //! `PROJECT/APP` (`/v1/apps/shop%2Fweb`) stays encoded for `qualified`, which checks the
 //! project and rewrites it to the plain name.
 
@@ -26,7 +26,7 @@ enum Door {
     /// The path with its name segment decoded.
     Decoded(String),
     /// The decoded name cannot be an app's.
-    Refused(String),
+    Refused,
 }
 
 /// Decodes the name segment of an app route, or refuses it.
@@ -40,7 +40,7 @@ fn door(path: &str) -> Door {
         return Door::AsIs;
     }
     let Ok(decoded) = percent_encoding::percent_decode_str(segment).decode_utf8() else {
-        return Door::Refused(segment.to_string());
+        return Door::Refused;
     };
     let plain = |s: &str| {
         !s.is_empty()
@@ -56,7 +56,7 @@ fn door(path: &str) -> Door {
     if ok {
         Door::Decoded(format!("{prefix}{decoded}{tail}"))
     } else {
-        Door::Refused(decoded.chars().take(64).collect())
+        Door::Refused
     }
 }
 
@@ -74,20 +74,22 @@ pub async fn decode_once(mut req: Request, next: Next) -> Response {
                     *req.uri_mut() = uri;
                     next.run(req).await
                 }
-                Err(_) => refused("the path"),
+                Err(_) => refused(),
             }
         }
-        Door::Refused(name) => refused(&name),
+        Door::Refused => refused(),
     }
 }
 
-fn refused(name: &str) -> Response {
+/// The answer to a path whose name no app can have (the name itself is not echoed: it is
+/// whatever the client sent).
+fn refused() -> Response {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "app_not_found",
-        format!("{name:?} is no app's name"),
+        StatusCode::BAD_REQUEST,
+        "invalid_app_name",
+        "the path names no app: app names are DNS labels",
     )
-    .hint("app names are DNS labels: lowercase letters, digits and '-'")
+    .hint("app names are lowercase letters, digits and '-', at most 63 characters")
     .into_response()
 }
 
@@ -134,7 +136,7 @@ mod tests {
             "/v1/apps/%ff/env",
             "/git/Victim%2egit/info/refs",
         ] {
-            assert!(matches!(door(path), Door::Refused(_)), "{path}");
+            assert!(door(path) == Door::Refused, "{path}");
         }
     }
 }
