@@ -298,6 +298,17 @@ pub async fn tenants(g: &Global, cmd: TenantsCommand) -> Result<i32> {
                 .map(|t| {
                     let mut row = vec![t.name.clone(), t.projects.join(",")];
                     row.extend(usage_cells(&t.usage, &t.quota));
+                    row.push(
+                        t.policy
+                            .min_isolation
+                            .map_or("-", |i| i.as_str())
+                            .to_string(),
+                    );
+                    row.push(match &t.policy.capabilities {
+                        None => "-".into(),
+                        Some(c) if c.is_empty() => "none".into(),
+                        Some(c) => c.join(","),
+                    });
                     row
                 })
                 .collect();
@@ -309,6 +320,8 @@ pub async fn tenants(g: &Global, cmd: TenantsCommand) -> Result<i32> {
                     "INSTANCES",
                     "MEMORY",
                     "VOLUMES",
+                    "LEAST ISOLATION",
+                    "CAPABILITIES",
                 ],
                 &rows,
             );

@@ -572,6 +572,28 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "400, the password never echoed",
     );
 
+    // A repository URL on the platform's own API: the platform fetches with no credential
+    // of its own, so the victim's repository does not open to it.
+    let (code, text) = curl(
+        &p,
+        &mallory,
+        "POST",
+        "/v1/apps/probe/git",
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data",
+            &format!(r#"{{"url":"http://{api}/git/vault.git","branch":"main"}}"#),
+        ],
+    );
+    assert!(code >= 400 && !text.contains(SECRET), "{code}: {text}");
+    let (code, text) = curl(&p, &mallory, "GET", "/v1/apps/probe/git", &[]);
+    assert!(code == 404 || !text.contains("vault.git"), "{code}: {text}");
+    ledger.note(
+        "connect a repository URL on the platform's own API (its own loopback)",
+        "refused: the platform's fetch carries no credential",
+    );
+
     // -- The dashboard's sign-in from another site (login CSRF): refused.
     let (code, text) = curl(
         &p,
@@ -762,6 +784,11 @@ fn a_tenant_holds_its_apps_to_its_isolation_and_capabilities() {
     );
     let err = p.fails(&["tenants", "create", "wide", "--capabilities", "sys_admin"]);
     assert!(err.contains("cannot be granted"), "{err}");
+    let table = p.ok(&["tenants", "list"]);
+    assert!(
+        table.contains("LEAST ISOLATION") && table.contains("sandbox"),
+        "{table}"
+    );
     let tenants = p.json(&["tenants", "list"]).to_string();
     assert!(
         tenants.contains("\"min_isolation\":\"sandbox\"") && !tenants.contains("\"wide\""),

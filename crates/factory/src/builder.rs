@@ -42,12 +42,6 @@ const PASSTHROUGH_ENV: &[&str] = &[
     "CURL_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
     "GIT_SSL_CAINFO",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
     "npm_config_registry",
     "RUSTUP_TOOLCHAIN",
 ];
@@ -201,7 +195,8 @@ impl BuildNetwork {
     }
 }
 
-/// The host's proxy settings, which a build in its own namespace never takes.
+/// The host's proxy settings: passed to a build only in the host's network; a build in its
+/// own namespace leaves through the build proxy and nothing else.
 const HOST_PROXY_ENV: &[&str] = &[
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -615,11 +610,15 @@ impl Factory {
                 env.insert((*key).to_string(), v);
             }
         }
-        if let Some(net) = &req.network {
-            for key in HOST_PROXY_ENV {
-                env.remove(*key);
+        match &req.network {
+            Some(net) => env.extend(net.env()),
+            None => {
+                for key in HOST_PROXY_ENV {
+                    if let Ok(v) = std::env::var(key) {
+                        env.insert((*key).to_string(), v);
+                    }
+                }
             }
-            env.extend(net.env());
         }
         env.insert("PATH".into(), path);
         env.insert("HOME".into(), "/cache/home".into());

@@ -133,31 +133,31 @@ impl Firewall {
             "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
              iifname \"{br}\" ct state established,related accept\n"
         ));
-        // The host is closed to apps, but for the database server to those with a database.
-        if let Some((addr, port)) = self.database {
-            let with_db: Vec<Ipv4Addr> = apps
+        // The host is closed to apps, but for the database server to those with a database,
+        // and the build proxy to builds (it connects for them by host name).
+        let services = [
+            (
+                self.database,
+                "databases",
+                (|a: &AppRules| a.database) as fn(&AppRules) -> bool,
+            ),
+            (self.build_proxy, "builds -> build proxy", |a: &AppRules| {
+                a.build
+            }),
+        ];
+        for (service, comment, admitted) in services {
+            let Some((addr, port)) = service else {
+                continue;
+            };
+            let from: Vec<Ipv4Addr> = apps
                 .iter()
-                .filter(|a| a.database)
+                .filter(|a| admitted(a))
                 .flat_map(|a| a.addresses.iter().copied())
                 .collect();
-            if !with_db.is_empty() {
+            if !from.is_empty() {
                 s.push_str(&format!(
-                    "    iifname \"{br}\" ip saddr {} ip daddr {addr} tcp dport {port} accept comment \"databases\"\n",
-                    set(&with_db)
-                ));
-            }
-        }
-        // Builds reach the build proxy, which connects for them by host name.
-        if let Some((addr, port)) = self.build_proxy {
-            let builds: Vec<Ipv4Addr> = apps
-                .iter()
-                .filter(|a| a.build)
-                .flat_map(|a| a.addresses.iter().copied())
-                .collect();
-            if !builds.is_empty() {
-                s.push_str(&format!(
-                    "    iifname \"{br}\" ip saddr {} ip daddr {addr} tcp dport {port} accept comment \"builds -> build proxy\"\n",
-                    set(&builds)
+                    "    iifname \"{br}\" ip saddr {} ip daddr {addr} tcp dport {port} accept comment \"{comment}\"\n",
+                    set(&from)
                 ));
             }
         }
