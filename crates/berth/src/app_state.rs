@@ -181,9 +181,10 @@ pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
             pairs,
             files,
             stdin,
+            build,
         } => {
             let set = secret_values(&pairs, &files, stdin.as_deref())?;
-            let body = serde_json::json!({ "set": set });
+            let body = serde_json::json!({ "set": set, "build": build });
             stream_workflow(
                 g,
                 &client,
@@ -194,11 +195,11 @@ pub async fn secrets(g: &Global, cmd: SecretsCommand) -> Result<i32> {
             )
             .await
         }
-        SecretsCommand::Unset { app, names } => {
+        SecretsCommand::Unset { app, names, build } => {
             for k in &names {
                 berth_core::state::validate_secret_name(k).map_err(|e| anyhow!(e))?;
             }
-            let body = serde_json::json!({ "unset": names });
+            let body = serde_json::json!({ "unset": names, "build": build });
             stream_workflow(
                 g,
                 &client,

@@ -290,7 +290,8 @@ pub enum Command {
     ///
     /// Secrets reach the app as environment variables, or as files under /run/secrets when
     /// berth.toml lists them in `[secrets] files = ["NAME"]`. Each change is a new release
-    /// (zero downtime); a rollback returns to the secret versions of its release.
+    /// (zero downtime); a rollback returns to the secret versions of its release. Build
+    /// secrets (`--build`) reach only the app's builds: private registries' tokens.
     #[command(subcommand)]
     Secrets(SecretsCommand),
     /// Manage an app's volumes: durable, size-limited disks that survive redeploys,
@@ -616,12 +617,22 @@ pub enum SecretsCommand {
         /// Read one secret's value from standard input (a trailing newline is dropped).
         #[arg(long, value_name = "NAME")]
         stdin: Option<String>,
+        /// A build secret: present only while the app builds — as an environment variable
+        /// of the build steps and as the file /run/secrets/NAME (a Dockerfile reads it with
+        /// `RUN --mount=type=secret,id=NAME`) — never in the image, the running app or the
+        /// build log (its value is redacted). For private package registries:
+        /// `berth secrets set web --stdin NPM_TOKEN --build < token.txt`. No new release.
+        #[arg(long)]
+        build: bool,
     },
-    /// Remove secrets: `berth secrets unset APP NAME...`.
+    /// Remove secrets: `berth secrets unset APP NAME...` (`--build` for build secrets).
     Unset {
         app: String,
         #[arg(required = true)]
         names: Vec<String>,
+        /// Remove build secrets.
+        #[arg(long)]
+        build: bool,
     },
     /// Re-encrypt every stored secret under a new key and retire the old key.
     RotateKey,

@@ -325,6 +325,8 @@ fn release_of(
             access: Default::default(),
             self_contained: false,
             network: None,
+            identity: berth_factory::build_user::BuildIdentity::new(1)?,
+            secrets: Default::default(),
         },
         &archive,
     )?;

@@ -134,6 +134,7 @@ impl Platform {
             let change = SecretChange {
                 set: req.secrets.clone(),
                 unset: vec![],
+                build: false,
             };
             self.change_secrets(app, change, actor.to_string(), events.clone())
                 .await

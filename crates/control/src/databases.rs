@@ -171,6 +171,7 @@ impl Platform {
         let change = SecretChange {
             set: [(DATABASE_URL.to_string(), url)].into(),
             unset: vec![],
+            build: false,
         };
         match self.change_secrets_locked(app, change, actor, events).await {
             Ok((STORED_ONLY, _)) => Ok((

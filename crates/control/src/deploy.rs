@@ -457,6 +457,14 @@ impl Platform {
         let build_net = self
             .open_build_network(&build_id, toml.build_egress(), &log_file)
             .await?;
+        // The app's own build identity, and its build secrets readable by it alone.
+        let identity = berth_factory::build_user::BuildIdentity::new(
+            self.store.build_slot(app.as_str()).await?,
+        )
+        .map_err(|e| ApiError::internal("the app's build identity", e))?;
+        let build_secrets = self
+            .open_build_secrets(app.as_str(), &build_id, &identity)
+            .await?;
         self.store
             .insert_build(&build_id, app.as_str(), &source_id, crate::now_secs())
             .await?;
@@ -475,20 +483,31 @@ impl Platform {
                 .collect(),
             docker_hub_mirror: self.cfg.registry_mirror.clone(),
         };
+        // With build secrets, the build writes its log through a redacting pump.
+        let output = crate::launcher::RedactedOutput::start(
+            self.launcher.secret_files(),
+            &format!("build-{build_id}.out"),
+            &log_file,
+            build_secrets.redactor(),
+        );
         let req = BuildRequest {
             app: app.to_string(),
             build_id: build_id.clone(),
             tag: source_id.clone(),
             toml: toml.clone(),
-            log_file: log_file.clone(),
+            log_file: output.path().to_path_buf(),
             timeout: self.cfg.build_timeout,
             isolation,
             access,
             self_contained: self.kube.is_some(),
             network: Some(build_net.network.clone()),
+            identity,
+            secrets: build_secrets.secrets.clone(),
         };
         let build_started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || factory.build(&req, &archive)).await;
+        output.finish();
+        drop(build_secrets);
         drop(auth);
         drop(build_net);
         self.metrics.build_finished(
@@ -1789,6 +1808,7 @@ impl Platform {
         }
         self.discard_prepared(app).await;
         self.policy.take_reserved(app);
+        let build_slot = self.store.existing_build_slot(app).await?;
         self.store.delete_app_records(app, links).await?;
         self.publish_network().await?;
         let timeout = self.cfg.stop_timeout;
@@ -1813,6 +1833,20 @@ impl Platform {
         }
         let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));
         let _ = std::fs::remove_dir_all(self.cfg.build_user_dir().join("cache").join(app));
+        // Its build identity goes with its caches (its slot is never handed out again).
+        if let Some(identity) =
+            build_slot.and_then(|s| berth_factory::build_user::BuildIdentity::new(s).ok())
+        {
+            match tokio::task::spawn_blocking(move || identity.forget()).await {
+                Ok(Err(e)) => {
+                    tracing::warn!(%app, error = %e, "removing the app's build account failed")
+                }
+                Err(e) => {
+                    tracing::warn!(%app, error = %e, "removing the app's build account failed")
+                }
+                Ok(Ok(())) => {}
+            }
+        }
         if links {
             if let Err(e) = self.git_repos.remove(app) {
                 tracing::warn!(%app, error = %e, "removing the app's git repository failed");

@@ -311,6 +311,11 @@ impl Launcher {
         self
     }
 
+    /// The RAM-backed directory secrets are opened into, where there is one.
+    pub(crate) fn secret_files(&self) -> Option<&berth_data::secret_files::SecretFiles> {
+        self.secret_files.as_ref()
+    }
+
     /// Writes an instance's secrets where its container will find them; returns the mounts.
     fn secret_mounts(
         &self,
@@ -736,25 +741,15 @@ impl Launcher {
         };
         // With secrets about, the output goes through a RAM-backed file first and reaches
         // the log with secret values redacted, line by line as it comes.
-        let redactor = attach.secrets.redactor();
-        let raw = match &self.secret_files {
-            Some(files) if !redactor.is_empty() => Some(files.root().join(format!("{id}.out"))),
-            _ => None,
-        };
-        spec.log_file = raw.clone().unwrap_or_else(|| log_file.clone());
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let pump = raw.clone().map(|raw| {
-            let (done, log_file) = (done.clone(), log_file.clone());
-            std::thread::spawn(move || redact_lines(&raw, &log_file, &redactor, &done))
-        });
+        let output = RedactedOutput::start(
+            self.secret_files.as_ref(),
+            &format!("{id}.out"),
+            &log_file,
+            attach.secrets.redactor(),
+        );
+        spec.log_file = output.path().to_path_buf();
         let result = self.runtime.run_to_exit(&spec);
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(p) = pump {
-            let _ = p.join();
-        }
-        if let Some(raw) = raw {
-            let _ = std::fs::remove_file(raw);
-        }
+        output.finish();
         self.network.detach(id);
         self.forget_secrets(id);
         let _ = std::fs::remove_dir_all(self.instance_dir(id));
@@ -776,6 +771,71 @@ impl ResolvedSecrets {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .chain(files.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         )
+    }
+}
+
+/// Output that reaches a log with secret values redacted: written to a RAM-backed file
+/// (among the secret files) and copied to the log line by line as it comes, by a thread.
+/// With nothing to redact, or no RAM-backed directory, it is the log itself.
+pub(crate) struct RedactedOutput {
+    path: std::path::PathBuf,
+    pump: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl RedactedOutput {
+    /// Starts redacting into `log` what is written to [`RedactedOutput::path`]; `name`
+    /// names the raw file among the secret files.
+    pub(crate) fn start(
+        files: Option<&berth_data::secret_files::SecretFiles>,
+        name: &str,
+        log: &std::path::Path,
+        redactor: berth_observe::redact::Redactor,
+    ) -> Self {
+        let raw = match files {
+            Some(files) if !redactor.is_empty() => files.root().join(name),
+            _ => {
+                return Self {
+                    path: log.to_path_buf(),
+                    pump: None,
+                }
+            }
+        };
+        // Readable by root alone, whatever the directory's mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&raw);
+        }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (done, raw, log) = (done.clone(), raw.clone(), log.to_path_buf());
+            std::thread::spawn(move || redact_lines(&raw, &log, &redactor, &done))
+        };
+        Self {
+            path: raw,
+            pump: Some((done, thread)),
+        }
+    }
+
+    /// Where the output is to be written.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Copies what is left, then removes the raw file.
+    pub(crate) fn finish(self) {
+        if let Some((done, thread)) = self.pump {
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = thread.join();
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -203,6 +203,7 @@ impl Platform {
         let mut change = SecretChange {
             set: BTreeMap::new(),
             unset: vec![],
+            build: false,
         };
         for (k, v) in sealed {
             let now = self.open_secret(name, &k).await?;

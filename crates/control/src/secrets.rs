@@ -20,6 +20,34 @@ fn context(app: &str, name: &str, version: u32) -> String {
     format!("{app}/{name}/{version}")
 }
 
+/// An app's build secrets opened for one build; dropping it removes their files.
+pub(crate) struct OpenBuildSecrets {
+    /// What the build gets.
+    pub secrets: berth_factory::builder::BuildSecrets,
+    /// Where they were written, to remove.
+    written: Option<(berth_data::secret_files::SecretFiles, String)>,
+}
+
+impl OpenBuildSecrets {
+    /// What hides their values in the build's log.
+    pub(crate) fn redactor(&self) -> berth_observe::redact::Redactor {
+        berth_observe::redact::Redactor::new(
+            self.secrets
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+}
+
+impl Drop for OpenBuildSecrets {
+    fn drop(&mut self) {
+        if let Some((files, slot)) = &self.written {
+            files.remove(slot);
+        }
+    }
+}
+
 /// What `rotate-key` did.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RotationReport {
@@ -112,31 +140,104 @@ impl Platform {
         .map_err(|e| ApiError::internal(&format!("opening secret {name} of {app}"), e))
     }
 
-    /// Names, versions, who and when of the secrets the app's next release gets.
+    /// Names, versions, who and when of the secrets the app's next release gets, then of
+    /// its build secrets.
     pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretView>, ApiError> {
         let current = self.store.app_secrets(app).await?;
+        let build = self.store.app_build_secrets(app).await?;
         let files = self
             .serving_release(app)
             .await?
             .map(|r| r.config)
             .unwrap_or_default();
-        Ok(self
+        let view = |r: SecretRow, injected_as: String| SecretView {
+            injected_as,
+            name: r.name,
+            version: r.version,
+            updated_by: r.actor,
+            updated_at: r.created_at,
+        };
+        let mut out: Vec<SecretView> = self
             .store
             .secret_rows(app, &current)
             .await?
             .into_iter()
-            .map(|r: SecretRow| SecretView {
-                injected_as: if files.secret_as_file(&r.name) {
+            .map(|r| {
+                let how = if files.secret_as_file(&r.name) {
                     format!("file {}/{}", state::SECRET_FILES_DIR, r.name)
                 } else {
                     "env".into()
-                },
-                name: r.name,
-                version: r.version,
-                updated_by: r.actor,
-                updated_at: r.created_at,
+                };
+                view(r, how)
             })
-            .collect())
+            .collect();
+        out.extend(
+            self.store
+                .secret_rows(app, &build)
+                .await?
+                .into_iter()
+                .map(|r| view(r, "build".into())),
+        );
+        Ok(out)
+    }
+
+    /// Opens the app's build secrets for one build: written, readable by the build's
+    /// identity alone, into the RAM-backed secrets directory. Dropping the result removes
+    /// them.
+    pub(crate) async fn open_build_secrets(
+        &self,
+        app: &str,
+        build_id: &str,
+        identity: &berth_factory::build_user::BuildIdentity,
+    ) -> Result<OpenBuildSecrets, ApiError> {
+        let which = self.store.app_build_secrets(app).await?;
+        let mut open = OpenBuildSecrets {
+            secrets: berth_factory::builder::BuildSecrets::default(),
+            written: None,
+        };
+        if which.is_empty() {
+            return Ok(open);
+        }
+        let Some(files) = self.launcher.secret_files() else {
+            return Err(ApiError::invalid(
+                "no_secrets_directory",
+                format!("{app} has build secrets, but this platform has no RAM-backed directory to open them into"),
+            ));
+        };
+        let mut plain = Vec::new();
+        {
+            let ring = self.keyring.read().await;
+            for r in self.store.secret_rows(app, &which).await? {
+                let value = ring
+                    .open_sealed(
+                        &context(app, &r.name, r.version),
+                        &Sealed {
+                            key_id: r.key_id.clone(),
+                            data: r.sealed.clone(),
+                        },
+                    )
+                    .map_err(|e| {
+                        ApiError::internal(&format!("opening build secret {} of {app}", r.name), e)
+                    })?;
+                plain.push((r.name, value));
+            }
+        }
+        let slot = format!("build-{build_id}");
+        let written = files
+            .write(&slot, b"", &plain, identity.uid(), identity.gid())
+            .map_err(|e| ApiError::internal("writing build secrets", e))?;
+        open.written = Some((files.clone(), slot));
+        open.secrets.files_dir = Some(written.files_dir);
+        open.secrets.env = plain
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    zeroize::Zeroizing::new(String::from_utf8_lossy(&v).to_string()),
+                )
+            })
+            .collect();
+        Ok(open)
     }
 
     /// Sets and removes secrets: new sealed versions, then (when a release serves) a new
@@ -162,6 +263,15 @@ impl Platform {
         if let Some(k) = change.unset.iter().find(|k| change.set.contains_key(*k)) {
             problems.push(format!("{k} is both set and unset"));
         }
+        if change.build {
+            for k in change.set.keys() {
+                if k.starts_with("BERTH_") || k == "PATH" || k == "HOME" {
+                    problems.push(format!(
+                        "{k}: berth sets it for every build; a build secret needs a name of its own"
+                    ));
+                }
+            }
+        }
         if change.set.is_empty() && change.unset.is_empty() {
             problems
                 .push("nothing to change: give NAME=VALUE pairs to set or NAME to unset".into());
@@ -171,7 +281,86 @@ impl Platform {
         }
         let lock = self.app_lock(app);
         let _guard = lock.lock().await;
+        if change.build {
+            return self.change_build_secrets_locked(app, change, actor).await;
+        }
         self.change_secrets_locked(app, change, actor, events).await
+    }
+
+    /// Sets and removes build secrets: new sealed versions the next build gets. No release
+    /// changes: a running app never sees them.
+    async fn change_build_secrets_locked(
+        &self,
+        app: &str,
+        change: SecretChange,
+        actor: String,
+    ) -> Result<(u32, String), DeployFailure> {
+        if self.store.app(app).await?.is_none() {
+            return Err(ApiError::app_not_found(app)
+                .hint(format!(
+                    "build secrets belong to an app: `berth create {app}` first, then set them before its first deploy"
+                ))
+                .into());
+        }
+        let mut wanted = self.store.app_build_secrets(app).await?;
+        for k in &change.unset {
+            if wanted.remove(k).is_none() {
+                return Err(ApiError::invalid(
+                    "secret_not_set",
+                    format!("build secret {k} is not set on {app}"),
+                )
+                .hint(format!("see `berth secrets list {app}`"))
+                .into());
+            }
+        }
+        let added = change
+            .set
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .count();
+        if wanted.len() + added > state::MAX_SECRETS_PER_APP {
+            return Err(ApiError::invalid(
+                "too_many_secrets",
+                format!(
+                    "an app holds at most {} build secrets",
+                    state::MAX_SECRETS_PER_APP
+                ),
+            )
+            .into());
+        }
+        let mut sealed = Vec::new();
+        {
+            let ring = self.keyring.read().await;
+            for (name, value) in &change.set {
+                let version = self.store.max_secret_version(app, name).await? + 1;
+                let s = ring
+                    .seal(&context(app, name, version), value.as_bytes())
+                    .map_err(|e| ApiError::internal("sealing a secret", e))?;
+                sealed.push(SecretRow {
+                    app: app.to_string(),
+                    name: name.clone(),
+                    version,
+                    key_id: s.key_id,
+                    sealed: s.data,
+                    actor: actor.clone(),
+                    created_at: crate::now_secs(),
+                });
+            }
+        }
+        self.store.insert_secret_versions(&sealed).await?;
+        wanted.extend(sealed.iter().map(|r| (r.name.clone(), r.version)));
+        self.store.set_app_build_secrets(app, &wanted).await?;
+        let mut names: Vec<&String> = change.set.keys().chain(change.unset.iter()).collect();
+        names.sort();
+        let names = names
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok((
+            STORED_ONLY,
+            format!("build secrets {names} stored; {app}'s next build gets them (the running release is unchanged)"),
+        ))
     }
 
     /// [`Platform::change_secrets`] for a caller that holds the app's lock and has checked

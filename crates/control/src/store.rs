@@ -46,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         22,
         include_str!("../migrations/0022_scoped_registries_and_tenant_policy.sql"),
     ),
+    (
+        23,
+        include_str!("../migrations/0023_build_identities_and_secrets.sql"),
+    ),
 ];
 
 /// An answer kept for an `Idempotency-Key`.
@@ -362,6 +366,8 @@ impl Store {
             "builds",
             "releases",
             "app_secrets",
+            "app_build_secrets",
+            "build_identities",
             "secret_versions",
             "volumes",
             "databases",
@@ -1189,6 +1195,69 @@ impl Store {
                 .await?;
         }
         tx.commit().await
+    }
+
+    /// The secret versions the app's builds get: name → version.
+    pub async fn app_build_secrets(&self, app: &str) -> Result<BTreeMap<String, u32>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, version FROM app_build_secrets WHERE app = ?")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("name")?,
+                    r.try_get::<i64, _>("version")? as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces the set of secret versions the app's builds get.
+    pub async fn set_app_build_secrets(
+        &self,
+        app: &str,
+        secrets: &BTreeMap<String, u32>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM app_build_secrets WHERE app = ?")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        for (name, version) in secrets {
+            sqlx::query("INSERT INTO app_build_secrets (app, name, version) VALUES (?, ?, ?)")
+                .bind(app)
+                .bind(name)
+                .bind(*version as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The app's build identity slot, if it has built.
+    pub async fn existing_build_slot(&self, app: &str) -> Result<Option<u32>, sqlx::Error> {
+        let slot: Option<i64> =
+            sqlx::query_scalar("SELECT slot FROM build_identities WHERE app = ?")
+                .bind(app)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(slot.map(|s| s as u32))
+    }
+
+    /// The app's build identity slot, handed out at its first build and never to another.
+    pub async fn build_slot(&self, app: &str) -> Result<u32, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT OR IGNORE INTO build_identities (app) VALUES (?)")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        let slot: i64 = sqlx::query_scalar("SELECT slot FROM build_identities WHERE app = ?")
+            .bind(app)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(slot as u32)
     }
 
     /// Sealed versions of an app's secrets: those named in `which`.

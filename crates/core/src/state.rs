@@ -157,7 +157,9 @@ pub struct SecretView {
     pub name: String,
     /// 1, 2, … (each `set` makes a new version).
     pub version: u32,
-    /// How it reaches the app: `env` or `file` (`/run/secrets/NAME`).
+    /// How it reaches the app: `env`, `file` (`/run/secrets/NAME`), or `build` (a build
+    /// secret: the build's environment and `/run/secrets/NAME` while it builds, never the
+    /// running app).
     pub injected_as: String,
     /// Who set this version.
     pub updated_by: String,
@@ -174,6 +176,10 @@ pub struct SecretChange {
     /// Secrets to remove.
     #[serde(default)]
     pub unset: Vec<String>,
+    /// Build secrets instead: present only while the app builds (as environment variables
+    /// and files under `/run/secrets`), never in a release or an image; no new release.
+    #[serde(default)]
+    pub build: bool,
 }
 
 /// One volume in `berth volumes list`.

@@ -6,14 +6,15 @@
 //! `/usr` and `/etc` read-only, plus the host's Rust toolchain when there is one. It writes
 //! only to `/app` (the unpacked source) and `/cache` (this app's build cache).
 
+use crate::build_user::BuildIdentity;
 use crate::image::{ImageError, ImageMeta, ImageStore};
 use crate::plan::BuildPlan;
 use crate::providers::{self, DetectError};
 use crate::source::{self, SourceError};
 use berth_core::model::ImageRef;
 use berth_core::spec::BerthToml;
-use berth_runtime::bundle::{host_stack_skeleton, BindMount, APP_GID, APP_UID};
-use berth_runtime::ownership::chown_tree;
+use berth_runtime::bundle::{host_stack_skeleton, BindMount};
+use berth_runtime::ownership::{chown_tree, private_dir};
 use berth_runtime::{
     ContainerSpec, Isolation, NetworkMode, Privileges, Resources, Runtime, RuntimeError,
 };
@@ -162,6 +163,43 @@ pub struct BuildRequest {
     /// The network the build steps run in: a namespace of their own whose only way out is
     /// the build proxy. None: the host's (only where no bridge exists, e.g. unit tests).
     pub network: Option<BuildNetwork>,
+    /// The app's own build identity: its build steps run as nobody else.
+    pub identity: BuildIdentity,
+    /// The app's build secrets, present only while the build runs.
+    pub secrets: BuildSecrets,
+}
+
+/// An app's build secrets (`berth secrets set APP NAME=… --build`): the build steps see
+/// them as environment variables (language providers) and as files under `/run/secrets`
+/// (providers, and Dockerfile `RUN --mount=type=secret,id=NAME`); no image holds them,
+/// and the control plane redacts their values from the build's log.
+#[derive(Clone, Default)]
+pub struct BuildSecrets {
+    /// NAME and value of each.
+    pub env: Vec<(String, zeroize::Zeroizing<String>)>,
+    /// A RAM-backed directory of one file per secret, readable by the build identity only
+    /// (mounted at `/run/secrets` in a provider's build; buildah gets the values in its
+    /// environment).
+    pub files_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BuildSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildSecrets")
+            .field(
+                "names",
+                &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("files_dir", &self.files_dir)
+            .finish()
+    }
+}
+
+impl BuildSecrets {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty()
+    }
 }
 
 /// A build's own network namespace and how it leaves it.
@@ -566,7 +604,7 @@ impl Factory {
     ) -> Result<(), BuildError> {
         let rootfs = work.join("rootfs");
         host_stack_skeleton(&rootfs)?;
-        for d in ["app", "cache", "etc"] {
+        for d in ["app", "cache", "etc", "run/secrets"] {
             std::fs::create_dir_all(rootfs.join(d)).map_err(io("preparing the build root"))?;
         }
         let cache = self.paths.cache_root.join(&req.app);
@@ -592,6 +630,13 @@ impl Factory {
                 readonly: false,
             },
         ];
+        if let Some(dir) = &req.secrets.files_dir {
+            mounts.push(BindMount {
+                source: dir.clone(),
+                destination: "/run/secrets".into(),
+                readonly: true,
+            });
+        }
         let mut path = String::from(
             "/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         );
@@ -631,6 +676,9 @@ impl Factory {
                 env.insert(k.clone(), v.clone());
             }
         }
+        for (k, v) in &req.secrets.env {
+            env.insert(k.clone(), v.to_string());
+        }
 
         let script = std::iter::once("set -e".to_string())
             .chain(
@@ -660,15 +708,22 @@ impl Factory {
                 cpu_millis: None,
                 pids: Some(BUILD_PIDS),
             },
-            privileges: Privileges::app(Vec::new()),
+            privileges: Privileges {
+                uid: req.identity.uid(),
+                gid: req.identity.gid(),
+                ..Privileges::app(Vec::new())
+            },
             cgroup_path: Some(format!("/berth/build-{}", req.build_id)),
             isolation: req.isolation,
         };
-        // The build runs as the unprivileged app user: it owns its work tree and cache, and
-        // nothing else (the host's /etc it sees is read-only and its secrets unreadable).
+        // The build runs as the app's own build identity: it owns its work tree and cache,
+        // and nothing else (the host's /etc it sees is read-only and its secrets
+        // unreadable); no other app's build can enter its cache.
         for dir in [app_dir, cache.as_path()] {
-            chown_tree(dir, APP_UID, APP_GID)?;
+            chown_tree(dir, req.identity.uid(), req.identity.gid())?;
         }
+        private_dir(&cache, req.identity.uid(), req.identity.gid())?;
+        log_step(&req.log_file, &req.identity.describe());
         let network = match &req.network {
             Some(BuildNetwork { proxy: Some(_), .. }) => "own network, out through the build proxy",
             Some(BuildNetwork { proxy: None, .. }) => "own network, no egress",

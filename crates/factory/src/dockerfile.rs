@@ -1,32 +1,27 @@
-//! Dockerfile builds with buildah, run unprivileged: buildah runs as the build user (uid
-//! 10001) in a user namespace of its own (`--isolation chroot`, rootless storage), never as
-//! root. berth resolves every `FROM` itself — pulled with the platform's registry
+//! Dockerfile builds with buildah, run unprivileged: buildah runs as the app's own build
+//! identity ([`crate::build_user`]) in a user namespace of its own (`--isolation chroot`,
+//! rootless storage over the app's own subordinate ids), never as root. berth resolves every `FROM` itself — pulled with the platform's registry
 //! credentials into a local OCI layout the build reads (`--pull-never`) — so that no
 //! credential ever reaches the build and a base nobody can resolve fails before it starts.
 //! Intermediate layers are cached per app (`--layers`).
 
+use crate::build_user::BuildIdentity;
 use crate::builder::{log_step, BuildError, BuildOutput, BuildRequest};
 use crate::foreign::{self, PULL_TIMEOUT};
 use crate::image::ImageStore;
 use crate::registry;
 use crate::tool::{run_logged, Ran};
-use berth_runtime::bundle::{APP_GID, APP_UID};
-use berth_runtime::ownership::chown_tree;
+use berth_runtime::ownership::{chown_tree, private_dir};
 use dockerfile_parser::{Dockerfile, Instruction};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// The host account builds run as: buildah needs a name for its uid and subordinate ids.
-pub const BUILD_USER: &str = "berth-build";
 /// Where the build user's directories live (one tree per data directory).
 pub const BUILD_USER_AREA: &str = "/var/cache/berth";
 /// The OCI layout of the pulled bases, in the app's build cache.
 const BASES: &str = "bases";
-/// First subordinate id handed to the build user when none is configured.
-const SUBID_START: u64 = 1_000_000;
-const SUBID_COUNT: u64 = 65_536;
 
 /// The Dockerfile a directory is built with, when it is built with one (a default name
 /// counts only as a regular file inside the directory, never through a link out of it).
@@ -98,38 +93,40 @@ pub fn build(
         &req.log_file,
         "Building the Dockerfile with buildah (unprivileged)",
     );
-    ensure_build_user()?;
+    req.identity.ensure()?;
+    log_step(&req.log_file, &req.identity.describe());
+    let (uid, gid) = (req.identity.uid(), req.identity.gid());
 
     let cache = cache_root.join(&req.app).join("buildah");
     let bases = cache.join(BASES);
     traversable(&cache)?;
-    std::fs::create_dir_all(&bases).map_err(io(format!("creating {}", bases.display())))?;
     // buildah's run state lives with its storage (an image removed after the build, in the
     // background, still finds it).
     let run = cache.join("run");
     let out = work.join("out");
-    // The build user owns its scratch (with the source) and its storage; it only reads the
-    // bases berth pulled.
+    // The app's build identity owns its scratch (with the source) and its storage, and
+    // alone may enter them or the bases berth pulled for it. A cache some other identity
+    // left (an earlier version's shared build user) is not trusted: it starts afresh.
     for d in [cache.join("home"), cache.join("storage"), run.clone()] {
-        if !d.exists() {
-            std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
-            std::os::unix::fs::chown(&d, Some(APP_UID), Some(APP_GID))
-                .map_err(io(format!("handing {} to the build user", d.display())))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(format!("handing {} to the build user", d.display())))?;
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&d).is_ok_and(|m| m.uid() != uid || !m.is_dir()) {
+            let _ = std::fs::remove_file(&d);
+            std::fs::remove_dir_all(&d).map_err(io(format!("clearing {}", d.display())))?;
         }
+        private_dir(&d, uid, gid)?;
     }
+    private_dir(&bases, uid, gid)?;
     let rewritten = resolve_bases(&parsed, &req.toml.build.args, &bases, &cache, &run, req)?;
     let file = work.join("Dockerfile.berth");
     std::fs::write(&file, rewritten).map_err(io("writing the resolved Dockerfile"))?;
-    chown_tree(work, APP_UID, APP_GID)?;
+    chown_tree(work, uid, gid)?;
+    private_dir(work, uid, gid)?;
 
     let deadline = Instant::now() + req.timeout;
     // One name per app, moved by every build: the images it no longer names stay as the
     // layer cache of the next build (removing them would remove that cache too).
     let tag = format!("localhost/berth-build/{}", req.app);
-    let mut bud = buildah(&cache, &run);
+    let mut bud = buildah(&req.identity, &cache, &run);
     if let Some(net) = &req.network {
         // RUN steps share buildah's network namespace: the build's own, whose only way
         // out is the build proxy (buildah hands them the proxy settings).
@@ -143,6 +140,14 @@ pub fn build(
         .args(["-t", &tag]);
     for (k, v) in &req.toml.build.args {
         bud.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    // Build secrets, for `RUN --mount=type=secret,id=NAME` steps: never in a layer, and
+    // handed to buildah in its environment (never its arguments, never a file).
+    for (name, value) in &req.secrets.env {
+        let var = format!("BERTH_SECRET_{name}");
+        bud.arg("--secret")
+            .arg(format!("id={name},type=env,src={var}"));
+        bud.env(var, value.as_str());
     }
     if let Some(target) = &req.toml.build.target {
         bud.args(["--target", target]);
@@ -160,7 +165,7 @@ pub fn build(
         }
         Err(e) => return Err(io("running buildah")(e)),
     }
-    let mut push = buildah(&cache, &run);
+    let mut push = buildah(&req.identity, &cache, &run);
     push.args(["push", "--quiet", &tag])
         .arg(format!("oci:{}:image", out.display()));
     let pushed = run_logged(&mut push, &req.log_file, deadline);
@@ -182,14 +187,14 @@ pub fn build(
     foreign::adopt(images, req, image, false)
 }
 
-/// buildah as the build user, with this app's storage.
-fn buildah(cache: &Path, run: &Path) -> Command {
+/// buildah as the app's build identity, with this app's storage.
+fn buildah(identity: &BuildIdentity, cache: &Path, run: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid",
-        &APP_UID.to_string(),
+        &identity.uid().to_string(),
         "--regid",
-        &APP_GID.to_string(),
+        &identity.gid().to_string(),
         "--clear-groups",
         "--",
         "buildah",
@@ -276,67 +281,68 @@ fn resolve_bases(
     let mut stages: HashSet<String> = HashSet::new();
     let mut splices: Vec<(dockerfile_parser::Span, String)> = Vec::new();
     let mut pulled: BTreeMap<String, String> = BTreeMap::new();
-    let mut base_of = |image: &str,
-                       splices_at: dockerfile_parser::Span|
-     -> Result<(), BuildError> {
-        let name = substitute(image, &args)?;
-        let local = match pulled.get(&name) {
-            Some(l) => l.clone(),
-            None => {
-                let reference = foreign::resolve(&name, &req.access)
-                    .map_err(|e| BuildError::Dockerfile(format!("FROM {name}: {e}")))?;
-                // One tag per reference: a base already here is used as it is (like
-                // `docker build`'s default), unless it is pinned to another digest.
-                let tag = base_tag(&reference.whole());
-                let have = crate::image::ImageStore::has_tag(bases, &tag);
-                if have {
-                    log_step(
-                        &req.log_file,
-                        &format!("Base image {} (already pulled)", reference.whole()),
+    let mut base_of =
+        |image: &str, splices_at: dockerfile_parser::Span| -> Result<(), BuildError> {
+            let name = substitute(image, &args)?;
+            let local = match pulled.get(&name) {
+                Some(l) => l.clone(),
+                None => {
+                    let reference = foreign::resolve(&name, &req.access)
+                        .map_err(|e| BuildError::Dockerfile(format!("FROM {name}: {e}")))?;
+                    // One tag per reference: a base already here is used as it is (like
+                    // `docker build`'s default), unless it is pinned to another digest.
+                    let tag = base_tag(&reference.whole());
+                    let have = crate::image::ImageStore::has_tag(bases, &tag);
+                    if have {
+                        log_step(
+                            &req.log_file,
+                            &format!("Base image {} (already pulled)", reference.whole()),
+                        );
+                    } else {
+                        log_step(
+                            &req.log_file,
+                            &format!("Pulling base image {}", reference.whole()),
+                        );
+                        registry::pull(
+                            &reference,
+                            bases,
+                            &tag,
+                            &req.access,
+                            PULL_TIMEOUT.min(req.timeout),
+                        )
+                        .map_err(|e| BuildError::Base {
+                            image: name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    }
+                    // Into buildah's own storage once (from the layout, no network), under
+                    // a name of its own: later builds find it there, as `docker build` finds
+                    // a base it pulled before.
+                    let local = format!("localhost/berth-base:{tag}");
+                    let mut inspect = buildah(&req.identity, cache, run);
+                    inspect.args(["inspect", "--type", "image", &local]);
+                    let stored = matches!(
+                        crate::tool::run_until(
+                            &mut inspect,
+                            Instant::now() + std::time::Duration::from_secs(60)
+                        ),
+                        Ok(Ran::Succeeded)
                     );
-                } else {
-                    log_step(
-                        &req.log_file,
-                        &format!("Pulling base image {}", reference.whole()),
-                    );
-                    registry::pull(
-                        &reference,
-                        bases,
-                        &tag,
-                        &req.access,
-                        PULL_TIMEOUT.min(req.timeout),
-                    )
-                    .map_err(|e| BuildError::Base {
-                        image: name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    if !have || !stored {
+                        store_base(&req.identity, cache, run, &tag, &local).map_err(|reason| {
+                            BuildError::Base {
+                                image: name.clone(),
+                                reason,
+                            }
+                        })?;
+                    }
+                    pulled.insert(name.clone(), local.clone());
+                    local
                 }
-                // Into buildah's own storage once (from the layout, no network), under
-                // a name of its own: later builds find it there, as `docker build` finds
-                // a base it pulled before.
-                let local = format!("localhost/berth-base:{tag}");
-                let mut inspect = buildah(cache, run);
-                inspect.args(["inspect", "--type", "image", &local]);
-                let stored = matches!(
-                    crate::tool::run_until(
-                        &mut inspect,
-                        Instant::now() + std::time::Duration::from_secs(60)
-                    ),
-                    Ok(Ran::Succeeded)
-                );
-                if !have || !stored {
-                    store_base(cache, run, &tag, &local).map_err(|reason| BuildError::Base {
-                        image: name.clone(),
-                        reason,
-                    })?;
-                }
-                pulled.insert(name.clone(), local.clone());
-                local
-            }
+            };
+            splices.push((splices_at, local));
+            Ok(())
         };
-        splices.push((splices_at, local));
-        Ok(())
-    };
     for ins in &df.instructions {
         match ins {
             Instruction::From(from) => {
@@ -372,10 +378,16 @@ fn resolve_bases(
 }
 
 /// Copies the base tagged `tag` in the bases layout into buildah's storage as `local`.
-fn store_base(cache: &Path, run: &Path, tag: &str, local: &str) -> Result<(), String> {
+fn store_base(
+    identity: &BuildIdentity,
+    cache: &Path,
+    run: &Path,
+    tag: &str,
+    local: &str,
+) -> Result<(), String> {
     // Relative to buildah's working directory (the app's build cache): buildah names an
     // OCI layout after its path, which must be lowercase.
-    let out = buildah(cache, run)
+    let out = buildah(identity, cache, run)
         .args(["pull", "--quiet", "--policy", "always"])
         .arg(format!("oci:{BASES}:{tag}"))
         .output()
@@ -392,7 +404,7 @@ fn store_base(cache: &Path, run: &Path, tag: &str, local: &str) -> Result<(), St
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let tagged = buildah(cache, run)
+    let tagged = buildah(identity, cache, run)
         .args(["tag", &id, local])
         .output()
         .map_err(|e| format!("running buildah: {e}"))?;
@@ -454,89 +466,6 @@ pub fn traversable(dir: &Path) -> Result<(), BuildError> {
         }
     }
     Ok(())
-}
-
-/// Makes the host account buildah runs as (uid 10001) and its subordinate ids, once.
-fn ensure_build_user() -> Result<(), BuildError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("reading /etc/passwd"))?;
-    let uid = APP_UID.to_string();
-    let existing = passwd
-        .lines()
-        .find(|l| l.split(':').nth(2) == Some(uid.as_str()))
-        .and_then(|l| l.split(':').next())
-        .map(str::to_string);
-    let user = match existing {
-        Some(u) => u,
-        None => {
-            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-            let gid = APP_GID.to_string();
-            if !group
-                .lines()
-                .any(|l| l.split(':').nth(2) == Some(gid.as_str()))
-            {
-                admin(Command::new("groupadd").args(["--system", "--gid", &gid, BUILD_USER]))?;
-            }
-            admin(Command::new("useradd").args([
-                "--system",
-                "--uid",
-                &uid,
-                "--gid",
-                &gid,
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                BUILD_USER,
-            ]))?;
-            BUILD_USER.to_string()
-        }
-    };
-    for (file, flag) in [
-        ("/etc/subuid", "--add-subuids"),
-        ("/etc/subgid", "--add-subgids"),
-    ] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let has = text.lines().any(|l| {
-            let owner = l.split(':').next().unwrap_or_default();
-            owner == user || owner == uid
-        });
-        if has {
-            continue;
-        }
-        let start = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split(':').skip(1);
-                let s: u64 = f.next()?.parse().ok()?;
-                let c: u64 = f.next()?.parse().ok()?;
-                Some(s + c)
-            })
-            .max()
-            .unwrap_or(0)
-            .max(SUBID_START);
-        admin(Command::new("usermod").args([
-            flag,
-            &format!("{start}-{}", start + SUBID_COUNT - 1),
-            &user,
-        ]))?;
-    }
-    Ok(())
-}
-
-fn admin(cmd: &mut Command) -> Result<(), BuildError> {
-    let out = cmd
-        .output()
-        .map_err(io(format!("running {:?}", cmd.get_program())))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(BuildError::BuildUser(format!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod build_user;
 pub mod builder;
 pub mod dockerfile;
 pub mod foreign;

@@ -26,6 +26,16 @@ pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Makes `dir` (created when missing) `uid:gid`'s alone: owned by it, mode 0700, so no
+/// other unprivileged user may enter it.
+pub fn private_dir(dir: &Path, uid: u32, gid: u32) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |p: &Path| RuntimeError::io(format!("making {} private", p.display()));
+    std::fs::create_dir_all(dir).map_err(fail(dir))?;
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(fail(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -958,7 +958,11 @@ pub async fn secrets(
     }
     let name = existing_app(&p, &app).await?;
     let (set, unset) = f.change();
-    let change = berth_core::state::SecretChange { set, unset };
+    let change = berth_core::state::SecretChange {
+        set,
+        unset,
+        build: false,
+    };
     let run = p.change_secrets(name.as_str(), change, actor(&headers), quiet());
     settle(name.as_str(), run).await
 }

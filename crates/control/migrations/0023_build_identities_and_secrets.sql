@@ -1,0 +1,14 @@
+-- Each app's build identity: slot n gives the app's builds a uid and subordinate ids of
+-- their own. AUTOINCREMENT: a slot is never handed out twice, even after its app is gone.
+CREATE TABLE build_identities (
+    slot INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL UNIQUE
+);
+-- The secret versions an app's builds get (`berth secrets set APP NAME=… --build`), sealed
+-- in secret_versions like every other; never part of a release.
+CREATE TABLE app_build_secrets (
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (app, name)
+);
