@@ -157,6 +157,114 @@ fn secrets_reach_the_app_but_never_the_disk_the_api_or_the_logs() {
     assert_eq!(body(&p, "vault", "/env?name=API_KEY"), "<unset>");
 }
 
+#[test]
+fn build_secrets_reach_the_build_and_nothing_else() {
+    let p = Platform::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let token = "npm-tok-5e5e9a1b7c3d";
+    p.ok(&["create", "pkgs"]);
+    // Bad input names the problem and stores nothing.
+    let err = p.fails(&["secrets", "set", "pkgs", "--build", "PATH=/tmp"]);
+    assert!(
+        err.contains("PATH") && err.contains("name of its own"),
+        "{err}"
+    );
+    let err = p.fails(&["secrets", "unset", "pkgs", "NPM_TOKEN", "--build"]);
+    assert!(err.contains("build secret NPM_TOKEN is not set"), "{err}");
+    assert_eq!(p.json(&["secrets", "list", "pkgs"]), serde_json::json!([]));
+
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, token).expect("token");
+    let out = p.ok(&[
+        "secrets",
+        "set",
+        "pkgs",
+        "--build",
+        "--file",
+        &format!("NPM_TOKEN={}", token_file.display()),
+    ]);
+    assert!(out.contains("next build"), "{out}");
+    // A node app whose install step uses the token (as a private registry's would) and
+    // records what it saw; the running app reports what it sees.
+    let dir = work.path().join("pkgs");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let package = |version: &str| {
+        format!(
+            r#"{{"name": "pkgs", "version": "{version}", "private": true,
+               "scripts": {{"postinstall": "node build.js", "start": "node server.js"}}}}"#
+        )
+    };
+    std::fs::write(dir.join("package.json"), package("1.0.0")).expect("package.json");
+    std::fs::write(
+        dir.join("build.js"),
+        r#"const fs = require("fs");
+const env = process.env.NPM_TOKEN || "";
+let file = "";
+try { file = fs.readFileSync("/run/secrets/NPM_TOKEN", "utf8"); } catch (e) { file = "unreadable"; }
+console.log("the install sees " + env);
+fs.writeFileSync(__dirname + "/built.txt", `env=${env.length} file=${file === env && env !== ""} uid=${process.getuid()}\n`);
+"#,
+    )
+    .expect("build.js");
+    std::fs::write(
+        dir.join("server.js"),
+        r#"const fs = require("fs");
+require("http").createServer((req, res) => {
+  if (req.url === "/built") return res.end(fs.readFileSync(__dirname + "/built.txt"));
+  res.end(`env=${process.env.NPM_TOKEN === undefined ? "unset" : "set"} file=${fs.existsSync("/run/secrets/NPM_TOKEN")}\n`);
+}).listen(Number(process.env.PORT || 8000), "0.0.0.0");
+"#,
+    )
+    .expect("server.js");
+    let deployed = common::said(&p.berth(&["deploy", &dir.display().to_string()]));
+    assert!(!deployed.contains(token), "{deployed}");
+    assert!(
+        deployed.contains("the install sees [secret NPM_TOKEN]"),
+        "{deployed}"
+    );
+    let uid_line = deployed
+        .lines()
+        .find(|l| l.contains("Building as uid "))
+        .unwrap_or_else(|| panic!("{deployed}"));
+    let uid = uid_line
+        .split("Building as uid ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect("uid");
+    assert_eq!(
+        body(&p, "pkgs", "/built"),
+        format!("env={} file=true uid={uid}\n", token.len())
+    );
+    // The running app never sees it, nor does its release.
+    assert_eq!(body(&p, "pkgs", "/"), "env=unset file=false\n");
+    let release = &p.json(&["releases", "pkgs"])[0];
+    assert!(
+        release["config"]["secrets"]
+            .as_object()
+            .is_none_or(|m| m.is_empty()),
+        "{release}"
+    );
+    let list = p.json(&["secrets", "list", "pkgs"]);
+    assert_eq!(list[0]["name"], "NPM_TOKEN", "{list}");
+    assert_eq!(list[0]["injected_as"], "build", "{list}");
+    let found = files_holding(p.data.path(), token);
+    assert!(found.is_empty(), "the token in plaintext in:\n{found}");
+
+    // Unset, the next build goes without it; the release is untouched by the change.
+    let releases = p.json(&["releases", "pkgs"]).as_array().map(Vec::len);
+    p.ok(&["secrets", "unset", "pkgs", "NPM_TOKEN", "--build"]);
+    assert_eq!(
+        p.json(&["releases", "pkgs"]).as_array().map(Vec::len),
+        releases
+    );
+    std::fs::write(dir.join("package.json"), package("1.0.1")).expect("package.json");
+    p.ok(&["deploy", &dir.display().to_string()]);
+    assert_eq!(
+        body(&p, "pkgs", "/built"),
+        format!("env=0 file=false uid={uid}\n")
+    );
+}
+
 /// Volumes at one isolation level: data through every kind of restart, the size enforced,
 /// snapshot and restore, destroy guarded.
 fn volume_lifecycle(isolation: &str) {

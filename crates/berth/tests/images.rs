@@ -443,6 +443,156 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     );
     assert_eq!(releases(&p, "site").len(), 1);
     assert_eq!(p.answer("site", "/"), "built as 0\n");
+
+    // Each app builds as a uid of its own, over subordinate ids of its own; a build secret
+    // reaches a RUN step that mounts it, and neither the image nor the log.
+    let token = "bt-9c8d7e6f5a4b3c2d";
+    let err = p.fails(&[
+        "secrets",
+        "set",
+        "other",
+        "--build",
+        &format!("TOKEN={token}"),
+    ]);
+    assert!(err.contains("\"other\" does not exist"), "{err}");
+    p.ok(&["create", "other"]);
+    let set = p.ok(&[
+        "secrets",
+        "set",
+        "other",
+        "--build",
+        &format!("TOKEN={token}"),
+    ]);
+    assert!(set.contains("next build"), "{set}");
+    let other = work.path().join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    std::fs::write(other.join("berth.toml"), "port = 9090\n").expect("berth.toml");
+    std::fs::write(
+        other.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             RUN --mount=type=secret,id=TOKEN mkdir -p /site/cgi-bin \\\n\
+             \x20 && echo \"the step sees $(cat /run/secrets/TOKEN)\" \\\n\
+             \x20 && test -s /run/secrets/TOKEN && echo yes > /site/had-token \\\n\
+             \x20 && echo \"map: $(head -n1 /proc/self/uid_map)\" \\\n\
+             \x20 && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\ncat /run/secrets/TOKEN 2>/dev/null || echo absent\\n' > /site/cgi-bin/token \\\n\
+             \x20 && chmod 755 /site/cgi-bin/token\n\
+             EXPOSE 9090\n\
+             CMD [\"httpd\", \"-f\", \"-p\", \"9090\", \"-h\", \"/site\"]\n"
+        ),
+    )
+    .expect("Dockerfile");
+    let built = deploys(&p, &["deploy", &other.display().to_string()]);
+    assert!(
+        !built.contains(token),
+        "the build log shows a build secret: {built}"
+    );
+    assert!(
+        built.contains("the step sees [secret TOKEN]"),
+        "the step read the secret, redacted in the log: {built}"
+    );
+    assert_eq!(p.answer("other", "/had-token"), "yes\n");
+    assert!(
+        p.answer("other", "/cgi-bin/token").contains("absent"),
+        "no image layer holds the secret"
+    );
+    let listed = p.json(&["secrets", "list", "other"]);
+    assert_eq!(listed[0]["name"], "TOKEN", "{listed}");
+    assert_eq!(listed[0]["injected_as"], "build", "{listed}");
+    assert!(releases(&p, "other")[0]["config"]["secrets"]
+        .as_object()
+        .is_none_or(|m| m.is_empty()));
+    let grep = std::process::Command::new("grep")
+        .args(["-rl", token])
+        .arg(p.data.path())
+        .output()
+        .expect("grep");
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+
+    // The uid berth names is the one the RUN step ran as on the host.
+    let build_uid = |log: &str| -> u32 {
+        let line = log
+            .lines()
+            .find(|l| l.contains("Building as uid "))
+            .unwrap_or_else(|| panic!("no build uid in {log}"));
+        line.split("Building as uid ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let other_uid = build_uid(&built);
+    let site_uid = build_uid(&out);
+    assert_ne!(other_uid, site_uid);
+    assert!(
+        built.lines().any(|l| l.contains("map:")
+            && l.split_whitespace().collect::<Vec<_>>().ends_with(&[
+                "0",
+                &other_uid.to_string(),
+                "1"
+            ])),
+        "{built}"
+    );
+    // One app's build identity cannot enter another's build storage.
+    let digest = {
+        let mut c = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        use std::io::Write as _;
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(p.data.path().as_os_str().as_encoded_bytes())
+            .expect("write");
+        String::from_utf8(c.wait_with_output().expect("sha256sum").stdout).expect("utf-8")
+    };
+    let storage = |app: &str| {
+        std::path::PathBuf::from("/var/cache/berth")
+            .join(format!("builds-{}", &digest[..12]))
+            .join("cache")
+            .join(app)
+            .join("buildah/storage")
+    };
+    let list_as = |uid: u32, dir: &std::path::Path| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                &uid.to_string(),
+                "--regid",
+                &uid.to_string(),
+                "--clear-groups",
+                "ls",
+            ])
+            .arg(dir)
+            .output()
+            .expect("setpriv")
+    };
+    let own = list_as(other_uid, &storage("other"));
+    assert!(own.status.success(), "{own:?}");
+    let across = list_as(site_uid, &storage("other"));
+    assert!(
+        !across.status.success()
+            && String::from_utf8_lossy(&across.stderr).contains("Permission denied"),
+        "{across:?}"
+    );
+    let across = list_as(other_uid, &storage("site"));
+    assert!(!across.status.success(), "{across:?}");
+
+    // Gone with its app: the account its builds ran as.
+    p.ok(&["destroy", "other"]);
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    assert!(
+        !passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(other_uid.to_string().as_str())),
+        "{passwd}"
+    );
 }
 
 #[test]

@@ -87,9 +87,11 @@ impl BuildIdentity {
                 let group = std::fs::read_to_string("/etc/group").map_err(read("/etc/group"))?;
                 match owner_of(&group, &uid) {
                     Some(name) if name == account => {}
-                    Some(name) => return Err(BuildError::BuildUser(format!(
+                    Some(name) => {
+                        return Err(BuildError::BuildUser(format!(
                         "gid {uid}, which berth builds {account} with, belongs to the group {name}"
-                    ))),
+                    )))
+                    }
                     None => admin(Command::new("groupadd").args(["--gid", &uid, &account]))?,
                 }
                 admin(Command::new("useradd").args([
