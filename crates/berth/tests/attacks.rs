@@ -282,7 +282,11 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
             404,
         );
     }
-    for body in [r#"{"set":{"X":"1"}}"#, r#"{"set":{"TOKEN":"mine"}}"#] {
+    for body in [
+        r#"{"set":{"X":"1"}}"#,
+        r#"{"set":{"TOKEN":"mine"}}"#,
+        r#"{"set":{"NPM_TOKEN":"mine"},"build":true}"#,
+    ] {
         for path in ["/v1/apps/vault/env", "/v1/apps/%76ault/secrets"] {
             ledger.api(
                 "change another project's env or secrets",
@@ -424,6 +428,19 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
             "content-type: application/json",
             "--data",
             r#"{"set":{"X":"1"}}"#,
+        ],
+        403,
+    );
+    ledger.api(
+        "set a build secret as a viewer (a build step would run with it)",
+        &peek,
+        "POST",
+        "/v1/apps/vault/secrets",
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data",
+            r#"{"set":{"NPM_TOKEN":"mine"},"build":true}"#,
         ],
         403,
     );
@@ -666,6 +683,13 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
     assert_eq!(git_ok(&repo, &["ls-remote", &as_admin_url]), refs_before);
     assert_eq!(p.json(&["releases", "vault"]).to_string(), releases_before);
     assert_eq!(p.answer("vault", "/env?name=TOKEN"), SECRET);
+    let secrets = p.json(&["secrets", "list", "vault"]);
+    assert!(
+        secrets
+            .as_array()
+            .is_some_and(|l| l.iter().all(|s| s["injected_as"] != "build")),
+        "no build secret was planted: {secrets}"
+    );
     let audit = p.ok(&["audit", "--actor", "mallory"]);
     assert!(
         audit.contains("404") || audit.contains("refused"),
