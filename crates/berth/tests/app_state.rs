@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{copy_dir, eventually, Platform};
+use common::{copy_dir, eventually, files_holding, Platform};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,14 +45,6 @@ fn answer(p: &Platform, app: &str, path: &str) -> String {
 }
 
 /// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &str) -> String {
-    let out = std::process::Command::new("grep")
-        .args(["-r", "-a", "-l", "-F", needle])
-        .arg(dir)
-        .output()
-        .expect("grep");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 #[test]
 fn secrets_reach_the_app_but_never_the_disk_the_api_or_the_logs() {

@@ -174,16 +174,8 @@ fn domains_are_served_over_https_by_the_local_ca_and_bad_names_change_nothing() 
     );
 
     // Keys are sealed: no private key in plaintext anywhere in the data directory.
-    let grep = Command::new("grep")
-        .args(["-r", "-a", "-l", "PRIVATE KEY"])
-        .arg(p.data.path())
-        .output()
-        .expect("grep");
-    assert!(
-        grep.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&grep.stdout)
-    );
+    let found = common::files_holding(p.data.path(), "PRIVATE KEY");
+    assert!(found.is_empty(), "a private key in plaintext in:\n{found}");
 
     // Key rotation re-seals the certificates; after a restart the edge serves them again.
     p.ok(&["secrets", "rotate-key"]);

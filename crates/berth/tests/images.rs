@@ -502,16 +502,8 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     assert!(releases(&p, "other")[0]["config"]["secrets"]
         .as_object()
         .is_none_or(|m| m.is_empty()));
-    let grep = std::process::Command::new("grep")
-        .args(["-rl", token])
-        .arg(p.data.path())
-        .output()
-        .expect("grep");
-    assert!(
-        grep.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&grep.stdout)
-    );
+    let found = common::files_holding(p.data.path(), token);
+    assert!(found.is_empty(), "the token in plaintext in:\n{found}");
 
     // The uid berth names is the one the RUN step ran as on the host.
     let build_uid = |log: &str| -> u32 {

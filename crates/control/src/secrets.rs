@@ -48,6 +48,18 @@ impl Drop for OpenBuildSecrets {
     }
 }
 
+/// The names a change sets or removes, sorted, for messages.
+fn changed_names(change: &SecretChange) -> String {
+    let mut names: Vec<&str> = change
+        .set
+        .keys()
+        .chain(change.unset.iter())
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names.join(", ")
+}
+
 /// What `rotate-key` did.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RotationReport {
@@ -295,22 +307,41 @@ impl Platform {
         change: SecretChange,
         actor: String,
     ) -> Result<(u32, String), DeployFailure> {
+        let current = self.store.app_build_secrets(app).await?;
+        let mut wanted = self
+            .planned_secrets(app, &change, current, "build secret")
+            .await?;
+        let sealed = self.seal_versions(app, &change, &actor).await?;
+        wanted.extend(sealed.iter().map(|r| (r.name.clone(), r.version)));
+        self.store.set_app_build_secrets(app, &wanted).await?;
+        Ok((
+            STORED_ONLY,
+            format!(
+                "build secrets {} stored; {app}'s next build gets them (the running release is unchanged)",
+                changed_names(&change)
+            ),
+        ))
+    }
+
+    /// The set of secret versions a change leaves (before its new versions are added), the
+    /// app and each removed name checked to exist and the count to stay within the limit.
+    async fn planned_secrets(
+        &self,
+        app: &str,
+        change: &SecretChange,
+        mut wanted: BTreeMap<String, u32>,
+        what: &str,
+    ) -> Result<BTreeMap<String, u32>, ApiError> {
         if self.store.app(app).await?.is_none() {
-            return Err(ApiError::app_not_found(app)
-                .hint(format!(
-                    "build secrets belong to an app: `berth create {app}` first, then set them before its first deploy"
-                ))
-                .into());
+            return Err(ApiError::app_not_found(app));
         }
-        let mut wanted = self.store.app_build_secrets(app).await?;
         for k in &change.unset {
             if wanted.remove(k).is_none() {
                 return Err(ApiError::invalid(
                     "secret_not_set",
-                    format!("build secret {k} is not set on {app}"),
+                    format!("{what} {k} is not set on {app}"),
                 )
-                .hint(format!("see `berth secrets list {app}`"))
-                .into());
+                .hint(format!("see `berth secrets list {app}`")));
             }
         }
         let added = change
@@ -322,12 +353,22 @@ impl Platform {
             return Err(ApiError::invalid(
                 "too_many_secrets",
                 format!(
-                    "an app holds at most {} build secrets",
+                    "an app holds at most {} {what}s",
                     state::MAX_SECRETS_PER_APP
                 ),
-            )
-            .into());
+            ));
         }
+        Ok(wanted)
+    }
+
+    /// Seals and stores each value the change sets, as the next version of its name (the
+    /// app lock keeps numbers stable).
+    async fn seal_versions(
+        &self,
+        app: &str,
+        change: &SecretChange,
+        actor: &str,
+    ) -> Result<Vec<SecretRow>, ApiError> {
         let mut sealed = Vec::new();
         {
             let ring = self.keyring.read().await;
@@ -342,25 +383,13 @@ impl Platform {
                     version,
                     key_id: s.key_id,
                     sealed: s.data,
-                    actor: actor.clone(),
+                    actor: actor.to_string(),
                     created_at: crate::now_secs(),
                 });
             }
         }
         self.store.insert_secret_versions(&sealed).await?;
-        wanted.extend(sealed.iter().map(|r| (r.name.clone(), r.version)));
-        self.store.set_app_build_secrets(app, &wanted).await?;
-        let mut names: Vec<&String> = change.set.keys().chain(change.unset.iter()).collect();
-        names.sort();
-        let names = names
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        Ok((
-            STORED_ONLY,
-            format!("build secrets {names} stored; {app}'s next build gets them (the running release is unchanged)"),
-        ))
+        Ok(sealed)
     }
 
     /// [`Platform::change_secrets`] for a caller that holds the app's lock and has checked
@@ -372,68 +401,15 @@ impl Platform {
         actor: String,
         events: Events,
     ) -> Result<(u32, String), DeployFailure> {
-        if self.store.app(app).await?.is_none() {
-            return Err(ApiError::app_not_found(app).into());
-        }
-        let mut wanted = self.store.app_secrets(app).await?;
-        for k in &change.unset {
-            if wanted.remove(k).is_none() {
-                return Err(ApiError::invalid(
-                    "secret_not_set",
-                    format!("secret {k} is not set on {app}"),
-                )
-                .hint(format!("see `berth secrets list {app}`"))
-                .into());
-            }
-        }
-        if wanted.len()
-            + change
-                .set
-                .keys()
-                .filter(|k| !wanted.contains_key(*k))
-                .count()
-            > state::MAX_SECRETS_PER_APP
-        {
-            return Err(ApiError::invalid(
-                "too_many_secrets",
-                format!(
-                    "an app holds at most {} secrets",
-                    state::MAX_SECRETS_PER_APP
-                ),
-            )
-            .into());
-        }
-        // Each value is sealed for the version it gets (the app lock keeps numbers stable).
-        let mut sealed = Vec::new();
-        {
-            let ring = self.keyring.read().await;
-            for (name, value) in &change.set {
-                let version = self.store.max_secret_version(app, name).await? + 1;
-                let s = ring
-                    .seal(&context(app, name, version), value.as_bytes())
-                    .map_err(|e| ApiError::internal("sealing a secret", e))?;
-                sealed.push(SecretRow {
-                    app: app.to_string(),
-                    name: name.clone(),
-                    version,
-                    key_id: s.key_id,
-                    sealed: s.data,
-                    actor: actor.clone(),
-                    created_at: crate::now_secs(),
-                });
-            }
-        }
-        self.store.insert_secret_versions(&sealed).await?;
+        let current = self.store.app_secrets(app).await?;
+        let mut wanted = self
+            .planned_secrets(app, &change, current, "secret")
+            .await?;
+        let sealed = self.seal_versions(app, &change, &actor).await?;
         let added: BTreeMap<String, u32> =
             sealed.iter().map(|r| (r.name.clone(), r.version)).collect();
         wanted.extend(added.clone());
-        let mut names: Vec<&String> = change.set.keys().chain(change.unset.iter()).collect();
-        names.sort();
-        let names = names
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let names = changed_names(&change);
         let Some(release) = self.serving_release(app).await? else {
             self.store.set_app_secrets(app, &wanted).await?;
             return Ok((

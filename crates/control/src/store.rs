@@ -1063,6 +1063,22 @@ impl Store {
     }
 }
 
+/// Which of an app's secret sets: what its releases get, or what its builds get.
+#[derive(Debug, Clone, Copy)]
+enum SecretSet {
+    Release,
+    Build,
+}
+
+impl SecretSet {
+    fn table(self) -> &'static str {
+        match self {
+            SecretSet::Release => "app_secrets",
+            SecretSet::Build => "app_build_secrets",
+        }
+    }
+}
+
 /// A sealed secret version as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRow {
@@ -1161,18 +1177,7 @@ impl Store {
 
     /// The secret versions the app's next release gets: name → version.
     pub async fn app_secrets(&self, app: &str) -> Result<BTreeMap<String, u32>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name, version FROM app_secrets WHERE app = ?")
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>("name")?,
-                    r.try_get::<i64, _>("version")? as u32,
-                ))
-            })
-            .collect()
+        self.secret_set(SecretSet::Release, app).await
     }
 
     /// Replaces the set of secret versions the app's next release gets.
@@ -1181,28 +1186,37 @@ impl Store {
         app: &str,
         secrets: &BTreeMap<String, u32>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM app_secrets WHERE app = ?")
-            .bind(app)
-            .execute(&mut *tx)
-            .await?;
-        for (name, version) in secrets {
-            sqlx::query("INSERT INTO app_secrets (app, name, version) VALUES (?, ?, ?)")
-                .bind(app)
-                .bind(name)
-                .bind(*version as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
+        self.replace_secret_set(SecretSet::Release, app, secrets)
+            .await
     }
 
     /// The secret versions the app's builds get: name → version.
     pub async fn app_build_secrets(&self, app: &str) -> Result<BTreeMap<String, u32>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name, version FROM app_build_secrets WHERE app = ?")
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?;
+        self.secret_set(SecretSet::Build, app).await
+    }
+
+    /// Replaces the set of secret versions the app's builds get.
+    pub async fn set_app_build_secrets(
+        &self,
+        app: &str,
+        secrets: &BTreeMap<String, u32>,
+    ) -> Result<(), sqlx::Error> {
+        self.replace_secret_set(SecretSet::Build, app, secrets)
+            .await
+    }
+
+    async fn secret_set(
+        &self,
+        set: SecretSet,
+        app: &str,
+    ) -> Result<BTreeMap<String, u32>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT name, version FROM {} WHERE app = ?",
+            set.table()
+        ))
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -1213,24 +1227,27 @@ impl Store {
             .collect()
     }
 
-    /// Replaces the set of secret versions the app's builds get.
-    pub async fn set_app_build_secrets(
+    async fn replace_secret_set(
         &self,
+        set: SecretSet,
         app: &str,
         secrets: &BTreeMap<String, u32>,
     ) -> Result<(), sqlx::Error> {
+        let table = set.table();
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM app_build_secrets WHERE app = ?")
+        sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
             .bind(app)
             .execute(&mut *tx)
             .await?;
         for (name, version) in secrets {
-            sqlx::query("INSERT INTO app_build_secrets (app, name, version) VALUES (?, ?, ?)")
-                .bind(app)
-                .bind(name)
-                .bind(*version as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO {table} (app, name, version) VALUES (?, ?, ?)"
+            ))
+            .bind(app)
+            .bind(name)
+            .bind(*version as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await
     }

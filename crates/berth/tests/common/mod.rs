@@ -385,7 +385,16 @@ impl Platform {
     }
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
+/// The files under `dir` holding `needle` (bytes, binary files included), one per line.
+pub fn files_holding(dir: &Path, needle: &str) -> String {
+    let out = Command::new("grep")
+        .args(["-r", "-a", "-l", "-F", needle])
+        .arg(dir)
+        .output()
+        .expect("grep");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// What a command wrote, its standard output then its standard error.
 pub fn said(o: &Output) -> String {
     format!(
@@ -395,6 +404,7 @@ pub fn said(o: &Output) -> String {
     )
 }
 
+/// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
