@@ -91,28 +91,13 @@ impl Platform {
         app: &str,
         config: &ReleaseConfig,
     ) -> Result<ResolvedSecrets, ApiError> {
-        let rows = self.store.secret_rows(app, &config.secrets).await?;
         let mut out = ResolvedSecrets::default();
-        {
-            let ring = self.keyring.read().await;
-            for r in rows {
-                let plain = ring
-                    .open_sealed(
-                        &context(app, &r.name, r.version),
-                        &Sealed {
-                            key_id: r.key_id.clone(),
-                            data: r.sealed.clone(),
-                        },
-                    )
-                    .map_err(|e| {
-                        ApiError::internal(&format!("opening secret {} of {app}", r.name), e)
-                    })?;
-                if config.secret_as_file(&r.name) {
-                    out.files.push((r.name.clone(), plain));
-                } else {
-                    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&plain).to_string());
-                    out.env.push((r.name.clone(), text));
-                }
+        for (name, plain) in self.open_versions(app, &config.secrets).await? {
+            if config.secret_as_file(&name) {
+                out.files.push((name, plain));
+            } else {
+                let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&plain).to_string());
+                out.env.push((name, text));
             }
         }
         if let Ok(mut ing) = self.ingester.lock() {
@@ -131,25 +116,38 @@ impl Platform {
             return Ok(None);
         };
         let which = BTreeMap::from([(name.to_string(), version)]);
-        let Some(r) = self
-            .store
-            .secret_rows(app, &which)
+        Ok(self
+            .open_versions(app, &which)
             .await?
             .into_iter()
             .next()
-        else {
-            return Ok(None);
-        };
+            .map(|(_, v)| v))
+    }
+
+    /// Opens the named versions of the app's secrets: (name, value) each.
+    async fn open_versions(
+        &self,
+        app: &str,
+        which: &BTreeMap<String, u32>,
+    ) -> Result<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>, ApiError> {
+        let rows = self.store.secret_rows(app, which).await?;
         let ring = self.keyring.read().await;
-        ring.open_sealed(
-            &context(app, name, r.version),
-            &Sealed {
-                key_id: r.key_id.clone(),
-                data: r.sealed.clone(),
-            },
-        )
-        .map(Some)
-        .map_err(|e| ApiError::internal(&format!("opening secret {name} of {app}"), e))
+        rows.into_iter()
+            .map(|r| {
+                let plain = ring
+                    .open_sealed(
+                        &context(app, &r.name, r.version),
+                        &Sealed {
+                            key_id: r.key_id.clone(),
+                            data: r.sealed.clone(),
+                        },
+                    )
+                    .map_err(|e| {
+                        ApiError::internal(&format!("opening secret {} of {app}", r.name), e)
+                    })?;
+                Ok((r.name, plain))
+            })
+            .collect()
     }
 
     /// Names, versions, who and when of the secrets the app's next release gets, then of
@@ -216,24 +214,7 @@ impl Platform {
                 format!("{app} has build secrets, but this platform has no RAM-backed directory to open them into"),
             ));
         };
-        let mut plain = Vec::new();
-        {
-            let ring = self.keyring.read().await;
-            for r in self.store.secret_rows(app, &which).await? {
-                let value = ring
-                    .open_sealed(
-                        &context(app, &r.name, r.version),
-                        &Sealed {
-                            key_id: r.key_id.clone(),
-                            data: r.sealed.clone(),
-                        },
-                    )
-                    .map_err(|e| {
-                        ApiError::internal(&format!("opening build secret {} of {app}", r.name), e)
-                    })?;
-                plain.push((r.name, value));
-            }
-        }
+        let plain = self.open_versions(app, &which).await?;
         let slot = format!("build-{build_id}");
         let written = files
             .write(&slot, b"", &plain, identity.uid(), identity.gid())
