@@ -1264,6 +1264,10 @@ impl Store {
 
     /// The app's build identity slot, handed out at its first build and never to another.
     pub async fn build_slot(&self, app: &str) -> Result<u32, sqlx::Error> {
+        // Read first: only an app's first build writes.
+        if let Some(slot) = self.existing_build_slot(app).await? {
+            return Ok(slot);
+        }
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT OR IGNORE INTO build_identities (app) VALUES (?)")
             .bind(app)
