@@ -1,7 +1,7 @@
 -- Each app's build identity: slot n gives the app's builds a uid and subordinate ids of
--- their own. AUTOINCREMENT: a slot is never handed out twice, even after its app is gone.
+-- their own. A slot is free again once its app is gone and its host account removed.
 CREATE TABLE build_identities (
-    slot INTEGER PRIMARY KEY AUTOINCREMENT,
+    slot INTEGER PRIMARY KEY,
     app TEXT NOT NULL UNIQUE
 );
 -- The secret versions an app's builds get (`berth secrets set APP NAME=… --build`), sealed

@@ -388,6 +388,10 @@ impl PlatformConfig {
     pub fn secrets_runtime_dir(&self) -> PathBuf {
         berth_data::secret_files::SecretFiles::default_root(&self.data_dir)
     }
+    /// Builds' secrets and raw output: a RAM-backed directory apart from instances'.
+    pub fn build_secrets_runtime_dir(&self) -> PathBuf {
+        berth_data::secret_files::SecretFiles::builds_root(&self.data_dir)
+    }
     /// Where the database server's files live, and where it listens.
     pub fn postgres_layout(&self) -> berth_data::postgres::PgLayout {
         berth_data::postgres::PgLayout {

@@ -12,6 +12,7 @@ use berth_core::api::{DeployEvent, EnvChange, ReleaseView};
 use berth_core::model::{instance_id, ProcessSpec, ReleaseConfig, ReleaseStatus, WEB_PROCESS};
 use berth_core::spec::BerthToml;
 use berth_core::AppName;
+use berth_factory::build_user::{self, BuildIdentity};
 use berth_factory::builder::{BuildError, BuildRequest};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Seek};
@@ -429,6 +430,13 @@ impl Platform {
         } = source;
         let lock = self.app_lock(app.as_str());
         let _guard = lock.lock().await;
+        // Another project's first deploy may have made the app meanwhile: its build state
+        // (identity, cache, build secrets) never goes to a build of this one.
+        if let Some(owner) = self.store.app_project(app.as_str()).await? {
+            if owner != project {
+                return Err(ApiError::app_not_found(app.as_str()).into());
+            }
+        }
         // A build that would fill the disk fails half-way; refuse it before it starts.
         if let Some(free) = crate::doctor::free_bytes(&self.cfg.data_dir) {
             if free < self.cfg.min_free_disk {
@@ -458,10 +466,7 @@ impl Platform {
             .open_build_network(&build_id, toml.build_egress(), &log_file)
             .await?;
         // The app's own build identity, and its build secrets readable by it alone.
-        let identity = berth_factory::build_user::BuildIdentity::new(
-            self.store.build_slot(app.as_str()).await?,
-        )
-        .map_err(|e| ApiError::internal("the app's build identity", e))?;
+        let identity = self.build_identity(app.as_str()).await?;
         let build_secrets = self
             .open_build_secrets(app.as_str(), &build_id, &identity)
             .await?;
@@ -485,7 +490,7 @@ impl Platform {
         };
         // With build secrets, the build writes its log through a redacting pump.
         let output = crate::launcher::RedactedOutput::start(
-            self.launcher.secret_files(),
+            self.launcher.build_files(),
             &format!("build-{build_id}.out"),
             &log_file,
             build_secrets.redactor(),
@@ -533,6 +538,7 @@ impl Platform {
                     let _ = std::fs::remove_dir_all(
                         self.cfg.build_user_dir().join("cache").join(app.as_str()),
                     );
+                    self.forget_build_identity(app.as_str(), identity).await;
                 }
                 let (status, code, hint) = build_refusal(&e);
                 return Err(DeployFailure {
@@ -628,6 +634,7 @@ impl Platform {
         {
             if !existed {
                 let _ = self.store.delete_app_records(app.as_str(), false).await;
+                self.forget_build_identity(app.as_str(), identity).await;
             }
             return Err(e.into());
         }
@@ -1833,19 +1840,9 @@ impl Platform {
         }
         let _ = std::fs::remove_dir_all(self.cfg.cache_dir().join(app));
         let _ = std::fs::remove_dir_all(self.cfg.build_user_dir().join("cache").join(app));
-        // Its build identity goes with its caches (its slot is never handed out again).
-        if let Some(identity) =
-            build_slot.and_then(|s| berth_factory::build_user::BuildIdentity::new(s).ok())
-        {
-            match tokio::task::spawn_blocking(move || identity.forget()).await {
-                Ok(Err(e)) => {
-                    tracing::warn!(%app, error = %e, "removing the app's build account failed")
-                }
-                Err(e) => {
-                    tracing::warn!(%app, error = %e, "removing the app's build account failed")
-                }
-                Ok(Ok(())) => {}
-            }
+        // Its build identity goes with its caches.
+        if let Some(identity) = build_slot.and_then(|s| BuildIdentity::new(s).ok()) {
+            self.forget_build_identity(app, identity).await;
         }
         if links {
             if let Err(e) = self.git_repos.remove(app) {
@@ -1854,5 +1851,54 @@ impl Platform {
         }
         self.logs.remove_app(app);
         Ok(())
+    }
+}
+
+impl Platform {
+    /// The app's build identity: the slot it holds, or the lowest one no app holds and no
+    /// account of this machine still uses (its ids are then the app's alone).
+    async fn build_identity(&self, app: &str) -> Result<BuildIdentity, ApiError> {
+        let identity = |slot| {
+            BuildIdentity::new(slot).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "no_build_identity",
+                    e.to_string(),
+                )
+                .hint("destroy apps this platform no longer needs: each holds a build identity")
+            })
+        };
+        if let Some(slot) = self.store.existing_build_slot(app).await? {
+            return identity(slot);
+        }
+        let on_host = tokio::task::spawn_blocking(build_user::slots_in_use_on_host)
+            .await
+            .map_err(|e| ApiError::internal("reading the build accounts", e))?
+            .map_err(|e| ApiError::internal("reading the build accounts", e))?;
+        let held = self.store.build_slots().await?;
+        for slot in 1..=build_user::MAX_SLOT {
+            if held.contains(&slot) || on_host.contains(&slot) {
+                continue;
+            }
+            if self.store.claim_build_slot(app, slot).await? {
+                return identity(slot);
+            }
+        }
+        identity(build_user::MAX_SLOT + 1)
+    }
+
+    /// Frees the app's build identity: the host account its builds ran as, then the slot
+    /// (while the account stays — a process of it still runs, say — no app gets the slot).
+    async fn forget_build_identity(&self, app: &str, identity: BuildIdentity) {
+        match tokio::task::spawn_blocking(move || identity.forget()).await {
+            Ok(Err(e)) => {
+                tracing::warn!(%app, error = %e, "removing the app's build account failed")
+            }
+            Err(e) => tracing::warn!(%app, error = %e, "removing the app's build account failed"),
+            Ok(Ok(())) => {}
+        }
+        if let Err(e) = self.store.release_build_slot(app).await {
+            tracing::warn!(%app, error = %e, "freeing the app's build identity failed");
+        }
     }
 }

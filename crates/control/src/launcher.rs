@@ -284,6 +284,7 @@ pub struct Launcher {
     images: ImageStore,
     logs: LogStore,
     secret_files: Option<berth_data::secret_files::SecretFiles>,
+    build_files: Option<berth_data::secret_files::SecretFiles>,
 }
 
 impl Launcher {
@@ -302,6 +303,7 @@ impl Launcher {
             images,
             logs,
             secret_files: None,
+            build_files: None,
         }
     }
 
@@ -311,9 +313,16 @@ impl Launcher {
         self
     }
 
-    /// The RAM-backed directory secrets are opened into, where there is one.
-    pub(crate) fn secret_files(&self) -> Option<&berth_data::secret_files::SecretFiles> {
-        self.secret_files.as_ref()
+    /// Gives builds their secrets and raw output through `files` (a RAM-backed directory
+    /// apart from instances').
+    pub fn with_build_files(mut self, files: berth_data::secret_files::SecretFiles) -> Self {
+        self.build_files = Some(files);
+        self
+    }
+
+    /// The RAM-backed directory builds' secrets are opened into, where there is one.
+    pub(crate) fn build_files(&self) -> Option<&berth_data::secret_files::SecretFiles> {
+        self.build_files.as_ref()
     }
 
     /// Writes an instance's secrets where its container will find them; returns the mounts.
@@ -830,12 +839,23 @@ impl RedactedOutput {
     }
 
     /// Copies what is left, then removes the raw file.
-    pub(crate) fn finish(self) {
-        if let Some((done, thread)) = self.pump {
+    pub(crate) fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some((done, thread)) = self.pump.take() {
             done.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = thread.join();
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+impl Drop for RedactedOutput {
+    /// A caller gone before the end (a cancelled deploy) leaves no pump or raw file behind.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -850,9 +870,12 @@ fn redact_lines(
     use std::io::{BufRead, Seek, Write};
     let mut offset = 0u64;
     let mut pending = Vec::new();
+    // A line longer than this is passed on in pieces (a value split across two is not
+    // redacted whole).
+    const LONGEST_LINE: usize = 1 << 20;
     loop {
         let finished = done.load(std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut f) = std::fs::File::open(raw) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().read(true).write(true).open(raw) {
             if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
                 let mut reader = std::io::BufReader::new(f);
                 let mut out = std::fs::OpenOptions::new()
@@ -862,12 +885,15 @@ fn redact_lines(
                     .ok();
                 loop {
                     let mut buf = Vec::new();
-                    match reader.read_until(b'\n', &mut buf) {
+                    match std::io::Read::take(&mut reader, LONGEST_LINE as u64)
+                        .read_until(b'\n', &mut buf)
+                    {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             offset += n as u64;
                             pending.extend_from_slice(&buf);
-                            if pending.ends_with(b"\n") || finished {
+                            if pending.ends_with(b"\n") || finished || pending.len() > LONGEST_LINE
+                            {
                                 let line = String::from_utf8_lossy(&pending).to_string();
                                 pending.clear();
                                 if let Some(o) = out.as_mut() {
@@ -877,6 +903,8 @@ fn redact_lines(
                         }
                     }
                 }
+                // What is copied no longer takes room in RAM.
+                berth_observe::ingest::punch_hole(reader.get_ref(), 0, offset);
             }
         }
         if finished {

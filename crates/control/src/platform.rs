@@ -446,6 +446,11 @@ impl Platform {
             .map_err(|e| StartError::Other(e.to_string()))?;
         let secret_files = berth_data::secret_files::SecretFiles::ensure(cfg.secrets_runtime_dir())
             .map_err(|e| StartError::Other(e.to_string()))?;
+        let build_files = berth_data::secret_files::SecretFiles::ensure_sized(
+            cfg.build_secrets_runtime_dir(),
+            "256m",
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
         let volumes = berth_data::volumes::VolumeStore::new(cfg.volumes_dir());
         let postgres = berth_data::postgres::Postgres::locate(cfg.postgres_layout()).ok();
         let has_databases = !store
@@ -490,7 +495,8 @@ impl Platform {
                 images.clone(),
                 logs.clone(),
             )
-            .with_secret_files(secret_files),
+            .with_secret_files(secret_files)
+            .with_build_files(build_files),
         );
         let pkcs8 = crate::signing_key::load_or_create(&store, &keyring)
             .await
@@ -809,6 +815,7 @@ impl Platform {
             }
         }
         berth_data::secret_files::SecretFiles::unmount(&cfg.secrets_runtime_dir());
+        berth_data::secret_files::SecretFiles::unmount(&cfg.build_secrets_runtime_dir());
         if let Ok(pg) = berth_data::postgres::Postgres::locate(cfg.postgres_layout()) {
             pg.stop();
         }

@@ -208,7 +208,7 @@ impl Platform {
         if which.is_empty() {
             return Ok(open);
         }
-        let Some(files) = self.launcher.secret_files() else {
+        let Some(files) = self.launcher.build_files() else {
             return Err(ApiError::invalid(
                 "no_secrets_directory",
                 format!("{app} has build secrets, but this platform has no RAM-backed directory to open them into"),
@@ -218,7 +218,11 @@ impl Platform {
         let slot = format!("build-{build_id}");
         let written = files
             .write(&slot, b"", &plain, identity.uid(), identity.gid())
-            .map_err(|e| ApiError::internal("writing build secrets", e))?;
+            .map_err(|e| {
+                // What was written before the failure goes too.
+                files.remove(&slot);
+                ApiError::internal("writing build secrets", e)
+            })?;
         open.written = Some((files.clone(), slot));
         open.secrets.files_dir = Some(written.files_dir);
         open.secrets.env = plain
@@ -258,7 +262,7 @@ impl Platform {
         }
         if change.build {
             for k in change.set.keys() {
-                if k.starts_with("BERTH_") || k == "PATH" || k == "HOME" {
+                if berth_factory::builder::is_build_env(k) {
                     problems.push(format!(
                         "{k}: berth sets it for every build; a build secret needs a name of its own"
                     ));

@@ -1262,23 +1262,32 @@ impl Store {
         Ok(slot.map(|s| s as u32))
     }
 
-    /// The app's build identity slot, handed out at its first build and never to another.
-    pub async fn build_slot(&self, app: &str) -> Result<u32, sqlx::Error> {
-        // Read first: only an app's first build writes.
-        if let Some(slot) = self.existing_build_slot(app).await? {
-            return Ok(slot);
-        }
-        let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT OR IGNORE INTO build_identities (app) VALUES (?)")
-            .bind(app)
-            .execute(&mut *tx)
+    /// The build identity slots apps hold.
+    pub async fn build_slots(&self) -> Result<std::collections::BTreeSet<u32>, sqlx::Error> {
+        let slots: Vec<i64> = sqlx::query_scalar("SELECT slot FROM build_identities")
+            .fetch_all(&self.pool)
             .await?;
-        let slot: i64 = sqlx::query_scalar("SELECT slot FROM build_identities WHERE app = ?")
+        Ok(slots.into_iter().map(|s| s as u32).collect())
+    }
+
+    /// Gives `app` build identity slot `slot`; false when another holds it (or the app
+    /// already has one).
+    pub async fn claim_build_slot(&self, app: &str, slot: u32) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("INSERT OR IGNORE INTO build_identities (slot, app) VALUES (?, ?)")
+            .bind(i64::from(slot))
             .bind(app)
-            .fetch_one(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
-        Ok(slot as u32)
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Frees the app's build identity slot.
+    pub async fn release_build_slot(&self, app: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM build_identities WHERE app = ?")
+            .bind(app)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Sealed versions of an app's secrets: those named in `which`.

@@ -44,8 +44,22 @@ impl SecretFiles {
         PathBuf::from("/run/berth").join(format!("secrets-{}", &digest[..12]))
     }
 
-    /// Makes sure `root` is a private tmpfs, mounting one when it is not.
+    /// The runtime directory of builds' secrets and their raw output: a tmpfs of its own,
+    /// so that no build can fill the one instances' secrets are written to.
+    pub fn builds_root(data_dir: &Path) -> PathBuf {
+        let digest = hex::encode(sha2::Sha256::digest(
+            data_dir.as_os_str().as_encoded_bytes(),
+        ));
+        PathBuf::from("/run/berth").join(format!("build-secrets-{}", &digest[..12]))
+    }
+
+    /// Makes sure `root` is a private tmpfs (64 MiB), mounting one when it is not.
     pub fn ensure(root: PathBuf) -> Result<Self, SecretFilesError> {
+        Self::ensure_sized(root, "64m")
+    }
+
+    /// [`SecretFiles::ensure`] with the tmpfs's size (`size=` of tmpfs: `256m`, …).
+    pub fn ensure_sized(root: PathBuf, size: &str) -> Result<Self, SecretFilesError> {
         let err = |message: String| SecretFilesError::Dir {
             path: root.display().to_string(),
             message,
@@ -59,7 +73,7 @@ impl SecretFiles {
                     "-t",
                     "tmpfs",
                     "-o",
-                    "mode=0700,size=64m,nosuid,nodev,noexec",
+                    &format!("mode=0700,size={size},nosuid,nodev,noexec"),
                     "berth-secrets",
                     &path,
                 ],

@@ -152,6 +152,58 @@ impl BuildIdentity {
     }
 }
 
+/// The slots whose host ids are still in use on this machine: an account or group with an
+/// id of the slot's, or subordinate ids given out in its range (an app whose account could
+/// not be removed). Such a slot is not handed out again.
+pub fn slots_in_use_on_host() -> Result<std::collections::BTreeSet<u32>, BuildError> {
+    let mut ids = Vec::new();
+    for file in ["/etc/passwd", "/etc/group"] {
+        ids.push(
+            std::fs::read_to_string(file)
+                .map_err(|e| BuildError::BuildUser(format!("reading {file}: {e}")))?,
+        );
+    }
+    let ranges: Vec<String> = ["/etc/subuid", "/etc/subgid"]
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
+    Ok(slots_used(&ids, &ranges))
+}
+
+/// The slots that passwd/group-style texts (`ids`) and subuid/subgid-style texts
+/// (`ranges`) give ids of.
+fn slots_used(ids: &[String], ranges: &[String]) -> std::collections::BTreeSet<u32> {
+    const END: u64 = 0x8000_0000;
+    let slot_of = |id: u64| -> u32 { ((id - u64::from(BASE)) / u64::from(SPAN)) as u32 };
+    let mut used = std::collections::BTreeSet::new();
+    for text in ids {
+        used.extend(
+            text.lines()
+                .filter_map(|l| l.split(':').nth(2)?.parse::<u64>().ok())
+                .filter(|id| (u64::from(BASE)..END).contains(id))
+                .map(slot_of),
+        );
+    }
+    for text in ranges {
+        for line in text.lines() {
+            let mut f = line.split(':').skip(1);
+            let (Some(Ok(start)), Some(Ok(n))) = (
+                f.next().map(str::parse::<u64>),
+                f.next().map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            // Every slot the range touches.
+            let lo = start.max(u64::from(BASE));
+            let hi = start.saturating_add(n.max(1) - 1).min(END - 1);
+            if lo <= hi {
+                used.extend(slot_of(lo)..=slot_of(hi));
+            }
+        }
+    }
+    used
+}
+
 fn read(path: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
     move |e| BuildError::BuildUser(format!("reading {path}: {e}"))
 }
@@ -235,6 +287,26 @@ mod tests {
         assert!(u64::from(l_first) + u64::from(l_count) <= 0x8000_0000);
         assert_ne!(a.account(), b.account());
         assert!(a.describe().contains(&a.uid().to_string()));
+    }
+
+    #[test]
+    fn slots_whose_ids_a_machine_still_uses_are_found() {
+        let a = BuildIdentity::new(7).unwrap();
+        let (first, count) = a.subids();
+        let passwd = format!(
+            "root:x:0:0::/root:/bin/sh\nberth-b2:x:{}:{}::/:/bin/sh\n",
+            BuildIdentity::new(2).unwrap().uid(),
+            BuildIdentity::new(2).unwrap().gid()
+        );
+        let subuid = format!("root:100000:65536\nberth-b7:{first}:{count}\n");
+        // A foreign range reaching into slots 9 and 10 from below the base.
+        let foreign = format!("someone:{}:{}\n", BASE - 10, 10 + 10 * SPAN + 1);
+        let used = slots_used(&[passwd], &[subuid, foreign]);
+        assert_eq!(
+            used.into_iter().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        );
+        assert!(slots_used(&["root:x:0:0::/:/bin/sh".into()], &[String::new()]).is_empty());
     }
 
     #[test]

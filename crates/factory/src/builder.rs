@@ -233,6 +233,31 @@ impl BuildNetwork {
     }
 }
 
+/// What berth sets in every build's environment: no build secret may take these names.
+const BUILD_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "PIP_CACHE_DIR",
+    "npm_config_cache",
+    "XDG_CACHE_HOME",
+    "CI",
+    "RUSTUP_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+    "CARGO_HTTP_PROXY",
+];
+
+/// Whether berth sets `name` for builds itself (a build secret needs a name of its own).
+pub fn is_build_env(name: &str) -> bool {
+    name.starts_with("BERTH_") || BUILD_ENV.contains(&name)
+}
+
 /// The host's proxy settings: passed to a build only in the host's network; a build in its
 /// own namespace leaves through the build proxy and nothing else.
 const HOST_PROXY_ENV: &[&str] = &[
@@ -612,8 +637,20 @@ impl Factory {
         // credentials among it) is copied in. Copies earlier versions made are removed.
         let home = cache.join("home");
         std::fs::create_dir_all(&home).map_err(io(format!("creating {}", home.display())))?;
+        // The cache is the build identity's: only through directories, never links it put
+        // there.
+        let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
         for rel in [".npmrc", ".config/pip/pip.conf", ".pip/pip.conf"] {
-            let _ = std::fs::remove_file(home.join(rel));
+            let file = home.join(rel);
+            let within = real_dir(&home)
+                && Path::new(rel)
+                    .ancestors()
+                    .skip(1)
+                    .filter(|a| !a.as_os_str().is_empty())
+                    .all(|a| real_dir(&home.join(a)));
+            if within {
+                let _ = std::fs::remove_file(file);
+            }
         }
 
         let mut mounts = vec![
@@ -676,11 +713,20 @@ impl Factory {
                 env.insert(k.clone(), v.clone());
             }
         }
-        for (k, v) in &req.secrets.env {
-            env.insert(k.clone(), v.to_string());
-        }
 
+        // Build secrets become variables from their files as the script starts: never in
+        // the container's spec, which is written to disk.
+        let exports = match &req.secrets.files_dir {
+            Some(_) => req
+                .secrets
+                .env
+                .iter()
+                .map(|(name, _)| format!("export {name}=\"$(cat /run/secrets/{name})\""))
+                .collect(),
+            None => Vec::new(),
+        };
         let script = std::iter::once("set -e".to_string())
+            .chain(exports)
             .chain(
                 plan.build_commands
                     .iter()

@@ -11,7 +11,7 @@ use crate::foreign::{self, PULL_TIMEOUT};
 use crate::image::ImageStore;
 use crate::registry;
 use crate::tool::{run_logged, Ran};
-use berth_runtime::ownership::{chown_tree, private_dir};
+use berth_runtime::ownership::{chown_tree, private_dir, shared_with_group};
 use dockerfile_parser::{Dockerfile, Instruction};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -105,7 +105,7 @@ pub fn build(
     let run = cache.join("run");
     let out = work.join("out");
     // The app's build identity owns its scratch (with the source) and its storage, and
-    // alone may enter them or the bases berth pulled for it. A cache some other identity
+    // alone may enter them (and read the bases berth pulled for it). A cache some other identity
     // left (an earlier version's shared build user) is not trusted: it starts afresh.
     for d in [cache.join("home"), cache.join("storage"), run.clone()] {
         use std::os::unix::fs::MetadataExt;
@@ -115,7 +115,9 @@ pub fn build(
         }
         private_dir(&d, uid, gid)?;
     }
-    private_dir(&bases, uid, gid)?;
+    // The bases stay root's (root writes them): the build identity reads them through its
+    // group, and no one else may.
+    shared_with_group(&bases, gid)?;
     let rewritten = resolve_bases(&parsed, &req.toml.build.args, &bases, &cache, &run, req)?;
     let file = work.join("Dockerfile.berth");
     std::fs::write(&file, rewritten).map_err(io("writing the resolved Dockerfile"))?;

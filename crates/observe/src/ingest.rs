@@ -334,7 +334,7 @@ fn complete_lines<'a>(
 }
 
 /// Frees the blocks of `[offset, offset + len)` (zeroes partial blocks at the edges).
-fn punch_hole(f: &std::fs::File, offset: u64, len: u64) {
+pub fn punch_hole(f: &std::fs::File, offset: u64, len: u64) {
     use nix::fcntl::{fallocate, FallocateFlags};
     use std::os::fd::AsRawFd;
     let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {

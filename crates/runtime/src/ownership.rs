@@ -36,6 +36,26 @@ pub fn private_dir(dir: &Path, uid: u32, gid: u32) -> Result<(), RuntimeError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail(dir))
 }
 
+/// Makes `dir` (created when missing) root's, readable by group `gid` alone (mode 0750):
+/// root writes into it, and the group's unprivileged user only reads, so that user can
+/// never put a link where root writes. A link in `dir`'s place is refused.
+pub fn shared_with_group(dir: &Path, gid: u32) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |p: &Path| RuntimeError::io(format!("sharing {} with its build", p.display()));
+    std::fs::create_dir_all(dir).map_err(fail(dir))?;
+    if std::fs::symlink_metadata(dir)
+        .map_err(fail(dir))?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(RuntimeError::io(format!("sharing {}", dir.display()))(
+            std::io::Error::other("it is a symbolic link"),
+        ));
+    }
+    std::os::unix::fs::lchown(dir, Some(0), Some(gid)).map_err(fail(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(fail(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

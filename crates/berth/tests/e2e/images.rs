@@ -576,6 +576,38 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     let across = list_as(other_uid, &storage("site"));
     assert!(!across.status.success(), "{across:?}");
 
+    // The bases berth pulled stay root's (root writes there), readable by the build's
+    // group alone.
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let bases = storage("other").with_file_name("bases");
+        let meta = std::fs::symlink_metadata(&bases).expect("bases");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
+            (0, other_uid, 0o750),
+            "{}",
+            bases.display()
+        );
+    }
+
+    // A first build that fails keeps no build identity: its account is gone at once.
+    let broken = work.path().join("broken");
+    std::fs::create_dir_all(&broken).expect("dir");
+    std::fs::write(
+        broken.join("Dockerfile"),
+        format!("FROM {base}\nRUN false\n"),
+    )
+    .expect("Dockerfile");
+    let err = p.fails(&["deploy", &broken.display().to_string()]);
+    let broken_uid = build_uid(&err);
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    assert!(
+        !passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(broken_uid.to_string().as_str())),
+        "{passwd}"
+    );
+
     // Gone with its app: the account its builds ran as.
     p.ok(&["destroy", "other"]);
     let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
