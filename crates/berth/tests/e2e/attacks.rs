@@ -59,12 +59,6 @@ fn token(p: &Platform, name: &str, role: &str, project: &str) -> String {
         .to_string()
 }
 
-/// `berth` as `token`: (success, what it said).
-fn as_token(p: &Platform, token: &str, args: &[&str]) -> (bool, String) {
-    let o = p.berth_env(args, &[("BERTH_TOKEN", token)]);
-    (o.status.success(), common::said(&o))
-}
-
 /// An app directory from the `stateful` fixture with `toml` as its berth.toml.
 fn app_dir(root: &Path, name: &str, toml: &str) -> String {
     let dir = root.join(name);
@@ -118,8 +112,7 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
     assert_eq!(p.answer("vault", "/env?name=TOKEN"), SECRET);
     let releases_before = p.json(&["releases", "vault"]).to_string();
     // Mallory's own app in alpha.
-    let (ok, said) = as_token(
-        &p,
+    let (ok, said) = p.try_as(
         &mallory,
         &[
             "deploy",
@@ -367,8 +360,7 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "404",
     );
     // A deploy over the victim, by the CLI.
-    let (ok, said) = as_token(
-        &p,
+    let (ok, said) = p.try_as(
         &mallory,
         &[
             "deploy",
@@ -500,7 +492,7 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
 
     // -- The network: an app of alpha may not reach an app of beta that does not accept it.
     let spy = app_dir(work.path(), "spy", "[network]\nallow = [\"vault\"]\n");
-    let (ok, said) = as_token(&p, &mallory, &["deploy", &spy, "--app", "spy"]);
+    let (ok, said) = p.try_as(&mallory, &["deploy", &spy, "--app", "spy"]);
     assert!(
         !ok && said.contains("there is no app named \"vault\""),
         "{said}"
@@ -518,8 +510,7 @@ fn a_project_limited_deployer_reaches_nothing_outside_its_project() {
         "[network] allow an app of another project (the admin)",
         "refused, naming both and accept_from",
     );
-    let (ok, said) = as_token(
-        &p,
+    let (ok, said) = p.try_as(
         &mallory,
         &[
             "deploy",
@@ -717,8 +708,7 @@ fn a_tenant_holds_its_apps_to_its_isolation_and_capabilities() {
         .trim()
         .to_string();
     // An app asking for less than the tenant's floor is refused, naming both.
-    let (ok, said) = as_token(
-        &p,
+    let (ok, said) = p.try_as(
         &tenant_admin,
         &[
             "deploy",
@@ -735,8 +725,7 @@ fn a_tenant_holds_its_apps_to_its_isolation_and_capabilities() {
     );
     assert!(!p.json(&["apps"]).to_string().contains("lowered"));
     // Asking for nothing, it runs sandboxed.
-    let (ok, said) = as_token(
-        &p,
+    let (ok, said) = p.try_as(
         &tenant_admin,
         &[
             "deploy",
@@ -763,8 +752,7 @@ fn a_tenant_holds_its_apps_to_its_isolation_and_capabilities() {
     let docker = work.path().join("dockered");
     std::fs::create_dir_all(&docker).expect("dir");
     std::fs::write(docker.join("Dockerfile"), "FROM scratch\nRUN true\n").expect("Dockerfile");
-    let (ok, said) = as_token(
-        &p,
+    let (ok, said) = p.try_as(
         &tenant_admin,
         &[
             "deploy",

@@ -35,13 +35,6 @@ fn deploy_under_load(p: &Platform, dir: &Path) -> (std::process::Output, Vec<(u1
     (deploy.join().expect("deploy thread"), answers)
 }
 
-fn releases(p: &Platform) -> Vec<serde_json::Value> {
-    p.json(&["releases", "can"])
-        .as_array()
-        .expect("releases")
-        .clone()
-}
-
 #[test]
 fn a_bad_canary_is_rolled_back_and_a_good_one_promoted() {
     let p = Platform::start();
@@ -73,7 +66,7 @@ fn a_bad_canary_is_rolled_back_and_a_good_one_promoted() {
         stable_failed.is_empty(),
         "requests the stable side answered failed: {stable_failed:?}"
     );
-    let listed = releases(&p);
+    let listed = p.releases("can");
     assert_eq!(listed[0]["version"], 2);
     assert_eq!(listed[0]["status"], "failed");
     assert_eq!(listed[1]["status"], "active");
@@ -90,7 +83,7 @@ fn a_bad_canary_is_rolled_back_and_a_good_one_promoted() {
         "{text}"
     );
     assert!(answers.iter().all(|(code, _)| *code == 200), "{answers:?}");
-    assert_eq!(releases(&p)[0]["status"], "active");
+    assert_eq!(p.releases("can")[0]["status"], "active");
     assert_eq!(p.answer("can", "/flaky"), "ok release=3\n");
 
     // Nothing to promote or abort now.
@@ -112,14 +105,14 @@ fn a_bad_canary_is_rolled_back_and_a_good_one_promoted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("was aborted by"), "{err}");
-    assert_eq!(releases(&p)[0]["status"], "failed");
+    assert_eq!(p.releases("can")[0]["status"], "failed");
     assert_eq!(p.answer("can", "/flaky"), "ok release=3\n");
 
     // `sticky` without a canary is refused, and changes nothing.
     std::fs::write(dir.join("berth.toml"), "[deploy]\nsticky = true\n").expect("toml");
     let err = p.fails(&["deploy", &dir.display().to_string()]);
     assert!(err.contains("deploy.sticky are for strategy"), "{err}");
-    assert_eq!(releases(&p).len(), 4);
+    assert_eq!(p.releases("can").len(), 4);
 
     // A sticky canary: a client stays on its side for the whole step (this test is one
     // client), so once the new release answered it, the old one never does again.

@@ -26,10 +26,6 @@ fn plan(p: &Platform, dir: &Path, extra: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn releases(p: &Platform, app: &str) -> usize {
-    p.json(&["releases", app]).as_array().map_or(0, |a| a.len())
-}
-
 #[test]
 fn plan_shows_exactly_what_changed_and_apply_converges() {
     let p = Platform::start();
@@ -60,7 +56,7 @@ fn plan_shows_exactly_what_changed_and_apply_converges() {
     assert!(out.contains("no changes"), "{out}");
     let out = p.ok(&["apply", "-f", def.path().to_str().unwrap()]);
     assert!(out.contains("no changes"), "{out}");
-    assert_eq!((releases(&p, "shop"), releases(&p, "blog")), (1, 1));
+    assert_eq!((p.releases("shop").len(), p.releases("blog").len()), (1, 1));
 
     // One line changes: the plan shows that field, of that app, and nothing else.
     app_dir(
@@ -87,7 +83,7 @@ fn plan_shows_exactly_what_changed_and_apply_converges() {
     );
     p.ok(&["apply", "-f", def.path().to_str().unwrap()]);
     assert_eq!(p.answer("shop", "/env?name=GREETING"), "good day");
-    assert_eq!((releases(&p, "shop"), releases(&p, "blog")), (2, 1));
+    assert_eq!((p.releases("shop").len(), p.releases("blog").len()), (2, 1));
 
     // Code changes show as the source.
     std::fs::write(def.path().join("blog/version.txt"), "2\n").unwrap();

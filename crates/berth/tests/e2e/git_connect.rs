@@ -124,13 +124,6 @@ fn github_headers(secret: &str, body: &str, delivery: &str) -> Vec<(&'static str
     ]
 }
 
-fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
-    p.json(&["releases", app])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Waits until the connection's last push is `commit` with an outcome starting `outcome`.
 fn settled(p: &Platform, app: &str, commit: &str, outcome: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
@@ -171,7 +164,7 @@ fn verified_webhooks_deploy_pushes_and_forged_or_replayed_ones_change_nothing() 
     let status = settled(&p, "hooked", &first, "deployed v1");
     assert_eq!(status["last_trigger"], "connect");
     assert_eq!(p.answer("hooked", "/env?name=BERTH_APP"), "hooked");
-    assert!(releases(&p, "hooked")[0].to_string().contains(&first));
+    assert!(p.releases("hooked")[0].to_string().contains(&first));
 
     // GitHub: a forged delivery is refused and nothing deploys.
     let second = remote.push("two", |w| {
@@ -197,7 +190,7 @@ fn verified_webhooks_deploy_pushes_and_forged_or_replayed_ones_change_nothing() 
     );
     assert_eq!(code, 401);
     assert!(p.up_log().contains("a webhook delivery was refused"));
-    assert_eq!(releases(&p, "hooked").len(), 1);
+    assert_eq!(p.releases("hooked").len(), 1);
 
     // The real one deploys the pushed commit; it comes as GitHub's would, over HTTPS to
     // the platform's own host name at the edge.
@@ -231,7 +224,7 @@ fn verified_webhooks_deploy_pushes_and_forged_or_replayed_ones_change_nothing() 
         let (code, answer) = deliver(&p, "/hooks/github", &headers, &body);
         assert_eq!(code, 409, "{id:?}: {answer}");
     }
-    assert_eq!(releases(&p, "hooked").len(), 2);
+    assert_eq!(p.releases("hooked").len(), 2);
     // A ping (GitHub sends one when the hook is made) verifies and deploys nothing.
     let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
     let mut headers = github_headers(&secret, ping, "d-ping");
@@ -248,7 +241,7 @@ fn verified_webhooks_deploy_pushes_and_forged_or_replayed_ones_change_nothing() 
     );
     assert_eq!(code, 202, "{answer}");
     assert!(answer.contains("not a connected branch"), "{answer}");
-    assert_eq!(releases(&p, "hooked").len(), 2);
+    assert_eq!(p.releases("hooked").len(), 2);
 
     // Gitea / Forgejo.
     let third = remote.push("three", |w| {
@@ -339,7 +332,8 @@ fn the_poll_deploys_pushes_no_webhook_announced() {
     });
     let status = settled(&p, "polled", &second, "deployed v2");
     assert_eq!(status["last_trigger"], "poll");
-    assert!(releases(&p, "polled")
+    assert!(p
+        .releases("polled")
         .iter()
         .any(|r| r.to_string().contains(&second)));
 }

@@ -9,13 +9,6 @@ use crate::common;
 use common::{copy_dir, fixture, git_client as git, git_client_ok as git_ok, Platform};
 use std::process::Command;
 
-fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
-    p.json(&["releases", app])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
     let p = Platform::start();
@@ -63,7 +56,7 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
         "{said}"
     );
     assert_eq!(p.answer("pushed", "/env?name=BERTH_APP"), "pushed");
-    let rel = releases(&p, "pushed");
+    let rel = p.releases("pushed");
     assert_eq!(rel.len(), 1);
     assert!(
         rel[0].to_string().contains(&first),
@@ -85,7 +78,7 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
     );
     let remote_main = git_ok(&repo, &["ls-remote", "berth", "refs/heads/main"]);
     assert!(remote_main.starts_with(&first), "{remote_main}");
-    assert_eq!(releases(&p, "pushed").len(), 1);
+    assert_eq!(p.releases("pushed").len(), 1);
     assert_eq!(p.answer("pushed", "/env?name=BERTH_RELEASE"), "1");
 
     // A fix: deploys as v2.
@@ -101,7 +94,8 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(p.answer("pushed", "/env?name=BERTH_RELEASE"), "2");
-    assert!(releases(&p, "pushed")
+    assert!(p
+        .releases("pushed")
         .iter()
         .any(|r| r.to_string().contains(&second)));
 
@@ -113,7 +107,7 @@ fn a_push_to_main_deploys_and_a_failing_commit_is_rejected() {
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{said}");
     assert!(said.contains("kept, not deployed"), "{said}");
-    assert_eq!(releases(&p, "pushed").len(), 2);
+    assert_eq!(p.releases("pushed").len(), 2);
 
     // main cannot be deleted, nor rewritten (a force-push of another history).
     let out = git(&repo, &["push", "berth", ":main"]);
@@ -240,7 +234,7 @@ fn fetching_needs_a_viewer_and_pushing_a_deployer() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("403"), "{said}");
-    assert_eq!(releases(&p, "guarded").len(), 1);
+    assert_eq!(p.releases("guarded").len(), 1);
 
     // Names that are no app repositories are refused.
     for bad in ["..%2F..%2Fetc.git", "UPPER.git", "a_b.git"] {

@@ -118,13 +118,6 @@ fn push_webhook(p: &Platform, secret: &str, sha: &str, delivery: &str) -> (u16, 
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
-    p.json(&["releases", app])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[test]
 fn commits_are_applied_whole_or_refused_whole_and_drift_shows() {
     let infra = Infra::start();
@@ -138,7 +131,7 @@ fn commits_are_applied_whole_or_refused_whole_and_drift_shows() {
     assert_eq!(p.answer("shop", "/env?name=GREETING"), "hello");
     assert_eq!(p.answer("blog", "/env?name=GREETING"), "hi");
     assert!(
-        releases(&p, "shop")[0].to_string().contains(&first),
+        p.releases("shop")[0].to_string().contains(&first),
         "the release records the commit"
     );
     assert_eq!(s["drift"], serde_json::json!([]));
@@ -156,8 +149,8 @@ fn commits_are_applied_whole_or_refused_whole_and_drift_shows() {
     let s = settled(&p, &second, "applied");
     assert_eq!(s["last_trigger"], "github");
     assert_eq!(p.answer("shop", "/env?name=GREETING"), "good day");
-    assert_eq!(releases(&p, "blog").len(), 1, "blog did not change");
-    assert_eq!(releases(&p, "shop").len(), 2);
+    assert_eq!(p.releases("blog").len(), 1, "blog did not change");
+    assert_eq!(p.releases("shop").len(), 2);
 
     // A forged delivery: refused.
     let (code, _) = push_webhook(&p, "guess", &second, "infra-forged");
@@ -184,10 +177,7 @@ fn commits_are_applied_whole_or_refused_whole_and_drift_shows() {
         "hi",
         "nothing of a refused commit is applied"
     );
-    assert_eq!(
-        (releases(&p, "shop").len(), releases(&p, "blog").len()),
-        (2, 1)
-    );
+    assert_eq!((p.releases("shop").len(), p.releases("blog").len()), (2, 1));
 
     // Mended: applied.
     std::fs::remove_dir_all(infra.work.join("platform/shop-copy")).unwrap();

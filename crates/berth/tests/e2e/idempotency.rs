@@ -12,13 +12,6 @@ fn body(answer: &str) -> &str {
     answer.split("\r\n\r\n").nth(1).unwrap_or_default()
 }
 
-fn releases(p: &Platform) -> usize {
-    p.json(&["releases", "idem"])
-        .as_array()
-        .expect("releases")
-        .len()
-}
-
 #[test]
 fn retried_changes_happen_once_and_a_reused_key_changes_nothing() {
     let p = Platform::start();
@@ -60,18 +53,18 @@ fn retried_changes_happen_once_and_a_reused_key_changes_nothing() {
             .contains("idempotent-replayed: true"),
         "{again}"
     );
-    assert_eq!(releases(&p), 2, "the retry made no release");
+    assert_eq!(p.releases("idem").len(), 2, "the retry made no release");
 
     // The same key for another request: refused, nothing changes.
     let (status, other) = env("change-1", "two");
     assert_eq!(status, 409, "{other}");
     assert!(other.contains("idempotency_key_reused"), "{other}");
-    assert_eq!(releases(&p), 2);
+    assert_eq!(p.releases("idem").len(), 2);
     assert_eq!(p.answer("idem", "/env?name=WORD"), "one");
     let (status, bad) = env(&"k".repeat(300), "three");
     assert_eq!(status, 400, "{bad}");
     assert!(bad.contains("invalid_idempotency_key"), "{bad}");
-    assert_eq!(releases(&p), 2);
+    assert_eq!(p.releases("idem").len(), 2);
 
     // A deploy whose client gives up after a second (its release command takes three),
     // then retries with the same key.
@@ -113,7 +106,7 @@ fn retried_changes_happen_once_and_a_reused_key_changes_nothing() {
     let (_, once_more) = deploy(&[]);
     assert_eq!(body(&once_more), body(&result));
     assert_eq!(
-        releases(&p),
+        p.releases("idem").len(),
         3,
         "one deploy, one release: {}",
         p.ok(&["releases", "idem"])

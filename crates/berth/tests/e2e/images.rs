@@ -201,13 +201,6 @@ fn signature_verifies_with_openssl(p: &Platform, app: &str, digest: &str) {
     );
 }
 
-fn releases(p: &Platform, app: &str) -> Vec<serde_json::Value> {
-    p.json(&["releases", app])
-        .as_array()
-        .expect("releases")
-        .clone()
-}
-
 #[test]
 fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
     let reg = registry(true);
@@ -279,7 +272,7 @@ fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
     assert_eq!(p.answer("web", "/"), "hello from the registry\n");
     // Asked for root, runs as berth's app user.
     assert_eq!(uid_serving(&p, "web"), "10001");
-    let listed = releases(&p, "web");
+    let listed = p.releases("web");
     let digest = registry_digest(&web);
     assert_eq!(listed[0]["image"]["digest"], digest.as_str(), "{listed:?}");
     let description = listed[0]["description"].as_str().expect("description");
@@ -300,7 +293,7 @@ fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
     );
     let err = p.fails(&["deploy", "--image", "http://Bad Ref", "--app", "web"]);
     assert!(err.contains("not an image reference"), "{err}");
-    assert_eq!(releases(&p, "web").len(), 1);
+    assert_eq!(p.releases("web").len(), 1);
     assert_eq!(p.answer("web", "/"), "hello from the registry\n");
 
     // The same image in gVisor, with berth.toml beside it.
@@ -326,7 +319,7 @@ fn an_image_from_a_registry_runs_pinned_by_digest_at_both_isolation_levels() {
     deploys(&p, &["deploy", &dir.display().to_string()]);
     assert_eq!(p.answer("declared", "/"), "hello from the registry\n");
     assert_eq!(
-        releases(&p, "declared")[0]["image"]["digest"],
+        p.releases("declared")[0]["image"]["digest"],
         digest.as_str()
     );
     assert_eq!(p.json(&["apps"]).as_array().expect("apps").len(), 3);
@@ -398,7 +391,7 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
         !files.contains("secret.txt"),
         ".dockerignore honoured: {files}"
     );
-    let release = &releases(&p, "site")[0];
+    let release = &p.releases("site")[0];
     assert_eq!(release["config"]["port"], 9090, "{release}");
 
     // Every image shows its SBOM and its signature.
@@ -441,7 +434,7 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
         err.contains("FROM 127.0.0.1:") && err.contains("not found"),
         "{err}"
     );
-    assert_eq!(releases(&p, "site").len(), 1);
+    assert_eq!(p.releases("site").len(), 1);
     assert_eq!(p.answer("site", "/"), "built as 0\n");
 
     // Each app builds as a uid of its own, over subordinate ids of its own; a build secret
@@ -499,7 +492,7 @@ fn a_dockerfile_builds_unprivileged_on_a_base_from_the_registry() {
     let listed = p.json(&["secrets", "list", "other"]);
     assert_eq!(listed[0]["name"], "TOKEN", "{listed}");
     assert_eq!(listed[0]["injected_as"], "build", "{listed}");
-    assert!(releases(&p, "other")[0]["config"]["secrets"]
+    assert!(p.releases("other")[0]["config"]["secrets"]
         .as_object()
         .is_none_or(|m| m.is_empty()));
     let found = common::files_holding(p.data.path(), token);
@@ -628,7 +621,7 @@ fn with_require_signed_an_image_whose_signature_is_gone_never_starts() {
     login(&p, &reg);
     let out = deploys(&p, &["deploy", "--image", &one, "--app", "web"]);
     assert!(out.contains("signature of sha256:"), "{out}");
-    let listed = releases(&p, "web");
+    let listed = p.releases("web");
     let digest = listed[0]["image"]["digest"]
         .as_str()
         .expect("digest")
@@ -650,8 +643,8 @@ fn with_require_signed_an_image_whose_signature_is_gone_never_starts() {
     assert_eq!(images[0]["signature"], "unsigned", "{images}");
     let err = p.fails(&["env", "set", "web", "COLOUR=blue"]);
     assert!(err.contains("not signed"), "{err}");
-    assert_eq!(releases(&p, "web").len(), 2);
-    assert_eq!(releases(&p, "web")[0]["status"], "failed");
+    assert_eq!(p.releases("web").len(), 2);
+    assert_eq!(p.releases("web")[0]["status"], "failed");
     assert_eq!(p.answer("web", "/"), "hello from the registry\n");
 }
 

@@ -8,10 +8,6 @@ use crate::common;
 
 use common::{copy_dir, Platform};
 
-fn as_token(p: &Platform, token: &str, args: &[&str]) -> std::process::Output {
-    p.berth_env(args, &[("BERTH_TOKEN", token)])
-}
-
 fn out(o: &std::process::Output) -> (bool, String, String) {
     (
         o.status.success(),
@@ -79,15 +75,15 @@ fn project_tokens_see_and_touch_only_their_project_within_its_quota() {
         dir.display().to_string()
     };
     let cart = app_dir("cart");
-    let (ok, _, err) = out(&as_token(&p, &shop, &["deploy", &cart]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["deploy", &cart]));
     assert!(ok, "{err}");
     let posts = app_dir("posts");
-    let (ok, _, err) = out(&as_token(&p, &blog, &["deploy", &posts]));
+    let (ok, _, err) = out(&p.as_token(&blog, &["deploy", &posts]));
     assert!(ok, "{err}");
 
     // Each sees its own.
     let apps = |token: &str| {
-        let (ok, stdout, err) = out(&as_token(&p, token, &["--json", "apps"]));
+        let (ok, stdout, err) = out(&p.as_token(token, &["--json", "apps"]));
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
         v.as_array()
@@ -116,38 +112,35 @@ fn project_tokens_see_and_touch_only_their_project_within_its_quota() {
         vec!["rollback", "posts"],
         vec!["destroy", "posts"],
     ] {
-        let (ok, _, err) = out(&as_token(&p, &shop, &args));
+        let (ok, _, err) = out(&p.as_token(&shop, &args));
         assert!(!ok, "{args:?}");
         assert!(
             err.contains("app \"posts\" does not exist"),
             "{args:?}: {err}"
         );
     }
-    let (_, _, missing) = out(&as_token(&p, &shop, &["logs", "nosuchapp"]));
+    let (_, _, missing) = out(&p.as_token(&shop, &["logs", "nosuchapp"]));
     assert!(
         missing.contains("app \"nosuchapp\" does not exist"),
         "{missing}"
     );
     // A deploy under the other project's app name is refused too, and changes nothing.
-    let (ok, _, err) = out(&as_token(&p, &shop, &["deploy", &posts]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["deploy", &posts]));
     assert!(!ok && err.contains("does not exist"), "{err}");
     // Platform-wide endpoints are not theirs.
-    let (ok, _, err) = out(&as_token(&p, &shop, &["alerts"]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["alerts"]));
     assert!(!ok && err.contains("platform-wide"), "{err}");
-    let (ok, _, err) = out(&as_token(&p, &shop, &["dora"]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["dora"]));
     assert!(!ok, "{err}");
-    let (ok, _, err) = out(&as_token(&p, &shop, &["dora", "cart"]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["dora", "cart"]));
     assert!(ok, "{err}");
     // Nor may they put apps in another project.
-    let (ok, _, err) = out(&as_token(
-        &p,
-        &shop,
-        &["deploy", &app_dir("sneaky"), "--project", "blog"],
-    ));
+    let (ok, _, err) =
+        out(&p.as_token(&shop, &["deploy", &app_dir("sneaky"), "--project", "blog"]));
     assert!(!ok && err.contains("limited to project"), "{err}");
 
     // Quotas: shop has room for one app.
-    let (ok, _, err) = out(&as_token(&p, &shop, &["deploy", &app_dir("second")]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["deploy", &app_dir("second")]));
     assert!(!ok, "a second app in shop");
     assert!(
         err.contains("quota") && err.contains("2 apps, the quota is 1"),
@@ -161,7 +154,7 @@ fn project_tokens_see_and_touch_only_their_project_within_its_quota() {
         "[processes.web]\ninstances = 2\n",
     )
     .expect("toml");
-    let (ok, _, err) = out(&as_token(&p, &shop, &["deploy", &cart]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["deploy", &cart]));
     assert!(!ok, "two instances fit?");
     assert!(err.contains("MiB of memory"), "{err}");
     let releases = p.json(&["releases", "cart"]);
@@ -183,7 +176,7 @@ fn project_tokens_see_and_touch_only_their_project_within_its_quota() {
         .clone();
     assert_eq!(shop_row["usage"]["apps"], 1);
     assert_eq!(shop_row["quota"]["max_apps"], 1);
-    let (ok, stdout, err) = out(&as_token(&p, &blog, &["--json", "projects", "list"]));
+    let (ok, stdout, err) = out(&p.as_token(&blog, &["--json", "projects", "list"]));
     assert!(ok, "{err}");
     assert!(
         stdout.contains("\"blog\"") && !stdout.contains("\"shop\""),
@@ -197,13 +190,9 @@ fn project_tokens_see_and_touch_only_their_project_within_its_quota() {
         "{:?}",
         apps(&blog)
     );
-    let (ok, _, err) = out(&as_token(
-        &p,
-        &shop,
-        &["create", "elsewhere", "--project", "blog"],
-    ));
+    let (ok, _, err) = out(&p.as_token(&shop, &["create", "elsewhere", "--project", "blog"]));
     assert!(!ok && err.contains("limited to project"), "{err}");
     // Making projects is an admin's.
-    let (ok, _, err) = out(&as_token(&p, &shop, &["projects", "create", "mine"]));
+    let (ok, _, err) = out(&p.as_token(&shop, &["projects", "create", "mine"]));
     assert!(!ok && err.contains("admin"), "{err}");
 }

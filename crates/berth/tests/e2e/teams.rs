@@ -8,10 +8,6 @@ use crate::common;
 
 use common::{copy_dir, Platform};
 
-fn as_token(p: &Platform, token: &str, args: &[&str]) -> std::process::Output {
-    p.berth_env(args, &[("BERTH_TOKEN", token)])
-}
-
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -51,9 +47,9 @@ fn roles_limit_tokens_and_the_audit_log_records_every_change() {
     }
 
     // The viewer reads, and is refused changes with a reason.
-    assert!(as_token(&p, &watcher, &["apps"]).status.success());
-    assert!(as_token(&p, &watcher, &["logs", "shop"]).status.success());
-    let denied = as_token(&p, &watcher, &["env", "set", "shop", "WORD=viewer"]);
+    assert!(p.as_token(&watcher, &["apps"]).status.success());
+    assert!(p.as_token(&watcher, &["logs", "shop"]).status.success());
+    let denied = p.as_token(&watcher, &["env", "set", "shop", "WORD=viewer"]);
     assert!(!denied.status.success());
     assert!(
         stderr(&denied).contains("may not POST") && stderr(&denied).contains("deployer"),
@@ -61,19 +57,15 @@ fn roles_limit_tokens_and_the_audit_log_records_every_change() {
         stderr(&denied)
     );
     for admin_only in [vec!["tokens", "list"], vec!["audit"]] {
-        let o = as_token(&p, &watcher, &admin_only);
+        let o = p.as_token(&watcher, &admin_only);
         assert!(!o.status.success(), "{admin_only:?}");
     }
 
     // The deployer changes apps, not the platform's tokens.
-    let changed = as_token(&p, &ci, &["env", "set", "shop", "WORD=from-ci"]);
+    let changed = p.as_token(&ci, &["env", "set", "shop", "WORD=from-ci"]);
     assert!(changed.status.success(), "{}", stderr(&changed));
     assert_eq!(p.answer("shop", "/env?name=WORD"), "from-ci");
-    let o = as_token(
-        &p,
-        &ci,
-        &["tokens", "create", "escalate", "--role", "admin"],
-    );
+    let o = p.as_token(&ci, &["tokens", "create", "escalate", "--role", "admin"]);
     assert!(
         !o.status.success() && stderr(&o).contains("may not"),
         "{}",
@@ -115,7 +107,7 @@ fn roles_limit_tokens_and_the_audit_log_records_every_change() {
 
     // Revoked: refused at once, and the attempt is on record.
     p.ok(&["tokens", "revoke", "ci"]);
-    let after = as_token(&p, &ci, &["env", "set", "shop", "WORD=late"]);
+    let after = p.as_token(&ci, &["env", "set", "shop", "WORD=late"]);
     assert!(!after.status.success());
     assert!(stderr(&after).contains("revoked"), "{}", stderr(&after));
 

@@ -9,18 +9,6 @@ use crate::common;
 
 use common::{copy_dir, Platform};
 
-fn as_token(p: &Platform, token: &str, args: &[&str]) -> (bool, String) {
-    let o = p.berth_env(args, &[("BERTH_TOKEN", token)]);
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
     let p = Platform::start();
@@ -59,26 +47,26 @@ fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
     p.ok(&["create", "outside"]);
 
     // Across the tenant's projects, up to its quota.
-    let (ok, text) = as_token(&p, &acme, &["create", "one", "--project", "shop"]);
+    let (ok, text) = p.try_as(&acme, &["create", "one", "--project", "shop"]);
     assert!(ok, "{text}");
-    let (ok, text) = as_token(&p, &acme, &["create", "two", "--project", "blog"]);
+    let (ok, text) = p.try_as(&acme, &["create", "two", "--project", "blog"]);
     assert!(ok, "{text}");
-    let (ok, text) = as_token(&p, &acme, &["create", "three", "--project", "shop"]);
+    let (ok, text) = p.try_as(&acme, &["create", "three", "--project", "shop"]);
     assert!(!ok, "{text}");
     assert!(
         text.contains("tenant \"acme\" would have 3 apps, the quota is 2"),
         "{text}"
     );
-    let (ok, text) = as_token(&p, &acme, &["create", "four"]);
+    let (ok, text) = p.try_as(&acme, &["create", "four"]);
     assert!(
         !ok && text.contains("must say which of its projects"),
         "{text}"
     );
-    let (ok, text) = as_token(&p, &acme, &["create", "five", "--project", "default"]);
+    let (ok, text) = p.try_as(&acme, &["create", "five", "--project", "default"]);
     assert!(!ok && text.contains("has no project named"), "{text}");
 
     // It sees its own and nothing else.
-    let (ok, text) = as_token(&p, &acme, &["--json", "apps"]);
+    let (ok, text) = p.try_as(&acme, &["--json", "apps"]);
     assert!(ok, "{text}");
     let apps: serde_json::Value = serde_json::from_str(&text).expect("apps JSON");
     let mut names: Vec<&str> = apps
@@ -89,21 +77,21 @@ fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
         .collect();
     names.sort();
     assert_eq!(names, ["one", "two"], "{apps}");
-    let (ok, text) = as_token(&p, &acme, &["env", "list", "outside"]);
+    let (ok, text) = p.try_as(&acme, &["env", "list", "outside"]);
     assert!(!ok && text.contains("does not exist"), "{text}");
-    let (ok, text) = as_token(&p, &acme, &["env", "list", "one"]);
+    let (ok, text) = p.try_as(&acme, &["env", "list", "one"]);
     assert!(ok, "{text}");
     // An app named with its project is the same app; in another project it is unknown; a
     // name sent percent-encoded is the same name, and as far out of reach.
-    let (ok, text) = as_token(&p, &acme, &["--json", "releases", "shop/one"]);
+    let (ok, text) = p.try_as(&acme, &["--json", "releases", "shop/one"]);
     assert!(ok && text.trim() == "[]", "{text}");
-    let (ok, text) = as_token(&p, &acme, &["env", "list", "blog/one"]);
+    let (ok, text) = p.try_as(&acme, &["env", "list", "blog/one"]);
     assert!(!ok && text.contains("app \"one\" does not exist"), "{text}");
-    let (ok, text) = as_token(&p, &acme, &["env", "list", "default/outside"]);
+    let (ok, text) = p.try_as(&acme, &["env", "list", "default/outside"]);
     assert!(!ok && text.contains("does not exist"), "{text}");
     let (status, text) = common::curl(&p, &acme, "GET", "/v1/apps/%6Futside/env", &[]);
     assert_eq!(status, 404, "{text}");
-    let (ok, text) = as_token(&p, &acme, &["--json", "projects", "list"]);
+    let (ok, text) = p.try_as(&acme, &["--json", "projects", "list"]);
     assert!(ok, "{text}");
     let projects: serde_json::Value = serde_json::from_str(&text).expect("projects JSON");
     assert!(
@@ -119,7 +107,7 @@ fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
         &["tenants", "list"][..],
         &["audit"][..],
     ] {
-        let (ok, text) = as_token(&p, &acme, platform_wide);
+        let (ok, text) = p.try_as(&acme, platform_wide);
         assert!(
             !ok && text.contains("platform-wide"),
             "{platform_wide:?}: {text}"
@@ -127,13 +115,9 @@ fn a_tenant_token_reaches_its_projects_only_within_the_tenant_quota() {
     }
 
     // Projects it makes are in its tenant, and only there.
-    let (ok, text) = as_token(&p, &acme, &["projects", "create", "docs"]);
+    let (ok, text) = p.try_as(&acme, &["projects", "create", "docs"]);
     assert!(ok && text.contains("in tenant acme"), "{text}");
-    let (ok, text) = as_token(
-        &p,
-        &acme,
-        &["projects", "create", "x", "--tenant", "default"],
-    );
+    let (ok, text) = p.try_as(&acme, &["projects", "create", "x", "--tenant", "default"]);
     assert!(!ok && text.contains("makes projects in it only"), "{text}");
 
     // The platform admin sees the tenant whole; nothing refused was left behind.

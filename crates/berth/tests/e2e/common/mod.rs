@@ -280,6 +280,25 @@ impl Platform {
     }
 
     /// `--json` output parsed.
+    /// The app's releases, newest first (none when it has none).
+    pub fn releases(&self, app: &str) -> Vec<serde_json::Value> {
+        self.json(&["releases", app])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `berth ARGS` with another token.
+    pub fn as_token(&self, token: &str, args: &[&str]) -> Output {
+        self.berth_env(args, &[("BERTH_TOKEN", token)])
+    }
+
+    /// `berth ARGS` with another token: whether it succeeded, and what it said.
+    pub fn try_as(&self, token: &str, args: &[&str]) -> (bool, String) {
+        let o = self.as_token(token, args);
+        (o.status.success(), said(&o))
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
