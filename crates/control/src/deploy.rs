@@ -1856,7 +1856,8 @@ impl Platform {
 
 impl Platform {
     /// The app's build identity: the slot it holds, or the lowest one no app holds and no
-    /// account of this machine still uses (its ids are then the app's alone).
+    /// account of this machine uses, claimed by making its account (its ids are then the
+    /// app's alone, whatever other platforms run on the machine).
     async fn build_identity(&self, app: &str) -> Result<BuildIdentity, ApiError> {
         let identity = |slot| {
             BuildIdentity::new(slot).map_err(|e| {
@@ -1871,17 +1872,39 @@ impl Platform {
         if let Some(slot) = self.store.existing_build_slot(app).await? {
             return identity(slot);
         }
-        let on_host = tokio::task::spawn_blocking(build_user::slots_in_use_on_host)
-            .await
-            .map_err(|e| ApiError::internal("reading the build accounts", e))?
-            .map_err(|e| ApiError::internal("reading the build accounts", e))?;
+        let on_host = tokio::task::spawn_blocking(|| {
+            build_user::reclaim_stale()?;
+            build_user::slots_in_use_on_host()
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading the build accounts", e))?
+        .map_err(|e| ApiError::internal("reading the build accounts", e))?;
         let held = self.store.build_slots().await?;
         for slot in 1..=build_user::MAX_SLOT {
             if held.contains(&slot) || on_host.contains(&slot) {
                 continue;
             }
-            if self.store.claim_build_slot(app, slot).await? {
-                return identity(slot);
+            if !self.store.claim_build_slot(app, slot).await? {
+                continue;
+            }
+            // The machine's accounts are shared by every platform on it: the slot is this
+            // app's once its account is made here.
+            let candidate = identity(slot)?;
+            let owner = self.cfg.data_dir.clone();
+            let made = tokio::task::spawn_blocking(move || candidate.claim(&owner))
+                .await
+                .map_err(|e| ApiError::internal("making the build account", e));
+            match made {
+                Ok(Ok(true)) => return Ok(candidate),
+                Ok(Ok(false)) => self.store.release_build_slot(app).await?,
+                Ok(Err(e)) => {
+                    self.store.release_build_slot(app).await?;
+                    return Err(ApiError::internal("making the build account", e));
+                }
+                Err(e) => {
+                    self.store.release_build_slot(app).await?;
+                    return Err(e);
+                }
             }
         }
         identity(build_user::MAX_SLOT + 1)

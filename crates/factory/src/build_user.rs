@@ -69,6 +69,73 @@ impl BuildIdentity {
         )
     }
 
+    /// Claims the slot on this machine by making its account and group, which no other
+    /// platform on the machine (another data directory) can then make: true when this call
+    /// made them, false when they (or ids of the slot) exist already.
+    pub fn claim(&self, owner: &std::path::Path) -> Result<bool, BuildError> {
+        let _one = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let account = self.account();
+        let id = self.uid().to_string();
+        let named = |text: &str| {
+            text.lines()
+                .any(|l| l.split(':').next() == Some(account.as_str()))
+        };
+        let passwd = std::fs::read_to_string("/etc/passwd").map_err(read("/etc/passwd"))?;
+        let group = std::fs::read_to_string("/etc/group").map_err(read("/etc/group"))?;
+        if owner_of(&passwd, &id).is_some()
+            || owner_of(&group, &id).is_some()
+            || named(&passwd)
+            || named(&group)
+        {
+            return Ok(false);
+        }
+        // Another process may make the same ids meanwhile: a refusal is a lost race when
+        // the ids exist afterwards, else a failure.
+        let lost = |file: &'static str| -> Result<bool, BuildError> {
+            let text = std::fs::read_to_string(file).map_err(read(file))?;
+            Ok(owner_of(&text, &id).is_some() || named(&text))
+        };
+        if let Err(e) = admin(Command::new("groupadd").args(["--gid", &id, &account])) {
+            return if lost("/etc/group")? {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        // The comment names the platform's data directory: an account whose directory is
+        // gone is reclaimed (see [`reclaim_stale`]).
+        // (Only a plain absolute path: one the account file cannot hold is not recorded,
+        // and such an account is never reclaimed.)
+        let comment = owner
+            .to_str()
+            .filter(|p| owner.is_absolute() && !p.contains([':', ',', '\n']))
+            .map(|p| format!("{OWNER_MARK}{p}"))
+            .unwrap_or_default();
+        if let Err(e) = admin(Command::new("useradd").args([
+            "--system",
+            "--uid",
+            &id,
+            "--gid",
+            &id,
+            "--comment",
+            &comment,
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            &account,
+        ])) {
+            let _ = admin(Command::new("groupdel").arg(&account));
+            return if lost("/etc/passwd")? {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(true)
+    }
+
     /// Makes the host account, its group and its subordinate ids, once. An id or range
     /// some other account already holds is refused by name, never shared.
     pub fn ensure(&self) -> Result<(), BuildError> {
@@ -150,6 +217,40 @@ impl BuildIdentity {
         }
         Ok(())
     }
+}
+
+/// What the comment of a build account starts with, before its platform's data directory.
+const OWNER_MARK: &str = "berth build for ";
+
+/// Removes the build accounts of platforms whose data directory is gone (deleted without
+/// destroying its apps): their slots are free again. How many were removed.
+pub fn reclaim_stale() -> Result<usize, BuildError> {
+    let _one = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(read("/etc/passwd"))?;
+    let mut removed = 0;
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let (Some(name), Some(uid), Some(comment)) = (f.first(), f.get(2), f.get(4)) else {
+            continue;
+        };
+        let ours = name.starts_with("berth-b")
+            && uid
+                .parse::<u32>()
+                .is_ok_and(|u| (BASE..0x8000_0000).contains(&u));
+        let Some(dir) = comment.strip_prefix(OWNER_MARK) else {
+            continue;
+        };
+        // (An account a process still runs as stays, and its slot with it.)
+        if ours
+            && dir.starts_with('/')
+            && !std::path::Path::new(dir).exists()
+            && admin(Command::new("userdel").arg(name)).is_ok()
+        {
+            let _ = admin(Command::new("groupdel").arg(name));
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The slots whose host ids are still in use on this machine: an account or group with an
